@@ -1,0 +1,463 @@
+//! The Double Ratchet session (Signal's specification with the v1 KDFs).
+//!
+//! Decryption computes every state change in locals and commits it only after the AEAD
+//! opened, so a rejected message leaves the session exactly as it was. Encryption
+//! advances the sending chain; the caller persists the session before the ciphertext
+//! leaves the process.
+
+use std::collections::VecDeque;
+
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::consts::{HEADER_LEN, KEY_LEN, MAX_SKIP, MAX_STORED_SKIPPED_KEYS};
+use crate::error::CryptoError;
+use crate::header::Header;
+use crate::identity::{IdentityKey, IdentityKeyPair};
+use crate::kdf::{ChainKey, MessageKey, RootKey};
+use crate::keys::{KeyPair, PublicKey};
+use crate::message::{Message, NormalMessage, PreKeyMessage};
+use crate::prekey::{PreKeyBundle, PreKeyStore};
+use crate::x3dh::{self, associated_data};
+
+/// How many of the peer's past ratchet keys are remembered, so that a replayed message
+/// of a closed chain is recognised as a replay rather than as tampering.
+pub const RETIRED_RATCHET_KEYS: usize = 64;
+
+const AAD_LEN: usize = 2 * KEY_LEN + HEADER_LEN;
+
+/// A message key kept for a message that has not arrived yet.
+#[derive(Clone, Serialize, Deserialize)]
+struct SkippedKey {
+    ratchet: PublicKey,
+    n: u32,
+    key: MessageKey,
+}
+
+/// The X3DH fields the initiator repeats in every message until a reply decrypts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PendingPreKey {
+    base_key: PublicKey,
+    signed_prekey: PublicKey,
+    one_time_prekey: Option<PublicKey>,
+}
+
+/// The result of a successful decryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decrypted {
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+    /// How many message keys this message made us skip (messages not yet seen, so a
+    /// dropped message shows up here as a gap).
+    pub newly_skipped: u32,
+    /// True if the message was decrypted with a stored skipped key (it arrived late).
+    pub late: bool,
+}
+
+/// One Double Ratchet session with one peer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Session {
+    local: IdentityKey,
+    remote: IdentityKey,
+    initiator: bool,
+    root: RootKey,
+    self_ratchet: KeyPair,
+    remote_ratchet: Option<PublicKey>,
+    sending: Option<ChainKey>,
+    sent: u32,
+    previous_sent: u32,
+    receiving: Option<ChainKey>,
+    received: u32,
+    skipped: VecDeque<SkippedKey>,
+    retired_remote: VecDeque<PublicKey>,
+    pending_prekey: Option<PendingPreKey>,
+    base_key: Option<PublicKey>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("initiator", &self.initiator)
+            .field("sent", &self.sent)
+            .field("received", &self.received)
+            .field("skipped", &self.skipped.len())
+            .field("awaiting_reply", &self.pending_prekey.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of [`receive`].
+#[derive(Debug)]
+pub struct Received {
+    /// The decrypted message.
+    pub decrypted: Decrypted,
+    /// A new session that replaces the current one (a PreKey message started it).
+    pub new_session: Option<Session>,
+}
+
+/// Derives the message keys `from..until` of a chain into `out`; returns the chain key
+/// at position `until`.
+fn skip_keys(chain: &ChainKey, from: u32, until: u32, ratchet: PublicKey, out: &mut Vec<SkippedKey>) -> ChainKey {
+    let mut chain = chain.clone();
+    for n in from..until {
+        out.push(SkippedKey {
+            ratchet,
+            n,
+            key: chain.message_key(),
+        });
+        chain = chain.next();
+    }
+    chain
+}
+
+impl Session {
+    /// Starts a session as the initiator with a peer's bundle (X3DH, then the first
+    /// sending chain). Draws EK_A, then the first ratchet key, from `rng`.
+    pub fn initiate(
+        identity: &IdentityKeyPair,
+        bundle: &PreKeyBundle,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, CryptoError> {
+        let ephemeral = KeyPair::generate(rng);
+        let agreed = x3dh::initiate(identity, bundle, &ephemeral)?;
+        let self_ratchet = KeyPair::generate(rng);
+        let (root, sending) = agreed
+            .shared_secret
+            .ratchet(&self_ratchet.diffie_hellman(&bundle.signed_prekey)?);
+        Ok(Self {
+            local: *identity.public(),
+            remote: bundle.identity,
+            initiator: true,
+            root,
+            self_ratchet,
+            remote_ratchet: Some(bundle.signed_prekey),
+            sending: Some(sending),
+            sent: 0,
+            previous_sent: 0,
+            receiving: None,
+            received: 0,
+            skipped: VecDeque::new(),
+            retired_remote: VecDeque::new(),
+            pending_prekey: Some(PendingPreKey {
+                base_key: agreed.base_key,
+                signed_prekey: bundle.signed_prekey,
+                one_time_prekey: agreed.one_time_prekey,
+            }),
+            base_key: None,
+        })
+    }
+
+    /// Starts a session as the responder from a PreKey message. The session exists only
+    /// if the message decrypts; only then is the one-time prekey deleted from `prekeys`.
+    pub fn accept(
+        identity: &IdentityKeyPair,
+        prekeys: &mut PreKeyStore,
+        message: &PreKeyMessage,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Self, Decrypted), CryptoError> {
+        if prekeys.has_seen_base_key(&message.base_key) {
+            return Err(CryptoError::DuplicateOrTooOld {
+                n: message.inner.header.n,
+            });
+        }
+        let signed = prekeys
+            .signed_prekey(&message.signed_prekey)
+            .ok_or(CryptoError::UnknownSignedPreKey)?
+            .clone();
+        let one_time = match &message.one_time_prekey {
+            Some(public) => Some(
+                prekeys
+                    .one_time_prekey(public)
+                    .ok_or(CryptoError::UnknownOneTimePreKey)?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let root = x3dh::respond(
+            identity,
+            &signed,
+            one_time.as_ref(),
+            &message.identity,
+            &message.base_key,
+        )?;
+        let mut session = Self {
+            local: *identity.public(),
+            remote: message.identity,
+            initiator: false,
+            root,
+            self_ratchet: signed,
+            remote_ratchet: None,
+            sending: None,
+            sent: 0,
+            previous_sent: 0,
+            receiving: None,
+            received: 0,
+            skipped: VecDeque::new(),
+            retired_remote: VecDeque::new(),
+            pending_prekey: None,
+            base_key: Some(message.base_key),
+        };
+        let decrypted = session.decrypt(&message.inner, rng)?;
+        if let Some(public) = &message.one_time_prekey {
+            prekeys.remove_one_time(public);
+        }
+        prekeys.remember_base_key(message.base_key);
+        Ok((session, decrypted))
+    }
+
+    /// The peer's identity key.
+    pub fn remote_identity(&self) -> &IdentityKey {
+        &self.remote
+    }
+
+    /// Our identity key.
+    pub fn local_identity(&self) -> &IdentityKey {
+        &self.local
+    }
+
+    /// True if we started the session.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// True while we still send PreKey messages (no reply decrypted yet).
+    pub fn awaiting_reply(&self) -> bool {
+        self.pending_prekey.is_some()
+    }
+
+    /// How many skipped message keys are stored.
+    pub fn stored_skipped_keys(&self) -> usize {
+        self.skipped.len()
+    }
+
+    /// Our current ratchet public key (changes at every DH ratchet step).
+    pub fn ratchet_key(&self) -> &PublicKey {
+        self.self_ratchet.public_key()
+    }
+
+    /// `AD || header`.
+    fn aad(&self, header: &Header) -> [u8; AAD_LEN] {
+        let ad = if self.initiator {
+            associated_data(&self.local, &self.remote)
+        } else {
+            associated_data(&self.remote, &self.local)
+        };
+        let mut aad = [0u8; AAD_LEN];
+        aad[..2 * KEY_LEN].copy_from_slice(&ad);
+        aad[2 * KEY_LEN..].copy_from_slice(&header.encode());
+        aad
+    }
+
+    /// Encrypts `plaintext` into wire bytes (a PreKey message until a reply has
+    /// decrypted, a Normal message after). Advances the sending chain: persist the
+    /// session before the bytes leave the process.
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let chain = self.sending.as_ref().ok_or(CryptoError::NoSession)?;
+        let next_sent = self.sent.checked_add(1).ok_or(CryptoError::CounterOverflow)?;
+        let header = Header {
+            ratchet_key: *self.self_ratchet.public_key(),
+            previous_chain_len: self.previous_sent,
+            n: self.sent,
+        };
+        let message_key = chain.message_key();
+        let next_chain = chain.next();
+        let ciphertext = message_key.seal(&self.aad(&header), plaintext)?;
+        self.sending = Some(next_chain);
+        self.sent = next_sent;
+        let inner = NormalMessage { header, ciphertext };
+        let message = match self.pending_prekey {
+            Some(pending) => Message::PreKey(PreKeyMessage {
+                identity: self.local,
+                base_key: pending.base_key,
+                signed_prekey: pending.signed_prekey,
+                one_time_prekey: pending.one_time_prekey,
+                inner,
+            }),
+            None => Message::Normal(inner),
+        };
+        Ok(message.encode())
+    }
+
+    /// Decrypts one message of this session. On any error the session is unchanged.
+    pub fn decrypt(
+        &mut self,
+        message: &NormalMessage,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Decrypted, CryptoError> {
+        let header = &message.header;
+        let aad = self.aad(header);
+
+        if let Some(index) = self
+            .skipped
+            .iter()
+            .position(|k| k.ratchet == header.ratchet_key && k.n == header.n)
+        {
+            let plaintext = self.skipped[index].key.open(&aad, &message.ciphertext)?;
+            self.skipped.remove(index);
+            self.pending_prekey = None;
+            return Ok(Decrypted {
+                plaintext,
+                newly_skipped: 0,
+                late: true,
+            });
+        }
+
+        if self.remote_ratchet == Some(header.ratchet_key) {
+            self.decrypt_in_current_chain(header, &aad, &message.ciphertext)
+        } else {
+            self.decrypt_with_dh_step(header, &aad, &message.ciphertext, rng)
+        }
+    }
+
+    fn decrypt_in_current_chain(
+        &mut self,
+        header: &Header,
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Decrypted, CryptoError> {
+        // Without a receiving chain no genuine message can name this ratchet key.
+        let chain = self.receiving.as_ref().ok_or(CryptoError::Aead)?;
+        if header.n < self.received {
+            return Err(CryptoError::DuplicateOrTooOld { n: header.n });
+        }
+        let skip = header.n - self.received;
+        if skip > MAX_SKIP {
+            return Err(CryptoError::SkipLimit { skip: skip.into() });
+        }
+        let next_received = header.n.checked_add(1).ok_or(CryptoError::CounterOverflow)?;
+        let mut staged = Vec::new();
+        let chain = skip_keys(chain, self.received, header.n, header.ratchet_key, &mut staged);
+        let plaintext = chain.message_key().open(aad, ciphertext)?;
+
+        self.receiving = Some(chain.next());
+        self.received = next_received;
+        self.store_skipped(staged);
+        self.pending_prekey = None;
+        Ok(Decrypted {
+            plaintext,
+            newly_skipped: skip,
+            late: false,
+        })
+    }
+
+    fn decrypt_with_dh_step(
+        &mut self,
+        header: &Header,
+        aad: &[u8],
+        ciphertext: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Decrypted, CryptoError> {
+        if self.retired_remote.contains(&header.ratchet_key) {
+            return Err(CryptoError::DuplicateOrTooOld { n: header.n });
+        }
+        if header.n > MAX_SKIP {
+            return Err(CryptoError::SkipLimit {
+                skip: header.n.into(),
+            });
+        }
+        let next_received = header.n.checked_add(1).ok_or(CryptoError::CounterOverflow)?;
+
+        // Keys left in the chain being closed; a gap over MAX_SKIP is not derived, but
+        // the step still happens (interoperability rule).
+        let mut staged = Vec::new();
+        if let (Some(chain), Some(old)) = (&self.receiving, self.remote_ratchet) {
+            let gap = header.previous_chain_len.saturating_sub(self.received);
+            if gap > 0 && gap <= MAX_SKIP {
+                skip_keys(chain, self.received, header.previous_chain_len, old, &mut staged);
+            }
+        }
+
+        let (root, receiving) = self
+            .root
+            .ratchet(&self.self_ratchet.diffie_hellman(&header.ratchet_key)?);
+        let self_ratchet = KeyPair::generate(rng);
+        let (root, sending) = root.ratchet(&self_ratchet.diffie_hellman(&header.ratchet_key)?);
+        let receiving = skip_keys(&receiving, 0, header.n, header.ratchet_key, &mut staged);
+        let plaintext = receiving.message_key().open(aad, ciphertext)?;
+
+        let newly_skipped = u32::try_from(staged.len()).unwrap_or(u32::MAX);
+        if let Some(old) = self.remote_ratchet.replace(header.ratchet_key) {
+            if self.retired_remote.len() >= RETIRED_RATCHET_KEYS {
+                self.retired_remote.pop_front();
+            }
+            self.retired_remote.push_back(old);
+        }
+        self.root = root;
+        self.self_ratchet = self_ratchet;
+        self.previous_sent = self.sent;
+        self.sent = 0;
+        self.sending = Some(sending);
+        self.receiving = Some(receiving.next());
+        self.received = next_received;
+        self.store_skipped(staged);
+        self.pending_prekey = None;
+        Ok(Decrypted {
+            plaintext,
+            newly_skipped,
+            late: false,
+        })
+    }
+
+    /// Appends skipped keys, evicting the oldest past the storage limit.
+    fn store_skipped(&mut self, keys: Vec<SkippedKey>) {
+        self.skipped.extend(keys);
+        let excess = self.skipped.len().saturating_sub(MAX_STORED_SKIPPED_KEYS);
+        self.skipped.drain(..excess);
+    }
+}
+
+/// Decrypts bytes that the transport attributes to `sender`, using our current session
+/// with that sender if any. A PreKey message whose (IK_A, EK_A) matches the session is
+/// a message of that session; any other PreKey message runs X3DH and, if it decrypts,
+/// yields a new session that the caller stores in place of the old one.
+pub fn receive(
+    session: Option<&mut Session>,
+    identity: &IdentityKeyPair,
+    prekeys: &mut PreKeyStore,
+    sender: &IdentityKey,
+    bytes: &[u8],
+    rng: &mut impl CryptoRngCore,
+) -> Result<Received, CryptoError> {
+    match Message::decode(bytes)? {
+        Message::Normal(message) => {
+            let session = session.ok_or(CryptoError::NoSession)?;
+            if session.remote_identity() != sender {
+                return Err(CryptoError::IdentityMismatch);
+            }
+            Ok(Received {
+                decrypted: session.decrypt(&message, rng)?,
+                new_session: None,
+            })
+        }
+        Message::PreKey(message) => {
+            if message.identity != *sender {
+                return Err(CryptoError::IdentityMismatch);
+            }
+            if let Some(session) = session {
+                if session.base_key == Some(message.base_key) && session.remote == message.identity {
+                    return Ok(Received {
+                        decrypted: session.decrypt(&message.inner, rng)?,
+                        new_session: None,
+                    });
+                }
+            }
+            let (session, decrypted) = Session::accept(identity, prekeys, &message, rng)?;
+            Ok(Received {
+                decrypted,
+                new_session: Some(session),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    pub(crate) fn root_key(&self) -> &RootKey {
+        &self.root
+    }
+    pub(crate) fn sending_chain(&self) -> Option<&ChainKey> {
+        self.sending.as_ref()
+    }
+}
