@@ -92,7 +92,7 @@ impl std::fmt::Debug for IdentityKey {
 
 /// Our own identity: the Ed25519 key pair made from a secret 32-byte seed.
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(try_from = "IdentitySeed", into = "IdentitySeed")]
+#[serde(from = "IdentitySeed", into = "IdentitySeed")]
 pub struct IdentityKeyPair {
     signing: SigningKey,
     public: IdentityKey,
@@ -156,10 +156,9 @@ impl IdentityKeyPair {
     }
 }
 
-impl TryFrom<IdentitySeed> for IdentityKeyPair {
-    type Error = std::convert::Infallible;
-    fn try_from(stored: IdentitySeed) -> Result<Self, Self::Error> {
-        Ok(Self::from_seed(&stored.seed.0))
+impl From<IdentitySeed> for IdentityKeyPair {
+    fn from(stored: IdentitySeed) -> Self {
+        Self::from_seed(&stored.seed.0)
     }
 }
 

@@ -35,7 +35,7 @@ pub struct NormalMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A message that can start a session.
-    PreKey(PreKeyMessage),
+    PreKey(Box<PreKeyMessage>),
     /// A message of an established session.
     Normal(NormalMessage),
 }
@@ -129,13 +129,13 @@ impl Message {
                     None
                 };
                 let inner = NormalMessage::read_body(&mut reader)?;
-                Ok(Message::PreKey(PreKeyMessage {
+                Ok(Message::PreKey(Box::new(PreKeyMessage {
                     identity,
                     base_key,
                     signed_prekey,
                     one_time_prekey,
                     inner,
-                }))
+                })))
             }
             other => Err(DecodeError::UnknownType(other)),
         }

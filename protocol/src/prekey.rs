@@ -161,6 +161,7 @@ impl SignedPreKey {
 pub struct PreKeyStore {
     current: SignedPreKey,
     previous: Option<SignedPreKey>,
+    #[serde(with = "key_map")]
     one_time: BTreeMap<PublicKey, PrivateKey>,
     seen_base_keys: VecDeque<PublicKey>,
 }
@@ -249,5 +250,22 @@ impl PreKeyStore {
             self.seen_base_keys.pop_front();
         }
         self.seen_base_keys.push_back(base_key);
+    }
+}
+
+/// Serializes the one-time prekey map as a list of pairs (JSON maps need string keys).
+mod key_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::keys::{PrivateKey, PublicKey};
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<PublicKey, PrivateKey>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<PublicKey, PrivateKey>, D::Error> {
+        Ok(Vec::<(PublicKey, PrivateKey)>::deserialize(d)?.into_iter().collect())
     }
 }

@@ -34,12 +34,23 @@ struct SkippedKey {
     key: MessageKey,
 }
 
-/// The X3DH fields the initiator repeats in every message until a reply decrypts.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct PendingPreKey {
+/// The X3DH fields of PreKey messages: the initiator repeats them in every message until
+/// a reply decrypts; the responder remembers those that created its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct PreKeyFields {
     base_key: PublicKey,
     signed_prekey: PublicKey,
     one_time_prekey: Option<PublicKey>,
+}
+
+impl PreKeyFields {
+    fn of(message: &PreKeyMessage) -> Self {
+        Self {
+            base_key: message.base_key,
+            signed_prekey: message.signed_prekey,
+            one_time_prekey: message.one_time_prekey,
+        }
+    }
 }
 
 /// The result of a successful decryption.
@@ -70,8 +81,8 @@ pub struct Session {
     received: u32,
     skipped: VecDeque<SkippedKey>,
     retired_remote: VecDeque<PublicKey>,
-    pending_prekey: Option<PendingPreKey>,
-    base_key: Option<PublicKey>,
+    pending_prekey: Option<PreKeyFields>,
+    accepted_from: Option<PreKeyFields>,
 }
 
 impl std::fmt::Debug for Session {
@@ -140,12 +151,12 @@ impl Session {
             received: 0,
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
-            pending_prekey: Some(PendingPreKey {
+            pending_prekey: Some(PreKeyFields {
                 base_key: agreed.base_key,
                 signed_prekey: bundle.signed_prekey,
                 one_time_prekey: agreed.one_time_prekey,
             }),
-            base_key: None,
+            accepted_from: None,
         })
     }
 
@@ -197,7 +208,7 @@ impl Session {
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
             pending_prekey: None,
-            base_key: Some(message.base_key),
+            accepted_from: Some(PreKeyFields::of(message)),
         };
         let decrypted = session.decrypt(&message.inner, rng)?;
         if let Some(public) = &message.one_time_prekey {
@@ -268,13 +279,13 @@ impl Session {
         self.sent = next_sent;
         let inner = NormalMessage { header, ciphertext };
         let message = match self.pending_prekey {
-            Some(pending) => Message::PreKey(PreKeyMessage {
+            Some(pending) => Message::PreKey(Box::new(PreKeyMessage {
                 identity: self.local,
                 base_key: pending.base_key,
                 signed_prekey: pending.signed_prekey,
                 one_time_prekey: pending.one_time_prekey,
                 inner,
-            }),
+            })),
             None => Message::Normal(inner),
         };
         Ok(message.encode())
@@ -410,7 +421,8 @@ impl Session {
 
 /// Decrypts bytes that the transport attributes to `sender`, using our current session
 /// with that sender if any. A PreKey message whose (IK_A, EK_A) matches the session is
-/// a message of that session; any other PreKey message runs X3DH and, if it decrypts,
+/// a message of that session (its SPK and OPK fields must then also be the ones that
+/// created the session, so no byte of the message goes unchecked); any other PreKey message runs X3DH and, if it decrypts,
 /// yields a new session that the caller stores in place of the old one.
 pub fn receive(
     session: Option<&mut Session>,
@@ -436,7 +448,13 @@ pub fn receive(
                 return Err(CryptoError::IdentityMismatch);
             }
             if let Some(session) = session {
-                if session.base_key == Some(message.base_key) && session.remote == message.identity {
+                let fields = PreKeyFields::of(&message);
+                let same_base = session.accepted_from.map(|f| f.base_key) == Some(message.base_key);
+                if same_base && session.accepted_from != Some(fields) {
+                    // Same handshake, altered prekey fields: the message was tampered with.
+                    return Err(CryptoError::Aead);
+                }
+                if same_base && session.remote == message.identity {
                     return Ok(Received {
                         decrypted: session.decrypt(&message.inner, rng)?,
                         new_session: None,

@@ -1,0 +1,55 @@
+# e2ee-chat — one entry point for building, testing, demos and measurements.
+# The machine has 2 cores: every cargo call uses -j2 and one shared target/.
+
+CARGO ?= cargo
+JOBS ?= 2
+CARGO_FLAGS ?= -j$(JOBS)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build release test lint fmt demo relay agent load bench bench-relay evidence fuzz clean
+
+all: build
+
+build:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
+
+release:
+	$(CARGO) build $(CARGO_FLAGS) --release --bins
+
+## lint: formatting and clippy with warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## test: lint, then every unit, property and integration test of the workspace
+test: lint
+	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
+	$(CARGO) test $(CARGO_FLAGS) --workspace --doc
+
+## demo: a relay and two scripted agents (Alice and Bob) on loopback
+demo: release
+	./integration/demo/run-demo.sh
+
+## relay / agent: run one from a shell (see README for flags)
+relay: release
+	./target/release/e2ee-relay $(ARGS)
+
+agent: release
+	./target/release/e2ee-agent $(ARGS)
+
+## bench: criterion benchmarks of the crypto (X3DH, encrypt+decrypt, DH ratchet step)
+bench:
+	$(CARGO) bench $(CARGO_FLAGS) -p e2ee-protocol --bench crypto
+
+## fuzz: each cargo-fuzz target for FUZZ_SECONDS with the nightly toolchain
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd protocol && for t in frame_decode message_decode session_decrypt; do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+clean:
+	$(CARGO) clean

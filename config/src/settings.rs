@@ -1,0 +1,850 @@
+//! Layered settings: built-in defaults → TOML file → environment → command-line flags.
+//!
+//! A binary defines one settings struct (`Serialize + DeserializeOwned + Default`, with
+//! `#[serde(deny_unknown_fields)]` on it and on every nested section, and snake_case field
+//! names) and calls [`load`]. Each layer overrides the one before it:
+//!
+//! 1. `S::default()`, serialized, so every key has a value;
+//! 2. the TOML file given with `--config PATH`, if any (it must exist);
+//! 3. environment variables under a prefix: `E2EE_LISTEN=...`, nested sections joined with
+//!    `__` (`E2EE_LIMITS__MAX_CONNECTIONS=10`);
+//! 4. overrides the binary builds from its flags, as dotted keys (`limits.max_connections`).
+//!
+//! A key that names no field, in any layer, is an error ([`SettingsError::UnknownKey`]),
+//! and every error says which key and which layer it came from.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use config::{Config, ConfigError, Environment, FileFormat, Format, Map, Source, Value, ValueKind};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The environment prefix the e2ee-chat binaries use (`E2EE_LISTEN`, `E2EE_LIMITS__...`).
+pub const ENV_PREFIX: &str = "E2EE";
+
+/// Joins the prefix to the first key segment in a variable name: `E2EE` `_` `LISTEN`.
+const ENV_PREFIX_SEPARATOR: &str = "_";
+
+/// Joins nesting levels in a variable name: `LIMITS` `__` `MAX_CONNECTIONS`.
+const ENV_SEPARATOR: &str = "__";
+
+/// The origin the `config` crate records on values read from the environment.
+const ENV_ORIGIN: &str = "the environment";
+
+/// One command-line override, set at a dotted key after every other layer.
+///
+/// Build it with `From`: `("limits.max_connections", 10u32.into())`. A string is
+/// converted to the field's type when the settings are deserialized, so
+/// `OverrideValue::from("10")` also sets a number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OverrideValue {
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// An unsigned integer.
+    UInt(u64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string (also for paths and socket addresses).
+    Str(String),
+}
+
+impl OverrideValue {
+    fn into_kind(self) -> ValueKind {
+        match self {
+            Self::Bool(v) => ValueKind::Boolean(v),
+            Self::Int(v) => ValueKind::I64(v),
+            Self::UInt(v) => ValueKind::U64(v),
+            Self::Float(v) => ValueKind::Float(v),
+            Self::Str(v) => ValueKind::String(v),
+        }
+    }
+}
+
+impl From<bool> for OverrideValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+impl From<i32> for OverrideValue {
+    fn from(v: i32) -> Self {
+        Self::Int(v.into())
+    }
+}
+
+impl From<i64> for OverrideValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<u16> for OverrideValue {
+    fn from(v: u16) -> Self {
+        Self::UInt(v.into())
+    }
+}
+
+impl From<u32> for OverrideValue {
+    fn from(v: u32) -> Self {
+        Self::UInt(v.into())
+    }
+}
+
+impl From<u64> for OverrideValue {
+    fn from(v: u64) -> Self {
+        Self::UInt(v)
+    }
+}
+
+impl From<usize> for OverrideValue {
+    fn from(v: usize) -> Self {
+        // usize is at most 64 bits on every target Rust supports.
+        Self::UInt(v as u64)
+    }
+}
+
+impl From<f64> for OverrideValue {
+    fn from(v: f64) -> Self {
+        Self::Float(v)
+    }
+}
+
+impl From<String> for OverrideValue {
+    fn from(v: String) -> Self {
+        Self::Str(v)
+    }
+}
+
+impl From<&str> for OverrideValue {
+    fn from(v: &str) -> Self {
+        Self::Str(v.to_owned())
+    }
+}
+
+/// The layer a setting's value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// The settings type's `Default`.
+    Defaults,
+    /// The TOML file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+    /// A command-line flag (an override passed to [`load`]).
+    Flag,
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Defaults => f.write_str("built-in defaults"),
+            Self::File(path) => write!(f, "config file `{}`", path.display()),
+            Self::Env(var) => write!(f, "environment variable `{var}`"),
+            Self::Flag => f.write_str("a command-line flag"),
+        }
+    }
+}
+
+/// Why settings could not be loaded or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file given explicitly does not exist.
+    #[error("config file `{}` does not exist", path.display())]
+    FileNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The config file exists but could not be read (permissions, not UTF-8, a directory).
+    #[error("cannot read config file `{}`", path.display())]
+    FileRead {
+        /// The path as given.
+        path: PathBuf,
+        /// The underlying IO error.
+        #[source]
+        source: io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file `{}` is not valid TOML: {reason}", path.display())]
+    FileParse {
+        /// The path as given.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// An environment variable under the prefix holds bytes that are not UTF-8.
+    #[error("environment variable `{var}` is not valid UTF-8")]
+    EnvNotUnicode {
+        /// The variable's name.
+        var: String,
+    },
+    /// A command-line override key is not a valid dotted key.
+    #[error("invalid setting key `{key}` in a command-line override: {reason}")]
+    BadOverrideKey {
+        /// The key as given.
+        key: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A key names no setting.
+    #[error("unknown setting `{key}`{}; {expected}", from_layer(layer))]
+    UnknownKey {
+        /// The dotted key (`limits.max_conections`).
+        key: String,
+        /// Where it was set, when that can be told.
+        layer: Option<Layer>,
+        /// The fields that would have been accepted at that level, as serde words it.
+        expected: String,
+    },
+    /// A value does not fit its setting's type or range.
+    #[error("invalid value for setting `{key}`{}: {reason}", from_layer(layer))]
+    BadValue {
+        /// The dotted key.
+        key: String,
+        /// Where the value was set, when that can be told.
+        layer: Option<Layer>,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The merged settings are invalid in a way that names no key.
+    #[error("invalid settings: {reason}")]
+    Invalid {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The settings type's `Default` could not be serialized as the first layer
+    /// (a bug in the settings type, e.g. a map with non-string keys).
+    #[error("built-in default settings cannot be serialized: {reason}")]
+    Defaults {
+        /// The serializer's message.
+        reason: String,
+    },
+    /// The settings could not be rendered as TOML.
+    #[error("settings cannot be rendered as TOML")]
+    ToToml {
+        /// The TOML serializer's error.
+        #[source]
+        source: toml::ser::Error,
+    },
+}
+
+fn from_layer(layer: &Option<Layer>) -> String {
+    layer
+        .as_ref()
+        .map(|layer| format!(" (from {layer})"))
+        .unwrap_or_default()
+}
+
+/// Loads settings from defaults, `file`, the process environment under `env_prefix`,
+/// then `overrides`, each layer overriding the one before.
+///
+/// `env_prefix` is e.g. [`ENV_PREFIX`] (`"E2EE"`; a trailing `_` is ignored). Every
+/// variable under the prefix must name a setting, so a variable the binary reads itself
+/// (such as `E2EE_CONFIG` through clap's `env`) must be filtered out: call
+/// [`load_with_env`] with `std::env::vars_os().filter(..)` instead.
+pub fn load<S>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    overrides: &[(&str, OverrideValue)],
+) -> Result<S, SettingsError>
+where
+    S: DeserializeOwned + Serialize + Default,
+{
+    load_with_env(file, env_prefix, std::env::vars_os(), overrides)
+}
+
+/// Like [`load`], but reads environment variables from `env` instead of the process
+/// environment (for tests, or to filter out variables the binary handles itself).
+///
+/// Environment values are kept as strings and converted to each field's type on
+/// deserialization, so `E2EE_LIMITS__MAX_CONNECTIONS=10` fills a `u32`, `true`/`false`
+/// fill a `bool`, and a string field keeps `007` exactly.
+pub fn load_with_env<S, I, K, V>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: I,
+    overrides: &[(&str, OverrideValue)],
+) -> Result<S, SettingsError>
+where
+    S: DeserializeOwned + Serialize + Default,
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let prefix = env_prefix.trim_end_matches(ENV_PREFIX_SEPARATOR);
+    let mut origins = Origins::default();
+
+    let defaults = Config::try_from(&S::default()).map_err(|err| SettingsError::Defaults {
+        reason: err.to_string(),
+    })?;
+    let mut builder = Config::builder().add_source(defaults);
+
+    if let Some(path) = file {
+        let (label, table) = read_toml(path)?;
+        builder = builder.add_source(ParsedFile(table));
+        origins.file = Some((label, path.to_path_buf()));
+    }
+
+    let (env_map, env_names) = collect_env(prefix, env)?;
+    origins.env = env_names;
+    // Environment values stay strings (`try_parsing(false)`): `config` converts a
+    // string to the target number or bool on deserialization, while parsing first
+    // would turn a string field's "007" into 7 and "1e3" into 1000.
+    builder = builder.add_source(
+        Environment::default()
+            .prefix(prefix)
+            .prefix_separator(ENV_PREFIX_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(false)
+            .source(Some(env_map)),
+    );
+
+    for (key, value) in overrides {
+        builder = builder
+            .set_override(*key, value.clone().into_kind())
+            .map_err(|err| SettingsError::BadOverrideKey {
+                key: (*key).to_owned(),
+                reason: err.to_string(),
+            })?;
+        origins.flags.push((*key).to_owned());
+    }
+
+    let merged = builder.build().map_err(|err| SettingsError::Invalid {
+        reason: err.to_string(),
+    })?;
+    let tree = merged.cache.clone();
+    merged
+        .try_deserialize::<S>()
+        .map_err(|err| classify(err, &tree, &origins))
+}
+
+/// Renders settings as TOML, e.g. for `--print-config`. The output loads back as a
+/// config file. `None` fields are left out.
+pub fn to_toml<S: Serialize>(settings: &S) -> Result<String, SettingsError> {
+    toml::to_string_pretty(settings).map_err(|source| SettingsError::ToToml { source })
+}
+
+/// A TOML file already read and parsed, as a `config` source.
+#[derive(Clone, Debug)]
+struct ParsedFile(Map<String, Value>);
+
+impl Source for ParsedFile {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, ConfigError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Reads exactly `path` (the `config` crate's own file source would also try other
+/// extensions) and parses it, tagging every value with the path as its origin.
+fn read_toml(path: &Path) -> Result<(String, Map<String, Value>), SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SettingsError::FileNotFound {
+            path: path.to_path_buf(),
+        },
+        _ => SettingsError::FileRead {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let label = path.display().to_string();
+    let table = <FileFormat as Format>::parse(&FileFormat::Toml, Some(&label), &text).map_err(|err| {
+        SettingsError::FileParse {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        }
+    })?;
+    Ok((label, table))
+}
+
+/// The variables under the prefix, as `config`'s environment source wants them, and
+/// each one's dotted key paired with its name.
+type EnvVars = (Map<String, String>, Vec<(String, String)>);
+
+fn collect_env<I, K, V>(prefix: &str, env: I) -> Result<EnvVars, SettingsError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    // The same matching `config::Environment` does: case-insensitive prefix.
+    let pattern = format!("{prefix}{ENV_PREFIX_SEPARATOR}").to_lowercase();
+    let mut map = Map::new();
+    let mut names = Vec::new();
+    for (name, value) in env {
+        // A name that is not UTF-8 cannot carry the prefix.
+        let Ok(name) = name.into().into_string() else {
+            continue;
+        };
+        let lower = name.to_lowercase();
+        let Some(rest) = lower.strip_prefix(&pattern) else {
+            continue;
+        };
+        let value = value
+            .into()
+            .into_string()
+            .map_err(|_| SettingsError::EnvNotUnicode { var: name.clone() })?;
+        names.push((rest.replace(ENV_SEPARATOR, "."), name.clone()));
+        map.insert(name, value);
+    }
+    names.sort();
+    Ok((map, names))
+}
+
+/// What is needed to tell which layer a key came from.
+#[derive(Default)]
+struct Origins {
+    /// The config file's origin label and path.
+    file: Option<(String, PathBuf)>,
+    /// Dotted key and variable name of every variable under the prefix.
+    env: Vec<(String, String)>,
+    /// Dotted keys of the command-line overrides.
+    flags: Vec<String>,
+}
+
+impl Origins {
+    /// The layer that set `key` (or something under it) in the merged tree.
+    fn layer_of(&self, tree: &Value, key: &str) -> Option<Layer> {
+        let found = lookup(tree, key).and_then(first_origin);
+        match found {
+            Some(ENV_ORIGIN) => Some(Layer::Env(
+                self.env_var(key).unwrap_or_else(|| fallback_env_name(key)),
+            )),
+            Some(origin) => match &self.file {
+                Some((label, path)) if label == origin => Some(Layer::File(path.clone())),
+                _ => None,
+            },
+            // Defaults and overrides carry no origin; an empty table from a file or the
+            // environment does not either.
+            None if self.flags.iter().any(|flag| related(flag, key)) => Some(Layer::Flag),
+            None => self.env_var(key).map(Layer::Env),
+        }
+    }
+
+    fn env_var(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(dotted, _)| related(dotted, key))
+            .map(|(_, name)| name.clone())
+    }
+}
+
+/// Whether one dotted key is the other or lies under it.
+fn related(a: &str, b: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    under(a, b) || under(b, a)
+}
+
+fn fallback_env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{ENV_PREFIX_SEPARATOR}{}",
+        key.replace('.', ENV_SEPARATOR).to_uppercase()
+    )
+}
+
+/// The value at a dotted key, stopping at the deepest table that exists.
+fn lookup<'a>(tree: &'a Value, key: &str) -> Option<&'a Value> {
+    let mut node = tree;
+    for segment in key.split('.') {
+        // `[n]` array indexes end the walk at the array itself.
+        let name = segment.split('[').next().unwrap_or(segment);
+        match &node.kind {
+            ValueKind::Table(table) => match table.get(name) {
+                Some(child) => node = child,
+                None => return None,
+            },
+            _ => break,
+        }
+        if name.len() != segment.len() {
+            break;
+        }
+    }
+    Some(node)
+}
+
+/// The origin of a value, or of the first value beneath it that has one.
+fn first_origin(value: &Value) -> Option<&str> {
+    if let Some(origin) = value.origin() {
+        return Some(origin);
+    }
+    match &value.kind {
+        ValueKind::Table(table) => table.values().find_map(first_origin),
+        ValueKind::Array(items) => items.iter().find_map(first_origin),
+        _ => None,
+    }
+}
+
+/// Turns the `config` crate's deserialization error into a [`SettingsError`].
+fn classify(err: ConfigError, tree: &Value, origins: &Origins) -> SettingsError {
+    let (outer_key, inner) = match err {
+        ConfigError::At { error, key, .. } => (key, *error),
+        other => (None, other),
+    };
+    match inner {
+        ConfigError::Message(message) => {
+            if let Some((field, expected)) = parse_unknown_field(&message) {
+                let key = match outer_key {
+                    Some(parent) if !parent.is_empty() => format!("{parent}.{field}"),
+                    _ => field.to_owned(),
+                };
+                return SettingsError::UnknownKey {
+                    layer: origins.layer_of(tree, &key),
+                    key,
+                    expected: expected.to_owned(),
+                };
+            }
+            keyed(outer_key, message, tree, origins)
+        }
+        ConfigError::Type {
+            key,
+            unexpected,
+            expected,
+            ..
+        } => keyed(
+            key.or(outer_key),
+            format!("found {unexpected}, expected {expected}"),
+            tree,
+            origins,
+        ),
+        ConfigError::NotFound(key) => SettingsError::Invalid {
+            reason: format!("missing setting `{key}`"),
+        },
+        other => keyed(outer_key, other.to_string(), tree, origins),
+    }
+}
+
+fn keyed(key: Option<String>, reason: String, tree: &Value, origins: &Origins) -> SettingsError {
+    match key {
+        Some(key) => SettingsError::BadValue {
+            layer: origins.layer_of(tree, &key),
+            key,
+            reason,
+        },
+        None => SettingsError::Invalid { reason },
+    }
+}
+
+/// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and the rest.
+fn parse_unknown_field(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    Some((field, expected.trim_start_matches(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::io::Write as _;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestSettings {
+        listen: String,
+        name: String,
+        verbose: bool,
+        motd: Option<String>,
+        limits: Limits,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        max_connections: u32,
+        rate_per_sec: f64,
+        strict: bool,
+    }
+
+    impl Default for TestSettings {
+        fn default() -> Self {
+            Self {
+                listen: "127.0.0.1:7000".into(),
+                name: "relay".into(),
+                verbose: false,
+                motd: None,
+                limits: Limits {
+                    max_connections: 100,
+                    rate_per_sec: 5.0,
+                    strict: false,
+                },
+            }
+        }
+    }
+
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        file.write_all(text.as_bytes()).expect("write temp file");
+        file
+    }
+
+    fn load_test(
+        file: Option<&Path>,
+        env: &[(&str, &str)],
+        overrides: &[(&str, OverrideValue)],
+    ) -> Result<TestSettings, SettingsError> {
+        load_with_env(file, ENV_PREFIX, env.iter().copied(), overrides)
+    }
+
+    #[test]
+    fn defaults_only() {
+        let got: TestSettings = load_with_env(None, ENV_PREFIX, NO_ENV, &[]).expect("defaults load");
+        assert_eq!(got, TestSettings::default());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let file = toml_file("name = \"from-file\"\n[limits]\nmax_connections = 5\n");
+        let got = load_test(Some(file.path()), &[], &[]).expect("load");
+        assert_eq!(got.name, "from-file");
+        assert_eq!(got.limits.max_connections, 5);
+        // Untouched keys, also in the section the file names, keep their defaults.
+        assert_eq!(got.limits.rate_per_sec, 5.0);
+        assert_eq!(got.listen, "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file = toml_file("name = \"from-file\"\nlisten = \"0.0.0.0:1\"\n");
+        let got = load_test(Some(file.path()), &[("E2EE_NAME", "from-env")], &[]).expect("load");
+        assert_eq!(got.name, "from-env");
+        assert_eq!(got.listen, "0.0.0.0:1");
+    }
+
+    #[test]
+    fn flag_overrides_env() {
+        let file = toml_file("[limits]\nmax_connections = 5\n");
+        let got = load_test(
+            Some(file.path()),
+            &[("E2EE_LIMITS__MAX_CONNECTIONS", "10"), ("E2EE_NAME", "env")],
+            &[("limits.max_connections", 20u32.into())],
+        )
+        .expect("load");
+        assert_eq!(got.limits.max_connections, 20);
+        assert_eq!(got.name, "env");
+    }
+
+    #[test]
+    fn string_flag_fills_a_number() {
+        let got = load_test(None, &[], &[("limits.max_connections", "7".into())]).expect("load");
+        assert_eq!(got.limits.max_connections, 7);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_an_error() {
+        let file = toml_file("[limits]\nmax_conections = 5\n");
+        let err = load_test(Some(file.path()), &[], &[]).expect_err("unknown key");
+        match &err {
+            SettingsError::UnknownKey { key, layer, .. } => {
+                assert_eq!(key, "limits.max_conections");
+                assert_eq!(layer, &Some(Layer::File(file.path().to_path_buf())));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains("max_connections"), "{message}");
+        assert!(message.contains(&file.path().display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn unknown_top_level_section_in_file_is_an_error() {
+        let file = toml_file("[bogus]\nx = 1\n");
+        let err = load_test(Some(file.path()), &[], &[]).expect_err("unknown key");
+        assert!(
+            matches!(&err, SettingsError::UnknownKey { key, layer: Some(Layer::File(_)), .. } if key == "bogus"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error() {
+        let err = load_test(None, &[("E2EE_LIMITS__BOGUS", "1")], &[]).expect_err("unknown key");
+        match &err {
+            SettingsError::UnknownKey { key, layer, .. } => {
+                assert_eq!(key, "limits.bogus");
+                assert_eq!(layer, &Some(Layer::Env("E2EE_LIMITS__BOGUS".into())));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+        assert!(err.to_string().contains("E2EE_LIMITS__BOGUS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_flag_key_is_an_error() {
+        let err = load_test(None, &[], &[("limits.bogus", true.into())]).expect_err("unknown");
+        assert!(
+            matches!(&err, SettingsError::UnknownKey { key, layer: Some(Layer::Flag), .. } if key == "limits.bogus"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_explicit_file_names_the_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nope.toml");
+        let err = load_test(Some(&path), &[], &[]).expect_err("missing file");
+        assert!(
+            matches!(&err, SettingsError::FileNotFound { path: p } if p == &path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn invalid_toml_names_the_path() {
+        let file = toml_file("name = \n");
+        let err = load_test(Some(file.path()), &[], &[]).expect_err("bad toml");
+        assert!(matches!(err, SettingsError::FileParse { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&file.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nested_env_keys_parse_numbers_and_bools() {
+        let got = load_test(
+            None,
+            &[
+                ("E2EE_LIMITS__MAX_CONNECTIONS", "10"),
+                ("E2EE_LIMITS__RATE_PER_SEC", "2.5"),
+                ("E2EE_LIMITS__STRICT", "true"),
+                ("E2EE_VERBOSE", "TRUE"),
+                ("E2EE_MOTD", "hello"),
+            ],
+            &[],
+        )
+        .expect("load");
+        assert_eq!(got.limits.max_connections, 10);
+        assert_eq!(got.limits.rate_per_sec, 2.5);
+        assert!(got.limits.strict);
+        assert!(got.verbose);
+        assert_eq!(got.motd.as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn env_strings_are_kept_verbatim() {
+        let got = load_test(None, &[("E2EE_NAME", "007")], &[]).expect("load");
+        assert_eq!(got.name, "007");
+    }
+
+    #[test]
+    fn variables_outside_the_prefix_are_ignored() {
+        let got = load_test(
+            None,
+            &[("PATH", "/bin"), ("E2EEX_NAME", "x"), ("OTHER_E2EE_NAME", "y")],
+            &[],
+        )
+        .expect("load");
+        assert_eq!(got, TestSettings::default());
+    }
+
+    #[test]
+    fn prefix_with_trailing_underscore_is_accepted() {
+        let got: TestSettings = load_with_env(None, "E2EE_", [("E2EE_NAME", "n")], &[]).expect("load");
+        assert_eq!(got.name, "n");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load_test(None, &[("E2EE_LIMITS__MAX_CONNECTIONS", "lots")], &[]).expect_err("bad value");
+        match &err {
+            SettingsError::BadValue { key, layer, .. } => {
+                assert_eq!(key, "limits.max_connections");
+                assert_eq!(layer, &Some(Layer::Env("E2EE_LIMITS__MAX_CONNECTIONS".into())));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_range_value_is_an_error() {
+        let file = toml_file("[limits]\nmax_connections = -1\n");
+        let err = load_test(Some(file.path()), &[], &[]).expect_err("out of range");
+        assert!(
+            matches!(&err, SettingsError::BadValue { key, layer: Some(Layer::File(_)), .. } if key == "limits.max_connections"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_override_key_is_an_error() {
+        let err = load_test(None, &[], &[("limits..x", 1u32.into())]).expect_err("bad key");
+        assert!(matches!(err, SettingsError::BadOverrideKey { .. }), "{err:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_env_value_is_an_error() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let env = [(OsString::from("E2EE_NAME"), OsString::from_vec(vec![0x66, 0xff]))];
+        let err = load_with_env::<TestSettings, _, _, _>(None, ENV_PREFIX, env, &[]).expect_err("not utf-8");
+        assert!(
+            matches!(&err, SettingsError::EnvNotUnicode { var } if var == "E2EE_NAME"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn log_options_load_from_any_layer_in_any_case() {
+        use crate::{LogFormat, LogLevel};
+
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WithLog {
+            log_format: LogFormat,
+            log_level: LogLevel,
+        }
+
+        let file = toml_file("log_format = \"json\"\nlog_level = \"debug\"\n");
+        let got: WithLog = load_with_env(Some(file.path()), ENV_PREFIX, NO_ENV, &[]).expect("file");
+        assert_eq!(
+            (got.log_format, got.log_level),
+            (LogFormat::Json, LogLevel::Debug)
+        );
+
+        let env = [("E2EE_LOG_FORMAT", "JSON"), ("E2EE_LOG_LEVEL", "warning")];
+        let got: WithLog = load_with_env(None, ENV_PREFIX, env, &[]).expect("env");
+        assert_eq!((got.log_format, got.log_level), (LogFormat::Json, LogLevel::Warn));
+
+        let err = load_with_env::<WithLog, _, _, _>(None, ENV_PREFIX, [("E2EE_LOG_LEVEL", "loud")], &[])
+            .expect_err("bad level");
+        assert!(
+            matches!(&err, SettingsError::BadValue { key, .. } if key == "log_level"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("expected one of"), "{err}");
+    }
+
+    #[test]
+    fn to_toml_round_trips_through_a_file() {
+        let defaults = TestSettings::default();
+        let settings = TestSettings {
+            name: "round".into(),
+            motd: Some("hi".into()),
+            limits: Limits {
+                strict: true,
+                ..defaults.limits
+            },
+            ..defaults
+        };
+        let text = to_toml(&settings).expect("render");
+        let file = toml_file(&text);
+        let got = load_test(Some(file.path()), &[], &[]).expect("load rendered");
+        assert_eq!(got, settings);
+    }
+}
