@@ -1,1 +1,55 @@
-//! placeholder
+//! e2ee-chat relay: an untrusted store-and-forward server for ciphertext.
+//!
+//! - [`server`]: binds, accepts, wires the actors together, shuts down cleanly.
+//! - [`connection`]: the Connection actor, one per TCP connection.
+//! - [`router`]: the Router actor, the map identity → connection.
+//! - [`committer`]: group commit in front of the store.
+//! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines.
+//! - [`output`]: a connection's bounded output and its writer task.
+//! - [`rate_limit`]: token buckets; [`metrics`]: counters, Prometheus text.
+//! - [`settings`]: every setting, with defaults.
+
+pub mod committer;
+pub mod connection;
+pub mod metrics;
+pub mod output;
+pub mod rate_limit;
+pub mod router;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod store_actor;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use slog::Logger;
+
+pub use server::{run, spawn, RelayHandle};
+pub use settings::RelaySettings;
+
+/// What every connection shares.
+pub struct RelayContext {
+    /// Limits from the settings.
+    pub limits: settings::Limits,
+    /// This relay's id, bound into every authentication signature.
+    pub relay_id: [u8; 32],
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The Router.
+    pub router: Addr<router::Router>,
+    /// Group commit.
+    pub committer: Addr<committer::Committer>,
+    /// The store (reads and prekeys).
+    pub store: Addr<store_actor::StoreActor>,
+    /// Root logger.
+    pub log: Logger,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,155 @@
+//! Group commit: writes from every connection queue here; while one batch is being
+//! committed the next one accumulates, so under load many messages share one fsync and
+//! at light load a write is committed at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::store::{StoreError, WriteOp, WriteResult};
+use crate::store_actor::{CommitBatch, StoreActor};
+
+/// A write's outcome as the committer reports it.
+pub type WriteOutcome = Result<WriteResult, CommitError>;
+
+/// Why a write was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The store failed; the batch was rolled back.
+    #[error("store failure: {0}")]
+    Store(String),
+    /// The store actor is gone.
+    #[error("store unavailable")]
+    Unavailable,
+}
+
+/// Collects writes and commits them in batches.
+pub struct Committer {
+    store: Addr<StoreActor>,
+    pending: Vec<(WriteOp, oneshot::Sender<WriteOutcome>)>,
+    in_flight: bool,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+    expire: Option<(Duration, Duration)>,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Committer {
+    /// A committer in front of `store`; if `ttl` is set, expires old messages every
+    /// `expire_every`.
+    pub fn new(store: Addr<StoreActor>, max_batch: usize, metrics: Arc<Metrics>, ttl: Option<(Duration, Duration)>) -> Self {
+        Self {
+            store,
+            pending: Vec::new(),
+            in_flight: false,
+            max_batch: max_batch.max(1),
+            metrics,
+            expire: ttl,
+            flush_waiters: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            return;
+        }
+        if self.pending.is_empty() {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        let take = self.pending.len().min(self.max_batch);
+        let batch: Vec<_> = self.pending.drain(..take).collect();
+        let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().unzip();
+        self.in_flight = true;
+        self.metrics.store_batches.inc();
+        self.metrics.store_batch_writes.add(ops.len() as u64);
+        self.metrics.store_queue_depth.set(self.pending.len() as u64);
+        ctx.spawn(self.store.send(CommitBatch(ops)).into_actor(self).map(move |res, act, ctx| {
+            act.in_flight = false;
+            let outcome: Result<Vec<WriteResult>, CommitError> = match res {
+                Ok(Ok(results)) => Ok(results),
+                Ok(Err(err)) => Err(CommitError::Store(store_error_text(&err))),
+                Err(_) => Err(CommitError::Unavailable),
+            };
+            match outcome {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(err) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+fn store_error_text(err: &StoreError) -> String {
+    err.to_string()
+}
+
+impl Actor for Committer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        if let Some((ttl, every)) = self.expire {
+            ctx.run_interval(every, move |act, ctx| {
+                let before_ms = crate::now_ms().saturating_sub(ttl.as_millis() as u64);
+                let (tx, rx) = oneshot::channel();
+                act.pending.push((WriteOp::Expire { before_ms }, tx));
+                let metrics = act.metrics.clone();
+                actix::spawn(async move {
+                    if let Ok(Ok(WriteResult::Expired(n))) = rx.await {
+                        metrics.messages_expired.add(n);
+                    }
+                });
+                act.flush(ctx);
+            });
+        }
+    }
+}
+
+/// Commit one write; resolves when its batch is durable.
+#[derive(Message)]
+#[rtype(result = "WriteOutcome")]
+pub struct Write(pub WriteOp);
+
+impl Handler<Write> for Committer {
+    type Result = ResponseFuture<WriteOutcome>;
+
+    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.pending.push((msg.0, tx));
+        self.metrics.store_queue_depth.set(self.pending.len() as u64);
+        self.flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(CommitError::Unavailable)) })
+    }
+}
+
+/// Resolves once every write queued so far is committed (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Committer {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        self.flush(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

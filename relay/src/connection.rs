@@ -1,0 +1,632 @@
+//! The Connection actor: one per TCP connection. It authenticates the client, then
+//! serves its frames: prekeys, name claims, sends (store, ack, route) and deliveries
+//! (drain the stored queue in order, then push live, bounded by the output budget and
+//! the unacknowledged-message limit).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use e2ee_protocol::codec::CodecError;
+use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::identity::IdentityKey;
+use e2ee_protocol::keys::PublicKey;
+use e2ee_protocol::name_claim::NameClaim;
+use e2ee_protocol::prekey::PreKeyBundle;
+use rand_core::{OsRng, RngCore};
+use slog::{debug, info, o, warn, Logger};
+
+use crate::committer::{Write, WriteOutcome};
+use crate::output::{Output, WriterExit};
+use crate::rate_limit::TokenBucket;
+use crate::router::{Delivery, Notify, Register, Route, ToConnection, Unregister};
+use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
+use crate::store_actor::{FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen};
+use crate::RelayContext;
+
+/// Messages loaded from the store per drain step.
+const DRAIN_PAGE: usize = 256;
+
+enum State {
+    /// Challenge sent, waiting for `Auth`.
+    Challenged,
+    /// Authenticated as this identity.
+    Ready(IdentityBytes),
+}
+
+/// Delivery bookkeeping of an authenticated connection.
+#[derive(Default)]
+struct Deliveries {
+    /// Pushing live pushes (the stored queue is drained and nothing was missed).
+    live: bool,
+    /// A drain step is running.
+    draining: bool,
+    /// A live push was not written (draining or too many unacknowledged).
+    missed: bool,
+    /// Highest sequence number the drain has considered.
+    drain_mark: u64,
+    /// Written, not yet acknowledged.
+    in_flight: HashMap<(IdentityBytes, MsgId), u64>,
+    /// Acknowledged, acknowledgement not yet committed.
+    acking: HashSet<(IdentityBytes, MsgId)>,
+}
+
+/// One client connection.
+pub struct Connection {
+    id: u64,
+    log: Logger,
+    relay: Arc<RelayContext>,
+    nonce: [u8; 32],
+    state: State,
+    output: Output,
+    writer_done: Option<tokio::sync::oneshot::Receiver<WriterExit>>,
+    last_seen: Instant,
+    bucket: TokenBucket,
+    deliveries: Deliveries,
+    closing: bool,
+    ping_counter: u64,
+}
+
+impl Connection {
+    /// A connection that writes through `output`.
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        relay: Arc<RelayContext>,
+        output: Output,
+        writer_done: tokio::sync::oneshot::Receiver<WriterExit>,
+    ) -> Self {
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        let limits = &relay.limits;
+        Self {
+            id,
+            log: relay.log.new(o!("conn_id" => id, "peer" => peer.to_string())),
+            bucket: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
+            relay,
+            nonce,
+            state: State::Challenged,
+            output,
+            writer_done: Some(writer_done),
+            last_seen: Instant::now(),
+            deliveries: Deliveries::default(),
+            closing: false,
+            ping_counter: 0,
+        }
+    }
+
+    fn identity(&self) -> Option<IdentityBytes> {
+        match self.state {
+            State::Ready(identity) => Some(identity),
+            State::Challenged => None,
+        }
+    }
+
+    /// Writes a frame; a peer whose unread output exceeds the budget is disconnected.
+    fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) -> bool {
+        if self.closing {
+            return false;
+        }
+        match self.output.send(frame) {
+            Ok(()) => true,
+            Err(over) => {
+                let reason = format!("{} bytes of output unread", over.pending);
+                self.close(ErrorCode::SlowConsumer, &reason, ctx);
+                false
+            }
+        }
+    }
+
+    /// Sends an error frame, logs the reason and stops.
+    fn close(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.relay.metrics.reject(code);
+        match code {
+            ErrorCode::ServerShutdown | ErrorCode::Replaced => {
+                info!(self.log, "closing connection"; "reason" => reason, "code" => code.name())
+            }
+            _ => warn!(self.log, "closing connection"; "reason" => reason, "code" => code.name()),
+        }
+        self.output.send_final(Frame::error(code, reason));
+        ctx.stop();
+    }
+
+    /// Refuses one request without closing the connection.
+    fn refuse(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+        self.relay.metrics.reject(code);
+        warn!(self.log, "request refused"; "reason" => reason, "code" => code.name());
+        self.send(Frame::error(code, reason), ctx);
+    }
+
+    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        let Some(me) = self.identity() else {
+            return self.authenticate(frame, ctx);
+        };
+        match frame {
+            Frame::Send {
+                recipient,
+                msg_id,
+                payload,
+            } => self.on_send(me, recipient, msg_id, payload, ctx),
+            Frame::DeliveryAck { sender, msg_id } => self.on_delivery_ack(me, sender, msg_id, ctx),
+            Frame::PublishPreKeys { bundle } => self.on_publish_prekeys(me, &bundle, ctx),
+            Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),
+            Frame::PublishName { claim } => self.on_publish_name(me, claim, ctx),
+            Frame::LookupName { request_id, name } => {
+                let store = self.relay.store.clone();
+                ctx.spawn(store.send(GetClaim(name)).into_actor(self).map(move |res, act, ctx| {
+                    match res {
+                        Ok(Ok(claim)) => {
+                            act.send(Frame::NameClaim { request_id, claim }, ctx);
+                        }
+                        _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                    }
+                }));
+            }
+            Frame::QueryQuota => {
+                let now = Instant::now();
+                let frame = Frame::Quota {
+                    remaining: self.bucket.remaining(now),
+                    capacity: self.bucket.capacity(),
+                    refill_per_sec: self.bucket.refill_per_sec(),
+                };
+                self.send(frame, ctx);
+            }
+            Frame::Ping { nonce } => {
+                self.send(Frame::Pong { nonce }, ctx);
+            }
+            Frame::Pong { .. } => {}
+            other => {
+                let reason = format!("unexpected {} frame", other.kind());
+                self.close(ErrorCode::Unexpected, &reason, ctx);
+            }
+        }
+    }
+
+    fn authenticate(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        let Frame::Auth { identity, signature } = frame else {
+            let reason = format!("{} frame before authentication", frame.kind());
+            return self.close(ErrorCode::NotAuthenticated, &reason, ctx);
+        };
+        let Ok(key) = IdentityKey::from_bytes(identity) else {
+            return self.close(ErrorCode::AuthFailed, "invalid identity key", ctx);
+        };
+        let signed = auth_message(&self.relay.relay_id, &self.nonce, &identity);
+        if key.verify(&signed, &signature).is_err() {
+            return self.close(ErrorCode::AuthFailed, "bad signature", ctx);
+        }
+        self.log = self.log.new(o!("identity" => key.short()));
+        let register = Register {
+            identity,
+            conn_id: self.id,
+            addr: ctx.address().recipient(),
+        };
+        let router = self.relay.router.clone();
+        let store = self.relay.store.clone();
+        // Nothing else is read until the client is registered and told so.
+        ctx.wait(
+            async move {
+                let bucket = router.send(register).await.ok().flatten();
+                let queued = store.send(QueueLen(identity)).await.ok().and_then(Result::ok);
+                (bucket, queued)
+            }
+            .into_actor(self)
+            .map(move |(bucket, queued), act, ctx| {
+                if let Some(bucket) = bucket {
+                    act.bucket = bucket;
+                }
+                act.state = State::Ready(identity);
+                act.relay.metrics.authenticated.inc();
+                let queued = queued.unwrap_or(0);
+                info!(act.log, "client authenticated"; "queue_len" => queued);
+                act.send(
+                    Frame::AuthOk {
+                        queued: u32::try_from(queued).unwrap_or(u32::MAX),
+                    },
+                    ctx,
+                );
+                act.start_drain(ctx);
+                act.check_prekeys(identity, ctx);
+            }),
+        );
+    }
+
+    fn check_prekeys(&mut self, me: IdentityBytes, ctx: &mut Context<Self>) {
+        let threshold = self.relay.limits.prekey_low_threshold;
+        ctx.spawn(
+            self.relay
+                .store
+                .send(PrekeyCount(me))
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    if let Ok(Ok(Some(remaining))) = res {
+                        if remaining < threshold {
+                            act.send(Frame::PreKeysLow { remaining }, ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn on_send(
+        &mut self,
+        me: IdentityBytes,
+        recipient: IdentityBytes,
+        msg_id: MsgId,
+        payload: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(wait) = self.bucket.try_take(Instant::now()) {
+            self.relay.metrics.rate_limited.inc();
+            let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
+            self.send(
+                Frame::RateLimited {
+                    msg_id: Some(msg_id),
+                    retry_after_ms,
+                },
+                ctx,
+            );
+            return;
+        }
+        let timestamp_ms = crate::now_ms();
+        let delivery = Delivery {
+            seq: 0,
+            sender: me,
+            msg_id,
+            timestamp_ms,
+            payload: payload.clone(),
+        };
+        let op = WriteOp::Append(NewMessage {
+            recipient,
+            sender: me,
+            msg_id,
+            timestamp_ms,
+            payload,
+        });
+        ctx.spawn(
+            self.relay
+                .committer
+                .send(Write(op))
+                .into_actor(self)
+                .map(move |res, act, ctx| act.on_stored(res.ok(), recipient, delivery, ctx)),
+        );
+    }
+
+    fn on_stored(
+        &mut self,
+        outcome: Option<WriteOutcome>,
+        recipient: IdentityBytes,
+        mut delivery: Delivery,
+        ctx: &mut Context<Self>,
+    ) {
+        let msg_id = delivery.msg_id;
+        match outcome {
+            Some(Ok(WriteResult::Appended { seq })) => {
+                self.relay.metrics.messages_stored.inc();
+                debug!(self.log, "message stored"; "msg_id" => hex::encode(msg_id), "len" => delivery.payload.len());
+                self.send(Frame::SentAck { msg_id }, ctx);
+                delivery.seq = seq;
+                self.relay.router.do_send(Route { recipient, delivery });
+            }
+            Some(Ok(WriteResult::Duplicate)) => {
+                self.relay.metrics.messages_duplicate.inc();
+                self.send(Frame::SentAck { msg_id }, ctx);
+            }
+            Some(Ok(WriteResult::QuotaExceeded)) => {
+                self.relay.metrics.quota_exceeded.inc();
+                self.send(Frame::QuotaExceeded { msg_id, recipient }, ctx);
+            }
+            Some(Ok(_)) | Some(Err(_)) | None => {
+                self.refuse(ErrorCode::Internal, "message not stored; retry", ctx);
+            }
+        }
+    }
+
+    fn on_delivery_ack(&mut self, me: IdentityBytes, sender: IdentityBytes, msg_id: MsgId, ctx: &mut Context<Self>) {
+        let key = (sender, msg_id);
+        self.deliveries.in_flight.remove(&key);
+        self.deliveries.acking.insert(key);
+        let op = WriteOp::Ack {
+            recipient: me,
+            sender,
+            msg_id,
+        };
+        ctx.spawn(
+            self.relay
+                .committer
+                .send(Write(op))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    act.deliveries.acking.remove(&key);
+                    if let Ok(Ok(WriteResult::Acked(true))) = res {
+                        act.relay.metrics.messages_acked.inc();
+                    }
+                }),
+        );
+        let max = self.relay.limits.max_unacked;
+        let d = &self.deliveries;
+        if !d.live && !d.draining && d.in_flight.len() < max / 2 {
+            self.start_drain(ctx);
+        }
+    }
+
+    /// Offers a live push: written at once when possible, else left to the next drain.
+    fn offer(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        let d = &mut self.deliveries;
+        let key = (delivery.sender, delivery.msg_id);
+        if !d.live {
+            d.missed = true;
+            return;
+        }
+        if delivery.seq <= d.drain_mark || d.in_flight.contains_key(&key) || d.acking.contains(&key) {
+            return;
+        }
+        if d.in_flight.len() >= self.relay.limits.max_unacked {
+            d.live = false;
+            d.missed = true;
+            return;
+        }
+        self.write_delivery(delivery, ctx);
+    }
+
+    fn write_delivery(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        let key = (delivery.sender, delivery.msg_id);
+        let frame = Frame::Deliver {
+            sender: delivery.sender,
+            msg_id: delivery.msg_id,
+            timestamp_ms: delivery.timestamp_ms,
+            payload: delivery.payload,
+        };
+        if self.send(frame, ctx) {
+            self.deliveries.in_flight.insert(key, delivery.seq);
+            self.relay.metrics.messages_delivered.inc();
+        }
+    }
+
+    /// Loads the next page of the stored queue and writes it, in order.
+    fn start_drain(&mut self, ctx: &mut Context<Self>) {
+        let Some(me) = self.identity() else { return };
+        if self.deliveries.draining || self.closing {
+            return;
+        }
+        self.deliveries.draining = true;
+        self.deliveries.live = false;
+        self.deliveries.missed = false;
+        let ttl_ms = self.relay.limits.message_ttl_secs.saturating_mul(1000);
+        let load = LoadPending {
+            recipient: me,
+            after: self.deliveries.drain_mark,
+            limit: DRAIN_PAGE,
+            not_before_ms: crate::now_ms().saturating_sub(ttl_ms),
+        };
+        ctx.spawn(self.relay.store.send(load).into_actor(self).map(|res, act, ctx| {
+            act.deliveries.draining = false;
+            let Ok(Ok(rows)) = res else {
+                return act.close(ErrorCode::Internal, "store failure while loading the queue", ctx);
+            };
+            let page_full = rows.len() == DRAIN_PAGE;
+            let max = act.relay.limits.max_unacked;
+            let mut stopped = false;
+            for row in rows {
+                if act.closing {
+                    return;
+                }
+                if act.deliveries.in_flight.len() >= max {
+                    stopped = true;
+                    break;
+                }
+                act.deliveries.drain_mark = row.seq;
+                let key = (row.sender, row.msg_id);
+                if act.deliveries.in_flight.contains_key(&key) || act.deliveries.acking.contains(&key) {
+                    continue;
+                }
+                act.write_delivery(
+                    Delivery {
+                        seq: row.seq,
+                        sender: row.sender,
+                        msg_id: row.msg_id,
+                        timestamp_ms: row.timestamp_ms,
+                        payload: row.payload,
+                    },
+                    ctx,
+                );
+            }
+            if stopped {
+                // Resumed by acknowledgements.
+                act.deliveries.missed = true;
+            } else if page_full || act.deliveries.missed {
+                act.start_drain(ctx);
+            } else {
+                act.deliveries.live = true;
+            }
+        }));
+    }
+
+    fn on_publish_prekeys(&mut self, me: IdentityBytes, bytes: &[u8], ctx: &mut Context<Self>) {
+        let bundle = match PreKeyBundle::decode_verified(bytes) {
+            Ok(bundle) => bundle,
+            Err(err) => return self.refuse(ErrorCode::InvalidBundle, &err.to_string(), ctx),
+        };
+        if bundle.identity.as_bytes() != &me {
+            return self.refuse(ErrorCode::NotOwner, "bundle of another identity", ctx);
+        }
+        let publish = PublishPrekeys {
+            owner: me,
+            signed_prekey: *bundle.signed_prekey.as_bytes(),
+            signature: bundle.signature.to_vec(),
+            one_time: bundle.one_time_prekeys.iter().map(|k| *k.as_bytes()).collect(),
+            max_prekeys: self.relay.limits.max_prekeys,
+        };
+        ctx.spawn(self.relay.store.send(publish).into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(opks)) => {
+                info!(act.log, "prekeys published"; "opks" => opks);
+                act.send(Frame::PreKeysStored { opks }, ctx);
+            }
+            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+        }));
+    }
+
+    fn on_fetch_bundle(&mut self, request_id: u32, owner: IdentityBytes, ctx: &mut Context<Self>) {
+        let threshold = self.relay.limits.prekey_low_threshold;
+        ctx.spawn(self.relay.store.send(FetchBundle(owner)).into_actor(self).map(move |res, act, ctx| {
+            let stored = match res {
+                Ok(Ok(stored)) => stored,
+                _ => return act.refuse(ErrorCode::Internal, "store failure", ctx),
+            };
+            let bundle = stored.as_ref().and_then(|s| bundle_bytes(owner, s));
+            if let Some(s) = &stored {
+                if s.one_time_prekey.is_some() && s.remaining < threshold {
+                    act.relay.router.do_send(Notify {
+                        identity: owner,
+                        frame: Frame::PreKeysLow { remaining: s.remaining },
+                    });
+                }
+            }
+            act.send(Frame::Bundle { request_id, bundle }, ctx);
+        }));
+    }
+
+    fn on_publish_name(&mut self, me: IdentityBytes, bytes: Vec<u8>, ctx: &mut Context<Self>) {
+        let claim = match NameClaim::decode_verified(&bytes) {
+            Ok(claim) => claim,
+            Err(err) => return self.refuse(ErrorCode::InvalidClaim, &err.to_string(), ctx),
+        };
+        if claim.identity.as_bytes() != &me {
+            return self.refuse(ErrorCode::NotOwner, "claim of another identity", ctx);
+        }
+        let put = PutClaim {
+            name: claim.name.clone(),
+            owner: me,
+            claim: bytes,
+        };
+        ctx.spawn(self.relay.store.send(put).into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(true)) => info!(act.log, "name claimed"),
+            Ok(Ok(false)) => act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx),
+            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+        }));
+    }
+}
+
+/// Rebuilds the wire bundle from the stored parts.
+fn bundle_bytes(owner: IdentityBytes, stored: &StoredBundle) -> Option<Vec<u8>> {
+    let bundle = PreKeyBundle {
+        identity: IdentityKey::from_bytes(owner).ok()?,
+        signed_prekey: PublicKey::from_bytes(stored.signed_prekey),
+        signature: stored.signature.clone().try_into().ok()?,
+        one_time_prekeys: stored.one_time_prekey.map(PublicKey::from_bytes).into_iter().collect(),
+    };
+    Some(bundle.encode())
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.relay.metrics.connections_total.inc();
+        debug!(self.log, "connection opened");
+        self.send(
+            Frame::Challenge {
+                relay_id: self.relay.relay_id,
+                nonce: self.nonce,
+            },
+            ctx,
+        );
+        if let Some(done) = self.writer_done.take() {
+            ctx.spawn(done.into_actor(self).map(|exit, act, ctx| {
+                if exit == Ok(WriterExit::TimedOut) {
+                    act.relay.metrics.reject(ErrorCode::SlowConsumer);
+                    warn!(act.log, "closing connection"; "reason" => "write timed out");
+                }
+                act.closing = true;
+                ctx.stop();
+            }));
+        }
+        let limits = &self.relay.limits;
+        ctx.run_later(Duration::from_millis(limits.auth_timeout_ms), |act, ctx| {
+            if act.identity().is_none() {
+                act.close(ErrorCode::AuthTimeout, "no authentication in time", ctx);
+            }
+        });
+        let heartbeat = Duration::from_millis(limits.heartbeat_interval_ms.max(10));
+        let idle = Duration::from_millis(limits.idle_timeout_ms.max(10));
+        ctx.run_interval(heartbeat.min(idle) / 2, move |act, ctx| {
+            let silent = act.last_seen.elapsed();
+            if silent >= idle {
+                act.close(ErrorCode::IdleTimeout, "no frames within the idle timeout", ctx);
+            } else if silent >= heartbeat {
+                act.ping_counter += 1;
+                let nonce = act.ping_counter;
+                act.send(Frame::Ping { nonce }, ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.relay.metrics.connections_open.dec();
+        if let State::Ready(identity) = self.state {
+            self.relay.metrics.authenticated.dec();
+            self.relay.router.do_send(Unregister {
+                identity,
+                conn_id: self.id,
+                bucket: self.bucket.clone(),
+            });
+        }
+        debug!(self.log, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<Frame, CodecError>> for Connection {
+    fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match item {
+            Ok(frame) => {
+                self.last_seen = Instant::now();
+                self.relay
+                    .metrics
+                    .bytes_in
+                    .add((frame.encoded_len() + e2ee_protocol::frame::LENGTH_PREFIX_LEN) as u64);
+                self.on_frame(frame, ctx);
+            }
+            Err(CodecError::FrameTooLarge { len, max }) => {
+                let reason = format!("frame of {len} bytes over the limit of {max}");
+                self.close(ErrorCode::FrameTooLarge, &reason, ctx);
+            }
+            Err(CodecError::Malformed(err)) => {
+                let reason = format!("malformed frame: {err}");
+                self.close(ErrorCode::Malformed, &reason, ctx);
+            }
+            Err(CodecError::Io(err)) => {
+                debug!(self.log, "read failed"; "err" => %err);
+                self.closing = true;
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        ctx.stop();
+    }
+}
+
+impl Handler<ToConnection> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToConnection, ctx: &mut Context<Self>) {
+        match msg {
+            ToConnection::Deliver(delivery) => self.offer(delivery, ctx),
+            ToConnection::Frame(frame) => {
+                self.send(frame, ctx);
+            }
+            ToConnection::Close { code, reason } => self.close(code, &reason, ctx),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A connection's bounded output: frames go to a writer task through a channel, and the
+//! bytes not yet handed to the socket are counted, so the relay can refuse to buffer
+//! more than the configured budget for a peer that does not read.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2ee_protocol::codec::FrameCodec;
+use e2ee_protocol::frame::{Frame, LENGTH_PREFIX_LEN};
+use futures_util::SinkExt;
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedWrite;
+
+use crate::metrics::Metrics;
+
+/// Why the writer task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterExit {
+    /// The connection closed its side; every frame was written.
+    Finished,
+    /// Writing failed (the peer is gone).
+    Failed,
+    /// The peer did not take the bytes within the write timeout.
+    TimedOut,
+}
+
+/// The budget for pending output was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    /// Bytes pending when the frame was refused.
+    pub pending: usize,
+}
+
+/// The sending side of a connection's output.
+pub struct Output {
+    tx: mpsc::UnboundedSender<(Frame, usize)>,
+    pending: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Output {
+    /// Starts the writer task for `sink`; the receiver resolves when the task ends.
+    pub fn start<W>(
+        sink: W,
+        budget: usize,
+        write_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Self, oneshot::Receiver<WriterExit>)
+    where
+        W: AsyncWrite + Unpin + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Frame, usize)>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done_rx) = oneshot::channel();
+        let counter = pending.clone();
+        actix::spawn(async move {
+            let mut framed = FramedWrite::new(sink, FrameCodec::default());
+            let exit = loop {
+                let Some((frame, len)) = rx.recv().await else {
+                    break WriterExit::Finished;
+                };
+                let mut written = len;
+                if framed.feed(frame).await.is_err() {
+                    break WriterExit::Failed;
+                }
+                // Coalesce whatever is queued into one flush.
+                let mut failed = false;
+                for _ in 0..256 {
+                    let Ok((frame, len)) = rx.try_recv() else { break };
+                    written += len;
+                    if framed.feed(frame).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    break WriterExit::Failed;
+                }
+                match tokio::time::timeout(write_timeout, SinkExt::<Frame>::flush(&mut framed)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break WriterExit::Failed,
+                    Err(_) => break WriterExit::TimedOut,
+                }
+                counter.fetch_sub(written, Ordering::Relaxed);
+                metrics.bytes_out.add(written as u64);
+            };
+            let _ = done_tx.send(exit);
+        });
+        (
+            Self {
+                tx,
+                pending,
+                budget,
+            },
+            done_rx,
+        )
+    }
+
+    /// Bytes queued but not yet handed to the socket.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame unless that would exceed the budget.
+    pub fn send(&self, frame: Frame) -> Result<(), OverBudget> {
+        let len = frame.encoded_len() + LENGTH_PREFIX_LEN;
+        let pending = self.pending_bytes();
+        if pending + len > self.budget {
+            return Err(OverBudget { pending });
+        }
+        self.push(frame, len);
+        Ok(())
+    }
+
+    /// Queues a frame whatever the budget (the last frame before closing).
+    pub fn send_final(&self, frame: Frame) {
+        let len = frame.encoded_len() + LENGTH_PREFIX_LEN;
+        self.push(frame, len);
+    }
+
+    fn push(&self, frame: Frame, len: usize) {
+        self.pending.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send((frame, len)).is_err() {
+            self.pending.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The Router actor: the one authority over which identity is connected where. It maps
+//! identity → connection, replaces an older connection of the same identity, routes
+//! deliveries to the one addressed recipient, and keeps rate-limit buckets across
+//! reconnects.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use e2ee_protocol::frame::{ErrorCode, Frame};
+
+use crate::rate_limit::TokenBucket;
+use crate::store::{IdentityBytes, MsgId};
+
+/// A stored message on its way to a connected recipient.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Store sequence number.
+    pub seq: u64,
+    /// Authenticated sender.
+    pub sender: IdentityBytes,
+    /// Sender's message id.
+    pub msg_id: MsgId,
+    /// Relay receive time (ms since the epoch).
+    pub timestamp_ms: u64,
+    /// Opaque ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// What the Router (or anyone) tells a connection.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ToConnection {
+    /// A message for this connection's identity.
+    Deliver(Delivery),
+    /// A frame to write (e.g. a low-prekey notice).
+    Frame(Frame),
+    /// Close with a reason.
+    Close {
+        /// Reason code sent to the client.
+        code: ErrorCode,
+        /// Readable reason.
+        reason: String,
+    },
+}
+
+struct Client {
+    conn_id: u64,
+    addr: Recipient<ToConnection>,
+}
+
+/// Guards the map identity → connection.
+pub struct Router {
+    clients: HashMap<IdentityBytes, Client>,
+    buckets: HashMap<IdentityBytes, TokenBucket>,
+    max_saved_buckets: usize,
+}
+
+impl Router {
+    /// An empty router; at most `max_saved_buckets` rate-limit buckets of disconnected
+    /// identities are kept.
+    pub fn new(max_saved_buckets: usize) -> Self {
+        Self {
+            clients: HashMap::new(),
+            buckets: HashMap::new(),
+            max_saved_buckets,
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+/// Register an authenticated connection; answers the identity's saved rate-limit bucket.
+#[derive(Message)]
+#[rtype(result = "Option<TokenBucket>")]
+pub struct Register {
+    /// The authenticated identity.
+    pub identity: IdentityBytes,
+    /// The connection's id.
+    pub conn_id: u64,
+    /// Where to send its deliveries.
+    pub addr: Recipient<ToConnection>,
+}
+
+impl Handler<Register> for Router {
+    type Result = Option<TokenBucket>;
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        let new = Client {
+            conn_id: msg.conn_id,
+            addr: msg.addr,
+        };
+        if let Some(old) = self.clients.insert(msg.identity, new) {
+            old.addr.do_send(ToConnection::Close {
+                code: ErrorCode::Replaced,
+                reason: "a newer connection authenticated as this identity".into(),
+            });
+        }
+        self.buckets.remove(&msg.identity)
+    }
+}
+
+/// A connection ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    /// Its identity.
+    pub identity: IdentityBytes,
+    /// Its id (a newer connection of the same identity stays registered).
+    pub conn_id: u64,
+    /// Its rate-limit bucket, kept for the next connection.
+    pub bucket: TokenBucket,
+}
+
+impl Handler<Unregister> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        if self.clients.get(&msg.identity).is_some_and(|c| c.conn_id == msg.conn_id) {
+            self.clients.remove(&msg.identity);
+        }
+        if self.buckets.len() >= self.max_saved_buckets {
+            self.buckets.clear();
+        }
+        self.buckets.insert(msg.identity, msg.bucket);
+    }
+}
+
+/// Push a delivery to its recipient if connected (it stays in the store either way).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route {
+    /// The addressed recipient.
+    pub recipient: IdentityBytes,
+    /// The message.
+    pub delivery: Delivery,
+}
+
+impl Handler<Route> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Route, _: &mut Context<Self>) {
+        if let Some(client) = self.clients.get(&msg.recipient) {
+            client.addr.do_send(ToConnection::Deliver(msg.delivery));
+        }
+    }
+}
+
+/// Send a frame to an identity if connected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notify {
+    /// The identity.
+    pub identity: IdentityBytes,
+    /// The frame.
+    pub frame: Frame,
+}
+
+impl Handler<Notify> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Notify, _: &mut Context<Self>) {
+        if let Some(client) = self.clients.get(&msg.identity) {
+            client.addr.do_send(ToConnection::Frame(msg.frame));
+        }
+    }
+}
+
+/// Close every registered connection (shutdown); answers how many were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll {
+    /// Reason code.
+    pub code: ErrorCode,
+    /// Readable reason.
+    pub reason: String,
+}
+
+impl Handler<CloseAll> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
+        for client in self.clients.values() {
+            client.addr.do_send(ToConnection::Close {
+                code: msg.code,
+                reason: msg.reason.clone(),
+            });
+        }
+        self.clients.len()
+    }
+}
+
+/// How many identities are connected.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Connected;
+
+impl Handler<Connected> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, _: Connected, _: &mut Context<Self>) -> usize {
+        self.clients.len()
+    }
+}

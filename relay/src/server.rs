@@ -1,0 +1,296 @@
+//! Starting and stopping a relay: `run` for the binary (stops on SIGINT/SIGTERM) and
+//! `spawn` for tests (its own thread and actix system, stopped through the handle).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use e2ee_protocol::codec::FrameCodec;
+use e2ee_protocol::frame::{ErrorCode, Frame};
+use futures_util::SinkExt;
+use rand_core::{OsRng, RngCore};
+use slog::{error, info, Logger};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::committer::{Committer, Flush};
+use crate::connection::Connection;
+use crate::metrics::{self, Metrics};
+use crate::output::Output;
+use crate::router::{CloseAll, Router};
+use crate::settings::{RelaySettings, StoreEngine};
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::store_actor::StoreActor;
+use crate::RelayContext;
+
+/// Loads this relay's id from `data_dir/relay-id`, creating it on first start.
+fn relay_id(data_dir: &Path) -> io::Result<[u8; 32]> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("relay-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim()).map_err(|_| bad_id(&path))?;
+            bytes.try_into().map_err(|_| bad_id(&path))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let mut id = [0u8; 32];
+            OsRng.fill_bytes(&mut id);
+            std::fs::write(&path, hex::encode(id))?;
+            Ok(id)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn bad_id(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} does not hold a 64-digit hex relay id", path.display()),
+    )
+}
+
+fn open_store(settings: &RelaySettings) -> io::Result<Box<dyn Store>> {
+    Ok(match settings.store.engine {
+        StoreEngine::Memory => Box::new(MemoryStore::new()),
+        StoreEngine::Sqlite => Box::new(
+            SqliteStore::open(&settings.data_dir, settings.store.fsync)
+                .map_err(|e| io::Error::other(format!("cannot open the store: {e}")))?,
+        ),
+    })
+}
+
+/// Serves until `shutdown` resolves, then closes every connection with a reason, waits
+/// for pending store commits and returns. `bound` learns the listening address.
+pub async fn serve(
+    settings: RelaySettings,
+    log: Logger,
+    metrics: Arc<Metrics>,
+    bound: oneshot::Sender<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let relay_id = relay_id(&settings.data_dir)?;
+    let store = Arc::new(Mutex::new(Some(open_store(&settings)?)));
+    let quota = settings.limits.queue_quota;
+    let store = SyncArbiter::start(1, move || {
+        let taken = store.lock().ok().and_then(|mut slot| slot.take());
+        StoreActor::new(taken, quota)
+    });
+    let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
+    let expire_every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let committer = Committer::new(store.clone(), settings.store.max_batch, metrics.clone(), Some((ttl, expire_every))).start();
+    let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024)).start();
+
+    let listener = TcpListener::bind(&settings.listen).await?;
+    let addr = listener.local_addr()?;
+    info!(log, "relay listening"; "addr" => %addr, "store" => ?settings.store.engine,
+          "data_dir" => %settings.data_dir.display());
+    let _ = bound.send(addr);
+
+    if let Some(metrics_addr) = &settings.metrics_listen {
+        let metrics_listener = TcpListener::bind(metrics_addr).await?;
+        info!(log, "metrics listening"; "addr" => %metrics_listener.local_addr()?);
+        actix::spawn(metrics::serve(metrics_listener, metrics.clone()));
+    }
+    if settings.summary_interval_secs > 0 {
+        let every = Duration::from_secs(settings.summary_interval_secs);
+        let (log, metrics) = (log.clone(), metrics.clone());
+        actix::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                info!(log, "relay summary";
+                    "connections" => metrics.connections_open.get(),
+                    "authenticated" => metrics.authenticated.get(),
+                    "stored" => metrics.messages_stored.get(),
+                    "delivered" => metrics.messages_delivered.get(),
+                    "acked" => metrics.messages_acked.get(),
+                    "expired" => metrics.messages_expired.get(),
+                    "queue_len" => metrics.store_queue_depth.get());
+            }
+        });
+    }
+
+    let context = Arc::new(RelayContext {
+        limits: settings.limits.clone(),
+        relay_id,
+        metrics: metrics.clone(),
+        router: router.clone(),
+        committer: committer.clone(),
+        store,
+        log: log.clone(),
+    });
+
+    let accept = accept_loop(listener, context.clone());
+    tokio::select! {
+        () = accept => {},
+        () = shutdown => {},
+    }
+
+    info!(log, "relay shutting down");
+    let told = router
+        .send(CloseAll {
+            code: ErrorCode::ServerShutdown,
+            reason: "relay shutting down".into(),
+        })
+        .await
+        .unwrap_or(0);
+    // Give connections a moment to write their last frame.
+    for _ in 0..50 {
+        if metrics.connections_open.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if committer.send(Flush).await.is_err() {
+        error!(log, "store flush failed at shutdown");
+    }
+    info!(log, "relay stopped"; "closed_connections" => told);
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>) {
+    let ids = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors and similar: back off briefly, keep serving.
+                slog::warn!(context.log, "accept failed"; "err" => %err);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let open = context.metrics.connections_open.get();
+        if open >= context.limits.max_connections as u64 {
+            context.metrics.reject(ErrorCode::TooManyConnections);
+            actix::spawn(refuse(stream));
+            continue;
+        }
+        context.metrics.connections_open.inc();
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (output, done) = Output::start(
+            write,
+            context.limits.max_pending_output_bytes,
+            Duration::from_millis(context.limits.write_timeout_ms),
+            context.metrics.clone(),
+        );
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let ctx_for_conn = context.clone();
+        let max_frame = context.limits.max_frame_len;
+        Connection::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(read, FrameCodec::new(max_frame)));
+            Connection::new(id, peer, ctx_for_conn, output, done)
+        });
+    }
+}
+
+async fn refuse(stream: TcpStream) {
+    let mut framed = FramedWrite::new(stream, FrameCodec::default());
+    let frame = Frame::error(ErrorCode::TooManyConnections, "relay at its connection limit");
+    let _ = tokio::time::timeout(Duration::from_secs(2), framed.send(frame)).await;
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs a relay in this thread until SIGINT or SIGTERM.
+pub fn run(settings: RelaySettings, log: Logger) -> io::Result<()> {
+    let system = System::new();
+    let metrics = Metrics::new();
+    let (bound, _) = oneshot::channel();
+    let result = system.block_on(serve(settings, log, metrics, bound, termination()));
+    System::current().stop();
+    result
+}
+
+/// A relay running in its own thread (for tests and embedding).
+pub struct RelayHandle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl RelayHandle {
+    /// Shuts the relay down gracefully and waits for it.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("relay thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts a relay in a new thread and returns once it listens.
+pub fn spawn(settings: RelaySettings, log: Logger) -> io::Result<RelayHandle> {
+    let metrics = Metrics::new();
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread_metrics = metrics.clone();
+    let thread = std::thread::Builder::new().name("e2ee-relay".into()).spawn(move || {
+        let system = System::new();
+        let result = system.block_on(serve(settings, log, thread_metrics, bound_tx, async {
+            let _ = stop_rx.await;
+        }));
+        System::current().stop();
+        result
+    })?;
+    match bound_rx.blocking_recv() {
+        Ok(addr) => Ok(RelayHandle {
+            addr,
+            metrics,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Err(_) => Err(thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked")))
+            .err()
+            .unwrap_or_else(|| io::Error::other("relay stopped before listening"))),
+    }
+}

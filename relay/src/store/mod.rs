@@ -1,0 +1,235 @@
+//! The message store behind a trait, so another engine can be added later:
+//! [`sqlite::SqliteStore`] (durable, WAL) and [`memory::MemoryStore`].
+//!
+//! Writes come in batches, each committed atomically (one fsync for the whole batch).
+
+pub mod memory;
+pub mod sqlite;
+
+use thiserror::Error;
+
+/// A 32-byte identity (Ed25519 public key) as the relay sees it: an opaque address.
+pub type IdentityBytes = [u8; 32];
+/// A sender-chosen message id.
+pub type MsgId = [u8; 16];
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The addressed recipient.
+    pub recipient: IdentityBytes,
+    /// The authenticated sender.
+    pub sender: IdentityBytes,
+    /// The sender's message id (idempotency key with the sender).
+    pub msg_id: MsgId,
+    /// When the relay received it (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Opaque ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// A stored message awaiting delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Store order; increases with commit order.
+    pub seq: u64,
+    /// The sender.
+    pub sender: IdentityBytes,
+    /// The sender's message id.
+    pub msg_id: MsgId,
+    /// Receive time (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Opaque ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Store a message for its recipient.
+    Append(NewMessage),
+    /// The recipient acknowledged a message: it will not be delivered again.
+    Ack {
+        /// The acknowledging recipient (only it may remove its messages).
+        recipient: IdentityBytes,
+        /// The message's sender.
+        sender: IdentityBytes,
+        /// The message's id.
+        msg_id: MsgId,
+    },
+    /// Drop messages received before `before_ms` and forget old acknowledged ids.
+    Expire {
+        /// Cut-off time (ms since the Unix epoch).
+        before_ms: u64,
+    },
+}
+
+/// The result of one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Stored under this sequence number.
+    Appended {
+        /// The new message's sequence number.
+        seq: u64,
+    },
+    /// The same (sender, message id) was stored before; nothing was added.
+    Duplicate,
+    /// The recipient's queue is full; nothing was added.
+    QuotaExceeded,
+    /// The acknowledgement removed a message (false if there was none).
+    Acked(bool),
+    /// How many messages expired.
+    Expired(u64),
+}
+
+/// A stored prekey bundle split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// Signed prekey public key.
+    pub signed_prekey: [u8; 32],
+    /// Its signature (64 bytes).
+    pub signature: Vec<u8>,
+    /// The one-time prekey handed out with this fetch, if any was left.
+    pub one_time_prekey: Option<[u8; 32]>,
+    /// One-time prekeys left after this fetch.
+    pub remaining: u32,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The data directory could not be prepared.
+    #[error("store io error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Stored data is not what the relay wrote.
+    #[error("corrupt store: {0}")]
+    Corrupt(&'static str),
+    /// The store is not available (it failed to open).
+    #[error("store unavailable")]
+    Unavailable,
+}
+
+/// What a message store must do.
+pub trait Store: Send {
+    /// Applies the writes atomically, in order.
+    fn commit(&mut self, ops: &[WriteOp], queue_quota: u64) -> Result<Vec<WriteResult>, StoreError>;
+    /// Up to `limit` unacknowledged messages for `recipient` with `seq > after`, in order,
+    /// not older than `not_before_ms`.
+    fn pending(
+        &mut self,
+        recipient: &IdentityBytes,
+        after: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// How many unacknowledged messages await `recipient`.
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError>;
+    /// Replaces the signed prekey and adds one-time prekeys (up to `max_prekeys` held).
+    /// Returns the one-time prekeys now held.
+    fn publish_prekeys(
+        &mut self,
+        owner: &IdentityBytes,
+        signed_prekey: &[u8; 32],
+        signature: &[u8],
+        one_time: &[[u8; 32]],
+        max_prekeys: u32,
+    ) -> Result<u32, StoreError>;
+    /// The owner's bundle with at most one one-time prekey, which is removed for good.
+    fn fetch_bundle(&mut self, owner: &IdentityBytes) -> Result<Option<StoredBundle>, StoreError>;
+    /// One-time prekeys held for `owner` (None if it never published).
+    fn prekey_count(&mut self, owner: &IdentityBytes) -> Result<Option<u32>, StoreError>;
+    /// Stores a name claim. Returns false if the name belongs to another identity.
+    fn put_claim(&mut self, name: &str, owner: &IdentityBytes, claim: &[u8]) -> Result<bool, StoreError>;
+    /// The claim stored for a name.
+    fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Runs the same behavioural checks against any engine.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn msg(recipient: u8, sender: u8, id: u8, ts: u64) -> WriteOp {
+        WriteOp::Append(NewMessage {
+            recipient: [recipient; 32],
+            sender: [sender; 32],
+            msg_id: [id; 16],
+            timestamp_ms: ts,
+            payload: vec![id; 10],
+        })
+    }
+
+    pub(crate) fn check(store: &mut dyn Store) {
+        let r = commit_ok(store, &[msg(1, 2, 1, 100), msg(1, 3, 1, 100), msg(1, 2, 1, 100)], 10);
+        assert!(matches!(r[0], WriteResult::Appended { .. }));
+        assert!(matches!(r[1], WriteResult::Appended { .. }));
+        assert_eq!(r[2], WriteResult::Duplicate, "same sender and id in one batch");
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 2);
+
+        let pending = store.pending(&[1; 32], 0, 10, 0).expect("pending");
+        assert_eq!(pending.len(), 2);
+        assert!(pending[0].seq < pending[1].seq, "in order");
+        let after_first = store.pending(&[1; 32], pending[0].seq, 10, 0).expect("pending");
+        assert_eq!(after_first, vec![pending[1].clone()]);
+
+        // Ack by another identity does nothing; by the recipient removes it for good.
+        let ack = |recipient| WriteOp::Ack {
+            recipient: [recipient; 32],
+            sender: [2; 32],
+            msg_id: [1; 16],
+        };
+        assert_eq!(commit_ok(store, &[ack(9)], 10), vec![WriteResult::Acked(false)]);
+        assert_eq!(commit_ok(store, &[ack(1)], 10), vec![WriteResult::Acked(true)]);
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
+        // A retransmission after delivery does not create a second copy.
+        assert_eq!(commit_ok(store, &[msg(1, 2, 1, 100)], 10), vec![WriteResult::Duplicate]);
+
+        // Quota.
+        let r = commit_ok(store, &[msg(4, 7, 1, 100), msg(4, 7, 2, 100), msg(4, 7, 3, 100)], 2);
+        assert!(matches!(r[1], WriteResult::Appended { .. }));
+        assert_eq!(r[2], WriteResult::QuotaExceeded);
+
+        // TTL.
+        commit_ok(store, &[msg(5, 2, 7, 50), msg(5, 2, 8, 500)], 10);
+        assert_eq!(store.pending(&[5; 32], 0, 10, 100).expect("pending").len(), 1);
+        let r = commit_ok(store, &[WriteOp::Expire { before_ms: 100 }], 10);
+        assert_eq!(r, vec![WriteResult::Expired(1)]);
+        assert_eq!(store.queue_len(&[5; 32]).expect("len"), 1);
+
+        // Prekeys: each one-time prekey is handed out once.
+        assert_eq!(store.prekey_count(&[6; 32]).expect("count"), None);
+        assert_eq!(store.fetch_bundle(&[6; 32]).expect("fetch"), None);
+        let held = store
+            .publish_prekeys(&[6; 32], &[7; 32], &[8; 64], &[[1; 32], [2; 32], [1; 32]], 100)
+            .expect("publish");
+        assert_eq!(held, 2);
+        let first = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
+        let second = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
+        let third = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
+        assert_eq!(first.signed_prekey, [7; 32]);
+        assert_eq!(first.signature, vec![8; 64]);
+        assert_ne!(first.one_time_prekey, second.one_time_prekey);
+        assert!(first.one_time_prekey.is_some() && second.one_time_prekey.is_some());
+        assert_eq!((second.remaining, third.one_time_prekey), (0, None));
+        // Republishing replaces the signed prekey and caps the total.
+        let held = store
+            .publish_prekeys(&[6; 32], &[9; 32], &[8; 64], &[[3; 32], [4; 32], [5; 32]], 2)
+            .expect("publish");
+        assert_eq!(held, 2);
+        assert_eq!(store.fetch_bundle(&[6; 32]).expect("fetch").map(|b| b.signed_prekey), Some([9; 32]));
+
+        // Name claims: first identity keeps the name.
+        assert!(store.put_claim("alice", &[1; 32], b"claim-1").expect("put"));
+        assert!(store.put_claim("alice", &[1; 32], b"claim-2").expect("put"));
+        assert!(!store.put_claim("alice", &[2; 32], b"claim-3").expect("put"));
+        assert_eq!(store.get_claim("alice").expect("get"), Some(b"claim-2".to_vec()));
+        assert_eq!(store.get_claim("bob").expect("get"), None);
+    }
+
+    fn commit_ok(store: &mut dyn Store, ops: &[WriteOp], quota: u64) -> Vec<WriteResult> {
+        store.commit(ops, quota).expect("commit")
+    }
+}

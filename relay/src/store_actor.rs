@@ -1,0 +1,153 @@
+//! The store actor: owns the [`Store`] on a SyncArbiter thread, so blocking database
+//! work never runs on the connections' event loop.
+
+use actix::prelude::*;
+
+use crate::store::{IdentityBytes, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
+
+/// Owns the message store; one thread.
+pub struct StoreActor {
+    store: Option<Box<dyn Store>>,
+    queue_quota: u64,
+}
+
+impl StoreActor {
+    /// Wraps an open store.
+    pub fn new(store: Option<Box<dyn Store>>, queue_quota: u64) -> Self {
+        Self { store, queue_quota }
+    }
+
+    fn store(&mut self) -> Result<&mut (dyn Store + 'static), StoreError> {
+        self.store.as_deref_mut().ok_or(StoreError::Unavailable)
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = SyncContext<Self>;
+}
+
+/// Commit a batch of writes in one transaction.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<WriteResult>, StoreError>")]
+pub struct CommitBatch(pub Vec<WriteOp>);
+
+impl Handler<CommitBatch> for StoreActor {
+    type Result = Result<Vec<WriteResult>, StoreError>;
+    fn handle(&mut self, msg: CommitBatch, _: &mut SyncContext<Self>) -> Self::Result {
+        let quota = self.queue_quota;
+        self.store()?.commit(&msg.0, quota)
+    }
+}
+
+/// Load part of a recipient's queue.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<StoredMessage>, StoreError>")]
+pub struct LoadPending {
+    /// Whose queue.
+    pub recipient: IdentityBytes,
+    /// Only messages with a larger sequence number.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// Not older than this (ms since the epoch).
+    pub not_before_ms: u64,
+}
+
+impl Handler<LoadPending> for StoreActor {
+    type Result = Result<Vec<StoredMessage>, StoreError>;
+    fn handle(&mut self, msg: LoadPending, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?
+            .pending(&msg.recipient, msg.after, msg.limit, msg.not_before_ms)
+    }
+}
+
+/// Count a recipient's queue.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct QueueLen(pub IdentityBytes);
+
+impl Handler<QueueLen> for StoreActor {
+    type Result = Result<u64, StoreError>;
+    fn handle(&mut self, msg: QueueLen, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.queue_len(&msg.0)
+    }
+}
+
+/// Publish prekeys for their owner.
+#[derive(Message)]
+#[rtype(result = "Result<u32, StoreError>")]
+pub struct PublishPrekeys {
+    /// The owner (the authenticated identity).
+    pub owner: IdentityBytes,
+    /// Signed prekey.
+    pub signed_prekey: [u8; 32],
+    /// Its signature.
+    pub signature: Vec<u8>,
+    /// One-time prekeys to add.
+    pub one_time: Vec<[u8; 32]>,
+    /// Cap on one-time prekeys held.
+    pub max_prekeys: u32,
+}
+
+impl Handler<PublishPrekeys> for StoreActor {
+    type Result = Result<u32, StoreError>;
+    fn handle(&mut self, m: PublishPrekeys, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?
+            .publish_prekeys(&m.owner, &m.signed_prekey, &m.signature, &m.one_time, m.max_prekeys)
+    }
+}
+
+/// Fetch a bundle, consuming one one-time prekey.
+#[derive(Message)]
+#[rtype(result = "Result<Option<StoredBundle>, StoreError>")]
+pub struct FetchBundle(pub IdentityBytes);
+
+impl Handler<FetchBundle> for StoreActor {
+    type Result = Result<Option<StoredBundle>, StoreError>;
+    fn handle(&mut self, msg: FetchBundle, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.fetch_bundle(&msg.0)
+    }
+}
+
+/// Count one-time prekeys held for an owner.
+#[derive(Message)]
+#[rtype(result = "Result<Option<u32>, StoreError>")]
+pub struct PrekeyCount(pub IdentityBytes);
+
+impl Handler<PrekeyCount> for StoreActor {
+    type Result = Result<Option<u32>, StoreError>;
+    fn handle(&mut self, msg: PrekeyCount, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.prekey_count(&msg.0)
+    }
+}
+
+/// Store a name claim.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct PutClaim {
+    /// The claimed name.
+    pub name: String,
+    /// The claiming identity.
+    pub owner: IdentityBytes,
+    /// The signed claim bytes.
+    pub claim: Vec<u8>,
+}
+
+impl Handler<PutClaim> for StoreActor {
+    type Result = Result<bool, StoreError>;
+    fn handle(&mut self, m: PutClaim, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.put_claim(&m.name, &m.owner, &m.claim)
+    }
+}
+
+/// Look up a name claim.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
+pub struct GetClaim(pub String);
+
+impl Handler<GetClaim> for StoreActor {
+    type Result = Result<Option<Vec<u8>>, StoreError>;
+    fn handle(&mut self, msg: GetClaim, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.get_claim(&msg.0)
+    }
+}
