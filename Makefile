@@ -26,6 +26,7 @@ fmt:
 
 ## test: lint, then every unit, property and integration test of the workspace
 test: lint
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
 	$(CARGO) test $(CARGO_FLAGS) --workspace --doc
 

@@ -101,7 +101,7 @@ impl Actor for Committer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(1 << 16);
         if let Some((ttl, every)) = self.expire {
             ctx.run_interval(every, move |act, ctx| {
                 let before_ms = crate::now_ms().saturating_sub(ttl.as_millis() as u64);

@@ -527,7 +527,7 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(1 << 16);
         self.relay.metrics.connections_total.inc();
         debug!(self.log, "connection opened");
         self.send(

@@ -73,7 +73,7 @@ pub async fn serve(
     settings: RelaySettings,
     log: Logger,
     metrics: Arc<Metrics>,
-    bound: oneshot::Sender<SocketAddr>,
+    bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let relay_id = relay_id(&settings.data_dir)?;
@@ -92,7 +92,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     info!(log, "relay listening"; "addr" => %addr, "store" => ?settings.store.engine,
           "data_dir" => %settings.data_dir.display());
-    let _ = bound.send(addr);
+    bound(addr);
 
     if let Some(metrics_addr) = &settings.metrics_listen {
         let metrics_listener = TcpListener::bind(metrics_addr).await?;
@@ -227,8 +227,7 @@ async fn termination() {
 pub fn run(settings: RelaySettings, log: Logger) -> io::Result<()> {
     let system = System::new();
     let metrics = Metrics::new();
-    let (bound, _) = oneshot::channel();
-    let result = system.block_on(serve(settings, log, metrics, bound, termination()));
+    let result = system.block_on(serve(settings, log, metrics, |_| {}, termination()));
     System::current().stop();
     result
 }
@@ -269,18 +268,21 @@ impl Drop for RelayHandle {
 /// Starts a relay in a new thread and returns once it listens.
 pub fn spawn(settings: RelaySettings, log: Logger) -> io::Result<RelayHandle> {
     let metrics = Metrics::new();
-    let (bound_tx, bound_rx) = oneshot::channel();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread_metrics = metrics.clone();
     let thread = std::thread::Builder::new().name("e2ee-relay".into()).spawn(move || {
         let system = System::new();
-        let result = system.block_on(serve(settings, log, thread_metrics, bound_tx, async {
+        let bound = move |addr| {
+            let _ = bound_tx.send(addr);
+        };
+        let result = system.block_on(serve(settings, log, thread_metrics, bound, async {
             let _ = stop_rx.await;
         }));
         System::current().stop();
         result
     })?;
-    match bound_rx.blocking_recv() {
+    match bound_rx.recv() {
         Ok(addr) => Ok(RelayHandle {
             addr,
             metrics,

@@ -1,0 +1,176 @@
+//! A small async relay client over tokio: enough to authenticate, publish and fetch
+//! prekeys, send and receive frames. Used by tests and the load generator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use e2ee_protocol::codec::FrameCodec;
+use e2ee_protocol::frame::{auth_message, Frame};
+use e2ee_protocol::identity::IdentityKeyPair;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// An authenticated connection to a relay.
+pub struct RelayClient {
+    /// The identity this client authenticated as.
+    pub identity: IdentityKeyPair,
+    /// How many stored messages the relay said were waiting at login.
+    pub queued: u32,
+    framed: Framed<TcpStream, FrameCodec>,
+}
+
+/// Reads the relay's challenge, signs it and waits for `AuthOk`.
+pub async fn authenticate(framed: &mut Framed<TcpStream, FrameCodec>, identity: &IdentityKeyPair) -> anyhow::Result<u32> {
+    let first = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .context("no challenge from the relay")?
+        .ok_or_else(|| anyhow!("relay closed before the challenge"))??;
+    let Frame::Challenge { relay_id, nonce } = first else {
+        bail!("expected a challenge, got {first:?}");
+    };
+    let me = *identity.public().as_bytes();
+    let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+    framed.send(Frame::Auth { identity: me, signature }).await?;
+    match tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .context("no answer to authentication")?
+    {
+        Some(Ok(Frame::AuthOk { queued })) => Ok(queued),
+        other => bail!("authentication refused: {other:?}"),
+    }
+}
+
+impl RelayClient {
+    /// Connects and authenticates.
+    pub async fn connect(addr: SocketAddr, identity: IdentityKeyPair) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut framed = Framed::new(stream, FrameCodec::default());
+        let queued = authenticate(&mut framed, &identity).await?;
+        Ok(Self {
+            identity,
+            queued,
+            framed,
+        })
+    }
+
+    /// This client's identity bytes.
+    pub fn me(&self) -> [u8; 32] {
+        *self.identity.public().as_bytes()
+    }
+
+    /// Writes one frame.
+    pub async fn send(&mut self, frame: Frame) -> anyhow::Result<()> {
+        self.framed.send(frame).await?;
+        Ok(())
+    }
+
+    /// Queues a frame without flushing (for pipelining).
+    pub async fn feed(&mut self, frame: Frame) -> anyhow::Result<()> {
+        self.framed.feed(frame).await?;
+        Ok(())
+    }
+
+    /// Flushes queued frames.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        SinkExt::<Frame>::flush(&mut self.framed).await?;
+        Ok(())
+    }
+
+    /// The next frame other than a ping (pings are answered), within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> anyhow::Result<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .context("timed out waiting for a frame")?;
+            match next {
+                Some(Ok(Frame::Ping { nonce })) => self.send(Frame::Pong { nonce }).await?,
+                Some(Ok(frame)) => return Ok(frame),
+                Some(Err(err)) => return Err(err.into()),
+                None => bail!("connection closed by the relay"),
+            }
+        }
+    }
+
+    /// Like [`RelayClient::recv`] but `None` when the relay closed the connection.
+    pub async fn recv_or_closed(&mut self, wait: Duration) -> anyhow::Result<Option<Frame>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .context("timed out waiting for a frame")?;
+            match next {
+                Some(Ok(Frame::Ping { nonce })) => self.send(Frame::Pong { nonce }).await?,
+                Some(Ok(frame)) => return Ok(Some(frame)),
+                Some(Err(_)) | None => return Ok(None),
+            }
+        }
+    }
+
+    /// Sends a message and waits for its `SentAck` (other frames are returned in `other`).
+    pub async fn send_message(
+        &mut self,
+        recipient: [u8; 32],
+        msg_id: [u8; 16],
+        payload: Vec<u8>,
+        other: &mut Vec<Frame>,
+    ) -> anyhow::Result<()> {
+        self.send(Frame::Send {
+            recipient,
+            msg_id,
+            payload,
+        })
+        .await?;
+        loop {
+            match self.recv(Duration::from_secs(10)).await? {
+                Frame::SentAck { msg_id: acked } if acked == msg_id => return Ok(()),
+                frame @ (Frame::RateLimited { .. } | Frame::QuotaExceeded { .. } | Frame::Error { .. }) => {
+                    bail!("send refused: {frame:?}")
+                }
+                frame => other.push(frame),
+            }
+        }
+    }
+
+    /// Receives `Deliver` frames until `count` arrived, acknowledging each; returns
+    /// (sender, msg_id, payload) in arrival order.
+    pub async fn receive_messages(&mut self, count: usize, wait: Duration) -> anyhow::Result<Vec<([u8; 32], [u8; 16], Vec<u8>)>> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            match self.recv(wait).await? {
+                Frame::Deliver {
+                    sender,
+                    msg_id,
+                    payload,
+                    ..
+                } => {
+                    self.send(Frame::DeliveryAck { sender, msg_id }).await?;
+                    out.push((sender, msg_id, payload));
+                }
+                Frame::SentAck { .. } | Frame::PreKeysLow { .. } => {}
+                other => bail!("unexpected frame while receiving: {other:?}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The framed stream, for splitting into independent send and receive halves.
+    pub fn into_framed(self) -> Framed<TcpStream, FrameCodec> {
+        self.framed
+    }
+
+    /// The raw framed stream (for tests that misbehave on purpose).
+    pub fn framed(&mut self) -> &mut Framed<TcpStream, FrameCodec> {
+        &mut self.framed
+    }
+}
+
+/// A message id from a counter (tests want readable ids).
+pub fn msg_id(n: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    id
+}

@@ -1,0 +1,458 @@
+//! The relay against real clients on loopback: authentication, prekeys, store-and-forward,
+//! idempotency, TTL, quota, abuse, slow consumers, crash recovery and shutdown.
+
+use std::time::Duration;
+
+use e2ee_config::discard_logger;
+use e2ee_integration::client::{msg_id, RelayClient};
+use e2ee_integration::process::{rss_kib, RelayProcess};
+use e2ee_protocol::codec::FrameCodec;
+use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::identity::IdentityKeyPair;
+use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
+use e2ee_protocol::session::{receive, Session};
+use e2ee_relay::settings::StoreEngine;
+use e2ee_relay::{RelayHandle, RelaySettings};
+use futures_util::{SinkExt, StreamExt};
+use rand_core::OsRng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn relay(tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = RelaySettings::default();
+    settings.listen = "127.0.0.1:0".into();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.summary_interval_secs = 0;
+    settings.store.fsync = false;
+    tune(&mut settings);
+    (e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"), dir)
+}
+
+fn identity() -> IdentityKeyPair {
+    IdentityKeyPair::generate(&mut OsRng)
+}
+
+async fn connect(handle: &RelayHandle) -> RelayClient {
+    RelayClient::connect(handle.addr, identity()).await.expect("connect")
+}
+
+/// Expects the relay to answer with an error frame of `code` and then close.
+async fn expect_closed_with(framed: &mut Framed<TcpStream, FrameCodec>, code: ErrorCode) {
+    let frame = tokio::time::timeout(WAIT, framed.next()).await.expect("an answer in time");
+    match frame {
+        Some(Ok(Frame::Error { code: got, .. })) => assert_eq!(got, code),
+        other => panic!("expected error {code:?}, got {other:?}"),
+    }
+    let end = tokio::time::timeout(WAIT, framed.next()).await.expect("closed in time");
+    assert!(matches!(end, None | Some(Err(_))), "connection closed, got {end:?}");
+}
+
+/// A well-behaved pair exchanges one message each way.
+async fn pair_exchange(alice: &mut RelayClient, bob: &mut RelayClient, n: u64) {
+    let mut other = Vec::new();
+    alice
+        .send_message(bob.me(), msg_id(n), format!("a->b {n}").into_bytes(), &mut other)
+        .await
+        .expect("alice sends");
+    let got = bob.receive_messages(1, WAIT).await.expect("bob receives");
+    assert_eq!(got[0].2, format!("a->b {n}").into_bytes());
+    bob.send_message(alice.me(), msg_id(n), format!("b->a {n}").into_bytes(), &mut other)
+        .await
+        .expect("bob sends");
+    let got = alice.receive_messages(1, WAIT).await.expect("alice receives");
+    assert_eq!(got[0].2, format!("b->a {n}").into_bytes());
+}
+
+#[tokio::test]
+async fn two_clients_exchange_bundles_and_encrypted_messages() {
+    let (handle, _dir) = relay(|_| {});
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+
+    let mut bob_prekeys = PreKeyStore::generate(&bob.identity, 3, &mut OsRng);
+    let bundle = bob_prekeys.bundle(bob.identity.public()).encode();
+    bob.send(Frame::PublishPreKeys { bundle }).await.expect("publish");
+    assert_eq!(bob.recv(WAIT).await.expect("stored"), Frame::PreKeysStored { opks: 3 });
+
+    alice.send(Frame::FetchBundle { request_id: 7, identity: bob.me() }).await.expect("fetch");
+    let Frame::Bundle { request_id: 7, bundle: Some(bytes) } = alice.recv(WAIT).await.expect("bundle") else {
+        panic!("expected bob's bundle");
+    };
+    let fetched = PreKeyBundle::decode_verified(&bytes).expect("verifies");
+    assert_eq!(fetched.one_time_prekeys.len(), 1, "a fetched bundle carries one OPK");
+
+    let mut session = Session::initiate(&alice.identity, &fetched, &mut OsRng).expect("x3dh");
+    let wire = session.encrypt(b"hello bob").expect("encrypt");
+    let mut other = Vec::new();
+    alice.send_message(bob.me(), msg_id(1), wire, &mut other).await.expect("sent");
+    let got = bob.receive_messages(1, WAIT).await.expect("delivered");
+    assert_eq!(got[0].0, alice.me(), "the relay names the authenticated sender");
+    let received = receive(None, &bob.identity, &mut bob_prekeys, alice.identity.public(), &got[0].2, &mut OsRng)
+        .expect("bob decrypts");
+    assert_eq!(received.decrypted.plaintext, b"hello bob");
+
+    pair_exchange(&mut alice, &mut bob, 2).await;
+
+    // A bundle of someone else is refused without closing the connection.
+    let foreign = PreKeyStore::generate(&alice.identity, 1, &mut OsRng).bundle(alice.identity.public()).encode();
+    bob.send(Frame::PublishPreKeys { bundle: foreign }).await.expect("send");
+    assert!(matches!(bob.recv(WAIT).await.expect("answer"), Frame::Error { code: ErrorCode::NotOwner, .. }));
+    // An unknown identity has no bundle.
+    alice.send(Frame::FetchBundle { request_id: 8, identity: identity().public().as_bytes().to_owned() }).await.expect("fetch");
+    assert_eq!(alice.recv(WAIT).await.expect("answer"), Frame::Bundle { request_id: 8, bundle: None });
+    pair_exchange(&mut alice, &mut bob, 3).await;
+}
+
+#[tokio::test]
+async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner() {
+    let (handle, _dir) = relay(|s| s.limits.prekey_low_threshold = 2);
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let prekeys = PreKeyStore::generate(&bob.identity, 3, &mut OsRng);
+    bob.send(Frame::PublishPreKeys { bundle: prekeys.bundle(bob.identity.public()).encode() }).await.expect("publish");
+    bob.recv(WAIT).await.expect("stored");
+    let mut seen = Vec::new();
+    for request_id in 0..4 {
+        alice.send(Frame::FetchBundle { request_id, identity: bob.me() }).await.expect("fetch");
+        let Frame::Bundle { bundle: Some(bytes), .. } = alice.recv(WAIT).await.expect("bundle") else {
+            panic!("bundle");
+        };
+        seen.push(PreKeyBundle::decode_verified(&bytes).expect("verifies").one_time_prekeys);
+    }
+    assert_eq!(seen.iter().filter(|o| o.len() == 1).count(), 3);
+    assert!(seen[3].is_empty(), "without one-time prekeys left, a bundle without one");
+    assert_ne!(seen[0], seen[1]);
+    assert_eq!(bob.recv(WAIT).await.expect("notice"), Frame::PreKeysLow { remaining: 1 });
+}
+
+#[tokio::test]
+async fn wrong_signature_and_early_frames_are_refused() {
+    let (handle, _dir) = relay(|_| {});
+    // Signing with a key other than the one claimed.
+    let stream = TcpStream::connect(handle.addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let Some(Ok(Frame::Challenge { relay_id, nonce })) = framed.next().await else {
+        panic!("challenge");
+    };
+    let claimed = identity();
+    let signer = identity();
+    let me = *claimed.public().as_bytes();
+    let signature = signer.sign(&auth_message(&relay_id, &nonce, &me));
+    framed.send(Frame::Auth { identity: me, signature }).await.expect("send");
+    expect_closed_with(&mut framed, ErrorCode::AuthFailed).await;
+
+    // A frame other than Auth first.
+    let stream = TcpStream::connect(handle.addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    framed.next().await.expect("challenge").expect("frame");
+    framed
+        .send(Frame::Send { recipient: me, msg_id: msg_id(1), payload: b"x".to_vec() })
+        .await
+        .expect("send");
+    expect_closed_with(&mut framed, ErrorCode::NotAuthenticated).await;
+    assert_eq!(handle.metrics.messages_stored.get(), 0);
+}
+
+#[tokio::test]
+async fn offline_recipient_gets_its_queue_in_order() {
+    let (handle, _dir) = relay(|_| {});
+    let mut alice = connect(&handle).await;
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let mut other = Vec::new();
+    for n in 0..20u64 {
+        alice.send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other).await.expect("stored");
+    }
+    let mut bob = RelayClient::connect(handle.addr, bob_id).await.expect("bob connects");
+    assert_eq!(bob.queued, 20);
+    let got = bob.receive_messages(20, WAIT).await.expect("queue");
+    let order: Vec<u64> = got.iter().map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes"))).collect();
+    assert_eq!(order, (0..20).collect::<Vec<_>>());
+    // Live messages continue after the queue.
+    pair_exchange(&mut alice, &mut bob, 100).await;
+}
+
+#[tokio::test]
+async fn retransmission_with_the_same_id_stores_one_copy() {
+    let (handle, _dir) = relay(|_| {});
+    let mut alice = connect(&handle).await;
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let mut other = Vec::new();
+    for _ in 0..3 {
+        alice.send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other).await.expect("acked each time");
+    }
+    assert_eq!(handle.metrics.messages_stored.get(), 1);
+    assert_eq!(handle.metrics.messages_duplicate.get(), 2);
+    let mut bob = RelayClient::connect(handle.addr, bob_id).await.expect("bob");
+    assert_eq!(bob.queued, 1);
+    bob.receive_messages(1, WAIT).await.expect("one copy");
+    // Even after delivery and ack, a retransmission is not stored again.
+    alice.send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other).await.expect("acked");
+    assert_eq!(handle.metrics.messages_stored.get(), 1);
+    pair_exchange(&mut alice, &mut bob, 1).await;
+}
+
+#[tokio::test]
+async fn full_queue_answers_with_a_quota_error() {
+    let (handle, _dir) = relay(|s| s.limits.queue_quota = 3);
+    let mut alice = connect(&handle).await;
+    let bob = *identity().public().as_bytes();
+    let mut other = Vec::new();
+    for n in 0..3 {
+        alice.send_message(bob, msg_id(n), vec![1], &mut other).await.expect("fits");
+    }
+    alice.send(Frame::Send { recipient: bob, msg_id: msg_id(3), payload: vec![1] }).await.expect("send");
+    assert_eq!(
+        alice.recv(WAIT).await.expect("answer"),
+        Frame::QuotaExceeded { msg_id: msg_id(3), recipient: bob }
+    );
+}
+
+#[tokio::test]
+async fn messages_past_the_ttl_are_dropped() {
+    let (handle, _dir) = relay(|s| s.limits.message_ttl_secs = 1);
+    let mut alice = connect(&handle).await;
+    let bob_id = identity();
+    let mut other = Vec::new();
+    alice.send_message(*bob_id.public().as_bytes(), msg_id(1), vec![1], &mut other).await.expect("stored");
+    // Wait for the expiry pass to report (bounded).
+    for _ in 0..100 {
+        if handle.metrics.messages_expired.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handle.metrics.messages_expired.get(), 1);
+    let bob = RelayClient::connect(handle.addr, bob_id).await.expect("bob");
+    assert_eq!(bob.queued, 0);
+}
+
+#[tokio::test]
+async fn a_second_connection_replaces_the_first() {
+    let (handle, _dir) = relay(|_| {});
+    let id = identity();
+    let seed_copy = id.clone();
+    let mut first = RelayClient::connect(handle.addr, id).await.expect("first");
+    let mut second = RelayClient::connect(handle.addr, seed_copy).await.expect("second");
+    expect_closed_with(first.framed(), ErrorCode::Replaced).await;
+    let mut alice = connect(&handle).await;
+    pair_exchange(&mut alice, &mut second, 1).await;
+}
+
+#[tokio::test]
+async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking() {
+    let (handle, _dir) = relay(|s| {
+        s.limits.auth_timeout_ms = 300;
+        s.limits.rate_capacity = 20;
+        s.limits.rate_refill_per_sec = 10;
+        s.limits.max_frame_len = 4096;
+    });
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+
+    // Garbage bytes: a valid length prefix with an unknown version.
+    let mut garbage = TcpStream::connect(handle.addr).await.expect("connect");
+    garbage.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).await.expect("write");
+    let mut garbage = Framed::new(garbage, FrameCodec::default());
+    garbage.next().await.expect("challenge").expect("frame");
+    expect_closed_with(&mut garbage, ErrorCode::Malformed).await;
+    pair_exchange(&mut alice, &mut bob, 1).await;
+
+    // An oversized length prefix.
+    let mut big = TcpStream::connect(handle.addr).await.expect("connect");
+    big.write_all(&[0x7f, 0xff, 0xff, 0xff]).await.expect("write");
+    let mut big = Framed::new(big, FrameCodec::default());
+    big.next().await.expect("challenge").expect("frame");
+    expect_closed_with(&mut big, ErrorCode::FrameTooLarge).await;
+    pair_exchange(&mut alice, &mut bob, 2).await;
+
+    // Half a frame that never completes, before authentication: auth timeout.
+    let mut half = TcpStream::connect(handle.addr).await.expect("connect");
+    half.write_all(&[0, 0, 0, 100, 1, 2]).await.expect("write");
+    let mut half = Framed::new(half, FrameCodec::default());
+    half.next().await.expect("challenge").expect("frame");
+    expect_closed_with(&mut half, ErrorCode::AuthTimeout).await;
+
+    pair_exchange(&mut alice, &mut bob, 3).await;
+
+    // A flood past the rate limit: refused with a retry delay, the quota is readable.
+    let mut flooder = connect(&handle).await;
+    let target = bob.me();
+    for n in 0..60u64 {
+        flooder.feed(Frame::Send { recipient: target, msg_id: msg_id(1000 + n), payload: vec![0] }).await.expect("feed");
+    }
+    flooder.flush().await.expect("flush");
+    let (mut acked, mut limited) = (0, 0);
+    while acked + limited < 60 {
+        match flooder.recv(WAIT).await.expect("answer") {
+            Frame::SentAck { .. } => acked += 1,
+            Frame::RateLimited { retry_after_ms, msg_id: Some(_) } => {
+                assert!(retry_after_ms > 0 && retry_after_ms <= 1000);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(acked >= 20 && limited >= 30, "acked {acked}, limited {limited}");
+    flooder.send(Frame::QueryQuota).await.expect("query");
+    let Frame::Quota { capacity: 20, refill_per_sec: 10, remaining } = flooder.recv(WAIT).await.expect("quota") else {
+        panic!("quota frame");
+    };
+    assert!(remaining < 20);
+    // Bob got the flooder's accepted messages; drain them, then the pair still talks.
+    bob.receive_messages(acked, WAIT).await.expect("accepted messages arrive");
+    pair_exchange(&mut alice, &mut bob, 4).await;
+
+    assert_eq!(handle.metrics.rejects(ErrorCode::Malformed), 1);
+    assert_eq!(handle.metrics.rejects(ErrorCode::FrameTooLarge), 1);
+    assert_eq!(handle.metrics.rejects(ErrorCode::AuthTimeout), 1);
+    assert_eq!(handle.metrics.rate_limited.get(), limited as u64);
+}
+
+#[tokio::test]
+async fn a_half_frame_after_authentication_hits_the_idle_timeout() {
+    let (handle, _dir) = relay(|s| {
+        s.limits.idle_timeout_ms = 400;
+        s.limits.heartbeat_interval_ms = 100;
+    });
+    let mut stalled = connect(&handle).await;
+    stalled.framed().get_mut().write_all(&[0, 0, 0, 100, 1]).await.expect("write");
+    // The relay pings (the half frame does not count as activity), then gives up.
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(WAIT, stalled.framed().next()).await.expect("in time") {
+            Some(Ok(Frame::Ping { .. })) => pings += 1,
+            Some(Ok(Frame::Error { code, .. })) => {
+                assert_eq!(code, ErrorCode::IdleTimeout);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 1);
+    assert_eq!(handle.metrics.rejects(ErrorCode::IdleTimeout), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
+    const COUNT: u64 = 50_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The unacknowledged-message limit is raised so that the output budget is what bites.
+    let relay = RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &[
+        ("E2EE_LIMITS__MAX_UNACKED", "1000000"),
+        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
+        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+    ])
+        .expect("relay");
+    let pid = relay.child.id();
+    let rss_before = rss_kib(pid).unwrap_or(0);
+
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    // Bob authenticates, then never reads again.
+    let stalled = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob");
+
+    let alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
+    let (mut sink, mut stream) = alice.into_framed().split();
+    let sender = async {
+        for n in 0..COUNT {
+            let frame = Frame::Send { recipient: bob_key, msg_id: msg_id(n), payload: vec![0x5a; 256] };
+            sink.feed(frame).await.expect("feed");
+            if n % 512 == 511 {
+                SinkExt::<Frame>::flush(&mut sink).await.expect("flush");
+            }
+        }
+        SinkExt::<Frame>::flush(&mut sink).await.expect("flush");
+    };
+    let acks = async {
+        let mut acked = 0u64;
+        let mut limited = 0u64;
+        while acked < COUNT {
+            match tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("acks keep coming") {
+                Some(Ok(Frame::SentAck { .. })) => acked += 1,
+                Some(Ok(Frame::RateLimited { .. })) => limited += 1,
+                Some(Ok(Frame::Ping { .. })) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            if acked + limited == COUNT {
+                break;
+            }
+        }
+        (acked, limited)
+    };
+    let ((), (acked, limited)) = tokio::join!(sender, acks);
+    let rss_after = rss_kib(pid).unwrap_or(0);
+    println!("slow consumer: acked {acked}, rate limited {limited}, relay RSS {rss_before} KiB -> {rss_after} KiB");
+    drop(stalled);
+
+    // The relay cut Bob off (the log says so) and still holds every acked message.
+    let closed = relay.wait_log("closing connection", Duration::from_secs(30)).expect("slow consumer disconnected");
+    assert_eq!(closed["code"], "slow_consumer", "{closed}");
+    let mut bob = RelayClient::connect(relay.addr, bob_id).await.expect("bob again");
+    assert_eq!(u64::from(bob.queued), acked, "every acked message is still stored");
+    let first = bob.receive_messages(100, WAIT).await.expect("delivery resumes");
+    assert_eq!(first.len(), 100);
+    assert!(rss_after < 256 * 1024, "relay RSS stayed bounded: {rss_after} KiB");
+}
+
+#[tokio::test]
+async fn acked_messages_survive_kill_9_and_are_delivered_exactly_once() {
+    const COUNT: u64 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut relay = RelayProcess::start(dir.path(), &[]).expect("relay");
+    let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let mut other = Vec::new();
+    for n in 0..COUNT {
+        alice.send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other).await.expect("acked");
+    }
+    relay.kill9().expect("kill -9");
+    drop(relay);
+
+    let relay = RelayProcess::start(dir.path(), &[]).expect("restart on the same data");
+    let mut bob = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob");
+    assert_eq!(u64::from(bob.queued), COUNT);
+    let got = bob.receive_messages(COUNT as usize, WAIT).await.expect("all delivered");
+    let order: Vec<u64> = got.iter().map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes"))).collect();
+    assert_eq!(order, (0..COUNT).collect::<Vec<_>>(), "each once, in order");
+    // A ping answered means the relay has read every acknowledgement before we leave.
+    bob.send(Frame::Ping { nonce: 9 }).await.expect("ping");
+    assert_eq!(bob.recv(WAIT).await.expect("pong"), Frame::Pong { nonce: 9 });
+    drop(bob);
+    // Once the acknowledgements are committed nothing is delivered again (bounded wait).
+    let mut queued = u32::MAX;
+    for _ in 0..100 {
+        let again = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob again");
+        queued = again.queued;
+        if queued == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(queued, 0);
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_a_reason_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut relay = RelayProcess::start(dir.path(), &[]).expect("relay");
+    let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
+    let bob = *identity().public().as_bytes();
+    let mut other = Vec::new();
+    alice.send_message(bob, msg_id(1), vec![1], &mut other).await.expect("stored");
+    let pid = relay.child.id();
+    e2ee_integration::process::signal(pid, "TERM").expect("signal");
+    expect_closed_with(alice.framed(), ErrorCode::ServerShutdown).await;
+    let status = e2ee_integration::process::wait_exit(&mut relay.child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "exit status {status:?}");
+    // The stored message is still there after a restart.
+    let relay = RelayProcess::start(dir.path(), &[]).expect("restart");
+    let _ = relay.addr;
+    let _ = StoreEngine::Sqlite;
+}
