@@ -11,6 +11,7 @@
 //! - [`message`]: PreKey and Normal message encodings.
 //! - [`session`]: the Double Ratchet session with commit-on-success.
 //! - [`safety_number`]: numeric safety numbers and their compact QR form.
+//! - [`name_claim`]: a name signed by an identity key, published through the relay.
 //!
 //! Relay wire and application framing:
 //! - [`frame`]: relay frames (auth, prekeys, send/deliver/acks, errors).
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod kdf;
 pub mod keys;
 pub mod message;
+pub mod name_claim;
 pub mod payload;
 pub mod prekey;
 pub mod reader;

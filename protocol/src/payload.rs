@@ -8,7 +8,7 @@
 //! The whole plaintext is padded with zero bytes to the smallest of the [`BUCKETS`]
 //! that holds it, so every ciphertext of a given message kind has one of ten sizes.
 //! A receiver accepts any bucket size, checks that the padding is all zero and rejects
-//! every other length. See `docs/PROTOCOL-payload.md` for the byte-exact specification.
+//! every other length. See `docs/PROTOCOL.md` for the byte-exact specification.
 
 use std::fmt;
 

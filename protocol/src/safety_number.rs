@@ -4,7 +4,7 @@
 //! an iterated SHA-512 over its Ed25519 identity key and a stable id (the agent's name):
 //!
 //! ```text
-//! h = SHA-512(0x0000 || identity_key(32) || stable_id)
+//! h = 0x0000 || identity_key(32) || stable_id      (not hashed)
 //! repeat 5200 times: h = SHA-512(h || identity_key)
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! 100000, printed as 5 digits). The safety number is both sides' 30 digits in a
 //! canonical order (lower first), so both agents show the same 60 digits. The scannable
 //! form is `0x01 || first 32 bytes of h` for both sides in the same order (65 bytes).
-//! See `docs/PROTOCOL-payload.md` for the byte-exact specification and a Python
+//! See `docs/PROTOCOL.md` for the byte-exact specification and a Python
 //! reference.
 
 use std::cmp::Ordering;
@@ -49,8 +49,8 @@ const GROUP_LEN: usize = 5;
 /// Display groups per line.
 const GROUPS_PER_LINE: usize = 4;
 
-/// One side's fingerprint: `FINGERPRINT_ITERATIONS + 1` rounds of SHA-512 over the
-/// identity key and stable id.
+/// One side's fingerprint: `FINGERPRINT_ITERATIONS` rounds of SHA-512, starting from
+/// `version || identity key || stable id` and appending the identity key each round.
 pub fn fingerprint(
     identity_key: &[u8; IDENTITY_KEY_LEN],
     stable_id: &[u8],
