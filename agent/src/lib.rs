@@ -1,1 +1,33 @@
-//! placeholder
+//! The e2ee-chat agent: a headless chat client with per-peer Double Ratchet sessions.
+//!
+//! The IO-free core (no sockets, no clocks, no logging; the actors own those):
+//! - [`settings`]: [`settings::AgentSettings`], the layered settings, and the
+//!   [`settings::IdentityPolicy`].
+//! - [`state`]: [`state::AgentState`], the persistent state in the state directory
+//!   (identity, prekeys, sessions, pins, outbox) with atomic, persist-before-send writes.
+//! - [`failure`]: [`failure::FailureClass`] and [`failure::DecryptFailure`], every
+//!   reason a received message is not shown.
+//! - [`event`]: [`event::Event`], what the agent reports, as JSON lines or readable text.
+//! - [`command`]: parsing of interactive stdin commands ([`command::Command`]).
+//! - [`script`]: parsing of script files ([`script::Step`]).
+//! - [`qr`]: QR codes rendered with Unicode half blocks, for safety numbers.
+//!
+//! The actors and drivers:
+//! - [`agent_actor`]: the Agent actor, owner of the state, one session per peer.
+//! - [`relay_link`]: the RelayLink actor, the relay connection with reconnect backoff.
+//! - [`runner`]: starts the actors and drives them from a script or stdin.
+//! - [`sink`]: prints events for people or as JSON lines.
+//!
+//! See `docs/AGENT.md` for the state layout, the script format and the event schema.
+
+pub mod agent_actor;
+pub mod command;
+pub mod event;
+pub mod failure;
+pub mod qr;
+pub mod relay_link;
+pub mod runner;
+pub mod script;
+pub mod settings;
+pub mod sink;
+pub mod state;

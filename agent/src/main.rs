@@ -1,1 +1,86 @@
-fn main() {}
+//! `e2ee-agent`: flags → settings → logger → [`e2ee_agent::runner::run`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use e2ee_agent::settings::{AgentSettings, IdentityPolicy};
+use e2ee_config::{LogFormat, LogLevel, LogTarget, OverrideValue};
+
+/// A headless e2ee-chat agent: end-to-end encrypted messaging with per-peer Double
+/// Ratchet sessions, driven interactively from stdin or by a script.
+///
+/// Settings are layered: built-in defaults, then the TOML file given with --config,
+/// then E2EE_* environment variables (nested keys with "__"), then these flags.
+/// Interactive commands: /msg <peer> <text>, /peers, /verify <peer>, /trust <peer>,
+/// /help, /quit.
+#[derive(Parser, Debug)]
+#[command(name = "e2ee-agent", version)]
+struct Cli {
+    /// TOML settings file (see --print-config for every key).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This agent's name (published, signed by its identity key).
+    #[arg(long)]
+    name: Option<String>,
+    /// Relay address, e.g. 127.0.0.1:7300.
+    #[arg(long, value_name = "ADDR")]
+    relay: Option<String>,
+    /// State directory (identity, prekeys, sessions, pins, outbox; owner-only).
+    #[arg(long = "state", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Run the steps of this script file instead of reading stdin.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Print one JSON event per line instead of readable text.
+    #[arg(long)]
+    json: bool,
+    /// What to do when a pinned peer's identity changes.
+    #[arg(long, value_name = "POLICY")]
+    identity_policy: Option<IdentityPolicy>,
+    /// Log format (logs go to stderr; events to stdout).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Lowest log level shown.
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut overrides: Vec<(&str, OverrideValue)> = Vec::new();
+    if let Some(name) = &cli.name {
+        overrides.push(("name", name.as_str().into()));
+    }
+    if let Some(relay) = &cli.relay {
+        overrides.push(("relay", relay.as_str().into()));
+    }
+    if let Some(dir) = &cli.state_dir {
+        overrides.push(("state_dir", dir.display().to_string().into()));
+    }
+    if cli.json {
+        overrides.push(("json", true.into()));
+    }
+    if let Some(policy) = cli.identity_policy {
+        overrides.push(("identity_policy", policy.as_str().into()));
+    }
+    if let Some(format) = cli.log_format {
+        overrides.push(("log_format", format.as_str().into()));
+    }
+    if let Some(level) = cli.log_level {
+        overrides.push(("log_level", level.as_str().into()));
+    }
+    let settings: AgentSettings =
+        e2ee_config::load(cli.config.as_deref(), e2ee_config::ENV_PREFIX, &overrides)?;
+    if cli.print_config {
+        print!("{}", e2ee_config::to_toml(&settings)?);
+        return Ok(());
+    }
+    settings.validate()?;
+    let (log, guard) = e2ee_config::build_logger(settings.log_format, settings.log_level, LogTarget::Stderr);
+    let code = e2ee_agent::runner::run(settings, cli.script.as_deref(), log)?;
+    drop(guard);
+    std::process::exit(code);
+}

@@ -22,7 +22,10 @@ pub struct RelayClient {
 }
 
 /// Reads the relay's challenge, signs it and waits for `AuthOk`.
-pub async fn authenticate(framed: &mut Framed<TcpStream, FrameCodec>, identity: &IdentityKeyPair) -> anyhow::Result<u32> {
+pub async fn authenticate(
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    identity: &IdentityKeyPair,
+) -> anyhow::Result<u32> {
     let first = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
         .context("no challenge from the relay")?
@@ -32,7 +35,12 @@ pub async fn authenticate(framed: &mut Framed<TcpStream, FrameCodec>, identity: 
     };
     let me = *identity.public().as_bytes();
     let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
-    framed.send(Frame::Auth { identity: me, signature }).await?;
+    framed
+        .send(Frame::Auth {
+            identity: me,
+            signature,
+        })
+        .await?;
     match tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
         .context("no answer to authentication")?
@@ -137,7 +145,11 @@ impl RelayClient {
 
     /// Receives `Deliver` frames until `count` arrived, acknowledging each; returns
     /// (sender, msg_id, payload) in arrival order.
-    pub async fn receive_messages(&mut self, count: usize, wait: Duration) -> anyhow::Result<Vec<([u8; 32], [u8; 16], Vec<u8>)>> {
+    pub async fn receive_messages(
+        &mut self,
+        count: usize,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<([u8; 32], [u8; 16], Vec<u8>)>> {
         let mut out = Vec::with_capacity(count);
         while out.len() < count {
             match self.recv(wait).await? {

@@ -50,7 +50,12 @@ impl RelayProcess {
     }
 
     /// Starts with extra `E2EE_…` environment settings.
-    pub fn start_with_env(listen: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub fn start_with_env(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary("e2ee-relay")?)
             .envs(env.iter().copied())
             .args(["--listen", listen, "--log-format", "json", "--log-level", "info"])
@@ -67,12 +72,17 @@ impl RelayProcess {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = lines.recv_timeout(left).context("relay did not report its address")?;
+            let line = lines
+                .recv_timeout(left)
+                .context("relay did not report its address")?;
             let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
             if value["msg"] == "relay listening" {
-                let addr = value["addr"].as_str().ok_or_else(|| anyhow!("no addr in {line}"))?.parse()?;
+                let addr = value["addr"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no addr in {line}"))?
+                    .parse()?;
                 return Ok(Self { child, addr, lines });
             }
         }
@@ -88,7 +98,10 @@ impl RelayProcess {
         let deadline = std::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self.lines.recv_timeout(left).with_context(|| format!("no log line {msg:?}"))?;
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .with_context(|| format!("no log line {msg:?}"))?;
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
                 if value["msg"] == msg {
                     return Ok(value);
@@ -120,7 +133,10 @@ impl Drop for RelayProcess {
 
 /// Sends a signal by name with `kill` (no libc binding needed).
 pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
     if !status.success() {
         bail!("kill -{name} {pid} failed");
     }

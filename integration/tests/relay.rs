@@ -23,13 +23,18 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn relay(tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = RelaySettings::default();
-    settings.listen = "127.0.0.1:0".into();
-    settings.data_dir = dir.path().to_path_buf();
-    settings.summary_interval_secs = 0;
+    let mut settings = RelaySettings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        summary_interval_secs: 0,
+        ..RelaySettings::default()
+    };
     settings.store.fsync = false;
     tune(&mut settings);
-    (e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"), dir)
+    (
+        e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"),
+        dir,
+    )
 }
 
 fn identity() -> IdentityKeyPair {
@@ -37,18 +42,27 @@ fn identity() -> IdentityKeyPair {
 }
 
 async fn connect(handle: &RelayHandle) -> RelayClient {
-    RelayClient::connect(handle.addr, identity()).await.expect("connect")
+    RelayClient::connect(handle.addr, identity())
+        .await
+        .expect("connect")
 }
 
 /// Expects the relay to answer with an error frame of `code` and then close.
 async fn expect_closed_with(framed: &mut Framed<TcpStream, FrameCodec>, code: ErrorCode) {
-    let frame = tokio::time::timeout(WAIT, framed.next()).await.expect("an answer in time");
+    let frame = tokio::time::timeout(WAIT, framed.next())
+        .await
+        .expect("an answer in time");
     match frame {
         Some(Ok(Frame::Error { code: got, .. })) => assert_eq!(got, code),
         other => panic!("expected error {code:?}, got {other:?}"),
     }
-    let end = tokio::time::timeout(WAIT, framed.next()).await.expect("closed in time");
-    assert!(matches!(end, None | Some(Err(_))), "connection closed, got {end:?}");
+    let end = tokio::time::timeout(WAIT, framed.next())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "connection closed, got {end:?}"
+    );
 }
 
 /// A well-behaved pair exchanges one message each way.
@@ -60,9 +74,14 @@ async fn pair_exchange(alice: &mut RelayClient, bob: &mut RelayClient, n: u64) {
         .expect("alice sends");
     let got = bob.receive_messages(1, WAIT).await.expect("bob receives");
     assert_eq!(got[0].2, format!("a->b {n}").into_bytes());
-    bob.send_message(alice.me(), msg_id(n), format!("b->a {n}").into_bytes(), &mut other)
-        .await
-        .expect("bob sends");
+    bob.send_message(
+        alice.me(),
+        msg_id(n),
+        format!("b->a {n}").into_bytes(),
+        &mut other,
+    )
+    .await
+    .expect("bob sends");
     let got = alice.receive_messages(1, WAIT).await.expect("alice receives");
     assert_eq!(got[0].2, format!("b->a {n}").into_bytes());
 }
@@ -76,34 +95,83 @@ async fn two_clients_exchange_bundles_and_encrypted_messages() {
     let mut bob_prekeys = PreKeyStore::generate(&bob.identity, 3, &mut OsRng);
     let bundle = bob_prekeys.bundle(bob.identity.public()).encode();
     bob.send(Frame::PublishPreKeys { bundle }).await.expect("publish");
-    assert_eq!(bob.recv(WAIT).await.expect("stored"), Frame::PreKeysStored { opks: 3 });
+    assert_eq!(
+        bob.recv(WAIT).await.expect("stored"),
+        Frame::PreKeysStored { opks: 3 }
+    );
 
-    alice.send(Frame::FetchBundle { request_id: 7, identity: bob.me() }).await.expect("fetch");
-    let Frame::Bundle { request_id: 7, bundle: Some(bytes) } = alice.recv(WAIT).await.expect("bundle") else {
+    alice
+        .send(Frame::FetchBundle {
+            request_id: 7,
+            identity: bob.me(),
+        })
+        .await
+        .expect("fetch");
+    let Frame::Bundle {
+        request_id: 7,
+        bundle: Some(bytes),
+    } = alice.recv(WAIT).await.expect("bundle")
+    else {
         panic!("expected bob's bundle");
     };
     let fetched = PreKeyBundle::decode_verified(&bytes).expect("verifies");
-    assert_eq!(fetched.one_time_prekeys.len(), 1, "a fetched bundle carries one OPK");
+    assert_eq!(
+        fetched.one_time_prekeys.len(),
+        1,
+        "a fetched bundle carries one OPK"
+    );
 
     let mut session = Session::initiate(&alice.identity, &fetched, &mut OsRng).expect("x3dh");
     let wire = session.encrypt(b"hello bob").expect("encrypt");
     let mut other = Vec::new();
-    alice.send_message(bob.me(), msg_id(1), wire, &mut other).await.expect("sent");
+    alice
+        .send_message(bob.me(), msg_id(1), wire, &mut other)
+        .await
+        .expect("sent");
     let got = bob.receive_messages(1, WAIT).await.expect("delivered");
     assert_eq!(got[0].0, alice.me(), "the relay names the authenticated sender");
-    let received = receive(None, &bob.identity, &mut bob_prekeys, alice.identity.public(), &got[0].2, &mut OsRng)
-        .expect("bob decrypts");
+    let received = receive(
+        None,
+        &bob.identity,
+        &mut bob_prekeys,
+        alice.identity.public(),
+        &got[0].2,
+        &mut OsRng,
+    )
+    .expect("bob decrypts");
     assert_eq!(received.decrypted.plaintext, b"hello bob");
 
     pair_exchange(&mut alice, &mut bob, 2).await;
 
     // A bundle of someone else is refused without closing the connection.
-    let foreign = PreKeyStore::generate(&alice.identity, 1, &mut OsRng).bundle(alice.identity.public()).encode();
-    bob.send(Frame::PublishPreKeys { bundle: foreign }).await.expect("send");
-    assert!(matches!(bob.recv(WAIT).await.expect("answer"), Frame::Error { code: ErrorCode::NotOwner, .. }));
+    let foreign = PreKeyStore::generate(&alice.identity, 1, &mut OsRng)
+        .bundle(alice.identity.public())
+        .encode();
+    bob.send(Frame::PublishPreKeys { bundle: foreign })
+        .await
+        .expect("send");
+    assert!(matches!(
+        bob.recv(WAIT).await.expect("answer"),
+        Frame::Error {
+            code: ErrorCode::NotOwner,
+            ..
+        }
+    ));
     // An unknown identity has no bundle.
-    alice.send(Frame::FetchBundle { request_id: 8, identity: identity().public().as_bytes().to_owned() }).await.expect("fetch");
-    assert_eq!(alice.recv(WAIT).await.expect("answer"), Frame::Bundle { request_id: 8, bundle: None });
+    alice
+        .send(Frame::FetchBundle {
+            request_id: 8,
+            identity: identity().public().as_bytes().to_owned(),
+        })
+        .await
+        .expect("fetch");
+    assert_eq!(
+        alice.recv(WAIT).await.expect("answer"),
+        Frame::Bundle {
+            request_id: 8,
+            bundle: None
+        }
+    );
     pair_exchange(&mut alice, &mut bob, 3).await;
 }
 
@@ -113,20 +181,43 @@ async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner() {
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
     let prekeys = PreKeyStore::generate(&bob.identity, 3, &mut OsRng);
-    bob.send(Frame::PublishPreKeys { bundle: prekeys.bundle(bob.identity.public()).encode() }).await.expect("publish");
+    bob.send(Frame::PublishPreKeys {
+        bundle: prekeys.bundle(bob.identity.public()).encode(),
+    })
+    .await
+    .expect("publish");
     bob.recv(WAIT).await.expect("stored");
     let mut seen = Vec::new();
     for request_id in 0..4 {
-        alice.send(Frame::FetchBundle { request_id, identity: bob.me() }).await.expect("fetch");
-        let Frame::Bundle { bundle: Some(bytes), .. } = alice.recv(WAIT).await.expect("bundle") else {
+        alice
+            .send(Frame::FetchBundle {
+                request_id,
+                identity: bob.me(),
+            })
+            .await
+            .expect("fetch");
+        let Frame::Bundle {
+            bundle: Some(bytes), ..
+        } = alice.recv(WAIT).await.expect("bundle")
+        else {
             panic!("bundle");
         };
-        seen.push(PreKeyBundle::decode_verified(&bytes).expect("verifies").one_time_prekeys);
+        seen.push(
+            PreKeyBundle::decode_verified(&bytes)
+                .expect("verifies")
+                .one_time_prekeys,
+        );
     }
     assert_eq!(seen.iter().filter(|o| o.len() == 1).count(), 3);
-    assert!(seen[3].is_empty(), "without one-time prekeys left, a bundle without one");
+    assert!(
+        seen[3].is_empty(),
+        "without one-time prekeys left, a bundle without one"
+    );
     assert_ne!(seen[0], seen[1]);
-    assert_eq!(bob.recv(WAIT).await.expect("notice"), Frame::PreKeysLow { remaining: 1 });
+    assert_eq!(
+        bob.recv(WAIT).await.expect("notice"),
+        Frame::PreKeysLow { remaining: 1 }
+    );
 }
 
 #[tokio::test]
@@ -142,7 +233,13 @@ async fn wrong_signature_and_early_frames_are_refused() {
     let signer = identity();
     let me = *claimed.public().as_bytes();
     let signature = signer.sign(&auth_message(&relay_id, &nonce, &me));
-    framed.send(Frame::Auth { identity: me, signature }).await.expect("send");
+    framed
+        .send(Frame::Auth {
+            identity: me,
+            signature,
+        })
+        .await
+        .expect("send");
     expect_closed_with(&mut framed, ErrorCode::AuthFailed).await;
 
     // A frame other than Auth first.
@@ -150,7 +247,11 @@ async fn wrong_signature_and_early_frames_are_refused() {
     let mut framed = Framed::new(stream, FrameCodec::default());
     framed.next().await.expect("challenge").expect("frame");
     framed
-        .send(Frame::Send { recipient: me, msg_id: msg_id(1), payload: b"x".to_vec() })
+        .send(Frame::Send {
+            recipient: me,
+            msg_id: msg_id(1),
+            payload: b"x".to_vec(),
+        })
         .await
         .expect("send");
     expect_closed_with(&mut framed, ErrorCode::NotAuthenticated).await;
@@ -165,12 +266,20 @@ async fn offline_recipient_gets_its_queue_in_order() {
     let bob_key = *bob_id.public().as_bytes();
     let mut other = Vec::new();
     for n in 0..20u64 {
-        alice.send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other).await.expect("stored");
+        alice
+            .send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other)
+            .await
+            .expect("stored");
     }
-    let mut bob = RelayClient::connect(handle.addr, bob_id).await.expect("bob connects");
+    let mut bob = RelayClient::connect(handle.addr, bob_id)
+        .await
+        .expect("bob connects");
     assert_eq!(bob.queued, 20);
     let got = bob.receive_messages(20, WAIT).await.expect("queue");
-    let order: Vec<u64> = got.iter().map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes"))).collect();
+    let order: Vec<u64> = got
+        .iter()
+        .map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes")))
+        .collect();
     assert_eq!(order, (0..20).collect::<Vec<_>>());
     // Live messages continue after the queue.
     pair_exchange(&mut alice, &mut bob, 100).await;
@@ -184,7 +293,10 @@ async fn retransmission_with_the_same_id_stores_one_copy() {
     let bob_key = *bob_id.public().as_bytes();
     let mut other = Vec::new();
     for _ in 0..3 {
-        alice.send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other).await.expect("acked each time");
+        alice
+            .send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other)
+            .await
+            .expect("acked each time");
     }
     assert_eq!(handle.metrics.messages_stored.get(), 1);
     assert_eq!(handle.metrics.messages_duplicate.get(), 2);
@@ -192,7 +304,10 @@ async fn retransmission_with_the_same_id_stores_one_copy() {
     assert_eq!(bob.queued, 1);
     bob.receive_messages(1, WAIT).await.expect("one copy");
     // Even after delivery and ack, a retransmission is not stored again.
-    alice.send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other).await.expect("acked");
+    alice
+        .send_message(bob_key, msg_id(42), b"once".to_vec(), &mut other)
+        .await
+        .expect("acked");
     assert_eq!(handle.metrics.messages_stored.get(), 1);
     pair_exchange(&mut alice, &mut bob, 1).await;
 }
@@ -204,12 +319,25 @@ async fn full_queue_answers_with_a_quota_error() {
     let bob = *identity().public().as_bytes();
     let mut other = Vec::new();
     for n in 0..3 {
-        alice.send_message(bob, msg_id(n), vec![1], &mut other).await.expect("fits");
+        alice
+            .send_message(bob, msg_id(n), vec![1], &mut other)
+            .await
+            .expect("fits");
     }
-    alice.send(Frame::Send { recipient: bob, msg_id: msg_id(3), payload: vec![1] }).await.expect("send");
+    alice
+        .send(Frame::Send {
+            recipient: bob,
+            msg_id: msg_id(3),
+            payload: vec![1],
+        })
+        .await
+        .expect("send");
     assert_eq!(
         alice.recv(WAIT).await.expect("answer"),
-        Frame::QuotaExceeded { msg_id: msg_id(3), recipient: bob }
+        Frame::QuotaExceeded {
+            msg_id: msg_id(3),
+            recipient: bob
+        }
     );
 }
 
@@ -219,7 +347,10 @@ async fn messages_past_the_ttl_are_dropped() {
     let mut alice = connect(&handle).await;
     let bob_id = identity();
     let mut other = Vec::new();
-    alice.send_message(*bob_id.public().as_bytes(), msg_id(1), vec![1], &mut other).await.expect("stored");
+    alice
+        .send_message(*bob_id.public().as_bytes(), msg_id(1), vec![1], &mut other)
+        .await
+        .expect("stored");
     // Wait for the expiry pass to report (bounded).
     for _ in 0..100 {
         if handle.metrics.messages_expired.get() > 0 {
@@ -238,7 +369,9 @@ async fn a_second_connection_replaces_the_first() {
     let id = identity();
     let seed_copy = id.clone();
     let mut first = RelayClient::connect(handle.addr, id).await.expect("first");
-    let mut second = RelayClient::connect(handle.addr, seed_copy).await.expect("second");
+    let mut second = RelayClient::connect(handle.addr, seed_copy)
+        .await
+        .expect("second");
     expect_closed_with(first.framed(), ErrorCode::Replaced).await;
     let mut alice = connect(&handle).await;
     pair_exchange(&mut alice, &mut second, 1).await;
@@ -257,7 +390,10 @@ async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talkin
 
     // Garbage bytes: a valid length prefix with an unknown version.
     let mut garbage = TcpStream::connect(handle.addr).await.expect("connect");
-    garbage.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).await.expect("write");
+    garbage
+        .write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef])
+        .await
+        .expect("write");
     let mut garbage = Framed::new(garbage, FrameCodec::default());
     garbage.next().await.expect("challenge").expect("frame");
     expect_closed_with(&mut garbage, ErrorCode::Malformed).await;
@@ -284,14 +420,24 @@ async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talkin
     let mut flooder = connect(&handle).await;
     let target = bob.me();
     for n in 0..60u64 {
-        flooder.feed(Frame::Send { recipient: target, msg_id: msg_id(1000 + n), payload: vec![0] }).await.expect("feed");
+        flooder
+            .feed(Frame::Send {
+                recipient: target,
+                msg_id: msg_id(1000 + n),
+                payload: vec![0],
+            })
+            .await
+            .expect("feed");
     }
     flooder.flush().await.expect("flush");
     let (mut acked, mut limited) = (0, 0);
     while acked + limited < 60 {
         match flooder.recv(WAIT).await.expect("answer") {
             Frame::SentAck { .. } => acked += 1,
-            Frame::RateLimited { retry_after_ms, msg_id: Some(_) } => {
+            Frame::RateLimited {
+                retry_after_ms,
+                msg_id: Some(_),
+            } => {
                 assert!(retry_after_ms > 0 && retry_after_ms <= 1000);
                 limited += 1;
             }
@@ -300,12 +446,19 @@ async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talkin
     }
     assert!(acked >= 20 && limited >= 30, "acked {acked}, limited {limited}");
     flooder.send(Frame::QueryQuota).await.expect("query");
-    let Frame::Quota { capacity: 20, refill_per_sec: 10, remaining } = flooder.recv(WAIT).await.expect("quota") else {
+    let Frame::Quota {
+        capacity: 20,
+        refill_per_sec: 10,
+        remaining,
+    } = flooder.recv(WAIT).await.expect("quota")
+    else {
         panic!("quota frame");
     };
     assert!(remaining < 20);
     // Bob got the flooder's accepted messages; drain them, then the pair still talks.
-    bob.receive_messages(acked, WAIT).await.expect("accepted messages arrive");
+    bob.receive_messages(acked, WAIT)
+        .await
+        .expect("accepted messages arrive");
     pair_exchange(&mut alice, &mut bob, 4).await;
 
     assert_eq!(handle.metrics.rejects(ErrorCode::Malformed), 1);
@@ -321,11 +474,19 @@ async fn a_half_frame_after_authentication_hits_the_idle_timeout() {
         s.limits.heartbeat_interval_ms = 100;
     });
     let mut stalled = connect(&handle).await;
-    stalled.framed().get_mut().write_all(&[0, 0, 0, 100, 1]).await.expect("write");
+    stalled
+        .framed()
+        .get_mut()
+        .write_all(&[0, 0, 0, 100, 1])
+        .await
+        .expect("write");
     // The relay pings (the half frame does not count as activity), then gives up.
     let mut pings = 0;
     loop {
-        match tokio::time::timeout(WAIT, stalled.framed().next()).await.expect("in time") {
+        match tokio::time::timeout(WAIT, stalled.framed().next())
+            .await
+            .expect("in time")
+        {
             Some(Ok(Frame::Ping { .. })) => pings += 1,
             Some(Ok(Frame::Error { code, .. })) => {
                 assert_eq!(code, ErrorCode::IdleTimeout);
@@ -343,25 +504,36 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
     const COUNT: u64 = 50_000;
     let dir = tempfile::tempdir().expect("tempdir");
     // The unacknowledged-message limit is raised so that the output budget is what bites.
-    let relay = RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &[
-        ("E2EE_LIMITS__MAX_UNACKED", "1000000"),
-        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
-    ])
-        .expect("relay");
+    let relay = RelayProcess::start_with_env(
+        "127.0.0.1:0",
+        dir.path(),
+        &[],
+        &[
+            ("E2EE_LIMITS__MAX_UNACKED", "1000000"),
+            ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
+            ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+        ],
+    )
+    .expect("relay");
     let pid = relay.child.id();
     let rss_before = rss_kib(pid).unwrap_or(0);
 
     let bob_id = identity();
     let bob_key = *bob_id.public().as_bytes();
     // Bob authenticates, then never reads again.
-    let stalled = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob");
+    let stalled = RelayClient::connect(relay.addr, bob_id.clone())
+        .await
+        .expect("bob");
 
     let alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
     let (mut sink, mut stream) = alice.into_framed().split();
     let sender = async {
         for n in 0..COUNT {
-            let frame = Frame::Send { recipient: bob_key, msg_id: msg_id(n), payload: vec![0x5a; 256] };
+            let frame = Frame::Send {
+                recipient: bob_key,
+                msg_id: msg_id(n),
+                payload: vec![0x5a; 256],
+            };
             sink.feed(frame).await.expect("feed");
             if n % 512 == 511 {
                 SinkExt::<Frame>::flush(&mut sink).await.expect("flush");
@@ -373,7 +545,10 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
         let mut acked = 0u64;
         let mut limited = 0u64;
         while acked < COUNT {
-            match tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("acks keep coming") {
+            match tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("acks keep coming")
+            {
                 Some(Ok(Frame::SentAck { .. })) => acked += 1,
                 Some(Ok(Frame::RateLimited { .. })) => limited += 1,
                 Some(Ok(Frame::Ping { .. })) => {}
@@ -387,17 +562,28 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
     };
     let ((), (acked, limited)) = tokio::join!(sender, acks);
     let rss_after = rss_kib(pid).unwrap_or(0);
-    println!("slow consumer: acked {acked}, rate limited {limited}, relay RSS {rss_before} KiB -> {rss_after} KiB");
+    println!(
+        "slow consumer: acked {acked}, rate limited {limited}, relay RSS {rss_before} KiB -> {rss_after} KiB"
+    );
     drop(stalled);
 
     // The relay cut Bob off (the log says so) and still holds every acked message.
-    let closed = relay.wait_log("closing connection", Duration::from_secs(30)).expect("slow consumer disconnected");
+    let closed = relay
+        .wait_log("closing connection", Duration::from_secs(30))
+        .expect("slow consumer disconnected");
     assert_eq!(closed["code"], "slow_consumer", "{closed}");
     let mut bob = RelayClient::connect(relay.addr, bob_id).await.expect("bob again");
-    assert_eq!(u64::from(bob.queued), acked, "every acked message is still stored");
+    assert_eq!(
+        u64::from(bob.queued),
+        acked,
+        "every acked message is still stored"
+    );
     let first = bob.receive_messages(100, WAIT).await.expect("delivery resumes");
     assert_eq!(first.len(), 100);
-    assert!(rss_after < 256 * 1024, "relay RSS stayed bounded: {rss_after} KiB");
+    assert!(
+        rss_after < 256 * 1024,
+        "relay RSS stayed bounded: {rss_after} KiB"
+    );
 }
 
 #[tokio::test]
@@ -410,16 +596,27 @@ async fn acked_messages_survive_kill_9_and_are_delivered_exactly_once() {
     let bob_key = *bob_id.public().as_bytes();
     let mut other = Vec::new();
     for n in 0..COUNT {
-        alice.send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other).await.expect("acked");
+        alice
+            .send_message(bob_key, msg_id(n), n.to_be_bytes().to_vec(), &mut other)
+            .await
+            .expect("acked");
     }
     relay.kill9().expect("kill -9");
     drop(relay);
 
     let relay = RelayProcess::start(dir.path(), &[]).expect("restart on the same data");
-    let mut bob = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob");
+    let mut bob = RelayClient::connect(relay.addr, bob_id.clone())
+        .await
+        .expect("bob");
     assert_eq!(u64::from(bob.queued), COUNT);
-    let got = bob.receive_messages(COUNT as usize, WAIT).await.expect("all delivered");
-    let order: Vec<u64> = got.iter().map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes"))).collect();
+    let got = bob
+        .receive_messages(COUNT as usize, WAIT)
+        .await
+        .expect("all delivered");
+    let order: Vec<u64> = got
+        .iter()
+        .map(|m| u64::from_be_bytes(m.2.clone().try_into().expect("8 bytes")))
+        .collect();
     assert_eq!(order, (0..COUNT).collect::<Vec<_>>(), "each once, in order");
     // A ping answered means the relay has read every acknowledgement before we leave.
     bob.send(Frame::Ping { nonce: 9 }).await.expect("ping");
@@ -428,7 +625,9 @@ async fn acked_messages_survive_kill_9_and_are_delivered_exactly_once() {
     // Once the acknowledgements are committed nothing is delivered again (bounded wait).
     let mut queued = u32::MAX;
     for _ in 0..100 {
-        let again = RelayClient::connect(relay.addr, bob_id.clone()).await.expect("bob again");
+        let again = RelayClient::connect(relay.addr, bob_id.clone())
+            .await
+            .expect("bob again");
         queued = again.queued;
         if queued == 0 {
             break;
@@ -445,11 +644,15 @@ async fn sigterm_closes_connections_with_a_reason_and_exits_cleanly() {
     let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
     let bob = *identity().public().as_bytes();
     let mut other = Vec::new();
-    alice.send_message(bob, msg_id(1), vec![1], &mut other).await.expect("stored");
+    alice
+        .send_message(bob, msg_id(1), vec![1], &mut other)
+        .await
+        .expect("stored");
     let pid = relay.child.id();
     e2ee_integration::process::signal(pid, "TERM").expect("signal");
     expect_closed_with(alice.framed(), ErrorCode::ServerShutdown).await;
-    let status = e2ee_integration::process::wait_exit(&mut relay.child, Duration::from_secs(10)).expect("exits");
+    let status =
+        e2ee_integration::process::wait_exit(&mut relay.child, Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "exit status {status:?}");
     // The stored message is still there after a restart.
     let relay = RelayProcess::start(dir.path(), &[]).expect("restart");

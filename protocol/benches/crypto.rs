@@ -23,10 +23,17 @@ fn established() -> Pair {
     let bundle = bob_prekeys.bundle(bob_id.public());
     let mut alice = Session::initiate(&alice_id, &bundle, &mut OsRng).expect("initiate");
     let first = alice.encrypt(b"hello").expect("encrypt");
-    let bob = receive(None, &bob_id, &mut bob_prekeys, alice_id.public(), &first, &mut OsRng)
-        .expect("accept")
-        .new_session
-        .expect("session");
+    let bob = receive(
+        None,
+        &bob_id,
+        &mut bob_prekeys,
+        alice_id.public(),
+        &first,
+        &mut OsRng,
+    )
+    .expect("accept")
+    .new_session
+    .expect("session");
     Pair {
         alice_id,
         bob_id,

@@ -172,7 +172,9 @@ impl From<IdentityKeyPair> for IdentitySeed {
 
 impl std::fmt::Debug for IdentityKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityKeyPair").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("IdentityKeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,7 +203,8 @@ mod tests {
     fn identity_survives_serde_round_trip() {
         let pair = IdentityKeyPair::from_seed(&[9; 32]);
         let json = serde_json::to_string(&pair).unwrap_or_default();
-        let back: IdentityKeyPair = serde_json::from_str(&json).unwrap_or_else(|_| IdentityKeyPair::from_seed(&[0; 32]));
+        let back: IdentityKeyPair =
+            serde_json::from_str(&json).unwrap_or_else(|_| IdentityKeyPair::from_seed(&[0; 32]));
         assert_eq!(back.public(), pair.public());
     }
 }

@@ -152,7 +152,10 @@ impl MessageKey {
         }
         let params = self.aead_params();
         XChaCha20Poly1305::new((&params.key).into())
-            .decrypt(XNonce::from_slice(&params.nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                XNonce::from_slice(&params.nonce),
+                Payload { msg: ciphertext, aad },
+            )
             .map_err(|_| CryptoError::Aead)
     }
 }

@@ -39,7 +39,11 @@ impl PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "PublicKey({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -138,7 +142,9 @@ impl KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +156,10 @@ mod tests {
     fn rejects_low_order_public_key() {
         let pair = KeyPair::from_private(PrivateKey::from_bytes([7; 32]));
         let zero = PublicKey::from_bytes([0; 32]);
-        assert!(matches!(pair.diffie_hellman(&zero), Err(CryptoError::NonContributory)));
+        assert!(matches!(
+            pair.diffie_hellman(&zero),
+            Err(CryptoError::NonContributory)
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::consts::{DR_AEAD_INFO, DR_ROOT_INFO, MAX_SKIP, MAX_STORED_SKIPPED_KEYS, SPK_SIG_CONTEXT, X3DH_INFO};
+use crate::consts::{
+    DR_AEAD_INFO, DR_ROOT_INFO, MAX_SKIP, MAX_STORED_SKIPPED_KEYS, SPK_SIG_CONTEXT, X3DH_INFO,
+};
 use crate::header::Header;
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::kdf::{ChainKey, MessageKey, RootKey};
@@ -36,7 +38,11 @@ impl Vectors {
     }
 
     fn ascii(&self, path: &str) -> Vec<u8> {
-        self.0["constants"][path].as_str().expect("string").as_bytes().to_vec()
+        self.0["constants"][path]
+            .as_str()
+            .expect("string")
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -82,10 +88,22 @@ fn identity_keys_and_their_x25519_forms() {
     let p = parties(&v);
     assert_eq!(p.alice.public().as_bytes(), &v.key("x3dh.ik_a_ed25519_pub"));
     assert_eq!(p.bob.public().as_bytes(), &v.key("x3dh.ik_b_ed25519_pub"));
-    assert_eq!(p.alice.x25519_private().public_key().as_bytes(), &v.key("x3dh.ik_a_x25519_pub"));
-    assert_eq!(p.bob.x25519_private().public_key().as_bytes(), &v.key("x3dh.ik_b_x25519_pub"));
-    assert_eq!(p.alice.public().to_x25519().as_bytes(), &v.key("x3dh.ik_a_x25519_pub"));
-    assert_eq!(p.bob.public().to_x25519().as_bytes(), &v.key("x3dh.ik_b_x25519_pub"));
+    assert_eq!(
+        p.alice.x25519_private().public_key().as_bytes(),
+        &v.key("x3dh.ik_a_x25519_pub")
+    );
+    assert_eq!(
+        p.bob.x25519_private().public_key().as_bytes(),
+        &v.key("x3dh.ik_b_x25519_pub")
+    );
+    assert_eq!(
+        p.alice.public().to_x25519().as_bytes(),
+        &v.key("x3dh.ik_a_x25519_pub")
+    );
+    assert_eq!(
+        p.bob.public().to_x25519().as_bytes(),
+        &v.key("x3dh.ik_b_x25519_pub")
+    );
     // The clamped scalar: X25519 clamps, so compare after clamping our stored scalar.
     let mut a = p.alice.signing_scalar_for_tests();
     a[0] &= 248;
@@ -106,7 +124,10 @@ fn prekeys_signature_and_bundle() {
     assert_eq!(p.spk.public_key().as_bytes(), &v.key("x3dh.spk_b_pub"));
     assert_eq!(p.opk.public_key().as_bytes(), &v.key("x3dh.opk_b_pub"));
     assert_eq!(p.ek.public_key().as_bytes(), &v.key("x3dh.ek_a_pub"));
-    assert_eq!(spk_signature_message(p.spk.public_key()).to_vec(), v.hex("x3dh.spk_sig_message"));
+    assert_eq!(
+        spk_signature_message(p.spk.public_key()).to_vec(),
+        v.hex("x3dh.spk_sig_message")
+    );
     let signed = SignedPreKey::new(&p.bob, p.spk.clone());
     assert_eq!(signed.signature().to_vec(), v.hex("x3dh.spk_b_sig_rfc8032"));
     let bundle = bob_store(&p).bundle(p.bob.public());
@@ -143,8 +164,14 @@ fn x3dh_dh_values_and_shared_secrets() {
     let out = x3dh::initiate(&p.alice, &without, &p.ek).expect("initiate without opk");
     assert_eq!(out.shared_secret.bytes(), &v.key("x3dh.sk_without_opk"));
 
-    let sk_b = x3dh::respond(&p.bob, &p.spk, Some(p.opk.private_key()), p.alice.public(), p.ek.public_key())
-        .expect("respond");
+    let sk_b = x3dh::respond(
+        &p.bob,
+        &p.spk,
+        Some(p.opk.private_key()),
+        p.alice.public(),
+        p.ek.public_key(),
+    )
+    .expect("respond");
     assert_eq!(sk_b.bytes(), &v.key("x3dh.sk"));
     let sk_b = x3dh::respond(&p.bob, &p.spk, None, p.alice.public(), p.ek.public_key()).expect("respond");
     assert_eq!(sk_b.bytes(), &v.key("x3dh.sk_without_opk"));
@@ -157,11 +184,27 @@ fn x3dh_dh_values_and_shared_secrets() {
 fn check_message_keys(v: &Vectors, tag: &str, chain: &ChainKey) -> (MessageKey, ChainKey) {
     let mk = chain.message_key();
     let next = chain.next();
-    assert_eq!(mk.bytes(), &v.key(&format!("double_ratchet.{tag}.mk")), "{tag} mk");
-    assert_eq!(next.bytes(), &v.key(&format!("double_ratchet.{tag}.ck_next")), "{tag} ck_next");
+    assert_eq!(
+        mk.bytes(),
+        &v.key(&format!("double_ratchet.{tag}.mk")),
+        "{tag} mk"
+    );
+    assert_eq!(
+        next.bytes(),
+        &v.key(&format!("double_ratchet.{tag}.ck_next")),
+        "{tag} ck_next"
+    );
     let (key, nonce) = mk.aead_key_and_nonce();
-    assert_eq!(key, v.key(&format!("double_ratchet.{tag}.aead_key")), "{tag} aead key");
-    assert_eq!(nonce.to_vec(), v.hex(&format!("double_ratchet.{tag}.aead_nonce")), "{tag} nonce");
+    assert_eq!(
+        key,
+        v.key(&format!("double_ratchet.{tag}.aead_key")),
+        "{tag} aead key"
+    );
+    assert_eq!(
+        nonce.to_vec(),
+        v.hex(&format!("double_ratchet.{tag}.aead_nonce")),
+        "{tag} nonce"
+    );
     (mk, next)
 }
 
@@ -171,8 +214,14 @@ fn double_ratchet_key_schedule() {
     let p = parties(&v);
     let a0 = KeyPair::from_private(PrivateKey::from_bytes(v.key("inputs.ratchet_a0_priv")));
     let b0 = KeyPair::from_private(PrivateKey::from_bytes(v.key("inputs.ratchet_b0_priv")));
-    assert_eq!(a0.public_key().as_bytes(), &v.key("double_ratchet.ratchet_a0_pub"));
-    assert_eq!(b0.public_key().as_bytes(), &v.key("double_ratchet.ratchet_b0_pub"));
+    assert_eq!(
+        a0.public_key().as_bytes(),
+        &v.key("double_ratchet.ratchet_a0_pub")
+    );
+    assert_eq!(
+        b0.public_key().as_bytes(),
+        &v.key("double_ratchet.ratchet_b0_pub")
+    );
 
     let sk = RootKey::from_bytes(v.key("x3dh.sk"));
     let dh = a0.diffie_hellman(p.spk.public_key()).expect("dh");
@@ -183,14 +232,20 @@ fn double_ratchet_key_schedule() {
 
     let ad = x3dh::associated_data(p.alice.public(), p.bob.public());
     let mut chain = cks_a;
-    for (tag, n, pt) in [("a0", 0u32, "inputs.plaintext_a0"), ("a1", 1, "inputs.plaintext_a1")] {
+    for (tag, n, pt) in [
+        ("a0", 0u32, "inputs.plaintext_a0"),
+        ("a1", 1, "inputs.plaintext_a1"),
+    ] {
         let (mk, next) = check_message_keys(&v, tag, &chain);
         let header = Header {
             ratchet_key: *a0.public_key(),
             previous_chain_len: 0,
             n,
         };
-        assert_eq!(header.encode().to_vec(), v.hex(&format!("double_ratchet.{tag}.header")));
+        assert_eq!(
+            header.encode().to_vec(),
+            v.hex(&format!("double_ratchet.{tag}.header"))
+        );
         let mut aad = ad.to_vec();
         aad.extend_from_slice(&header.encode());
         if tag == "a0" {
@@ -236,18 +291,30 @@ fn sessions_reproduce_full_wire_bytes() {
     let mut rng_a = QueueRng::new(&[&v.key("inputs.ek_a_priv"), &v.key("inputs.ratchet_a0_priv")]);
     let mut alice = Session::initiate(&p.alice, &bundle, &mut rng_a).expect("initiate");
     assert_eq!(alice.root_key().bytes(), &v.key("double_ratchet.rk1"));
-    assert_eq!(alice.sending_chain().map(|c| *c.bytes()), Some(v.key("double_ratchet.cks_a_0")));
+    assert_eq!(
+        alice.sending_chain().map(|c| *c.bytes()),
+        Some(v.key("double_ratchet.cks_a_0"))
+    );
     let wire_a0 = alice.encrypt(&v.hex("inputs.plaintext_a0")).expect("encrypt a0");
     let wire_a1 = alice.encrypt(&v.hex("inputs.plaintext_a1")).expect("encrypt a1");
     assert_eq!(wire_a0, v.hex("double_ratchet.a0.wire_prekey_message"));
     assert_eq!(wire_a1, v.hex("double_ratchet.a1.wire_prekey_message"));
 
     let mut rng_b = QueueRng::new(&[&v.key("inputs.ratchet_b0_priv")]);
-    let received = receive(None, &p.bob, &mut store, p.alice.public(), &wire_a0, &mut rng_b).expect("b gets a0");
+    let received =
+        receive(None, &p.bob, &mut store, p.alice.public(), &wire_a0, &mut rng_b).expect("b gets a0");
     assert_eq!(received.decrypted.plaintext, v.hex("inputs.plaintext_a0"));
     let mut bob = received.new_session.expect("a session was created");
     assert_eq!(store.one_time_count(), 0, "the used one-time prekey is deleted");
-    let received = receive(Some(&mut bob), &p.bob, &mut store, p.alice.public(), &wire_a1, &mut rng_b).expect("a1");
+    let received = receive(
+        Some(&mut bob),
+        &p.bob,
+        &mut store,
+        p.alice.public(),
+        &wire_a1,
+        &mut rng_b,
+    )
+    .expect("a1");
     assert_eq!(received.decrypted.plaintext, v.hex("inputs.plaintext_a1"));
     assert!(received.new_session.is_none(), "a1 belongs to the same session");
 
@@ -256,9 +323,20 @@ fn sessions_reproduce_full_wire_bytes() {
     assert!(matches!(Message::decode(&wire_b0), Ok(Message::Normal(_))));
 
     let mut rng_a2 = QueueRng::new(&[&[0x42; 32]]);
-    let received = receive(Some(&mut alice), &p.alice, &mut store, p.bob.public(), &wire_b0, &mut rng_a2).expect("b0");
+    let received = receive(
+        Some(&mut alice),
+        &p.alice,
+        &mut store,
+        p.bob.public(),
+        &wire_b0,
+        &mut rng_a2,
+    )
+    .expect("b0");
     assert_eq!(received.decrypted.plaintext, v.hex("inputs.plaintext_b0"));
-    assert!(!alice.awaiting_reply(), "after a reply alice sends normal messages");
+    assert!(
+        !alice.awaiting_reply(),
+        "after a reply alice sends normal messages"
+    );
     let next = alice.encrypt(b"after the reply").expect("encrypt");
     assert_eq!(next[0], crate::consts::MSG_TYPE_NORMAL);
 }
@@ -268,9 +346,18 @@ fn python_generated_bundle_verifies() {
     let v = Vectors::load();
     let wire = v.hex("python_generated_bundle.bundle_wire");
     let bundle = PreKeyBundle::decode_verified(&wire).expect("independent bundle verifies");
-    assert_eq!(bundle.identity.as_bytes(), &v.key("python_generated_bundle.identity_key"));
-    assert_eq!(bundle.signed_prekey.as_bytes(), &v.key("python_generated_bundle.signed_pre_key"));
-    assert_eq!(bundle.signature.to_vec(), v.hex("python_generated_bundle.signed_pre_key_sig"));
+    assert_eq!(
+        bundle.identity.as_bytes(),
+        &v.key("python_generated_bundle.identity_key")
+    );
+    assert_eq!(
+        bundle.signed_prekey.as_bytes(),
+        &v.key("python_generated_bundle.signed_pre_key")
+    );
+    assert_eq!(
+        bundle.signature.to_vec(),
+        v.hex("python_generated_bundle.signed_pre_key_sig")
+    );
     assert_eq!(
         spk_signature_message(&bundle.signed_prekey).to_vec(),
         v.hex("python_generated_bundle.sig_message")

@@ -73,7 +73,11 @@ impl Message {
             }
             Message::PreKey(m) => {
                 out.push(MSG_TYPE_PREKEY);
-                out.push(if m.one_time_prekey.is_some() { PREKEY_FLAG_OPK } else { 0 });
+                out.push(if m.one_time_prekey.is_some() {
+                    PREKEY_FLAG_OPK
+                } else {
+                    0
+                });
                 out.extend_from_slice(m.identity.as_bytes());
                 out.extend_from_slice(m.base_key.as_bytes());
                 out.extend_from_slice(m.signed_prekey.as_bytes());
@@ -117,10 +121,11 @@ impl Message {
                         reason: "reserved bits set",
                     });
                 }
-                let identity = IdentityKey::from_bytes(reader.array()?).map_err(|_| DecodeError::Invalid {
-                    field: "identity",
-                    reason: "not a valid Ed25519 public key",
-                })?;
+                let identity =
+                    IdentityKey::from_bytes(reader.array()?).map_err(|_| DecodeError::Invalid {
+                        field: "identity",
+                        reason: "not a valid Ed25519 public key",
+                    })?;
                 let base_key = PublicKey::from_bytes(reader.array()?);
                 let signed_prekey = PublicKey::from_bytes(reader.array()?);
                 let one_time_prekey = if flags & PREKEY_FLAG_OPK != 0 {
@@ -170,7 +175,10 @@ mod tests {
         bytes.extend_from_slice(&[9u8; 40 + 15]);
         assert!(matches!(
             Message::decode(&bytes),
-            Err(DecodeError::Invalid { field: "ciphertext", .. })
+            Err(DecodeError::Invalid {
+                field: "ciphertext",
+                ..
+            })
         ));
     }
 }

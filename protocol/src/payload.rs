@@ -192,9 +192,7 @@ impl Payload {
                 })?;
             }
             ContentType::Receipt if self.body.len() != MESSAGE_ID_LEN => {
-                return Err(PayloadError::ReceiptLength {
-                    len: self.body.len(),
-                });
+                return Err(PayloadError::ReceiptLength { len: self.body.len() });
             }
             ContentType::Receipt | ContentType::Control => {}
         }

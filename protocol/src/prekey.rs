@@ -40,7 +40,8 @@ pub struct PreKeyBundle {
 impl PreKeyBundle {
     /// The wire bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(KEY_LEN * 2 + SIGNATURE_LEN + 2 + KEY_LEN * self.one_time_prekeys.len());
+        let mut out =
+            Vec::with_capacity(KEY_LEN * 2 + SIGNATURE_LEN + 2 + KEY_LEN * self.one_time_prekeys.len());
         out.extend_from_slice(self.identity.as_bytes());
         out.extend_from_slice(self.signed_prekey.as_bytes());
         out.extend_from_slice(&self.signature);
@@ -261,11 +262,18 @@ mod key_map {
 
     use crate::keys::{PrivateKey, PublicKey};
 
-    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<PublicKey, PrivateKey>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<PublicKey, PrivateKey>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<PublicKey, PrivateKey>, D::Error> {
-        Ok(Vec::<(PublicKey, PrivateKey)>::deserialize(d)?.into_iter().collect())
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<PublicKey, PrivateKey>, D::Error> {
+        Ok(Vec::<(PublicKey, PrivateKey)>::deserialize(d)?
+            .into_iter()
+            .collect())
     }
 }

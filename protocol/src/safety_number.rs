@@ -51,10 +51,7 @@ const GROUPS_PER_LINE: usize = 4;
 
 /// One side's fingerprint: `FINGERPRINT_ITERATIONS` rounds of SHA-512, starting from
 /// `version || identity key || stable id` and appending the identity key each round.
-pub fn fingerprint(
-    identity_key: &[u8; IDENTITY_KEY_LEN],
-    stable_id: &[u8],
-) -> [u8; FINGERPRINT_LEN] {
+pub fn fingerprint(identity_key: &[u8; IDENTITY_KEY_LEN], stable_id: &[u8]) -> [u8; FINGERPRINT_LEN] {
     // As Signal's NumericFingerprintGenerator: start from the unhashed
     // `version || key || stable id`, then `iterations` times h = SHA-512(h || key).
     let mut h = [0u8; FINGERPRINT_LEN];
@@ -80,9 +77,7 @@ pub fn fingerprint(
 fn side_digits(fingerprint: &[u8; FINGERPRINT_LEN]) -> String {
     let mut digits = String::with_capacity(DIGITS_PER_SIDE);
     for chunk in fingerprint[..DISPLAY_BYTES_PER_SIDE].chunks_exact(5) {
-        let value = chunk
-            .iter()
-            .fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
+        let value = chunk.iter().fold(0u64, |acc, &byte| (acc << 8) | u64::from(byte));
         digits.push_str(&format!("{:05}", value % 100_000));
     }
     digits
@@ -182,10 +177,7 @@ impl SafetyNumber {
     ///
     /// ASCII whitespace is ignored, so the grouped form matches too.
     pub fn matches_digits(&self, digits: &str) -> bool {
-        let candidate: Vec<u8> = digits
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
+        let candidate: Vec<u8> = digits.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         bool::from(candidate.as_slice().ct_eq(self.digits.as_bytes()))
     }
 

@@ -110,7 +110,13 @@ pub struct Received {
 
 /// Derives the message keys `from..until` of a chain into `out`; returns the chain key
 /// at position `until`.
-fn skip_keys(chain: &ChainKey, from: u32, until: u32, ratchet: PublicKey, out: &mut Vec<SkippedKey>) -> ChainKey {
+fn skip_keys(
+    chain: &ChainKey,
+    from: u32,
+    until: u32,
+    ratchet: PublicKey,
+    out: &mut Vec<SkippedKey>,
+) -> ChainKey {
     let mut chain = chain.clone();
     for n in from..until {
         out.push(SkippedKey {

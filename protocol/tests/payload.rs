@@ -2,8 +2,7 @@
 //! malformed plaintext without panicking.
 
 use e2ee_protocol::payload::{
-    bucket_for, ContentType, Payload, PayloadError, BUCKETS, MAX_BODY_LEN, MESSAGE_ID_LEN,
-    PAYLOAD_HEADER_LEN,
+    bucket_for, ContentType, Payload, PayloadError, BUCKETS, MAX_BODY_LEN, MESSAGE_ID_LEN, PAYLOAD_HEADER_LEN,
 };
 use e2ee_protocol::DecodeError;
 use proptest::collection::vec;
@@ -39,13 +38,11 @@ fn any_payload() -> impl Strategy<Value = Payload> {
             .prop_flat_map(|len| vec(any::<u8>(), len))
             .prop_map(|b| (ContentType::Control, b)),
     ];
-    (any::<[u8; 16]>(), any::<u64>(), body).prop_map(|(message_id, timestamp_ms, (ct, body))| {
-        Payload {
-            content_type: ct,
-            message_id,
-            timestamp_ms,
-            body,
-        }
+    (any::<[u8; 16]>(), any::<u64>(), body).prop_map(|(message_id, timestamp_ms, (ct, body))| Payload {
+        content_type: ct,
+        message_id,
+        timestamp_ms,
+        body,
     })
 }
 
@@ -159,20 +156,14 @@ fn rejects_non_zero_padding() {
     bytes[last] = 1;
     assert!(matches!(
         Payload::decode(&bytes),
-        Err(DecodeError::Invalid {
-            field: "padding",
-            ..
-        })
+        Err(DecodeError::Invalid { field: "padding", .. })
     ));
     // The first padding byte too.
     let mut bytes = encode(&control(10));
     bytes[PAYLOAD_HEADER_LEN + 10] = 0x80;
     assert!(matches!(
         Payload::decode(&bytes),
-        Err(DecodeError::Invalid {
-            field: "padding",
-            ..
-        })
+        Err(DecodeError::Invalid { field: "padding", .. })
     ));
 }
 
@@ -182,10 +173,7 @@ fn rejects_a_total_length_that_is_not_a_bucket() {
     let invalid_length = |bytes: &[u8]| {
         matches!(
             Payload::decode(bytes),
-            Err(DecodeError::Invalid {
-                field: "length",
-                ..
-            })
+            Err(DecodeError::Invalid { field: "length", .. })
         )
     };
     // One padding byte short, one zero byte extra, and unpadded.
@@ -206,10 +194,7 @@ fn rejects_trailing_non_zero_bytes_after_a_full_bucket() {
     bytes.extend_from_slice(&[0xFF; 64]);
     assert!(matches!(
         Payload::decode(&bytes),
-        Err(DecodeError::Invalid {
-            field: "padding",
-            ..
-        })
+        Err(DecodeError::Invalid { field: "padding", .. })
     ));
 }
 
@@ -223,10 +208,7 @@ fn accepts_padding_to_a_larger_bucket() {
 
 #[test]
 fn reports_short_inputs_as_incomplete() {
-    assert_eq!(
-        Payload::decode(&[]),
-        Err(DecodeError::Incomplete { needed: 1 })
-    );
+    assert_eq!(Payload::decode(&[]), Err(DecodeError::Incomplete { needed: 1 }));
     let bytes = encode(&control(40));
     // Cut inside the fixed header.
     assert_eq!(
@@ -244,10 +226,7 @@ fn reports_short_inputs_as_incomplete() {
 fn rejects_an_unsupported_version() {
     let mut bytes = encode(&control(1));
     bytes[0] = 2;
-    assert_eq!(
-        Payload::decode(&bytes),
-        Err(DecodeError::UnsupportedVersion(2))
-    );
+    assert_eq!(Payload::decode(&bytes), Err(DecodeError::UnsupportedVersion(2)));
 }
 
 #[test]
@@ -318,11 +297,7 @@ fn content_type_bytes_are_fixed() {
     assert_eq!(ContentType::Text.as_u8(), 1);
     assert_eq!(ContentType::Receipt.as_u8(), 2);
     assert_eq!(ContentType::Control.as_u8(), 3);
-    for ct in [
-        ContentType::Text,
-        ContentType::Receipt,
-        ContentType::Control,
-    ] {
+    for ct in [ContentType::Text, ContentType::Receipt, ContentType::Control] {
         assert_eq!(ContentType::try_from(u8::from(ct)), Ok(ct));
     }
 }

@@ -96,9 +96,7 @@ fn matches_digits_typed_with_or_without_grouping() {
     let sn = alice_bob();
     assert!(sn.matches_digits(KAT_DIGITS));
     assert!(sn.matches_digits(&sn.display_groups()));
-    assert!(sn.matches_digits(
-        " 33274 59016 48805 44678 73811 66701\n50287 04916 01503 67890 69212 13192\n"
-    ));
+    assert!(sn.matches_digits(" 33274 59016 48805 44678 73811 66701\n50287 04916 01503 67890 69212 13192\n"));
     assert!(!sn.matches_digits(&KAT_DIGITS[..59]));
     assert!(!sn.matches_digits(&format!("{KAT_DIGITS}0")));
     assert!(!sn.matches_digits(&KAT_DIGITS.replace('3', "4")));

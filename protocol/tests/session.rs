@@ -66,7 +66,14 @@ fn pair() -> (Party, Party) {
     let mut alice = Party::new();
     let bob = Party::new();
     let bundle = bob.prekeys.bundle(&bob.public());
-    alice.session = Some(Session::initiate(&alice.identity, &bundle.with_one_time_prekey(bundle.one_time_prekeys.first().copied()), &mut OsRng).expect("initiate"));
+    alice.session = Some(
+        Session::initiate(
+            &alice.identity,
+            &bundle.with_one_time_prekey(bundle.one_time_prekeys.first().copied()),
+            &mut OsRng,
+        )
+        .expect("initiate"),
+    );
     (alice, bob)
 }
 
@@ -102,12 +109,23 @@ fn conversation(batches: &[usize], firsts: &[usize]) -> (Party, Party, Vec<Sent>
                 let text = format!("turn {turn} message {i}").into_bytes();
                 let sender = if from_alice { &mut alice } else { &mut bob };
                 let wire = sender.send(&text);
-                Sent { from_alice, text, wire }
+                Sent {
+                    from_alice,
+                    text,
+                    wire,
+                }
             })
             .collect();
         let first = batch.remove(firsts[turn] % size);
-        let (receiver, from) = if from_alice { (&mut bob, &a) } else { (&mut alice, &b) };
-        assert_eq!(receiver.receive(from, &first.wire).expect("first of batch"), first.text);
+        let (receiver, from) = if from_alice {
+            (&mut bob, &a)
+        } else {
+            (&mut alice, &b)
+        };
+        assert_eq!(
+            receiver.receive(from, &first.wire).expect("first of batch"),
+            first.text
+        );
         pending.extend(batch);
     }
     (alice, bob, pending)
@@ -196,7 +214,10 @@ fn replayed_prekey_message_is_a_duplicate_even_after_the_session_moved_on() {
     let (a, b) = (alice.public(), bob.public());
     let first = alice.send(b"one");
     bob.receive(&a, &first).expect("first");
-    assert!(matches!(bob.receive(&a, &first), Err(CryptoError::DuplicateOrTooOld { .. })));
+    assert!(matches!(
+        bob.receive(&a, &first),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
     // Several ratchet turns later the same bytes are still refused.
     for _ in 0..3 {
         let r = bob.send(b"r");
@@ -204,7 +225,10 @@ fn replayed_prekey_message_is_a_duplicate_even_after_the_session_moved_on() {
         let m = alice.send(b"m");
         bob.receive(&a, &m).expect("m");
     }
-    assert!(matches!(bob.receive(&a, &first), Err(CryptoError::DuplicateOrTooOld { .. })));
+    assert!(matches!(
+        bob.receive(&a, &first),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
 }
 
 #[test]
@@ -217,7 +241,10 @@ fn message_from_a_closed_chain_replayed_is_a_duplicate() {
     alice.receive(&b, &r).expect("turn");
     let new = alice.send(b"new chain");
     bob.receive(&a, &new).expect("new");
-    assert!(matches!(bob.receive(&a, &old), Err(CryptoError::DuplicateOrTooOld { .. })));
+    assert!(matches!(
+        bob.receive(&a, &old),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
 }
 
 #[test]
@@ -226,9 +253,16 @@ fn rejects_skip_over_the_limit_in_a_new_chain() {
     let a = alice.public();
     let sent: Vec<Vec<u8>> = (0..1002).map(|i| alice.send(format!("{i}").as_bytes())).collect();
     let before = bob.snapshot();
-    assert!(matches!(bob.receive(&a, &sent[1001]), Err(CryptoError::SkipLimit { skip: 1001 })));
+    assert!(matches!(
+        bob.receive(&a, &sent[1001]),
+        Err(CryptoError::SkipLimit { skip: 1001 })
+    ));
     assert_eq!(before, bob.snapshot());
-    assert_eq!(bob.receive(&a, &sent[1000]).expect("a skip of exactly 1000 is allowed"), b"1000");
+    assert_eq!(
+        bob.receive(&a, &sent[1000])
+            .expect("a skip of exactly 1000 is allowed"),
+        b"1000"
+    );
     assert_eq!(bob.session.as_ref().map(Session::stored_skipped_keys), Some(1000));
 }
 
@@ -238,7 +272,10 @@ fn rejects_skip_over_the_limit_in_the_current_chain() {
     let a = alice.public();
     let sent: Vec<Vec<u8>> = (0..1003).map(|i| alice.send(format!("{i}").as_bytes())).collect();
     bob.receive(&a, &sent[0]).expect("n=0");
-    assert!(matches!(bob.receive(&a, &sent[1002]), Err(CryptoError::SkipLimit { skip: 1001 })));
+    assert!(matches!(
+        bob.receive(&a, &sent[1002]),
+        Err(CryptoError::SkipLimit { skip: 1001 })
+    ));
     assert_eq!(bob.receive(&a, &sent[1001]).expect("skip 1000"), b"1001");
 }
 
@@ -247,20 +284,29 @@ fn the_2001st_skipped_key_evicts_the_oldest() {
     let (mut alice, mut bob) = established();
     let (a, b) = (alice.public(), bob.public());
     // Chain 1: 1001 messages, only the last read: 1000 skipped keys.
-    let chain1: Vec<Vec<u8>> = (0..1001).map(|i| alice.send(format!("c1 {i}").as_bytes())).collect();
+    let chain1: Vec<Vec<u8>> = (0..1001)
+        .map(|i| alice.send(format!("c1 {i}").as_bytes()))
+        .collect();
     bob.receive(&a, &chain1[1000]).expect("c1 last");
     let r = bob.send(b"turn");
     alice.receive(&b, &r).expect("turn");
     // Chain 2: again 1000 skipped keys: 2000 stored.
-    let chain2: Vec<Vec<u8>> = (0..1001).map(|i| alice.send(format!("c2 {i}").as_bytes())).collect();
+    let chain2: Vec<Vec<u8>> = (0..1001)
+        .map(|i| alice.send(format!("c2 {i}").as_bytes()))
+        .collect();
     bob.receive(&a, &chain2[1000]).expect("c2 last");
     let stored = |p: &Party| p.session.as_ref().map(Session::stored_skipped_keys);
     assert_eq!(stored(&bob), Some(2000));
     // One more skipped key (in the same chain) evicts chain 1's n=0.
-    let more: Vec<Vec<u8>> = (0..2).map(|i| alice.send(format!("c2 more {i}").as_bytes())).collect();
+    let more: Vec<Vec<u8>> = (0..2)
+        .map(|i| alice.send(format!("c2 more {i}").as_bytes()))
+        .collect();
     bob.receive(&a, &more[1]).expect("skips one");
     assert_eq!(stored(&bob), Some(2000));
-    assert!(matches!(bob.receive(&a, &chain1[0]), Err(CryptoError::DuplicateOrTooOld { .. })));
+    assert!(matches!(
+        bob.receive(&a, &chain1[0]),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
     assert_eq!(bob.receive(&a, &chain1[1]).expect("n=1 is still stored"), b"c1 1");
     assert_eq!(bob.receive(&a, &more[0]).expect("newest skipped"), b"c2 more 0");
 }
@@ -283,7 +329,10 @@ fn session_saved_and_restored_mid_conversation_continues() {
         session,
     };
     assert_eq!(bob.public(), b);
-    assert_eq!(bob.receive(&a, &late).expect("late"), b"arrives after the restore");
+    assert_eq!(
+        bob.receive(&a, &late).expect("late"),
+        b"arrives after the restore"
+    );
     let r = bob.send(b"after restore");
     assert_eq!(alice.receive(&b, &r).expect("reply"), b"after restore");
     let m = alice.send(b"and on");
@@ -298,7 +347,10 @@ fn normal_message_without_session_is_unknown_session() {
     let mut stranger = Party::new();
     assert!(matches!(stranger.receive(&a, &m), Err(CryptoError::NoSession)));
     // The transport's sender must be the session's peer.
-    assert!(matches!(bob.receive(&stranger.public(), &m), Err(CryptoError::IdentityMismatch)));
+    assert!(matches!(
+        bob.receive(&stranger.public(), &m),
+        Err(CryptoError::IdentityMismatch)
+    ));
     let _ = b;
 }
 
@@ -324,11 +376,17 @@ fn previous_signed_prekey_still_accepts_and_used_one_time_prekey_never_twice() {
     bob.prekeys.rotate_signed(&bob.identity, &mut OsRng);
     alice.session = Some(Session::initiate(&alice.identity, &one, &mut OsRng).expect("initiate"));
     let m = alice.send(b"via previous spk");
-    assert_eq!(bob.receive(&a, &m).expect("previous spk works"), b"via previous spk");
+    assert_eq!(
+        bob.receive(&a, &m).expect("previous spk works"),
+        b"via previous spk"
+    );
     // A second initiator using the same (now deleted) one-time prekey is refused.
     let mut carol = Party::new();
     let c = carol.public();
     carol.session = Some(Session::initiate(&carol.identity, &one, &mut OsRng).expect("initiate"));
     let m = carol.send(b"same opk");
-    assert!(matches!(bob.receive(&c, &m), Err(CryptoError::UnknownOneTimePreKey)));
+    assert!(matches!(
+        bob.receive(&c, &m),
+        Err(CryptoError::UnknownOneTimePreKey)
+    ));
 }

@@ -40,7 +40,12 @@ pub struct Committer {
 impl Committer {
     /// A committer in front of `store`; if `ttl` is set, expires old messages every
     /// `expire_every`.
-    pub fn new(store: Addr<StoreActor>, max_batch: usize, metrics: Arc<Metrics>, ttl: Option<(Duration, Duration)>) -> Self {
+    pub fn new(
+        store: Addr<StoreActor>,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+        ttl: Option<(Duration, Duration)>,
+    ) -> Self {
         Self {
             store,
             pending: Vec::new(),
@@ -69,27 +74,32 @@ impl Committer {
         self.metrics.store_batches.inc();
         self.metrics.store_batch_writes.add(ops.len() as u64);
         self.metrics.store_queue_depth.set(self.pending.len() as u64);
-        ctx.spawn(self.store.send(CommitBatch(ops)).into_actor(self).map(move |res, act, ctx| {
-            act.in_flight = false;
-            let outcome: Result<Vec<WriteResult>, CommitError> = match res {
-                Ok(Ok(results)) => Ok(results),
-                Ok(Err(err)) => Err(CommitError::Store(store_error_text(&err))),
-                Err(_) => Err(CommitError::Unavailable),
-            };
-            match outcome {
-                Ok(results) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
+        ctx.spawn(
+            self.store
+                .send(CommitBatch(ops))
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.in_flight = false;
+                    let outcome: Result<Vec<WriteResult>, CommitError> = match res {
+                        Ok(Ok(results)) => Ok(results),
+                        Ok(Err(err)) => Err(CommitError::Store(store_error_text(&err))),
+                        Err(_) => Err(CommitError::Unavailable),
+                    };
+                    match outcome {
+                        Ok(results) => {
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                let _ = reply.send(Ok(result));
+                            }
+                        }
+                        Err(err) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(err.clone()));
+                            }
+                        }
                     }
-                }
-                Err(err) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(err.clone()));
-                    }
-                }
-            }
-            act.flush(ctx);
-        }));
+                    act.flush(ctx);
+                }),
+        );
     }
 }
 

@@ -23,7 +23,9 @@ use crate::output::{Output, WriterExit};
 use crate::rate_limit::TokenBucket;
 use crate::router::{Delivery, Notify, Register, Route, ToConnection, Unregister};
 use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
-use crate::store_actor::{FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen};
+use crate::store_actor::{
+    FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
+};
 use crate::RelayContext;
 
 /// Messages loaded from the store per drain step.
@@ -159,14 +161,17 @@ impl Connection {
             Frame::PublishName { claim } => self.on_publish_name(me, claim, ctx),
             Frame::LookupName { request_id, name } => {
                 let store = self.relay.store.clone();
-                ctx.spawn(store.send(GetClaim(name)).into_actor(self).map(move |res, act, ctx| {
-                    match res {
-                        Ok(Ok(claim)) => {
-                            act.send(Frame::NameClaim { request_id, claim }, ctx);
-                        }
-                        _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
-                    }
-                }));
+                ctx.spawn(
+                    store
+                        .send(GetClaim(name))
+                        .into_actor(self)
+                        .map(move |res, act, ctx| match res {
+                            Ok(Ok(claim)) => {
+                                act.send(Frame::NameClaim { request_id, claim }, ctx);
+                            }
+                            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                        }),
+                );
             }
             Frame::QueryQuota => {
                 let now = Instant::now();
@@ -327,7 +332,13 @@ impl Connection {
         }
     }
 
-    fn on_delivery_ack(&mut self, me: IdentityBytes, sender: IdentityBytes, msg_id: MsgId, ctx: &mut Context<Self>) {
+    fn on_delivery_ack(
+        &mut self,
+        me: IdentityBytes,
+        sender: IdentityBytes,
+        msg_id: MsgId,
+        ctx: &mut Context<Self>,
+    ) {
         let key = (sender, msg_id);
         self.deliveries.in_flight.remove(&key);
         self.deliveries.acking.insert(key);
@@ -462,33 +473,47 @@ impl Connection {
             one_time: bundle.one_time_prekeys.iter().map(|k| *k.as_bytes()).collect(),
             max_prekeys: self.relay.limits.max_prekeys,
         };
-        ctx.spawn(self.relay.store.send(publish).into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok(opks)) => {
-                info!(act.log, "prekeys published"; "opks" => opks);
-                act.send(Frame::PreKeysStored { opks }, ctx);
-            }
-            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
-        }));
+        ctx.spawn(
+            self.relay
+                .store
+                .send(publish)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(Ok(opks)) => {
+                        info!(act.log, "prekeys published"; "opks" => opks);
+                        act.send(Frame::PreKeysStored { opks }, ctx);
+                    }
+                    _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                }),
+        );
     }
 
     fn on_fetch_bundle(&mut self, request_id: u32, owner: IdentityBytes, ctx: &mut Context<Self>) {
         let threshold = self.relay.limits.prekey_low_threshold;
-        ctx.spawn(self.relay.store.send(FetchBundle(owner)).into_actor(self).map(move |res, act, ctx| {
-            let stored = match res {
-                Ok(Ok(stored)) => stored,
-                _ => return act.refuse(ErrorCode::Internal, "store failure", ctx),
-            };
-            let bundle = stored.as_ref().and_then(|s| bundle_bytes(owner, s));
-            if let Some(s) = &stored {
-                if s.one_time_prekey.is_some() && s.remaining < threshold {
-                    act.relay.router.do_send(Notify {
-                        identity: owner,
-                        frame: Frame::PreKeysLow { remaining: s.remaining },
-                    });
-                }
-            }
-            act.send(Frame::Bundle { request_id, bundle }, ctx);
-        }));
+        ctx.spawn(
+            self.relay
+                .store
+                .send(FetchBundle(owner))
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let stored = match res {
+                        Ok(Ok(stored)) => stored,
+                        _ => return act.refuse(ErrorCode::Internal, "store failure", ctx),
+                    };
+                    let bundle = stored.as_ref().and_then(|s| bundle_bytes(owner, s));
+                    if let Some(s) = &stored {
+                        if s.one_time_prekey.is_some() && s.remaining < threshold {
+                            act.relay.router.do_send(Notify {
+                                identity: owner,
+                                frame: Frame::PreKeysLow {
+                                    remaining: s.remaining,
+                                },
+                            });
+                        }
+                    }
+                    act.send(Frame::Bundle { request_id, bundle }, ctx);
+                }),
+        );
     }
 
     fn on_publish_name(&mut self, me: IdentityBytes, bytes: Vec<u8>, ctx: &mut Context<Self>) {
@@ -504,11 +529,17 @@ impl Connection {
             owner: me,
             claim: bytes,
         };
-        ctx.spawn(self.relay.store.send(put).into_actor(self).map(|res, act, ctx| match res {
-            Ok(Ok(true)) => info!(act.log, "name claimed"),
-            Ok(Ok(false)) => act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx),
-            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
-        }));
+        ctx.spawn(
+            self.relay
+                .store
+                .send(put)
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(Ok(true)) => info!(act.log, "name claimed"),
+                    Ok(Ok(false)) => act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx),
+                    _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                }),
+        );
     }
 }
 
@@ -518,7 +549,11 @@ fn bundle_bytes(owner: IdentityBytes, stored: &StoredBundle) -> Option<Vec<u8>> 
         identity: IdentityKey::from_bytes(owner).ok()?,
         signed_prekey: PublicKey::from_bytes(stored.signed_prekey),
         signature: stored.signature.clone().try_into().ok()?,
-        one_time_prekeys: stored.one_time_prekey.map(PublicKey::from_bytes).into_iter().collect(),
+        one_time_prekeys: stored
+            .one_time_prekey
+            .map(PublicKey::from_bytes)
+            .into_iter()
+            .collect(),
     };
     Some(bundle.encode())
 }

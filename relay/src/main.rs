@@ -62,7 +62,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(engine) = &cli.store {
         overrides.push(("store.engine", engine.as_str().into()));
     }
-    let settings: RelaySettings = e2ee_config::load(cli.config.as_deref(), e2ee_config::ENV_PREFIX, &overrides)?;
+    let settings: RelaySettings =
+        e2ee_config::load(cli.config.as_deref(), e2ee_config::ENV_PREFIX, &overrides)?;
     if cli.print_config {
         print!("{}", e2ee_config::to_toml(&settings)?);
         return Ok(());

@@ -39,9 +39,9 @@ impl Gauge {
     }
     /// Subtracts one (never below zero).
     pub fn dec(&self) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
     }
     /// Sets the value.
     pub fn set(&self, v: u64) {
@@ -118,22 +118,100 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE e2ee_relay_{name} {kind}");
             let _ = writeln!(out, "e2ee_relay_{name} {value}");
         };
-        metric("connections_open", "gauge", "Open TCP connections.", self.connections_open.get());
-        metric("connections_total", "counter", "Connections accepted.", self.connections_total.get());
-        metric("authenticated_identities", "gauge", "Authenticated identities connected.", self.authenticated.get());
-        metric("messages_stored_total", "counter", "Messages committed to the store.", self.messages_stored.get());
-        metric("messages_duplicate_total", "counter", "Retransmissions recognised as duplicates.", self.messages_duplicate.get());
-        metric("messages_delivered_total", "counter", "Messages pushed to recipients.", self.messages_delivered.get());
-        metric("messages_acked_total", "counter", "Messages acknowledged by recipients.", self.messages_acked.get());
-        metric("messages_expired_total", "counter", "Messages dropped by the TTL.", self.messages_expired.get());
-        metric("rate_limited_total", "counter", "Sends refused by the rate limit.", self.rate_limited.get());
-        metric("quota_exceeded_total", "counter", "Sends refused for a full queue.", self.quota_exceeded.get());
-        metric("bytes_in_total", "counter", "Frame bytes received.", self.bytes_in.get());
-        metric("bytes_out_total", "counter", "Frame bytes sent.", self.bytes_out.get());
-        metric("store_queue_depth", "gauge", "Writes waiting for the next group commit.", self.store_queue_depth.get());
-        metric("store_batches_total", "counter", "Group commits.", self.store_batches.get());
-        metric("store_batch_writes_total", "counter", "Writes committed in group commits.", self.store_batch_writes.get());
-        let _ = writeln!(out, "# HELP e2ee_relay_rejects_total Connections closed or requests refused, by reason.");
+        metric(
+            "connections_open",
+            "gauge",
+            "Open TCP connections.",
+            self.connections_open.get(),
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Connections accepted.",
+            self.connections_total.get(),
+        );
+        metric(
+            "authenticated_identities",
+            "gauge",
+            "Authenticated identities connected.",
+            self.authenticated.get(),
+        );
+        metric(
+            "messages_stored_total",
+            "counter",
+            "Messages committed to the store.",
+            self.messages_stored.get(),
+        );
+        metric(
+            "messages_duplicate_total",
+            "counter",
+            "Retransmissions recognised as duplicates.",
+            self.messages_duplicate.get(),
+        );
+        metric(
+            "messages_delivered_total",
+            "counter",
+            "Messages pushed to recipients.",
+            self.messages_delivered.get(),
+        );
+        metric(
+            "messages_acked_total",
+            "counter",
+            "Messages acknowledged by recipients.",
+            self.messages_acked.get(),
+        );
+        metric(
+            "messages_expired_total",
+            "counter",
+            "Messages dropped by the TTL.",
+            self.messages_expired.get(),
+        );
+        metric(
+            "rate_limited_total",
+            "counter",
+            "Sends refused by the rate limit.",
+            self.rate_limited.get(),
+        );
+        metric(
+            "quota_exceeded_total",
+            "counter",
+            "Sends refused for a full queue.",
+            self.quota_exceeded.get(),
+        );
+        metric(
+            "bytes_in_total",
+            "counter",
+            "Frame bytes received.",
+            self.bytes_in.get(),
+        );
+        metric(
+            "bytes_out_total",
+            "counter",
+            "Frame bytes sent.",
+            self.bytes_out.get(),
+        );
+        metric(
+            "store_queue_depth",
+            "gauge",
+            "Writes waiting for the next group commit.",
+            self.store_queue_depth.get(),
+        );
+        metric(
+            "store_batches_total",
+            "counter",
+            "Group commits.",
+            self.store_batches.get(),
+        );
+        metric(
+            "store_batch_writes_total",
+            "counter",
+            "Writes committed in group commits.",
+            self.store_batch_writes.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP e2ee_relay_rejects_total Connections closed or requests refused, by reason."
+        );
         let _ = writeln!(out, "# TYPE e2ee_relay_rejects_total counter");
         for (slot, counter) in self.rejects.iter().enumerate() {
             let value = counter.get();

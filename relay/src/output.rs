@@ -88,14 +88,7 @@ impl Output {
             };
             let _ = done_tx.send(exit);
         });
-        (
-            Self {
-                tx,
-                pending,
-                budget,
-            },
-            done_rx,
-        )
+        (Self { tx, pending, budget }, done_rx)
     }
 
     /// Bytes queued but not yet handed to the socket.

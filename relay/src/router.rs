@@ -121,7 +121,11 @@ impl Handler<Unregister> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
-        if self.clients.get(&msg.identity).is_some_and(|c| c.conn_id == msg.conn_id) {
+        if self
+            .clients
+            .get(&msg.identity)
+            .is_some_and(|c| c.conn_id == msg.conn_id)
+        {
             self.clients.remove(&msg.identity);
         }
         if self.buckets.len() >= self.max_saved_buckets {

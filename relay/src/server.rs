@@ -85,7 +85,13 @@ pub async fn serve(
     });
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
     let expire_every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let committer = Committer::new(store.clone(), settings.store.max_batch, metrics.clone(), Some((ttl, expire_every))).start();
+    let committer = Committer::new(
+        store.clone(),
+        settings.store.max_batch,
+        metrics.clone(),
+        Some((ttl, expire_every)),
+    )
+    .start();
     let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024)).start();
 
     let listener = TcpListener::bind(&settings.listen).await?;
@@ -253,7 +259,9 @@ impl RelayHandle {
             let _ = stop.send(());
         }
         match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("relay thread panicked"))),
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked"))),
             None => Ok(()),
         }
     }
@@ -271,17 +279,19 @@ pub fn spawn(settings: RelaySettings, log: Logger) -> io::Result<RelayHandle> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread_metrics = metrics.clone();
-    let thread = std::thread::Builder::new().name("e2ee-relay".into()).spawn(move || {
-        let system = System::new();
-        let bound = move |addr| {
-            let _ = bound_tx.send(addr);
-        };
-        let result = system.block_on(serve(settings, log, thread_metrics, bound, async {
-            let _ = stop_rx.await;
-        }));
-        System::current().stop();
-        result
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("e2ee-relay".into())
+        .spawn(move || {
+            let system = System::new();
+            let bound = move |addr| {
+                let _ = bound_tx.send(addr);
+            };
+            let result = system.block_on(serve(settings, log, thread_metrics, bound, async {
+                let _ = stop_rx.await;
+            }));
+            System::current().stop();
+            result
+        })?;
     match bound_rx.recv() {
         Ok(addr) => Ok(RelayHandle {
             addr,

@@ -92,8 +92,13 @@ pub struct PublishPrekeys {
 impl Handler<PublishPrekeys> for StoreActor {
     type Result = Result<u32, StoreError>;
     fn handle(&mut self, m: PublishPrekeys, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?
-            .publish_prekeys(&m.owner, &m.signed_prekey, &m.signature, &m.one_time, m.max_prekeys)
+        self.store()?.publish_prekeys(
+            &m.owner,
+            &m.signed_prekey,
+            &m.signature,
+            &m.one_time,
+            m.max_prekeys,
+        )
     }
 }
 

@@ -50,7 +50,8 @@ impl MemoryStore {
                         payload: m.payload.clone(),
                     },
                 );
-                self.known.insert((m.sender, m.msg_id), (m.recipient, seq, m.timestamp_ms));
+                self.known
+                    .insert((m.sender, m.msg_id), (m.recipient, seq, m.timestamp_ms));
                 WriteResult::Appended { seq }
             }
             WriteOp::Ack {
@@ -59,7 +60,11 @@ impl MemoryStore {
                 msg_id,
             } => match self.known.get(&(*sender, *msg_id)) {
                 Some((to, seq, _)) if to == recipient => {
-                    let removed = self.queues.get_mut(recipient).and_then(|q| q.remove(seq)).is_some();
+                    let removed = self
+                        .queues
+                        .get_mut(recipient)
+                        .and_then(|q| q.remove(seq))
+                        .is_some();
                     WriteResult::Acked(removed)
                 }
                 _ => WriteResult::Acked(false),

@@ -163,7 +163,11 @@ pub(crate) mod contract {
     }
 
     pub(crate) fn check(store: &mut dyn Store) {
-        let r = commit_ok(store, &[msg(1, 2, 1, 100), msg(1, 3, 1, 100), msg(1, 2, 1, 100)], 10);
+        let r = commit_ok(
+            store,
+            &[msg(1, 2, 1, 100), msg(1, 3, 1, 100), msg(1, 2, 1, 100)],
+            10,
+        );
         assert!(matches!(r[0], WriteResult::Appended { .. }));
         assert!(matches!(r[1], WriteResult::Appended { .. }));
         assert_eq!(r[2], WriteResult::Duplicate, "same sender and id in one batch");
@@ -185,10 +189,17 @@ pub(crate) mod contract {
         assert_eq!(commit_ok(store, &[ack(1)], 10), vec![WriteResult::Acked(true)]);
         assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
         // A retransmission after delivery does not create a second copy.
-        assert_eq!(commit_ok(store, &[msg(1, 2, 1, 100)], 10), vec![WriteResult::Duplicate]);
+        assert_eq!(
+            commit_ok(store, &[msg(1, 2, 1, 100)], 10),
+            vec![WriteResult::Duplicate]
+        );
 
         // Quota.
-        let r = commit_ok(store, &[msg(4, 7, 1, 100), msg(4, 7, 2, 100), msg(4, 7, 3, 100)], 2);
+        let r = commit_ok(
+            store,
+            &[msg(4, 7, 1, 100), msg(4, 7, 2, 100), msg(4, 7, 3, 100)],
+            2,
+        );
         assert!(matches!(r[1], WriteResult::Appended { .. }));
         assert_eq!(r[2], WriteResult::QuotaExceeded);
 
@@ -219,7 +230,13 @@ pub(crate) mod contract {
             .publish_prekeys(&[6; 32], &[9; 32], &[8; 64], &[[3; 32], [4; 32], [5; 32]], 2)
             .expect("publish");
         assert_eq!(held, 2);
-        assert_eq!(store.fetch_bundle(&[6; 32]).expect("fetch").map(|b| b.signed_prekey), Some([9; 32]));
+        assert_eq!(
+            store
+                .fetch_bundle(&[6; 32])
+                .expect("fetch")
+                .map(|b| b.signed_prekey),
+            Some([9; 32])
+        );
 
         // Name claims: first identity keeps the name.
         assert!(store.put_claim("alice", &[1; 32], b"claim-1").expect("put"));

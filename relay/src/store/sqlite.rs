@@ -6,7 +6,9 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{IdentityBytes, NewMessage, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
+use super::{
+    IdentityBytes, NewMessage, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -47,11 +49,15 @@ pub struct SqliteStore {
 }
 
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt("key is not 32 bytes"))
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("key is not 32 bytes"))
 }
 
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt("message id is not 16 bytes"))
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("message id is not 16 bytes"))
 }
 
 impl SqliteStore {
@@ -338,7 +344,9 @@ impl Store for SqliteStore {
     fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT claim FROM claims WHERE name = ?1", params![name], |row| row.get(0))
+            .query_row("SELECT claim FROM claims WHERE name = ?1", params![name], |row| {
+                row.get(0)
+            })
             .optional()?)
     }
 }

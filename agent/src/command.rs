@@ -1,0 +1,318 @@
+//! Interactive commands: one stdin line becomes one [`Command`].
+
+use std::fmt;
+
+use e2ee_protocol::name_claim::{validate_name, NameClaimError};
+use thiserror::Error;
+
+/// One interactive command. Peer names are lowercased and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `/msg <peer> <text...>`: send a text message.
+    Msg {
+        /// The peer's name.
+        peer: String,
+        /// The text, as typed after the peer name (inner spacing kept).
+        text: String,
+    },
+    /// `/peers`: list pinned peers.
+    Peers,
+    /// `/verify <peer>`: show the safety number (digits and QR code) with a peer.
+    Verify {
+        /// The peer's name.
+        peer: String,
+    },
+    /// `/trust <peer>`: mark the peer verified after comparing safety numbers; also
+    /// accepts a changed identity that the identity policy held back.
+    Trust {
+        /// The peer's name.
+        peer: String,
+    },
+    /// `/help`: show the commands.
+    Help,
+    /// `/quit`: stop the agent.
+    Quit,
+}
+
+impl fmt::Display for Command {
+    /// The canonical command line, which parses back to the same command.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Msg { peer, text } => write!(f, "/msg {peer} {text}"),
+            Self::Peers => f.write_str("/peers"),
+            Self::Verify { peer } => write!(f, "/verify {peer}"),
+            Self::Trust { peer } => write!(f, "/trust {peer}"),
+            Self::Help => f.write_str("/help"),
+            Self::Quit => f.write_str("/quit"),
+        }
+    }
+}
+
+/// Why a line is not a command.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CommandError {
+    /// The line does not start with `/`.
+    #[error("unknown input: use /msg <peer> <text> (see /help)")]
+    NotACommand,
+    /// `/something` that is not a command.
+    #[error("unknown command /{0} (see /help)")]
+    Unknown(String),
+    /// A required argument is missing.
+    #[error("missing {what}: usage: {usage}")]
+    MissingArgument {
+        /// What is missing (`peer name`, `message text`).
+        what: &'static str,
+        /// The command's usage line.
+        usage: &'static str,
+    },
+    /// Arguments after a command that takes fewer.
+    #[error("too many arguments: usage: {usage}")]
+    TooManyArguments {
+        /// The command's usage line.
+        usage: &'static str,
+    },
+    /// The peer name is not a valid agent name.
+    #[error("invalid peer name {name:?}: {source}")]
+    InvalidPeer {
+        /// The name as typed.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: NameClaimError,
+    },
+}
+
+const USAGE_MSG: &str = "/msg <peer> <text>";
+const USAGE_VERIFY: &str = "/verify <peer>";
+const USAGE_TRUST: &str = "/trust <peer>";
+
+/// The help text shown by `/help` (several lines, no trailing newline).
+pub fn help_text() -> &'static str {
+    "commands:\n\
+     \x20 /msg <peer> <text>   send an end-to-end encrypted message to <peer>\n\
+     \x20 /peers               list known peers (identity, verified, session)\n\
+     \x20 /verify <peer>       show the safety number and QR code shared with <peer>;\n\
+     \x20                      compare it with the peer in person or over a trusted channel\n\
+     \x20 /trust <peer>        mark <peer> verified once the safety numbers match\n\
+     \x20                      (also accepts a changed identity held back by the policy)\n\
+     \x20 /help                show this help\n\
+     \x20 /quit                stop the agent"
+}
+
+/// Splits off the first whitespace-delimited word; the rest keeps its inner spacing
+/// and is trimmed at the start.
+pub(crate) fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(at) => (&s[..at], s[at..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+fn peer_arg(word: &str, usage: &'static str) -> Result<String, CommandError> {
+    if word.is_empty() {
+        return Err(CommandError::MissingArgument {
+            what: "peer name",
+            usage,
+        });
+    }
+    // Names are lowercase; accept what a user types in any case.
+    let name = word.to_lowercase();
+    validate_name(&name).map_err(|source| CommandError::InvalidPeer {
+        name: word.to_owned(),
+        source,
+    })?;
+    Ok(name)
+}
+
+/// A command taking exactly one peer argument.
+fn single_peer(rest: &str, usage: &'static str) -> Result<String, CommandError> {
+    let (peer, extra) = split_word(rest);
+    let peer = peer_arg(peer, usage)?;
+    if !extra.is_empty() {
+        return Err(CommandError::TooManyArguments { usage });
+    }
+    Ok(peer)
+}
+
+fn no_args(rest: &str, command: Command, usage: &'static str) -> Result<Command, CommandError> {
+    if rest.is_empty() {
+        Ok(command)
+    } else {
+        Err(CommandError::TooManyArguments { usage })
+    }
+}
+
+/// Parses one input line. A blank line gives `Ok(None)`; trailing newline and
+/// surrounding whitespace are ignored (inner spacing of a message text is kept).
+pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let Some(body) = line.strip_prefix('/') else {
+        return Err(CommandError::NotACommand);
+    };
+    let (name, rest) = split_word(body);
+    let command = match name {
+        "msg" => {
+            let (peer, text) = split_word(rest);
+            let peer = peer_arg(peer, USAGE_MSG)?;
+            if text.is_empty() {
+                return Err(CommandError::MissingArgument {
+                    what: "message text",
+                    usage: USAGE_MSG,
+                });
+            }
+            Command::Msg {
+                peer,
+                text: text.to_owned(),
+            }
+        }
+        "peers" => no_args(rest, Command::Peers, "/peers")?,
+        "verify" => Command::Verify {
+            peer: single_peer(rest, USAGE_VERIFY)?,
+        },
+        "trust" => Command::Trust {
+            peer: single_peer(rest, USAGE_TRUST)?,
+        },
+        "help" => no_args(rest, Command::Help, "/help")?,
+        "quit" | "exit" => no_args(rest, Command::Quit, "/quit")?,
+        other => return Err(CommandError::Unknown(other.to_owned())),
+    };
+    Ok(Some(command))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Option<Command>, CommandError> {
+        parse_command(line)
+    }
+
+    #[test]
+    fn lowercases_peer_names() {
+        assert_eq!(
+            parse("/msg Bob Hi There"),
+            Ok(Some(Command::Msg {
+                peer: "bob".into(),
+                text: "Hi There".into()
+            }))
+        );
+        assert_eq!(
+            parse("/trust CAROL"),
+            Ok(Some(Command::Trust { peer: "carol".into() }))
+        );
+    }
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(
+            parse("/msg bob hello  there\n"),
+            Ok(Some(Command::Msg {
+                peer: "bob".into(),
+                text: "hello  there".into()
+            }))
+        );
+        assert_eq!(parse("/peers"), Ok(Some(Command::Peers)));
+        assert_eq!(
+            parse("  /verify carol "),
+            Ok(Some(Command::Verify { peer: "carol".into() }))
+        );
+        assert_eq!(
+            parse("/trust dave-2"),
+            Ok(Some(Command::Trust {
+                peer: "dave-2".into()
+            }))
+        );
+        assert_eq!(parse("/help"), Ok(Some(Command::Help)));
+        assert_eq!(parse("/quit"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/exit"), Ok(Some(Command::Quit)));
+    }
+
+    #[test]
+    fn blank_lines_are_nothing() {
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("  \t\n"), Ok(None));
+    }
+
+    #[test]
+    fn plain_text_is_rejected_with_a_hint() {
+        let err = parse("hello bob").expect_err("not a command");
+        assert_eq!(err, CommandError::NotACommand);
+        assert_eq!(
+            err.to_string(),
+            "unknown input: use /msg <peer> <text> (see /help)"
+        );
+    }
+
+    #[test]
+    fn reports_missing_and_extra_arguments() {
+        assert_eq!(
+            parse("/msg"),
+            Err(CommandError::MissingArgument {
+                what: "peer name",
+                usage: USAGE_MSG
+            })
+        );
+        let err = parse("/msg bob   ").expect_err("no text");
+        assert_eq!(err.to_string(), "missing message text: usage: /msg <peer> <text>");
+        assert!(matches!(
+            parse("/verify"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("/trust"),
+            Err(CommandError::MissingArgument { .. })
+        ));
+        assert!(matches!(
+            parse("/verify bob now"),
+            Err(CommandError::TooManyArguments { .. })
+        ));
+        assert!(matches!(
+            parse("/peers all"),
+            Err(CommandError::TooManyArguments { .. })
+        ));
+        assert!(matches!(
+            parse("/quit now"),
+            Err(CommandError::TooManyArguments { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_bad_names() {
+        assert_eq!(parse("/send bob hi"), Err(CommandError::Unknown("send".into())));
+        assert_eq!(parse("/"), Err(CommandError::Unknown(String::new())));
+        assert!(matches!(
+            parse("/msg b@b hi"),
+            Err(CommandError::InvalidPeer { .. })
+        ));
+        assert!(matches!(
+            parse("/verify bob!"),
+            Err(CommandError::InvalidPeer { .. })
+        ));
+    }
+
+    #[test]
+    fn display_parses_back() {
+        for line in [
+            "/msg bob hi  you",
+            "/peers",
+            "/verify a",
+            "/trust b",
+            "/help",
+            "/quit",
+        ] {
+            let command = parse(line).ok().flatten().expect("parses");
+            assert_eq!(parse(&command.to_string()), Ok(Some(command)));
+        }
+    }
+
+    #[test]
+    fn help_mentions_every_command() {
+        for name in ["/msg", "/peers", "/verify", "/trust", "/help", "/quit"] {
+            assert!(help_text().contains(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! What the agent reports: one [`Event`] per happening, printed either as one JSON
+//! object per line (`--json`, for bots and tests) or as readable lines for people.
+//!
+//! Identities are full lowercase hex (64 characters) in JSON and a 16-character prefix
+//! in readable output; message ids are 32 hex characters. Text that came from a peer is
+//! escaped in readable output so it cannot move the cursor or recolour the terminal.
+
+use std::fmt::Write as _;
+
+use e2ee_protocol::identity::IdentityKey;
+use e2ee_protocol::safety_number::SafetyNumber;
+use serde::{Deserialize, Serialize};
+
+use crate::failure::{DecryptFailure, FailureClass};
+use crate::settings::IdentityPolicy;
+use crate::state::Incoming;
+
+/// The relay connection's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Authenticated with the relay.
+    Connected,
+    /// The connection is gone (lost, or closed by `disconnect`).
+    Disconnected,
+    /// Waiting before the next connection attempt.
+    Reconnecting,
+}
+
+/// What the agent did about an identity change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityAction {
+    /// The new identity is refused until `/trust`.
+    Blocked,
+    /// The new identity is pinned (unverified), with a warning.
+    Warned,
+    /// The new identity is pinned (unverified).
+    Accepted,
+}
+
+impl ConnectionState {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+            Self::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+impl IdentityAction {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Warned => "warned",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
+/// One peer in a [`Event::Peers`] listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's name.
+    pub name: String,
+    /// The pinned identity, hex.
+    pub identity: String,
+    /// True once the user has compared safety numbers and run `/trust`.
+    pub verified: bool,
+    /// True if a ratchet session with this identity exists.
+    pub has_session: bool,
+    /// When the identity was first seen under this name, ms since the Unix epoch.
+    pub first_seen_ms: u64,
+}
+
+/// One thing to report. Serialized with an `"event"` tag:
+/// `{"event":"message","from":"bob",...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The agent is up, with its state loaded.
+    Started {
+        /// This agent's name.
+        name: String,
+        /// This agent's identity, hex.
+        identity: String,
+    },
+    /// The relay connection changed.
+    Connection {
+        /// The new state.
+        state: ConnectionState,
+        /// The relay address.
+        relay: String,
+        /// For `reconnecting`: the attempt number, from 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+    /// A text message decrypted.
+    Message {
+        /// The sender's name.
+        from: String,
+        /// The sender's identity, hex.
+        from_identity: String,
+        /// The text.
+        text: String,
+        /// The message id, hex.
+        msg_id: String,
+        /// The sender's clock when it was written (asserted, not verified).
+        timestamp_ms: u64,
+        /// Earlier messages of this sender that have not arrived yet (a gap).
+        newly_skipped: u32,
+        /// True if it arrived after later messages (decrypted with a stored key).
+        late: bool,
+    },
+    /// The relay durably stored a sent message (`SentAck`).
+    Sent {
+        /// The recipient's name.
+        to: String,
+        /// The message id, hex.
+        msg_id: String,
+    },
+    /// The recipient's agent confirmed, end to end, that it decrypted the message.
+    Delivered {
+        /// The recipient's name.
+        to: String,
+        /// The message id, hex.
+        msg_id: String,
+    },
+    /// A message could not be sent (refused by the relay, no bundle, blocked peer).
+    SendFailed {
+        /// The recipient's name.
+        to: String,
+        /// The message id, hex (empty if none was assigned yet).
+        msg_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A received message was not shown.
+    DecryptFailure {
+        /// The sender's name, or its short identity if it has no pinned name.
+        from: String,
+        /// The sender's identity (as authenticated by the relay), hex.
+        from_identity: String,
+        /// The failure class.
+        class: FailureClass,
+        /// A short description.
+        detail: String,
+    },
+    /// A pinned peer name showed up with another identity key.
+    IdentityChanged {
+        /// The peer's name.
+        peer: String,
+        /// The pinned identity, hex.
+        previous: String,
+        /// The new identity, hex.
+        current: String,
+        /// The configured policy.
+        policy: IdentityPolicy,
+        /// What was done.
+        action: IdentityAction,
+    },
+    /// The user marked a peer verified.
+    PeerVerified {
+        /// The peer's name.
+        peer: String,
+        /// The safety number that was compared, 60 digits.
+        safety_number: String,
+    },
+    /// A peer name was pinned to an identity for the first time.
+    PeerPinned {
+        /// The peer's name.
+        peer: String,
+        /// The pinned identity, hex.
+        identity: String,
+    },
+    /// The safety number with a peer (`/verify`).
+    SafetyNumber {
+        /// The peer's name.
+        peer: String,
+        /// The 60 digits.
+        digits: String,
+        /// The digits in 12 groups of 5, 4 groups per line (lines joined by `\n`).
+        grouped: String,
+        /// The scannable form (what the QR code holds), hex.
+        scannable: String,
+    },
+    /// The pinned peers (`/peers`).
+    Peers {
+        /// Every pinned peer, by name.
+        peers: Vec<PeerInfo>,
+    },
+    /// Something went wrong that is not tied to one message.
+    Error {
+        /// What.
+        message: String,
+    },
+    /// A script step starts.
+    ScriptStep {
+        /// Its line in the script file.
+        line: usize,
+        /// The step, in canonical script syntax.
+        step: String,
+    },
+    /// The script ended.
+    ScriptDone {
+        /// True if every step succeeded.
+        ok: bool,
+    },
+    /// Information for the user (`print`, help, notices).
+    Info {
+        /// The text.
+        message: String,
+    },
+}
+
+/// A message id as the 32 hex characters events use.
+pub fn msg_id_hex(msg_id: &[u8; 16]) -> String {
+    hex::encode(msg_id)
+}
+
+/// An identity as the 64 hex characters events use.
+pub fn identity_hex(identity: &IdentityKey) -> String {
+    hex::encode(identity.as_bytes())
+}
+
+/// The first 16 hex characters of a hex identity or id, for readable output.
+fn short(hex: &str) -> &str {
+    hex.get(..16).unwrap_or(hex)
+}
+
+/// Makes peer-supplied text safe to print on a terminal: control characters (escape
+/// sequences, carriage returns, newlines) and bidirectional overrides are shown
+/// escaped instead of being interpreted.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Event {
+    /// An [`Event::Info`].
+    pub fn info(message: impl Into<String>) -> Self {
+        Self::Info {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Event::Error`].
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::Error {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Event::Message`] for a decrypted text message (`None` for a payload that is
+    /// not text, such as a receipt).
+    pub fn message(
+        from: &str,
+        from_identity: &IdentityKey,
+        msg_id: &[u8; 16],
+        incoming: &Incoming,
+    ) -> Option<Self> {
+        incoming.payload.as_text().map(|text| Self::Message {
+            from: from.to_owned(),
+            from_identity: identity_hex(from_identity),
+            text: text.to_owned(),
+            msg_id: msg_id_hex(msg_id),
+            timestamp_ms: incoming.payload.timestamp_ms,
+            newly_skipped: incoming.newly_skipped,
+            late: incoming.late,
+        })
+    }
+
+    /// An [`Event::DecryptFailure`].
+    pub fn decrypt_failure(from: &str, from_identity: &IdentityKey, failure: &DecryptFailure) -> Self {
+        Self::DecryptFailure {
+            from: from.to_owned(),
+            from_identity: identity_hex(from_identity),
+            class: failure.class,
+            detail: failure.detail.clone(),
+        }
+    }
+
+    /// An [`Event::SafetyNumber`].
+    pub fn safety_number(peer: &str, number: &SafetyNumber) -> Self {
+        Self::SafetyNumber {
+            peer: peer.to_owned(),
+            digits: number.digits().to_owned(),
+            grouped: number.display_groups(),
+            scannable: hex::encode(number.scannable()),
+        }
+    }
+
+    /// The JSON object for `--json` output: one line, without the trailing newline.
+    pub fn to_json_line(&self) -> String {
+        // Serializing these plain data types cannot fail; fall back to an error event
+        // rather than panic if it ever did.
+        serde_json::to_string(self).unwrap_or_else(|err| {
+            let message = serde_json::Value::String(format!("event not serializable: {err}"));
+            format!("{{\"event\":\"error\",\"message\":{message}}}")
+        })
+    }
+
+    /// Readable output for people: usually one line, a few for safety numbers and
+    /// listings. (The QR code of a safety number is not part of it: render
+    /// `scannable` with [`crate::qr::render`] and print it below.) No trailing newline. `*` marks status, `!` marks something that needs
+    /// attention, `[name]` a received message.
+    pub fn to_human(&self) -> String {
+        match self {
+            Self::Started { name, identity } => format!("* {name} started (identity {})", short(identity)),
+            Self::Connection {
+                state,
+                relay,
+                attempt,
+            } => match state {
+                ConnectionState::Connected => format!("* connected to relay {relay}"),
+                ConnectionState::Disconnected => format!("* disconnected from relay {relay}"),
+                ConnectionState::Reconnecting => match attempt {
+                    Some(n) => format!("* reconnecting to relay {relay} (attempt {n})"),
+                    None => format!("* reconnecting to relay {relay}"),
+                },
+            },
+            Self::Message {
+                from,
+                text,
+                newly_skipped,
+                late,
+                ..
+            } => {
+                let mut out = format!("[{from}] {}", sanitize(text));
+                if *late {
+                    out.push_str("  (arrived late)");
+                }
+                if *newly_skipped > 0 {
+                    let s = if *newly_skipped == 1 { "" } else { "s" };
+                    let _ = write!(
+                        out,
+                        "\n  ({newly_skipped} earlier message{s} from {from} not received yet)"
+                    );
+                }
+                out
+            }
+            Self::Sent { to, msg_id } => format!("  -> sent to {to} (msg {})", short(msg_id)),
+            Self::Delivered { to, msg_id } => format!("  -> delivered to {to} (msg {})", short(msg_id)),
+            Self::SendFailed { to, msg_id, reason } => {
+                if msg_id.is_empty() {
+                    format!("! could not send to {to}: {}", sanitize(reason))
+                } else {
+                    format!(
+                        "! could not send to {to} (msg {}): {}",
+                        short(msg_id),
+                        sanitize(reason)
+                    )
+                }
+            }
+            Self::DecryptFailure {
+                from, class, detail, ..
+            } => {
+                format!("! decrypt failure from {from}: {class} ({})", sanitize(detail))
+            }
+            Self::IdentityChanged {
+                peer,
+                previous,
+                current,
+                policy,
+                action,
+            } => {
+                let next = match action {
+                    IdentityAction::Blocked => format!(
+                        "messages with the new identity are blocked; compare safety numbers (/verify {peer}), \
+                         then /trust {peer}"
+                    ),
+                    IdentityAction::Warned | IdentityAction::Accepted => format!(
+                        "the new identity is pinned, unverified; compare safety numbers with /verify {peer}"
+                    ),
+                };
+                format!(
+                    "! identity of {peer} changed: {} -> {} (policy {policy}: {})\n  {next}",
+                    short(previous),
+                    short(current),
+                    action.as_str()
+                )
+            }
+            Self::PeerVerified { peer, .. } => format!("* {peer} is verified"),
+            Self::PeerPinned { peer, identity } => format!("* pinned {peer} to identity {}", short(identity)),
+            Self::SafetyNumber { peer, grouped, .. } => {
+                let mut out = format!("safety number with {peer}:");
+                for line in grouped.lines() {
+                    let _ = write!(out, "\n  {line}");
+                }
+                let _ = write!(
+                    out,
+                    "\ncompare it with {peer}'s (in person or over a channel you trust); \
+                     if they match, run /trust {peer}"
+                );
+                out
+            }
+            Self::Peers { peers } => {
+                if peers.is_empty() {
+                    return "no peers yet".into();
+                }
+                let mut out = String::from("peers:");
+                for p in peers {
+                    let _ = write!(
+                        out,
+                        "\n  {:<16} {}  {}{}",
+                        p.name,
+                        short(&p.identity),
+                        if p.verified { "verified" } else { "unverified" },
+                        if p.has_session { ", session" } else { "" }
+                    );
+                }
+                out
+            }
+            Self::Error { message } => format!("! error: {}", sanitize(message)),
+            Self::ScriptStep { line, step } => format!("# line {line}: {}", sanitize(step)),
+            Self::ScriptDone { ok: true } => "# script done".into(),
+            Self::ScriptDone { ok: false } => "# script failed".into(),
+            Self::Info { message } => format!("* {}", sanitize(message)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const IK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const ID: &str = "0f0e0d0c0b0a09080706050403020100";
+
+    fn all_events() -> Vec<Event> {
+        vec![
+            Event::Started {
+                name: "alice".into(),
+                identity: IK.into(),
+            },
+            Event::Connection {
+                state: ConnectionState::Reconnecting,
+                relay: "127.0.0.1:7300".into(),
+                attempt: Some(2),
+            },
+            Event::Connection {
+                state: ConnectionState::Connected,
+                relay: "127.0.0.1:7300".into(),
+                attempt: None,
+            },
+            Event::Message {
+                from: "bob".into(),
+                from_identity: IK.into(),
+                text: "hello".into(),
+                msg_id: ID.into(),
+                timestamp_ms: 7,
+                newly_skipped: 2,
+                late: false,
+            },
+            Event::Sent {
+                to: "bob".into(),
+                msg_id: ID.into(),
+            },
+            Event::Delivered {
+                to: "bob".into(),
+                msg_id: ID.into(),
+            },
+            Event::SendFailed {
+                to: "bob".into(),
+                msg_id: ID.into(),
+                reason: "quota exceeded".into(),
+            },
+            Event::DecryptFailure {
+                from: "bob".into(),
+                from_identity: IK.into(),
+                class: FailureClass::Tampered,
+                detail: "authentication failed".into(),
+            },
+            Event::IdentityChanged {
+                peer: "bob".into(),
+                previous: IK.into(),
+                current: IK.into(),
+                policy: IdentityPolicy::Block,
+                action: IdentityAction::Blocked,
+            },
+            Event::PeerVerified {
+                peer: "bob".into(),
+                safety_number: "1".repeat(60),
+            },
+            Event::PeerPinned {
+                peer: "bob".into(),
+                identity: IK.into(),
+            },
+            Event::SafetyNumber {
+                peer: "bob".into(),
+                digits: "1".repeat(60),
+                grouped: "11111 11111 11111 11111\n11111 11111 11111 11111\n11111 11111 11111 11111".into(),
+                scannable: hex::encode([1u8; 65]),
+            },
+            Event::Peers {
+                peers: vec![PeerInfo {
+                    name: "bob".into(),
+                    identity: IK.into(),
+                    verified: true,
+                    has_session: true,
+                    first_seen_ms: 5,
+                }],
+            },
+            Event::error("boom"),
+            Event::ScriptStep {
+                line: 3,
+                step: "send bob hi".into(),
+            },
+            Event::ScriptDone { ok: true },
+            Event::info("hello"),
+        ]
+    }
+
+    #[test]
+    fn json_lines_are_tagged_objects_that_parse_back() {
+        for event in all_events() {
+            let line = event.to_json_line();
+            assert!(!line.contains('\n'), "{line}");
+            let value: Value = serde_json::from_str(&line).expect("valid JSON");
+            assert!(value.get("event").and_then(Value::as_str).is_some(), "{line}");
+            let back: Event = serde_json::from_str(&line).expect("parses back");
+            assert_eq!(back, event);
+        }
+    }
+
+    #[test]
+    fn json_field_names_are_the_documented_ones() {
+        let event = &all_events()[3];
+        let value: Value = serde_json::from_str(&event.to_json_line()).expect("json");
+        assert_eq!(
+            value,
+            json!({"event": "message", "from": "bob", "from_identity": IK, "text": "hello",
+                   "msg_id": ID, "timestamp_ms": 7, "newly_skipped": 2, "late": false})
+        );
+        let failure: Value = serde_json::from_str(&all_events()[7].to_json_line()).expect("json");
+        assert_eq!(failure["event"], "decrypt_failure");
+        assert_eq!(failure["class"], "tampered");
+        let changed: Value = serde_json::from_str(&all_events()[8].to_json_line()).expect("json");
+        assert_eq!(
+            (changed["policy"].as_str(), changed["action"].as_str()),
+            (Some("block"), Some("blocked"))
+        );
+        let connected: Value = serde_json::from_str(&all_events()[2].to_json_line()).expect("json");
+        assert_eq!(
+            connected,
+            json!({"event": "connection", "state": "connected", "relay": "127.0.0.1:7300"})
+        );
+    }
+
+    #[test]
+    fn human_lines_read_well() {
+        let events = all_events();
+        assert_eq!(
+            events[3].to_human(),
+            "[bob] hello\n  (2 earlier messages from bob not received yet)"
+        );
+        assert_eq!(
+            events[7].to_human(),
+            "! decrypt failure from bob: tampered (authentication failed)"
+        );
+        assert_eq!(
+            events[1].to_human(),
+            "* reconnecting to relay 127.0.0.1:7300 (attempt 2)"
+        );
+        assert_eq!(events[4].to_human(), "  -> sent to bob (msg 0f0e0d0c0b0a0908)");
+        assert!(events[8]
+            .to_human()
+            .starts_with("! identity of bob changed: 0011223344556677 -> "));
+        assert!(events[8].to_human().contains("(policy block: blocked)"));
+        let sn = events[11].to_human();
+        assert!(sn.starts_with("safety number with bob:\n  11111 11111 11111 11111\n"));
+        assert!(sn.ends_with("run /trust bob"), "{sn}");
+        assert!(events[12].to_human().contains("bob"));
+        for event in &events {
+            assert!(!event.to_human().is_empty());
+        }
+    }
+
+    #[test]
+    fn constructors_fill_every_field() {
+        use e2ee_protocol::identity::IdentityKeyPair;
+        use e2ee_protocol::payload::Payload;
+
+        let bob = *IdentityKeyPair::from_seed(&[7; 32]).public();
+        let incoming = Incoming {
+            payload: Payload::text([1; 16], 99, "hey"),
+            newly_skipped: 1,
+            late: true,
+            new_session: false,
+        };
+        assert_eq!(
+            Event::message("bob", &bob, &[1; 16], &incoming),
+            Some(Event::Message {
+                from: "bob".into(),
+                from_identity: identity_hex(&bob),
+                text: "hey".into(),
+                msg_id: "01".repeat(16),
+                timestamp_ms: 99,
+                newly_skipped: 1,
+                late: true,
+            })
+        );
+        let receipt = Incoming {
+            payload: Payload::receipt([2; 16], 5, [1; 16]),
+            ..incoming
+        };
+        assert_eq!(Event::message("bob", &bob, &[2; 16], &receipt), None);
+        let failure = DecryptFailure::new(FailureClass::SkipLimit, "too far");
+        assert!(matches!(
+            Event::decrypt_failure("bob", &bob, &failure),
+            Event::DecryptFailure {
+                class: FailureClass::SkipLimit,
+                ..
+            }
+        ));
+        let sn = SafetyNumber::compute(&[1; 32], b"a", &[2; 32], b"b");
+        let Event::SafetyNumber {
+            digits,
+            grouped,
+            scannable,
+            ..
+        } = Event::safety_number("bob", &sn)
+        else {
+            panic!("a safety number event");
+        };
+        assert_eq!(digits, sn.digits());
+        assert_eq!(grouped, sn.display_groups());
+        assert_eq!(scannable.len(), 130);
+    }
+
+    #[test]
+    fn human_output_escapes_peer_text() {
+        let event = Event::Message {
+            from: "bob".into(),
+            from_identity: IK.into(),
+            text: "hi\u{1b}[2J\r\nthere\u{202e}".into(),
+            msg_id: ID.into(),
+            timestamp_ms: 0,
+            newly_skipped: 0,
+            late: true,
+        };
+        assert_eq!(
+            event.to_human(),
+            "[bob] hi\\u{1b}[2J\\r\\nthere\\u{202e}  (arrived late)"
+        );
+    }
+}

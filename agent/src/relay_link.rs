@@ -1,0 +1,302 @@
+//! The RelayLink actor: one authenticated connection to the relay at a time. It
+//! reconnects with exponential backoff, hands every incoming frame to the Agent and
+//! writes the Agent's frames. It knows nothing of sessions or plaintext.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use e2ee_protocol::codec::FrameCodec;
+use e2ee_protocol::frame::{auth_message, Frame};
+use e2ee_protocol::identity::IdentityKeyPair;
+use futures_util::{SinkExt, StreamExt};
+use slog::{debug, info, Logger};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+/// What the link tells the Agent.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum LinkEvent {
+    /// Authenticated; `queued` stored messages await us.
+    Connected {
+        /// Messages the relay holds for us.
+        queued: u32,
+    },
+    /// The connection ended; `retry_in` is set when a reconnect is scheduled.
+    Disconnected {
+        /// Why it ended.
+        reason: String,
+        /// Reconnect attempt number and delay, if reconnecting.
+        retry: Option<(u32, Duration)>,
+    },
+    /// A frame from the relay.
+    Frame(Frame),
+}
+
+/// Write a frame to the relay (dropped while disconnected; the Agent resends what
+/// matters on reconnect).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Outbound(pub Frame);
+
+/// Go online or offline (the script steps `disconnect` / `reconnect`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetOnline(pub bool);
+
+/// A connection task ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Ended {
+    generation: u64,
+    reason: String,
+}
+
+/// A connection task authenticated.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Up {
+    generation: u64,
+    queued: u32,
+}
+
+/// Reconnect timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay before attempt `n` (1-based): doubling from `initial`, capped at `max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// The connection to the relay.
+pub struct RelayLink {
+    relay: String,
+    identity: IdentityKeyPair,
+    agent: Recipient<LinkEvent>,
+    backoff: Backoff,
+    log: Logger,
+    tx: Option<mpsc::UnboundedSender<Frame>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    generation: u64,
+    online: bool,
+    attempt: u32,
+}
+
+impl RelayLink {
+    /// A link to `relay` authenticating as `identity`.
+    pub fn new(
+        relay: String,
+        identity: IdentityKeyPair,
+        agent: Recipient<LinkEvent>,
+        backoff: Backoff,
+        log: Logger,
+    ) -> Self {
+        Self {
+            relay,
+            identity,
+            agent,
+            backoff,
+            log,
+            tx: None,
+            task: None,
+            generation: 0,
+            online: true,
+            attempt: 0,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.drop_connection();
+        self.generation += 1;
+        let generation = self.generation;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tx = Some(tx);
+        let me = ctx.address();
+        let relay = self.relay.clone();
+        let identity = self.identity.clone();
+        let agent = self.agent.clone();
+        self.task = Some(actix::spawn(async move {
+            let reason = match connection(&relay, &identity, generation, &me, &agent, rx).await {
+                Ok(()) => "closed".to_string(),
+                Err(err) => err.to_string(),
+            };
+            me.do_send(Ended { generation, reason });
+        }));
+    }
+
+    fn drop_connection(&mut self) {
+        self.tx = None;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// One connection's life: connect, authenticate, then pump frames both ways.
+async fn connection(
+    relay: &str,
+    identity: &IdentityKeyPair,
+    generation: u64,
+    link: &Addr<RelayLink>,
+    agent: &Recipient<LinkEvent>,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(relay)).await??;
+    stream.set_nodelay(true)?;
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let challenge = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("relay closed before the challenge"))??;
+    let Frame::Challenge { relay_id, nonce } = challenge else {
+        anyhow::bail!("relay refused: {challenge:?}");
+    };
+    let me = *identity.public().as_bytes();
+    let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+    framed
+        .send(Frame::Auth {
+            identity: me,
+            signature,
+        })
+        .await?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("relay closed during authentication"))??;
+    let Frame::AuthOk { queued } = answer else {
+        anyhow::bail!("authentication refused: {answer:?}");
+    };
+    link.do_send(Up { generation, queued });
+    loop {
+        tokio::select! {
+            incoming = framed.next() => match incoming {
+                Some(Ok(Frame::Ping { nonce })) => framed.send(Frame::Pong { nonce }).await?,
+                Some(Ok(frame)) => agent.do_send(LinkEvent::Frame(frame)),
+                Some(Err(err)) => return Err(err.into()),
+                None => return Ok(()),
+            },
+            outgoing = rx.recv() => match outgoing {
+                Some(frame) => {
+                    framed.feed(frame).await?;
+                    while let Ok(more) = rx.try_recv() {
+                        framed.feed(more).await?;
+                    }
+                    SinkExt::<Frame>::flush(&mut framed).await?;
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+impl Actor for RelayLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.drop_connection();
+    }
+}
+
+impl Handler<Up> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Up, _: &mut Context<Self>) {
+        if msg.generation != self.generation {
+            return;
+        }
+        self.attempt = 0;
+        info!(self.log, "connected to relay"; "relay" => &self.relay, "queue_len" => msg.queued);
+        self.agent.do_send(LinkEvent::Connected { queued: msg.queued });
+    }
+}
+
+impl Handler<Ended> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
+        if msg.generation != self.generation {
+            return;
+        }
+        self.tx = None;
+        self.task = None;
+        let retry = if self.online {
+            self.attempt = self.attempt.saturating_add(1);
+            let delay = self.backoff.delay(self.attempt);
+            let generation = self.generation;
+            ctx.run_later(delay, move |act, ctx| {
+                if act.online && act.generation == generation && act.tx.is_none() {
+                    act.connect(ctx);
+                }
+            });
+            Some((self.attempt, delay))
+        } else {
+            None
+        };
+        debug!(self.log, "relay connection ended"; "reason" => &msg.reason);
+        self.agent.do_send(LinkEvent::Disconnected {
+            reason: msg.reason,
+            retry,
+        });
+    }
+}
+
+impl Handler<Outbound> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(msg.0);
+        }
+    }
+}
+
+impl Handler<SetOnline> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetOnline, ctx: &mut Context<Self>) {
+        self.online = msg.0;
+        if msg.0 {
+            if self.tx.is_none() {
+                self.attempt = 0;
+                self.connect(ctx);
+            }
+        } else if self.tx.is_some() {
+            self.drop_connection();
+            self.generation += 1;
+            self.agent.do_send(LinkEvent::Disconnected {
+                reason: "disconnected on request".into(),
+                retry: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        assert_eq!(b.delay(1), Duration::from_millis(100));
+        assert_eq!(b.delay(2), Duration::from_millis(200));
+        assert_eq!(b.delay(4), Duration::from_millis(800));
+        assert_eq!(b.delay(5), Duration::from_millis(1000));
+        assert_eq!(b.delay(40), Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,202 @@
+//! Running an agent: open the state, start the Agent and RelayLink actors, then drive
+//! them from a script (`--script FILE`) or from stdin (interactive commands).
+
+use std::path::Path;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand_core::OsRng;
+use slog::Logger;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::agent_actor::{
+    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, SendText, Trust, Verify, WaitPeer,
+};
+use crate::command::{help_text, parse_command, Command};
+use crate::event::Event;
+use crate::relay_link::{Backoff, RelayLink};
+use crate::script::{parse_script, ScriptStep, Step};
+use crate::settings::AgentSettings;
+use crate::sink::EventSink;
+use crate::state::AgentState;
+
+/// Longest `sleep` a script may ask for.
+const MAX_SLEEP_MS: u64 = 60_000;
+
+/// Runs an agent until the script ends, `/quit`, or stdin closes. Returns the process
+/// exit code: 0 on success, 1 when a script step failed, 2 for unusable input.
+pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyhow::Result<i32> {
+    let steps = match script {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;
+            match parse_script(&text) {
+                Ok(steps) => Some(steps),
+                Err(err) => {
+                    eprintln!("{}: {err}", path.display());
+                    return Ok(2);
+                }
+            }
+        }
+        None => None,
+    };
+    let state = AgentState::open(
+        &settings.state_dir,
+        &settings.name,
+        settings.prekeys.initial_one_time as usize,
+        &mut OsRng,
+    )?;
+    let system = System::new();
+    let code = system.block_on(async move {
+        let sink = EventSink::new(settings.json);
+        let backoff = Backoff {
+            initial: Duration::from_millis(settings.reconnect.initial_ms.max(1)),
+            max: Duration::from_millis(settings.reconnect.max_ms.max(1)),
+        };
+        let relay = settings.relay.clone();
+        let identity = state.identity().clone();
+        let expect_timeout = settings.expect_timeout_ms;
+        let agent = AgentActor::new(state, settings, sink, log.clone()).start();
+        let link = RelayLink::new(relay, identity, agent.clone().recipient(), backoff, log).start();
+        agent.do_send(Attach(link));
+        match steps {
+            Some(steps) => run_script(&agent, steps, expect_timeout).await,
+            None => run_stdin(&agent).await,
+        }
+    });
+    System::current().stop();
+    Ok(code)
+}
+
+async fn run_script(agent: &Addr<AgentActor>, steps: Vec<ScriptStep>, default_timeout: u64) -> i32 {
+    for ScriptStep { line, step } in steps {
+        let _ = agent
+            .send(Emit(Event::ScriptStep {
+                line,
+                step: step.to_string(),
+            }))
+            .await;
+        let result = run_step(agent, &step, default_timeout).await;
+        if let Err(message) = result {
+            let _ = agent
+                .send(Emit(Event::error(format!(
+                    "script line {line} ({}) failed: {message}",
+                    step.keyword()
+                ))))
+                .await;
+            let _ = agent.send(Emit(Event::ScriptDone { ok: false })).await;
+            return 1;
+        }
+        if matches!(step, Step::Quit) {
+            break;
+        }
+    }
+    let _ = agent.send(Emit(Event::ScriptDone { ok: true })).await;
+    0
+}
+
+async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -> Result<(), String> {
+    let mailbox = |_| "agent stopped".to_string();
+    match step {
+        Step::Send { peer, text } => agent
+            .send(SendText {
+                peer: peer.clone(),
+                text: text.clone(),
+            })
+            .await
+            .map_err(mailbox)?
+            .map(|_| ()),
+        Step::Expect { peer, text, .. } => agent
+            .send(Expect {
+                peer: peer.clone(),
+                text: text.clone(),
+                timeout_ms: step.timeout_or(default_timeout),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::ExpectFailure { peer, class, .. } => agent
+            .send(ExpectFailure {
+                peer: peer.clone(),
+                class: *class,
+                timeout_ms: step.timeout_or(default_timeout),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::WaitPeer { peer, .. } => agent
+            .send(WaitPeer {
+                peer: peer.clone(),
+                timeout_ms: step.timeout_or(default_timeout),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::Disconnect => agent.send(Online(false)).await.map_err(mailbox),
+        Step::Reconnect => agent.send(Online(true)).await.map_err(mailbox),
+        Step::Sleep { ms } => {
+            tokio::time::sleep(Duration::from_millis((*ms).min(MAX_SLEEP_MS))).await;
+            Ok(())
+        }
+        Step::Verify { peer } => agent
+            .send(Verify { peer: peer.clone() })
+            .await
+            .map_err(mailbox)?
+            .map(|_| ()),
+        Step::Trust { peer } => agent.send(Trust { peer: peer.clone() }).await.map_err(mailbox)?,
+        Step::Print { text } => agent.send(Emit(Event::info(text.clone()))).await.map_err(mailbox),
+        Step::Quit => Ok(()),
+    }
+}
+
+async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let _ = agent.send(Emit(Event::info("type /help for commands"))).await;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let command = match parse_command(&line) {
+            Ok(Some(command)) => command,
+            Ok(None) => continue,
+            Err(err) => {
+                let _ = agent.send(Emit(Event::error(err.to_string()))).await;
+                continue;
+            }
+        };
+        let outcome: Result<(), String> = match command {
+            Command::Msg { peer, text } => {
+                // Sending waits for the relay; keep reading commands meanwhile.
+                let agent = agent.clone();
+                actix::spawn(async move {
+                    if let Ok(Err(reason)) = agent
+                        .send(SendText {
+                            peer: peer.clone(),
+                            text,
+                        })
+                        .await
+                    {
+                        let _ = agent
+                            .send(Emit(Event::error(format!("/msg {peer}: {reason}"))))
+                            .await;
+                    }
+                });
+                Ok(())
+            }
+            Command::Peers => agent.send(ListPeers).await.map_err(|e| e.to_string()),
+            Command::Verify { peer } => agent
+                .send(Verify { peer })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map(|_| ())),
+            Command::Trust { peer } => agent
+                .send(Trust { peer })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
+            Command::Help => agent
+                .send(Emit(Event::info(help_text())))
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Quit => break,
+        };
+        if let Err(message) = outcome {
+            let _ = agent.send(Emit(Event::error(message))).await;
+        }
+    }
+    0
+}

@@ -1,0 +1,359 @@
+//! The agent's settings: one struct loaded in layers by `e2ee_config::load`
+//! (defaults → TOML file → `E2EE_` environment → flags). Unknown keys are errors.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use e2ee_config::{LogFormat, LogLevel};
+use e2ee_protocol::name_claim::{validate_name, NameClaimError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What the agent does when a pinned peer name shows up with a different identity key.
+/// Every change is reported, whatever the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum IdentityPolicy {
+    /// Refuse the new identity: messages from it are reported as `identity_changed`
+    /// failures and sends to the name are refused, until the user runs `/trust <peer>`
+    /// (after comparing safety numbers).
+    Block,
+    /// Re-pin the new identity (unverified) so the conversation continues, and report
+    /// the change as a warning.
+    #[default]
+    Warn,
+    /// Re-pin the new identity (unverified) and report the change as information.
+    Accept,
+}
+
+impl IdentityPolicy {
+    /// The name used in settings, flags and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Warn => "warn",
+            Self::Accept => "accept",
+        }
+    }
+}
+
+impl fmt::Display for IdentityPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`IdentityPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid identity policy `{0}`, expected one of: block, warn, accept")]
+pub struct ParsePolicyError(pub String);
+
+impl FromStr for IdentityPolicy {
+    type Err = ParsePolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "block" => Ok(Self::Block),
+            "warn" => Ok(Self::Warn),
+            "accept" => Ok(Self::Accept),
+            _ => Err(ParsePolicyError(s.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for IdentityPolicy {
+    type Error = ParsePolicyError;
+
+    fn try_from(s: String) -> Result<Self, ParsePolicyError> {
+        s.parse()
+    }
+}
+
+/// One-time prekey management.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrekeySettings {
+    /// One-time prekeys made and published when the state is created.
+    pub initial_one_time: u32,
+    /// Replenish when the relay reports fewer than this many one-time prekeys left.
+    pub replenish_below: u32,
+    /// Top the one-time prekeys up to this many when replenishing.
+    pub replenish_to: u32,
+}
+
+impl Default for PrekeySettings {
+    fn default() -> Self {
+        Self {
+            initial_one_time: 50,
+            replenish_below: 10,
+            replenish_to: 50,
+        }
+    }
+}
+
+/// Reconnection to the relay: exponential backoff from `initial_ms` up to `max_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectSettings {
+    /// The first delay after a lost connection, in milliseconds.
+    pub initial_ms: u64,
+    /// The longest delay between attempts, in milliseconds.
+    pub max_ms: u64,
+}
+
+impl Default for ReconnectSettings {
+    fn default() -> Self {
+        Self {
+            initial_ms: 100,
+            max_ms: 5000,
+        }
+    }
+}
+
+/// Every setting of the `e2ee-agent` binary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// This agent's name (`[a-z0-9._-]`, 1..=64 bytes). Required: the default is empty.
+    pub name: String,
+    /// The relay's address, `host:port`.
+    pub relay: String,
+    /// The directory holding identity, prekeys, sessions, pins and outbox.
+    pub state_dir: PathBuf,
+    /// What to do when a pinned peer's identity key changes.
+    pub identity_policy: IdentityPolicy,
+    /// Print one JSON event per line on stdout instead of readable lines.
+    pub json: bool,
+    /// Log format (logs go to stderr).
+    pub log_format: LogFormat,
+    /// The least severe level that is logged.
+    pub log_level: LogLevel,
+    /// One-time prekey management.
+    pub prekeys: PrekeySettings,
+    /// Reconnection backoff.
+    pub reconnect: ReconnectSettings,
+    /// How long a script's `expect`, `expect-failure` and `wait-peer` wait unless the
+    /// step gives `timeout=<ms>`, in milliseconds.
+    pub expect_timeout_ms: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            relay: "127.0.0.1:7300".into(),
+            state_dir: PathBuf::from("./e2ee-agent-state"),
+            identity_policy: IdentityPolicy::Warn,
+            json: false,
+            log_format: LogFormat::Term,
+            log_level: LogLevel::Info,
+            prekeys: PrekeySettings::default(),
+            reconnect: ReconnectSettings::default(),
+            expect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Merged settings that cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidSettings {
+    /// `name` is not a valid agent name (or was not given).
+    #[error("invalid agent name {name:?}: {source}")]
+    Name {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: NameClaimError,
+    },
+    /// `relay` is empty.
+    #[error("relay address is empty")]
+    EmptyRelay,
+    /// `prekeys.replenish_to` is not above `prekeys.replenish_below`, or
+    /// `prekeys.initial_one_time` is zero.
+    #[error(
+        "prekeys: need initial_one_time > 0 and replenish_to > replenish_below \
+         (got initial_one_time = {initial}, replenish_below = {below}, replenish_to = {to})"
+    )]
+    Prekeys {
+        /// `prekeys.initial_one_time`.
+        initial: u32,
+        /// `prekeys.replenish_below`.
+        below: u32,
+        /// `prekeys.replenish_to`.
+        to: u32,
+    },
+    /// The reconnect delays are zero or in the wrong order.
+    #[error("reconnect: need 0 < initial_ms <= max_ms (got initial_ms = {initial}, max_ms = {max})")]
+    Reconnect {
+        /// `reconnect.initial_ms`.
+        initial: u64,
+        /// `reconnect.max_ms`.
+        max: u64,
+    },
+    /// `expect_timeout_ms` is zero.
+    #[error("expect_timeout_ms must be above 0")]
+    ExpectTimeout,
+}
+
+impl AgentSettings {
+    /// Checks what serde cannot: a valid name, a relay address, consistent prekey and
+    /// backoff numbers.
+    pub fn validate(&self) -> Result<(), InvalidSettings> {
+        validate_name(&self.name).map_err(|source| InvalidSettings::Name {
+            name: self.name.clone(),
+            source,
+        })?;
+        if self.relay.trim().is_empty() {
+            return Err(InvalidSettings::EmptyRelay);
+        }
+        let p = &self.prekeys;
+        if p.initial_one_time == 0 || p.replenish_to <= p.replenish_below {
+            return Err(InvalidSettings::Prekeys {
+                initial: p.initial_one_time,
+                below: p.replenish_below,
+                to: p.replenish_to,
+            });
+        }
+        let r = &self.reconnect;
+        if r.initial_ms == 0 || r.initial_ms > r.max_ms {
+            return Err(InvalidSettings::Reconnect {
+                initial: r.initial_ms,
+                max: r.max_ms,
+            });
+        }
+        if self.expect_timeout_ms == 0 {
+            return Err(InvalidSettings::ExpectTimeout);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: Option<&str>, env: &[(&str, &str)]) -> Result<AgentSettings, e2ee_config::SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        if let Some(text) = toml {
+            std::fs::write(&path, text).expect("write config");
+        }
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        e2ee_config::load_with_env(toml.map(|_| path.as_path()), e2ee_config::ENV_PREFIX, env, &[])
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = AgentSettings::default();
+        assert_eq!(s.name, "");
+        assert_eq!(s.relay, "127.0.0.1:7300");
+        assert_eq!(s.state_dir, PathBuf::from("./e2ee-agent-state"));
+        assert_eq!(s.identity_policy, IdentityPolicy::Warn);
+        assert!(!s.json);
+        assert_eq!(s.log_format, LogFormat::Term);
+        assert_eq!(s.log_level, LogLevel::Info);
+        assert_eq!(s.prekeys, PrekeySettings::default());
+        assert_eq!(
+            (
+                s.prekeys.initial_one_time,
+                s.prekeys.replenish_below,
+                s.prekeys.replenish_to
+            ),
+            (50, 10, 50)
+        );
+        assert_eq!((s.reconnect.initial_ms, s.reconnect.max_ms), (100, 5000));
+        assert_eq!(s.expect_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn loads_through_every_layer() {
+        let s = load(
+            Some("name = \"alice\"\nidentity_policy = \"block\"\n[prekeys]\nreplenish_to = 80\n"),
+            &[
+                ("E2EE_RECONNECT__MAX_MS", "9000"),
+                ("E2EE_JSON", "true"),
+                ("E2EE_IDENTITY_POLICY", "Accept"),
+            ],
+        )
+        .expect("load");
+        assert_eq!(s.name, "alice");
+        assert_eq!(s.identity_policy, IdentityPolicy::Accept);
+        assert_eq!(s.prekeys.replenish_to, 80);
+        assert_eq!(s.prekeys.replenish_below, 10);
+        assert_eq!(s.reconnect.max_ms, 9000);
+        assert!(s.json);
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        assert!(load(Some("nmae = \"alice\"\n"), &[]).is_err());
+        assert!(load(Some("[prekeys]\nreplenish = 3\n"), &[]).is_err());
+        assert!(serde_json::from_str::<AgentSettings>(r#"{"relay":"x","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_policy() {
+        assert!(load(Some("identity_policy = \"ignore\"\n"), &[]).is_err());
+        assert_eq!(
+            "ignore".parse::<IdentityPolicy>(),
+            Err(ParsePolicyError("ignore".into()))
+        );
+    }
+
+    #[test]
+    fn policy_round_trips_through_str_and_serde() {
+        for policy in [
+            IdentityPolicy::Block,
+            IdentityPolicy::Warn,
+            IdentityPolicy::Accept,
+        ] {
+            assert_eq!(policy.as_str().parse::<IdentityPolicy>(), Ok(policy));
+            let json = serde_json::to_string(&policy).expect("serialize");
+            assert_eq!(json, format!("\"{policy}\""));
+            assert_eq!(serde_json::from_str::<IdentityPolicy>(&json).ok(), Some(policy));
+        }
+        assert_eq!("WARN".parse::<IdentityPolicy>(), Ok(IdentityPolicy::Warn));
+    }
+
+    #[test]
+    fn settings_round_trip_through_toml() {
+        let mut s = AgentSettings {
+            name: "bob".into(),
+            ..AgentSettings::default()
+        };
+        s.identity_policy = IdentityPolicy::Block;
+        let text = e2ee_config::to_toml(&s).expect("to toml");
+        assert_eq!(load(Some(&text), &[]).expect("load back"), s);
+    }
+
+    #[test]
+    fn validate_catches_inconsistent_settings() {
+        let good = AgentSettings {
+            name: "alice".into(),
+            ..AgentSettings::default()
+        };
+        assert_eq!(good.validate(), Ok(()));
+        assert!(matches!(
+            AgentSettings::default().validate(),
+            Err(InvalidSettings::Name { .. })
+        ));
+        let mut s = good.clone();
+        s.name = "Alice".into();
+        assert!(matches!(s.validate(), Err(InvalidSettings::Name { .. })));
+        let mut s = good.clone();
+        s.prekeys.replenish_to = 5;
+        assert!(matches!(s.validate(), Err(InvalidSettings::Prekeys { .. })));
+        let mut s = good.clone();
+        s.reconnect.initial_ms = 10_000;
+        assert!(matches!(s.validate(), Err(InvalidSettings::Reconnect { .. })));
+        let mut s = good.clone();
+        s.relay = " ".into();
+        assert_eq!(s.validate(), Err(InvalidSettings::EmptyRelay));
+        let mut s = good;
+        s.expect_timeout_ms = 0;
+        assert_eq!(s.validate(), Err(InvalidSettings::ExpectTimeout));
+    }
+}

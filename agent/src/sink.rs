@@ -1,0 +1,48 @@
+//! Where events go: stdout, as readable lines for people or one JSON object per line
+//! for bots (`--json`).
+
+use std::io::Write;
+
+use crate::event::Event;
+
+/// Prints events.
+#[derive(Debug, Clone, Copy)]
+pub struct EventSink {
+    json: bool,
+}
+
+impl EventSink {
+    /// JSON lines when `json`, readable text otherwise.
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// True in JSON mode.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints one event.
+    pub fn emit(&self, event: &Event) {
+        let line = if self.json {
+            event.to_json_line()
+        } else {
+            event.to_human()
+        };
+        self.line(&line);
+    }
+
+    /// Prints raw text (human mode only: e.g. a QR code).
+    pub fn raw(&self, text: &str) {
+        if !self.json {
+            self.line(text);
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
