@@ -40,6 +40,4 @@ pub mod x3dh;
 pub use error::{CryptoError, DecodeError};
 
 #[cfg(test)]
-mod known_answers;
-#[cfg(test)]
-mod testing;
+mod tests;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::queue_rng::QueueRng;
 use crate::consts::{
     DR_AEAD_INFO, DR_ROOT_INFO, MAX_SKIP, MAX_STORED_SKIPPED_KEYS, SPK_SIG_CONTEXT, X3DH_INFO,
 };
@@ -13,10 +14,9 @@ use crate::keys::{KeyPair, PrivateKey, PublicKey};
 use crate::message::Message;
 use crate::prekey::{spk_signature_message, PreKeyBundle, PreKeyStore, SignedPreKey};
 use crate::session::{receive, Session};
-use crate::testing::QueueRng;
 use crate::x3dh;
 
-const VECTORS: &str = include_str!("../tests/vectors/e2ee-chat-v1.json");
+const VECTORS: &str = include_str!("../../tests/vectors/e2ee-chat-v1.json");
 
 struct Vectors(Value);
 

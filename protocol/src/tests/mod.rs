@@ -1,0 +1,5 @@
+//! Unit tests that need the crate's internals: the known-answer vectors (intermediate
+//! keys the public API does not expose) and a deterministic RNG for them.
+
+mod known_answers;
+mod queue_rng;
