@@ -23,7 +23,7 @@ fn established() -> Pair {
     let bundle = bob_prekeys.bundle(bob_id.public());
     let mut alice = Session::initiate(&alice_id, &bundle, &mut OsRng).expect("initiate");
     let first = alice.encrypt(b"hello").expect("encrypt");
-    let bob = receive(
+    let mut bob = receive(
         None,
         &bob_id,
         &mut bob_prekeys,
@@ -34,6 +34,17 @@ fn established() -> Pair {
     .expect("accept")
     .new_session
     .expect("session");
+    // One reply, so both sides are past the handshake and send Normal messages.
+    let reply = bob.encrypt(b"hi").expect("encrypt");
+    receive(
+        Some(&mut alice),
+        &alice_id,
+        &mut bob_prekeys,
+        bob_id.public(),
+        &reply,
+        &mut OsRng,
+    )
+    .expect("reply");
     Pair {
         alice_id,
         bob_id,
@@ -66,10 +77,10 @@ fn encrypt_decrypt_256(c: &mut Criterion) {
     c.bench_function("encrypt_decrypt_256b_in_chain", |b| {
         b.iter(|| {
             let wire = pair.alice.encrypt(&body).expect("encrypt");
-            let Ok(Message::PreKey(m)) = Message::decode(&wire) else {
-                unreachable!("alice has not seen a reply, so she sends prekey messages")
+            let Ok(Message::Normal(m)) = Message::decode(&wire) else {
+                unreachable!("after a reply alice sends normal messages")
             };
-            pair.bob.decrypt(&m.inner, &mut OsRng).expect("decrypt")
+            pair.bob.decrypt(&m, &mut OsRng).expect("decrypt")
         })
     });
 }
