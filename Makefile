@@ -41,6 +41,13 @@ relay: release
 agent: release
 	./target/release/e2ee-agent $(ARGS)
 
+## evidence: every security property (confidentiality on the wire, adversarial relay,
+## forward secrecy, healing, MITM detection, availability) against real relay and agent
+## processes; writes evidence/report.md and evidence/report.json, fails if a verdict fails.
+## EVIDENCE_ARGS extra, e.g. EVIDENCE_ARGS="--only adversary,mitm" or "--quick"
+evidence: release
+	./target/release/e2ee-evidence --out evidence $(EVIDENCE_ARGS)
+
 ## bench: criterion benchmarks of the crypto (X3DH, encrypt+decrypt, DH ratchet step)
 bench:
 	$(CARGO) bench $(CARGO_FLAGS) -p e2ee-protocol --bench crypto

@@ -107,7 +107,7 @@ impl Connection {
     }
 
     /// Writes a frame; a peer whose unread output exceeds the budget is disconnected.
-    fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) -> bool {
+    pub(crate) fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) -> bool {
         if self.closing {
             return false;
         }
@@ -160,6 +160,21 @@ impl Connection {
             Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),
             Frame::PublishName { claim } => self.on_publish_name(me, claim, ctx),
             Frame::LookupName { request_id, name } => {
+                if let Some(claim) = self
+                    .relay
+                    .adversary
+                    .as_ref()
+                    .and_then(|a| a.substitute_claim(&name))
+                {
+                    self.send(
+                        Frame::NameClaim {
+                            request_id,
+                            claim: Some(claim),
+                        },
+                        ctx,
+                    );
+                    return;
+                }
                 let store = self.relay.store.clone();
                 ctx.spawn(
                     store
@@ -278,6 +293,24 @@ impl Connection {
             );
             return;
         }
+        if let Some(adversary) = self.relay.adversary.clone() {
+            return adversary.on_send(self, me, recipient, msg_id, payload, ctx);
+        }
+        self.store_message(me, recipient, msg_id, payload, true, ctx);
+    }
+
+    /// Stores a message from `me`, then routes it to its recipient. `ack` tells this
+    /// connection's client that it is stored; it is false only for a message the
+    /// adversary ([`crate::adversary`]) injects.
+    pub(crate) fn store_message(
+        &mut self,
+        me: IdentityBytes,
+        recipient: IdentityBytes,
+        msg_id: MsgId,
+        payload: Vec<u8>,
+        ack: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let timestamp_ms = crate::now_ms();
         let delivery = Delivery {
             seq: 0,
@@ -298,7 +331,7 @@ impl Connection {
                 .committer
                 .send(Write(op))
                 .into_actor(self)
-                .map(move |res, act, ctx| act.on_stored(res.ok(), recipient, delivery, ctx)),
+                .map(move |res, act, ctx| act.on_stored(res.ok(), recipient, delivery, ack, ctx)),
         );
     }
 
@@ -307,8 +340,17 @@ impl Connection {
         outcome: Option<WriteOutcome>,
         recipient: IdentityBytes,
         mut delivery: Delivery,
+        ack: bool,
         ctx: &mut Context<Self>,
     ) {
+        if !ack {
+            // Injected by the adversary: routed, and no one is told.
+            if let Some(Ok(WriteResult::Appended { seq })) = outcome {
+                delivery.seq = seq;
+                self.relay.router.do_send(Route { recipient, delivery });
+            }
+            return;
+        }
         let msg_id = delivery.msg_id;
         match outcome {
             Some(Ok(WriteResult::Appended { seq })) => {
@@ -489,6 +531,21 @@ impl Connection {
     }
 
     fn on_fetch_bundle(&mut self, request_id: u32, owner: IdentityBytes, ctx: &mut Context<Self>) {
+        if let Some(bundle) = self
+            .relay
+            .adversary
+            .as_ref()
+            .and_then(|a| a.substitute_bundle(&owner))
+        {
+            self.send(
+                Frame::Bundle {
+                    request_id,
+                    bundle: Some(bundle),
+                },
+                ctx,
+            );
+            return;
+        }
         let threshold = self.relay.limits.prekey_low_threshold;
         ctx.spawn(
             self.relay

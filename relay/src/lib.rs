@@ -8,7 +8,10 @@
 //! - [`output`]: a connection's bounded output and its writer task.
 //! - [`rate_limit`]: token buckets; [`metrics`]: counters, Prometheus text.
 //! - [`settings`]: every setting, with defaults.
+//! - [`adversary`]: a relay that misbehaves on purpose (off by default), for the
+//!   security evidence.
 
+pub mod adversary;
 pub mod committer;
 pub mod connection;
 pub mod metrics;
@@ -44,6 +47,8 @@ pub struct RelayContext {
     pub store: Addr<store_actor::StoreActor>,
     /// Root logger.
     pub log: Logger,
+    /// The misbehaviour switched on for the security evidence; `None` (honest) by default.
+    pub adversary: Option<Arc<adversary::Adversary>>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -36,6 +36,10 @@ struct Cli {
     /// Message store: sqlite (durable, group commit) or memory.
     #[arg(long, value_name = "ENGINE")]
     store: Option<String>,
+    /// Misbehave on purpose, for the security evidence: tamper, drop, duplicate,
+    /// reorder, replay, delay or substitute_bundle (see the [adversary] settings).
+    #[arg(long, value_name = "MODE")]
+    adversary: Option<String>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -61,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(engine) = &cli.store {
         overrides.push(("store.engine", engine.as_str().into()));
+    }
+    if let Some(mode) = &cli.adversary {
+        overrides.push(("adversary.mode", mode.as_str().into()));
     }
     let settings: RelaySettings =
         e2ee_config::load(cli.config.as_deref(), e2ee_config::ENV_PREFIX, &overrides)?;

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::adversary::Adversary;
 use crate::committer::{Committer, Flush};
 use crate::connection::Connection;
 use crate::metrics::{self, Metrics};
@@ -133,6 +134,7 @@ pub async fn serve(
         committer: committer.clone(),
         store,
         log: log.clone(),
+        adversary: Adversary::from_settings(&settings.adversary, &log),
     });
 
     let accept = accept_loop(listener, context.clone());

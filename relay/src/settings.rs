@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use e2ee_config::{LogFormat, LogLevel};
 use serde::{Deserialize, Serialize};
 
+use crate::adversary::AdversarySettings;
+
 /// Which message store the relay uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +38,8 @@ pub struct RelaySettings {
     pub limits: Limits,
     /// Message store.
     pub store: StoreSettings,
+    /// Deliberate misbehaviour for the security evidence (`mode = "off"` by default).
+    pub adversary: AdversarySettings,
 }
 
 /// Connection and abuse limits.
@@ -96,6 +100,7 @@ impl Default for RelaySettings {
             summary_interval_secs: 60,
             limits: Limits::default(),
             store: StoreSettings::default(),
+            adversary: AdversarySettings::default(),
         }
     }
 }
