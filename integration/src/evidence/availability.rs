@@ -44,7 +44,10 @@ struct Churn {
     rounds: usize,
     logins: usize,
     delivered: usize,
+    /// Delivered again on a later connection (acknowledged on an earlier one).
     redelivered: usize,
+    /// Delivered twice on the same connection.
+    repeated: usize,
     half_frames: usize,
 }
 
@@ -102,8 +105,11 @@ async fn churn(addr: SocketAddr, clients: usize, rounds: usize) -> anyhow::Resul
             let (received, half) = outcome?;
             stats.logins += 1;
             stats.half_frames += usize::from(half);
+            let mut this_connection = HashSet::new();
             for key in received {
-                if seen.insert(key) {
+                if !this_connection.insert(key) {
+                    stats.repeated += 1;
+                } else if seen.insert(key) {
                     stats.delivered += 1;
                 } else {
                     stats.redelivered += 1;
@@ -342,8 +348,9 @@ fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         "churning clients: every message delivered",
         format!("{wanted} logins, {wanted} distinct messages delivered"),
         format!(
-            "{} logins, {} delivered ({} redelivered after a crash, recognised by id)",
-            churn.logins, churn.delivered, churn.redelivered
+            "{} logins, {} delivered; again after reconnecting although acknowledged: {}; \
+             twice on one connection: {} (duplicates are recognised by id)",
+            churn.logins, churn.delivered, churn.redelivered, churn.repeated
         ),
         churn.logins == wanted && churn.delivered == wanted,
     );
