@@ -41,6 +41,18 @@ relay: release
 agent: release
 	./target/release/e2ee-agent $(ARGS)
 
+## load: one e2ee-load run; ARGS replaces the default run, e.g.
+##   make load ARGS="run --target relay-sqlite --max --duration 20s"
+##   make load ARGS="run --rate 20000 --churn 20%/3s --e2e"
+LOAD_ARGS ?= run --target relay-memory --pairs 50 --rate 20000 --duration 10s --json target/load.json --plot target/load.svg
+load: release
+	./target/release/e2ee-load $(or $(ARGS),$(LOAD_ARGS))
+
+## bench-relay: relay (memory, durable), nats-server and redis-server, same workload,
+## one comparison table (installs the servers from Debian if missing); BENCH_ARGS extra
+bench-relay: release
+	./integration/bench/bench-relay.sh $(BENCH_ARGS)
+
 ## evidence: every security property (confidentiality on the wire, adversarial relay,
 ## forward secrecy, healing, MITM detection, availability) against real relay and agent
 ## processes; writes evidence/report.md and evidence/report.json, fails if a verdict fails.

@@ -1,6 +1,8 @@
 //! Group commit: writes from every connection queue here; while one batch is being
 //! committed the next one accumulates, so under load many messages share one fsync and
-//! at light load a write is committed at once.
+//! at light load a write is committed at once. Once a batch is durable, every message
+//! it stored is pushed to its recipient (if connected) from here, so a push never
+//! depends on the sender's connection still being open when its store completes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::store::{StoreError, WriteOp, WriteResult};
+use crate::router::{Delivery, RouteTable};
+use crate::store::{IdentityBytes, StoreError, WriteOp, WriteResult};
 use crate::store_actor::{CommitBatch, StoreActor};
 
 /// A write's outcome as the committer reports it.
@@ -35,6 +38,7 @@ pub struct Committer {
     metrics: Arc<Metrics>,
     expire: Option<(Duration, Duration)>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    routes: Option<Arc<RouteTable>>,
 }
 
 impl Committer {
@@ -54,7 +58,14 @@ impl Committer {
             metrics,
             expire: ttl,
             flush_waiters: Vec::new(),
+            routes: None,
         }
+    }
+
+    /// Pushes every stored message to its recipient through `routes` once committed.
+    pub fn with_routes(mut self, routes: Arc<RouteTable>) -> Self {
+        self.routes = Some(routes);
+        self
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -70,6 +81,10 @@ impl Committer {
         let take = self.pending.len().min(self.max_batch);
         let batch: Vec<_> = self.pending.drain(..take).collect();
         let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().unzip();
+        let pushes: Vec<Option<(IdentityBytes, Delivery)>> = match self.routes {
+            Some(_) => ops.iter().map(push_of).collect(),
+            None => Vec::new(),
+        };
         self.in_flight = true;
         self.metrics.store_batches.inc();
         self.metrics.store_batch_writes.add(ops.len() as u64);
@@ -87,6 +102,16 @@ impl Committer {
                     };
                     match outcome {
                         Ok(results) => {
+                            if let Some(routes) = &act.routes {
+                                for (push, result) in pushes.into_iter().zip(&results) {
+                                    if let (Some((recipient, mut delivery)), WriteResult::Appended { seq }) =
+                                        (push, result)
+                                    {
+                                        delivery.seq = *seq;
+                                        routes.route(&recipient, delivery);
+                                    }
+                                }
+                            }
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(result));
                             }
@@ -100,6 +125,23 @@ impl Committer {
                     act.flush(ctx);
                 }),
         );
+    }
+}
+
+/// The push for a stored message (its sequence number is filled in after the commit).
+fn push_of(op: &WriteOp) -> Option<(IdentityBytes, Delivery)> {
+    match op {
+        WriteOp::Append(m) => Some((
+            m.recipient,
+            Delivery {
+                seq: 0,
+                sender: m.sender,
+                msg_id: m.msg_id,
+                timestamp_ms: m.timestamp_ms,
+                payload: m.payload.clone(),
+            },
+        )),
+        _ => None,
     }
 }
 
@@ -144,6 +186,41 @@ impl Handler<Write> for Committer {
         self.flush(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(CommitError::Unavailable)) })
     }
+}
+
+/// Commit one write and answer on `reply`. Unlike a [`Write`] request, it is committed
+/// even when nobody waits for the answer any more: actix skips a request whose sender
+/// has gone, so a connection that closed right after a client's DeliveryAck would lose
+/// that acknowledgement (and the message would be delivered again) when the Committer
+/// runs on another thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriteDetached {
+    /// The write.
+    pub op: WriteOp,
+    /// Where its outcome goes (dropped receivers are fine).
+    pub reply: oneshot::Sender<WriteOutcome>,
+}
+
+impl Handler<WriteDetached> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteDetached, ctx: &mut Context<Self>) {
+        self.pending.push((msg.op, msg.reply));
+        self.metrics.store_queue_depth.set(self.pending.len() as u64);
+        self.flush(ctx);
+    }
+}
+
+/// Queues `op` with the Committer; the future resolves with its outcome. The write is
+/// committed whether or not the future is still polled (see [`WriteDetached`]).
+pub fn write(
+    committer: &Addr<Committer>,
+    op: WriteOp,
+) -> impl std::future::Future<Output = Result<WriteOutcome, MailboxError>> + 'static {
+    let (reply, outcome) = oneshot::channel();
+    committer.do_send(WriteDetached { op, reply });
+    async move { outcome.await.map_err(|_| MailboxError::Closed) }
 }
 
 /// Resolves once every write queued so far is committed (used at shutdown).

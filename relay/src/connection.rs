@@ -18,10 +18,10 @@ use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::committer::{Write, WriteOutcome};
+use crate::committer::WriteOutcome;
 use crate::output::{Output, WriterExit};
 use crate::rate_limit::TokenBucket;
-use crate::router::{Delivery, Notify, Register, Route, ToConnection, Unregister};
+use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
 use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
 use crate::store_actor::{
     FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
@@ -327,9 +327,7 @@ impl Connection {
             payload,
         });
         ctx.spawn(
-            self.relay
-                .committer
-                .send(Write(op))
+            crate::committer::write(&self.relay.committer, op)
                 .into_actor(self)
                 .map(move |res, act, ctx| act.on_stored(res.ok(), recipient, delivery, ack, ctx)),
         );
@@ -339,26 +337,21 @@ impl Connection {
         &mut self,
         outcome: Option<WriteOutcome>,
         recipient: IdentityBytes,
-        mut delivery: Delivery,
+        delivery: Delivery,
         ack: bool,
         ctx: &mut Context<Self>,
     ) {
         if !ack {
-            // Injected by the adversary: routed, and no one is told.
-            if let Some(Ok(WriteResult::Appended { seq })) = outcome {
-                delivery.seq = seq;
-                self.relay.router.do_send(Route { recipient, delivery });
-            }
+            // Injected by the adversary: the Committer has routed it, and no one is told.
             return;
         }
         let msg_id = delivery.msg_id;
         match outcome {
-            Some(Ok(WriteResult::Appended { seq })) => {
+            Some(Ok(WriteResult::Appended { .. })) => {
+                // The Committer has pushed it to the recipient.
                 self.relay.metrics.messages_stored.inc();
                 debug!(self.log, "message stored"; "msg_id" => hex::encode(msg_id), "len" => delivery.payload.len());
                 self.send(Frame::SentAck { msg_id }, ctx);
-                delivery.seq = seq;
-                self.relay.router.do_send(Route { recipient, delivery });
             }
             Some(Ok(WriteResult::Duplicate)) => {
                 self.relay.metrics.messages_duplicate.inc();
@@ -390,9 +383,7 @@ impl Connection {
             msg_id,
         };
         ctx.spawn(
-            self.relay
-                .committer
-                .send(Write(op))
+            crate::committer::write(&self.relay.committer, op)
                 .into_actor(self)
                 .map(move |res, act, _| {
                     act.deliveries.acking.remove(&key);

@@ -5,6 +5,7 @@
 //! - [`router`]: the Router actor, the map identity → connection.
 //! - [`committer`]: group commit in front of the store.
 //! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines.
+//! - [`input`]: a connection's read buffer, small until the connection is busy.
 //! - [`output`]: a connection's bounded output and its writer task.
 //! - [`rate_limit`]: token buckets; [`metrics`]: counters, Prometheus text.
 //! - [`settings`]: every setting, with defaults.
@@ -14,6 +15,7 @@
 pub mod adversary;
 pub mod committer;
 pub mod connection;
+pub mod input;
 pub mod metrics;
 pub mod output;
 pub mod rate_limit;
@@ -41,6 +43,8 @@ pub struct RelayContext {
     pub metrics: Arc<metrics::Metrics>,
     /// The Router.
     pub router: Addr<router::Router>,
+    /// The Router's map, read on the per-message path (only the Router writes it).
+    pub routes: Arc<router::RouteTable>,
     /// Group commit.
     pub committer: Addr<committer::Committer>,
     /// The store (reads and prekeys).

@@ -6,6 +6,12 @@ use clap::Parser;
 use e2ee_config::{LogFormat, LogLevel, LogTarget, OverrideValue};
 use e2ee_relay::RelaySettings;
 
+/// mimalloc instead of glibc malloc: the relay allocates small buffers on one thread and
+/// frees them on another (frames, deliveries, actor messages), where glibc's allocator
+/// took a fifth of the relay's CPU in profiles under load (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The e2ee-chat relay: stores and forwards end-to-end encrypted messages between
 /// authenticated identities. It never sees plaintext or secret keys.
 ///

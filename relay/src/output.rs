@@ -15,6 +15,12 @@ use tokio_util::codec::FramedWrite;
 
 use crate::metrics::Metrics;
 
+/// Initial capacity of a connection's write buffer (tokio-util's default is 8 KiB).
+pub const WRITE_BUFFER_START: usize = 1024;
+/// Bytes gathered before a write is forced while frames keep coming (one syscall for
+/// many small frames).
+pub const WRITE_BATCH_BYTES: usize = 32 * 1024;
+
 /// Why the writer task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterExit {
@@ -56,7 +62,10 @@ impl Output {
         let (done_tx, done_rx) = oneshot::channel();
         let counter = pending.clone();
         actix::spawn(async move {
-            let mut framed = FramedWrite::new(sink, FrameCodec::default());
+            // Small to start: an idle connection should cost little memory; the buffer
+            // grows to whatever a burst needs.
+            let mut framed = FramedWrite::with_capacity(sink, FrameCodec::default(), WRITE_BUFFER_START);
+            framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
             let exit = loop {
                 let Some((frame, len)) = rx.recv().await else {
                     break WriterExit::Finished;

@@ -1,9 +1,12 @@
 //! The Router actor: the one authority over which identity is connected where. It maps
 //! identity → connection, replaces an older connection of the same identity, routes
 //! deliveries to the one addressed recipient, and keeps rate-limit buckets across
-//! reconnects.
+//! reconnects. It also publishes its map as a [`RouteTable`] that connections read on
+//! the per-message path, so a delivery goes straight from the sender's connection to
+//! the recipient's without a hop through the Router's mailbox.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use e2ee_protocol::frame::{ErrorCode, Frame};
@@ -48,9 +51,45 @@ struct Client {
     addr: Recipient<ToConnection>,
 }
 
+/// A read-only view of the Router's map identity → connection. Only the Router writes
+/// it (on register and unregister), so it never disagrees with the Router for longer
+/// than a message in flight would; connections read it to push a stored message.
+///
+/// A push that misses (the recipient just connected or left) loses nothing: the message
+/// is in the store, and the recipient's drain after registering picks it up, exactly as
+/// with a push routed through the Router's mailbox.
+#[derive(Default)]
+pub struct RouteTable {
+    map: RwLock<HashMap<IdentityBytes, Recipient<ToConnection>>>,
+}
+
+impl RouteTable {
+    /// Pushes a delivery to its recipient if connected (it stays in the store either way).
+    pub fn route(&self, recipient: &IdentityBytes, delivery: Delivery) {
+        if let Ok(map) = self.map.read() {
+            if let Some(addr) = map.get(recipient) {
+                addr.do_send(ToConnection::Deliver(delivery));
+            }
+        }
+    }
+
+    fn set(&self, identity: IdentityBytes, addr: Recipient<ToConnection>) {
+        if let Ok(mut map) = self.map.write() {
+            map.insert(identity, addr);
+        }
+    }
+
+    fn remove(&self, identity: &IdentityBytes) {
+        if let Ok(mut map) = self.map.write() {
+            map.remove(identity);
+        }
+    }
+}
+
 /// Guards the map identity → connection.
 pub struct Router {
     clients: HashMap<IdentityBytes, Client>,
+    table: Arc<RouteTable>,
     buckets: HashMap<IdentityBytes, TokenBucket>,
     max_saved_buckets: usize,
 }
@@ -61,9 +100,15 @@ impl Router {
     pub fn new(max_saved_buckets: usize) -> Self {
         Self {
             clients: HashMap::new(),
+            table: Arc::new(RouteTable::default()),
             buckets: HashMap::new(),
             max_saved_buckets,
         }
+    }
+
+    /// The map as connections read it.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.clone()
     }
 }
 
@@ -91,6 +136,7 @@ impl Handler<Register> for Router {
     type Result = Option<TokenBucket>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        self.table.set(msg.identity, msg.addr.clone());
         let new = Client {
             conn_id: msg.conn_id,
             addr: msg.addr,
@@ -127,6 +173,7 @@ impl Handler<Unregister> for Router {
             .is_some_and(|c| c.conn_id == msg.conn_id)
         {
             self.clients.remove(&msg.identity);
+            self.table.remove(&msg.identity);
         }
         if self.buckets.len() >= self.max_saved_buckets {
             self.buckets.clear();

@@ -17,11 +17,12 @@ use rand_core::{OsRng, RngCore};
 use slog::{error, info, Logger};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 
 use crate::adversary::Adversary;
 use crate::committer::{Committer, Flush};
 use crate::connection::Connection;
+use crate::input::InputCodec;
 use crate::metrics::{self, Metrics};
 use crate::output::Output;
 use crate::router::{CloseAll, Router};
@@ -86,14 +87,19 @@ pub async fn serve(
     });
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
     let expire_every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let committer = Committer::new(
-        store.clone(),
-        settings.store.max_batch,
-        metrics.clone(),
-        Some((ttl, expire_every)),
-    )
-    .start();
-    let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024)).start();
+    let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024));
+    let routes = router.table();
+    let router = router.start();
+    // Group commit gets its own event loop, so batching never waits behind connections;
+    // it pushes each stored message to its recipient.
+    let commit_arbiter = Arbiter::new();
+    let commit_routes = routes.clone();
+    let committer = {
+        let (store, max_batch, metrics) = (store.clone(), settings.store.max_batch, metrics.clone());
+        Committer::start_in_arbiter(&commit_arbiter.handle(), move |_| {
+            Committer::new(store, max_batch, metrics, Some((ttl, expire_every))).with_routes(commit_routes)
+        })
+    };
 
     let listener = TcpListener::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
@@ -131,13 +137,20 @@ pub async fn serve(
         relay_id,
         metrics: metrics.clone(),
         router: router.clone(),
+        routes,
         committer: committer.clone(),
         store,
         log: log.clone(),
         adversary: Adversary::from_settings(&settings.adversary, &log),
     });
 
-    let accept = accept_loop(listener, context.clone());
+    // Worker arbiters (event-loop threads) for connections; the Router and the accept
+    // loop stay on this one.
+    let arbiters: Vec<Arbiter> = (0..worker_count(settings.workers))
+        .map(|_| Arbiter::new())
+        .collect();
+    let handles = arbiters.iter().map(Arbiter::handle).collect();
+    let accept = accept_loop(listener, context.clone(), handles);
     tokio::select! {
         () = accept => {},
         () = shutdown => {},
@@ -161,11 +174,14 @@ pub async fn serve(
     if committer.send(Flush).await.is_err() {
         error!(log, "store flush failed at shutdown");
     }
+    for arbiter in arbiters.iter().chain(std::iter::once(&commit_arbiter)) {
+        arbiter.stop();
+    }
     info!(log, "relay stopped"; "closed_connections" => told);
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>) {
+async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>, workers: Vec<ArbiterHandle>) {
     let ids = AtomicU64::new(1);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -185,20 +201,52 @@ async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>) {
         }
         context.metrics.connections_open.inc();
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let (output, done) = Output::start(
-            write,
-            context.limits.max_pending_output_bytes,
-            Duration::from_millis(context.limits.write_timeout_ms),
-            context.metrics.clone(),
-        );
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let ctx_for_conn = context.clone();
-        let max_frame = context.limits.max_frame_len;
-        Connection::create(move |ctx| {
-            ctx.add_stream(FramedRead::new(read, FrameCodec::new(max_frame)));
-            Connection::new(id, peer, ctx_for_conn, output, done)
+        if workers.is_empty() {
+            start_connection(stream, peer, id, context.clone());
+            continue;
+        }
+        // Connections are spread over the worker arbiters; the socket moves to the
+        // worker's event loop as a std socket and is registered there.
+        let worker = &workers[(id as usize) % workers.len()];
+        let for_worker = context.clone();
+        let moved = stream.into_std().map(|std| {
+            worker.spawn_fn(move || match TcpStream::from_std(std) {
+                Ok(stream) => start_connection(stream, peer, id, for_worker),
+                Err(_) => for_worker.metrics.connections_open.dec(),
+            })
         });
+        if !matches!(moved, Ok(true)) {
+            context.metrics.connections_open.dec();
+        }
+    }
+}
+
+/// Starts the Connection actor (and its writer task) on the current arbiter.
+fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<RelayContext>) {
+    let (read, write) = stream.into_split();
+    let (output, done) = Output::start(
+        write,
+        context.limits.max_pending_output_bytes,
+        Duration::from_millis(context.limits.write_timeout_ms),
+        context.metrics.clone(),
+    );
+    let max_frame = context.limits.max_frame_len;
+    Connection::create(move |ctx| {
+        ctx.add_stream(InputCodec::reader(read, max_frame));
+        Connection::new(id, peer, context, output, done)
+    });
+}
+
+/// Connection worker threads: the setting, or one per CPU when it is 0. A count of 1
+/// keeps every connection on the main arbiter.
+fn worker_count(setting: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = if setting == 0 { cpus } else { setting };
+    if wanted <= 1 {
+        0
+    } else {
+        wanted
     }
 }
 

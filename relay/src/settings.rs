@@ -26,6 +26,9 @@ pub struct RelaySettings {
     pub listen: String,
     /// Directory for the database and the relay id.
     pub data_dir: PathBuf,
+    /// Event-loop threads that serve connections (0 = one per CPU; 1 = everything on
+    /// the main thread).
+    pub workers: usize,
     /// Log output format.
     pub log_format: LogFormat,
     /// Lowest level that is logged.
@@ -94,6 +97,7 @@ impl Default for RelaySettings {
         Self {
             listen: "127.0.0.1:7300".into(),
             data_dir: PathBuf::from("./e2ee-relay-data"),
+            workers: 0,
             log_format: LogFormat::Term,
             log_level: LogLevel::Info,
             metrics_listen: None,

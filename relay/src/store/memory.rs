@@ -1,8 +1,20 @@
 //! An in-memory store: the same behaviour as SQLite without durability.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{IdentityBytes, MsgId, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
+
+/// Shards of the idempotency map. It holds every message id until the TTL, so it grows
+/// to millions of entries under load; one map stops the store for a whole rehash (a
+/// second at a few million entries, seen as latency spikes). Shards take unequal shares
+/// of the ids (weights from 1 to 2), so they fill at different speeds and rehash at
+/// different times, each 1/64 of the work.
+const KNOWN_SHARDS: usize = 64;
+/// Size of the table that maps a hash of an id to its shard.
+const SHARD_TABLE: usize = 1024;
+
+/// Where a stored (sender, id) went: (recipient, seq, timestamp).
+type Known = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64)>;
 
 #[derive(Default)]
 struct Prekeys {
@@ -17,7 +29,9 @@ pub struct MemoryStore {
     next_seq: u64,
     queues: HashMap<IdentityBytes, BTreeMap<u64, StoredMessage>>,
     /// Every (sender, id) stored and not yet expired, acknowledged or not.
-    known: HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64)>,
+    known: Vec<Known>,
+    /// Hash slot → shard, built with the shards.
+    shard_of: Vec<u8>,
     prekeys: HashMap<IdentityBytes, Prekeys>,
     claims: HashMap<String, (IdentityBytes, Vec<u8>)>,
 }
@@ -28,10 +42,39 @@ impl MemoryStore {
         Self::default()
     }
 
+    fn known(&mut self, sender: &IdentityBytes, msg_id: &MsgId) -> &mut Known {
+        if self.known.is_empty() {
+            self.known.resize_with(KNOWN_SHARDS, Known::default);
+            // Shard i gets a share of the table proportional to 64 + i.
+            let total: usize = (0..KNOWN_SHARDS).map(|i| KNOWN_SHARDS + i).sum();
+            self.shard_of = (0..SHARD_TABLE)
+                .map(|slot| {
+                    let mut upto = 0;
+                    (0..KNOWN_SHARDS)
+                        .find(|&i| {
+                            upto += (KNOWN_SHARDS + i) * SHARD_TABLE;
+                            slot * total < upto
+                        })
+                        .unwrap_or(KNOWN_SHARDS - 1) as u8
+                })
+                .collect();
+        }
+        // FNV-1a over the id and the start of the sender.
+        let hash = msg_id.iter().chain(&sender[..4]).fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+        let slot = (hash ^ (hash >> 16)) as usize % SHARD_TABLE;
+        let shard = usize::from(self.shard_of[slot]);
+        &mut self.known[shard]
+    }
+
     fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
         match op {
             WriteOp::Append(m) => {
-                if self.known.contains_key(&(m.sender, m.msg_id)) {
+                if self
+                    .known(&m.sender, &m.msg_id)
+                    .contains_key(&(m.sender, m.msg_id))
+                {
                     return WriteResult::Duplicate;
                 }
                 let queue = self.queues.entry(m.recipient).or_default();
@@ -50,7 +93,7 @@ impl MemoryStore {
                         payload: m.payload.clone(),
                     },
                 );
-                self.known
+                self.known(&m.sender, &m.msg_id)
                     .insert((m.sender, m.msg_id), (m.recipient, seq, m.timestamp_ms));
                 WriteResult::Appended { seq }
             }
@@ -58,12 +101,12 @@ impl MemoryStore {
                 recipient,
                 sender,
                 msg_id,
-            } => match self.known.get(&(*sender, *msg_id)) {
-                Some((to, seq, _)) if to == recipient => {
+            } => match self.known(sender, msg_id).get(&(*sender, *msg_id)).copied() {
+                Some((to, seq, _)) if to == *recipient => {
                     let removed = self
                         .queues
                         .get_mut(recipient)
-                        .and_then(|q| q.remove(seq))
+                        .and_then(|q| q.remove(&seq))
                         .is_some();
                     WriteResult::Acked(removed)
                 }
@@ -71,18 +114,19 @@ impl MemoryStore {
             },
             WriteOp::Expire { before_ms } => {
                 let mut expired = 0;
-                let mut dead = HashSet::new();
-                for ((sender, id), (recipient, seq, ts)) in &self.known {
-                    if ts < before_ms {
+                for shard in &mut self.known {
+                    shard.retain(|_, (recipient, seq, ts)| {
+                        if *ts >= *before_ms {
+                            return true;
+                        }
                         if let Some(queue) = self.queues.get_mut(recipient) {
                             if queue.remove(seq).is_some() {
                                 expired += 1;
                             }
                         }
-                        dead.insert((*sender, *id));
-                    }
+                        false
+                    });
                 }
-                self.known.retain(|k, _| !dead.contains(k));
                 self.queues.retain(|_, q| !q.is_empty());
                 WriteResult::Expired(expired)
             }

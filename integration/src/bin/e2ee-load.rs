@@ -1,0 +1,250 @@
+//! `e2ee-load`: flags → a load run, an idle-connection run or a side-by-side bench
+//! (see [`e2ee_integration::load`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use e2ee_integration::load::bench::{bench, relay_kept_its_promise, BenchConfig};
+use e2ee_integration::load::idle::{idle, IdleConfig};
+use e2ee_integration::load::run::parse_duration;
+use e2ee_integration::load::target::{Server, TargetSpec};
+use e2ee_integration::load::{plot, run, ChurnSpec, Endpoint, LoadConfig};
+
+/// Load generator for the e2ee-chat relay, with NATS and Redis pub/sub for comparison.
+/// Loopback targets only.
+#[derive(Parser, Debug)]
+#[command(name = "e2ee-load", version)]
+struct Cli {
+    /// Worker threads of the load generator (1 leaves the other core to the server).
+    #[arg(long, default_value_t = 1, global = true)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One run: N pairs sending at a fixed total rate (or --max), optional churn.
+    Run(RunArgs),
+    /// Hold many idle authenticated connections and report server memory per connection.
+    Idle(IdleArgs),
+    /// Relay (memory, sqlite), nats-server and redis-server, same workload, one table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Workload {
+    /// Sender/recipient pairs (2 connections each).
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Payload size in bytes (the plaintext size under --e2e).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Leading time excluded from rates and latency.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Closed loop: messages in flight per pair.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Run the real crypto (X3DH + Double Ratchet) on every message.
+    #[arg(long)]
+    e2e: bool,
+    /// Longest wait for outstanding messages after sending stops.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Spread client connections over source addresses 127.0.0.1..=N.
+    #[arg(long, default_value_t = 1)]
+    spread: usize,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl Workload {
+    fn config(&self) -> LoadConfig {
+        LoadConfig {
+            pairs: self.pairs,
+            rate: None,
+            window: self.window,
+            duration: self.duration,
+            warmup: self.warmup,
+            size: self.size,
+            churn: None,
+            e2e: self.e2e,
+            drain: self.drain,
+            progress: !self.no_progress,
+            spread: self.spread,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// relay://HOST:PORT, nats://HOST:PORT, redis://HOST:PORT, or relay-memory,
+    /// relay-sqlite, nats, redis to start one on a free loopback port.
+    #[arg(long, default_value = "relay-memory")]
+    target: String,
+    /// Total offered rate, messages per second (open loop).
+    #[arg(long, default_value_t = 10_000.0, conflicts_with = "max")]
+    rate: f64,
+    /// Closed loop: send as fast as the window allows, to find the peak.
+    #[arg(long)]
+    max: bool,
+    /// SHARE/INTERVAL of clients dropped abruptly and reconnected, e.g. 20%/3s.
+    #[arg(long, value_parser = ChurnSpec::parse)]
+    churn: Option<ChurnSpec>,
+    /// Pid of an external server, for its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON result here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[command(flatten)]
+    workload: Workload,
+}
+
+#[derive(Args, Debug)]
+struct IdleArgs {
+    /// Target (see `run --target`).
+    #[arg(long, default_value = "relay-memory")]
+    target: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 20_000)]
+    connections: usize,
+    /// How long to hold them before reading memory.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    hold: Duration,
+    /// Spread over source addresses 127.0.0.1..=N.
+    #[arg(long, default_value_t = 16)]
+    spread: usize,
+    /// Pid of an external server.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON result here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Comma-separated targets.
+    #[arg(long, default_value = "relay-memory,relay-sqlite,nats,redis")]
+    targets: String,
+    /// Churn of the availability run.
+    #[arg(long, default_value = "20%/3s", value_parser = ChurnSpec::parse)]
+    churn: ChurnSpec,
+    /// Idle connections per target (0 skips).
+    #[arg(long, default_value_t = 20_000)]
+    idle_connections: usize,
+    /// How long idle connections are held.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    idle_hold: Duration,
+    /// Directory for bench.json and the SVG plots.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    #[command(flatten)]
+    workload: Workload,
+}
+
+fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn endpoint(server: &Server) -> Endpoint {
+    Endpoint {
+        kind: server.kind,
+        addr: server.addr,
+        label: server.label.clone(),
+        pid: server.pid,
+    }
+}
+
+async fn main_async(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Cmd::Run(args) => {
+            let server = Server::start(&TargetSpec::parse(&args.target)?, args.server_pid)?;
+            let mut cfg = args.workload.config();
+            cfg.rate = (!args.max).then_some(args.rate);
+            cfg.churn = args.churn;
+            let report = run(&cfg, &endpoint(&server)).await?;
+            print!("{}", report.summary());
+            if let Some(path) = &args.json {
+                write_json(path, &report)?;
+            }
+            if let Some(path) = &args.plot {
+                plot::run_plot(&report, path)?;
+            }
+            Ok(report.all_acked_delivered != Some(false))
+        }
+        Cmd::Idle(args) => {
+            let server = Server::start(&TargetSpec::parse(&args.target)?, args.server_pid)?;
+            let cfg = IdleConfig {
+                connections: args.connections,
+                hold: args.hold,
+                spread: args.spread,
+                progress: !args.no_progress,
+            };
+            let report = idle(&cfg, &endpoint(&server)).await;
+            print!("{}", report.summary());
+            if let Some(path) = &args.json {
+                write_json(path, &report)?;
+            }
+            Ok(report.failed == 0)
+        }
+        Cmd::Bench(args) => {
+            let targets = args
+                .targets
+                .split(',')
+                .map(|t| TargetSpec::parse(t.trim()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let cfg = BenchConfig {
+                targets,
+                load: args.workload.config(),
+                churn: args.churn,
+                idle_connections: args.idle_connections,
+                idle_hold: args.idle_hold,
+                out_dir: args.out.clone(),
+            };
+            let report = bench(&cfg).await?;
+            println!("\n{}", report.table);
+            write_json(&args.out.join("bench.json"), &report)?;
+            println!(
+                "results: {}/bench.json, plots: {}/*.svg",
+                args.out.display(),
+                args.out.display()
+            );
+            Ok(relay_kept_its_promise(&report))
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
+    let ok = runtime.block_on(main_async(cli))?;
+    if !ok {
+        bail!("the run failed its check (see above)");
+    }
+    Ok(())
+}

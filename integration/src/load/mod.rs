@@ -1,0 +1,28 @@
+//! The load generator behind `e2ee-load`.
+//!
+//! - [`run`]: one run: pairs, open-loop rate or closed-loop `--max`, churn, `--e2e`.
+//! - [`idle`]: many idle authenticated connections and the server memory they cost.
+//! - [`bench`]: the same workload against relay (memory, durable), NATS and Redis.
+//! - [`link`]: one client connection, whatever the target speaks.
+//! - [`nats`], [`resp`]: the small protocol subsets used for NATS and Redis.
+//! - [`e2e`]: the real crypto (X3DH + Double Ratchet) for `--e2e`.
+//! - [`probe`]: what a message carries to be measured; [`stats`]: counters, ledger,
+//!   histograms; [`sysinfo`]: CPU and RSS from `/proc`.
+//! - [`report`]: JSON result and tables; [`plot`]: SVG plots; [`target`]: targets,
+//!   spawned servers, loopback-only addresses.
+
+pub mod bench;
+pub mod e2e;
+pub mod idle;
+pub mod link;
+pub mod nats;
+pub mod plot;
+pub mod probe;
+pub mod report;
+pub mod resp;
+pub mod run;
+pub mod stats;
+pub mod sysinfo;
+pub mod target;
+
+pub use run::{run, ChurnSpec, Endpoint, LoadConfig};

@@ -1,0 +1,287 @@
+//! What a load run talks to: an already running relay, nats-server or redis-server given
+//! by URL, or one that `e2ee-load` starts itself on a free loopback port. Only loopback
+//! addresses (127.0.0.0/8, ::1) are accepted.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+
+use crate::process::RelayProcess;
+
+/// The protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The e2ee-chat relay (store, ack, deliver, delivery ack).
+    Relay,
+    /// nats-server, core pub/sub (one subject per recipient).
+    Nats,
+    /// redis-server pub/sub (one channel per recipient).
+    Redis,
+}
+
+/// A parsed `--target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// A server already listening.
+    Url {
+        /// Its protocol.
+        kind: Kind,
+        /// Its address (loopback).
+        addr: SocketAddr,
+    },
+    /// A relay started by e2ee-load with the in-memory store.
+    RelayMemory,
+    /// A relay started by e2ee-load with SQLite and fsync at every group commit.
+    RelaySqlite,
+    /// A nats-server started by e2ee-load.
+    Nats,
+    /// A redis-server started by e2ee-load.
+    Redis,
+}
+
+impl TargetSpec {
+    /// Parses `relay://host:port`, `nats://…`, `redis://…`, or one of `relay-memory`,
+    /// `relay-sqlite`, `nats`, `redis` (started here).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let spawned = match text {
+            "relay-memory" => Some(Self::RelayMemory),
+            "relay-sqlite" => Some(Self::RelaySqlite),
+            "nats" => Some(Self::Nats),
+            "redis" => Some(Self::Redis),
+            _ => None,
+        };
+        if let Some(spec) = spawned {
+            return Ok(spec);
+        }
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            anyhow!("target {text:?}: expected relay://, nats://, redis:// or a spawned kind")
+        })?;
+        let kind = match scheme {
+            "relay" => Kind::Relay,
+            "nats" => Kind::Nats,
+            "redis" => Kind::Redis,
+            other => bail!("unknown target scheme {other:?}"),
+        };
+        let hostport = rest.trim_end_matches('/');
+        let addr = hostport
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {hostport}"))?
+            .find(|a| a.ip().is_loopback())
+            .ok_or_else(|| {
+                anyhow!("{hostport} is not a loopback address: load targets must be on 127.0.0.0/8 or ::1")
+            })?;
+        Ok(Self::Url { kind, addr })
+    }
+
+    /// A short name for tables.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Url { kind, addr } => format!("{kind:?}@{addr}").to_lowercase(),
+            Self::RelayMemory => "relay (memory)".into(),
+            Self::RelaySqlite => "relay (sqlite, fsync)".into(),
+            Self::Nats => "nats-server".into(),
+            Self::Redis => "redis-server".into(),
+        }
+    }
+}
+
+/// Relay settings that a load run needs: limits raised so that the run measures the
+/// relay, not its abuse protection.
+pub const RELAY_LOAD_ENV: &[(&str, &str)] = &[
+    ("E2EE_LIMITS__RATE_CAPACITY", "1000000000"),
+    ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000000"),
+    ("E2EE_LIMITS__MAX_PENDING_OUTPUT_BYTES", "67108864"),
+    ("E2EE_LIMITS__QUEUE_QUOTA", "100000000"),
+    ("E2EE_LIMITS__MAX_CONNECTIONS", "200000"),
+    ("E2EE_LIMITS__MAX_UNACKED", "4096"),
+    ("E2EE_SUMMARY_INTERVAL_SECS", "0"),
+];
+
+/// A running target; a server started here is stopped when this is dropped.
+pub struct Server {
+    /// Protocol.
+    pub kind: Kind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, when known (for CPU and memory figures).
+    pub pid: Option<u32>,
+    /// Label for reports.
+    pub label: String,
+    relay: Option<RelayProcess>,
+    child: Option<Child>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// Connects to or starts the target.
+    pub fn start(spec: &TargetSpec, server_pid: Option<u32>) -> anyhow::Result<Self> {
+        let label = spec.label();
+        let bare = |kind, addr| Self {
+            kind,
+            addr,
+            pid: server_pid,
+            label: label.clone(),
+            relay: None,
+            child: None,
+            data_dir: None,
+        };
+        match spec {
+            TargetSpec::Url { kind, addr } => Ok(bare(*kind, *addr)),
+            TargetSpec::RelayMemory | TargetSpec::RelaySqlite => {
+                let memory = *spec == TargetSpec::RelayMemory;
+                let dir = scratch_dir("relay")?;
+                let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
+                env.push(("E2EE_STORE__FSYNC", "true"));
+                let store = if memory { "memory" } else { "sqlite" };
+                let relay = RelayProcess::start_with_env("127.0.0.1:0", &dir, &["--store", store], &env)?;
+                let mut server = bare(Kind::Relay, relay.addr);
+                server.pid = Some(relay.child.id());
+                server.relay = Some(relay);
+                server.data_dir = Some(dir);
+                Ok(server)
+            }
+            TargetSpec::Nats => {
+                let port = free_port()?;
+                let child = Command::new(find_binary("nats-server")?)
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting nats-server")?;
+                Self::started(bare(Kind::Nats, local(port)), child)
+            }
+            TargetSpec::Redis => {
+                let port = free_port()?;
+                let dir = scratch_dir("redis")?;
+                let child = Command::new(find_binary("redis-server")?)
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                    .args([
+                        "--client-output-buffer-limit",
+                        "pubsub 0 0 0",
+                        "--maxclients",
+                        "100000",
+                    ])
+                    .arg("--dir")
+                    .arg(&dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting redis-server")?;
+                let mut server = Self::started(bare(Kind::Redis, local(port)), child)?;
+                server.data_dir = Some(dir);
+                Ok(server)
+            }
+        }
+    }
+
+    fn started(mut server: Self, child: Child) -> anyhow::Result<Self> {
+        server.pid = Some(child.id());
+        server.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("{} did not start listening on {}", server.label, server.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(self.relay.take());
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A fresh directory under the system temp dir.
+fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("e2ee-load-{what}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A server binary on PATH or in the Debian locations.
+fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&dirs)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!("{name} not found: install it (`apt-get install {name}`) or run `make bench-relay`")
+        })
+}
+
+/// The source address for the `index`th connection: spread over 127.0.0.1..=127.0.0.N so
+/// that many connections do not exhaust one address's ephemeral ports.
+pub fn source_ip(target: &SocketAddr, index: usize, spread: usize) -> Option<IpAddr> {
+    match target.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() && spread > 1 => {
+            let host = 1 + (index % spread.min(250)) as u8;
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
+        }
+        _ => None,
+    }
+}
+
+/// Connects from `source` (if any) to `target`, with `TCP_NODELAY`.
+pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = match source {
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target).await?
+        }
+        None => tokio::net::TcpStream::connect(target).await?,
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_loopback_urls() {
+        assert!(matches!(
+            TargetSpec::parse("nats://127.0.0.1:4222"),
+            Ok(TargetSpec::Url { kind: Kind::Nats, .. })
+        ));
+        assert_eq!(
+            TargetSpec::parse("relay-memory").ok(),
+            Some(TargetSpec::RelayMemory)
+        );
+        assert!(TargetSpec::parse("redis://10.0.0.1:6379").is_err());
+        assert!(TargetSpec::parse("ftp://127.0.0.1:1").is_err());
+    }
+}

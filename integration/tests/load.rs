@@ -1,0 +1,111 @@
+//! Smoke tests of the load generator against an in-process relay: a few pairs for a
+//! couple of seconds at a low rate, with and without churn and crypto. They check
+//! correctness (every acknowledged message delivered), not speed: performance lives in
+//! `e2ee-load bench`, never in timed tests.
+
+use std::time::Duration;
+
+use e2ee_config::discard_logger;
+use e2ee_integration::load::target::Kind;
+use e2ee_integration::load::{run, ChurnSpec, Endpoint, LoadConfig};
+use e2ee_relay::settings::StoreEngine;
+use e2ee_relay::{RelayHandle, RelaySettings};
+
+fn relay(engine: StoreEngine) -> (RelayHandle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = RelaySettings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        summary_interval_secs: 0,
+        ..RelaySettings::default()
+    };
+    settings.store.engine = engine;
+    settings.store.fsync = false;
+    settings.limits.rate_capacity = 100_000;
+    settings.limits.rate_refill_per_sec = 100_000;
+    (
+        e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"),
+        dir,
+    )
+}
+
+fn endpoint(handle: &RelayHandle) -> Endpoint {
+    Endpoint {
+        kind: Kind::Relay,
+        addr: handle.addr,
+        label: "relay (test)".into(),
+        pid: None,
+    }
+}
+
+fn small(rate: f64) -> LoadConfig {
+    LoadConfig {
+        pairs: 4,
+        rate: Some(rate),
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(200),
+        size: 64,
+        drain: Duration::from_secs(10),
+        progress: false,
+        ..LoadConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn open_loop_run_delivers_every_acknowledged_message() {
+    let (handle, _dir) = relay(StoreEngine::Memory);
+    let report = run(&small(400.0), &endpoint(&handle)).await.expect("run");
+    assert!(report.sent >= 700, "about 800 offered, sent {}", report.sent);
+    assert_eq!(report.acked, Some(report.sent));
+    assert_eq!(report.delivered, report.sent);
+    assert_eq!(report.all_acked_delivered, Some(true));
+    assert_eq!(report.undelivered, 0);
+    assert!(report.latency_us.count > 0 && report.latency_us.p50 > 0);
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    assert!(!report.timeline.is_empty());
+}
+
+#[tokio::test]
+async fn churning_clients_lose_no_acknowledged_message() {
+    let (handle, _dir) = relay(StoreEngine::Sqlite);
+    let cfg = LoadConfig {
+        duration: Duration::from_secs(3),
+        churn: Some(ChurnSpec::parse("25%/500ms").expect("churn spec")),
+        ..small(400.0)
+    };
+    let report = run(&cfg, &endpoint(&handle)).await.expect("run");
+    let availability = report.availability.as_ref().expect("churn results");
+    assert!(availability.drops >= 4, "drops: {}", availability.drops);
+    assert!(availability.reconnects_ok >= availability.drops);
+    assert_eq!(report.all_acked_delivered, Some(true), "{}", report.summary());
+    assert_eq!(
+        report.acked,
+        Some(report.sent),
+        "every send acknowledged in the end"
+    );
+    assert_eq!(report.delivered, report.sent);
+}
+
+#[tokio::test]
+async fn e2e_and_closed_loop_runs_decrypt_everything() {
+    let (handle, _dir) = relay(StoreEngine::Memory);
+    let cfg = LoadConfig {
+        pairs: 2,
+        e2e: true,
+        duration: Duration::from_secs(1),
+        ..small(200.0)
+    };
+    let report = run(&cfg, &endpoint(&handle)).await.expect("e2e run");
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    assert_eq!(report.delivered, report.sent);
+
+    let closed = LoadConfig {
+        rate: None,
+        window: 8,
+        duration: Duration::from_secs(1),
+        ..small(0.0)
+    };
+    let report = run(&closed, &endpoint(&handle)).await.expect("closed-loop run");
+    assert!(report.delivered > 0);
+    assert_eq!(report.all_acked_delivered, Some(true));
+}
