@@ -88,6 +88,9 @@ pub struct AgentActor {
     failures: VecDeque<(String, FailureClass)>,
     waiters: Vec<Waiter>,
     blocked: HashSet<IdentityKey>,
+    /// Per name, the latest new identity the policy blocked: sends to the name are
+    /// refused until `/trust` accepts it.
+    held_back: HashMap<String, IdentityKey>,
 }
 
 impl AgentActor {
@@ -112,6 +115,7 @@ impl AgentActor {
             failures: VecDeque::new(),
             waiters: Vec::new(),
             blocked: HashSet::new(),
+            held_back: HashMap::new(),
         }
     }
 
@@ -139,6 +143,13 @@ impl AgentActor {
     fn queue_send(&mut self, peer: String, pending: PendingSend, ctx: &mut Context<Self>) {
         if let Err(err) = validate_name(&peer) {
             return self.fail_send(&peer, pending, &format!("invalid peer name: {err}"));
+        }
+        if self.held_back.contains_key(&peer) {
+            let reason = format!(
+                "the identity of {peer} changed and the policy blocks it: compare safety numbers, \
+                 then /trust {peer} to accept it"
+            );
+            return self.fail_send(&peer, pending, &reason);
         }
         let ready = self
             .state
@@ -267,6 +278,7 @@ impl AgentActor {
             };
         if !accepted {
             self.blocked.insert(current);
+            self.held_back.insert(name.to_string(), current);
         }
         warn!(self.log, "peer identity changed"; "peer" => name, "action" => ?action);
         self.emit(Event::IdentityChanged {
@@ -580,7 +592,7 @@ impl AgentActor {
                     entry.msg_id,
                     Unacked {
                         to,
-                        visible: true,
+                        visible: entry.text,
                         reply: None,
                     },
                 );
@@ -729,7 +741,10 @@ fn sender_hex(bytes: &[u8; 32]) -> String {
 impl Actor for AgentActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Unbounded (0), like the relay link's `do_send`s: with a bounded mailbox a full
+        // queue defers `send`s and can reorder the messages typed on stdin.
+        ctx.set_mailbox_capacity(0);
         self.emit(Event::Started {
             name: self.state.name().to_string(),
             identity: identity_hex(self.state.identity().public()),
@@ -941,6 +956,21 @@ impl Handler<Trust> for AgentActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: Trust, _: &mut Context<Self>) -> Self::Result {
+        // An identity change the policy held back is accepted first, unverified (a
+        // change always clears `verified`): its safety number has not been compared.
+        if let Some(current) = self.held_back.get(&msg.peer).copied() {
+            self.state
+                .accept_identity_change(&msg.peer, &current, now_ms())
+                .map_err(|e| e.to_string())?;
+            self.blocked.remove(&current);
+            self.held_back.remove(&msg.peer);
+            self.emit(Event::info(format!(
+                "accepted the new identity of {peer} (unverified): compare safety numbers with \
+                 /verify {peer}, then /trust {peer}",
+                peer = msg.peer
+            )));
+            return Ok(());
+        }
         let number = self
             .state
             .safety_number(&msg.peer)

@@ -160,16 +160,15 @@ async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
         };
         let outcome: Result<(), String> = match command {
             Command::Msg { peer, text } => {
-                // Sending waits for the relay; keep reading commands meanwhile.
+                // Queued now, so messages go out in the order typed; the answer waits for
+                // the relay, so it is awaited in a task while reading goes on.
+                let sent = agent.send(SendText {
+                    peer: peer.clone(),
+                    text,
+                });
                 let agent = agent.clone();
                 actix::spawn(async move {
-                    if let Ok(Err(reason)) = agent
-                        .send(SendText {
-                            peer: peer.clone(),
-                            text,
-                        })
-                        .await
-                    {
+                    if let Ok(Err(reason)) = sent.await {
                         let _ = agent
                             .send(Emit(Event::error(format!("/msg {peer}: {reason}"))))
                             .await;

@@ -38,7 +38,7 @@ use e2ee_protocol::consts::MSG_TYPE_PREKEY;
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::name_claim::{validate_name, NameClaim, NameClaimError};
-use e2ee_protocol::payload::{Payload, PayloadError, MESSAGE_ID_LEN};
+use e2ee_protocol::payload::{ContentType, Payload, PayloadError, MESSAGE_ID_LEN};
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
 use e2ee_protocol::safety_number::SafetyNumber;
 use e2ee_protocol::session::{self, Received, Session};
@@ -209,6 +209,14 @@ pub struct OutboxEntry {
     pub wire: Vec<u8>,
     /// When the message was written (the payload timestamp), ms since the Unix epoch.
     pub created_ms: u64,
+    /// True for a text message (reported as `sent` once acknowledged), false for a
+    /// receipt or control message. Older files lack it: taken as text.
+    #[serde(default = "default_text")]
+    pub text: bool,
+}
+
+fn default_text() -> bool {
+    true
 }
 
 impl std::fmt::Debug for OutboxEntry {
@@ -218,6 +226,7 @@ impl std::fmt::Debug for OutboxEntry {
             .field("recipient", &self.recipient)
             .field("wire_len", &self.wire.len())
             .field("created_ms", &self.created_ms)
+            .field("text", &self.text)
             .finish()
     }
 }
@@ -662,6 +671,7 @@ impl AgentState {
             recipient: *peer,
             wire,
             created_ms: payload.timestamp_ms,
+            text: payload.content_type == ContentType::Text,
         };
         let mut outbox = self.outbox.clone();
         outbox.push(entry.clone());
@@ -1679,6 +1689,23 @@ mod tests {
             alice.encrypt(&ik(&open(&tmp.path().join("carol"), "carol")), &text("x")),
             Err(StateError::NoSession(_))
         ));
+    }
+
+    #[test]
+    fn outbox_remembers_which_entries_are_text_across_restarts() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let alice_dir = tmp.path().join("alice");
+        let mut alice = open(&alice_dir, "alice");
+        let bob = open(&tmp.path().join("bob"), "bob");
+        let message = send(&mut alice, &bob, "hi");
+        let receipt = alice
+            .encrypt(&ik(&bob), &Payload::receipt(new_id(), 0, message.msg_id))
+            .expect("encrypt");
+        assert!(message.text);
+        assert!(!receipt.text, "a receipt is not reported as sent");
+        drop(alice);
+        let alice = open(&alice_dir, "alice");
+        assert_eq!(alice.outbox(), vec![message, receipt]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`evidence`]: the security evidence scenarios behind `make evidence`
 //!   (`e2ee-evidence`) and the `evidence` test.
 
+pub mod agent_process;
 pub mod client;
 pub mod evidence;
 pub mod load;

@@ -313,6 +313,38 @@ async fn retransmission_with_the_same_id_stores_one_copy() {
 }
 
 #[tokio::test]
+async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
+    let (handle, _dir) = relay(|_| {});
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let ids: Vec<[u8; 16]> = (0..80).map(msg_id).collect();
+    for id in &ids {
+        alice
+            .feed(Frame::Send {
+                recipient: bob.me(),
+                msg_id: *id,
+                payload: id.to_vec(),
+            })
+            .await
+            .expect("feed");
+    }
+    alice.flush().await.expect("flush");
+    let mut acked = Vec::new();
+    while acked.len() < ids.len() {
+        if let Frame::SentAck { msg_id } = alice.recv(WAIT).await.expect("ack") {
+            acked.push(msg_id);
+        }
+    }
+    assert_eq!(acked, ids, "SentAcks come in the order of the Sends");
+    let delivered: Vec<Vec<u8>> = (bob.receive_messages(ids.len(), WAIT).await.expect("delivered"))
+        .into_iter()
+        .map(|m| m.2)
+        .collect();
+    let sent: Vec<Vec<u8>> = ids.iter().map(|id| id.to_vec()).collect();
+    assert_eq!(delivered, sent, "delivered oldest first");
+}
+
+#[tokio::test]
 async fn full_queue_answers_with_a_quota_error() {
     let (handle, _dir) = relay(|s| s.limits.queue_quota = 3);
     let mut alice = connect(&handle).await;

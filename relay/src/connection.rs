@@ -3,7 +3,7 @@
 //! (drain the stored queue in order, then push live, bounded by the output budget and
 //! the unacknowledged-message limit).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +69,21 @@ pub struct Connection {
     deliveries: Deliveries,
     closing: bool,
     ping_counter: u64,
+    stores: StoreOrder,
+}
+
+/// What to do once a store completed.
+type AfterStore = Box<dyn FnOnce(&mut Connection, &mut Context<Connection>)>;
+
+/// Stores in flight, oldest first. Futures spawned on an actix context are not polled
+/// in the order they were spawned, so outcomes are handled here in Send order: SentAcks
+/// and live Delivers keep the order of the Sends.
+#[derive(Default)]
+struct StoreOrder {
+    /// Ticket of the front entry.
+    front: u64,
+    /// Per store in flight, its follow-up once its outcome is in.
+    pending: VecDeque<Option<AfterStore>>,
 }
 
 impl Connection {
@@ -96,6 +111,7 @@ impl Connection {
             deliveries: Deliveries::default(),
             closing: false,
             ping_counter: 0,
+            stores: StoreOrder::default(),
         }
     }
 
@@ -326,11 +342,33 @@ impl Connection {
             timestamp_ms,
             payload,
         });
+        let ticket = self.stores.front + self.stores.pending.len() as u64;
+        self.stores.pending.push_back(None);
         ctx.spawn(
             crate::committer::write(&self.relay.committer, op)
                 .into_actor(self)
-                .map(move |res, act, ctx| act.on_stored(res.ok(), recipient, delivery, ack, ctx)),
+                .map(move |res, act, ctx| {
+                    let then: AfterStore =
+                        Box::new(move |act, ctx| act.on_stored(res.ok(), recipient, delivery, ack, ctx));
+                    act.store_done(ticket, then, ctx);
+                }),
         );
+    }
+
+    /// Records that store `ticket` completed, then runs every completed follow-up at the
+    /// front of the queue, oldest first.
+    fn store_done(&mut self, ticket: u64, then: AfterStore, ctx: &mut Context<Self>) {
+        let index = ticket.saturating_sub(self.stores.front) as usize;
+        if let Some(slot) = self.stores.pending.get_mut(index) {
+            *slot = Some(then);
+        }
+        while matches!(self.stores.pending.front(), Some(Some(_))) {
+            let Some(Some(then)) = self.stores.pending.pop_front() else {
+                break;
+            };
+            self.stores.front += 1;
+            then(self, ctx);
+        }
     }
 
     fn on_stored(

@@ -1,0 +1,692 @@
+//! Agents (`e2ee-agent --json` processes) against a real relay process on loopback: the
+//! demo scenario, three concurrent pairwise sessions, kill -9 of an agent and of the
+//! relay, identity changes under each policy, and an interactive session over stdin.
+//! Every wait is for an event, bounded by a timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2ee_integration::agent_process::{AgentConfig, AgentProcess};
+use e2ee_integration::process::RelayProcess;
+use serde_json::Value;
+
+/// Longest wait for any one event.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start_relay(listen: &str, data_dir: &Path) -> RelayProcess {
+    RelayProcess::start_with_env(listen, data_dir, &[], &[("E2EE_STORE__FSYNC", "false")])
+        .expect("relay starts")
+}
+
+/// An agent with fast reconnection (the relay-restart test waits for it).
+fn agent(name: &str, relay: SocketAddr, state_dir: &Path) -> AgentConfig {
+    AgentConfig::new(name, relay, state_dir)
+        .env("E2EE_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_RECONNECT__MAX_MS", "300")
+}
+
+fn start(config: AgentConfig) -> AgentProcess {
+    config.start().expect("agent starts")
+}
+
+/// Waits until the relay has stored the name claim of each identity (hex), so that
+/// interactive agents can find each other by name.
+fn wait_names_claimed(relay: &RelayProcess, identities: &[&str]) {
+    let mut missing: HashSet<&str> = identities.iter().map(|id| &id[..16]).collect();
+    while !missing.is_empty() {
+        let line = relay
+            .wait_log("name claimed", WAIT)
+            .unwrap_or_else(|e| panic!("names {missing:?} not claimed: {e:#}"));
+        if let Some(id) = line["identity"].as_str() {
+            missing.remove(id);
+        }
+    }
+}
+
+/// Starts interactive agents on `relay` and waits until each is connected and its
+/// name is claimed at the relay.
+fn start_interactive(relay: &RelayProcess, agents: &[(&str, &Path)]) -> Vec<AgentProcess> {
+    let mut started: Vec<AgentProcess> = agents
+        .iter()
+        .map(|(name, dir)| start(agent(name, relay.addr, dir)))
+        .collect();
+    let ids: Vec<String> = started
+        .iter_mut()
+        .map(|a| a.identity(WAIT).expect("started"))
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    wait_names_claimed(relay, &ids);
+    started
+}
+
+/// `from` sends `text` to `to` with `/msg`; waits until `to` shows it and `from` has
+/// reported it stored (`sent`).
+fn talk(from: &mut AgentProcess, to: &mut AgentProcess, text: &str) -> Value {
+    from.send_line(&format!("/msg {} {text}", to.name()))
+        .expect("stdin");
+    let message = to
+        .wait_message(from.name(), text, WAIT)
+        .expect("message delivered");
+    let id = msg_id(&message);
+    from.wait_for("its sent event", WAIT, |e| {
+        e["event"] == "sent" && e["msg_id"] == id.as_str()
+    })
+    .expect("sent reported");
+    message
+}
+
+fn is_message_from(event: &Value, from: &str) -> bool {
+    event["event"] == "message" && event["from"] == from
+}
+
+fn text(event: &Value) -> &str {
+    event["text"].as_str().unwrap_or_default()
+}
+
+fn msg_id(event: &Value) -> String {
+    event["msg_id"].as_str().unwrap_or_default().to_string()
+}
+
+/// Messages from `from` whose text starts with `prefix`, in the order shown.
+fn messages(agent: &mut AgentProcess, from: &str, prefix: &str) -> Vec<Value> {
+    agent
+        .events()
+        .iter()
+        .filter(|e| is_message_from(e, from) && text(e).starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+fn texts(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| text(e).to_string()).collect()
+}
+
+/// Fails on decrypt failures, refused sends and output that is not a JSON event.
+fn assert_clean(agent: &mut AgentProcess) {
+    let name = agent.name().to_string();
+    let bad: Vec<Value> = agent
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["event"].as_str(),
+                Some("decrypt_failure" | "send_failed" | "unparsed_output")
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(bad.is_empty(), "{name}: unexpected events {bad:#?}");
+}
+
+fn assert_unique_ids(events: &[Value], what: &str) {
+    let mut seen = HashSet::new();
+    for event in events {
+        assert!(seen.insert(msg_id(event)), "{what}: msg_id shown twice: {event}");
+    }
+}
+
+fn info_containing(agent: &mut AgentProcess, needle: &str) -> Vec<Value> {
+    agent
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .cloned()
+        .collect()
+}
+
+/// Waits for `script_done {ok: true}` and a successful exit.
+fn script_succeeds(agent: &mut AgentProcess) {
+    let done = agent.wait_event("script_done", WAIT * 2).expect("script ends");
+    if done["ok"] != true {
+        panic!("script failed\n{}", agent.report());
+    }
+    let status = agent.wait_exit(WAIT).expect("agent exits");
+    assert!(status.success(), "{} exited with {status}", agent.name());
+}
+
+fn write_script(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write script");
+    path
+}
+
+#[test]
+fn demo_scenario_runs_with_equal_safety_numbers_offline_queue_and_no_new_handshake() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+
+    // First runs: Bob waits for Alice, who finds him by name and starts the session.
+    let mut bob = start(agent("bob", relay.addr, &bob_dir).script(&demo.join("bob-1.script")));
+    let mut alice = start(agent("alice", relay.addr, &alice_dir).script(&demo.join("alice-1.script")));
+    script_succeeds(&mut alice);
+    script_succeeds(&mut bob);
+    for a in [&mut alice, &mut bob] {
+        assert_clean(a);
+    }
+    let alice_id = alice.identity(WAIT).expect("alice identity");
+    let bob_id = bob.identity(WAIT).expect("bob identity");
+    let hello = bob
+        .wait_message(
+            "alice",
+            "Hello Bob, this is Alice over a fresh X3DH session.",
+            WAIT,
+        )
+        .expect("bob got hello");
+    assert_eq!(hello["from_identity"], alice_id.as_str());
+    let reply = alice
+        .wait_for("bob's reply", WAIT, |e| {
+            is_message_from(e, "bob") && text(e).starts_with("Hi Alice")
+        })
+        .expect("alice got the reply");
+    assert_eq!(reply["from_identity"], bob_id.as_str());
+    assert_eq!(info_containing(&mut alice, "new session with bob: X3DH").len(), 1);
+    assert_eq!(info_containing(&mut bob, "alice started a new session").len(), 1);
+
+    // Both sides show the same safety number.
+    let a_number = alice.wait_event("safety_number", WAIT).expect("alice verify");
+    let b_number = bob.wait_event("safety_number", WAIT).expect("bob verify");
+    assert_eq!(a_number["peer"], "bob");
+    assert_eq!(b_number["peer"], "alice");
+    let digits = a_number["digits"].as_str().expect("digits");
+    assert_eq!(digits.len(), 60);
+    assert!(digits.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(a_number["digits"], b_number["digits"]);
+    assert_eq!(a_number["scannable"].as_str().map(str::len), Some(130));
+
+    // Bob is offline; Alice's two messages are acknowledged as stored (durable).
+    let mut alice = start(agent("alice", relay.addr, &alice_dir).script(&demo.join("alice-2.script")));
+    let sent = alice
+        .wait_count("sent to bob", 2, WAIT, |e| {
+            e["event"] == "sent" && e["to"] == "bob"
+        })
+        .expect("both stored at the relay");
+    alice
+        .wait_for("the stored notice", WAIT, |e| {
+            e["event"] == "info"
+                && e["message"] == "both messages are stored at the relay (acknowledged as durable)"
+        })
+        .expect("alice prints the notice");
+
+    // Bob restarts on the same state: the queue arrives in order, no new handshake.
+    let mut bob = start(agent("bob", relay.addr, &bob_dir).script(&demo.join("bob-2.script")));
+    script_succeeds(&mut bob);
+    script_succeeds(&mut alice);
+    let got = messages(&mut bob, "alice", "");
+    assert_eq!(
+        texts(&got),
+        [
+            "First message while you were away.",
+            "Second message while you were away.",
+            "Welcome back."
+        ]
+    );
+    let sent_ids: Vec<String> = sent.iter().map(msg_id).collect();
+    assert_eq!(got[..2].iter().map(msg_id).collect::<Vec<_>>(), sent_ids);
+    assert!(got.iter().all(|m| m["newly_skipped"] == 0 && m["late"] == false));
+    alice
+        .wait_message("bob", "Back online, got both of them.", WAIT)
+        .expect("alice got bob's answer");
+    assert!(info_containing(&mut bob, "started a new session").is_empty());
+    assert!(info_containing(&mut alice, "new session with").is_empty());
+    for a in [&mut alice, &mut bob] {
+        assert_clean(a);
+    }
+}
+
+#[test]
+fn three_agents_talk_pairwise_at_once_and_every_message_arrives_once() {
+    const N: usize = 6;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let names = ["ann", "ben", "cy"];
+    let line = |from: &str, to: &str, i: usize| format!("{from}>{to} #{i}.");
+    let mut agents: Vec<AgentProcess> = names
+        .iter()
+        .map(|me| {
+            let peers: Vec<&str> = names.iter().copied().filter(|p| p != me).collect();
+            let mut script: Vec<String> = peers
+                .iter()
+                .map(|p| format!("wait-peer {p} timeout=20000"))
+                .collect();
+            // Everyone writes first, so the handshakes of every pair cross.
+            for i in 1..=N {
+                for p in &peers {
+                    script.push(format!("send {p} {}", line(me, p, i)));
+                }
+            }
+            for i in 1..=N {
+                for p in &peers {
+                    script.push(format!("expect timeout=20000 {p} {}", line(p, me, i)));
+                }
+            }
+            script.push("quit".into());
+            let path = write_script(tmp.path(), &format!("{me}.script"), &script);
+            start(agent(me, relay.addr, &tmp.path().join(me)).script(&path))
+        })
+        .collect();
+    for a in &mut agents {
+        script_succeeds(a);
+    }
+
+    // Sent ids per (sender, recipient), then what each recipient showed.
+    let mut sent: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    for a in &mut agents {
+        let from = a.name().to_string();
+        for event in a.events_of("sent") {
+            let to = event["to"].as_str().expect("to").to_string();
+            sent.entry((from.clone(), to)).or_default().insert(msg_id(&event));
+        }
+    }
+    for a in &mut agents {
+        assert_clean(a);
+        let me = a.name().to_string();
+        for peer in names.iter().filter(|p| **p != me) {
+            let got = messages(a, peer, "");
+            let expected: Vec<String> = (1..=N).map(|i| line(peer, &me, i)).collect();
+            assert_eq!(texts(&got), expected, "{me} from {peer}");
+            assert_unique_ids(&got, &me);
+            let ids: HashSet<String> = got.iter().map(msg_id).collect();
+            assert_eq!(
+                Some(&ids),
+                sent.get(&(peer.to_string(), me.clone())),
+                "{me} shows exactly what {peer} sent"
+            );
+        }
+    }
+}
+
+#[test]
+fn kill_9_of_receiver_or_sender_loses_repeats_and_desyncs_nothing() {
+    const BURST: usize = 30;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut agents = start_interactive(&relay, &[("alice", &alice_dir), ("bob", &bob_dir)]);
+    let mut bob = agents.pop().expect("bob");
+    let mut alice = agents.pop().expect("alice");
+    talk(&mut alice, &mut bob, "hello bob");
+    talk(&mut bob, &mut alice, "hello alice");
+
+    // 1. The receiver dies (kill -9) a few messages into a burst.
+    // Bob is killed while the first 10 are arriving; the other 20 wait at the relay.
+    let burst: Vec<String> = (1..=BURST).map(|i| format!("burst {i:02}")).collect();
+    for line in &burst[..10] {
+        alice.send_line(&format!("/msg bob {line}")).expect("stdin");
+    }
+    bob.wait_count("burst messages", 5, WAIT, |e| {
+        is_message_from(e, "alice") && text(e).starts_with("burst ")
+    })
+    .expect("bob receives part of the burst");
+    bob.kill9().expect("kill bob");
+    for line in &burst[10..] {
+        alice.send_line(&format!("/msg bob {line}")).expect("stdin");
+    }
+    alice
+        .wait_count("sent", BURST + 1, WAIT, |e| {
+            e["event"] == "sent" && e["to"] == "bob"
+        })
+        .expect("the relay stores the whole burst");
+    let first_run = messages(&mut bob, "alice", "burst ");
+    eprintln!("bob showed {} of {BURST} before kill -9", first_run.len());
+    assert_clean(&mut bob);
+
+    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let second_run = bob
+        .wait_count("rest of the burst", BURST - first_run.len(), WAIT, |e| {
+            is_message_from(e, "alice") && text(e).starts_with("burst ")
+        })
+        .expect("bob gets the rest after restarting");
+    let all: Vec<Value> = first_run.iter().chain(&second_run).cloned().collect();
+    assert_eq!(
+        texts(&all),
+        burst,
+        "each message once, in order, across both runs"
+    );
+    assert_unique_ids(&all, "bob, both runs");
+    talk(&mut bob, &mut alice, "back after a crash");
+    talk(&mut alice, &mut bob, "welcome back");
+    assert!(info_containing(&mut bob, "started a new session").is_empty());
+    // Receipts resent from the killed run's outbox are not reported as `sent`.
+    assert_eq!(bob.events_of("sent").len(), 1, "only \"back after a crash\"");
+
+    // 2. The sender dies (kill -9) a few messages into a burst.
+    let second: Vec<String> = (1..=BURST).map(|i| format!("second {i:02}")).collect();
+    let sent_before = alice.events_of("sent").len();
+    for line in &second {
+        alice.send_line(&format!("/msg bob {line}")).expect("stdin");
+    }
+    alice
+        .wait_count("sent", sent_before + 5, WAIT, |e| e["event"] == "sent")
+        .expect("part of the burst is stored");
+    alice.kill9().expect("kill alice");
+    let acked: Vec<String> = alice.events_of("sent")[sent_before..]
+        .iter()
+        .map(msg_id)
+        .collect();
+    assert_clean(&mut alice);
+
+    let mut alice = start(agent("alice", relay.addr, &alice_dir));
+    eprintln!("alice had {} of {BURST} stored before kill -9", acked.len());
+    alice
+        .wait_for("connected", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "connected"
+        })
+        .expect("alice reconnects");
+    // Sent after the outbox was resent, so it arrives after everything stored before.
+    talk(&mut alice, &mut bob, "after my crash");
+    let got = messages(&mut bob, "alice", "second ");
+    assert_unique_ids(&got, "bob");
+    let got_texts = texts(&got);
+    assert!(
+        got_texts.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats: {got_texts:?}"
+    );
+    assert!(got_texts.iter().all(|t| second.contains(t)));
+    let got_ids: HashSet<String> = got.iter().map(msg_id).collect();
+    for id in &acked {
+        assert!(
+            got_ids.contains(id),
+            "message {id} was stored, so it is delivered"
+        );
+    }
+    talk(&mut bob, &mut alice, "still in sync");
+    assert!(info_containing(&mut alice, "new session with").is_empty());
+    assert!(info_containing(&mut bob, "started a new session").is_empty());
+    for a in [&mut alice, &mut bob] {
+        assert_clean(a);
+    }
+    alice.send_line("/quit").expect("stdin");
+    bob.send_line("/quit").expect("stdin");
+    assert!(alice.wait_exit(WAIT).expect("alice exits").success());
+    assert!(bob.wait_exit(WAIT).expect("bob exits").success());
+}
+
+#[test]
+fn relay_restart_on_the_same_address_reconnects_agents_and_delivers_their_outbox() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay_dir = tmp.path().join("relay");
+    let mut relay = start_relay("127.0.0.1:0", &relay_dir);
+    let addr = relay.addr;
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut agents = start_interactive(&relay, &[("alice", &alice_dir), ("bob", &bob_dir)]);
+    let mut bob = agents.pop().expect("bob");
+    let mut alice = agents.pop().expect("alice");
+    talk(&mut alice, &mut bob, "before the restart");
+    talk(&mut bob, &mut alice, "before the restart too");
+
+    relay.kill9().expect("kill the relay");
+    for a in [&mut alice, &mut bob] {
+        a.wait_for("reconnecting", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "reconnecting"
+        })
+        .expect("the agent notices");
+    }
+    // Written while the relay is down: encrypted into the outbox, sent on reconnect.
+    let from_alice: Vec<String> = (1..=3).map(|i| format!("during the outage {i}")).collect();
+    let from_bob: Vec<String> = (1..=2).map(|i| format!("bob during the outage {i}")).collect();
+    for line in &from_alice {
+        alice.send_line(&format!("/msg bob {line}")).expect("stdin");
+    }
+    for line in &from_bob {
+        bob.send_line(&format!("/msg alice {line}")).expect("stdin");
+    }
+
+    let _relay = start_relay(&addr.to_string(), &relay_dir);
+    for a in [&mut alice, &mut bob] {
+        a.wait_count("connected twice", 2, WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "connected"
+        })
+        .expect("the agent reconnects");
+    }
+    for line in &from_alice {
+        bob.wait_message("alice", line, WAIT).expect("outage message");
+    }
+    for line in &from_bob {
+        alice.wait_message("bob", line, WAIT).expect("outage message");
+    }
+    // The outage messages were acknowledged as stored only after reconnecting.
+    for a in [&mut alice, &mut bob] {
+        let stored = 1 + if a.name() == "alice" { 3 } else { 2 };
+        a.wait_count("sent", stored, WAIT, |e| e["event"] == "sent")
+            .expect("acknowledged");
+        let events = a.events().to_vec();
+        let reconnected = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["event"] == "connection" && e["state"] == "connected")
+            .nth(1)
+            .map(|(i, _)| i)
+            .expect("second connected");
+        let sent: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["event"] == "sent")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(sent.len(), stored);
+        assert!(sent[1..].iter().all(|&i| i > reconnected), "{}", a.name());
+    }
+    talk(&mut alice, &mut bob, "after the restart");
+    talk(&mut bob, &mut alice, "after the restart too");
+    for (a, from) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        assert_clean(a);
+        let got = messages(a, from, "");
+        assert_unique_ids(&got, from);
+        assert_eq!(got.len(), 2 + if from == "alice" { 3 } else { 2 });
+    }
+}
+
+/// Bob talks with Alice, then loses his state and comes back as a new identity under
+/// the same name. The relay keeps the name for the first identity (his new claim is
+/// refused), so Alice learns of the change from the signed claim inside his first
+/// message, and applies her policy.
+fn identity_change(policy: &str, action: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
+    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let alice_id = alice.identity(WAIT).expect("alice identity");
+    let old_bob = bob.identity(WAIT).expect("bob identity");
+    wait_names_claimed(&relay, &[&alice_id, &old_bob]);
+    talk(&mut alice, &mut bob, "hello old bob");
+    talk(&mut bob, &mut alice, "hi from old bob");
+    bob.send_line("/quit").expect("stdin");
+    assert!(bob.wait_exit(WAIT).expect("bob exits").success());
+
+    std::fs::remove_dir_all(&bob_dir).expect("delete bob's state");
+    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let new_bob = bob.identity(WAIT).expect("new bob identity");
+    assert_ne!(new_bob, old_bob);
+    bob.wait_for("name refused", WAIT, |e| {
+        e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("not_owner"))
+    })
+    .expect("the relay keeps the name for the old identity");
+    bob.send_line("/msg alice hello from new bob").expect("stdin");
+    bob.wait_event("sent", WAIT).expect("stored at the relay");
+
+    let changed = alice.wait_event("identity_changed", WAIT).expect("alice notices");
+    assert_eq!(changed["peer"], "bob");
+    assert_eq!(changed["previous"], old_bob.as_str());
+    assert_eq!(changed["current"], new_bob.as_str());
+    assert_eq!(changed["policy"], policy);
+    assert_eq!(changed["action"], action);
+
+    alice.send_line("/peers").expect("stdin");
+    let peers = alice.wait_event("peers", WAIT).expect("peers");
+    let pin = peers["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "bob"))
+        .expect("bob is pinned")
+        .clone();
+    assert_eq!(pin["verified"], false);
+
+    if action == "blocked" {
+        // Nothing from the new identity is shown, nothing goes to it.
+        let failure = alice
+            .wait_event("decrypt_failure", WAIT)
+            .expect("blocked message");
+        assert_eq!(failure["class"], "identity_changed");
+        assert_eq!(failure["from_identity"], new_bob.as_str());
+        assert_eq!(pin["identity"], old_bob.as_str(), "the pin is kept");
+        alice.send_line("/msg bob are you the real bob").expect("stdin");
+        let refused = alice.wait_event("send_failed", WAIT).expect("send refused");
+        assert_eq!(refused["to"], "bob");
+        assert!(messages(&mut alice, "bob", "")
+            .iter()
+            .all(|m| m["from_identity"] == old_bob.as_str()));
+        assert_eq!(
+            alice.events_of("sent").len(),
+            1,
+            "only the first message was sent"
+        );
+
+        // `/trust` accepts the held-back identity (unverified); then they talk.
+        alice.send_line("/trust bob").expect("stdin");
+        alice
+            .wait_for("accepted notice", WAIT, |e| {
+                e["event"] == "info"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("accepted the new identity of bob"))
+            })
+            .expect("accepted");
+        talk(&mut alice, &mut bob, "welcome, new bob");
+        talk(&mut bob, &mut alice, "thanks alice");
+        alice.send_line("/peers").expect("stdin");
+        let peers = alice.wait_event("peers", WAIT).expect("peers");
+        assert_eq!(peers["peers"][0]["identity"], new_bob.as_str());
+        assert_eq!(peers["peers"][0]["verified"], false);
+    } else {
+        // The conversation continues with the new identity.
+        let hello = alice
+            .wait_message("bob", "hello from new bob", WAIT)
+            .expect("shown");
+        assert_eq!(hello["from_identity"], new_bob.as_str());
+        assert_eq!(pin["identity"], new_bob.as_str(), "re-pinned");
+        talk(&mut alice, &mut bob, "hi new bob");
+        assert!(alice.events_of("decrypt_failure").is_empty());
+        assert_clean(&mut bob);
+    }
+    assert!(messages(&mut bob, "alice", "")
+        .iter()
+        .all(|m| m["from_identity"] == alice_id.as_str()));
+}
+
+#[test]
+fn identity_change_under_block_policy_is_refused_both_ways() {
+    identity_change("block", "blocked");
+}
+
+#[test]
+fn identity_change_under_warn_policy_warns_and_continues() {
+    identity_change("warn", "warned");
+}
+
+#[test]
+fn identity_change_under_accept_policy_continues() {
+    identity_change("accept", "accepted");
+}
+
+#[test]
+fn interactive_session_over_stdin_handles_commands_and_bad_input() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut agents = start_interactive(&relay, &[("alice", &alice_dir), ("bob", &bob_dir)]);
+    let mut bob = agents.pop().expect("bob");
+    let mut alice = agents.pop().expect("alice");
+    let bob_id = bob.identity(WAIT).expect("bob identity");
+
+    alice.send_line("/help").expect("stdin");
+    let help = alice
+        .wait_for("help", WAIT, |e| {
+            e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.starts_with("commands:"))
+        })
+        .expect("help");
+    for command in ["/msg", "/peers", "/verify", "/trust", "/help", "/quit"] {
+        assert!(help["message"].as_str().is_some_and(|m| m.contains(command)));
+    }
+
+    // Bad input: one error event each, and the agent keeps going.
+    let bad = [
+        ("hello there", "unknown input"),
+        ("/frobnicate", "unknown command /frobnicate"),
+        ("/msg", "missing peer name"),
+        ("/msg bob", "missing message text"),
+        ("/msg Bad!Name hi", "invalid peer name"),
+        ("/peers extra", "too many arguments"),
+        ("/verify", "missing peer name"),
+        ("/verify carol", "no identity pinned for carol"),
+        ("/help me", "too many arguments"),
+    ];
+    for (line, expected) in bad {
+        alice.send_line(line).expect("stdin");
+        alice.send_line("   ").expect("stdin");
+        let error = alice.wait_event("error", WAIT).expect("error event");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{line:?} gave {message:?}");
+    }
+    alice.send_line("/msg nobody hi").expect("stdin");
+    let failed = alice.wait_event("send_failed", WAIT).expect("unknown peer");
+    assert_eq!(failed["to"], "nobody");
+    alice.wait_event("error", WAIT).expect("the /msg error");
+
+    // Messages both ways; the text keeps its inner spacing, peer names any case.
+    alice
+        .send_line("/msg BOB  hello   bob, with  spaces  ")
+        .expect("stdin");
+    bob.wait_message("alice", "hello   bob, with  spaces", WAIT)
+        .expect("bob gets it");
+    talk(&mut bob, &mut alice, "hi alice");
+    alice
+        .wait_for("sent to bob", WAIT, |e| e["event"] == "sent" && e["to"] == "bob")
+        .expect("sent");
+    alice
+        .wait_for("delivered to bob", WAIT, |e| {
+            e["event"] == "delivered" && e["to"] == "bob"
+        })
+        .expect("end-to-end receipt");
+
+    alice.send_line("/peers").expect("stdin");
+    let peers = alice.wait_event("peers", WAIT).expect("peers");
+    let list = peers["peers"].as_array().expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "bob");
+    assert_eq!(list[0]["identity"], bob_id.as_str());
+    assert_eq!(list[0]["has_session"], true);
+    assert_eq!(list[0]["verified"], false);
+
+    alice.send_line("/verify bob").expect("stdin");
+    bob.send_line("/verify alice").expect("stdin");
+    let a = alice.wait_event("safety_number", WAIT).expect("alice's number");
+    let b = bob.wait_event("safety_number", WAIT).expect("bob's number");
+    assert_eq!(a["digits"], b["digits"]);
+    assert_eq!(a["scannable"].as_str().map(str::len), Some(130));
+    let grouped = a["grouped"].as_str().expect("grouped");
+    assert_eq!(grouped.lines().count(), 3);
+    assert_eq!(
+        grouped.split_whitespace().collect::<String>(),
+        a["digits"].as_str().expect("digits")
+    );
+
+    alice.send_line("/trust bob").expect("stdin");
+    let verified = alice.wait_event("peer_verified", WAIT).expect("trusted");
+    assert_eq!(verified["safety_number"], a["digits"]);
+    alice.send_line("/peers").expect("stdin");
+    let peers = alice.wait_event("peers", WAIT).expect("peers");
+    assert_eq!(peers["peers"][0]["verified"], true);
+
+    alice.send_line("/quit").expect("stdin");
+    assert!(alice.wait_exit(WAIT).expect("alice quits").success());
+    bob.close_stdin();
+    assert!(bob.wait_exit(WAIT).expect("bob stops at end of input").success());
+    assert_eq!(alice.events_of("error").len(), bad.len() + 1);
+    assert_eq!(alice.events_of("unparsed_output").len(), 0);
+    assert!(alice.events_of("decrypt_failure").is_empty());
+    assert_clean(&mut bob);
+}
