@@ -286,6 +286,53 @@ async fn offline_recipient_gets_its_queue_in_order() {
 }
 
 #[tokio::test]
+async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again() {
+    // fsync makes each commit slow, so an acknowledgement is still being committed when
+    // the recipient's next connection reads its queue.
+    let (handle, _dir) = relay(|s| s.store.fsync = true);
+    let mut alice = connect(&handle).await;
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let mut other = Vec::new();
+    let mut next = 0u64;
+    for round in 0..5u64 {
+        for _ in 0..20 {
+            alice
+                .send_message(bob_key, msg_id(next), next.to_be_bytes().to_vec(), &mut other)
+                .await
+                .expect("stored");
+            next += 1;
+        }
+        let mut bob = RelayClient::connect(handle.addr, bob_id.clone())
+            .await
+            .expect("bob connects");
+        assert_eq!(bob.queued, 20, "round {round}: only the new messages are queued");
+        bob.receive_messages(20, WAIT).await.expect("queue");
+        // Acknowledged, then gone at once: the next connection must not see them again.
+        drop(bob);
+        let mut bob = RelayClient::connect(handle.addr, bob_id.clone())
+            .await
+            .expect("bob reconnects");
+        assert_eq!(
+            bob.queued, 0,
+            "round {round}: acknowledged messages are not queued"
+        );
+        let marker = 1_000_000 + round;
+        alice
+            .send_message(bob_key, msg_id(marker), marker.to_be_bytes().to_vec(), &mut other)
+            .await
+            .expect("stored");
+        let got = bob.receive_messages(1, WAIT).await.expect("live message");
+        assert_eq!(
+            got[0].2,
+            marker.to_be_bytes().to_vec(),
+            "round {round}: the first delivery is the new message, not a redelivery"
+        );
+    }
+    assert_eq!(handle.metrics.messages_delivered.get(), 105);
+}
+
+#[tokio::test]
 async fn retransmission_with_the_same_id_stores_one_copy() {
     let (handle, _dir) = relay(|_| {});
     let mut alice = connect(&handle).await;

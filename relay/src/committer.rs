@@ -4,6 +4,7 @@
 //! it stored is pushed to its recipient (if connected) from here, so a push never
 //! depends on the sender's connection still being open when its store completes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,11 @@ pub struct Committer {
     max_batch: usize,
     metrics: Arc<Metrics>,
     expire: Option<(Duration, Duration)>,
-    flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Writes queued so far, and how many of them are done (committed or failed).
+    queued: u64,
+    done: u64,
+    /// [`Flush`] requests: each resolves once `done` reaches its mark.
+    flush_waiters: VecDeque<(u64, oneshot::Sender<()>)>,
     routes: Option<Arc<RouteTable>>,
 }
 
@@ -57,7 +62,9 @@ impl Committer {
             max_batch: max_batch.max(1),
             metrics,
             expire: ttl,
-            flush_waiters: Vec::new(),
+            queued: 0,
+            done: 0,
+            flush_waiters: VecDeque::new(),
             routes: None,
         }
     }
@@ -68,14 +75,29 @@ impl Committer {
         self
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
-            return;
-        }
-        if self.pending.is_empty() {
-            for waiter in self.flush_waiters.drain(..) {
+    /// Queues one write and starts a batch if none is in flight.
+    fn enqueue(&mut self, op: WriteOp, reply: oneshot::Sender<WriteOutcome>, ctx: &mut Context<Self>) {
+        self.pending.push((op, reply));
+        self.queued += 1;
+        self.metrics.store_queue_depth.set(self.pending.len() as u64);
+        self.flush(ctx);
+    }
+
+    /// Counts `n` writes as done and answers the [`Flush`] requests they complete.
+    fn finished(&mut self, n: usize) {
+        self.done += n as u64;
+        while let Some((mark, _)) = self.flush_waiters.front() {
+            if *mark > self.done {
+                break;
+            }
+            if let Some((_, waiter)) = self.flush_waiters.pop_front() {
                 let _ = waiter.send(());
             }
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight || self.pending.is_empty() {
             return;
         }
         let take = self.pending.len().min(self.max_batch);
@@ -95,6 +117,7 @@ impl Committer {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.in_flight = false;
+                    let count = replies.len();
                     let outcome: Result<Vec<WriteResult>, CommitError> = match res {
                         Ok(Ok(results)) => Ok(results),
                         Ok(Err(err)) => Err(CommitError::Store(store_error_text(&err))),
@@ -122,6 +145,7 @@ impl Committer {
                             }
                         }
                     }
+                    act.finished(count);
                     act.flush(ctx);
                 }),
         );
@@ -158,14 +182,13 @@ impl Actor for Committer {
             ctx.run_interval(every, move |act, ctx| {
                 let before_ms = crate::now_ms().saturating_sub(ttl.as_millis() as u64);
                 let (tx, rx) = oneshot::channel();
-                act.pending.push((WriteOp::Expire { before_ms }, tx));
+                act.enqueue(WriteOp::Expire { before_ms }, tx, ctx);
                 let metrics = act.metrics.clone();
                 actix::spawn(async move {
                     if let Ok(Ok(WriteResult::Expired(n))) = rx.await {
                         metrics.messages_expired.add(n);
                     }
                 });
-                act.flush(ctx);
             });
         }
     }
@@ -181,9 +204,7 @@ impl Handler<Write> for Committer {
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.pending.push((msg.0, tx));
-        self.metrics.store_queue_depth.set(self.pending.len() as u64);
-        self.flush(ctx);
+        self.enqueue(msg.0, tx, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(CommitError::Unavailable)) })
     }
 }
@@ -206,9 +227,7 @@ impl Handler<WriteDetached> for Committer {
     type Result = ();
 
     fn handle(&mut self, msg: WriteDetached, ctx: &mut Context<Self>) {
-        self.pending.push((msg.op, msg.reply));
-        self.metrics.store_queue_depth.set(self.pending.len() as u64);
-        self.flush(ctx);
+        self.enqueue(msg.op, msg.reply, ctx);
     }
 }
 
@@ -223,7 +242,10 @@ pub fn write(
     async move { outcome.await.map_err(|_| MailboxError::Closed) }
 }
 
-/// Resolves once every write queued so far is committed (used at shutdown).
+/// Resolves once every write queued before it is done (committed, or failed and
+/// answered), however many are queued after it. Used at shutdown, and by a connection
+/// before it reads its identity's stored queue, so that acknowledgements its previous
+/// connection sent are applied first and those messages are not delivered again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -231,10 +253,10 @@ pub struct Flush;
 impl Handler<Flush> for Committer {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.flush_waiters.push(tx);
-        self.flush(ctx);
+        self.flush_waiters.push_back((self.queued, tx));
+        self.finished(0);
         Box::pin(async move {
             let _ = rx.await;
         })

@@ -18,7 +18,7 @@ use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::committer::WriteOutcome;
+use crate::committer::{Flush, WriteOutcome};
 use crate::output::{Output, WriterExit};
 use crate::rate_limit::TokenBucket;
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
@@ -244,10 +244,14 @@ impl Connection {
         };
         let router = self.relay.router.clone();
         let store = self.relay.store.clone();
+        let committer = self.relay.committer.clone();
         // Nothing else is read until the client is registered and told so.
         ctx.wait(
             async move {
                 let bucket = router.send(register).await.ok().flatten();
+                // Acknowledgements from this identity's previous connection are applied
+                // before its queue is read, so acknowledged messages are not sent again.
+                let _ = committer.send(Flush).await;
                 let queued = store.send(QueueLen(identity)).await.ok().and_then(Result::ok);
                 (bucket, queued)
             }
