@@ -76,6 +76,9 @@ pub struct AgentActor {
     sink: EventSink,
     log: Logger,
     connected: bool,
+    /// Whether the relay's one-time prekey count was acted on since connecting (by the
+    /// answer to the publication made on connecting, or by a `PreKeysLow`).
+    stock_checked: bool,
     next_request: u32,
     next_waiter: u64,
     lookups: HashMap<u32, String>,
@@ -103,6 +106,7 @@ impl AgentActor {
             sink,
             log,
             connected: false,
+            stock_checked: false,
             next_request: 1,
             next_waiter: 1,
             lookups: HashMap::new(),
@@ -573,11 +577,13 @@ impl AgentActor {
             relay: self.settings.relay.clone(),
             attempt: None,
         });
-        if self.state.needs_publish() {
-            self.to_relay(Frame::PublishPreKeys {
-                bundle: self.state.bundle_to_publish().encode(),
-            });
-        }
+        // Every connection publishes the signed prekey (and any one-time prekeys not
+        // yet confirmed): a relay that lost its data gets the bundle back, and its
+        // PreKeysStored answer says how many one-time prekeys it holds.
+        self.stock_checked = false;
+        self.to_relay(Frame::PublishPreKeys {
+            bundle: self.state.bundle_to_publish().encode(),
+        });
         match self.state.name_claim(now_ms()) {
             Ok(claim) => self.to_relay(Frame::PublishName {
                 claim: claim.encode(),
@@ -617,6 +623,19 @@ impl AgentActor {
             .collect();
         for peer in peers {
             self.resolve(&peer, ctx);
+        }
+    }
+
+    /// Tops the relay's one-time prekeys up from `remaining` to `prekeys.replenish_to`.
+    fn replenish(&mut self, remaining: u32) {
+        self.stock_checked = true;
+        let target = self.settings.prekeys.replenish_to as usize;
+        debug!(self.log, "replenishing one-time prekeys"; "remaining" => remaining);
+        match self.state.replenish(remaining as usize, target, &mut OsRng) {
+            Ok(bundle) => self.to_relay(Frame::PublishPreKeys {
+                bundle: bundle.encode(),
+            }),
+            Err(err) => self.emit(Event::error(format!("cannot replenish prekeys: {err}"))),
         }
     }
 
@@ -670,17 +689,12 @@ impl AgentActor {
                 if let Err(err) = self.state.mark_published() {
                     self.emit(Event::error(format!("cannot save prekey state: {err}")));
                 }
-            }
-            Frame::PreKeysLow { remaining } => {
-                let target = self.settings.prekeys.replenish_to as usize;
-                debug!(self.log, "replenishing one-time prekeys"; "remaining" => remaining);
-                match self.state.replenish(remaining as usize, target, &mut OsRng) {
-                    Ok(bundle) => self.to_relay(Frame::PublishPreKeys {
-                        bundle: bundle.encode(),
-                    }),
-                    Err(err) => self.emit(Event::error(format!("cannot replenish prekeys: {err}"))),
+                if !self.stock_checked && opks < self.settings.prekeys.replenish_below {
+                    self.replenish(opks);
                 }
+                self.stock_checked = true;
             }
+            Frame::PreKeysLow { remaining } => self.replenish(remaining),
             Frame::RateLimited {
                 msg_id: Some(msg_id),
                 retry_after_ms,

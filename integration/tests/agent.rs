@@ -480,6 +480,39 @@ fn relay_restart_on_the_same_address_reconnects_agents_and_delivers_their_outbox
     }
 }
 
+#[test]
+fn a_relay_that_lost_its_data_gets_bundles_back_and_new_peers_can_start_sessions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let addr = relay.addr;
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut agents = start_interactive(&relay, &[("alice", &alice_dir), ("bob", &bob_dir)]);
+    let mut bob = agents.pop().expect("bob");
+    let mut alice = agents.pop().expect("alice");
+    talk(&mut alice, &mut bob, "before the loss");
+
+    // A new relay on the same address with an empty data directory: no bundles, no
+    // names, no queues.
+    relay.kill9().expect("kill the relay");
+    let relay = start_relay(&addr.to_string(), &tmp.path().join("relay-new"));
+    let ids: Vec<String> = [&mut alice, &mut bob]
+        .into_iter()
+        .map(|a| a.identity(WAIT).expect("identity"))
+        .collect();
+    wait_names_claimed(&relay, &[&ids[0], &ids[1]]);
+    // Existing sessions need nothing from the relay.
+    talk(&mut bob, &mut alice, "after the loss");
+    // A newcomer fetches Alice's bundle, which only her reconnection can have put back.
+    let mut carol = start_interactive(&relay, &[("carol", &tmp.path().join("carol"))])
+        .pop()
+        .expect("carol");
+    talk(&mut carol, &mut alice, "hello from a newcomer");
+    talk(&mut alice, &mut carol, "welcome");
+    for a in [&mut alice, &mut bob, &mut carol] {
+        assert_clean(a);
+    }
+}
+
 /// Bob talks with Alice, then loses his state and comes back as a new identity under
 /// the same name. The relay keeps the name for the first identity (his new claim is
 /// refused), so Alice learns of the change from the signed claim inside his first
