@@ -90,10 +90,6 @@ pub struct AgentActor {
     inbox: VecDeque<(String, String)>,
     failures: VecDeque<(String, FailureClass)>,
     waiters: Vec<Waiter>,
-    blocked: HashSet<IdentityKey>,
-    /// Per name, the latest new identity the policy blocked: sends to the name are
-    /// refused until `/trust` accepts it.
-    held_back: HashMap<String, IdentityKey>,
 }
 
 impl AgentActor {
@@ -118,8 +114,6 @@ impl AgentActor {
             inbox: VecDeque::new(),
             failures: VecDeque::new(),
             waiters: Vec::new(),
-            blocked: HashSet::new(),
-            held_back: HashMap::new(),
         }
     }
 
@@ -148,7 +142,7 @@ impl AgentActor {
         if let Err(err) = validate_name(&peer) {
             return self.fail_send(&peer, pending, &format!("invalid peer name: {err}"));
         }
-        if self.held_back.contains_key(&peer) {
+        if self.state.held_back(&peer).is_some() {
             let reason = format!(
                 "the identity of {peer} changed and the policy blocks it: compare safety numbers, \
                  then /trust {peer} to accept it"
@@ -159,7 +153,7 @@ impl AgentActor {
             .state
             .pin(&peer)
             .map(|pin| pin.identity)
-            .filter(|id| self.state.has_session(id) && !self.blocked.contains(id));
+            .filter(|id| self.state.has_session(id) && !self.state.is_blocked(id));
         match ready {
             Some(identity) => self.send_now(&peer, identity, pending),
             None => {
@@ -243,7 +237,7 @@ impl AgentActor {
     /// Records that `name` is `identity`, applying the identity-change policy. Returns
     /// false if the identity is blocked.
     fn observe(&mut self, name: &str, identity: IdentityKey) -> bool {
-        if self.blocked.contains(&identity) {
+        if self.state.is_blocked(&identity) {
             return false;
         }
         match self.state.pin_observed(name, &identity, now_ms()) {
@@ -281,8 +275,11 @@ impl AgentActor {
                 }
             };
         if !accepted {
-            self.blocked.insert(current);
-            self.held_back.insert(name.to_string(), current);
+            if let Err(err) = self.state.block(name, &current) {
+                self.emit(Event::error(format!(
+                    "cannot save the block of {name}'s new identity (in effect until a restart): {err}"
+                )));
+            }
         }
         warn!(self.log, "peer identity changed"; "peer" => name, "action" => ?action);
         self.emit(Event::IdentityChanged {
@@ -415,7 +412,7 @@ impl AgentActor {
             return self.to_relay(ack);
         };
         let from = self.display_name(&identity);
-        if self.blocked.contains(&identity) {
+        if self.state.is_blocked(&identity) {
             self.report_failure(
                 from,
                 identity_hex(&identity),
@@ -972,12 +969,11 @@ impl Handler<Trust> for AgentActor {
     fn handle(&mut self, msg: Trust, _: &mut Context<Self>) -> Self::Result {
         // An identity change the policy held back is accepted first, unverified (a
         // change always clears `verified`): its safety number has not been compared.
-        if let Some(current) = self.held_back.get(&msg.peer).copied() {
-            self.state
-                .accept_identity_change(&msg.peer, &current, now_ms())
-                .map_err(|e| e.to_string())?;
-            self.blocked.remove(&current);
-            self.held_back.remove(&msg.peer);
+        let accepted = self
+            .state
+            .accept_held_back(&msg.peer, now_ms())
+            .map_err(|e| e.to_string())?;
+        if accepted.is_some() {
             self.emit(Event::info(format!(
                 "accepted the new identity of {peer} (unverified): compare safety numbers with \
                  /verify {peer}, then /trust {peer}",

@@ -5,7 +5,8 @@
 //!   lock                     0600  flock(2)-held while an AgentState is open
 //!   identity.json            0600  name + identity key seed (written last at creation)
 //!   prekeys.json             0600  signed and one-time prekeys, what the relay has yet to store
-//!   pins.json                0600  name -> {identity, verified, first_seen_ms}
+//!   pins.json                0600  name -> {identity, verified, first_seen_ms}, and the
+//!                                  identities the block policy held back, by name
 //!   outbox.json              0600  sent messages the relay has not acknowledged yet
 //!   sessions/                0700
 //!     <peer-identity-hex>.json 0600  one ratchet session + the peer's recent message ids
@@ -300,7 +301,14 @@ struct SessionFile {
 struct PinsFile {
     version: u32,
     pins: BTreeMap<String, Pin>,
+    /// Per name, the new identities the `block` policy refused, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    blocked: BTreeMap<String, Vec<BlockedIdentity>>,
 }
+
+/// An identity the `block` policy refused (hex in pins.json).
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct BlockedIdentity(#[serde(with = "hex_serde::identity")] IdentityKey);
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +328,7 @@ pub struct AgentState {
     prekeys: PrekeysFile,
     peers: HashMap<IdentityKey, PeerState>,
     pins: BTreeMap<String, Pin>,
+    blocked: BTreeMap<String, Vec<BlockedIdentity>>,
     outbox: Vec<OutboxEntry>,
     is_new: bool,
 }
@@ -399,11 +408,12 @@ impl AgentState {
             prekeys,
             peers: HashMap::new(),
             pins: BTreeMap::new(),
+            blocked: BTreeMap::new(),
             outbox: Vec::new(),
             is_new: true,
         };
         state.save_prekeys(&state.prekeys)?;
-        state.save_pins(&state.pins)?;
+        state.save_pins(&state.pins, &state.blocked)?;
         state.save_outbox(&state.outbox)?;
         // identity.json marks a complete state: an interrupted creation starts over.
         write_json(
@@ -441,7 +451,7 @@ impl AgentState {
         let pins_path = dir.join(PINS_FILE);
         let pins: PinsFile = read_json(&pins_path)?;
         check_version(&pins_path, pins.version)?;
-        for pin_name in pins.pins.keys() {
+        for pin_name in pins.pins.keys().chain(pins.blocked.keys()) {
             validate_name(pin_name).map_err(|e| StateError::Corrupt {
                 path: pins_path.clone(),
                 detail: format!("pinned name {pin_name:?}: {e}"),
@@ -498,6 +508,7 @@ impl AgentState {
             prekeys,
             peers,
             pins: pins.pins,
+            blocked: pins.blocked,
             outbox: outbox.entries,
             is_new: false,
         })
@@ -909,6 +920,55 @@ impl AgentState {
         Ok(())
     }
 
+    /// Records that the `block` policy refused `identity` as the new identity of `name`.
+    /// Saved: the block holds across restarts until [`AgentState::accept_held_back`].
+    /// Unlike other changes it applies in memory even when saving fails (the error is
+    /// returned): a full disk must not lift a block.
+    pub fn block(&mut self, name: &str, identity: &IdentityKey) -> Result<(), StateError> {
+        validate_name(name)?;
+        let entry = BlockedIdentity(*identity);
+        if self.blocked.get(name).is_some_and(|ids| ids.contains(&entry)) {
+            return Ok(());
+        }
+        let mut blocked = self.blocked.clone();
+        blocked.entry(name.to_owned()).or_default().push(entry);
+        let saved = self.save_pins(&self.pins, &blocked);
+        self.blocked = blocked;
+        saved
+    }
+
+    /// True if the `block` policy refused this identity (for any name).
+    pub fn is_blocked(&self, identity: &IdentityKey) -> bool {
+        self.blocked.values().flatten().any(|b| &b.0 == identity)
+    }
+
+    /// The latest identity the `block` policy refused for `name`: the one `/trust`
+    /// accepts.
+    pub fn held_back(&self, name: &str) -> Option<IdentityKey> {
+        self.blocked.get(name).and_then(|ids| ids.last()).map(|b| b.0)
+    }
+
+    /// Accepts [`AgentState::held_back`] for `name` as in
+    /// [`AgentState::accept_identity_change`] and lifts the name's blocks; sessions with
+    /// the older refused identities it supersedes are dropped (unless pinned under
+    /// another name). `None` if nothing is held back for `name`.
+    pub fn accept_held_back(&mut self, name: &str, now_ms: u64) -> Result<Option<IdentityKey>, StateError> {
+        let Some(accepted) = self.held_back(name) else {
+            return Ok(None);
+        };
+        self.accept_identity_change(name, &accepted, now_ms)?;
+        let mut blocked = self.blocked.clone();
+        let superseded = blocked.remove(name).unwrap_or_default();
+        self.save_pins(&self.pins, &blocked)?;
+        self.blocked = blocked;
+        for BlockedIdentity(old) in superseded {
+            if old != accepted && !self.is_blocked(&old) && !self.pins.values().any(|p| p.identity == old) {
+                self.drop_session(&old)?;
+            }
+        }
+        Ok(Some(accepted))
+    }
+
     /// Marks a pinned peer verified (or not).
     pub fn set_verified(&mut self, name: &str, verified: bool) -> Result<(), StateError> {
         match self.pins.get(name) {
@@ -971,7 +1031,7 @@ impl AgentState {
     fn update_pins(&mut self, change: impl FnOnce(&mut BTreeMap<String, Pin>)) -> Result<(), StateError> {
         let mut pins = self.pins.clone();
         change(&mut pins);
-        self.save_pins(&pins)?;
+        self.save_pins(&pins, &self.blocked)?;
         self.pins = pins;
         Ok(())
     }
@@ -1012,13 +1072,18 @@ impl AgentState {
         write_json(&self.dir, PREKEYS_FILE, prekeys)
     }
 
-    fn save_pins(&self, pins: &BTreeMap<String, Pin>) -> Result<(), StateError> {
+    fn save_pins(
+        &self,
+        pins: &BTreeMap<String, Pin>,
+        blocked: &BTreeMap<String, Vec<BlockedIdentity>>,
+    ) -> Result<(), StateError> {
         write_json(
             &self.dir,
             PINS_FILE,
             &PinsFile {
                 version: STATE_VERSION,
                 pins: pins.clone(),
+                blocked: blocked.clone(),
             },
         )
     }
@@ -1844,6 +1909,49 @@ mod tests {
         let alice = open(&dir, "alice");
         assert_eq!(alice.pin("bob").map(|p| p.identity), Some(m));
         assert!(!alice.has_session(&b));
+    }
+
+    #[test]
+    fn blocks_hold_across_restarts_until_the_latest_is_accepted() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("alice");
+        let mut alice = open(&dir, "alice");
+        let bob = open(&tmp.path().join("bob"), "bob");
+        let mut bob2 = open(&tmp.path().join("bob2"), "bob");
+        let mut bob3 = open(&tmp.path().join("bob3"), "bob");
+        let (b, b2, b3) = (ik(&bob), ik(&bob2), ik(&bob3));
+        alice.pin_observed("bob", &b, 10).expect("pin");
+        // Both impostors opened sessions before their claims were checked.
+        for (from, id) in [(&mut bob2, &b2), (&mut bob3, &b3)] {
+            let first = send(from, &alice, "it is me");
+            recv(&mut alice, id, &first).expect("session");
+        }
+        alice.block("bob", &b2).expect("block");
+        alice.block("bob", &b3).expect("block");
+        alice.block("bob", &b3).expect("blocking twice is one block");
+        drop(alice);
+
+        let mut alice = open(&dir, "alice");
+        assert!(alice.is_blocked(&b2) && alice.is_blocked(&b3) && !alice.is_blocked(&b));
+        assert_eq!(alice.held_back("bob"), Some(b3), "the latest is held back");
+        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b), "the pin is kept");
+        assert_eq!(alice.accept_held_back("carol", 20).expect("nothing held"), None);
+
+        assert_eq!(alice.accept_held_back("bob", 30).expect("accept"), Some(b3));
+        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b3));
+        assert!(!alice.is_blocked(&b2) && !alice.is_blocked(&b3));
+        assert!(alice.has_session(&b3));
+        assert!(
+            !alice.has_session(&b2),
+            "a superseded identity's session is dropped"
+        );
+        drop(alice);
+        let alice = open(&dir, "alice");
+        assert_eq!(alice.held_back("bob"), None);
+        assert!(!alice.is_blocked(&b2));
+        assert!(!fs::read_to_string(dir.join(PINS_FILE))
+            .expect("pins")
+            .contains("blocked"));
     }
 
     #[test]

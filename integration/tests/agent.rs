@@ -578,6 +578,18 @@ fn identity_change(policy: &str, action: &str) {
             "only the first message was sent"
         );
 
+        // The block survives a restart: another message from the new identity is refused.
+        alice.send_line("/quit").expect("stdin");
+        assert!(alice.wait_exit(WAIT).expect("alice exits").success());
+        let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
+        bob.send_line("/msg alice still the new bob").expect("stdin");
+        let failure = alice
+            .wait_event("decrypt_failure", WAIT)
+            .expect("blocked after a restart");
+        assert_eq!(failure["class"], "identity_changed");
+        assert_eq!(failure["from_identity"], new_bob.as_str());
+        assert!(alice.events_of("message").is_empty(), "nothing shown");
+
         // `/trust` accepts the held-back identity (unverified); then they talk.
         alice.send_line("/trust bob").expect("stdin");
         alice
