@@ -331,20 +331,13 @@ impl Connection {
         ack: bool,
         ctx: &mut Context<Self>,
     ) {
-        let timestamp_ms = crate::now_ms();
-        let delivery = Delivery {
-            seq: 0,
-            sender: me,
-            msg_id,
-            timestamp_ms,
-            payload: payload.clone(),
-        };
+        let len = payload.len();
         let op = WriteOp::Append(NewMessage {
             recipient,
             sender: me,
             msg_id,
-            timestamp_ms,
-            payload,
+            timestamp_ms: crate::now_ms(),
+            payload: payload.into(),
         });
         let ticket = self.stores.front + self.stores.pending.len() as u64;
         self.stores.pending.push_back(None);
@@ -353,7 +346,7 @@ impl Connection {
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let then: AfterStore =
-                        Box::new(move |act, ctx| act.on_stored(res.ok(), recipient, delivery, ack, ctx));
+                        Box::new(move |act, ctx| act.on_stored(res.ok(), recipient, msg_id, len, ack, ctx));
                     act.store_done(ticket, then, ctx);
                 }),
         );
@@ -379,7 +372,8 @@ impl Connection {
         &mut self,
         outcome: Option<WriteOutcome>,
         recipient: IdentityBytes,
-        delivery: Delivery,
+        msg_id: MsgId,
+        len: usize,
         ack: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -387,12 +381,13 @@ impl Connection {
             // Injected by the adversary: the Committer has routed it, and no one is told.
             return;
         }
-        let msg_id = delivery.msg_id;
         match outcome {
             Some(Ok(WriteResult::Appended { .. })) => {
                 // The Committer has pushed it to the recipient.
                 self.relay.metrics.messages_stored.inc();
-                debug!(self.log, "message stored"; "msg_id" => hex::encode(msg_id), "len" => delivery.payload.len());
+                // Hex only when the record is written: this runs for every message.
+                let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
+                debug!(self.log, "message stored"; "msg_id" => id, "len" => len);
                 self.send(Frame::SentAck { msg_id }, ctx);
             }
             Some(Ok(WriteResult::Duplicate)) => {
@@ -466,7 +461,7 @@ impl Connection {
             sender: delivery.sender,
             msg_id: delivery.msg_id,
             timestamp_ms: delivery.timestamp_ms,
-            payload: delivery.payload,
+            payload: delivery.payload.to_vec(),
         };
         if self.send(frame, ctx) {
             self.deliveries.in_flight.insert(key, delivery.seq);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use e2ee_protocol::frame::{ErrorCode, Frame};
 
 use crate::rate_limit::TokenBucket;
@@ -26,7 +27,7 @@ pub struct Delivery {
     /// Relay receive time (ms since the epoch).
     pub timestamp_ms: u64,
     /// Opaque ciphertext.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 /// What the Router (or anyone) tells a connection.

@@ -1,6 +1,9 @@
 //! An in-memory store: the same behaviour as SQLite without durability.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use ahash::RandomState;
 
 use super::{IdentityBytes, MsgId, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
 
@@ -13,8 +16,9 @@ const KNOWN_SHARDS: usize = 64;
 /// Size of the table that maps a hash of an id to its shard.
 const SHARD_TABLE: usize = 1024;
 
-/// Where a stored (sender, id) went: (recipient, seq, timestamp).
-type Known = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64)>;
+/// Where a stored (sender, id) went: (recipient, seq, timestamp). Keys are chosen by
+/// clients, so the hasher is keyed (per process, at random) like std's, but faster.
+type Known = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64), RandomState>;
 
 #[derive(Default)]
 struct Prekeys {
@@ -24,10 +28,9 @@ struct Prekeys {
 }
 
 /// Messages, acknowledged ids, prekeys and claims in memory.
-#[derive(Default)]
 pub struct MemoryStore {
     next_seq: u64,
-    queues: HashMap<IdentityBytes, BTreeMap<u64, StoredMessage>>,
+    queues: HashMap<IdentityBytes, BTreeMap<u64, StoredMessage>, RandomState>,
     /// Every (sender, id) stored and not yet expired, acknowledged or not.
     known: Vec<Known>,
     /// Hash slot → shard, built with the shards.
@@ -36,53 +39,66 @@ pub struct MemoryStore {
     claims: HashMap<String, (IdentityBytes, Vec<u8>)>,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The shard of the idempotency map that holds `(sender, msg_id)`.
+fn shard_of(table: &[u8], sender: &IdentityBytes, msg_id: &MsgId) -> usize {
+    // FNV-1a over the id and the start of the sender.
+    let hash = msg_id.iter().chain(&sender[..4]).fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    let slot = (hash ^ (hash >> 16)) as usize % SHARD_TABLE;
+    usize::from(table[slot])
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        // Shard i gets a share of the table proportional to 64 + i.
+        let total: usize = (0..KNOWN_SHARDS).map(|i| KNOWN_SHARDS + i).sum();
+        let shard_of = (0..SHARD_TABLE)
+            .map(|slot| {
+                let mut upto = 0;
+                (0..KNOWN_SHARDS)
+                    .find(|&i| {
+                        upto += (KNOWN_SHARDS + i) * SHARD_TABLE;
+                        slot * total < upto
+                    })
+                    .unwrap_or(KNOWN_SHARDS - 1) as u8
+            })
+            .collect();
+        Self {
+            next_seq: 0,
+            queues: HashMap::default(),
+            known: (0..KNOWN_SHARDS).map(|_| Known::default()).collect(),
+            shard_of,
+            prekeys: HashMap::new(),
+            claims: HashMap::new(),
+        }
     }
 
     fn known(&mut self, sender: &IdentityBytes, msg_id: &MsgId) -> &mut Known {
-        if self.known.is_empty() {
-            self.known.resize_with(KNOWN_SHARDS, Known::default);
-            // Shard i gets a share of the table proportional to 64 + i.
-            let total: usize = (0..KNOWN_SHARDS).map(|i| KNOWN_SHARDS + i).sum();
-            self.shard_of = (0..SHARD_TABLE)
-                .map(|slot| {
-                    let mut upto = 0;
-                    (0..KNOWN_SHARDS)
-                        .find(|&i| {
-                            upto += (KNOWN_SHARDS + i) * SHARD_TABLE;
-                            slot * total < upto
-                        })
-                        .unwrap_or(KNOWN_SHARDS - 1) as u8
-                })
-                .collect();
-        }
-        // FNV-1a over the id and the start of the sender.
-        let hash = msg_id.iter().chain(&sender[..4]).fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-        });
-        let slot = (hash ^ (hash >> 16)) as usize % SHARD_TABLE;
-        let shard = usize::from(self.shard_of[slot]);
-        &mut self.known[shard]
+        &mut self.known[shard_of(&self.shard_of, sender, msg_id)]
     }
 
     fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
         match op {
             WriteOp::Append(m) => {
-                if self
-                    .known(&m.sender, &m.msg_id)
-                    .contains_key(&(m.sender, m.msg_id))
-                {
-                    return WriteResult::Duplicate;
-                }
                 let queue = self.queues.entry(m.recipient).or_default();
+                let shard = &mut self.known[shard_of(&self.shard_of, &m.sender, &m.msg_id)];
+                let Entry::Vacant(known) = shard.entry((m.sender, m.msg_id)) else {
+                    return WriteResult::Duplicate;
+                };
                 if queue.len() as u64 >= quota {
                     return WriteResult::QuotaExceeded;
                 }
                 self.next_seq += 1;
                 let seq = self.next_seq;
+                known.insert((m.recipient, seq, m.timestamp_ms));
                 queue.insert(
                     seq,
                     StoredMessage {
@@ -93,8 +109,6 @@ impl MemoryStore {
                         payload: m.payload.clone(),
                     },
                 );
-                self.known(&m.sender, &m.msg_id)
-                    .insert((m.sender, m.msg_id), (m.recipient, seq, m.timestamp_ms));
                 WriteResult::Appended { seq }
             }
             WriteOp::Ack {

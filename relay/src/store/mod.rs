@@ -6,6 +6,7 @@
 pub mod memory;
 pub mod sqlite;
 
+use bytes::Bytes;
 use thiserror::Error;
 
 /// A 32-byte identity (Ed25519 public key) as the relay sees it: an opaque address.
@@ -24,8 +25,8 @@ pub struct NewMessage {
     pub msg_id: MsgId,
     /// When the relay received it (ms since the Unix epoch).
     pub timestamp_ms: u64,
-    /// Opaque ciphertext.
-    pub payload: Vec<u8>,
+    /// Opaque ciphertext (shared, not copied, between the store and deliveries).
+    pub payload: Bytes,
 }
 
 /// A stored message awaiting delivery.
@@ -39,8 +40,8 @@ pub struct StoredMessage {
     pub msg_id: MsgId,
     /// Receive time (ms since the Unix epoch).
     pub timestamp_ms: u64,
-    /// Opaque ciphertext.
-    pub payload: Vec<u8>,
+    /// Opaque ciphertext (shared, not copied, between the store and deliveries).
+    pub payload: Bytes,
 }
 
 /// One write of a batch.
@@ -158,7 +159,7 @@ pub(crate) mod contract {
             sender: [sender; 32],
             msg_id: [id; 16],
             timestamp_ms: ts,
-            payload: vec![id; 10],
+            payload: vec![id; 10].into(),
         })
     }
 

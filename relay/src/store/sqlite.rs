@@ -117,7 +117,7 @@ impl SqliteStore {
             &m.sender[..],
             &m.msg_id[..],
             i64::try_from(m.timestamp_ms).unwrap_or(i64::MAX),
-            &m.payload
+            &m.payload[..]
         ])?;
         lens.insert(m.recipient, len + 1);
         Ok(WriteResult::Appended {
@@ -224,7 +224,9 @@ impl Store for SqliteStore {
                 sender: key32(sender)?,
                 msg_id: id16(msg_id)?,
                 timestamp_ms: u64::try_from(ts).unwrap_or(0),
-                payload: payload.ok_or(StoreError::Corrupt("unacknowledged message without payload"))?,
+                payload: payload
+                    .ok_or(StoreError::Corrupt("unacknowledged message without payload"))?
+                    .into(),
             });
         }
         Ok(out)
@@ -372,13 +374,13 @@ mod tests {
                 sender: [2; 32],
                 msg_id: [3; 16],
                 timestamp_ms: 10,
-                payload: b"ciphertext".to_vec(),
+                payload: b"ciphertext".to_vec().into(),
             });
             store.commit(&[op], 10).expect("commit");
         }
         let mut store = SqliteStore::open(dir.path(), true).expect("reopen");
         let pending = store.pending(&[1; 32], 0, 10, 0).expect("pending");
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].payload, b"ciphertext");
+        assert_eq!(pending[0].payload, &b"ciphertext"[..]);
     }
 }
