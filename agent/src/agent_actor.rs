@@ -606,6 +606,11 @@ impl AgentActor {
                 payload: entry.wire,
             });
         }
+        self.resolve_pending(ctx);
+    }
+
+    /// Looks up every peer that messages or `wait-peer` steps are waiting for.
+    fn resolve_pending(&mut self, ctx: &mut Context<Self>) {
         let names: Vec<String> = self.waiting.keys().cloned().collect();
         for name in names {
             self.resolve(&name, ctx);
@@ -621,6 +626,20 @@ impl AgentActor {
         for peer in peers {
             self.resolve(&peer, ctx);
         }
+    }
+
+    /// Sends outbox entry `msg_id` again after `delay_ms`, if the relay has not stored it
+    /// by then.
+    fn resend_later(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
+        ctx.run_later(Duration::from_millis(u64::from(delay_ms)), move |act, _| {
+            if let Some(entry) = act.state.outbox().into_iter().find(|e| e.msg_id == msg_id) {
+                act.to_relay(Frame::Send {
+                    recipient: *entry.recipient.as_bytes(),
+                    msg_id,
+                    payload: entry.wire,
+                });
+            }
+        });
     }
 
     /// Tops the relay's one-time prekeys up from `remaining` to `prekeys.replenish_to`.
@@ -695,34 +714,44 @@ impl AgentActor {
             Frame::RateLimited {
                 msg_id: Some(msg_id),
                 retry_after_ms,
+            } => self.resend_later(msg_id, retry_after_ms, ctx),
+            Frame::RateLimited {
+                msg_id: None,
+                retry_after_ms,
             } => {
-                ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), move |act, _| {
-                    if let Some(entry) = act.state.outbox().into_iter().find(|e| e.msg_id == msg_id) {
-                        act.to_relay(Frame::Send {
-                            recipient: *entry.recipient.as_bytes(),
-                            msg_id,
-                            payload: entry.wire,
-                        });
-                    }
+                // A lookup, fetch or publication was refused; which one is not said, so
+                // every request in flight is asked again after the delay.
+                self.emit(Event::info(format!(
+                    "the relay rate-limited a request: asking again in {retry_after_ms} ms"
+                )));
+                ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
+                    act.lookups.clear();
+                    act.lookup_in_flight.clear();
+                    act.fetches.clear();
+                    act.fetch_in_flight.clear();
+                    act.resolve_pending(ctx);
                 });
             }
-            Frame::QuotaExceeded { msg_id, recipient } => {
+            Frame::QuotaExceeded {
+                msg_id,
+                recipient,
+                retry_after_ms,
+            } => {
                 let to = IdentityKey::from_bytes(recipient)
                     .map(|id| self.display_name(&id))
                     .unwrap_or_else(|_| sender_hex(&recipient));
-                let _ = self.state.acked(&msg_id);
-                let reason = "the recipient's queue at the relay is full".to_string();
-                self.emit(Event::SendFailed {
-                    to,
-                    msg_id: msg_id_hex(&msg_id),
-                    reason: reason.clone(),
-                });
-                if let Some(Unacked {
-                    reply: Some(reply), ..
-                }) = self.unacked.remove(&msg_id)
-                {
-                    let _ = reply.send(Err(reason));
+                // Kept in the outbox: resent after the delay and on every reconnection
+                // until the relay stores it. A script's `send` fails now rather than wait.
+                let reason = format!(
+                    "the queue of {to} at the relay is full: kept in the outbox, resending in {retry_after_ms} ms"
+                );
+                self.emit(Event::info(reason.clone()));
+                if let Some(Unacked { reply, .. }) = self.unacked.get_mut(&msg_id) {
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(Err(reason));
+                    }
                 }
+                self.resend_later(msg_id, retry_after_ms, ctx);
             }
             Frame::Error { code, reason } => {
                 self.emit(Event::error(format!("relay: {}: {reason}", code.name())));

@@ -22,6 +22,7 @@ fn relay(engine: StoreEngine) -> (RelayHandle, tempfile::TempDir) {
     settings.store.engine = engine;
     settings.store.fsync = false;
     settings.limits.rate_capacity = 100_000;
+    settings.limits.request_rate_capacity = 100_000;
     settings.limits.rate_refill_per_sec = 100_000;
     (
         e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"),

@@ -221,6 +221,73 @@ async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner() {
 }
 
 #[tokio::test]
+async fn a_burst_of_bundle_fetches_is_rate_limited_and_cannot_drain_one_time_prekeys() {
+    let (handle, _dir) = relay(|s| {
+        s.limits.request_rate_capacity = 5;
+        s.limits.request_rate_refill_per_sec = 1;
+    });
+    let mut mallory = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let prekeys = PreKeyStore::generate(&bob.identity, 50, &mut OsRng);
+    bob.send(Frame::PublishPreKeys {
+        bundle: prekeys.bundle(bob.identity.public()).encode(),
+    })
+    .await
+    .expect("publish");
+    assert_eq!(
+        bob.recv(WAIT).await.expect("stored"),
+        Frame::PreKeysStored { opks: 50 }
+    );
+    for request_id in 0..20 {
+        mallory
+            .feed(Frame::FetchBundle {
+                request_id,
+                identity: bob.me(),
+            })
+            .await
+            .expect("fetch");
+    }
+    mallory.flush().await.expect("flush");
+    let (mut bundles, mut limited) = (0, 0);
+    for _ in 0..20 {
+        match mallory.recv(WAIT).await.expect("answer") {
+            Frame::Bundle { bundle: Some(_), .. } => bundles += 1,
+            Frame::RateLimited {
+                msg_id: None,
+                retry_after_ms,
+            } => {
+                assert!(retry_after_ms > 0 && retry_after_ms <= 1000);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((bundles, limited), (5, 15), "five fetches, then refusals");
+    // Bob's own requests have their own bucket, and sends are not affected.
+    bob.send(Frame::FetchBundle {
+        request_id: 1,
+        identity: bob.me(),
+    })
+    .await
+    .expect("fetch");
+    let Frame::Bundle {
+        bundle: Some(bytes), ..
+    } = bob.recv(WAIT).await.expect("bundle")
+    else {
+        panic!("bob's fetch is served");
+    };
+    assert_eq!(
+        PreKeyBundle::decode_verified(&bytes)
+            .expect("verifies")
+            .one_time_prekeys
+            .len(),
+        1
+    );
+    pair_exchange(&mut mallory, &mut bob, 1).await;
+    assert_eq!(handle.metrics.rate_limited.get(), 15);
+}
+
+#[tokio::test]
 async fn wrong_signature_and_early_frames_are_refused() {
     let (handle, _dir) = relay(|_| {});
     // Signing with a key other than the one claimed.
@@ -393,7 +460,10 @@ async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
 
 #[tokio::test]
 async fn full_queue_answers_with_a_quota_error() {
-    let (handle, _dir) = relay(|s| s.limits.queue_quota = 3);
+    let (handle, _dir) = relay(|s| {
+        s.limits.queue_quota = 3;
+        s.limits.quota_retry_after_ms = 1234;
+    });
     let mut alice = connect(&handle).await;
     let bob = *identity().public().as_bytes();
     let mut other = Vec::new();
@@ -415,7 +485,8 @@ async fn full_queue_answers_with_a_quota_error() {
         alice.recv(WAIT).await.expect("answer"),
         Frame::QuotaExceeded {
             msg_id: msg_id(3),
-            recipient: bob
+            recipient: bob,
+            retry_after_ms: 1234,
         }
     );
 }

@@ -321,6 +321,9 @@ pub enum Frame {
         msg_id: [u8; 16],
         /// Its recipient.
         recipient: [u8; 32],
+        /// How long to wait before resending it, in milliseconds (the queue empties
+        /// only as its owner reads it, so this is the relay's suggestion, not a promise).
+        retry_after_ms: u32,
     },
     /// 0x32, client → relay: ask for the client's send quota.
     QueryQuota,
@@ -445,7 +448,7 @@ impl Frame {
             Frame::Deliver { payload, .. } => KEY_LEN + MSG_ID_LEN + U64 + U32 + payload.len(),
             Frame::DeliveryAck { .. } => KEY_LEN + MSG_ID_LEN,
             Frame::RateLimited { msg_id, .. } => 1 + msg_id.map_or(0, |_| MSG_ID_LEN) + U32,
-            Frame::QuotaExceeded { .. } => MSG_ID_LEN + KEY_LEN,
+            Frame::QuotaExceeded { .. } => MSG_ID_LEN + KEY_LEN + U32,
             Frame::QueryQuota => 0,
             Frame::Quota { .. } => 3 * U32,
             Frame::Ping { .. } | Frame::Pong { .. } => U64,
@@ -560,9 +563,14 @@ impl Frame {
                 }
                 dst.put_u32(*retry_after_ms);
             }
-            Frame::QuotaExceeded { msg_id, recipient } => {
+            Frame::QuotaExceeded {
+                msg_id,
+                recipient,
+                retry_after_ms,
+            } => {
                 dst.put_slice(msg_id);
                 dst.put_slice(recipient);
+                dst.put_u32(*retry_after_ms);
             }
             Frame::QueryQuota => {}
             Frame::Quota {
@@ -661,6 +669,7 @@ impl Frame {
             ty::QUOTA_EXCEEDED => Frame::QuotaExceeded {
                 msg_id: r.array()?,
                 recipient: r.array()?,
+                retry_after_ms: r.u32()?,
             },
             ty::QUERY_QUOTA => Frame::QueryQuota,
             ty::QUOTA => Frame::Quota {
@@ -857,10 +866,15 @@ impl fmt::Debug for Frame {
                 .field("msg_id", &msg_id.as_ref().map(|id| Hex(id)))
                 .field("retry_after_ms", retry_after_ms)
                 .finish(),
-            Frame::QuotaExceeded { msg_id, recipient } => f
+            Frame::QuotaExceeded {
+                msg_id,
+                recipient,
+                retry_after_ms,
+            } => f
                 .debug_struct("QuotaExceeded")
                 .field("msg_id", &Hex(msg_id))
                 .field("recipient", &Hex(recipient))
+                .field("retry_after_ms", retry_after_ms)
                 .finish(),
             Frame::QueryQuota => f.write_str("QueryQuota"),
             Frame::Quota {

@@ -97,7 +97,13 @@ fn frame() -> impl Strategy<Value = Frame> {
                 retry_after_ms,
             }
         }),
-        (msg_id(), key()).prop_map(|(msg_id, recipient)| Frame::QuotaExceeded { msg_id, recipient }),
+        (msg_id(), key(), any::<u32>()).prop_map(|(msg_id, recipient, retry_after_ms)| {
+            Frame::QuotaExceeded {
+                msg_id,
+                recipient,
+                retry_after_ms,
+            }
+        }),
         Just(Frame::QueryQuota),
         (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(remaining, capacity, refill_per_sec)| {
             Frame::Quota {
@@ -496,6 +502,7 @@ fn kind_names_are_distinct() {
         Frame::QuotaExceeded {
             msg_id: [0; 16],
             recipient: [0; 32],
+            retry_after_ms: 0,
         },
         Frame::QueryQuota,
         Frame::Quota {

@@ -20,7 +20,7 @@ use slog::{debug, info, o, warn, Logger};
 
 use crate::committer::{Flush, WriteOutcome};
 use crate::output::{Output, WriterExit};
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{RateLimits, TokenBucket};
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
 use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
 use crate::store_actor::{
@@ -65,7 +65,7 @@ pub struct Connection {
     output: Output,
     writer_done: Option<tokio::sync::oneshot::Receiver<WriterExit>>,
     last_seen: Instant,
-    bucket: TokenBucket,
+    rates: RateLimits,
     deliveries: Deliveries,
     closing: bool,
     ping_counter: u64,
@@ -101,7 +101,10 @@ impl Connection {
         Self {
             id,
             log: relay.log.new(o!("conn_id" => id, "peer" => peer.to_string())),
-            bucket: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
+            rates: RateLimits {
+                sends: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
+                requests: TokenBucket::new(limits.request_rate_capacity, limits.request_rate_refill_per_sec),
+            },
             relay,
             nonce,
             state: State::Challenged,
@@ -161,10 +164,35 @@ impl Connection {
         self.send(Frame::error(code, reason), ctx);
     }
 
+    /// Refuses a request (the Send `msg_id`, or another request) for `wait`.
+    fn rate_limited(&mut self, msg_id: Option<MsgId>, wait: Duration, ctx: &mut Context<Self>) {
+        self.relay.metrics.rate_limited.inc();
+        let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
+        self.send(
+            Frame::RateLimited {
+                msg_id,
+                retry_after_ms,
+            },
+            ctx,
+        );
+    }
+
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let Some(me) = self.identity() else {
             return self.authenticate(frame, ctx);
         };
+        let request = matches!(
+            frame,
+            Frame::FetchBundle { .. }
+                | Frame::LookupName { .. }
+                | Frame::PublishPreKeys { .. }
+                | Frame::PublishName { .. }
+        );
+        if request {
+            if let Err(wait) = self.rates.requests.try_take(Instant::now()) {
+                return self.rate_limited(None, wait, ctx);
+            }
+        }
         match frame {
             Frame::Send {
                 recipient,
@@ -200,16 +228,16 @@ impl Connection {
                             Ok(Ok(claim)) => {
                                 act.send(Frame::NameClaim { request_id, claim }, ctx);
                             }
-                            _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                            _ => act.close(ErrorCode::Internal, "store failure", ctx),
                         }),
                 );
             }
             Frame::QueryQuota => {
                 let now = Instant::now();
                 let frame = Frame::Quota {
-                    remaining: self.bucket.remaining(now),
-                    capacity: self.bucket.capacity(),
-                    refill_per_sec: self.bucket.refill_per_sec(),
+                    remaining: self.rates.sends.remaining(now),
+                    capacity: self.rates.sends.capacity(),
+                    refill_per_sec: self.rates.sends.refill_per_sec(),
                 };
                 self.send(frame, ctx);
             }
@@ -248,17 +276,17 @@ impl Connection {
         // Nothing else is read until the client is registered and told so.
         ctx.wait(
             async move {
-                let bucket = router.send(register).await.ok().flatten();
+                let rates = router.send(register).await.ok().flatten();
                 // Acknowledgements from this identity's previous connection are applied
                 // before its queue is read, so acknowledged messages are not sent again.
                 let _ = committer.send(Flush).await;
                 let queued = store.send(QueueLen(identity)).await.ok().and_then(Result::ok);
-                (bucket, queued)
+                (rates, queued)
             }
             .into_actor(self)
-            .map(move |(bucket, queued), act, ctx| {
-                if let Some(bucket) = bucket {
-                    act.bucket = bucket;
+            .map(move |(rates, queued), act, ctx| {
+                if let Some(rates) = rates {
+                    act.rates = rates;
                 }
                 act.state = State::Ready(identity);
                 act.relay.metrics.authenticated.inc();
@@ -301,17 +329,8 @@ impl Connection {
         payload: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
-        if let Err(wait) = self.bucket.try_take(Instant::now()) {
-            self.relay.metrics.rate_limited.inc();
-            let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
-            self.send(
-                Frame::RateLimited {
-                    msg_id: Some(msg_id),
-                    retry_after_ms,
-                },
-                ctx,
-            );
-            return;
+        if let Err(wait) = self.rates.sends.try_take(Instant::now()) {
+            return self.rate_limited(Some(msg_id), wait, ctx);
         }
         if let Some(adversary) = self.relay.adversary.clone() {
             return adversary.on_send(self, me, recipient, msg_id, payload, ctx);
@@ -396,10 +415,22 @@ impl Connection {
             }
             Some(Ok(WriteResult::QuotaExceeded)) => {
                 self.relay.metrics.quota_exceeded.inc();
-                self.send(Frame::QuotaExceeded { msg_id, recipient }, ctx);
+                let retry_after_ms = self.relay.limits.quota_retry_after_ms;
+                self.send(
+                    Frame::QuotaExceeded {
+                        msg_id,
+                        recipient,
+                        retry_after_ms,
+                    },
+                    ctx,
+                );
             }
             Some(Ok(_)) | Some(Err(_)) | None => {
-                self.refuse(ErrorCode::Internal, "message not stored; retry", ctx);
+                self.close(
+                    ErrorCode::Internal,
+                    "message not stored; resend it after reconnecting",
+                    ctx,
+                );
             }
         }
     }
@@ -553,7 +584,7 @@ impl Connection {
                         info!(act.log, "prekeys published"; "opks" => opks);
                         act.send(Frame::PreKeysStored { opks }, ctx);
                     }
-                    _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                    _ => act.close(ErrorCode::Internal, "store failure", ctx),
                 }),
         );
     }
@@ -583,7 +614,7 @@ impl Connection {
                 .map(move |res, act, ctx| {
                     let stored = match res {
                         Ok(Ok(stored)) => stored,
-                        _ => return act.refuse(ErrorCode::Internal, "store failure", ctx),
+                        _ => return act.close(ErrorCode::Internal, "store failure", ctx),
                     };
                     let bundle = stored.as_ref().and_then(|s| bundle_bytes(owner, s));
                     if let Some(s) = &stored {
@@ -622,7 +653,7 @@ impl Connection {
                 .map(|res, act, ctx| match res {
                     Ok(Ok(true)) => info!(act.log, "name claimed"),
                     Ok(Ok(false)) => act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx),
-                    _ => act.refuse(ErrorCode::Internal, "store failure", ctx),
+                    _ => act.close(ErrorCode::Internal, "store failure", ctx),
                 }),
         );
     }
@@ -694,7 +725,7 @@ impl Actor for Connection {
             self.relay.router.do_send(Unregister {
                 identity,
                 conn_id: self.id,
-                bucket: self.bucket.clone(),
+                buckets: self.rates.clone(),
             });
         }
         debug!(self.log, "connection closed");

@@ -1,5 +1,6 @@
-//! A token bucket per identity: sends take a token; an empty bucket answers with the
-//! time until the next token.
+//! Token buckets per identity: sends take a token from one, other requests (lookups,
+//! bundle fetches, publications) from another; an empty bucket answers with the time
+//! until the next token.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,16 @@ impl TokenBucket {
     pub fn refill_per_sec(&self) -> u32 {
         self.refill_per_sec as u32
     }
+}
+
+/// An identity's buckets, kept by the Router across its connections.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// For `Send`.
+    pub sends: TokenBucket,
+    /// For `FetchBundle`, `LookupName`, `PublishPreKeys` and `PublishName`: a fetch takes
+    /// a one-time prekey for good, so fetches must not be free.
+    pub requests: TokenBucket,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use e2ee_protocol::frame::{ErrorCode, Frame};
 
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::RateLimits;
 use crate::store::{IdentityBytes, MsgId};
 
 /// A stored message on its way to a connected recipient.
@@ -91,7 +91,7 @@ impl RouteTable {
 pub struct Router {
     clients: HashMap<IdentityBytes, Client>,
     table: Arc<RouteTable>,
-    buckets: HashMap<IdentityBytes, TokenBucket>,
+    buckets: HashMap<IdentityBytes, RateLimits>,
     max_saved_buckets: usize,
 }
 
@@ -123,7 +123,7 @@ impl Actor for Router {
 
 /// Register an authenticated connection; answers the identity's saved rate-limit bucket.
 #[derive(Message)]
-#[rtype(result = "Option<TokenBucket>")]
+#[rtype(result = "Option<RateLimits>")]
 pub struct Register {
     /// The authenticated identity.
     pub identity: IdentityBytes,
@@ -134,7 +134,7 @@ pub struct Register {
 }
 
 impl Handler<Register> for Router {
-    type Result = Option<TokenBucket>;
+    type Result = Option<RateLimits>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         self.table.set(msg.identity, msg.addr.clone());
@@ -160,8 +160,8 @@ pub struct Unregister {
     pub identity: IdentityBytes,
     /// Its id (a newer connection of the same identity stays registered).
     pub conn_id: u64,
-    /// Its rate-limit bucket, kept for the next connection.
-    pub bucket: TokenBucket,
+    /// Its rate-limit buckets, kept for the next connection.
+    pub buckets: RateLimits,
 }
 
 impl Handler<Unregister> for Router {
@@ -179,7 +179,7 @@ impl Handler<Unregister> for Router {
         if self.buckets.len() >= self.max_saved_buckets {
             self.buckets.clear();
         }
-        self.buckets.insert(msg.identity, msg.bucket);
+        self.buckets.insert(msg.identity, msg.buckets);
     }
 }
 

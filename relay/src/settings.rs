@@ -68,8 +68,15 @@ pub struct Limits {
     pub rate_capacity: u32,
     /// Tokens added per second.
     pub rate_refill_per_sec: u32,
+    /// Token bucket size for other requests per identity (lookups, bundle fetches,
+    /// publications).
+    pub request_rate_capacity: u32,
+    /// Tokens added per second to that bucket.
+    pub request_rate_refill_per_sec: u32,
     /// Most queued (undelivered) messages per recipient.
     pub queue_quota: u64,
+    /// The retry delay a sender is given with `QuotaExceeded` (ms).
+    pub quota_retry_after_ms: u32,
     /// Messages older than this are dropped (seconds).
     pub message_ttl_secs: u64,
     /// Owners are told when their one-time prekeys fall below this.
@@ -121,7 +128,10 @@ impl Default for Limits {
             max_unacked: 4096,
             rate_capacity: 2_000,
             rate_refill_per_sec: 1_000,
+            request_rate_capacity: 200,
+            request_rate_refill_per_sec: 20,
             queue_quota: 100_000,
+            quota_retry_after_ms: 30_000,
             message_ttl_secs: 7 * 24 * 3600,
             prekey_low_threshold: 10,
             max_prekeys: 1000,
