@@ -68,6 +68,9 @@ pub struct Connection {
     rates: RateLimits,
     deliveries: Deliveries,
     closing: bool,
+    /// The relay is shutting down: no more frames are read, and the connection closes
+    /// with this reason once the stores in flight are answered.
+    shutdown: Option<(ErrorCode, String)>,
     ping_counter: u64,
     stores: StoreOrder,
 }
@@ -113,6 +116,7 @@ impl Connection {
             last_seen: Instant::now(),
             deliveries: Deliveries::default(),
             closing: false,
+            shutdown: None,
             ping_counter: 0,
             stores: StoreOrder::default(),
         }
@@ -384,6 +388,11 @@ impl Connection {
             };
             self.stores.front += 1;
             then(self, ctx);
+        }
+        if self.stores.pending.is_empty() {
+            if let Some((code, reason)) = self.shutdown.take() {
+                self.close(code, &reason, ctx);
+            }
         }
     }
 
@@ -734,7 +743,8 @@ impl Actor for Connection {
 
 impl StreamHandler<Result<Frame, CodecError>> for Connection {
     fn handle(&mut self, item: Result<Frame, CodecError>, ctx: &mut Context<Self>) {
-        if self.closing {
+        if self.closing || self.shutdown.is_some() {
+            // Not read: unacknowledged Sends are sent again to the next relay.
             return;
         }
         match item {
@@ -776,6 +786,12 @@ impl Handler<ToConnection> for Connection {
             ToConnection::Deliver(delivery) => self.offer(delivery, ctx),
             ToConnection::Frame(frame) => {
                 self.send(frame, ctx);
+            }
+            ToConnection::Close { code, reason }
+                if code == ErrorCode::ServerShutdown && !self.stores.pending.is_empty() =>
+            {
+                // Messages being stored are acknowledged first.
+                self.shutdown = Some((code, reason));
             }
             ToConnection::Close { code, reason } => self.close(code, &reason, ctx),
         }
