@@ -434,7 +434,11 @@ impl AgentActor {
                 self.to_relay(ack);
             }
             Err(ReceiveError::Failed(failure)) if failure.redelivery => {
-                debug!(self.log, "redelivered message dropped"; "msg_id" => msg_id_hex(&msg_id));
+                self.emit(Event::Redelivered {
+                    from,
+                    from_identity: identity_hex(&identity),
+                    msg_id: msg_id_hex(&msg_id),
+                });
                 self.to_relay(ack);
             }
             Err(ReceiveError::Failed(failure)) => {

@@ -149,6 +149,16 @@ pub enum Event {
         /// A short description.
         detail: String,
     },
+    /// The relay delivered a message again whose `(sender, msg_id)` was already
+    /// processed (after a reconnect, or a replay by the relay): acknowledged and dropped.
+    Redelivered {
+        /// The sender's name, or its short identity if it has no pinned name.
+        from: String,
+        /// The sender's identity, hex.
+        from_identity: String,
+        /// The relay message id, hex.
+        msg_id: String,
+    },
     /// A pinned peer name showed up with another identity key.
     IdentityChanged {
         /// The peer's name.
@@ -368,6 +378,12 @@ impl Event {
             } => {
                 format!("! decrypt failure from {from}: {class} ({})", sanitize(detail))
             }
+            Self::Redelivered { from, msg_id, .. } => {
+                format!(
+                    "  (a message from {from} came again from the relay, msg {}: already shown, dropped)",
+                    short(msg_id)
+                )
+            }
             Self::IdentityChanged {
                 peer,
                 previous,
@@ -521,6 +537,11 @@ mod tests {
             },
             Event::ScriptDone { ok: true },
             Event::info("hello"),
+            Event::Redelivered {
+                from: "bob".into(),
+                from_identity: IK.into(),
+                msg_id: ID.into(),
+            },
         ]
     }
 
@@ -584,6 +605,11 @@ mod tests {
         assert!(sn.starts_with("safety number with bob:\n  11111 11111 11111 11111\n"));
         assert!(sn.ends_with("run /trust bob"), "{sn}");
         assert!(events[12].to_human().contains("bob"));
+        let redelivered = events.last().map(Event::to_human).unwrap_or_default();
+        assert_eq!(
+            redelivered,
+            "  (a message from bob came again from the relay, msg 0f0e0d0c0b0a0908: already shown, dropped)"
+        );
         for event in &events {
             assert!(!event.to_human().is_empty());
         }

@@ -54,12 +54,33 @@ for _ in $(seq 1 200); do
   grep -q 'stored at the relay' "$DEMO/alice-2.out" && break
   sleep 0.1
 done
-agent bob "$DIR/bob-2.script"
+agent bob "$DIR/bob-2.script" | tee "$DEMO/bob-2.out"
 wait $alice
 cat "$DEMO/alice-2.out"
+
+say "checks"
+# Every plaintext the scripts send, looked for in everything the relay wrote.
+n=0
+leaks=0
+while IFS= read -r text; do
+  n=$((n + 1))
+  if grep -r -a -q -F -- "$text" "$DEMO/relay" "$DEMO/relay.log"; then
+    echo "PLAINTEXT FOUND AT THE RELAY: $text"
+    leaks=$((leaks + 1))
+  fi
+done < <(sed -n 's/^send [a-z]* //p' "$DIR"/*.script)
+[ "$n" -gt 0 ] && [ "$leaks" = 0 ] || exit 1
+echo "none of the $n plaintexts occurs in the relay's database or log"
+# The first run shows the handshake; the restarted agents must not make another.
+grep -q 'started a new session' "$DEMO/bob-1.out" || { echo "NO HANDSHAKE SEEN IN THE FIRST RUN"; exit 1; }
+if grep -q 'started a new session' "$DEMO/alice-2.out" "$DEMO/bob-2.out"; then
+  echo "A RESTARTED AGENT MADE A NEW SESSION"
+  exit 1
+fi
+echo "the restarted agents continued their sessions: one handshake in all"
 
 say "summary"
 echo "identities: alice $(grep -Eo 'identity [0-9a-f]+' "$DEMO/alice-1.out" | head -1), bob $(grep -Eo 'identity [0-9a-f]+' "$DEMO/bob-1.out" | head -1)"
 echo "safety number (both sides): $a"
-echo "relay: $(grep -c '"msg":"client authenticated"' "$DEMO/relay.log") authenticated logins, no plaintext or secret key ever sent to it"
+echo "relay: $(grep -c '"msg":"client authenticated"' "$DEMO/relay.log") authenticated logins; none of the $n plaintexts in its database or log"
 echo "demo finished: handshake over prekeys, messages both ways, offline delivery, restart without a new handshake"

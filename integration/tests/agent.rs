@@ -237,6 +237,65 @@ fn demo_scenario_runs_with_equal_safety_numbers_offline_queue_and_no_new_handsha
     }
 }
 
+/// `make demo` itself: the shell script with the binaries of this build. It checks the
+/// safety numbers, that no plaintext reaches the relay's files and that the restarted
+/// agents make no new handshake, and exits non-zero otherwise.
+#[test]
+fn the_make_demo_script_runs_and_its_checks_pass() {
+    let agent_bin = e2ee_integration::process::binary("e2ee-agent").expect("built");
+    let bin_dir = agent_bin.parent().expect("bin dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("demo")
+        .join("run-demo.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("BIN", bin_dir)
+        .output()
+        .expect("run-demo.sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run-demo.sh failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "none of the 6 plaintexts occurs in the relay's database or log",
+        "the restarted agents continued their sessions: one handshake in all",
+        "demo finished",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
+
+#[test]
+fn a_failed_expect_ends_the_script_with_a_clear_error_and_exit_code_1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let script = write_script(
+        tmp.path(),
+        "expect.script",
+        &[
+            "print waiting for a message that never comes".to_string(),
+            "expect timeout=300 bob a message bob never sends".to_string(),
+            "print not reached".to_string(),
+        ],
+    );
+    let mut alice = start(agent("alice", relay.addr, &tmp.path().join("alice")).script(&script));
+    let done = alice.wait_event("script_done", WAIT).expect("script ends");
+    assert_eq!(done["ok"], false);
+    let status = alice.wait_exit(WAIT).expect("agent exits");
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    let errors = alice.events_of("error");
+    assert!(
+        errors.iter().any(|e| e["message"].as_str().is_some_and(|m| {
+            m.starts_with("script line 2 (expect) failed") && m.contains("timed out after 300 ms")
+        })),
+        "{errors:#?}"
+    );
+    assert!(info_containing(&mut alice, "not reached").is_empty());
+}
+
 #[test]
 fn three_agents_talk_pairwise_at_once_and_every_message_arrives_once() {
     const N: usize = 6;

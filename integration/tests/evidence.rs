@@ -1,5 +1,5 @@
 //! The security evidence scenarios of `make evidence`, shortened: confidentiality on the
-//! wire, the adversarial relay (tamper, drop, duplicate, replay, reorder, delay), forward
+//! wire, the adversarial relay (tamper, drop, duplicate, replay, redeliver, reorder, delay), forward
 //! secrecy, post-compromise healing, MITM detection and relay availability. Every
 //! verdict must pass.
 
@@ -16,7 +16,7 @@ fn every_security_property_holds() {
     assert!(failed.is_empty(), "failed: {failed:?}\n\n{}", report.markdown());
     assert_eq!(
         report.sections.len(),
-        11,
+        12,
         "one section per property and adversary mode"
     );
 }

@@ -12,8 +12,9 @@
 //! padding buckets still tell short receipts from longer texts) and its position among
 //! the eligible messages (`every`: the Nth, 2Nth, ...). Messages it injects (duplicates,
 //! replays, released held messages) are stored under a new relay `msg_id`, as a relay
-//! that wants them processed again must do: a redelivery under the same id is dropped
-//! by the agent before decryption.
+//! that wants them processed again must do; `redeliver` shows what happens otherwise: a
+//! delivery repeated under the same id is recognised by the agent before decryption,
+//! reported, and dropped.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -51,6 +52,9 @@ pub enum AdversaryMode {
     Replay,
     /// Store and forward the message only after `delay_ms`.
     Delay,
+    /// Forward the message, then after `delay_ms` deliver it again under its original
+    /// relay `msg_id`, straight to the recipient (not stored).
+    Redeliver,
     /// Answer every name lookup and bundle fetch with a claim and bundle of the relay's
     /// own identity (a man in the middle).
     #[serde(alias = "substitute-bundle")]
@@ -68,6 +72,7 @@ impl AdversaryMode {
             Self::Reorder => "reorder",
             Self::Replay => "replay",
             Self::Delay => "delay",
+            Self::Redeliver => "redeliver",
             Self::SubstituteBundle => "substitute_bundle",
         }
     }
@@ -135,6 +140,8 @@ struct Plan {
     stores: Vec<Planned>,
     /// Release the held message (this token) after this long, if still held.
     release_after: Option<(Duration, u64)>,
+    /// Deliver this again, under the same id and without storing it, after this long.
+    redeliver_after: Option<(Duration, Planned)>,
 }
 
 struct Held {
@@ -242,6 +249,21 @@ impl Adversary {
         for planned in plan.stores {
             store(conn, planned, ctx);
         }
+        if let Some((after, copy)) = plan.redeliver_after {
+            let adversary = self.clone();
+            ctx.run_later(after, move |conn, _| {
+                adversary.acted("redeliver", &copy.msg_id);
+                conn.push_unstored(
+                    copy.recipient,
+                    Frame::Deliver {
+                        sender: copy.sender,
+                        msg_id: copy.msg_id,
+                        timestamp_ms: crate::now_ms(),
+                        payload: copy.payload,
+                    },
+                );
+            });
+        }
         if let Some((after, token)) = plan.release_after {
             let adversary = self.clone();
             ctx.run_later(after, move |conn, ctx| {
@@ -342,6 +364,16 @@ impl Adversary {
             AdversaryMode::Delay => {
                 self.acted("delay", &message.msg_id);
                 message.delay = hold;
+                plan.stores.push(message);
+            }
+            AdversaryMode::Redeliver => {
+                self.acted("redeliver_recorded", &message.msg_id);
+                let copy = Planned {
+                    ack: false,
+                    payload: message.payload.clone(),
+                    ..message
+                };
+                plan.redeliver_after = Some((hold, copy));
                 plan.stores.push(message);
             }
         }

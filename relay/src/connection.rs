@@ -144,6 +144,12 @@ impl Connection {
         }
     }
 
+    /// Hands `frame` to `identity`'s connection, if any, bypassing the store (only the
+    /// adversary does this).
+    pub(crate) fn push_unstored(&self, identity: IdentityBytes, frame: Frame) {
+        self.relay.router.do_send(Notify { identity, frame });
+    }
+
     /// Sends an error frame, logs the reason and stops.
     fn close(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
         if self.closing {

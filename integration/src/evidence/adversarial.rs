@@ -63,6 +63,15 @@ pub fn run(scale: Scale, work: &Path) -> Vec<Section> {
         ),
         guarded(
             Section::new(
+                "adversary-redeliver",
+                "Adversarial relay: redeliver under the same id",
+                "A delivery the relay repeats under its original relay message id is recognised \
+                 before decryption, reported as `redelivered`, acknowledged and not shown again.",
+            ),
+            |s| redeliver(scale, work, s),
+        ),
+        guarded(
+            Section::new(
                 "adversary-reorder",
                 "Adversarial relay: reorder",
                 "Messages the relay delivers out of order are all shown, each exactly once; the \
@@ -112,6 +121,7 @@ impl Pair {
             match config.mode {
                 "delay" => format!(", held {} ms", config.delay_ms),
                 "reorder" | "replay" => format!(", released after the next one or {} ms", config.delay_ms),
+                "redeliver" => format!(", repeated after {} ms", config.delay_ms),
                 _ => String::new(),
             }
         ));
@@ -544,6 +554,69 @@ fn replay(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     );
     s.summary =
         format!("{duplicates}/{replays} replays rejected as `duplicate`; {once}/{n} texts shown once");
+    Ok(())
+}
+
+fn redeliver(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
+    let mut pair = Pair::start(work, config("redeliver", 300), s)?;
+    let n = scale.pick(2, 4);
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        let mark = pair.bob.mark();
+        let id = pair.send(i)?;
+        pair.bob
+            .wait_from(mark, "the message", WAIT, is_message(&pair.text(i)))?;
+        if i % 2 == 0 {
+            pair.bob.wait_from(mark, "the redelivery", WAIT, |e| {
+                e["event"] == "redelivered" && e["msg_id"] == id.as_str()
+            })?;
+        }
+        ids.push(id);
+    }
+    let actions = pair.actions();
+    let repeated = ids_of(&actions, "redeliver");
+    let reported: Vec<String> = pair
+        .bob
+        .matching(0, |e| e["event"] == "redelivered")
+        .iter()
+        .map(|seen| seen.event["msg_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    s.did(format!(
+        "Alice sent {n} numbered texts; 300 ms after forwarding every second one the relay \
+         pushed the same Deliver again, under the same relay msg_id, straight to Bob."
+    ));
+    s.saw(format!(
+        "Relay repeats: {}; Bob's `redelivered` reports: {}; Bob's decrypt failures: {:?}.",
+        repeated.iter().map(|c| short(c)).collect::<Vec<_>>().join(", "),
+        reported.iter().map(|c| short(c)).collect::<Vec<_>>().join(", "),
+        pair.failures()
+    ));
+    let expected: Vec<String> = ids.iter().skip(1).step_by(2).cloned().collect();
+    s.check(
+        "the relay repeated every second delivery under its original id",
+        format!("{} repeats", expected.len()),
+        format!("{} repeats", repeated.len()),
+        repeated == expected,
+    );
+    s.check(
+        "every repeat is reported as `redelivered`, with its id",
+        format!("{:?}", expected.iter().map(|c| short(c)).collect::<Vec<_>>()),
+        format!("{:?}", reported.iter().map(|c| short(c)).collect::<Vec<_>>()),
+        reported == expected && !expected.is_empty(),
+    );
+    let failures = pair.failures();
+    let once = (1..=n).filter(|i| pair.shown(*i) == 1).count();
+    s.check(
+        "nothing is shown twice and nothing fails to decrypt",
+        format!("{n} of {n} shown once, no decrypt failure"),
+        format!("{once} of {n} shown once, {} decrypt failures", failures.len()),
+        once == n && failures.is_empty(),
+    );
+    s.summary = format!(
+        "{}/{} repeats under the original id reported as `redelivered`; {once}/{n} texts shown once",
+        reported.len(),
+        repeated.len()
+    );
     Ok(())
 }
 
