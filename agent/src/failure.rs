@@ -13,9 +13,13 @@ use thiserror::Error;
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     /// A duplicate or replay: a message id already received from this peer (a relay
-    /// redelivery), or a ratchet message whose key was already used or is too old to
-    /// be kept (`CryptoError::DuplicateOrTooOld`).
+    /// redelivery), or a ratchet message whose key was already used
+    /// (`CryptoError::DuplicateOrTooOld`; that also covers a key discarded so long ago
+    /// that the session no longer remembers discarding it).
     Duplicate,
+    /// Too old: the message's key was discarded, evicted from the 2000 stored skipped
+    /// keys or never derived because its gap was over 1000 (`CryptoError::TooOld`).
+    TooOld,
     /// The message would skip more message keys than allowed (`MAX_SKIP`).
     SkipLimit,
     /// The message does not authenticate: altered bytes, a forged signature, crafted
@@ -34,8 +38,9 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// Every class, in declaration order.
-    pub const ALL: [FailureClass; 6] = [
+    pub const ALL: [FailureClass; 7] = [
         Self::Duplicate,
+        Self::TooOld,
         Self::SkipLimit,
         Self::Tampered,
         Self::UnknownSession,
@@ -47,6 +52,7 @@ impl FailureClass {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Duplicate => "duplicate",
+            Self::TooOld => "too_old",
             Self::SkipLimit => "skip_limit",
             Self::Tampered => "tampered",
             Self::UnknownSession => "unknown_session",
@@ -59,6 +65,7 @@ impl FailureClass {
     pub fn of(err: &CryptoError) -> Self {
         match err {
             CryptoError::DuplicateOrTooOld { .. } => Self::Duplicate,
+            CryptoError::TooOld { .. } => Self::TooOld,
             CryptoError::SkipLimit { .. } => Self::SkipLimit,
             CryptoError::Aead
             | CryptoError::BadSignature
@@ -83,8 +90,8 @@ impl fmt::Display for FailureClass {
 /// A string that names no [`FailureClass`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "unknown failure class `{0}`, expected one of: duplicate, skip_limit, tampered, \
-     unknown_session, malformed, identity_changed"
+    "unknown failure class `{0}`, expected one of: duplicate, too_old, skip_limit, \
+     tampered, unknown_session, malformed, identity_changed"
 )]
 pub struct ParseFailureClassError(pub String);
 
@@ -151,6 +158,7 @@ mod tests {
     fn maps_every_crypto_error() {
         let cases = [
             (CryptoError::DuplicateOrTooOld { n: 3 }, FailureClass::Duplicate),
+            (CryptoError::TooOld { n: 3 }, FailureClass::TooOld),
             (CryptoError::SkipLimit { skip: 1001 }, FailureClass::SkipLimit),
             (CryptoError::Aead, FailureClass::Tampered),
             (CryptoError::BadSignature, FailureClass::Tampered),

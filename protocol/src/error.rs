@@ -74,6 +74,13 @@ pub enum CryptoError {
         /// The counter carried by the message.
         n: u32,
     },
+    /// The message's key was discarded: evicted from the skipped-key store (over
+    /// `MAX_STORED_SKIPPED_KEYS`) or never derived (a gap over `MAX_SKIP`).
+    #[error("message too old: its key was discarded (chain position {n})")]
+    TooOld {
+        /// The counter carried by the message.
+        n: u32,
+    },
     /// The message would make the receiver skip more than `MAX_SKIP` keys.
     #[error("message would skip {skip} keys, over the limit")]
     SkipLimit {

@@ -24,7 +24,21 @@ use crate::x3dh::{self, associated_data};
 /// of a closed chain is recognised as a replay rather than as tampering.
 pub const RETIRED_RATCHET_KEYS: usize = 64;
 
+/// How many ranges of discarded message keys are remembered, so that a message whose key
+/// was discarded is reported as too old rather than as a duplicate.
+pub const DISCARDED_RANGES: usize = 64;
+
 const AAD_LEN: usize = 2 * KEY_LEN + HEADER_LEN;
+
+/// Message keys `from..until` of the chain of `ratchet` that the session gave up on:
+/// evicted from the skipped-key store, or never derived because the gap was over
+/// `MAX_SKIP`. Their messages can no longer be decrypted.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Discarded {
+    ratchet: PublicKey,
+    from: u32,
+    until: u32,
+}
 
 /// A message key kept for a message that has not arrived yet.
 #[derive(Clone, Serialize, Deserialize)]
@@ -81,6 +95,8 @@ pub struct Session {
     received: u32,
     skipped: VecDeque<SkippedKey>,
     retired_remote: VecDeque<PublicKey>,
+    #[serde(default)]
+    discarded: VecDeque<Discarded>,
     pending_prekey: Option<PreKeyFields>,
     accepted_from: Option<PreKeyFields>,
 }
@@ -157,6 +173,7 @@ impl Session {
             received: 0,
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
+            discarded: VecDeque::new(),
             pending_prekey: Some(PreKeyFields {
                 base_key: agreed.base_key,
                 signed_prekey: bundle.signed_prekey,
@@ -213,6 +230,7 @@ impl Session {
             received: 0,
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
+            discarded: VecDeque::new(),
             pending_prekey: None,
             accepted_from: Some(PreKeyFields::of(message)),
         };
@@ -337,7 +355,7 @@ impl Session {
         // Without a receiving chain no genuine message can name this ratchet key.
         let chain = self.receiving.as_ref().ok_or(CryptoError::Aead)?;
         if header.n < self.received {
-            return Err(CryptoError::DuplicateOrTooOld { n: header.n });
+            return Err(self.already_past(header));
         }
         let skip = header.n - self.received;
         if skip > MAX_SKIP {
@@ -367,7 +385,7 @@ impl Session {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Decrypted, CryptoError> {
         if self.retired_remote.contains(&header.ratchet_key) {
-            return Err(CryptoError::DuplicateOrTooOld { n: header.n });
+            return Err(self.already_past(header));
         }
         if header.n > MAX_SKIP {
             return Err(CryptoError::SkipLimit {
@@ -379,10 +397,17 @@ impl Session {
         // Keys left in the chain being closed; a gap over MAX_SKIP is not derived, but
         // the step still happens (interoperability rule).
         let mut staged = Vec::new();
+        let mut never_derived = None;
         if let (Some(chain), Some(old)) = (&self.receiving, self.remote_ratchet) {
             let gap = header.previous_chain_len.saturating_sub(self.received);
             if gap > 0 && gap <= MAX_SKIP {
                 skip_keys(chain, self.received, header.previous_chain_len, old, &mut staged);
+            } else if gap > MAX_SKIP {
+                never_derived = Some(Discarded {
+                    ratchet: old,
+                    from: self.received,
+                    until: header.previous_chain_len,
+                });
             }
         }
 
@@ -408,6 +433,9 @@ impl Session {
         self.sending = Some(sending);
         self.receiving = Some(receiving.next());
         self.received = next_received;
+        if let Some(range) = never_derived {
+            self.discard(range);
+        }
         self.store_skipped(staged);
         self.pending_prekey = None;
         Ok(Decrypted {
@@ -417,11 +445,48 @@ impl Session {
         })
     }
 
-    /// Appends skipped keys, evicting the oldest past the storage limit.
+    /// Appends skipped keys, evicting the oldest past the storage limit (and
+    /// remembering which they were).
     fn store_skipped(&mut self, keys: Vec<SkippedKey>) {
         self.skipped.extend(keys);
         let excess = self.skipped.len().saturating_sub(MAX_STORED_SKIPPED_KEYS);
-        self.skipped.drain(..excess);
+        let evicted: Vec<(PublicKey, u32)> = self.skipped.drain(..excess).map(|k| (k.ratchet, k.n)).collect();
+        for (ratchet, n) in evicted {
+            self.discard(Discarded {
+                ratchet,
+                from: n,
+                until: n.saturating_add(1),
+            });
+        }
+    }
+
+    /// Remembers a range of discarded keys, joined to the last one when it continues it.
+    fn discard(&mut self, range: Discarded) {
+        if let Some(last) = self.discarded.back_mut() {
+            if last.ratchet == range.ratchet && last.until == range.from {
+                last.until = range.until;
+                return;
+            }
+        }
+        if self.discarded.len() >= DISCARDED_RANGES {
+            self.discarded.pop_front();
+        }
+        self.discarded.push_back(range);
+    }
+
+    /// The error for a message at or behind its chain's position with no stored key:
+    /// too old when its key was discarded, otherwise a duplicate (or a key discarded so
+    /// long ago that the session no longer remembers it).
+    fn already_past(&self, header: &Header) -> CryptoError {
+        let discarded = self
+            .discarded
+            .iter()
+            .any(|d| d.ratchet == header.ratchet_key && (d.from..d.until).contains(&header.n));
+        if discarded {
+            CryptoError::TooOld { n: header.n }
+        } else {
+            CryptoError::DuplicateOrTooOld { n: header.n }
+        }
     }
 }
 

@@ -305,10 +305,49 @@ fn the_2001st_skipped_key_evicts_the_oldest() {
     assert_eq!(stored(&bob), Some(2000));
     assert!(matches!(
         bob.receive(&a, &chain1[0]),
-        Err(CryptoError::DuplicateOrTooOld { .. })
+        Err(CryptoError::TooOld { n: 0 })
+    ));
+    // What was read is a duplicate, not too old.
+    assert!(matches!(
+        bob.receive(&a, &chain1[1000]),
+        Err(CryptoError::DuplicateOrTooOld { n: 1000 })
     ));
     assert_eq!(bob.receive(&a, &chain1[1]).expect("n=1 is still stored"), b"c1 1");
     assert_eq!(bob.receive(&a, &more[0]).expect("newest skipped"), b"c2 more 0");
+}
+
+#[test]
+fn messages_of_a_chain_closed_with_a_gap_over_the_limit_are_too_old() {
+    let (mut alice, mut bob) = established();
+    let (a, b) = (alice.public(), bob.public());
+    let chain1: Vec<Vec<u8>> = (0..1002)
+        .map(|i| alice.send(format!("c1 {i}").as_bytes()))
+        .collect();
+    bob.receive(&a, &chain1[0]).expect("c1 first");
+    let r = bob.send(b"turn");
+    alice.receive(&b, &r).expect("turn");
+    // Closing chain 1 would skip 1001 keys: the step happens, the keys are not derived.
+    let next = alice.send(b"c2 0");
+    assert_eq!(bob.receive(&a, &next).expect("new chain"), b"c2 0");
+    assert_eq!(bob.session.as_ref().map(Session::stored_skipped_keys), Some(0));
+    for i in [1, 500, 1001] {
+        assert!(
+            matches!(bob.receive(&a, &chain1[i]), Err(CryptoError::TooOld { .. })),
+            "c1 {i}"
+        );
+    }
+    assert!(matches!(
+        bob.receive(&a, &chain1[0]),
+        Err(CryptoError::DuplicateOrTooOld { n: 0 })
+    ));
+    // The discarded ranges survive a save and restore.
+    let saved = serde_json::to_string(bob.session.as_ref().expect("session")).expect("save");
+    let restored: Session = serde_json::from_str(&saved).expect("restore");
+    bob.session = Some(restored);
+    assert!(matches!(
+        bob.receive(&a, &chain1[7]),
+        Err(CryptoError::TooOld { n: 7 })
+    ));
 }
 
 #[test]
