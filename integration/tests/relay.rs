@@ -846,3 +846,78 @@ async fn sigterm_closes_connections_with_a_reason_and_exits_cleanly() {
         ids.len()
     );
 }
+
+#[test]
+fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_config_file() {
+    use std::process::{Command, Stdio};
+    let bin = e2ee_integration::process::binary("e2ee-relay").expect("built");
+    let help = Command::new(&bin).arg("--help").output().expect("--help");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    for flag in [
+        "--listen",
+        "--config",
+        "--data-dir",
+        "--log-format",
+        "--log-level",
+        "--print-config",
+    ] {
+        assert!(text.contains(flag), "--help explains {flag}:\n{text}");
+    }
+
+    // Defaults, then the environment, then flags.
+    let printed = Command::new(&bin)
+        .args(["--print-config", "--listen", "127.0.0.1:7999"])
+        .env("E2EE_LIMITS__QUEUE_QUOTA", "77")
+        .output()
+        .expect("--print-config");
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{text}");
+    for line in [
+        "listen = \"127.0.0.1:7999\"",
+        "queue_quota = 77",
+        "engine = \"sqlite\"",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
+
+    // A config file that is missing or holds a bad value: a clear error, exit 1.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 5\n").expect("write");
+    for (config, says) in [
+        (dir.path().join("missing.toml"), "does not exist".to_string()),
+        (bad, "listen = \"5\": invalid socket address".to_string()),
+    ] {
+        let out = Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&says), "{says:?} in {err}");
+    }
+
+    // No config file and no data directory: embedded defaults, data in ./e2ee-relay-data.
+    let mut child = Command::new(&bin)
+        .current_dir(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let lines = e2ee_integration::process::forward_lines(child.stderr.take().expect("stderr"));
+    let listening = loop {
+        let line = lines.recv_timeout(WAIT).expect("a log line");
+        if line.contains("\"msg\":\"relay listening\"") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening.contains("e2ee-relay-data"), "{listening}");
+    assert!(dir.path().join("e2ee-relay-data").is_dir());
+}

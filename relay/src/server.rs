@@ -69,6 +69,11 @@ fn open_store(settings: &RelaySettings) -> io::Result<Box<dyn Store>> {
     })
 }
 
+/// An error about a setting's value, naming the setting.
+fn setting_error(key: &str, value: &str, err: io::Error) -> io::Error {
+    io::Error::new(err.kind(), format!("{key} = {value:?}: {err}"))
+}
+
 /// Serves until `shutdown` resolves, then closes every connection with a reason, waits
 /// for pending store commits and returns. `bound` learns the listening address.
 pub async fn serve(
@@ -101,14 +106,18 @@ pub async fn serve(
         })
     };
 
-    let listener = TcpListener::bind(&settings.listen).await?;
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|err| setting_error("listen", &settings.listen, err))?;
     let addr = listener.local_addr()?;
     info!(log, "relay listening"; "addr" => %addr, "store" => ?settings.store.engine,
           "data_dir" => %settings.data_dir.display());
     bound(addr);
 
     if let Some(metrics_addr) = &settings.metrics_listen {
-        let metrics_listener = TcpListener::bind(metrics_addr).await?;
+        let metrics_listener = TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|err| setting_error("metrics_listen", metrics_addr, err))?;
         info!(log, "metrics listening"; "addr" => %metrics_listener.local_addr()?);
         actix::spawn(metrics::serve(metrics_listener, metrics.clone()));
     }
