@@ -659,13 +659,18 @@ impl AgentActor {
         }
     }
 
-    fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>) {
-        self.connected = false;
-        // Answers to these requests are lost; they are asked again after reconnecting.
+    /// Forgets the lookups and fetches in flight (their answers will not come).
+    fn forget_requests(&mut self) {
         self.lookups.clear();
         self.lookup_in_flight.clear();
         self.fetches.clear();
         self.fetch_in_flight.clear();
+    }
+
+    fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>) {
+        self.connected = false;
+        // Answers to these requests are lost; they are asked again after reconnecting.
+        self.forget_requests();
         debug!(self.log, "disconnected"; "reason" => &reason);
         self.emit(Event::Connection {
             state: if retry.is_some() {
@@ -729,10 +734,7 @@ impl AgentActor {
                     "the relay rate-limited a request: asking again in {retry_after_ms} ms"
                 )));
                 ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
-                    act.lookups.clear();
-                    act.lookup_in_flight.clear();
-                    act.fetches.clear();
-                    act.fetch_in_flight.clear();
+                    act.forget_requests();
                     act.resolve_pending(ctx);
                 });
             }
