@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::router::{Delivery, RouteTable};
@@ -30,10 +30,32 @@ pub enum CommitError {
     Unavailable,
 }
 
+/// Where a write's outcome goes.
+enum Reply {
+    /// One answer (the Committer's own expiry runs).
+    Once(oneshot::Sender<WriteOutcome>),
+    /// A connection's stream of outcomes, in the order of its writes.
+    Stream(mpsc::UnboundedSender<WriteOutcome>),
+}
+
+impl Reply {
+    /// Answers; a receiver that has gone is fine (the write is committed regardless).
+    fn send(self, outcome: WriteOutcome) {
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Stream(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
+
 /// Collects writes and commits them in batches.
 pub struct Committer {
     store: Addr<StoreActor>,
-    pending: Vec<(WriteOp, oneshot::Sender<WriteOutcome>)>,
+    pending: Vec<(WriteOp, Reply)>,
     in_flight: bool,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -76,9 +98,27 @@ impl Committer {
     }
 
     /// Queues one write and starts a batch if none is in flight.
-    fn enqueue(&mut self, op: WriteOp, reply: oneshot::Sender<WriteOutcome>, ctx: &mut Context<Self>) {
+    fn enqueue(&mut self, op: WriteOp, reply: Reply, ctx: &mut Context<Self>) {
         self.pending.push((op, reply));
-        self.queued += 1;
+        self.added(1, ctx);
+    }
+
+    /// Queues a connection's writes, answered in order on `outcomes`.
+    fn enqueue_all(
+        &mut self,
+        ops: Vec<WriteOp>,
+        outcomes: &mpsc::UnboundedSender<WriteOutcome>,
+        ctx: &mut Context<Self>,
+    ) {
+        let n = ops.len();
+        self.pending
+            .extend(ops.into_iter().map(|op| (op, Reply::Stream(outcomes.clone()))));
+        self.added(n, ctx);
+    }
+
+    /// Counts `n` newly queued writes and starts a batch if none is in flight.
+    fn added(&mut self, n: usize, ctx: &mut Context<Self>) {
+        self.queued += n as u64;
         self.metrics.store_queue_depth.set(self.pending.len() as u64);
         self.flush(ctx);
     }
@@ -126,22 +166,23 @@ impl Committer {
                     match outcome {
                         Ok(results) => {
                             if let Some(routes) = &act.routes {
-                                for (push, result) in pushes.into_iter().zip(&results) {
-                                    if let (Some((recipient, mut delivery)), WriteResult::Appended { seq }) =
-                                        (push, result)
-                                    {
-                                        delivery.seq = *seq;
-                                        routes.route(&recipient, delivery);
-                                    }
-                                }
+                                routes.route_all(pushes.into_iter().zip(&results).filter_map(
+                                    |(push, result)| match (push, result) {
+                                        (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
+                                            delivery.seq = *seq;
+                                            Some((recipient, delivery))
+                                        }
+                                        _ => None,
+                                    },
+                                ));
                             }
                             for (reply, result) in replies.into_iter().zip(results) {
-                                let _ = reply.send(Ok(result));
+                                reply.send(Ok(result));
                             }
                         }
                         Err(err) => {
                             for reply in replies {
-                                let _ = reply.send(Err(err.clone()));
+                                reply.send(Err(err.clone()));
                             }
                         }
                     }
@@ -182,7 +223,7 @@ impl Actor for Committer {
             ctx.run_interval(every, move |act, ctx| {
                 let before_ms = crate::now_ms().saturating_sub(ttl.as_millis() as u64);
                 let (tx, rx) = oneshot::channel();
-                act.enqueue(WriteOp::Expire { before_ms }, tx, ctx);
+                act.enqueue(WriteOp::Expire { before_ms }, Reply::Once(tx), ctx);
                 let metrics = act.metrics.clone();
                 actix::spawn(async move {
                     if let Ok(Ok(WriteResult::Expired(n))) = rx.await {
@@ -194,52 +235,26 @@ impl Actor for Committer {
     }
 }
 
-/// Commit one write; resolves when its batch is durable.
-#[derive(Message)]
-#[rtype(result = "WriteOutcome")]
-pub struct Write(pub WriteOp);
-
-impl Handler<Write> for Committer {
-    type Result = ResponseFuture<WriteOutcome>;
-
-    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(msg.0, tx, ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(CommitError::Unavailable)) })
-    }
-}
-
-/// Commit one write and answer on `reply`. Unlike a [`Write`] request, it is committed
-/// even when nobody waits for the answer any more: actix skips a request whose sender
-/// has gone, so a connection that closed right after a client's DeliveryAck would lose
-/// that acknowledgement (and the message would be delivered again) when the Committer
-/// runs on another thread.
+/// Commit a connection's writes (those read in one burst), in order. Each outcome is
+/// sent on `outcomes` once its batch is durable, in the order of `ops` and of earlier
+/// batches from the same sender. The writes are committed even when the receiver has
+/// gone: a connection that closed right after a client's DeliveryAck must not lose that
+/// acknowledgement (the message would be delivered again).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WriteDetached {
-    /// The write.
-    pub op: WriteOp,
-    /// Where its outcome goes (dropped receivers are fine).
-    pub reply: oneshot::Sender<WriteOutcome>,
+pub struct WriteBatch {
+    /// The writes, oldest first.
+    pub ops: Vec<WriteOp>,
+    /// Where their outcomes go.
+    pub outcomes: mpsc::UnboundedSender<WriteOutcome>,
 }
 
-impl Handler<WriteDetached> for Committer {
+impl Handler<WriteBatch> for Committer {
     type Result = ();
 
-    fn handle(&mut self, msg: WriteDetached, ctx: &mut Context<Self>) {
-        self.enqueue(msg.op, msg.reply, ctx);
+    fn handle(&mut self, msg: WriteBatch, ctx: &mut Context<Self>) {
+        self.enqueue_all(msg.ops, &msg.outcomes, ctx);
     }
-}
-
-/// Queues `op` with the Committer; the future resolves with its outcome. The write is
-/// committed whether or not the future is still polled (see [`WriteDetached`]).
-pub fn write(
-    committer: &Addr<Committer>,
-    op: WriteOp,
-) -> impl std::future::Future<Output = Result<WriteOutcome, MailboxError>> + 'static {
-    let (reply, outcome) = oneshot::channel();
-    committer.do_send(WriteDetached { op, reply });
-    async move { outcome.await.map_err(|_| MailboxError::Closed) }
 }
 
 /// Resolves once every write queued before it is done (committed, or failed and

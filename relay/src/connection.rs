@@ -18,7 +18,7 @@ use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::committer::{Flush, WriteOutcome};
+use crate::committer::{Flush, WriteBatch, WriteOutcome};
 use crate::output::{Output, WriterExit};
 use crate::rate_limit::{RateLimits, TokenBucket};
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
@@ -50,9 +50,9 @@ struct Deliveries {
     /// Highest sequence number the drain has considered.
     drain_mark: u64,
     /// Written, not yet acknowledged.
-    in_flight: HashMap<(IdentityBytes, MsgId), u64>,
+    in_flight: HashMap<(IdentityBytes, MsgId), u64, ahash::RandomState>,
     /// Acknowledged, acknowledgement not yet committed.
-    acking: HashSet<(IdentityBytes, MsgId)>,
+    acking: HashSet<(IdentityBytes, MsgId), ahash::RandomState>,
 }
 
 /// One client connection.
@@ -72,21 +72,37 @@ pub struct Connection {
     /// with this reason once the stores in flight are answered.
     shutdown: Option<(ErrorCode, String)>,
     ping_counter: u64,
-    stores: StoreOrder,
+    writes: Writes,
+    /// The receiving half of the outcome channel, until `started` makes it a stream.
+    outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<WriteOutcome>>,
 }
 
-/// What to do once a store completed.
-type AfterStore = Box<dyn FnOnce(&mut Connection, &mut Context<Connection>)>;
+/// A write handed to the Committer (or about to be) whose outcome has not come back.
+enum Written {
+    /// A Send from this connection's client (`ack`), or one the adversary injects.
+    Message {
+        recipient: IdentityBytes,
+        msg_id: MsgId,
+        len: usize,
+        ack: bool,
+    },
+    /// The client's DeliveryAck for this (sender, id).
+    Ack((IdentityBytes, MsgId)),
+}
 
-/// Stores in flight, oldest first. Futures spawned on an actix context are not polled
-/// in the order they were spawned, so outcomes are handled here in Send order: SentAcks
-/// and live Delivers keep the order of the Sends.
-#[derive(Default)]
-struct StoreOrder {
-    /// Ticket of the front entry.
-    front: u64,
-    /// Per store in flight, its follow-up once its outcome is in.
-    pending: VecDeque<Option<AfterStore>>,
+/// Writes of this connection. Those read in one burst of frames go to the Committer as
+/// one [`WriteBatch`]; their outcomes come back, in order, on one channel that the
+/// connection reads as a stream. (One spawned future per write would be polled on
+/// every wake-up of the connection, all of them, and could complete out of order.)
+struct Writes {
+    /// Not yet handed to the Committer; sent at the end of the current burst.
+    unsent: Vec<WriteOp>,
+    /// Every write whose outcome is awaited, oldest first: the outcomes' order.
+    awaiting: VecDeque<Written>,
+    /// How many of `awaiting` are messages (the relay's shutdown waits for them).
+    messages: usize,
+    /// The sending half of the outcome channel, handed to the Committer.
+    outcomes: tokio::sync::mpsc::UnboundedSender<WriteOutcome>,
 }
 
 impl Connection {
@@ -100,6 +116,7 @@ impl Connection {
     ) -> Self {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
+        let (outcomes, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
         let limits = &relay.limits;
         Self {
             id,
@@ -118,7 +135,13 @@ impl Connection {
             closing: false,
             shutdown: None,
             ping_counter: 0,
-            stores: StoreOrder::default(),
+            writes: Writes {
+                unsent: Vec::new(),
+                awaiting: VecDeque::new(),
+                messages: 0,
+                outcomes,
+            },
+            outcomes: Some(outcomes_rx),
         }
     }
 
@@ -368,43 +391,75 @@ impl Connection {
             timestamp_ms: crate::now_ms(),
             payload: payload.into(),
         });
-        let ticket = self.stores.front + self.stores.pending.len() as u64;
-        self.stores.pending.push_back(None);
-        ctx.spawn(
-            crate::committer::write(&self.relay.committer, op)
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    let then: AfterStore =
-                        Box::new(move |act, ctx| act.on_stored(res.ok(), recipient, msg_id, len, ack, ctx));
-                    act.store_done(ticket, then, ctx);
-                }),
+        self.write(
+            op,
+            Written::Message {
+                recipient,
+                msg_id,
+                len,
+                ack,
+            },
+            ctx,
         );
     }
 
-    /// Records that store `ticket` completed, then runs every completed follow-up at the
-    /// front of the queue, oldest first.
-    fn store_done(&mut self, ticket: u64, then: AfterStore, ctx: &mut Context<Self>) {
-        let index = ticket.saturating_sub(self.stores.front) as usize;
-        if let Some(slot) = self.stores.pending.get_mut(index) {
-            *slot = Some(then);
+    /// Queues a write; the writes of one burst of frames go to the Committer together.
+    fn write(&mut self, op: WriteOp, what: Written, ctx: &mut Context<Self>) {
+        if matches!(what, Written::Message { .. }) {
+            self.writes.messages += 1;
         }
-        while matches!(self.stores.pending.front(), Some(Some(_))) {
-            let Some(Some(then)) = self.stores.pending.pop_front() else {
-                break;
-            };
-            self.stores.front += 1;
-            then(self, ctx);
+        self.writes.awaiting.push_back(what);
+        if self.writes.unsent.is_empty() {
+            // Runs once the frames read so far are handled.
+            ctx.notify(SendWrites);
         }
-        if self.stores.pending.is_empty() {
-            if let Some((code, reason)) = self.shutdown.take() {
-                self.close(code, &reason, ctx);
+        self.writes.unsent.push(op);
+    }
+
+    /// Hands the queued writes to the Committer.
+    fn send_writes(&mut self) {
+        if self.writes.unsent.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.writes.unsent);
+        self.relay.committer.do_send(WriteBatch {
+            ops,
+            outcomes: self.writes.outcomes.clone(),
+        });
+    }
+
+    /// The outcome of the oldest write in flight.
+    fn on_outcome(&mut self, outcome: WriteOutcome, ctx: &mut Context<Self>) {
+        match self.writes.awaiting.pop_front() {
+            Some(Written::Message {
+                recipient,
+                msg_id,
+                len,
+                ack,
+            }) => {
+                self.writes.messages -= 1;
+                self.on_stored(outcome, recipient, msg_id, len, ack, ctx);
+                if self.writes.messages == 0 {
+                    if let Some((code, reason)) = self.shutdown.take() {
+                        self.close(code, &reason, ctx);
+                    }
+                }
+            }
+            Some(Written::Ack(key)) => {
+                self.deliveries.acking.remove(&key);
+                if let Ok(WriteResult::Acked(true)) = outcome {
+                    self.relay.metrics.messages_acked.inc();
+                }
+            }
+            None => {
+                warn!(self.log, "write outcome with no write in flight");
             }
         }
     }
 
     fn on_stored(
         &mut self,
-        outcome: Option<WriteOutcome>,
+        outcome: WriteOutcome,
         recipient: IdentityBytes,
         msg_id: MsgId,
         len: usize,
@@ -416,7 +471,7 @@ impl Connection {
             return;
         }
         match outcome {
-            Some(Ok(WriteResult::Appended { .. })) => {
+            Ok(WriteResult::Appended { .. }) => {
                 // The Committer has pushed it to the recipient.
                 self.relay.metrics.messages_stored.inc();
                 // Hex only when the record is written: this runs for every message.
@@ -424,11 +479,11 @@ impl Connection {
                 debug!(self.log, "message stored"; "msg_id" => id, "len" => len);
                 self.send(Frame::SentAck { msg_id }, ctx);
             }
-            Some(Ok(WriteResult::Duplicate)) => {
+            Ok(WriteResult::Duplicate) => {
                 self.relay.metrics.messages_duplicate.inc();
                 self.send(Frame::SentAck { msg_id }, ctx);
             }
-            Some(Ok(WriteResult::QuotaExceeded)) => {
+            Ok(WriteResult::QuotaExceeded) => {
                 self.relay.metrics.quota_exceeded.inc();
                 let retry_after_ms = self.relay.limits.quota_retry_after_ms;
                 self.send(
@@ -440,7 +495,7 @@ impl Connection {
                     ctx,
                 );
             }
-            Some(Ok(_)) | Some(Err(_)) | None => {
+            Ok(_) | Err(_) => {
                 self.close(
                     ErrorCode::Internal,
                     "message not stored; resend it after reconnecting",
@@ -465,16 +520,7 @@ impl Connection {
             sender,
             msg_id,
         };
-        ctx.spawn(
-            crate::committer::write(&self.relay.committer, op)
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    act.deliveries.acking.remove(&key);
-                    if let Ok(Ok(WriteResult::Acked(true))) = res {
-                        act.relay.metrics.messages_acked.inc();
-                    }
-                }),
-        );
+        self.write(op, Written::Ack(key), ctx);
         let max = self.relay.limits.max_unacked;
         let d = &self.deliveries;
         if !d.live && !d.draining && d.in_flight.len() < max / 2 {
@@ -703,6 +749,9 @@ impl Actor for Connection {
             },
             ctx,
         );
+        if let Some(mut outcomes) = self.outcomes.take() {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| outcomes.poll_recv(cx)));
+        }
         if let Some(done) = self.writer_done.take() {
             ctx.spawn(done.into_actor(self).map(|exit, act, ctx| {
                 if exit == Ok(WriterExit::TimedOut) {
@@ -734,6 +783,8 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Acknowledgements read before the connection ended are committed all the same.
+        self.send_writes();
         self.relay.metrics.connections_open.dec();
         if let State::Ready(identity) = self.state {
             self.relay.metrics.authenticated.dec();
@@ -789,12 +840,16 @@ impl Handler<ToConnection> for Connection {
 
     fn handle(&mut self, msg: ToConnection, ctx: &mut Context<Self>) {
         match msg {
-            ToConnection::Deliver(delivery) => self.offer(delivery, ctx),
+            ToConnection::Deliver(deliveries) => {
+                for delivery in deliveries {
+                    self.offer(delivery, ctx);
+                }
+            }
             ToConnection::Frame(frame) => {
                 self.send(frame, ctx);
             }
             ToConnection::Close { code, reason }
-                if code == ErrorCode::ServerShutdown && !self.stores.pending.is_empty() =>
+                if code == ErrorCode::ServerShutdown && self.writes.messages > 0 =>
             {
                 // Messages being stored are acknowledged first.
                 self.shutdown = Some((code, reason));
@@ -802,4 +857,26 @@ impl Handler<ToConnection> for Connection {
             ToConnection::Close { code, reason } => self.close(code, &reason, ctx),
         }
     }
+}
+
+/// Hands the writes of the current burst to the Committer.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SendWrites;
+
+impl Handler<SendWrites> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: SendWrites, _: &mut Context<Self>) {
+        self.send_writes();
+    }
+}
+
+impl StreamHandler<WriteOutcome> for Connection {
+    fn handle(&mut self, outcome: WriteOutcome, ctx: &mut Context<Self>) {
+        self.on_outcome(outcome, ctx);
+    }
+
+    /// The connection holds the sending half, so this stream never ends before it does.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }

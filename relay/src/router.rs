@@ -34,8 +34,8 @@ pub struct Delivery {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum ToConnection {
-    /// A message for this connection's identity.
-    Deliver(Delivery),
+    /// Messages for this connection's identity, in storage order.
+    Deliver(Vec<Delivery>),
     /// A frame to write (e.g. a low-prekey notice).
     Frame(Frame),
     /// Close with a reason.
@@ -61,15 +61,26 @@ struct Client {
 /// with a push routed through the Router's mailbox.
 #[derive(Default)]
 pub struct RouteTable {
-    map: RwLock<HashMap<IdentityBytes, Recipient<ToConnection>>>,
+    map: RwLock<HashMap<IdentityBytes, Recipient<ToConnection>, ahash::RandomState>>,
 }
 
 impl RouteTable {
-    /// Pushes a delivery to its recipient if connected (it stays in the store either way).
-    pub fn route(&self, recipient: &IdentityBytes, delivery: Delivery) {
+    /// Pushes each delivery to its recipient if connected (it stays in the store either
+    /// way): one message per recipient with its deliveries in order, and the map locked
+    /// once for all of them.
+    pub fn route_all(&self, deliveries: impl IntoIterator<Item = (IdentityBytes, Delivery)>) {
+        let mut by_recipient: HashMap<IdentityBytes, Vec<Delivery>, ahash::RandomState> = HashMap::default();
+        for (recipient, delivery) in deliveries {
+            by_recipient.entry(recipient).or_default().push(delivery);
+        }
+        if by_recipient.is_empty() {
+            return;
+        }
         if let Ok(map) = self.map.read() {
-            if let Some(addr) = map.get(recipient) {
-                addr.do_send(ToConnection::Deliver(delivery));
+            for (recipient, deliveries) in by_recipient {
+                if let Some(addr) = map.get(&recipient) {
+                    addr.do_send(ToConnection::Deliver(deliveries));
+                }
             }
         }
     }
@@ -198,7 +209,7 @@ impl Handler<Route> for Router {
 
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) {
         if let Some(client) = self.clients.get(&msg.recipient) {
-            client.addr.do_send(ToConnection::Deliver(msg.delivery));
+            client.addr.do_send(ToConnection::Deliver(vec![msg.delivery]));
         }
     }
 }

@@ -1,14 +1,14 @@
 //! An in-memory store: the same behaviour as SQLite without durability.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use ahash::RandomState;
 
 use super::{IdentityBytes, MsgId, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
 
-/// Shards of the idempotency map. It holds every message id until the TTL, so it grows
-/// to millions of entries under load; one map stops the store for a whole rehash (a
+/// Shards of the idempotency maps. Acknowledged ids are kept until the TTL, so under
+/// load they grow to millions of entries; one map stops the store for a whole rehash (a
 /// second at a few million entries, seen as latency spikes). Shards take unequal shares
 /// of the ids (weights from 1 to 2), so they fill at different speeds and rehash at
 /// different times, each 1/64 of the work.
@@ -16,9 +16,106 @@ const KNOWN_SHARDS: usize = 64;
 /// Size of the table that maps a hash of an id to its shard.
 const SHARD_TABLE: usize = 1024;
 
-/// Where a stored (sender, id) went: (recipient, seq, timestamp). Keys are chosen by
-/// clients, so the hasher is keyed (per process, at random) like std's, but faster.
-type Known = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64), RandomState>;
+/// Where a stored, unacknowledged (sender, id) went: (recipient, seq, timestamp). Keys
+/// are chosen by clients, so the hasher is keyed (per process, at random) like std's,
+/// but faster.
+type Unacked = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64), RandomState>;
+
+/// An acknowledged (sender, id), remembered only to refuse it again: a 128-bit keyed
+/// hash of it (keys random per process). Two different ids share one with a chance of
+/// about n / 2^128 for n ids held; an entry is 24 bytes against about 100 for the id
+/// with its routing, so the map that grows with traffic stays small and in cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(u64, u64);
+
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// Hashes a [`Fingerprint`] to its first half, which is already a keyed hash.
+#[derive(Default, Clone, Copy)]
+struct FirstHalf(u64);
+
+impl std::hash::Hasher for FirstHalf {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; this keeps any other input well mixed all the same.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Acknowledged ids → the message's timestamp (for expiry).
+type Acked = HashMap<Fingerprint, u64, std::hash::BuildHasherDefault<FirstHalf>>;
+
+/// One shard of the idempotency maps.
+#[derive(Default)]
+struct Known {
+    unacked: Unacked,
+    acked: Acked,
+}
+
+/// A recipient's queue in storage order (sequence numbers only grow). Acknowledging
+/// leaves a hole; holes at the front are dropped at once (clients acknowledge mostly in
+/// order), the rest when they outnumber the messages held.
+#[derive(Default)]
+struct Queue {
+    slots: VecDeque<(u64, Option<StoredMessage>)>,
+    live: usize,
+}
+
+impl Queue {
+    fn push(&mut self, message: StoredMessage) {
+        self.slots.push_back((message.seq, Some(message)));
+        self.live += 1;
+    }
+
+    /// Removes the message stored under `seq`; false if it is not held.
+    fn remove(&mut self, seq: u64) -> bool {
+        let Ok(i) = self.slots.binary_search_by_key(&seq, |(s, _)| *s) else {
+            return false;
+        };
+        if self.slots[i].1.take().is_none() {
+            return false;
+        }
+        self.live -= 1;
+        while matches!(self.slots.front(), Some((_, None))) {
+            self.slots.pop_front();
+        }
+        let holes = self.slots.len() - self.live;
+        if holes > 64 && holes > self.live {
+            self.slots.retain(|(_, m)| m.is_some());
+        }
+        true
+    }
+
+    /// Messages with a larger sequence number than `after`, in order.
+    fn after(&self, after: u64) -> impl Iterator<Item = &StoredMessage> {
+        let start = match self.slots.binary_search_by_key(&after, |(s, _)| *s) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        self.slots.range(start..).filter_map(|(_, m)| m.as_ref())
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+}
 
 #[derive(Default)]
 struct Prekeys {
@@ -30,9 +127,11 @@ struct Prekeys {
 /// Messages, acknowledged ids, prekeys and claims in memory.
 pub struct MemoryStore {
     next_seq: u64,
-    queues: HashMap<IdentityBytes, BTreeMap<u64, StoredMessage>, RandomState>,
+    queues: HashMap<IdentityBytes, Queue, RandomState>,
     /// Every (sender, id) stored and not yet expired, acknowledged or not.
     known: Vec<Known>,
+    /// The keys of [`Fingerprint`]s.
+    fingerprint_keys: (RandomState, RandomState),
     /// Hash slot → shard, built with the shards.
     shard_of: Vec<u8>,
     prekeys: HashMap<IdentityBytes, Prekeys>,
@@ -75,22 +174,28 @@ impl MemoryStore {
             next_seq: 0,
             queues: HashMap::default(),
             known: (0..KNOWN_SHARDS).map(|_| Known::default()).collect(),
+            fingerprint_keys: (RandomState::new(), RandomState::new()),
             shard_of,
             prekeys: HashMap::new(),
             claims: HashMap::new(),
         }
     }
 
-    fn known(&mut self, sender: &IdentityBytes, msg_id: &MsgId) -> &mut Known {
-        &mut self.known[shard_of(&self.shard_of, sender, msg_id)]
+    fn fingerprint(&self, sender: &IdentityBytes, msg_id: &MsgId) -> Fingerprint {
+        let (a, b) = &self.fingerprint_keys;
+        Fingerprint(a.hash_one((sender, msg_id)), b.hash_one((sender, msg_id)))
     }
 
     fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
         match op {
             WriteOp::Append(m) => {
+                let fingerprint = self.fingerprint(&m.sender, &m.msg_id);
                 let queue = self.queues.entry(m.recipient).or_default();
                 let shard = &mut self.known[shard_of(&self.shard_of, &m.sender, &m.msg_id)];
-                let Entry::Vacant(known) = shard.entry((m.sender, m.msg_id)) else {
+                if shard.acked.contains_key(&fingerprint) {
+                    return WriteResult::Duplicate;
+                }
+                let Entry::Vacant(unacked) = shard.unacked.entry((m.sender, m.msg_id)) else {
                     return WriteResult::Duplicate;
                 };
                 if queue.len() as u64 >= quota {
@@ -98,48 +203,49 @@ impl MemoryStore {
                 }
                 self.next_seq += 1;
                 let seq = self.next_seq;
-                known.insert((m.recipient, seq, m.timestamp_ms));
-                queue.insert(
+                unacked.insert((m.recipient, seq, m.timestamp_ms));
+                queue.push(StoredMessage {
                     seq,
-                    StoredMessage {
-                        seq,
-                        sender: m.sender,
-                        msg_id: m.msg_id,
-                        timestamp_ms: m.timestamp_ms,
-                        payload: m.payload.clone(),
-                    },
-                );
+                    sender: m.sender,
+                    msg_id: m.msg_id,
+                    timestamp_ms: m.timestamp_ms,
+                    payload: m.payload.clone(),
+                });
                 WriteResult::Appended { seq }
             }
             WriteOp::Ack {
                 recipient,
                 sender,
                 msg_id,
-            } => match self.known(sender, msg_id).get(&(*sender, *msg_id)).copied() {
-                Some((to, seq, _)) if to == *recipient => {
-                    let removed = self
-                        .queues
-                        .get_mut(recipient)
-                        .and_then(|q| q.remove(&seq))
-                        .is_some();
-                    WriteResult::Acked(removed)
+            } => {
+                let fingerprint = self.fingerprint(sender, msg_id);
+                let shard = &mut self.known[shard_of(&self.shard_of, sender, msg_id)];
+                let key = (*sender, *msg_id);
+                match shard.unacked.get(&key) {
+                    Some(&(to, seq, ts)) if to == *recipient => {
+                        shard.unacked.remove(&key);
+                        shard.acked.insert(fingerprint, ts);
+                        let removed = self.queues.get_mut(recipient).is_some_and(|q| q.remove(seq));
+                        WriteResult::Acked(removed)
+                    }
+                    _ => WriteResult::Acked(false),
                 }
-                _ => WriteResult::Acked(false),
-            },
+            }
             WriteOp::Expire { before_ms } => {
                 let mut expired = 0;
                 for shard in &mut self.known {
-                    shard.retain(|_, (recipient, seq, ts)| {
+                    shard.unacked.retain(|_, (recipient, seq, ts)| {
                         if *ts >= *before_ms {
                             return true;
                         }
                         if let Some(queue) = self.queues.get_mut(recipient) {
-                            if queue.remove(seq).is_some() {
+                            if queue.remove(*seq) {
                                 expired += 1;
                             }
                         }
                         false
                     });
+                    shard.acked.retain(|_, ts| *ts >= *before_ms);
                 }
                 self.queues.retain(|_, q| !q.is_empty());
                 WriteResult::Expired(expired)
@@ -164,8 +270,7 @@ impl Store for MemoryStore {
             .queues
             .get(recipient)
             .map(|q| {
-                q.range(after.saturating_add(1)..)
-                    .map(|(_, m)| m)
+                q.after(after)
                     .filter(|m| m.timestamp_ms >= not_before_ms)
                     .take(limit)
                     .cloned()
@@ -233,6 +338,53 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::{Queue, StoredMessage};
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            sender: [1; 32],
+            msg_id: [seq as u8; 16],
+            timestamp_ms: 0,
+            payload: vec![seq as u8].into(),
+        }
+    }
+
+    fn seqs(queue: &Queue, after: u64) -> Vec<u64> {
+        queue.after(after).map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_queue_keeps_order_through_acknowledgements_in_any_order() {
+        let mut queue = Queue::default();
+        for seq in (2..=400).step_by(2) {
+            queue.push(message(seq));
+        }
+        assert_eq!(queue.len(), 200);
+        assert!(!queue.remove(3), "never stored");
+        assert!(queue.remove(10));
+        assert!(!queue.remove(10), "already removed");
+        let expected: Vec<u64> = [6, 8].into_iter().chain((12..=400).step_by(2)).collect();
+        assert_eq!(seqs(&queue, 4), expected);
+        assert_eq!(seqs(&queue, 9)[0], 12, "after a number between two stored ones");
+        // Remove everything but the first message: the holes behind it are compacted.
+        for seq in (4..=400).step_by(2) {
+            queue.remove(seq);
+        }
+        assert_eq!(queue.len(), 1);
+        assert!(
+            queue.slots.len() <= 66,
+            "{} slots for one message",
+            queue.slots.len()
+        );
+        assert_eq!(seqs(&queue, 0), vec![2]);
+        assert!(queue.remove(2));
+        assert!(queue.is_empty());
+        assert!(queue.slots.is_empty(), "holes at the front are dropped");
+        queue.push(message(500));
+        assert_eq!(seqs(&queue, 400), vec![500]);
+    }
+
     #[test]
     fn memory_store_meets_the_store_contract() {
         super::super::contract::check(&mut super::MemoryStore::new());

@@ -189,6 +189,11 @@ pub(crate) mod contract {
         assert_eq!(commit_ok(store, &[ack(9)], 10), vec![WriteResult::Acked(false)]);
         assert_eq!(commit_ok(store, &[ack(1)], 10), vec![WriteResult::Acked(true)]);
         assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
+        assert_eq!(
+            commit_ok(store, &[ack(1)], 10),
+            vec![WriteResult::Acked(false)],
+            "acked twice"
+        );
         // A retransmission after delivery does not create a second copy.
         assert_eq!(
             commit_ok(store, &[msg(1, 2, 1, 100)], 10),
@@ -210,6 +215,16 @@ pub(crate) mod contract {
         let r = commit_ok(store, &[WriteOp::Expire { before_ms: 100 }], 10);
         assert_eq!(r, vec![WriteResult::Expired(1)]);
         assert_eq!(store.queue_len(&[5; 32]).expect("len"), 1);
+        // Expiry forgets acknowledged ids as well: past the TTL, the same id is new.
+        let r = commit_ok(store, &[WriteOp::Expire { before_ms: 101 }], 10);
+        assert_eq!(
+            r,
+            vec![WriteResult::Expired(3)],
+            "the unacknowledged one to 1 and two to 4"
+        );
+        let r = commit_ok(store, &[msg(1, 2, 1, 600)], 10);
+        assert!(matches!(r[0], WriteResult::Appended { .. }), "{r:?}");
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
 
         // Prekeys: each one-time prekey is handed out once.
         assert_eq!(store.prekey_count(&[6; 32]).expect("count"), None);
