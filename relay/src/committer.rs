@@ -30,25 +30,39 @@ pub enum CommitError {
     Unavailable,
 }
 
+/// A connection's channel of outcomes: each item holds the outcomes of consecutive
+/// writes of one batch, and items come in the order of the writes.
+pub type Outcomes = mpsc::UnboundedSender<Vec<WriteOutcome>>;
+
 /// Where a write's outcome goes.
 enum Reply {
     /// One answer (the Committer's own expiry runs).
     Once(oneshot::Sender<WriteOutcome>),
-    /// A connection's stream of outcomes, in the order of its writes.
-    Stream(mpsc::UnboundedSender<WriteOutcome>),
+    /// A connection's stream of outcomes.
+    Stream(Outcomes),
 }
 
-impl Reply {
-    /// Answers; a receiver that has gone is fine (the write is committed regardless).
-    fn send(self, outcome: WriteOutcome) {
-        match self {
+/// Answers each write of a batch, one message per run of consecutive writes from the
+/// same connection. Receivers that have gone are fine: the writes are committed.
+fn answer(replies: Vec<Reply>, outcomes: impl Iterator<Item = WriteOutcome>) {
+    let mut run: Option<(Outcomes, Vec<WriteOutcome>)> = None;
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        match reply {
             Reply::Once(tx) => {
                 let _ = tx.send(outcome);
             }
-            Reply::Stream(tx) => {
-                let _ = tx.send(outcome);
-            }
+            Reply::Stream(tx) => match &mut run {
+                Some((current, list)) if current.same_channel(&tx) => list.push(outcome),
+                _ => {
+                    if let Some((current, list)) = run.replace((tx, vec![outcome])) {
+                        let _ = current.send(list);
+                    }
+                }
+            },
         }
+    }
+    if let Some((current, list)) = run {
+        let _ = current.send(list);
     }
 }
 
@@ -104,12 +118,7 @@ impl Committer {
     }
 
     /// Queues a connection's writes, answered in order on `outcomes`.
-    fn enqueue_all(
-        &mut self,
-        ops: Vec<WriteOp>,
-        outcomes: &mpsc::UnboundedSender<WriteOutcome>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn enqueue_all(&mut self, ops: Vec<WriteOp>, outcomes: &Outcomes, ctx: &mut Context<Self>) {
         let n = ops.len();
         self.pending
             .extend(ops.into_iter().map(|op| (op, Reply::Stream(outcomes.clone()))));
@@ -176,14 +185,10 @@ impl Committer {
                                     },
                                 ));
                             }
-                            for (reply, result) in replies.into_iter().zip(results) {
-                                reply.send(Ok(result));
-                            }
+                            answer(replies, results.into_iter().map(Ok));
                         }
                         Err(err) => {
-                            for reply in replies {
-                                reply.send(Err(err.clone()));
-                            }
+                            answer(replies, std::iter::repeat(Err(err)));
                         }
                     }
                     act.finished(count);
@@ -246,7 +251,7 @@ pub struct WriteBatch {
     /// The writes, oldest first.
     pub ops: Vec<WriteOp>,
     /// Where their outcomes go.
-    pub outcomes: mpsc::UnboundedSender<WriteOutcome>,
+    pub outcomes: Outcomes,
 }
 
 impl Handler<WriteBatch> for Committer {

@@ -18,7 +18,7 @@ use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::committer::{Flush, WriteBatch, WriteOutcome};
+use crate::committer::{Flush, Outcomes, WriteBatch, WriteOutcome};
 use crate::output::{Output, WriterExit};
 use crate::rate_limit::{RateLimits, TokenBucket};
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
@@ -74,7 +74,7 @@ pub struct Connection {
     ping_counter: u64,
     writes: Writes,
     /// The receiving half of the outcome channel, until `started` makes it a stream.
-    outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<WriteOutcome>>,
+    outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<WriteOutcome>>>,
 }
 
 /// A write handed to the Committer (or about to be) whose outcome has not come back.
@@ -102,7 +102,7 @@ struct Writes {
     /// How many of `awaiting` are messages (the relay's shutdown waits for them).
     messages: usize,
     /// The sending half of the outcome channel, handed to the Committer.
-    outcomes: tokio::sync::mpsc::UnboundedSender<WriteOutcome>,
+    outcomes: Outcomes,
 }
 
 impl Connection {
@@ -222,7 +222,8 @@ impl Connection {
                 | Frame::PublishName { .. }
         );
         if request {
-            if let Err(wait) = self.rates.requests.try_take(Instant::now()) {
+            // `last_seen` is the time this frame was read.
+            if let Err(wait) = self.rates.requests.try_take(self.last_seen) {
                 return self.rate_limited(None, wait, ctx);
             }
         }
@@ -362,7 +363,8 @@ impl Connection {
         payload: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
-        if let Err(wait) = self.rates.sends.try_take(Instant::now()) {
+        // `last_seen` is the time this frame was read.
+        if let Err(wait) = self.rates.sends.try_take(self.last_seen) {
             return self.rate_limited(Some(msg_id), wait, ctx);
         }
         if let Some(adversary) = self.relay.adversary.clone() {
@@ -872,9 +874,11 @@ impl Handler<SendWrites> for Connection {
     }
 }
 
-impl StreamHandler<WriteOutcome> for Connection {
-    fn handle(&mut self, outcome: WriteOutcome, ctx: &mut Context<Self>) {
-        self.on_outcome(outcome, ctx);
+impl StreamHandler<Vec<WriteOutcome>> for Connection {
+    fn handle(&mut self, outcomes: Vec<WriteOutcome>, ctx: &mut Context<Self>) {
+        for outcome in outcomes {
+            self.on_outcome(outcome, ctx);
+        }
     }
 
     /// The connection holds the sending half, so this stream never ends before it does.
