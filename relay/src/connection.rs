@@ -73,8 +73,6 @@ pub struct Connection {
     shutdown: Option<(ErrorCode, String)>,
     ping_counter: u64,
     writes: Writes,
-    /// The receiving half of the outcome channel, until `started` makes it a stream.
-    outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<WriteOutcome>>>,
 }
 
 /// A write handed to the Committer (or about to be) whose outcome has not come back.
@@ -101,8 +99,9 @@ struct Writes {
     awaiting: VecDeque<Written>,
     /// How many of `awaiting` are messages (the relay's shutdown waits for them).
     messages: usize,
-    /// The sending half of the outcome channel, handed to the Committer.
-    outcomes: Outcomes,
+    /// The sending half of the outcome channel, handed to the Committer. Made on the
+    /// first write: an idle connection does not pay for it.
+    outcomes: Option<Outcomes>,
 }
 
 impl Connection {
@@ -116,7 +115,6 @@ impl Connection {
     ) -> Self {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
-        let (outcomes, outcomes_rx) = tokio::sync::mpsc::unbounded_channel();
         let limits = &relay.limits;
         Self {
             id,
@@ -139,9 +137,8 @@ impl Connection {
                 unsent: Vec::new(),
                 awaiting: VecDeque::new(),
                 messages: 0,
-                outcomes,
+                outcomes: None,
             },
-            outcomes: Some(outcomes_rx),
         }
     }
 
@@ -410,6 +407,11 @@ impl Connection {
         if matches!(what, Written::Message { .. }) {
             self.writes.messages += 1;
         }
+        if self.writes.outcomes.is_none() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+            self.writes.outcomes = Some(tx);
+        }
         self.writes.awaiting.push_back(what);
         if self.writes.unsent.is_empty() {
             // Runs once the frames read so far are handled.
@@ -423,11 +425,11 @@ impl Connection {
         if self.writes.unsent.is_empty() {
             return;
         }
+        let Some(outcomes) = self.writes.outcomes.clone() else {
+            return;
+        };
         let ops = std::mem::take(&mut self.writes.unsent);
-        self.relay.committer.do_send(WriteBatch {
-            ops,
-            outcomes: self.writes.outcomes.clone(),
-        });
+        self.relay.committer.do_send(WriteBatch { ops, outcomes });
     }
 
     /// The outcome of the oldest write in flight.
@@ -751,9 +753,6 @@ impl Actor for Connection {
             },
             ctx,
         );
-        if let Some(mut outcomes) = self.outcomes.take() {
-            ctx.add_stream(futures_util::stream::poll_fn(move |cx| outcomes.poll_recv(cx)));
-        }
         if let Some(done) = self.writer_done.take() {
             ctx.spawn(done.into_actor(self).map(|exit, act, ctx| {
                 if exit == Ok(WriterExit::TimedOut) {
