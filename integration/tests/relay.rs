@@ -11,6 +11,7 @@ use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
 use e2ee_protocol::session::{receive, Session};
+use e2ee_relay::settings::StoreEngine;
 use e2ee_relay::{RelayHandle, RelaySettings};
 use futures_util::{SinkExt, StreamExt};
 use rand_core::OsRng;
@@ -34,6 +35,16 @@ fn relay(tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempD
         e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"),
         dir,
     )
+}
+
+/// Both store engines: SQLite behind group commit, and memory written directly.
+const ENGINES: [StoreEngine; 2] = [StoreEngine::Sqlite, StoreEngine::Memory];
+
+fn relay_on(engine: StoreEngine, tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempDir) {
+    relay(|settings| {
+        settings.store.engine = engine;
+        tune(settings);
+    })
 }
 
 fn identity() -> IdentityKeyPair {
@@ -87,7 +98,14 @@ async fn pair_exchange(alice: &mut RelayClient, bob: &mut RelayClient, n: u64) {
 
 #[tokio::test]
 async fn two_clients_exchange_bundles_and_encrypted_messages() {
-    let (handle, _dir) = relay(|_| {});
+    for engine in ENGINES {
+        two_clients_exchange_bundles_and_encrypted_messages_on(engine).await;
+    }
+}
+
+async fn two_clients_exchange_bundles_and_encrypted_messages_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
 
@@ -176,7 +194,14 @@ async fn two_clients_exchange_bundles_and_encrypted_messages() {
 
 #[tokio::test]
 async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner() {
-    let (handle, _dir) = relay(|s| s.limits.prekey_low_threshold = 2);
+    for engine in ENGINES {
+        fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner_on(engine).await;
+    }
+}
+
+async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |s| s.limits.prekey_low_threshold = 2);
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
     let prekeys = PreKeyStore::generate(&bob.identity, 3, &mut OsRng);
@@ -326,7 +351,14 @@ async fn wrong_signature_and_early_frames_are_refused() {
 
 #[tokio::test]
 async fn offline_recipient_gets_its_queue_in_order() {
-    let (handle, _dir) = relay(|_| {});
+    for engine in ENGINES {
+        offline_recipient_gets_its_queue_in_order_on(engine).await;
+    }
+}
+
+async fn offline_recipient_gets_its_queue_in_order_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let bob_id = identity();
     let bob_key = *bob_id.public().as_bytes();
@@ -353,9 +385,16 @@ async fn offline_recipient_gets_its_queue_in_order() {
 
 #[tokio::test]
 async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again() {
+    for engine in ENGINES {
+        messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_on(engine).await;
+    }
+}
+
+async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
     // fsync makes each commit slow, so an acknowledgement is still being committed when
     // the recipient's next connection reads its queue.
-    let (handle, _dir) = relay(|s| s.store.fsync = true);
+    let (handle, _dir) = relay_on(engine, |s| s.store.fsync = true);
     let mut alice = connect(&handle).await;
     let bob_id = identity();
     let bob_key = *bob_id.public().as_bytes();
@@ -404,7 +443,14 @@ async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again()
 
 #[tokio::test]
 async fn retransmission_with_the_same_id_stores_one_copy() {
-    let (handle, _dir) = relay(|_| {});
+    for engine in ENGINES {
+        retransmission_with_the_same_id_stores_one_copy_on(engine).await;
+    }
+}
+
+async fn retransmission_with_the_same_id_stores_one_copy_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let bob_id = identity();
     let bob_key = *bob_id.public().as_bytes();
@@ -431,7 +477,14 @@ async fn retransmission_with_the_same_id_stores_one_copy() {
 
 #[tokio::test]
 async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
-    let (handle, _dir) = relay(|_| {});
+    for engine in ENGINES {
+        sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine).await;
+    }
+}
+
+async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
     let ids: Vec<[u8; 16]> = (0..80).map(msg_id).collect();
@@ -463,7 +516,14 @@ async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
 
 #[tokio::test]
 async fn full_queue_answers_with_a_quota_error() {
-    let (handle, _dir) = relay(|s| {
+    for engine in ENGINES {
+        full_queue_answers_with_a_quota_error_on(engine).await;
+    }
+}
+
+async fn full_queue_answers_with_a_quota_error_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |s| {
         s.limits.queue_quota = 3;
         s.limits.quota_retry_after_ms = 1234;
     });
@@ -496,7 +556,14 @@ async fn full_queue_answers_with_a_quota_error() {
 
 #[tokio::test]
 async fn messages_past_the_ttl_are_dropped() {
-    let (handle, _dir) = relay(|s| s.limits.message_ttl_secs = 1);
+    for engine in ENGINES {
+        messages_past_the_ttl_are_dropped_on(engine).await;
+    }
+}
+
+async fn messages_past_the_ttl_are_dropped_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |s| s.limits.message_ttl_secs = 1);
     let mut alice = connect(&handle).await;
     let bob_id = identity();
     let mut other = Vec::new();
@@ -518,7 +585,14 @@ async fn messages_past_the_ttl_are_dropped() {
 
 #[tokio::test]
 async fn a_second_connection_replaces_the_first() {
-    let (handle, _dir) = relay(|_| {});
+    for engine in ENGINES {
+        a_second_connection_replaces_the_first_on(engine).await;
+    }
+}
+
+async fn a_second_connection_replaces_the_first_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |_| {});
     let id = identity();
     let seed_copy = id.clone();
     let mut first = RelayClient::connect(handle.addr, id).await.expect("first");
@@ -532,7 +606,14 @@ async fn a_second_connection_replaces_the_first() {
 
 #[tokio::test]
 async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking() {
-    let (handle, _dir) = relay(|s| {
+    for engine in ENGINES {
+        abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking_on(engine).await;
+    }
+}
+
+async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |s| {
         s.limits.auth_timeout_ms = 300;
         s.limits.rate_capacity = 20;
         s.limits.rate_refill_per_sec = 10;

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::router::{Delivery, RouteTable};
 use crate::store::{IdentityBytes, StoreError, WriteOp, WriteResult};
-use crate::store_actor::{CommitBatch, StoreActor};
+use crate::store_actor::{CommitBatch, SharedStore, StoreActor};
 
 /// A write's outcome as the committer reports it.
 pub type WriteOutcome = Result<WriteResult, CommitError>;
@@ -175,15 +175,7 @@ impl Committer {
                     match outcome {
                         Ok(results) => {
                             if let Some(routes) = &act.routes {
-                                routes.route_all(pushes.into_iter().zip(&results).filter_map(
-                                    |(push, result)| match (push, result) {
-                                        (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
-                                            delivery.seq = *seq;
-                                            Some((recipient, delivery))
-                                        }
-                                        _ => None,
-                                    },
-                                ));
+                                route_stored(routes, pushes, &results);
                             }
                             answer(replies, results.into_iter().map(Ok));
                         }
@@ -195,6 +187,52 @@ impl Committer {
                     act.flush(ctx);
                 }),
         );
+    }
+}
+
+/// Pushes each message the commit stored to its recipient, with its sequence number.
+fn route_stored(
+    routes: &RouteTable,
+    pushes: Vec<Option<(IdentityBytes, Delivery)>>,
+    results: &[WriteResult],
+) {
+    routes.route_all(
+        pushes
+            .into_iter()
+            .zip(results)
+            .filter_map(|(push, result)| match (push, result) {
+                (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
+                    delivery.seq = *seq;
+                    Some((recipient, delivery))
+                }
+                _ => None,
+            }),
+    );
+}
+
+/// Commits a connection's writes itself, without group commit: for the memory store,
+/// which has nothing to make durable, so a trip through the Committer and the store
+/// thread would only add four thread hand-offs per write. The stored messages are
+/// pushed to their recipients as after a group commit; the outcomes are returned in
+/// order.
+pub fn commit_direct(
+    store: &SharedStore,
+    routes: &RouteTable,
+    metrics: &Metrics,
+    ops: Vec<WriteOp>,
+) -> Vec<WriteOutcome> {
+    metrics.store_batches.inc();
+    metrics.store_batch_writes.add(ops.len() as u64);
+    let pushes = ops.iter().map(push_of).collect();
+    match store.commit(&ops) {
+        Ok(results) => {
+            route_stored(routes, pushes, &results);
+            results.into_iter().map(Ok).collect()
+        }
+        Err(err) => {
+            let err = CommitError::Store(store_error_text(&err));
+            vec![Err(err); ops.len()]
+        }
     }
 }
 

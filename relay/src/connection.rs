@@ -18,7 +18,7 @@ use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::committer::{Flush, Outcomes, WriteBatch, WriteOutcome};
+use crate::committer::{commit_direct, Flush, Outcomes, WriteBatch, WriteOutcome};
 use crate::output::{Output, WriterExit};
 use crate::rate_limit::{RateLimits, TokenBucket};
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
@@ -407,7 +407,7 @@ impl Connection {
         if matches!(what, Written::Message { .. }) {
             self.writes.messages += 1;
         }
-        if self.writes.outcomes.is_none() {
+        if self.writes.outcomes.is_none() && self.relay.direct.is_none() {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
             self.writes.outcomes = Some(tx);
@@ -420,9 +420,18 @@ impl Connection {
         self.writes.unsent.push(op);
     }
 
-    /// Hands the queued writes to the Committer.
-    fn send_writes(&mut self) {
+    /// Commits the queued writes: hands them to the Committer, or, for the memory
+    /// store, commits them here and handles their outcomes at once.
+    fn send_writes(&mut self, ctx: &mut Context<Self>) {
         if self.writes.unsent.is_empty() {
+            return;
+        }
+        if let Some(store) = &self.relay.direct {
+            let ops = std::mem::take(&mut self.writes.unsent);
+            let outcomes = commit_direct(store, &self.relay.routes, &self.relay.metrics, ops);
+            for outcome in outcomes {
+                self.on_outcome(outcome, ctx);
+            }
             return;
         }
         let Some(outcomes) = self.writes.outcomes.clone() else {
@@ -783,9 +792,11 @@ impl Actor for Connection {
         });
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        // Acknowledgements read before the connection ended are committed all the same.
-        self.send_writes();
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        // Acknowledgements read before the connection ended are committed all the same
+        // (nothing more is written to the client).
+        self.closing = true;
+        self.send_writes(ctx);
         self.relay.metrics.connections_open.dec();
         if let State::Ready(identity) = self.state {
             self.relay.metrics.authenticated.dec();
@@ -868,8 +879,8 @@ struct SendWrites;
 impl Handler<SendWrites> for Connection {
     type Result = ();
 
-    fn handle(&mut self, _: SendWrites, _: &mut Context<Self>) {
-        self.send_writes();
+    fn handle(&mut self, _: SendWrites, ctx: &mut Context<Self>) {
+        self.send_writes(ctx);
     }
 }
 

@@ -49,6 +49,8 @@ pub struct RelayContext {
     pub committer: Addr<committer::Committer>,
     /// The store (reads and prekeys).
     pub store: Addr<store_actor::StoreActor>,
+    /// The store, for writes that skip group commit (the memory store only).
+    pub direct: Option<Arc<store_actor::SharedStore>>,
     /// Root logger.
     pub log: Logger,
     /// The misbehaviour switched on for the security evidence; `None` (honest) by default.

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -30,7 +30,7 @@ use crate::settings::{RelaySettings, StoreEngine};
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
-use crate::store_actor::StoreActor;
+use crate::store_actor::{SharedStore, StoreActor};
 use crate::RelayContext;
 
 /// Loads this relay's id from `data_dir/relay-id`, creating it on first start.
@@ -84,12 +84,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let relay_id = relay_id(&settings.data_dir)?;
-    let store = Arc::new(Mutex::new(Some(open_store(&settings)?)));
-    let quota = settings.limits.queue_quota;
-    let store = SyncArbiter::start(1, move || {
-        let taken = store.lock().ok().and_then(|mut slot| slot.take());
-        StoreActor::new(taken, quota)
-    });
+    let shared = Arc::new(SharedStore::new(
+        open_store(&settings)?,
+        settings.limits.queue_quota,
+    ));
+    // The memory store has nothing to make durable, so group commit would only add
+    // thread hand-offs: connections write to it directly.
+    let direct = (settings.store.engine == StoreEngine::Memory).then(|| shared.clone());
+    let store = SyncArbiter::start(1, move || StoreActor::new(shared.clone()));
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
     let expire_every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024));
@@ -149,6 +151,7 @@ pub async fn serve(
         routes,
         committer: committer.clone(),
         store,
+        direct,
         log: log.clone(),
         adversary: Adversary::from_settings(&settings.adversary, &log),
     });

@@ -1,24 +1,52 @@
-//! The store actor: owns the [`Store`] on a SyncArbiter thread, so blocking database
+//! The store actor: serves the [`Store`] on a SyncArbiter thread, so blocking database
 //! work never runs on the connections' event loop.
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
 
 use crate::store::{IdentityBytes, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
 
-/// Owns the message store; one thread.
-pub struct StoreActor {
-    store: Option<Box<dyn Store>>,
+/// The open store. Only the store thread uses it, except the memory store, which
+/// connections also write to directly (see [`crate::committer::commit_direct`]).
+pub struct SharedStore {
+    store: Mutex<Box<dyn Store>>,
     queue_quota: u64,
 }
 
-impl StoreActor {
-    /// Wraps an open store.
-    pub fn new(store: Option<Box<dyn Store>>, queue_quota: u64) -> Self {
-        Self { store, queue_quota }
+impl SharedStore {
+    /// Wraps an open store; `queue_quota` caps each recipient's queue.
+    pub fn new(store: Box<dyn Store>, queue_quota: u64) -> Self {
+        Self {
+            store: Mutex::new(store),
+            queue_quota,
+        }
     }
 
-    fn store(&mut self) -> Result<&mut (dyn Store + 'static), StoreError> {
-        self.store.as_deref_mut().ok_or(StoreError::Unavailable)
+    /// The store, locked (unavailable if a thread panicked while holding it).
+    pub fn lock(&self) -> Result<MutexGuard<'_, Box<dyn Store>>, StoreError> {
+        self.store.lock().map_err(|_| StoreError::Unavailable)
+    }
+
+    /// Applies writes atomically, in order.
+    pub fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
+        self.lock()?.commit(ops, self.queue_quota)
+    }
+}
+
+/// Serves the message store; one thread.
+pub struct StoreActor {
+    store: Arc<SharedStore>,
+}
+
+impl StoreActor {
+    /// Serves `store`.
+    pub fn new(store: Arc<SharedStore>) -> Self {
+        Self { store }
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, Box<dyn Store>>, StoreError> {
+        self.store.lock()
     }
 }
 
@@ -34,8 +62,7 @@ pub struct CommitBatch(pub Vec<WriteOp>);
 impl Handler<CommitBatch> for StoreActor {
     type Result = Result<Vec<WriteResult>, StoreError>;
     fn handle(&mut self, msg: CommitBatch, _: &mut SyncContext<Self>) -> Self::Result {
-        let quota = self.queue_quota;
-        self.store()?.commit(&msg.0, quota)
+        self.store.commit(&msg.0)
     }
 }
 
