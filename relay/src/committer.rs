@@ -3,6 +3,9 @@
 //! at light load a write is committed at once. Once a batch is durable, every message
 //! it stored is pushed to its recipient (if connected) from here, so a push never
 //! depends on the sender's connection still being open when its store completes.
+//!
+//! The memory store skips all this: a connection commits its writes itself with
+//! [`commit_direct`] and pushes what it stored at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! - [`server`]: binds, accepts, wires the actors together, shuts down cleanly.
 //! - [`connection`]: the Connection actor, one per TCP connection.
 //! - [`router`]: the Router actor, the map identity → connection.
-//! - [`committer`]: group commit in front of the store.
+//! - [`committer`]: group commit in front of the store (SQLite); the memory store is
+//!   written by connections directly.
 //! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines.
 //! - [`input`]: a connection's read buffer, small until the connection is busy.
 //! - [`output`]: a connection's bounded output and its writer task.

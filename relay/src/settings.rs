@@ -14,7 +14,8 @@ pub enum StoreEngine {
     /// Embedded SQLite in WAL mode with group commit (durable).
     #[default]
     Sqlite,
-    /// In memory only: fast, nothing survives a restart.
+    /// In memory only: fast, nothing survives a restart. Connections apply their writes
+    /// directly (no group commit: there is nothing to make durable).
     Memory,
 }
 
@@ -93,7 +94,7 @@ pub struct Limits {
 pub struct StoreSettings {
     /// `sqlite` (durable) or `memory`.
     pub engine: StoreEngine,
-    /// Most writes committed in one transaction (one fsync).
+    /// Most writes committed in one transaction (one fsync; SQLite only).
     pub max_batch: usize,
     /// SQLite `synchronous=FULL` (fsync at every commit) when true, `NORMAL` otherwise.
     pub fsync: bool,
