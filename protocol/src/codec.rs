@@ -9,7 +9,7 @@ use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::DecodeError;
-use crate::frame::{Frame, LENGTH_PREFIX_LEN, MAX_FRAME_LEN};
+use crate::frame::{DeliverRef, Frame, LENGTH_PREFIX_LEN, MAX_FRAME_LEN};
 
 /// Why the codec could not read or write a frame. Every error is final for the stream.
 #[derive(Debug, Error)]
@@ -102,20 +102,40 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl<'a> Encoder<&'a Frame> for FrameCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, frame: &'a Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
-        frame.validate().map_err(CodecError::Malformed)?;
-        let len = frame.encoded_len();
+impl FrameCodec {
+    /// Appends the length prefix for a body of `len` bytes, then the body.
+    fn put_frame(
+        &self,
+        len: usize,
+        dst: &mut BytesMut,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), CodecError> {
         if len > self.max_frame_len {
             return Err(self.too_large(len));
         }
         let prefix = u32::try_from(len).map_err(|_| self.too_large(len))?;
         dst.reserve(LENGTH_PREFIX_LEN + len);
         dst.put_u32(prefix);
-        frame.encode(dst);
+        body(dst);
         Ok(())
+    }
+}
+
+impl<'a> Encoder<&'a Frame> for FrameCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &'a Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        frame.validate().map_err(CodecError::Malformed)?;
+        self.put_frame(frame.encoded_len(), dst, |dst| frame.encode(dst))
+    }
+}
+
+impl<'a> Encoder<DeliverRef<'a>> for FrameCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, deliver: DeliverRef<'a>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        deliver.validate().map_err(CodecError::Malformed)?;
+        self.put_frame(deliver.encoded_len(), dst, |dst| deliver.encode(dst))
     }
 }
 
@@ -130,6 +150,41 @@ impl Encoder<Frame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_deliver_encodes_to_the_bytes_of_the_owned_one() {
+        for len in [0, 1, 256, crate::frame::MAX_PAYLOAD_LEN] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let frame = Frame::Deliver {
+                sender: [7; 32],
+                msg_id: [9; 16],
+                timestamp_ms: 0x0102_0304_0506_0708,
+                payload: payload.clone(),
+            };
+            let borrowed = DeliverRef {
+                sender: &[7; 32],
+                msg_id: &[9; 16],
+                timestamp_ms: 0x0102_0304_0506_0708,
+                payload: &payload,
+            };
+            let (mut owned, mut by_ref) = (BytesMut::new(), BytesMut::new());
+            FrameCodec::default().encode(&frame, &mut owned).expect("owned");
+            FrameCodec::default()
+                .encode(borrowed, &mut by_ref)
+                .expect("borrowed");
+            assert_eq!(owned, by_ref, "payload of {len} bytes");
+            assert_eq!(borrowed.encoded_len(), frame.encoded_len());
+        }
+        let long = vec![0; crate::frame::MAX_PAYLOAD_LEN + 1];
+        let borrowed = DeliverRef {
+            sender: &[7; 32],
+            msg_id: &[9; 16],
+            timestamp_ms: 0,
+            payload: &long,
+        };
+        let refused = FrameCodec::default().encode(borrowed, &mut BytesMut::new());
+        assert!(matches!(refused, Err(CodecError::Malformed(_))), "{refused:?}");
+    }
 
     #[test]
     fn caps_configured_maximum_at_hard_limit() {

@@ -445,7 +445,7 @@ impl Frame {
             Frame::NameClaim { claim, .. } => U32 + 1 + claim.as_ref().map_or(0, |c| U32 + c.len()),
             Frame::Send { payload, .. } => KEY_LEN + MSG_ID_LEN + U32 + payload.len(),
             Frame::SentAck { .. } => MSG_ID_LEN,
-            Frame::Deliver { payload, .. } => KEY_LEN + MSG_ID_LEN + U64 + U32 + payload.len(),
+            Frame::Deliver { payload, .. } => DeliverRef::fields_len(payload.len()),
             Frame::DeliveryAck { .. } => KEY_LEN + MSG_ID_LEN,
             Frame::RateLimited { msg_id, .. } => 1 + msg_id.map_or(0, |_| MSG_ID_LEN) + U32,
             Frame::QuotaExceeded { .. } => MSG_ID_LEN + KEY_LEN + U32,
@@ -460,12 +460,6 @@ impl Frame {
     /// Checks every field against its limit, exactly as [`Frame::decode`] would on the
     /// receiving side. [`Frame::encode`] does not check; the codec calls this first.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        fn max(field: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
-            if len > max {
-                return Err(DecodeError::TooLong { field, len, max });
-            }
-            Ok(())
-        }
         match self {
             Frame::PublishPreKeys { bundle } => max("bundle", bundle.len(), MAX_BUNDLE_LEN),
             Frame::Bundle {
@@ -540,12 +534,13 @@ impl Frame {
                 msg_id,
                 timestamp_ms,
                 payload,
-            } => {
-                dst.put_slice(sender);
-                dst.put_slice(msg_id);
-                dst.put_u64(*timestamp_ms);
-                put_bytes_u32(dst, payload);
+            } => DeliverRef {
+                sender,
+                msg_id,
+                timestamp_ms: *timestamp_ms,
+                payload,
             }
+            .encode_fields(dst),
             Frame::DeliveryAck { sender, msg_id } => {
                 dst.put_slice(sender);
                 dst.put_slice(msg_id);
@@ -692,6 +687,61 @@ impl Frame {
         r.finish()?;
         Ok(frame)
     }
+}
+
+/// A `Deliver` frame that borrows its payload. It encodes to exactly the bytes of the
+/// equal [`Frame::Deliver`] without copying the payload into one (the relay writes
+/// stored messages with it).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverRef<'a> {
+    /// The authenticated identity that sent it.
+    pub sender: &'a [u8; 32],
+    /// The sender's id for the message.
+    pub msg_id: &'a [u8; 16],
+    /// When the relay stored it, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The encrypted message, at most [`MAX_PAYLOAD_LEN`] bytes.
+    pub payload: &'a [u8],
+}
+
+impl DeliverRef<'_> {
+    /// Bytes of the fields for a payload of `payload_len` bytes.
+    fn fields_len(payload_len: usize) -> usize {
+        KEY_LEN + MSG_ID_LEN + 8 + 4 + payload_len
+    }
+
+    /// As [`Frame::encoded_len`].
+    pub fn encoded_len(&self) -> usize {
+        2 + Self::fields_len(self.payload.len())
+    }
+
+    /// As [`Frame::validate`].
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        max("payload", self.payload.len(), MAX_PAYLOAD_LEN)
+    }
+
+    /// As [`Frame::encode`].
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(self.encoded_len());
+        dst.put_u8(FRAME_VERSION);
+        dst.put_u8(ty::DELIVER);
+        self.encode_fields(dst);
+    }
+
+    fn encode_fields(&self, dst: &mut BytesMut) {
+        dst.put_slice(self.sender);
+        dst.put_slice(self.msg_id);
+        dst.put_u64(self.timestamp_ms);
+        put_bytes_u32(dst, self.payload);
+    }
+}
+
+/// A field longer than its limit.
+fn max(field: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
+    if len > max {
+        return Err(DecodeError::TooLong { field, len, max });
+    }
+    Ok(())
 }
 
 fn put_bytes_u32(dst: &mut BytesMut, bytes: &[u8]) {

@@ -19,7 +19,7 @@ use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
 use crate::committer::{commit_direct, Flush, Outcomes, WriteBatch, WriteOutcome};
-use crate::output::{Output, WriterExit};
+use crate::output::{Outgoing, Output, WriterExit};
 use crate::rate_limit::{RateLimits, TokenBucket};
 use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
 use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
@@ -151,10 +151,15 @@ impl Connection {
 
     /// Writes a frame; a peer whose unread output exceeds the budget is disconnected.
     pub(crate) fn send(&mut self, frame: Frame, ctx: &mut Context<Self>) -> bool {
+        self.send_out(Outgoing::Frame(frame), ctx)
+    }
+
+    /// Writes a frame or a stored message (see [`Connection::send`]).
+    fn send_out(&mut self, item: Outgoing, ctx: &mut Context<Self>) -> bool {
         if self.closing {
             return false;
         }
-        match self.output.send(frame) {
+        match self.output.send(item) {
             Ok(()) => true,
             Err(over) => {
                 let reason = format!("{} bytes of output unread", over.pending);
@@ -561,15 +566,9 @@ impl Connection {
     }
 
     fn write_delivery(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
-        let key = (delivery.sender, delivery.msg_id);
-        let frame = Frame::Deliver {
-            sender: delivery.sender,
-            msg_id: delivery.msg_id,
-            timestamp_ms: delivery.timestamp_ms,
-            payload: delivery.payload.to_vec(),
-        };
-        if self.send(frame, ctx) {
-            self.deliveries.in_flight.insert(key, delivery.seq);
+        let (key, seq) = ((delivery.sender, delivery.msg_id), delivery.seq);
+        if self.send_out(Outgoing::Deliver(delivery), ctx) {
+            self.deliveries.in_flight.insert(key, seq);
             self.relay.metrics.messages_delivered.inc();
         }
     }

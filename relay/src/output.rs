@@ -6,14 +6,51 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2ee_protocol::codec::FrameCodec;
+use bytes::BytesMut;
+use e2ee_protocol::codec::{CodecError, FrameCodec};
 use e2ee_protocol::frame::{Frame, LENGTH_PREFIX_LEN};
 use futures_util::SinkExt;
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedWrite;
+use tokio_util::codec::{Encoder, FramedWrite};
 
 use crate::metrics::Metrics;
+use crate::router::Delivery;
+
+/// What a connection writes: a frame, or a stored message, written as a `Deliver` frame
+/// straight from its shared payload buffer (no copy into an owned frame).
+pub enum Outgoing {
+    /// Any frame.
+    Frame(Frame),
+    /// A stored message for the client.
+    Deliver(Delivery),
+}
+
+impl Outgoing {
+    /// Encoded length, length prefix included.
+    fn wire_len(&self) -> usize {
+        LENGTH_PREFIX_LEN
+            + match self {
+                Outgoing::Frame(frame) => frame.encoded_len(),
+                Outgoing::Deliver(delivery) => delivery.frame().encoded_len(),
+            }
+    }
+}
+
+/// Encodes [`Outgoing`] items with the protocol's frame codec.
+#[derive(Default)]
+struct OutputCodec(FrameCodec);
+
+impl Encoder<Outgoing> for OutputCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<(), CodecError> {
+        match item {
+            Outgoing::Frame(frame) => self.0.encode(&frame, dst),
+            Outgoing::Deliver(delivery) => self.0.encode(delivery.frame(), dst),
+        }
+    }
+}
 
 /// Initial capacity of a connection's write buffer (tokio-util's default is 8 KiB).
 pub const WRITE_BUFFER_START: usize = 1024;
@@ -41,7 +78,7 @@ pub struct OverBudget {
 
 /// The sending side of a connection's output.
 pub struct Output {
-    tx: mpsc::UnboundedSender<(Frame, usize)>,
+    tx: mpsc::UnboundedSender<(Outgoing, usize)>,
     pending: Arc<AtomicUsize>,
     budget: usize,
 }
@@ -57,14 +94,14 @@ impl Output {
     where
         W: AsyncWrite + Unpin + 'static,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Frame, usize)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Outgoing, usize)>();
         let pending = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = oneshot::channel();
         let counter = pending.clone();
         actix::spawn(async move {
             // Small to start: an idle connection should cost little memory; the buffer
             // grows to whatever a burst needs.
-            let mut framed = FramedWrite::with_capacity(sink, FrameCodec::default(), WRITE_BUFFER_START);
+            let mut framed = FramedWrite::with_capacity(sink, OutputCodec::default(), WRITE_BUFFER_START);
             framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
             let exit = loop {
                 let Some((frame, len)) = rx.recv().await else {
@@ -87,7 +124,7 @@ impl Output {
                 if failed {
                     break WriterExit::Failed;
                 }
-                match tokio::time::timeout(write_timeout, SinkExt::<Frame>::flush(&mut framed)).await {
+                match tokio::time::timeout(write_timeout, SinkExt::<Outgoing>::flush(&mut framed)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break WriterExit::Failed,
                     Err(_) => break WriterExit::TimedOut,
@@ -105,26 +142,27 @@ impl Output {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Queues a frame unless that would exceed the budget.
-    pub fn send(&self, frame: Frame) -> Result<(), OverBudget> {
-        let len = frame.encoded_len() + LENGTH_PREFIX_LEN;
+    /// Queues a frame or a message unless that would exceed the budget.
+    pub fn send(&self, item: Outgoing) -> Result<(), OverBudget> {
+        let len = item.wire_len();
         let pending = self.pending_bytes();
         if pending + len > self.budget {
             return Err(OverBudget { pending });
         }
-        self.push(frame, len);
+        self.push(item, len);
         Ok(())
     }
 
     /// Queues a frame whatever the budget (the last frame before closing).
     pub fn send_final(&self, frame: Frame) {
-        let len = frame.encoded_len() + LENGTH_PREFIX_LEN;
-        self.push(frame, len);
+        let item = Outgoing::Frame(frame);
+        let len = item.wire_len();
+        self.push(item, len);
     }
 
-    fn push(&self, frame: Frame, len: usize) {
+    fn push(&self, item: Outgoing, len: usize) {
         self.pending.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send((frame, len)).is_err() {
+        if self.tx.send((item, len)).is_err() {
             self.pending.fetch_sub(len, Ordering::Relaxed);
         }
     }

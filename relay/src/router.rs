@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use e2ee_protocol::frame::{ErrorCode, Frame};
+use e2ee_protocol::frame::{DeliverRef, ErrorCode, Frame};
 
 use crate::rate_limit::RateLimits;
 use crate::store::{IdentityBytes, MsgId};
@@ -28,6 +28,18 @@ pub struct Delivery {
     pub timestamp_ms: u64,
     /// Opaque ciphertext.
     pub payload: Bytes,
+}
+
+impl Delivery {
+    /// The `Deliver` frame for it, borrowing the payload.
+    pub fn frame(&self) -> DeliverRef<'_> {
+        DeliverRef {
+            sender: &self.sender,
+            msg_id: &self.msg_id,
+            timestamp_ms: self.timestamp_ms,
+            payload: &self.payload,
+        }
+    }
 }
 
 /// What the Router (or anyone) tells a connection.
