@@ -476,6 +476,62 @@ async fn retransmission_with_the_same_id_stores_one_copy_on(engine: StoreEngine)
 }
 
 #[tokio::test]
+async fn acknowledged_ids_are_forgotten_after_the_dedup_window() {
+    for engine in ENGINES {
+        acknowledged_ids_are_forgotten_after_the_dedup_window_on(engine).await;
+    }
+}
+
+async fn acknowledged_ids_are_forgotten_after_the_dedup_window_on(engine: StoreEngine) {
+    eprintln!("store engine: {engine:?}");
+    let (handle, _dir) = relay_on(engine, |s| s.limits.dedup_window_secs = 1);
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let mut other = Vec::new();
+    alice
+        .send_message(bob.me(), msg_id(7), b"first".to_vec(), &mut other)
+        .await
+        .expect("stored");
+    let got = bob
+        .receive_messages(1, WAIT)
+        .await
+        .expect("delivered and acknowledged");
+    assert_eq!(got[0].2, b"first".to_vec());
+    for _ in 0..100 {
+        if handle.metrics.messages_acked.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(handle.metrics.messages_acked.get(), 1);
+    // Within the window a retransmission is a duplicate.
+    alice
+        .send_message(bob.me(), msg_id(7), b"first".to_vec(), &mut other)
+        .await
+        .expect("acked");
+    assert_eq!(handle.metrics.messages_stored.get(), 1);
+    assert_eq!(handle.metrics.messages_duplicate.get(), 1);
+    // Once expiry has passed the window (1 s; it runs every second), the id is new.
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        alice
+            .send_message(bob.me(), msg_id(7), b"first".to_vec(), &mut other)
+            .await
+            .expect("acked");
+        if handle.metrics.messages_stored.get() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        handle.metrics.messages_stored.get(),
+        2,
+        "stored again after the window"
+    );
+    let again = bob.receive_messages(1, WAIT).await.expect("delivered again");
+    assert_eq!(again[0].2, b"first".to_vec());
+}
+
+#[tokio::test]
 async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
     for engine in ENGINES {
         sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine).await;

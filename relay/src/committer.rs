@@ -69,6 +69,28 @@ fn answer(replies: Vec<Reply>, outcomes: impl Iterator<Item = WriteOutcome>) {
     }
 }
 
+/// When stored messages expire and acknowledged ids are forgotten.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// Unacknowledged messages older than this are dropped.
+    pub ttl: Duration,
+    /// Acknowledged ids of messages older than this are forgotten (at most `ttl`).
+    pub dedup_window: Duration,
+    /// How often expiry runs.
+    pub every: Duration,
+}
+
+impl Expiry {
+    /// The expiry write at `now_ms`.
+    pub fn op(&self, now_ms: u64) -> WriteOp {
+        let ago = |d: Duration| now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        WriteOp::Expire {
+            before_ms: ago(self.ttl),
+            acked_before_ms: ago(self.dedup_window.min(self.ttl)),
+        }
+    }
+}
+
 /// Collects writes and commits them in batches.
 pub struct Committer {
     store: Addr<StoreActor>,
@@ -76,7 +98,7 @@ pub struct Committer {
     in_flight: bool,
     max_batch: usize,
     metrics: Arc<Metrics>,
-    expire: Option<(Duration, Duration)>,
+    expire: Option<Expiry>,
     /// Writes queued so far, and how many of them are done (committed or failed).
     queued: u64,
     done: u64,
@@ -86,13 +108,13 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// A committer in front of `store`; if `ttl` is set, expires old messages every
-    /// `expire_every`.
+    /// A committer in front of `store`; with `expiry`, it expires old messages and
+    /// forgets old acknowledged ids.
     pub fn new(
         store: Addr<StoreActor>,
         max_batch: usize,
         metrics: Arc<Metrics>,
-        ttl: Option<(Duration, Duration)>,
+        expiry: Option<Expiry>,
     ) -> Self {
         Self {
             store,
@@ -100,7 +122,7 @@ impl Committer {
             in_flight: false,
             max_batch: max_batch.max(1),
             metrics,
-            expire: ttl,
+            expire: expiry,
             queued: 0,
             done: 0,
             flush_waiters: VecDeque::new(),
@@ -265,11 +287,10 @@ impl Actor for Committer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1 << 16);
-        if let Some((ttl, every)) = self.expire {
-            ctx.run_interval(every, move |act, ctx| {
-                let before_ms = crate::now_ms().saturating_sub(ttl.as_millis() as u64);
+        if let Some(expiry) = self.expire {
+            ctx.run_interval(expiry.every, move |act, ctx| {
                 let (tx, rx) = oneshot::channel();
-                act.enqueue(WriteOp::Expire { before_ms }, Reply::Once(tx), ctx);
+                act.enqueue(expiry.op(crate::now_ms()), Reply::Once(tx), ctx);
                 let metrics = act.metrics.clone();
                 actix::spawn(async move {
                     if let Ok(Ok(WriteResult::Expired(n))) = rx.await {

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedWrite;
 
 use crate::adversary::Adversary;
-use crate::committer::{Committer, Flush};
+use crate::committer::{Committer, Expiry, Flush};
 use crate::connection::Connection;
 use crate::input::InputCodec;
 use crate::metrics::{self, Metrics};
@@ -93,7 +93,12 @@ pub async fn serve(
     let direct = (settings.store.engine == StoreEngine::Memory).then(|| shared.clone());
     let store = SyncArbiter::start(1, move || StoreActor::new(shared.clone()));
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
-    let expire_every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let dedup_window = Duration::from_secs(settings.limits.dedup_window_secs.max(1));
+    let expiry = Expiry {
+        ttl,
+        dedup_window,
+        every: (ttl.min(dedup_window) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+    };
     let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024));
     let routes = router.table();
     let router = router.start();
@@ -104,7 +109,7 @@ pub async fn serve(
     let committer = {
         let (store, max_batch, metrics) = (store.clone(), settings.store.max_batch, metrics.clone());
         Committer::start_in_arbiter(&commit_arbiter.handle(), move |_| {
-            Committer::new(store, max_batch, metrics, Some((ttl, expire_every))).with_routes(commit_routes)
+            Committer::new(store, max_batch, metrics, Some(expiry)).with_routes(commit_routes)
         })
     };
 

@@ -80,6 +80,10 @@ pub struct Limits {
     pub quota_retry_after_ms: u32,
     /// Messages older than this are dropped (seconds).
     pub message_ttl_secs: u64,
+    /// How long the id of a delivered and acknowledged message is remembered, so that a
+    /// retransmission is not stored again (seconds, counted from when the message was
+    /// stored; at most the TTL). Bounds the memory or disk that acknowledged ids take.
+    pub dedup_window_secs: u64,
     /// Owners are told when their one-time prekeys fall below this.
     pub prekey_low_threshold: u32,
     /// Most one-time prekeys held per identity.
@@ -134,6 +138,7 @@ impl Default for Limits {
             queue_quota: 100_000,
             quota_retry_after_ms: 30_000,
             message_ttl_secs: 7 * 24 * 3600,
+            dedup_window_secs: 24 * 3600,
             prekey_low_threshold: 10,
             max_prekeys: 1000,
             write_timeout_ms: 10_000,

@@ -231,7 +231,10 @@ impl MemoryStore {
                     _ => WriteResult::Acked(false),
                 }
             }
-            WriteOp::Expire { before_ms } => {
+            WriteOp::Expire {
+                before_ms,
+                acked_before_ms,
+            } => {
                 let mut expired = 0;
                 for shard in &mut self.known {
                     shard.unacked.retain(|_, (recipient, seq, ts)| {
@@ -245,7 +248,7 @@ impl MemoryStore {
                         }
                         false
                     });
-                    shard.acked.retain(|_, ts| *ts >= *before_ms);
+                    shard.acked.retain(|_, ts| *ts >= *acked_before_ms);
                 }
                 self.queues.retain(|_, q| !q.is_empty());
                 WriteResult::Expired(expired)

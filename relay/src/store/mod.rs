@@ -58,10 +58,14 @@ pub enum WriteOp {
         /// The message's id.
         msg_id: MsgId,
     },
-    /// Drop messages received before `before_ms` and forget old acknowledged ids.
+    /// Drop messages received before `before_ms`, and forget the ids of acknowledged
+    /// messages received before `acked_before_ms` (a retransmission of one of those is a
+    /// new message).
     Expire {
-        /// Cut-off time (ms since the Unix epoch).
+        /// Cut-off time for every message (ms since the Unix epoch).
         before_ms: u64,
+        /// Cut-off time for acknowledged messages (ms since the Unix epoch).
+        acked_before_ms: u64,
     },
 }
 
@@ -212,19 +216,34 @@ pub(crate) mod contract {
         // TTL.
         commit_ok(store, &[msg(5, 2, 7, 50), msg(5, 2, 8, 500)], 10);
         assert_eq!(store.pending(&[5; 32], 0, 10, 100).expect("pending").len(), 1);
-        let r = commit_ok(store, &[WriteOp::Expire { before_ms: 100 }], 10);
+        let r = commit_ok(store, &[expire(100, 100)], 10);
         assert_eq!(r, vec![WriteResult::Expired(1)]);
         assert_eq!(store.queue_len(&[5; 32]).expect("len"), 1);
-        // Expiry forgets acknowledged ids as well: past the TTL, the same id is new.
-        let r = commit_ok(store, &[WriteOp::Expire { before_ms: 101 }], 10);
+        // Acknowledged ids are forgotten past the deduplication window, which may be
+        // shorter than the TTL; unacknowledged messages stay until the TTL.
+        let r = commit_ok(store, &[expire(100, 101)], 10);
+        assert_eq!(r, vec![WriteResult::Expired(0)]);
+        assert_eq!(
+            store.queue_len(&[1; 32]).expect("len"),
+            1,
+            "the unacknowledged one stays"
+        );
+        let r = commit_ok(store, &[msg(1, 2, 1, 600)], 10);
+        assert!(
+            matches!(r[0], WriteResult::Appended { .. }),
+            "a new message: {r:?}"
+        );
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 2);
+        let r = commit_ok(store, &[msg(1, 3, 1, 100)], 10);
+        assert_eq!(r, vec![WriteResult::Duplicate], "unacknowledged ids are kept");
+        // Past the TTL everything goes.
+        let r = commit_ok(store, &[expire(101, 101)], 10);
         assert_eq!(
             r,
             vec![WriteResult::Expired(3)],
             "the unacknowledged one to 1 and two to 4"
         );
-        let r = commit_ok(store, &[msg(1, 2, 1, 600)], 10);
-        assert!(matches!(r[0], WriteResult::Appended { .. }), "{r:?}");
-        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1, "the new one stays");
 
         // Prekeys: each one-time prekey is handed out once.
         assert_eq!(store.prekey_count(&[6; 32]).expect("count"), None);
@@ -260,6 +279,13 @@ pub(crate) mod contract {
         assert!(!store.put_claim("alice", &[2; 32], b"claim-3").expect("put"));
         assert_eq!(store.get_claim("alice").expect("get"), Some(b"claim-2".to_vec()));
         assert_eq!(store.get_claim("bob").expect("get"), None);
+    }
+
+    fn expire(before_ms: u64, acked_before_ms: u64) -> WriteOp {
+        WriteOp::Expire {
+            before_ms,
+            acked_before_ms,
+        }
     }
 
     fn commit_ok(store: &mut dyn Store, ops: &[WriteOp], quota: u64) -> Vec<WriteResult> {

@@ -151,14 +151,22 @@ impl SqliteStore {
                 }
                 Ok(WriteResult::Acked(changed > 0))
             }
-            WriteOp::Expire { before_ms } => {
+            WriteOp::Expire {
+                before_ms,
+                acked_before_ms,
+            } => {
                 let before = i64::try_from(*before_ms).unwrap_or(i64::MAX);
+                let acked_before = i64::try_from(*acked_before_ms).unwrap_or(i64::MAX);
                 let expired: i64 = tx.query_row(
                     "SELECT COUNT(*) FROM messages WHERE ts < ?1 AND acked = 0",
                     params![before],
                     |row| row.get(0),
                 )?;
                 tx.execute("DELETE FROM messages WHERE ts < ?1", params![before])?;
+                tx.execute(
+                    "DELETE FROM messages WHERE acked = 1 AND ts < ?1",
+                    params![acked_before],
+                )?;
                 lens.clear();
                 Ok(WriteResult::Expired(u64::try_from(expired).unwrap_or(0)))
             }
