@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use e2ee_integration::load::bench::{bench, relay_kept_its_promise, BenchConfig};
 use e2ee_integration::load::idle::{idle, IdleConfig};
 use e2ee_integration::load::run::parse_duration;
-use e2ee_integration::load::target::{Server, TargetSpec};
+use e2ee_integration::load::target::{auto_spread, Server, TargetSpec};
 use e2ee_integration::load::{plot, run, ChurnSpec, Endpoint, LoadConfig};
 
 /// Load generator for the e2ee-chat relay, with NATS and Redis pub/sub for comparison.
@@ -57,9 +57,10 @@ struct Workload {
     /// Longest wait for outstanding messages after sending stops.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     drain: Duration,
-    /// Spread client connections over source addresses 127.0.0.1..=N.
-    #[arg(long, default_value_t = 1)]
-    spread: usize,
+    /// Spread client connections over source addresses 127.0.0.1..=N [default: one
+    /// address per 10 000 connections].
+    #[arg(long)]
+    spread: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -78,7 +79,7 @@ impl Workload {
             e2e: self.e2e,
             drain: self.drain,
             progress: !self.no_progress,
-            spread: self.spread,
+            spread: self.spread.unwrap_or_else(|| auto_spread(2 * self.pairs)),
         }
     }
 }

@@ -243,6 +243,15 @@ fn find_binary(name: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// Connections per source address when the spread is chosen automatically: well under
+/// the ~28 000 ephemeral ports of one address, leaving room for reconnects under churn.
+pub const CONNECTIONS_PER_SOURCE: usize = 10_000;
+
+/// How many source addresses `connections` connections need (at most 250).
+pub fn auto_spread(connections: usize) -> usize {
+    connections.div_ceil(CONNECTIONS_PER_SOURCE).clamp(1, 250)
+}
+
 /// The source address for the `index`th connection: spread over 127.0.0.1..=127.0.0.N so
 /// that many connections do not exhaust one address's ephemeral ports.
 pub fn source_ip(target: &SocketAddr, index: usize, spread: usize) -> Option<IpAddr> {
@@ -272,6 +281,16 @@ pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_connections_get_more_source_addresses() {
+        assert_eq!(auto_spread(0), 1);
+        assert_eq!(auto_spread(100), 1);
+        assert_eq!(auto_spread(10_000), 1);
+        assert_eq!(auto_spread(10_001), 2);
+        assert_eq!(auto_spread(40_000), 4);
+        assert_eq!(auto_spread(10_000_000), 250, "loopback offers 250 of them here");
+    }
 
     #[test]
     fn accepts_only_loopback_urls() {
