@@ -943,8 +943,19 @@ async fn sigterm_closes_connections_with_a_reason_and_exits_cleanly() {
             .expect("feed");
     }
     alice.flush().await.expect("flush");
+    // A client that has not authenticated yet is told as well.
+    let stream = TcpStream::connect(relay.addr).await.expect("connect");
+    let mut unauthenticated = Framed::new(stream, FrameCodec::default());
+    let challenge = tokio::time::timeout(WAIT, unauthenticated.next())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(challenge, Some(Ok(Frame::Challenge { .. }))),
+        "{challenge:?}"
+    );
     let pid = relay.child.id();
     e2ee_integration::process::signal(pid, "TERM").expect("signal");
+    expect_closed_with(&mut unauthenticated, ErrorCode::ServerShutdown).await;
     let mut acked = vec![msg_id(0)];
     let mut reason = None;
     while let Some(frame) = alice.recv_or_closed(WAIT).await.expect("closed in time") {

@@ -21,7 +21,7 @@ use slog::{debug, info, o, warn, Logger};
 use crate::committer::{commit_direct, Flush, Outcomes, WriteBatch, WriteOutcome};
 use crate::output::{Outgoing, Output, WriterExit};
 use crate::rate_limit::{RateLimits, TokenBucket};
-use crate::router::{Delivery, Notify, Register, ToConnection, Unregister};
+use crate::router::{ClosedUnauthenticated, Delivery, Notify, Opened, Register, ToConnection, Unregister};
 use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
 use crate::store_actor::{
     FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
@@ -754,6 +754,11 @@ impl Actor for Connection {
         ctx.set_mailbox_capacity(1 << 16);
         self.relay.metrics.connections_total.inc();
         debug!(self.log, "connection opened");
+        // So that it hears of a shutdown before it authenticates.
+        self.relay.router.do_send(Opened {
+            conn_id: self.id,
+            addr: ctx.address().recipient(),
+        });
         self.send(
             Frame::Challenge {
                 relay_id: self.relay.relay_id,
@@ -797,6 +802,11 @@ impl Actor for Connection {
         self.closing = true;
         self.send_writes(ctx);
         self.relay.metrics.connections_open.dec();
+        if let State::Challenged = self.state {
+            self.relay
+                .router
+                .do_send(ClosedUnauthenticated { conn_id: self.id });
+        }
         if let State::Ready(identity) = self.state {
             self.relay.metrics.authenticated.dec();
             self.relay.router.do_send(Unregister {

@@ -113,6 +113,8 @@ impl RouteTable {
 /// Guards the map identity → connection.
 pub struct Router {
     clients: HashMap<IdentityBytes, Client>,
+    /// Connections that have not authenticated yet (told too when the relay shuts down).
+    unauthenticated: HashMap<u64, Recipient<ToConnection>>,
     table: Arc<RouteTable>,
     buckets: HashMap<IdentityBytes, RateLimits>,
     max_saved_buckets: usize,
@@ -124,6 +126,7 @@ impl Router {
     pub fn new(max_saved_buckets: usize) -> Self {
         Self {
             clients: HashMap::new(),
+            unauthenticated: HashMap::new(),
             table: Arc::new(RouteTable::default()),
             buckets: HashMap::new(),
             max_saved_buckets,
@@ -160,6 +163,7 @@ impl Handler<Register> for Router {
     type Result = Option<RateLimits>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        self.unauthenticated.remove(&msg.conn_id);
         self.table.set(msg.identity, msg.addr.clone());
         let new = Client {
             conn_id: msg.conn_id,
@@ -172,6 +176,40 @@ impl Handler<Register> for Router {
             });
         }
         self.buckets.remove(&msg.identity)
+    }
+}
+
+/// A connection opened; it is unauthenticated until its [`Register`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Opened {
+    /// The connection's id.
+    pub conn_id: u64,
+    /// Where to tell it that the relay shuts down.
+    pub addr: Recipient<ToConnection>,
+}
+
+impl Handler<Opened> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Opened, _: &mut Context<Self>) {
+        self.unauthenticated.insert(msg.conn_id, msg.addr);
+    }
+}
+
+/// A connection ended before it authenticated.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClosedUnauthenticated {
+    /// The connection's id.
+    pub conn_id: u64,
+}
+
+impl Handler<ClosedUnauthenticated> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClosedUnauthenticated, _: &mut Context<Self>) {
+        self.unauthenticated.remove(&msg.conn_id);
     }
 }
 
@@ -246,7 +284,7 @@ impl Handler<Notify> for Router {
     }
 }
 
-/// Close every registered connection (shutdown); answers how many were told.
+/// Close every connection, authenticated or not (shutdown); answers how many were told.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll {
@@ -260,13 +298,18 @@ impl Handler<CloseAll> for Router {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
-        for client in self.clients.values() {
-            client.addr.do_send(ToConnection::Close {
+        let addrs = self
+            .clients
+            .values()
+            .map(|c| &c.addr)
+            .chain(self.unauthenticated.values());
+        for addr in addrs {
+            addr.do_send(ToConnection::Close {
                 code: msg.code,
                 reason: msg.reason.clone(),
             });
         }
-        self.clients.len()
+        self.clients.len() + self.unauthenticated.len()
     }
 }
 
