@@ -1038,6 +1038,7 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
         (bad, "listen = \"5\": invalid socket address".to_string()),
     ] {
         let out = Command::new(&bin)
+            .current_dir(dir.path())
             .arg("--config")
             .arg(&config)
             .env("RUST_BACKTRACE", "0")
