@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS messages (
     acked     INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sender, msg_id)
 );
-CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, acked, seq);
+DROP INDEX IF EXISTS messages_queue;
+CREATE INDEX IF NOT EXISTS messages_unacked ON messages (recipient, seq) WHERE acked = 0;
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
 CREATE TABLE IF NOT EXISTS bundles (
     identity BLOB PRIMARY KEY,
@@ -40,6 +41,14 @@ CREATE TABLE IF NOT EXISTS claims (
     claim    BLOB NOT NULL
 );
 ";
+
+/// A recipient's queue length (through the partial index of unacknowledged messages).
+const QUEUE_LEN_SQL: &str = "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND acked = 0";
+
+/// A page of a recipient's queue (through the partial index of unacknowledged messages).
+const PENDING_SQL: &str = "SELECT seq, sender, msg_id, ts, payload FROM messages
+     WHERE recipient = ?1 AND acked = 0 AND seq > ?2 AND ts >= ?3
+     ORDER BY seq LIMIT ?4";
 
 /// SQLite-backed store.
 pub struct SqliteStore {
@@ -83,11 +92,7 @@ impl SqliteStore {
         if let Some(len) = lens.get(recipient) {
             return Ok(*len);
         }
-        let len: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND acked = 0",
-            params![&recipient[..]],
-            |row| row.get(0),
-        )?;
+        let len: i64 = tx.query_row(QUEUE_LEN_SQL, params![&recipient[..]], |row| row.get(0))?;
         let len = u64::try_from(len).unwrap_or(0);
         lens.insert(*recipient, len);
         Ok(len)
@@ -202,11 +207,7 @@ impl Store for SqliteStore {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, sender, msg_id, ts, payload FROM messages
-             WHERE recipient = ?1 AND acked = 0 AND seq > ?2 AND ts >= ?3
-             ORDER BY seq LIMIT ?4",
-        )?;
+        let mut stmt = self.conn.prepare_cached(PENDING_SQL)?;
         let rows = stmt.query_map(
             params![
                 &recipient[..],
@@ -241,11 +242,9 @@ impl Store for SqliteStore {
     }
 
     fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
-        let len: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND acked = 0",
-            params![&recipient[..]],
-            |row| row.get(0),
-        )?;
+        let len: i64 = self
+            .conn
+            .query_row(QUEUE_LEN_SQL, params![&recipient[..]], |row| row.get(0))?;
         Ok(u64::try_from(len).unwrap_or(0))
     }
 
@@ -370,6 +369,66 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SqliteStore::open(dir.path(), false).expect("open");
         super::super::contract::check(&mut store);
+    }
+
+    #[test]
+    fn queue_reads_use_the_index_of_unacknowledged_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), false).expect("open");
+        let key = &[0u8; 32][..];
+        let plans = [
+            (QUEUE_LEN_SQL, plan(&store.conn, QUEUE_LEN_SQL, params![key])),
+            (PENDING_SQL, plan(&store.conn, PENDING_SQL, params![key, 0, 0, 1])),
+        ];
+        for (sql, plan) in plans {
+            assert!(
+                plan.iter().any(|step| step.contains("messages_unacked")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    /// The steps of SQLite's plan for `sql`.
+    fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("plan");
+        stmt.query_map(params, |row| row.get::<_, String>(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn an_old_database_gets_the_new_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let old_schema = SCHEMA.replace(
+                "DROP INDEX IF EXISTS messages_queue;\nCREATE INDEX IF NOT EXISTS messages_unacked ON messages (recipient, seq) WHERE acked = 0;",
+                "CREATE INDEX messages_queue ON messages (recipient, acked, seq);",
+            );
+            assert_ne!(old_schema, SCHEMA, "the schema before the partial index");
+            let conn = Connection::open(dir.path().join("relay.db")).expect("open");
+            conn.execute_batch(&old_schema).expect("old schema");
+            conn.execute(
+                "INSERT INTO messages (recipient, sender, msg_id, ts, payload) VALUES (?1, ?2, ?3, 5, ?4)",
+                params![&[1u8; 32][..], &[2u8; 32][..], &[3u8; 16][..], &b"kept"[..]],
+            )
+            .expect("a queued message");
+        }
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(store.queue_len(&[1; 32]).expect("len"), 1);
+        let queued = store.pending(&[1; 32], 0, 10, 0).expect("pending");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(&queued[0].payload[..], b"kept");
+        let names: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(names.iter().any(|n| n == "messages_unacked"), "{names:?}");
+        assert!(!names.iter().any(|n| n == "messages_queue"), "{names:?}");
     }
 
     #[test]
