@@ -40,6 +40,18 @@ fn relay(tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempD
 /// Both store engines: SQLite behind group commit, and memory written directly.
 const ENGINES: [StoreEngine; 2] = [StoreEngine::Sqlite, StoreEngine::Memory];
 
+/// Runs a scenario on each store engine, saying which one a failure belongs to.
+async fn on_both_engines<F, Fut>(scenario: F)
+where
+    F: Fn(StoreEngine) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for engine in ENGINES {
+        eprintln!("store engine: {engine:?}");
+        scenario(engine).await;
+    }
+}
+
 fn relay_on(engine: StoreEngine, tune: impl FnOnce(&mut RelaySettings)) -> (RelayHandle, tempfile::TempDir) {
     relay(|settings| {
         settings.store.engine = engine;
@@ -98,13 +110,10 @@ async fn pair_exchange(alice: &mut RelayClient, bob: &mut RelayClient, n: u64) {
 
 #[tokio::test]
 async fn two_clients_exchange_bundles_and_encrypted_messages() {
-    for engine in ENGINES {
-        two_clients_exchange_bundles_and_encrypted_messages_on(engine).await;
-    }
+    on_both_engines(two_clients_exchange_bundles_and_encrypted_messages_on).await;
 }
 
 async fn two_clients_exchange_bundles_and_encrypted_messages_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
@@ -194,13 +203,10 @@ async fn two_clients_exchange_bundles_and_encrypted_messages_on(engine: StoreEng
 
 #[tokio::test]
 async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner() {
-    for engine in ENGINES {
-        fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner_on(engine).await;
-    }
+    on_both_engines(fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner_on).await;
 }
 
 async fn fetching_hands_out_each_one_time_prekey_once_and_warns_the_owner_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |s| s.limits.prekey_low_threshold = 2);
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
@@ -351,13 +357,10 @@ async fn wrong_signature_and_early_frames_are_refused() {
 
 #[tokio::test]
 async fn offline_recipient_gets_its_queue_in_order() {
-    for engine in ENGINES {
-        offline_recipient_gets_its_queue_in_order_on(engine).await;
-    }
+    on_both_engines(offline_recipient_gets_its_queue_in_order_on).await;
 }
 
 async fn offline_recipient_gets_its_queue_in_order_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let bob_id = identity();
@@ -385,13 +388,10 @@ async fn offline_recipient_gets_its_queue_in_order_on(engine: StoreEngine) {
 
 #[tokio::test]
 async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again() {
-    for engine in ENGINES {
-        messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_on(engine).await;
-    }
+    on_both_engines(messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_on).await;
 }
 
 async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     // fsync makes each commit slow, so an acknowledgement is still being committed when
     // the recipient's next connection reads its queue.
     let (handle, _dir) = relay_on(engine, |s| s.store.fsync = true);
@@ -443,13 +443,10 @@ async fn messages_acknowledged_just_before_a_reconnect_are_not_delivered_again_o
 
 #[tokio::test]
 async fn retransmission_with_the_same_id_stores_one_copy() {
-    for engine in ENGINES {
-        retransmission_with_the_same_id_stores_one_copy_on(engine).await;
-    }
+    on_both_engines(retransmission_with_the_same_id_stores_one_copy_on).await;
 }
 
 async fn retransmission_with_the_same_id_stores_one_copy_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let bob_id = identity();
@@ -477,13 +474,10 @@ async fn retransmission_with_the_same_id_stores_one_copy_on(engine: StoreEngine)
 
 #[tokio::test]
 async fn acknowledged_ids_are_forgotten_after_the_dedup_window() {
-    for engine in ENGINES {
-        acknowledged_ids_are_forgotten_after_the_dedup_window_on(engine).await;
-    }
+    on_both_engines(acknowledged_ids_are_forgotten_after_the_dedup_window_on).await;
 }
 
 async fn acknowledged_ids_are_forgotten_after_the_dedup_window_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |s| s.limits.dedup_window_secs = 1);
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
@@ -533,13 +527,10 @@ async fn acknowledged_ids_are_forgotten_after_the_dedup_window_on(engine: StoreE
 
 #[tokio::test]
 async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends() {
-    for engine in ENGINES {
-        sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine).await;
-    }
+    on_both_engines(sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on).await;
 }
 
 async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |_| {});
     let mut alice = connect(&handle).await;
     let mut bob = connect(&handle).await;
@@ -572,13 +563,10 @@ async fn sent_acks_and_deliveries_keep_the_order_of_a_burst_of_sends_on(engine: 
 
 #[tokio::test]
 async fn full_queue_answers_with_a_quota_error() {
-    for engine in ENGINES {
-        full_queue_answers_with_a_quota_error_on(engine).await;
-    }
+    on_both_engines(full_queue_answers_with_a_quota_error_on).await;
 }
 
 async fn full_queue_answers_with_a_quota_error_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |s| {
         s.limits.queue_quota = 3;
         s.limits.quota_retry_after_ms = 1234;
@@ -612,13 +600,10 @@ async fn full_queue_answers_with_a_quota_error_on(engine: StoreEngine) {
 
 #[tokio::test]
 async fn messages_past_the_ttl_are_dropped() {
-    for engine in ENGINES {
-        messages_past_the_ttl_are_dropped_on(engine).await;
-    }
+    on_both_engines(messages_past_the_ttl_are_dropped_on).await;
 }
 
 async fn messages_past_the_ttl_are_dropped_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |s| s.limits.message_ttl_secs = 1);
     let mut alice = connect(&handle).await;
     let bob_id = identity();
@@ -641,13 +626,10 @@ async fn messages_past_the_ttl_are_dropped_on(engine: StoreEngine) {
 
 #[tokio::test]
 async fn a_second_connection_replaces_the_first() {
-    for engine in ENGINES {
-        a_second_connection_replaces_the_first_on(engine).await;
-    }
+    on_both_engines(a_second_connection_replaces_the_first_on).await;
 }
 
 async fn a_second_connection_replaces_the_first_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |_| {});
     let id = identity();
     let seed_copy = id.clone();
@@ -662,13 +644,10 @@ async fn a_second_connection_replaces_the_first_on(engine: StoreEngine) {
 
 #[tokio::test]
 async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking() {
-    for engine in ENGINES {
-        abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking_on(engine).await;
-    }
+    on_both_engines(abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking_on).await;
 }
 
 async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talking_on(engine: StoreEngine) {
-    eprintln!("store engine: {engine:?}");
     let (handle, _dir) = relay_on(engine, |s| {
         s.limits.auth_timeout_ms = 300;
         s.limits.rate_capacity = 20;

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::router::{Delivery, RouteTable};
-use crate::store::{IdentityBytes, StoreError, WriteOp, WriteResult};
+use crate::store::{IdentityBytes, WriteOp, WriteResult};
 use crate::store_actor::{CommitBatch, SharedStore, StoreActor};
 
 /// A write's outcome as the committer reports it.
@@ -47,7 +47,7 @@ enum Reply {
 
 /// Answers each write of a batch, one message per run of consecutive writes from the
 /// same connection. Receivers that have gone are fine: the writes are committed.
-fn answer(replies: Vec<Reply>, outcomes: impl Iterator<Item = WriteOutcome>) {
+fn answer(replies: Vec<Reply>, outcomes: Vec<WriteOutcome>) {
     let mut run: Option<(Outcomes, Vec<WriteOutcome>)> = None;
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         match reply {
@@ -192,22 +192,11 @@ impl Committer {
                 .map(move |res, act, ctx| {
                     act.in_flight = false;
                     let count = replies.len();
-                    let outcome: Result<Vec<WriteResult>, CommitError> = match res {
-                        Ok(Ok(results)) => Ok(results),
-                        Ok(Err(err)) => Err(CommitError::Store(store_error_text(&err))),
+                    let committed = match res {
+                        Ok(committed) => committed.map_err(|err| CommitError::Store(err.to_string())),
                         Err(_) => Err(CommitError::Unavailable),
                     };
-                    match outcome {
-                        Ok(results) => {
-                            if let Some(routes) = &act.routes {
-                                route_stored(routes, pushes, &results);
-                            }
-                            answer(replies, results.into_iter().map(Ok));
-                        }
-                        Err(err) => {
-                            answer(replies, std::iter::repeat(Err(err)));
-                        }
-                    }
+                    answer(replies, settle(act.routes.as_deref(), pushes, committed, count));
                     act.finished(count);
                     act.flush(ctx);
                 }),
@@ -215,24 +204,31 @@ impl Committer {
     }
 }
 
-/// Pushes each message the commit stored to its recipient, with its sequence number.
-fn route_stored(
-    routes: &RouteTable,
+/// The outcome of each of a commit's `count` writes, once every message it stored is
+/// pushed (with its sequence number) to its recipient through `routes`.
+fn settle(
+    routes: Option<&RouteTable>,
     pushes: Vec<Option<(IdentityBytes, Delivery)>>,
-    results: &[WriteResult],
-) {
-    routes.route_all(
-        pushes
-            .into_iter()
-            .zip(results)
-            .filter_map(|(push, result)| match (push, result) {
-                (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
-                    delivery.seq = *seq;
-                    Some((recipient, delivery))
-                }
-                _ => None,
-            }),
-    );
+    committed: Result<Vec<WriteResult>, CommitError>,
+    count: usize,
+) -> Vec<WriteOutcome> {
+    match committed {
+        Ok(results) => {
+            if let Some(routes) = routes {
+                routes.route_all(pushes.into_iter().zip(&results).filter_map(|(push, result)| {
+                    match (push, result) {
+                        (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
+                            delivery.seq = *seq;
+                            Some((recipient, delivery))
+                        }
+                        _ => None,
+                    }
+                }));
+            }
+            results.into_iter().map(Ok).collect()
+        }
+        Err(err) => vec![Err(err); count],
+    }
 }
 
 /// Commits a connection's writes itself, without group commit: for the memory store,
@@ -249,16 +245,10 @@ pub fn commit_direct(
     metrics.store_batches.inc();
     metrics.store_batch_writes.add(ops.len() as u64);
     let pushes = ops.iter().map(push_of).collect();
-    match store.commit(&ops) {
-        Ok(results) => {
-            route_stored(routes, pushes, &results);
-            results.into_iter().map(Ok).collect()
-        }
-        Err(err) => {
-            let err = CommitError::Store(store_error_text(&err));
-            vec![Err(err); ops.len()]
-        }
-    }
+    let committed = store
+        .commit(&ops)
+        .map_err(|err| CommitError::Store(err.to_string()));
+    settle(Some(routes), pushes, committed, ops.len())
 }
 
 /// The push for a stored message (its sequence number is filled in after the commit).
@@ -276,10 +266,6 @@ fn push_of(op: &WriteOp) -> Option<(IdentityBytes, Delivery)> {
         )),
         _ => None,
     }
-}
-
-fn store_error_text(err: &StoreError) -> String {
-    err.to_string()
 }
 
 impl Actor for Committer {

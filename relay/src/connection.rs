@@ -92,16 +92,23 @@ enum Written {
 /// one [`WriteBatch`]; their outcomes come back, in order, on one channel that the
 /// connection reads as a stream. (One spawned future per write would be polled on
 /// every wake-up of the connection, all of them, and could complete out of order.)
+#[derive(Default)]
 struct Writes {
     /// Not yet handed to the Committer; sent at the end of the current burst.
     unsent: Vec<WriteOp>,
     /// Every write whose outcome is awaited, oldest first: the outcomes' order.
     awaiting: VecDeque<Written>,
-    /// How many of `awaiting` are messages (the relay's shutdown waits for them).
-    messages: usize,
     /// The sending half of the outcome channel, handed to the Committer. Made on the
     /// first write: an idle connection does not pay for it.
     outcomes: Option<Outcomes>,
+}
+
+impl Writes {
+    /// Whether a message from this connection is still being stored (the relay's
+    /// shutdown waits for its answer).
+    fn storing(&self) -> bool {
+        self.awaiting.iter().any(|w| matches!(w, Written::Message { .. }))
+    }
 }
 
 impl Connection {
@@ -133,12 +140,7 @@ impl Connection {
             closing: false,
             shutdown: None,
             ping_counter: 0,
-            writes: Writes {
-                unsent: Vec::new(),
-                awaiting: VecDeque::new(),
-                messages: 0,
-                outcomes: None,
-            },
+            writes: Writes::default(),
         }
     }
 
@@ -409,9 +411,6 @@ impl Connection {
 
     /// Queues a write; the writes of one burst of frames go to the Committer together.
     fn write(&mut self, op: WriteOp, what: Written, ctx: &mut Context<Self>) {
-        if matches!(what, Written::Message { .. }) {
-            self.writes.messages += 1;
-        }
         if self.writes.outcomes.is_none() && self.relay.direct.is_none() {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
@@ -455,9 +454,8 @@ impl Connection {
                 len,
                 ack,
             }) => {
-                self.writes.messages -= 1;
                 self.on_stored(outcome, recipient, msg_id, len, ack, ctx);
-                if self.writes.messages == 0 {
+                if self.shutdown.is_some() && !self.writes.storing() {
                     if let Some((code, reason)) = self.shutdown.take() {
                         self.close(code, &reason, ctx);
                     }
@@ -802,18 +800,19 @@ impl Actor for Connection {
         self.closing = true;
         self.send_writes(ctx);
         self.relay.metrics.connections_open.dec();
-        if let State::Challenged = self.state {
-            self.relay
+        match self.state {
+            State::Challenged => self
+                .relay
                 .router
-                .do_send(ClosedUnauthenticated { conn_id: self.id });
-        }
-        if let State::Ready(identity) = self.state {
-            self.relay.metrics.authenticated.dec();
-            self.relay.router.do_send(Unregister {
-                identity,
-                conn_id: self.id,
-                buckets: self.rates.clone(),
-            });
+                .do_send(ClosedUnauthenticated { conn_id: self.id }),
+            State::Ready(identity) => {
+                self.relay.metrics.authenticated.dec();
+                self.relay.router.do_send(Unregister {
+                    identity,
+                    conn_id: self.id,
+                    buckets: self.rates.clone(),
+                });
+            }
         }
         debug!(self.log, "connection closed");
     }
@@ -870,7 +869,7 @@ impl Handler<ToConnection> for Connection {
                 self.send(frame, ctx);
             }
             ToConnection::Close { code, reason }
-                if code == ErrorCode::ServerShutdown && self.writes.messages > 0 =>
+                if code == ErrorCode::ServerShutdown && self.writes.storing() =>
             {
                 // Messages being stored are acknowledged first.
                 self.shutdown = Some((code, reason));

@@ -66,11 +66,10 @@ struct Client {
 
 /// A read-only view of the Router's map identity → connection. Only the Router writes
 /// it (on register and unregister), so it never disagrees with the Router for longer
-/// than a message in flight would; connections read it to push a stored message.
+/// than a message in flight would; stored messages are pushed through it.
 ///
 /// A push that misses (the recipient just connected or left) loses nothing: the message
-/// is in the store, and the recipient's drain after registering picks it up, exactly as
-/// with a push routed through the Router's mailbox.
+/// is in the store, and the recipient's drain after registering picks it up.
 #[derive(Default)]
 pub struct RouteTable {
     map: RwLock<HashMap<IdentityBytes, Recipient<ToConnection>, ahash::RandomState>>,
@@ -78,22 +77,32 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Pushes each delivery to its recipient if connected (it stays in the store either
-    /// way): one message per recipient with its deliveries in order, and the map locked
-    /// once for all of them.
+    /// way): one message per run of deliveries to the same recipient, in order, and the
+    /// map locked once for all of them.
     pub fn route_all(&self, deliveries: impl IntoIterator<Item = (IdentityBytes, Delivery)>) {
-        let mut by_recipient: HashMap<IdentityBytes, Vec<Delivery>, ahash::RandomState> = HashMap::default();
-        for (recipient, delivery) in deliveries {
-            by_recipient.entry(recipient).or_default().push(delivery);
-        }
-        if by_recipient.is_empty() {
+        let mut deliveries = deliveries.into_iter().peekable();
+        if deliveries.peek().is_none() {
             return;
         }
-        if let Ok(map) = self.map.read() {
-            for (recipient, deliveries) in by_recipient {
-                if let Some(addr) = map.get(&recipient) {
-                    addr.do_send(ToConnection::Deliver(deliveries));
+        let Ok(map) = self.map.read() else { return };
+        let mut run: Option<(IdentityBytes, Vec<Delivery>)> = None;
+        let send = |(recipient, run): (IdentityBytes, Vec<Delivery>)| {
+            if let Some(addr) = map.get(&recipient) {
+                addr.do_send(ToConnection::Deliver(run));
+            }
+        };
+        for (recipient, delivery) in deliveries {
+            match &mut run {
+                Some((current, list)) if *current == recipient => list.push(delivery),
+                _ => {
+                    if let Some(done) = run.replace((recipient, vec![delivery])) {
+                        send(done);
+                    }
                 }
             }
+        }
+        if let Some(done) = run {
+            send(done);
         }
     }
 
@@ -244,26 +253,6 @@ impl Handler<Unregister> for Router {
     }
 }
 
-/// Push a delivery to its recipient if connected (it stays in the store either way).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Route {
-    /// The addressed recipient.
-    pub recipient: IdentityBytes,
-    /// The message.
-    pub delivery: Delivery,
-}
-
-impl Handler<Route> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: Route, _: &mut Context<Self>) {
-        if let Some(client) = self.clients.get(&msg.recipient) {
-            client.addr.do_send(ToConnection::Deliver(vec![msg.delivery]));
-        }
-    }
-}
-
 /// Send a frame to an identity if connected.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -310,18 +299,5 @@ impl Handler<CloseAll> for Router {
             });
         }
         self.clients.len() + self.unauthenticated.len()
-    }
-}
-
-/// How many identities are connected.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Connected;
-
-impl Handler<Connected> for Router {
-    type Result = usize;
-
-    fn handle(&mut self, _: Connected, _: &mut Context<Self>) -> usize {
-        self.clients.len()
     }
 }

@@ -144,6 +144,12 @@ impl Default for MemoryStore {
     }
 }
 
+/// The [`Fingerprint`] of `(sender, msg_id)` under `keys`.
+fn fingerprint(keys: &(RandomState, RandomState), sender: &IdentityBytes, msg_id: &MsgId) -> Fingerprint {
+    let (a, b) = keys;
+    Fingerprint(a.hash_one((sender, msg_id)), b.hash_one((sender, msg_id)))
+}
+
 /// The shard of the idempotency map that holds `(sender, msg_id)`.
 fn shard_of(table: &[u8], sender: &IdentityBytes, msg_id: &MsgId) -> usize {
     // FNV-1a over the id and the start of the sender.
@@ -181,15 +187,10 @@ impl MemoryStore {
         }
     }
 
-    fn fingerprint(&self, sender: &IdentityBytes, msg_id: &MsgId) -> Fingerprint {
-        let (a, b) = &self.fingerprint_keys;
-        Fingerprint(a.hash_one((sender, msg_id)), b.hash_one((sender, msg_id)))
-    }
-
     fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
         match op {
             WriteOp::Append(m) => {
-                let fingerprint = self.fingerprint(&m.sender, &m.msg_id);
+                let fingerprint = fingerprint(&self.fingerprint_keys, &m.sender, &m.msg_id);
                 let queue = self.queues.entry(m.recipient).or_default();
                 let shard = &mut self.known[shard_of(&self.shard_of, &m.sender, &m.msg_id)];
                 if shard.acked.contains_key(&fingerprint) {
@@ -218,12 +219,11 @@ impl MemoryStore {
                 sender,
                 msg_id,
             } => {
-                let fingerprint = self.fingerprint(sender, msg_id);
                 let shard = &mut self.known[shard_of(&self.shard_of, sender, msg_id)];
-                let key = (*sender, *msg_id);
-                match shard.unacked.get(&key) {
-                    Some(&(to, seq, ts)) if to == *recipient => {
-                        shard.unacked.remove(&key);
+                match shard.unacked.entry((*sender, *msg_id)) {
+                    Entry::Occupied(entry) if entry.get().0 == *recipient => {
+                        let (_, seq, ts) = entry.remove();
+                        let fingerprint = fingerprint(&self.fingerprint_keys, sender, msg_id);
                         shard.acked.insert(fingerprint, ts);
                         let removed = self.queues.get_mut(recipient).is_some_and(|q| q.remove(seq));
                         WriteResult::Acked(removed)
