@@ -52,6 +52,8 @@ mod ty {
     pub const PUBLISH_NAME: u8 = 0x15;
     pub const LOOKUP_NAME: u8 = 0x16;
     pub const NAME_CLAIM: u8 = 0x17;
+    pub const LOOKUP_IDENTITY: u8 = 0x18;
+    pub const RELEASE_NAME: u8 = 0x19;
     pub const SEND: u8 = 0x20;
     pub const SENT_ACK: u8 = 0x21;
     pub const DELIVER: u8 = 0x22;
@@ -269,12 +271,30 @@ pub enum Frame {
         /// The name, [`MIN_NAME_LEN`]..=[`MAX_NAME_LEN`] bytes of UTF-8.
         name: String,
     },
-    /// 0x17, relay → client: the reply to `LookupName`.
+    /// 0x17, relay → client: the reply to `LookupName`, `LookupIdentity` or
+    /// `ReleaseName`.
     NameClaim {
-        /// The `request_id` of the `LookupName`.
+        /// The `request_id` of the request it answers.
         request_id: u32,
-        /// The stored claim, or `None` if the name is not claimed.
+        /// The stored claim, or `None` if the name (or identity) holds no claim.
         claim: Option<Vec<u8>>,
+    },
+    /// 0x18, client → relay: the reverse lookup, which name (if any) the registry binds
+    /// to an identity. Answered by `NameClaim`.
+    LookupIdentity {
+        /// Chosen by the client, echoed in the `NameClaim` reply.
+        request_id: u32,
+        /// The identity key asked about.
+        identity: [u8; 32],
+    },
+    /// 0x19, client → relay: give up a name with a signed release
+    /// ([`crate::name_release::NameRelease`]). Answered by an absent `NameClaim` once the
+    /// name is free, or refused with `Error(NotOwner)` / `Error(InvalidClaim)`.
+    ReleaseName {
+        /// Chosen by the client, echoed in the `NameClaim` reply.
+        request_id: u32,
+        /// The signed release, at most [`MAX_CLAIM_LEN`] bytes.
+        release: Vec<u8>,
     },
     /// 0x20, client → relay: store and forward a message to one recipient.
     Send {
@@ -384,6 +404,8 @@ impl Frame {
             Frame::PublishName { .. } => ty::PUBLISH_NAME,
             Frame::LookupName { .. } => ty::LOOKUP_NAME,
             Frame::NameClaim { .. } => ty::NAME_CLAIM,
+            Frame::LookupIdentity { .. } => ty::LOOKUP_IDENTITY,
+            Frame::ReleaseName { .. } => ty::RELEASE_NAME,
             Frame::Send { .. } => ty::SEND,
             Frame::SentAck { .. } => ty::SENT_ACK,
             Frame::Deliver { .. } => ty::DELIVER,
@@ -412,6 +434,8 @@ impl Frame {
             Frame::PublishName { .. } => "publish_name",
             Frame::LookupName { .. } => "lookup_name",
             Frame::NameClaim { .. } => "name_claim",
+            Frame::LookupIdentity { .. } => "lookup_identity",
+            Frame::ReleaseName { .. } => "release_name",
             Frame::Send { .. } => "send",
             Frame::SentAck { .. } => "sent_ack",
             Frame::Deliver { .. } => "deliver",
@@ -443,6 +467,8 @@ impl Frame {
             Frame::PublishName { claim } => U32 + claim.len(),
             Frame::LookupName { name, .. } => U32 + 2 + name.len(),
             Frame::NameClaim { claim, .. } => U32 + 1 + claim.as_ref().map_or(0, |c| U32 + c.len()),
+            Frame::LookupIdentity { .. } => U32 + KEY_LEN,
+            Frame::ReleaseName { release, .. } => U32 + U32 + release.len(),
             Frame::Send { payload, .. } => KEY_LEN + MSG_ID_LEN + U32 + payload.len(),
             Frame::SentAck { .. } => MSG_ID_LEN,
             Frame::Deliver { payload, .. } => DeliverRef::fields_len(payload.len()),
@@ -469,6 +495,7 @@ impl Frame {
             | Frame::NameClaim {
                 claim: Some(claim), ..
             } => max("claim", claim.len(), MAX_CLAIM_LEN),
+            Frame::ReleaseName { release, .. } => max("release", release.len(), MAX_CLAIM_LEN),
             Frame::LookupName { name, .. } => {
                 max("name", name.len(), MAX_NAME_LEN)?;
                 check_name_not_empty(name.as_bytes())
@@ -518,6 +545,14 @@ impl Frame {
             Frame::NameClaim { request_id, claim } => {
                 dst.put_u32(*request_id);
                 put_optional_bytes(dst, claim.as_deref());
+            }
+            Frame::LookupIdentity { request_id, identity } => {
+                dst.put_u32(*request_id);
+                dst.put_slice(identity);
+            }
+            Frame::ReleaseName { request_id, release } => {
+                dst.put_u32(*request_id);
+                put_bytes_u32(dst, release);
             }
             Frame::Send {
                 recipient,
@@ -633,6 +668,14 @@ impl Frame {
             ty::NAME_CLAIM => Frame::NameClaim {
                 request_id: r.u32()?,
                 claim: read_optional_bytes(&mut r, MAX_CLAIM_LEN, "claim")?,
+            },
+            ty::LOOKUP_IDENTITY => Frame::LookupIdentity {
+                request_id: r.u32()?,
+                identity: r.array()?,
+            },
+            ty::RELEASE_NAME => Frame::ReleaseName {
+                request_id: r.u32()?,
+                release: r.bytes_u32(MAX_CLAIM_LEN, "release")?.to_vec(),
             },
             ty::SEND => Frame::Send {
                 recipient: r.array()?,
@@ -879,6 +922,16 @@ impl fmt::Debug for Frame {
                 .debug_struct("NameClaim")
                 .field("request_id", request_id)
                 .field("claim", &opt_len(claim))
+                .finish(),
+            Frame::LookupIdentity { request_id, identity } => f
+                .debug_struct("LookupIdentity")
+                .field("request_id", request_id)
+                .field("identity", &Hex(identity))
+                .finish(),
+            Frame::ReleaseName { request_id, release } => f
+                .debug_struct("ReleaseName")
+                .field("request_id", request_id)
+                .field("release", &Len(release.len()))
                 .finish(),
             Frame::Send {
                 recipient,

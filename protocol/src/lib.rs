@@ -30,6 +30,7 @@ pub mod kdf;
 pub mod keys;
 pub mod message;
 pub mod name_claim;
+pub mod name_release;
 pub mod payload;
 pub mod prekey;
 pub mod reader;

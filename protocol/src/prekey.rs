@@ -1,7 +1,14 @@
 //! Signed and one-time prekeys: the public bundle a peer fetches, and the owner's store
-//! of private prekeys (current and previous signed prekey, unused one-time prekeys).
+//! of private prekeys (current and previous signed prekey, unused one-time prekeys, and
+//! the base keys of every handshake accepted under a signed prekey that still exists).
+//!
+//! Replay rule (`docs/PROTOCOL.md` 2.6): the base key (EK_A) of every accepted PreKey
+//! message is kept for as long as the signed prekey it was made against exists, so a
+//! PreKey message can never be accepted twice; once its signed prekey is deleted, the
+//! message cannot be decrypted at all. The store is sans-IO: the caller passes the
+//! time (`now_ms`, ms since the Unix epoch) and decides when to rotate.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -12,9 +19,11 @@ use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::keys::{KeyPair, PrivateKey, PublicKey};
 use crate::reader::Reader;
 
-/// How many base keys (EK_A) of accepted PreKey messages are remembered, so a replayed
-/// PreKey message cannot start a second session.
-pub const REMEMBERED_BASE_KEYS: usize = 4096;
+/// How many handshakes may be accepted under one signed prekey before its owner should
+/// rotate it early ([`PreKeyStore::rotation_due`]): the base keys of accepted handshakes
+/// are kept for the signed prekey's whole life, so this bounds what they cost under a
+/// flood of handshakes (at most about twice this many are held: current and previous).
+pub const MAX_BASE_KEYS_PER_SIGNED_PREKEY: usize = 10_000;
 
 /// The bytes the signed-prekey signature covers.
 pub fn spk_signature_message(spk: &PublicKey) -> [u8; 53] {
@@ -110,6 +119,10 @@ impl PreKeyBundle {
 pub struct SignedPreKey {
     pair: KeyPair,
     signature: Signature64,
+    /// When it was made, ms since the Unix epoch (0 in stores written before this was
+    /// recorded: such a key is due for rotation at once).
+    #[serde(default)]
+    created_ms: u64,
 }
 
 /// A 64-byte signature that serde can carry.
@@ -139,11 +152,22 @@ impl Signature64 {
 impl SignedPreKey {
     /// Signs `pair` with `identity`.
     pub fn new(identity: &IdentityKeyPair, pair: KeyPair) -> Self {
+        Self::new_at(identity, pair, 0)
+    }
+
+    /// Signs `pair` with `identity`, made at `created_ms` (ms since the Unix epoch).
+    pub fn new_at(identity: &IdentityKeyPair, pair: KeyPair, created_ms: u64) -> Self {
         let signature = identity.sign(&spk_signature_message(pair.public_key()));
         Self {
             pair,
             signature: Signature64::new(signature),
+            created_ms,
         }
+    }
+
+    /// When it was made, ms since the Unix epoch (0 if unknown).
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 
     /// The key pair.
@@ -157,26 +181,123 @@ impl SignedPreKey {
     }
 }
 
+/// The previous signed prekey, kept for PreKey messages still in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RetiredSignedPreKey {
+    key: SignedPreKey,
+    /// When it stopped being current, ms since the Unix epoch.
+    retired_ms: u64,
+}
+
 /// The owner's private prekeys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoreRepr", into = "StoreRepr")]
 pub struct PreKeyStore {
     current: SignedPreKey,
+    previous: Option<RetiredSignedPreKey>,
+    one_time: BTreeMap<PublicKey, PrivateKey>,
+    /// One-time prekeys in the order they were made (the relay hands them out in the
+    /// order they were published), with when each was first found handed out.
+    one_time_order: VecDeque<(PublicKey, Option<u64>)>,
+    /// `(signed prekey, base key)` of every accepted handshake whose signed prekey exists.
+    base_keys: BTreeSet<(PublicKey, PublicKey)>,
+}
+
+/// The serialized form: also reads the stores written before base keys were kept per
+/// signed prekey (`seen_base_keys`, a plain list, kept under both signed prekeys) and
+/// before the previous signed prekey had a retirement time.
+#[derive(Serialize, Deserialize)]
+struct StoreRepr {
+    current: SignedPreKey,
+    #[serde(default)]
     previous: Option<SignedPreKey>,
+    #[serde(default)]
+    previous_retired_ms: u64,
     #[serde(with = "key_map")]
     one_time: BTreeMap<PublicKey, PrivateKey>,
-    seen_base_keys: VecDeque<PublicKey>,
+    #[serde(default)]
+    one_time_order: VecDeque<(PublicKey, Option<u64>)>,
+    #[serde(default, skip_serializing)]
+    seen_base_keys: Vec<PublicKey>,
+    #[serde(default)]
+    base_keys: BTreeSet<(PublicKey, PublicKey)>,
+}
+
+impl From<StoreRepr> for PreKeyStore {
+    fn from(repr: StoreRepr) -> Self {
+        let mut base_keys = repr.base_keys;
+        let signed: Vec<PublicKey> = [Some(&repr.current), repr.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|k| *k.pair.public_key())
+            .collect();
+        for base in repr.seen_base_keys {
+            for spk in &signed {
+                base_keys.insert((*spk, base));
+            }
+        }
+        // Keys missing from the order (older stores) count as the oldest.
+        let mut order: VecDeque<(PublicKey, Option<u64>)> = repr
+            .one_time_order
+            .into_iter()
+            .filter(|(k, _)| repr.one_time.contains_key(k))
+            .collect();
+        let listed: BTreeSet<PublicKey> = order.iter().map(|(k, _)| *k).collect();
+        for key in repr.one_time.keys().rev() {
+            if !listed.contains(key) {
+                order.push_front((*key, None));
+            }
+        }
+        Self {
+            current: repr.current,
+            previous: repr.previous.map(|key| RetiredSignedPreKey {
+                key,
+                retired_ms: repr.previous_retired_ms,
+            }),
+            one_time: repr.one_time,
+            one_time_order: order,
+            base_keys,
+        }
+    }
+}
+
+impl From<PreKeyStore> for StoreRepr {
+    fn from(store: PreKeyStore) -> Self {
+        let previous_retired_ms = store.previous.as_ref().map_or(0, |p| p.retired_ms);
+        Self {
+            current: store.current,
+            previous: store.previous.map(|p| p.key),
+            previous_retired_ms,
+            one_time: store.one_time,
+            one_time_order: store.one_time_order,
+            seen_base_keys: Vec::new(),
+            base_keys: store.base_keys,
+        }
+    }
 }
 
 impl PreKeyStore {
     /// A store with a fresh signed prekey and `one_time` one-time prekeys.
     pub fn generate(identity: &IdentityKeyPair, one_time: usize, rng: &mut impl CryptoRngCore) -> Self {
-        let mut store = Self::from_parts(SignedPreKey::new(identity, KeyPair::generate(rng)), Vec::new());
+        Self::generate_at(identity, one_time, rng, 0)
+    }
+
+    /// As [`PreKeyStore::generate`], the signed prekey made at `now_ms`.
+    pub fn generate_at(
+        identity: &IdentityKeyPair,
+        one_time: usize,
+        rng: &mut impl CryptoRngCore,
+        now_ms: u64,
+    ) -> Self {
+        let signed = SignedPreKey::new_at(identity, KeyPair::generate(rng), now_ms);
+        let mut store = Self::from_parts(signed, Vec::new());
         store.generate_one_time(one_time, rng);
         store
     }
 
     /// A store from given keys (tests and vectors).
     pub fn from_parts(signed: SignedPreKey, one_time: Vec<KeyPair>) -> Self {
+        let order = one_time.iter().map(|pair| (*pair.public_key(), None)).collect();
         Self {
             current: signed,
             previous: None,
@@ -184,26 +305,83 @@ impl PreKeyStore {
                 .into_iter()
                 .map(|pair| (*pair.public_key(), pair.private_key().clone()))
                 .collect(),
-            seen_base_keys: VecDeque::new(),
+            one_time_order: order,
+            base_keys: BTreeSet::new(),
         }
     }
 
-    /// Adds `count` fresh one-time prekeys and returns their public keys.
+    /// Adds `count` fresh one-time prekeys and returns their public keys, oldest first.
     pub fn generate_one_time(&mut self, count: usize, rng: &mut impl CryptoRngCore) -> Vec<PublicKey> {
         (0..count)
             .map(|_| {
                 let pair = KeyPair::generate(rng);
                 let public = *pair.public_key();
                 self.one_time.insert(public, pair.private_key().clone());
+                self.one_time_order.push_back((public, None));
                 public
             })
             .collect()
     }
 
-    /// Replaces the signed prekey; the old one stays usable as "previous".
+    /// Replaces the signed prekey (untimed; see [`PreKeyStore::rotate_signed_at`]).
     pub fn rotate_signed(&mut self, identity: &IdentityKeyPair, rng: &mut impl CryptoRngCore) {
-        let next = SignedPreKey::new(identity, KeyPair::generate(rng));
-        self.previous = Some(std::mem::replace(&mut self.current, next));
+        self.rotate_signed_at(identity, rng, 0);
+    }
+
+    /// Replaces the signed prekey at `now_ms`. The old one stays usable as "previous"
+    /// (for PreKey messages in flight) until [`PreKeyStore::expire_previous`]; a
+    /// previous one still held is deleted now, with the base keys accepted under it.
+    pub fn rotate_signed_at(
+        &mut self,
+        identity: &IdentityKeyPair,
+        rng: &mut impl CryptoRngCore,
+        now_ms: u64,
+    ) {
+        let next = SignedPreKey::new_at(identity, KeyPair::generate(rng), now_ms);
+        if let Some(old) = self.previous.take() {
+            self.forget_base_keys_of(*old.key.pair.public_key());
+        }
+        let retired = std::mem::replace(&mut self.current, next);
+        self.previous = Some(RetiredSignedPreKey {
+            key: retired,
+            retired_ms: now_ms,
+        });
+    }
+
+    /// True when the current signed prekey is older than `max_age_ms` at `now_ms`, or
+    /// has accepted [`MAX_BASE_KEYS_PER_SIGNED_PREKEY`] handshakes.
+    pub fn rotation_due(&self, now_ms: u64, max_age_ms: u64) -> bool {
+        let current = *self.current.pair.public_key();
+        let accepted = self
+            .base_keys
+            .range((current, PublicKey::from_bytes([0; 32]))..)
+            .take_while(|(spk, _)| *spk == current)
+            .count();
+        now_ms.saturating_sub(self.current.created_ms) >= max_age_ms
+            || accepted >= MAX_BASE_KEYS_PER_SIGNED_PREKEY
+    }
+
+    /// Deletes the previous signed prekey (and the base keys accepted under it) once it
+    /// has been retired for `grace_ms` at `now_ms`. True if it was deleted.
+    pub fn expire_previous(&mut self, now_ms: u64, grace_ms: u64) -> bool {
+        match &self.previous {
+            Some(old) if now_ms.saturating_sub(old.retired_ms) >= grace_ms => {
+                let spk = *old.key.pair.public_key();
+                self.previous = None;
+                self.forget_base_keys_of(spk);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while a previous signed prekey is kept.
+    pub fn has_previous_signed_prekey(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    fn forget_base_keys_of(&mut self, spk: PublicKey) {
+        self.base_keys.retain(|(s, _)| *s != spk);
     }
 
     /// The full public bundle to publish (all unused one-time prekeys).
@@ -212,13 +390,13 @@ impl PreKeyStore {
             identity: *identity,
             signed_prekey: *self.current.pair.public_key(),
             signature: self.current.signature(),
-            one_time_prekeys: self.one_time.keys().copied().collect(),
+            one_time_prekeys: self.one_time_order.iter().map(|(k, _)| *k).collect(),
         }
     }
 
     /// The signed prekey pair with this public key, current or previous.
     pub fn signed_prekey(&self, public: &PublicKey) -> Option<&KeyPair> {
-        [Some(&self.current), self.previous.as_ref()]
+        [Some(&self.current), self.previous.as_ref().map(|p| &p.key)]
             .into_iter()
             .flatten()
             .map(SignedPreKey::pair)
@@ -232,6 +410,7 @@ impl PreKeyStore {
 
     /// Deletes a one-time prekey for good; true if it was there.
     pub fn remove_one_time(&mut self, public: &PublicKey) -> bool {
+        self.one_time_order.retain(|(k, _)| k != public);
         self.one_time.remove(public).is_some()
     }
 
@@ -240,17 +419,55 @@ impl PreKeyStore {
         self.one_time.len()
     }
 
-    /// True if a PreKey message with this base key was already accepted.
-    pub fn has_seen_base_key(&self, base_key: &PublicKey) -> bool {
-        self.seen_base_keys.contains(base_key)
+    /// Ages out one-time prekeys that the relay has handed out but no peer used.
+    ///
+    /// `relay_holds` is how many the relay says it still holds (`PreKeysStored`,
+    /// `PreKeysLow`); `unconfirmed` how many of the newest it has not confirmed storing.
+    /// The relay hands them out oldest first, so all but the newest `relay_holds +
+    /// unconfirmed` have been handed out: each is marked at `now_ms` when first found
+    /// so, and deleted once marked for `grace_ms` (a peer's first message using it has
+    /// had that long to arrive). Beyond `max_held`, the oldest handed-out ones are
+    /// deleted at once. Returns how many were deleted.
+    pub fn age_out_one_time(
+        &mut self,
+        relay_holds: usize,
+        unconfirmed: usize,
+        now_ms: u64,
+        grace_ms: u64,
+        max_held: usize,
+    ) -> usize {
+        let keep_fresh = relay_holds.saturating_add(unconfirmed);
+        let handed_out = self.one_time_order.len().saturating_sub(keep_fresh);
+        let mut doomed = Vec::new();
+        let mut excess = self.one_time_order.len().saturating_sub(max_held);
+        for (key, since) in self.one_time_order.iter_mut().take(handed_out) {
+            let marked = *since.get_or_insert(now_ms);
+            if excess > 0 || now_ms.saturating_sub(marked) >= grace_ms {
+                excess = excess.saturating_sub(1);
+                doomed.push(*key);
+            }
+        }
+        for key in &doomed {
+            self.remove_one_time(key);
+        }
+        doomed.len()
     }
 
-    /// Remembers the base key of an accepted PreKey message.
-    pub fn remember_base_key(&mut self, base_key: PublicKey) {
-        if self.seen_base_keys.len() >= REMEMBERED_BASE_KEYS {
-            self.seen_base_keys.pop_front();
-        }
-        self.seen_base_keys.push_back(base_key);
+    /// True if a PreKey message with this base key was already accepted under this
+    /// signed prekey.
+    pub fn has_seen_base_key(&self, signed_prekey: &PublicKey, base_key: &PublicKey) -> bool {
+        self.base_keys.contains(&(*signed_prekey, *base_key))
+    }
+
+    /// Remembers the base key of a PreKey message accepted under `signed_prekey`, for as
+    /// long as that signed prekey exists.
+    pub fn remember_base_key(&mut self, signed_prekey: PublicKey, base_key: PublicKey) {
+        self.base_keys.insert((signed_prekey, base_key));
+    }
+
+    /// How many base keys are remembered (under the current and previous signed prekey).
+    pub fn remembered_base_keys(&self) -> usize {
+        self.base_keys.len()
     }
 }
 

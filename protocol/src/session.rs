@@ -191,7 +191,7 @@ impl Session {
         message: &PreKeyMessage,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(Self, Decrypted), CryptoError> {
-        if prekeys.has_seen_base_key(&message.base_key) {
+        if prekeys.has_seen_base_key(&message.signed_prekey, &message.base_key) {
             return Err(CryptoError::DuplicateOrTooOld {
                 n: message.inner.header.n,
             });
@@ -238,7 +238,7 @@ impl Session {
         if let Some(public) = &message.one_time_prekey {
             prekeys.remove_one_time(public);
         }
-        prekeys.remember_base_key(message.base_key);
+        prekeys.remember_base_key(message.signed_prekey, message.base_key);
         Ok((session, decrypted))
     }
 

@@ -74,6 +74,10 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(request_id, name)| Frame::LookupName { request_id, name }),
         (any::<u32>(), option::of(bytes_up_to(MAX_CLAIM_LEN)))
             .prop_map(|(request_id, claim)| Frame::NameClaim { request_id, claim }),
+        (any::<u32>(), key())
+            .prop_map(|(request_id, identity)| Frame::LookupIdentity { request_id, identity }),
+        (any::<u32>(), bytes_up_to(MAX_CLAIM_LEN))
+            .prop_map(|(request_id, release)| Frame::ReleaseName { request_id, release }),
         (key(), msg_id(), bytes_up_to(MAX_PAYLOAD_LEN)).prop_map(|(recipient, msg_id, payload)| {
             Frame::Send {
                 recipient,
@@ -478,6 +482,14 @@ fn kind_names_are_distinct() {
         Frame::NameClaim {
             request_id: 0,
             claim: None,
+        },
+        Frame::LookupIdentity {
+            request_id: 0,
+            identity: [0; 32],
+        },
+        Frame::ReleaseName {
+            request_id: 0,
+            release: vec![],
         },
         Frame::Send {
             recipient: [0; 32],

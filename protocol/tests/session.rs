@@ -429,3 +429,94 @@ fn previous_signed_prekey_still_accepts_and_used_one_time_prekey_never_twice() {
         Err(CryptoError::UnknownOneTimePreKey)
     ));
 }
+
+/// A PreKey message without a one-time prekey, accepted once, is refused on replay
+/// however many other handshakes come in between (the base keys of a signed prekey are
+/// kept for its whole life, not in a window of recent ones).
+#[test]
+fn a_prekey_message_without_opk_is_never_accepted_twice_after_many_handshakes() {
+    let mut bob = Party::new();
+    let spk_only = bob.prekeys.bundle(&bob.public()).with_one_time_prekey(None);
+    let mut alice = Party::new();
+    let a = alice.public();
+    alice.session = Some(Session::initiate(&alice.identity, &spk_only, &mut OsRng).expect("initiate"));
+    let first = alice.send(b"once");
+    assert_eq!(bob.receive(&a, &first).expect("first time"), b"once");
+    // 5 000 other handshakes by throwaway identities, each accepted.
+    for _ in 0..5_000 {
+        let mut other = Party::new();
+        let o = other.public();
+        other.session = Some(Session::initiate(&other.identity, &spk_only, &mut OsRng).expect("initiate"));
+        let m = other.send(b"x");
+        bob.session = None;
+        bob.receive(&o, &m).expect("other handshake");
+    }
+    bob.session = None;
+    assert!(matches!(
+        bob.receive(&a, &first),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
+    // Still refused after a rotation (the signed prekey it used is now the previous one)
+    // and across a save and load of the store.
+    bob.prekeys.rotate_signed_at(&bob.identity, &mut OsRng, 10);
+    let json = serde_json::to_string(&bob.prekeys).expect("serialize");
+    bob.prekeys = serde_json::from_str(&json).expect("deserialize");
+    assert!(matches!(
+        bob.receive(&a, &first),
+        Err(CryptoError::DuplicateOrTooOld { .. })
+    ));
+    // Once the signed prekey is deleted, the message cannot be decrypted at all.
+    assert!(bob.prekeys.expire_previous(10 + 1_000, 1_000));
+    assert!(matches!(
+        bob.receive(&a, &first),
+        Err(CryptoError::UnknownSignedPreKey)
+    ));
+}
+
+#[test]
+fn signed_prekey_rotation_is_due_by_age_and_the_previous_expires_after_the_grace() {
+    let identity = IdentityKeyPair::generate(&mut OsRng);
+    let mut store = PreKeyStore::generate_at(&identity, 0, &mut OsRng, 1_000);
+    assert!(!store.rotation_due(1_999, 1_000));
+    assert!(store.rotation_due(2_000, 1_000));
+    store.rotate_signed_at(&identity, &mut OsRng, 2_000);
+    assert!(!store.rotation_due(2_500, 1_000));
+    assert!(store.has_previous_signed_prekey());
+    assert!(!store.expire_previous(2_999, 1_000));
+    assert!(store.expire_previous(3_000, 1_000));
+    assert!(!store.has_previous_signed_prekey());
+}
+
+/// A message in flight across a rotation (made against the old signed prekey, arriving
+/// after it) still decrypts within the grace period.
+#[test]
+fn a_message_in_flight_across_a_rotation_still_decrypts() {
+    let mut alice = Party::new();
+    let mut bob = Party::new();
+    let a = alice.public();
+    let bundle = bob.prekeys.bundle(&bob.public()).with_one_time_prekey(None);
+    alice.session = Some(Session::initiate(&alice.identity, &bundle, &mut OsRng).expect("initiate"));
+    let in_flight = alice.send(b"in flight");
+    bob.prekeys.rotate_signed_at(&bob.identity, &mut OsRng, 5);
+    assert!(!bob.prekeys.expire_previous(6, 100));
+    assert_eq!(bob.receive(&a, &in_flight).expect("decrypts"), b"in flight");
+}
+
+#[test]
+fn handed_out_one_time_prekeys_age_out_after_the_grace_and_beyond_the_cap() {
+    let identity = IdentityKeyPair::generate(&mut OsRng);
+    let mut store = PreKeyStore::generate_at(&identity, 10, &mut OsRng, 0);
+    let oldest = store.bundle(identity.public()).one_time_prekeys;
+    // The relay holds 4 of the 10: the 6 oldest were handed out; marked now, kept.
+    assert_eq!(store.age_out_one_time(4, 0, 100, 1_000, 1_000), 0);
+    assert_eq!(store.one_time_count(), 10);
+    // After the grace they go; the 4 the relay holds stay.
+    assert_eq!(store.age_out_one_time(4, 0, 1_100, 1_000, 1_000), 6);
+    assert_eq!(store.one_time_count(), 4);
+    assert!(oldest[..6].iter().all(|k| store.one_time_prekey(k).is_none()));
+    assert!(oldest[6..].iter().all(|k| store.one_time_prekey(k).is_some()));
+    // Beyond the cap, handed-out ones go at once, oldest first.
+    store.generate_one_time(10, &mut OsRng);
+    assert_eq!(store.age_out_one_time(2, 0, 1_200, 1_000, 8), 6);
+    assert_eq!(store.one_time_count(), 8);
+}
