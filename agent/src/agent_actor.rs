@@ -18,15 +18,43 @@ use tokio::sync::oneshot;
 
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::failure::FailureClass;
+use crate::held::HeldMessage;
+use crate::pins::{parse_digits, KeyRole};
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::settings::{AgentSettings, IdentityPolicy};
 use crate::sink::EventSink;
 use crate::state::{AgentState, PinOutcome, ReceiveError};
 
-/// Control payloads that carry the sender's signed name claim start with this.
-pub const CLAIM_PREFIX: &[u8] = b"name-claim:";
+/// Control payloads that earlier releases sent first in a session, carrying the sender's
+/// own name claim. A receiver concludes nothing from them (names come from the relay's
+/// registry only) and drops them silently.
+const LEGACY_CLAIM_PREFIX: &[u8] = b"name-claim:";
 /// Received messages kept for `expect` steps that have not asked yet.
 const INBOX_LIMIT: usize = 10_000;
+/// Deliveries from senders being looked up (reverse lookup) kept in memory, in all; past
+/// it they are left unacknowledged and come again on the next connection.
+const UNRESOLVED_LIMIT: usize = 4_096;
+/// How often prekey hygiene (signed prekey rotation, expiry) runs.
+const PREKEY_MAINTENANCE: Duration = Duration::from_secs(60);
+
+/// A delivered message waiting for the reverse lookup of its sender.
+struct Delivery {
+    msg_id: [u8; 16],
+    wire: Vec<u8>,
+}
+
+/// What the pins say about a name bound to an identity by the relay's registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// The identity is the name's pinned one (now, or already).
+    Trusted,
+    /// The identity is a pending change of the name: held for the user.
+    Held,
+    /// The user rejected this identity for the name.
+    Rejected,
+    /// The pins could not be saved.
+    Unsaved,
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -40,7 +68,6 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum Body {
     Text(String),
-    Control(Vec<u8>),
     Receipt([u8; 16]),
 }
 
@@ -83,6 +110,14 @@ pub struct AgentActor {
     next_waiter: u64,
     lookups: HashMap<u32, String>,
     lookup_in_flight: HashSet<String>,
+    /// Reverse lookups in flight: request id → the sender asked about.
+    reverse_lookups: HashMap<u32, IdentityKey>,
+    /// Deliveries from senders whose name is being looked up, in arrival order.
+    unresolved: HashMap<IdentityKey, VecDeque<Delivery>>,
+    /// Senders the registry binds to no name (shown by fingerprint), until reconnecting.
+    anonymous: HashSet<IdentityKey>,
+    /// When the last replenishing publication was sent (debounce).
+    last_replenish: Option<std::time::Instant>,
     fetches: HashMap<u32, (String, IdentityKey)>,
     fetch_in_flight: HashSet<IdentityKey>,
     waiting: HashMap<String, VecDeque<PendingSend>>,
@@ -107,6 +142,10 @@ impl AgentActor {
             next_waiter: 1,
             lookups: HashMap::new(),
             lookup_in_flight: HashSet::new(),
+            reverse_lookups: HashMap::new(),
+            unresolved: HashMap::new(),
+            anonymous: HashSet::new(),
+            last_replenish: None,
             fetches: HashMap::new(),
             fetch_in_flight: HashSet::new(),
             waiting: HashMap::new(),
@@ -142,18 +181,17 @@ impl AgentActor {
         if let Err(err) = validate_name(&peer) {
             return self.fail_send(&peer, pending, &format!("invalid peer name: {err}"));
         }
-        if self.state.held_back(&peer).is_some() {
-            let reason = format!(
-                "the identity of {peer} changed and the policy blocks it: compare safety numbers, \
-                 then /trust {peer} to accept it"
-            );
-            return self.fail_send(&peer, pending, &reason);
+        if peer == self.state.name() {
+            return self.fail_send(&peer, pending, "cannot send a message to yourself");
+        }
+        if !self.state.pending_changes(&peer).is_empty() {
+            return self.fail_send(&peer, pending, &held_reason(&peer));
         }
         let ready = self
             .state
             .pin(&peer)
             .map(|pin| pin.identity)
-            .filter(|id| self.state.has_session(id) && !self.state.is_blocked(id));
+            .filter(|id| self.state.has_session(id));
         match ready {
             Some(identity) => self.send_now(&peer, identity, pending),
             None => {
@@ -188,7 +226,6 @@ impl AgentActor {
         let visible = matches!(pending.body, Body::Text(_));
         let payload = match &pending.body {
             Body::Text(text) => Payload::text(pending.msg_id, now, text),
-            Body::Control(body) => Payload::control(pending.msg_id, now, body.clone()),
             Body::Receipt(target) => Payload::receipt(pending.msg_id, now, *target),
         };
         match self.state.encrypt(&identity, &payload) {
@@ -234,65 +271,84 @@ impl AgentActor {
         });
     }
 
-    /// Records that `name` is `identity`, applying the identity-change policy. Returns
-    /// false if the identity is blocked.
-    fn observe(&mut self, name: &str, identity: IdentityKey) -> bool {
-        if self.state.is_blocked(&identity) {
-            return false;
-        }
-        match self.state.pin_observed(name, &identity, now_ms()) {
+    /// Applies what the relay's registry says (`name` is bound to `identity`) to the
+    /// pins: a first sighting is pinned; a change of a verified pin, or of any pin under
+    /// the `block` policy, is held for the user; under `warn`/`accept` an unverified pin
+    /// moves to the new identity. Every change is reported.
+    fn bind(&mut self, name: &str, identity: IdentityKey) -> Binding {
+        match self.state.observe_identity(name, &identity, now_ms()) {
             Ok(PinOutcome::New) => {
                 self.emit(Event::PeerPinned {
                     peer: name.to_string(),
                     identity: identity_hex(&identity),
                 });
-                true
+                Binding::Trusted
             }
-            Ok(PinOutcome::Same) => true,
-            Ok(PinOutcome::Changed { previous }) => self.identity_changed(name, previous, identity),
+            Ok(PinOutcome::Same) => Binding::Trusted,
+            Ok(PinOutcome::Pending) => Binding::Held,
+            Ok(PinOutcome::Rejected) => Binding::Rejected,
+            Ok(PinOutcome::Changed { previous, verified }) => {
+                self.identity_changed(name, previous, verified, identity)
+            }
             Err(err) => {
                 self.emit(Event::error(format!("cannot record peer {name}: {err}")));
-                false
+                Binding::Unsaved
             }
         }
     }
 
-    fn identity_changed(&mut self, name: &str, previous: IdentityKey, current: IdentityKey) -> bool {
+    fn identity_changed(
+        &mut self,
+        name: &str,
+        previous: IdentityKey,
+        verified: bool,
+        current: IdentityKey,
+    ) -> Binding {
         let policy = self.settings.identity_policy;
         let action = match policy {
-            IdentityPolicy::Block => IdentityAction::Blocked,
+            _ if verified => IdentityAction::Held,
+            IdentityPolicy::Block => IdentityAction::Held,
             IdentityPolicy::Warn => IdentityAction::Warned,
             IdentityPolicy::Accept => IdentityAction::Accepted,
         };
-        let accepted = action != IdentityAction::Blocked
-            && match self.state.accept_identity_change(name, &current, now_ms()) {
-                Ok(_) => true,
+        let binding = if action == IdentityAction::Held {
+            if let Err(err) = self.state.hold_change(name, &current) {
+                self.emit(Event::error(format!(
+                    "cannot save the held identity change of {name} (held until a restart): {err}"
+                )));
+            }
+            Binding::Held
+        } else {
+            match self.state.accept_identity(name, &current, false, now_ms()) {
+                Ok(()) => Binding::Trusted,
                 Err(err) => {
                     self.emit(Event::error(format!(
                         "cannot accept the new identity of {name}: {err}"
                     )));
-                    false
+                    Binding::Unsaved
                 }
-            };
-        if !accepted {
-            if let Err(err) = self.state.block(name, &current) {
-                self.emit(Event::error(format!(
-                    "cannot save the block of {name}'s new identity (in effect until a restart): {err}"
-                )));
             }
-        }
-        warn!(self.log, "peer identity changed"; "peer" => name, "action" => ?action);
+        };
+        warn!(self.log, "peer identity changed"; "peer" => name, "action" => action.as_str());
         self.emit(Event::IdentityChanged {
             peer: name.to_string(),
             previous: identity_hex(&previous),
             current: identity_hex(&current),
             policy,
-            action: if accepted { action } else { IdentityAction::Blocked },
+            pinned_verified: verified,
+            action: if binding == Binding::Unsaved {
+                IdentityAction::Held
+            } else {
+                action
+            },
         });
-        accepted
+        binding
     }
 
     fn on_name_claim(&mut self, request_id: u32, claim: Option<Vec<u8>>, ctx: &mut Context<Self>) {
+        if let Some(identity) = self.reverse_lookups.remove(&request_id) {
+            return self.on_reverse_lookup(identity, claim);
+        }
         let Some(name) = self.lookups.remove(&request_id) else {
             return;
         };
@@ -319,8 +375,20 @@ impl AgentActor {
                 return self.fail_waiting(&name, "invalid name claim");
             }
         };
-        if !self.observe(&name, claim.identity) {
-            return self.fail_waiting(&name, "peer identity changed and is blocked by policy");
+        if claim.identity == *self.state.identity().public() {
+            return self.fail_waiting(&name, "that name is bound to this agent's own identity");
+        }
+        match self.bind(&name, claim.identity) {
+            Binding::Trusted => {}
+            Binding::Held => return self.fail_waiting(&name, &held_reason(&name)),
+            Binding::Rejected => {
+                let reason = format!(
+                    "the relay binds {name} to an identity you rejected ({}); nothing was sent",
+                    claim.identity.short()
+                );
+                return self.fail_waiting(&name, &reason);
+            }
+            Binding::Unsaved => return self.fail_waiting(&name, "the pin could not be saved"),
         }
         self.resolve_waiters(|what| matches!(what, WaitFor::Peer { peer } if *peer == name));
         if self.waiting.contains_key(&name) {
@@ -360,14 +428,12 @@ impl AgentActor {
             }
         };
         if bundle.identity != identity {
-            // The relay handed out a bundle of another identity than the name's.
-            self.emit(Event::IdentityChanged {
-                peer: name.clone(),
-                previous: identity_hex(&identity),
-                current: identity_hex(&bundle.identity),
-                policy: self.settings.identity_policy,
-                action: IdentityAction::Blocked,
-            });
+            // The relay handed out a bundle of another identity than the name's pin.
+            self.emit(Event::error(format!(
+                "the relay answered a bundle request for {name} ({}) with the bundle of another identity ({}): refused",
+                identity.short(),
+                bundle.identity.short()
+            )));
             return self.fail_waiting(&name, "prekey bundle of a different identity");
         }
         if let Err(err) = self.state.start_session(&bundle, &mut OsRng) {
@@ -381,20 +447,6 @@ impl AgentActor {
         self.emit(Event::info(format!(
             "new session with {name}: X3DH over its signed prekey{with_opk}"
         )));
-        // Our signed name claim goes first, so the peer learns who we are.
-        match self.state.name_claim(now_ms()) {
-            Ok(claim) => {
-                let mut body = CLAIM_PREFIX.to_vec();
-                body.extend_from_slice(&claim.encode());
-                let pending = PendingSend {
-                    body: Body::Control(body),
-                    msg_id: random_id(),
-                    reply: None,
-                };
-                self.waiting.entry(name.clone()).or_default().push_front(pending);
-            }
-            Err(err) => self.emit(Event::error(format!("cannot sign our name claim: {err}"))),
-        }
         self.flush_waiting(&name, identity);
     }
 
@@ -411,16 +463,112 @@ impl AgentActor {
             );
             return self.to_relay(ack);
         };
-        let from = self.display_name(&identity);
-        if self.state.is_blocked(&identity) {
+        if let Some(name) = self.state.rejected_name_of(&identity) {
             self.report_failure(
-                from,
+                name.clone(),
                 identity_hex(&identity),
                 FailureClass::IdentityChanged,
-                "sender's identity is blocked by policy",
+                &format!("from an identity you rejected for {name}"),
             );
             return self.to_relay(ack);
         }
+        if let Some(name) = self.state.pending_name_of(&identity) {
+            return self.hold(name, identity, msg_id, wire);
+        }
+        if self.state.name_of(&identity).is_none() && !self.anonymous.contains(&identity) {
+            // Who is this? Only the relay's registry can say: ask it, and keep the
+            // message (unacknowledged) until the answer comes.
+            return self.look_up_sender(identity, msg_id, wire);
+        }
+        self.decrypt_and_show(identity, msg_id, wire);
+    }
+
+    /// Keeps a message of a pending identity change undecrypted until the user decides.
+    fn hold(&mut self, name: String, identity: IdentityKey, msg_id: [u8; 16], wire: &[u8]) {
+        let held = HeldMessage {
+            name: name.clone(),
+            sender: identity,
+            msg_id,
+            wire: wire.to_vec(),
+            held_ms: now_ms(),
+        };
+        match self.state.hold_message(held) {
+            Ok(true) => {
+                self.emit(Event::MessageHeld {
+                    from: name,
+                    from_identity: identity_hex(&identity),
+                    msg_id: msg_id_hex(&msg_id),
+                });
+                self.to_relay(Frame::DeliveryAck {
+                    sender: *identity.as_bytes(),
+                    msg_id,
+                });
+            }
+            // Not acknowledged: the relay keeps it until the user decides.
+            Ok(false) => debug!(self.log, "held message limit reached"; "peer" => &name),
+            Err(err) => self.emit(Event::error(format!(
+                "cannot save a held message from the new identity of {name}: {err}"
+            ))),
+        }
+    }
+
+    fn look_up_sender(&mut self, identity: IdentityKey, msg_id: [u8; 16], wire: &[u8]) {
+        let queued: usize = self.unresolved.values().map(VecDeque::len).sum();
+        if queued >= UNRESOLVED_LIMIT || !self.connected {
+            // Left unacknowledged: the relay delivers it again on the next connection.
+            return;
+        }
+        let first = !self.unresolved.contains_key(&identity);
+        self.unresolved.entry(identity).or_default().push_back(Delivery {
+            msg_id,
+            wire: wire.to_vec(),
+        });
+        if first {
+            let request_id = self.request_id();
+            self.reverse_lookups.insert(request_id, identity);
+            self.to_relay(Frame::LookupIdentity {
+                request_id,
+                identity: *identity.as_bytes(),
+            });
+        }
+    }
+
+    /// The registry's answer to a reverse lookup of `identity`: bind the name it gives
+    /// (as for a lookup by name), then process the deliveries that waited for it.
+    fn on_reverse_lookup(&mut self, identity: IdentityKey, claim: Option<Vec<u8>>) {
+        let claim = claim.and_then(|bytes| NameClaim::decode_verified(&bytes).ok());
+        match claim {
+            Some(claim) if claim.identity == identity && claim.name != self.state.name() => {
+                if self.bind(&claim.name, identity) == Binding::Unsaved {
+                    // Left unacknowledged: tried again on the next connection.
+                    self.unresolved.remove(&identity);
+                    return;
+                }
+                let name = claim.name;
+                self.resolve_waiters(|what| matches!(what, WaitFor::Peer { peer } if *peer == name));
+            }
+            Some(_) => {
+                self.emit(Event::error(format!(
+                    "the relay answered the lookup of {} with a claim of another identity or of our own name: ignored",
+                    identity.short()
+                )));
+                self.anonymous.insert(identity);
+            }
+            None => {
+                self.anonymous.insert(identity);
+            }
+        }
+        for delivery in self.unresolved.remove(&identity).unwrap_or_default() {
+            self.on_deliver(*identity.as_bytes(), delivery.msg_id, &delivery.wire);
+        }
+    }
+
+    fn decrypt_and_show(&mut self, identity: IdentityKey, msg_id: [u8; 16], wire: &[u8]) -> bool {
+        let ack = Frame::DeliveryAck {
+            sender: *identity.as_bytes(),
+            msg_id,
+        };
+        let from = self.display_name(&identity);
         match self.state.decrypt(&identity, msg_id, wire, &mut OsRng) {
             Ok(incoming) => {
                 let new_session = incoming.new_session;
@@ -432,6 +580,7 @@ impl AgentActor {
                     )));
                 }
                 self.to_relay(ack);
+                true
             }
             Err(ReceiveError::Failed(failure)) if failure.redelivery => {
                 self.emit(Event::Redelivered {
@@ -440,16 +589,19 @@ impl AgentActor {
                     msg_id: msg_id_hex(&msg_id),
                 });
                 self.to_relay(ack);
+                true
             }
             Err(ReceiveError::Failed(failure)) => {
                 self.report_failure(from, identity_hex(&identity), failure.class, &failure.detail);
                 self.to_relay(ack);
+                true
             }
             Err(ReceiveError::State(err)) => {
                 // Not acknowledged: the relay delivers it again once the state can be saved.
                 self.emit(Event::error(format!(
                     "cannot save state for a message from {from}: {err}"
                 )));
+                false
             }
         }
     }
@@ -471,22 +623,13 @@ impl AgentActor {
     fn on_plaintext(&mut self, sender: IdentityKey, payload: Payload, newly_skipped: u32, late: bool) {
         match payload.content_type {
             ContentType::Control => {
-                let claim = payload
-                    .body
-                    .strip_prefix(CLAIM_PREFIX)
-                    .and_then(|bytes| NameClaim::decode_verified(bytes).ok())
-                    .filter(|claim| claim.identity == sender);
-                match claim {
-                    Some(claim) => {
-                        self.observe(&claim.name, sender);
-                        self.resolve_waiters(
-                            |what| matches!(what, WaitFor::Peer { peer } if *peer == claim.name),
-                        );
-                    }
-                    None => self.emit(Event::error(format!(
-                        "unverifiable control message from {}",
+                if payload.body.starts_with(LEGACY_CLAIM_PREFIX) {
+                    debug!(self.log, "ignored an in-band name claim"; "peer" => self.display_name(&sender));
+                } else {
+                    self.emit(Event::error(format!(
+                        "unknown control message from {}",
                         self.display_name(&sender)
-                    ))),
+                    )));
                 }
             }
             ContentType::Receipt => {
@@ -582,6 +725,7 @@ impl AgentActor {
         // yet confirmed): a relay that lost its data gets the bundle back, and its
         // PreKeysStored answer says how many one-time prekeys it holds.
         self.stock_checked = false;
+        self.maintain_prekeys();
         self.to_relay(Frame::PublishPreKeys {
             bundle: self.state.bundle_to_publish().encode(),
         });
@@ -630,6 +774,15 @@ impl AgentActor {
         for peer in peers {
             self.resolve(&peer, ctx);
         }
+        let senders: Vec<IdentityKey> = self.unresolved.keys().copied().collect();
+        for identity in senders {
+            let request_id = self.request_id();
+            self.reverse_lookups.insert(request_id, identity);
+            self.to_relay(Frame::LookupIdentity {
+                request_id,
+                identity: *identity.as_bytes(),
+            });
+        }
     }
 
     /// Sends outbox entry `msg_id` again after `delay_ms`, if the relay has not stored it
@@ -646,9 +799,58 @@ impl AgentActor {
         });
     }
 
-    /// Tops the relay's one-time prekeys up from `remaining` to `prekeys.replenish_to`.
+    /// Signed prekey hygiene: rotation when due, deletion of retired ones after their
+    /// grace period; a new signed prekey is published at once when connected.
+    fn maintain_prekeys(&mut self) {
+        let p = &self.settings.prekeys;
+        let (rotation_ms, grace_ms) = (
+            p.signed_rotation_secs.saturating_mul(1000),
+            p.signed_grace_secs.saturating_mul(1000),
+        );
+        match self
+            .state
+            .maintain_signed_prekey(now_ms(), rotation_ms, grace_ms, &mut OsRng)
+        {
+            Ok(Some(bundle)) => {
+                debug!(self.log, "rotated the signed prekey");
+                if self.connected {
+                    self.to_relay(Frame::PublishPreKeys {
+                        bundle: bundle.encode(),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(err) => self.emit(Event::error(format!("cannot rotate the signed prekey: {err}"))),
+        }
+    }
+
+    /// What the relay says it holds (`remaining`): hand-out bookkeeping of the local
+    /// one-time prekeys, then a top-up if it is low.
+    fn on_prekey_count(&mut self, remaining: u32) {
+        let p = &self.settings.prekeys;
+        let grace_ms = p.handed_out_grace_secs.saturating_mul(1000);
+        let max = p.max_local_one_time as usize;
+        match self
+            .state
+            .age_out_one_time(remaining as usize, now_ms(), grace_ms, max)
+        {
+            Ok(0) => {}
+            Ok(deleted) => debug!(self.log, "deleted handed-out one-time prekeys"; "count" => deleted),
+            Err(err) => self.emit(Event::error(format!("cannot save prekey state: {err}"))),
+        }
+    }
+
+    /// Tops the relay's one-time prekeys up from `remaining` to `prekeys.replenish_to`,
+    /// at most once per `prekeys.replenish_min_interval_ms` (a burst of `PreKeysLow`,
+    /// each answering a fetch, makes one publication).
     fn replenish(&mut self, remaining: u32) {
         self.stock_checked = true;
+        let interval = Duration::from_millis(self.settings.prekeys.replenish_min_interval_ms);
+        if self.last_replenish.is_some_and(|at| at.elapsed() < interval) {
+            debug!(self.log, "replenishing deferred"; "remaining" => remaining);
+            return;
+        }
+        self.last_replenish = Some(std::time::Instant::now());
         let target = self.settings.prekeys.replenish_to as usize;
         debug!(self.log, "replenishing one-time prekeys"; "remaining" => remaining);
         match self.state.replenish(remaining as usize, target, &mut OsRng) {
@@ -663,6 +865,7 @@ impl AgentActor {
     fn forget_requests(&mut self) {
         self.lookups.clear();
         self.lookup_in_flight.clear();
+        self.reverse_lookups.clear();
         self.fetches.clear();
         self.fetch_in_flight.clear();
     }
@@ -671,6 +874,10 @@ impl AgentActor {
         self.connected = false;
         // Answers to these requests are lost; they are asked again after reconnecting.
         self.forget_requests();
+        // Deliveries waiting for a sender's name were not acknowledged: the relay sends
+        // them again on the next connection.
+        self.unresolved.clear();
+        self.anonymous.clear();
         debug!(self.log, "disconnected"; "reason" => &reason);
         self.emit(Event::Connection {
             state: if retry.is_some() {
@@ -714,12 +921,16 @@ impl AgentActor {
                 if let Err(err) = self.state.mark_published() {
                     self.emit(Event::error(format!("cannot save prekey state: {err}")));
                 }
+                self.on_prekey_count(opks);
                 if !self.stock_checked && opks < self.settings.prekeys.replenish_below {
                     self.replenish(opks);
                 }
                 self.stock_checked = true;
             }
-            Frame::PreKeysLow { remaining } => self.replenish(remaining),
+            Frame::PreKeysLow { remaining } => {
+                self.on_prekey_count(remaining);
+                self.replenish(remaining);
+            }
             Frame::RateLimited {
                 msg_id: Some(msg_id),
                 retry_after_ms,
@@ -780,6 +991,14 @@ fn random_id() -> [u8; 16] {
     id
 }
 
+/// Why nothing is sent to a peer whose identity change is pending.
+fn held_reason(peer: &str) -> String {
+    format!(
+        "the identity of {peer} changed and is held: nothing is sent until you compare safety numbers \
+         (/verify {peer}) and keep one key with /trust {peer} <digits>, or /reject {peer}"
+    )
+}
+
 fn sender_hex(bytes: &[u8; 32]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -791,6 +1010,7 @@ impl Actor for AgentActor {
         // Unbounded (0), like the relay link's `do_send`s: with a bounded mailbox a full
         // queue defers `send`s and can reorder the messages typed on stdin.
         ctx.set_mailbox_capacity(0);
+        ctx.run_interval(PREKEY_MAINTENANCE, |act, _| act.maintain_prekeys());
         self.emit(Event::Started {
             name: self.state.name().to_string(),
             identity: identity_hex(self.state.identity().public()),
@@ -956,7 +1176,8 @@ impl Handler<WaitPeer> for AgentActor {
     }
 }
 
-/// Show the safety number (and QR code) for a peer.
+/// Show the safety number (and QR code) with a peer: of the pinned key, and of every new
+/// key held as a pending identity change, each labelled.
 #[derive(Message)]
 #[rtype(result = "Result<String, String>")]
 pub struct Verify {
@@ -967,67 +1188,155 @@ pub struct Verify {
 impl Handler<Verify> for AgentActor {
     type Result = Result<String, String>;
 
+    /// Answers the digits of the pinned key.
     fn handle(&mut self, msg: Verify, _: &mut Context<Self>) -> Self::Result {
-        let number = self.state.safety_number(&msg.peer).ok_or_else(|| {
-            format!(
+        let candidates = self.state.candidates(&msg.peer);
+        if candidates.is_empty() {
+            return Err(format!(
                 "no identity pinned for {}: exchange a message or wait-peer first",
                 msg.peer
-            )
-        })?;
-        self.emit(Event::SafetyNumber {
-            peer: msg.peer.clone(),
-            digits: number.digits().to_string(),
-            grouped: number.display_groups(),
-            scannable: hex::encode(number.scannable()),
-        });
-        if !self.sink.is_json() {
-            match crate::qr::render(&number.scannable()) {
-                Ok(qr) => self.sink.raw(&qr),
-                Err(err) => self.emit(Event::error(format!("cannot draw the QR code: {err}"))),
+            ));
+        }
+        for candidate in &candidates {
+            self.emit(Event::safety_number(
+                &msg.peer,
+                candidate.role.as_str(),
+                &candidate.identity,
+                &candidate.number,
+            ));
+            if !self.sink.is_json() {
+                match crate::qr::render(&candidate.number.scannable()) {
+                    Ok(qr) => self.sink.raw(&qr),
+                    Err(err) => self.emit(Event::error(format!("cannot draw the QR code: {err}"))),
+                }
             }
         }
-        Ok(number.digits().to_string())
+        Ok(candidates[0].number.digits().to_string())
     }
 }
 
-/// Mark a peer's identity as verified.
+/// Mark a peer's identity verified. With `digits` (the safety number the user compared,
+/// 60 digits, spaces allowed), the key whose safety number matches is the one kept:
+/// while an identity change is pending, the new key (accepted, verified, its held
+/// messages shown) or the pinned key (the change rejected). Without digits only when no
+/// change is pending: the pinned key is marked verified.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
 pub struct Trust {
     /// Peer name.
     pub peer: String,
+    /// The typed safety number, if given.
+    pub digits: Option<String>,
 }
 
 impl Handler<Trust> for AgentActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: Trust, _: &mut Context<Self>) -> Self::Result {
-        // An identity change the policy held back is accepted first, unverified (a
-        // change always clears `verified`): its safety number has not been compared.
-        let accepted = self
-            .state
-            .accept_held_back(&msg.peer, now_ms())
-            .map_err(|e| e.to_string())?;
-        if accepted.is_some() {
-            self.emit(Event::info(format!(
-                "accepted the new identity of {peer} (unverified): compare safety numbers with \
-                 /verify {peer}, then /trust {peer}",
-                peer = msg.peer
-            )));
-            return Ok(());
+        let peer = msg.peer;
+        let candidates = self.state.candidates(&peer);
+        if candidates.is_empty() {
+            return Err(format!("no identity pinned for {peer}"));
         }
-        let number = self
-            .state
-            .safety_number(&msg.peer)
-            .ok_or_else(|| format!("no identity pinned for {}", msg.peer))?;
-        self.state
-            .set_verified(&msg.peer, true)
-            .map_err(|e| e.to_string())?;
+        let pending = candidates.iter().any(|c| c.role == KeyRole::New);
+        let chosen = match msg.digits {
+            None if pending => {
+                return Err(format!(
+                    "the identity of {peer} changed: compare the safety numbers (/verify {peer}) and type \
+                     the one you compared, /trust {peer} <digits>, or keep the pinned key with /reject {peer}"
+                ))
+            }
+            None => &candidates[0],
+            Some(typed) => {
+                let digits = parse_digits(&typed)
+                    .ok_or_else(|| format!("a safety number is 60 digits (spaces allowed), not {typed:?}"))?;
+                candidates
+                    .iter()
+                    .find(|c| c.number.digits() == digits)
+                    .ok_or_else(|| {
+                        format!(
+                            "the digits match no key of {peer}{}: nothing changed",
+                            if pending {
+                                " (neither the pinned nor the new one)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })?
+            }
+        };
+        let (identity, digits) = (chosen.identity, chosen.number.digits().to_string());
+        match chosen.role {
+            KeyRole::Pinned => {
+                if pending {
+                    self.reject(&peer)?;
+                }
+                self.state.set_verified(&peer, true).map_err(|e| e.to_string())?;
+            }
+            KeyRole::New => {
+                self.state
+                    .accept_identity(&peer, &identity, true, now_ms())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         self.emit(Event::PeerVerified {
-            peer: msg.peer,
-            safety_number: number.digits().to_string(),
+            peer: peer.clone(),
+            identity: identity_hex(&identity),
+            safety_number: digits,
+        });
+        if chosen.role == KeyRole::New {
+            self.release_held(&identity);
+        }
+        Ok(())
+    }
+}
+
+impl AgentActor {
+    /// Rejects the pending identity changes of `peer` and reports it.
+    fn reject(&mut self, peer: &str) -> Result<(), String> {
+        let discarded = self.state.held_count(peer);
+        let rejected = self.state.reject_pending(peer).map_err(|e| e.to_string())?;
+        if rejected.is_empty() {
+            return Err(format!("no identity change of {peer} is pending"));
+        }
+        self.emit(Event::IdentityRejected {
+            peer: peer.to_string(),
+            identities: rejected.iter().map(identity_hex).collect(),
+            discarded,
         });
         Ok(())
+    }
+
+    /// Decrypts and shows the messages held from an identity the user just accepted, in
+    /// the order they arrived; each is deleted from the held store once processed.
+    fn release_held(&mut self, identity: &IdentityKey) {
+        for held in self.state.held_from(identity) {
+            if !self.decrypt_and_show(*identity, held.msg_id, &held.wire) {
+                // Kept: released again at the next acceptance or restart.
+                return;
+            }
+            if let Err(err) = self.state.release_held(identity, &held.msg_id) {
+                self.emit(Event::error(format!("cannot update the held messages: {err}")));
+                return;
+            }
+        }
+    }
+}
+
+/// Keep the pinned identity of a peer and reject its pending identity changes; their held
+/// messages are deleted unread.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Reject {
+    /// Peer name.
+    pub peer: String,
+}
+
+impl Handler<Reject> for AgentActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: Reject, _: &mut Context<Self>) -> Self::Result {
+        self.reject(&msg.peer)
     }
 }
 

@@ -22,9 +22,18 @@ pub enum Command {
         /// The peer's name.
         peer: String,
     },
-    /// `/trust <peer>`: mark the peer verified after comparing safety numbers; also
-    /// accepts a changed identity that the identity policy held back.
+    /// `/trust <peer> [digits]`: keep the key whose safety number is `digits` (60
+    /// digits, spaces allowed) and mark it verified: while an identity change is
+    /// pending, the new key or the pinned one. Without digits only when no change is
+    /// pending.
     Trust {
+        /// The peer's name.
+        peer: String,
+        /// The safety number as typed (checked by the agent), if given.
+        digits: Option<String>,
+    },
+    /// `/reject <peer>`: keep the pinned key and reject the pending identity changes.
+    Reject {
         /// The peer's name.
         peer: String,
     },
@@ -41,7 +50,12 @@ impl fmt::Display for Command {
             Self::Msg { peer, text } => write!(f, "/msg {peer} {text}"),
             Self::Peers => f.write_str("/peers"),
             Self::Verify { peer } => write!(f, "/verify {peer}"),
-            Self::Trust { peer } => write!(f, "/trust {peer}"),
+            Self::Trust { peer, digits: None } => write!(f, "/trust {peer}"),
+            Self::Trust {
+                peer,
+                digits: Some(digits),
+            } => write!(f, "/trust {peer} {digits}"),
+            Self::Reject { peer } => write!(f, "/reject {peer}"),
             Self::Help => f.write_str("/help"),
             Self::Quit => f.write_str("/quit"),
         }
@@ -71,6 +85,9 @@ pub enum CommandError {
         /// The command's usage line.
         usage: &'static str,
     },
+    /// The digits after `/trust <peer>` are not a safety number.
+    #[error("a safety number is 60 digits (spaces allowed): usage: {USAGE_TRUST}")]
+    BadSafetyNumber,
     /// The peer name is not a valid agent name.
     #[error("invalid peer name {name:?}: {source}")]
     InvalidPeer {
@@ -84,7 +101,8 @@ pub enum CommandError {
 
 const USAGE_MSG: &str = "/msg <peer> <text>";
 const USAGE_VERIFY: &str = "/verify <peer>";
-const USAGE_TRUST: &str = "/trust <peer>";
+const USAGE_TRUST: &str = "/trust <peer> [digits]";
+const USAGE_REJECT: &str = "/reject <peer>";
 
 /// The help text shown by `/help` (several lines, no trailing newline).
 pub fn help_text() -> &'static str {
@@ -93,8 +111,12 @@ pub fn help_text() -> &'static str {
      \x20 /peers               list known peers (identity, verified, session)\n\
      \x20 /verify <peer>       show the safety number and QR code shared with <peer>;\n\
      \x20                      compare it with the peer in person or over a trusted channel\n\
-     \x20 /trust <peer>        mark <peer> verified once the safety numbers match\n\
-     \x20                      (also accepts a changed identity held back by the policy)\n\
+     \x20 /trust <peer> <digits>\n\
+     \x20                      keep the key of <peer> whose safety number you compared\n\
+     \x20                      (type its 60 digits) and mark it verified; while an\n\
+     \x20                      identity change is pending this picks the pinned or new key\n\
+     \x20 /reject <peer>       keep the pinned key of <peer>, reject its identity change\n\
+     \x20                      and delete the messages held from the new key unread\n\
      \x20 /help                show this help\n\
      \x20 /quit                stop the agent"
 }
@@ -173,8 +195,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         "verify" => Command::Verify {
             peer: single_peer(rest, USAGE_VERIFY)?,
         },
-        "trust" => Command::Trust {
-            peer: single_peer(rest, USAGE_TRUST)?,
+        "trust" => {
+            let (peer, digits) = split_word(rest);
+            let peer = peer_arg(peer, USAGE_TRUST)?;
+            let digits = match digits {
+                "" => None,
+                typed => Some(crate::pins::parse_digits(typed).ok_or(CommandError::BadSafetyNumber)?),
+            };
+            Command::Trust { peer, digits }
+        }
+        "reject" => Command::Reject {
+            peer: single_peer(rest, USAGE_REJECT)?,
         },
         "help" => no_args(rest, Command::Help, "/help")?,
         "quit" | "exit" => no_args(rest, Command::Quit, "/quit")?,
@@ -202,7 +233,10 @@ mod tests {
         );
         assert_eq!(
             parse("/trust CAROL"),
-            Ok(Some(Command::Trust { peer: "carol".into() }))
+            Ok(Some(Command::Trust {
+                peer: "carol".into(),
+                digits: None
+            }))
         );
     }
 
@@ -223,8 +257,21 @@ mod tests {
         assert_eq!(
             parse("/trust dave-2"),
             Ok(Some(Command::Trust {
-                peer: "dave-2".into()
+                peer: "dave-2".into(),
+                digits: None
             }))
+        );
+        assert_eq!(
+            parse(&format!("/trust dave-2 {}", "67890 ".repeat(12))),
+            Ok(Some(Command::Trust {
+                peer: "dave-2".into(),
+                digits: Some("67890".repeat(12))
+            }))
+        );
+        assert_eq!(parse("/trust dave-2 12345"), Err(CommandError::BadSafetyNumber));
+        assert_eq!(
+            parse("/reject Bob"),
+            Ok(Some(Command::Reject { peer: "bob".into() }))
         );
         assert_eq!(parse("/help"), Ok(Some(Command::Help)));
         assert_eq!(parse("/quit"), Ok(Some(Command::Quit)));

@@ -31,8 +31,9 @@ pub enum ConnectionState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityAction {
-    /// The new identity is refused until `/trust`.
-    Blocked,
+    /// The new identity is held: its messages are kept undecrypted and nothing is sent
+    /// to the name until the user runs `/trust <peer> <digits>` or `/reject <peer>`.
+    Held,
     /// The new identity is pinned (unverified), with a warning.
     Warned,
     /// The new identity is pinned (unverified).
@@ -54,7 +55,7 @@ impl IdentityAction {
     /// The snake_case name used in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Blocked => "blocked",
+            Self::Held => "held",
             Self::Warned => "warned",
             Self::Accepted => "accepted",
         }
@@ -74,6 +75,12 @@ pub struct PeerInfo {
     pub has_session: bool,
     /// When the identity was first seen under this name, ms since the Unix epoch.
     pub first_seen_ms: u64,
+    /// True while an identity change of this name waits for `/trust` or `/reject`.
+    #[serde(default)]
+    pub pending_change: bool,
+    /// Messages held (undecrypted) from the pending identity.
+    #[serde(default)]
+    pub held: usize,
 }
 
 /// One thing to report. Serialized with an `"event"` tag:
@@ -169,13 +176,37 @@ pub enum Event {
         current: String,
         /// The configured policy.
         policy: IdentityPolicy,
+        /// True if the pinned identity was verified (a change is then always held).
+        pinned_verified: bool,
         /// What was done.
         action: IdentityAction,
+    },
+    /// A message from a pending (not yet accepted) identity of a peer was kept
+    /// undecrypted until the user decides.
+    MessageHeld {
+        /// The peer's name.
+        from: String,
+        /// The pending identity that sent it, hex.
+        from_identity: String,
+        /// The relay message id, hex.
+        msg_id: String,
+    },
+    /// The user rejected the pending identity changes of a peer (`/reject`): the pin
+    /// stays, their held messages are deleted unread.
+    IdentityRejected {
+        /// The peer's name.
+        peer: String,
+        /// The rejected identities, hex.
+        identities: Vec<String>,
+        /// How many held messages were deleted.
+        discarded: usize,
     },
     /// The user marked a peer verified.
     PeerVerified {
         /// The peer's name.
         peer: String,
+        /// The identity now pinned and verified, hex.
+        identity: String,
         /// The safety number that was compared, 60 digits.
         safety_number: String,
     },
@@ -186,10 +217,15 @@ pub enum Event {
         /// The pinned identity, hex.
         identity: String,
     },
-    /// The safety number with a peer (`/verify`).
+    /// The safety number with a peer (`/verify`); one event per key while an identity
+    /// change is pending.
     SafetyNumber {
         /// The peer's name.
         peer: String,
+        /// Which key: `pinned` or `new` (a pending change).
+        key: String,
+        /// That key's identity, hex.
+        identity: String,
         /// The 60 digits.
         digits: String,
         /// The digits in 12 groups of 5, 4 groups per line (lines joined by `\n`).
@@ -301,10 +337,12 @@ impl Event {
         }
     }
 
-    /// An [`Event::SafetyNumber`].
-    pub fn safety_number(peer: &str, number: &SafetyNumber) -> Self {
+    /// An [`Event::SafetyNumber`] for one key of `peer`.
+    pub fn safety_number(peer: &str, key: &str, identity: &IdentityKey, number: &SafetyNumber) -> Self {
         Self::SafetyNumber {
             peer: peer.to_owned(),
+            key: key.to_owned(),
+            identity: identity_hex(identity),
             digits: number.digits().to_owned(),
             grouped: number.display_groups(),
             scannable: hex::encode(number.scannable()),
@@ -390,11 +428,12 @@ impl Event {
                 current,
                 policy,
                 action,
+                ..
             } => {
                 let next = match action {
-                    IdentityAction::Blocked => format!(
-                        "messages with the new identity are blocked; compare safety numbers (/verify {peer}), \
-                         then /trust {peer}"
+                    IdentityAction::Held => format!(
+                        "its messages are held unread and nothing is sent to {peer}; compare safety numbers \
+                         (/verify {peer}), then /trust {peer} <digits> or /reject {peer}"
                     ),
                     IdentityAction::Warned | IdentityAction::Accepted => format!(
                         "the new identity is pinned, unverified; compare safety numbers with /verify {peer}"
@@ -407,17 +446,41 @@ impl Event {
                     action.as_str()
                 )
             }
-            Self::PeerVerified { peer, .. } => format!("* {peer} is verified"),
+            Self::PeerVerified { peer, identity, .. } => {
+                format!("* {peer} is verified (identity {})", short(identity))
+            }
+            Self::MessageHeld {
+                from, from_identity, ..
+            } => format!(
+                "! a message from the new identity of {from} ({}) is held unread: /verify {from}",
+                short(from_identity)
+            ),
+            Self::IdentityRejected {
+                peer,
+                identities,
+                discarded,
+            } => format!(
+                "* rejected {} new identit{} of {peer}; {discarded} held message{} deleted unread",
+                identities.len(),
+                if identities.len() == 1 { "y" } else { "ies" },
+                if *discarded == 1 { "" } else { "s" }
+            ),
             Self::PeerPinned { peer, identity } => format!("* pinned {peer} to identity {}", short(identity)),
-            Self::SafetyNumber { peer, grouped, .. } => {
-                let mut out = format!("safety number with {peer}:");
+            Self::SafetyNumber {
+                peer,
+                key,
+                identity,
+                grouped,
+                ..
+            } => {
+                let mut out = format!("safety number with {peer} ({key} key {}):", short(identity));
                 for line in grouped.lines() {
                     let _ = write!(out, "\n  {line}");
                 }
                 let _ = write!(
                     out,
                     "\ncompare it with {peer}'s (in person or over a channel you trust); \
-                     if they match, run /trust {peer}"
+                     if they match, type them: /trust {peer} <digits>"
                 );
                 out
             }
@@ -435,6 +498,9 @@ impl Event {
                         if p.verified { "verified" } else { "unverified" },
                         if p.has_session { ", session" } else { "" }
                     );
+                    if p.pending_change {
+                        let _ = write!(out, ", identity change pending ({} held)", p.held);
+                    }
                 }
                 out
             }
@@ -505,10 +571,12 @@ mod tests {
                 previous: IK.into(),
                 current: IK.into(),
                 policy: IdentityPolicy::Block,
-                action: IdentityAction::Blocked,
+                pinned_verified: true,
+                action: IdentityAction::Held,
             },
             Event::PeerVerified {
                 peer: "bob".into(),
+                identity: IK.into(),
                 safety_number: "1".repeat(60),
             },
             Event::PeerPinned {
@@ -517,6 +585,8 @@ mod tests {
             },
             Event::SafetyNumber {
                 peer: "bob".into(),
+                key: "pinned".into(),
+                identity: IK.into(),
                 digits: "1".repeat(60),
                 grouped: "11111 11111 11111 11111\n11111 11111 11111 11111\n11111 11111 11111 11111".into(),
                 scannable: hex::encode([1u8; 65]),
@@ -528,6 +598,8 @@ mod tests {
                     verified: true,
                     has_session: true,
                     first_seen_ms: 5,
+                    pending_change: true,
+                    held: 2,
                 }],
             },
             Event::error("boom"),
@@ -541,6 +613,16 @@ mod tests {
                 from: "bob".into(),
                 from_identity: IK.into(),
                 msg_id: ID.into(),
+            },
+            Event::MessageHeld {
+                from: "bob".into(),
+                from_identity: IK.into(),
+                msg_id: ID.into(),
+            },
+            Event::IdentityRejected {
+                peer: "bob".into(),
+                identities: vec![IK.into()],
+                discarded: 3,
             },
         ]
     }
@@ -572,7 +654,7 @@ mod tests {
         let changed: Value = serde_json::from_str(&all_events()[8].to_json_line()).expect("json");
         assert_eq!(
             (changed["policy"].as_str(), changed["action"].as_str()),
-            (Some("block"), Some("blocked"))
+            (Some("block"), Some("held"))
         );
         let connected: Value = serde_json::from_str(&all_events()[2].to_json_line()).expect("json");
         assert_eq!(
@@ -600,12 +682,18 @@ mod tests {
         assert!(events[8]
             .to_human()
             .starts_with("! identity of bob changed: 0011223344556677 -> "));
-        assert!(events[8].to_human().contains("(policy block: blocked)"));
+        assert!(events[8].to_human().contains("(policy block: held)"));
+        assert!(events[8].to_human().contains("/reject bob"));
         let sn = events[11].to_human();
-        assert!(sn.starts_with("safety number with bob:\n  11111 11111 11111 11111\n"));
-        assert!(sn.ends_with("run /trust bob"), "{sn}");
-        assert!(events[12].to_human().contains("bob"));
-        let redelivered = events.last().map(Event::to_human).unwrap_or_default();
+        assert!(
+            sn.starts_with(
+                "safety number with bob (pinned key 0011223344556677):\n  11111 11111 11111 11111\n"
+            ),
+            "{sn}"
+        );
+        assert!(sn.ends_with("/trust bob <digits>"), "{sn}");
+        assert!(events[12].to_human().contains("identity change pending (2 held)"));
+        let redelivered = events[17].to_human();
         assert_eq!(
             redelivered,
             "  (a message from bob came again from the relay, msg 0f0e0d0c0b0a0908: already shown, dropped)"
@@ -658,7 +746,7 @@ mod tests {
             grouped,
             scannable,
             ..
-        } = Event::safety_number("bob", &sn)
+        } = Event::safety_number("bob", "pinned", &bob, &sn)
         else {
             panic!("a safety number event");
         };

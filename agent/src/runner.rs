@@ -10,7 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, SendText, Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, Trust, Verify,
+    WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -140,7 +141,14 @@ async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -
             .await
             .map_err(mailbox)?
             .map(|_| ()),
-        Step::Trust { peer } => agent.send(Trust { peer: peer.clone() }).await.map_err(mailbox)?,
+        Step::Trust { peer, digits } => agent
+            .send(Trust {
+                peer: peer.clone(),
+                digits: digits.clone(),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::Reject { peer } => agent.send(Reject { peer: peer.clone() }).await.map_err(mailbox)?,
         Step::Print { text } => agent.send(Emit(Event::info(text.clone()))).await.map_err(mailbox),
         Step::Quit => Ok(()),
     }
@@ -182,8 +190,13 @@ async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map(|_| ())),
-            Command::Trust { peer } => agent
-                .send(Trust { peer })
+            Command::Trust { peer, digits } => agent
+                .send(Trust { peer, digits })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
+            Command::Reject { peer } => agent
+                .send(Reject { peer })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r),

@@ -74,8 +74,16 @@ pub enum Step {
         /// The peer's name.
         peer: String,
     },
-    /// `trust <peer>`: mark the peer verified (and accept a held-back identity change).
+    /// `trust <peer> [digits]`: keep the key whose safety number is `digits` and mark
+    /// it verified (as `/trust`).
     Trust {
+        /// The peer's name.
+        peer: String,
+        /// The safety number (60 digits, spaces allowed), if given.
+        digits: Option<String>,
+    },
+    /// `reject <peer>`: keep the pinned key, reject the pending identity changes.
+    Reject {
         /// The peer's name.
         peer: String,
     },
@@ -120,6 +128,7 @@ impl Step {
             Self::Sleep { .. } => "sleep",
             Self::Verify { .. } => "verify",
             Self::Trust { .. } => "trust",
+            Self::Reject { .. } => "reject",
             Self::ExpectFailure { .. } => "expect-failure",
             Self::Print { .. } => "print",
             Self::Quit => "quit",
@@ -146,7 +155,12 @@ impl fmt::Display for Step {
             Self::Reconnect => f.write_str("reconnect"),
             Self::Sleep { ms } => write!(f, "sleep {ms}"),
             Self::Verify { peer } => write!(f, "verify {peer}"),
-            Self::Trust { peer } => write!(f, "trust {peer}"),
+            Self::Trust { peer, digits: None } => write!(f, "trust {peer}"),
+            Self::Trust {
+                peer,
+                digits: Some(digits),
+            } => write!(f, "trust {peer} {digits}"),
+            Self::Reject { peer } => write!(f, "reject {peer}"),
             Self::ExpectFailure {
                 peer,
                 class,
@@ -258,8 +272,24 @@ pub fn parse_step(line: &str) -> Result<Step, String> {
         "verify" => Ok(Step::Verify {
             peer: single_peer(rest, "verify <peer>")?,
         }),
-        "trust" => Ok(Step::Trust {
-            peer: single_peer(rest, "trust <peer>")?,
+        "trust" => {
+            let (peer, digits) = split_word(rest);
+            if peer.is_empty() {
+                return Err("missing peer name: usage: trust <peer> [digits]".into());
+            }
+            let digits = match digits {
+                "" => None,
+                typed => Some(crate::pins::parse_digits(typed).ok_or_else(|| {
+                    "a safety number is 60 digits (spaces allowed): usage: trust <peer> [digits]".to_string()
+                })?),
+            };
+            Ok(Step::Trust {
+                peer: peer_name(peer)?,
+                digits,
+            })
+        }
+        "reject" => Ok(Step::Reject {
+            peer: single_peer(rest, "reject <peer>")?,
         }),
         "print" => {
             if rest.is_empty() {
@@ -271,7 +301,7 @@ pub fn parse_step(line: &str) -> Result<Step, String> {
         }
         other => Err(format!(
             "unknown step `{other}` (expected send, expect, wait-peer, disconnect, reconnect, \
-             sleep, verify, trust, expect-failure, print or quit)"
+             sleep, verify, trust, reject, expect-failure, print or quit)"
         )),
     }
 }
@@ -457,9 +487,23 @@ mod tests {
     #[test]
     fn parses_verify_and_trust() {
         assert_eq!(one("verify bob"), Ok(Step::Verify { peer: "bob".into() }));
-        assert_eq!(one("trust bob"), Ok(Step::Trust { peer: "bob".into() }));
+        assert_eq!(
+            one("trust bob"),
+            Ok(Step::Trust {
+                peer: "bob".into(),
+                digits: None
+            })
+        );
+        assert_eq!(
+            one(&format!("trust bob {}", "12345 ".repeat(12))),
+            Ok(Step::Trust {
+                peer: "bob".into(),
+                digits: Some("12345".repeat(12))
+            })
+        );
+        assert_eq!(one("reject bob"), Ok(Step::Reject { peer: "bob".into() }));
         assert!(err("verify").contains("missing peer name"));
-        assert!(err("trust bob carol").contains("too many arguments"));
+        assert!(err("trust bob carol").contains("60 digits"));
     }
 
     #[test]

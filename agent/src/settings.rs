@@ -15,15 +15,17 @@ use thiserror::Error;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase", try_from = "String")]
 pub enum IdentityPolicy {
-    /// Refuse the new identity: messages from it are reported as `identity_changed`
-    /// failures and sends to the name are refused, until the user runs `/trust <peer>`
-    /// (after comparing safety numbers).
+    /// Hold the new identity: its messages are kept undecrypted and sends to the name
+    /// are refused until the user runs `/trust <peer> <digits>` (the safety number of
+    /// the key to keep) or `/reject <peer>`.
     Block,
-    /// Re-pin the new identity (unverified) so the conversation continues, and report
-    /// the change as a warning.
+    /// For an unverified pin: re-pin the new identity (unverified) so the conversation
+    /// continues, and report the change as a warning. A verified pin is held as under
+    /// `block`.
     #[default]
     Warn,
-    /// Re-pin the new identity (unverified) and report the change as information.
+    /// For an unverified pin: re-pin the new identity (unverified) and report the
+    /// change. A verified pin is held as under `block`.
     Accept,
 }
 
@@ -80,6 +82,21 @@ pub struct PrekeySettings {
     pub replenish_below: u32,
     /// Top the one-time prekeys up to this many when replenishing.
     pub replenish_to: u32,
+    /// At most one replenishing publication per this many milliseconds (a burst of
+    /// `PreKeysLow` makes one publication).
+    pub replenish_min_interval_ms: u64,
+    /// Make a new signed prekey when the current one is this old, in seconds (7 days).
+    pub signed_rotation_secs: u64,
+    /// Keep the previous signed prekey this long after a rotation, for PreKey messages
+    /// in flight, then delete it with the handshakes remembered under it, in seconds
+    /// (14 days; at least the relay's message TTL).
+    pub signed_grace_secs: u64,
+    /// Delete a one-time prekey the relay handed out this long after it was found
+    /// handed out and no peer used it, in seconds (14 days).
+    pub handed_out_grace_secs: u64,
+    /// At most this many private one-time prekeys are kept; past it the oldest handed
+    /// out ones are deleted at once.
+    pub max_local_one_time: u32,
 }
 
 impl Default for PrekeySettings {
@@ -88,6 +105,11 @@ impl Default for PrekeySettings {
             initial_one_time: 50,
             replenish_below: 10,
             replenish_to: 50,
+            replenish_min_interval_ms: 10_000,
+            signed_rotation_secs: 7 * 86_400,
+            signed_grace_secs: 14 * 86_400,
+            handed_out_grace_secs: 14 * 86_400,
+            max_local_one_time: 500,
         }
     }
 }
@@ -195,6 +217,15 @@ pub enum InvalidSettings {
     /// `expect_timeout_ms` is zero.
     #[error("expect_timeout_ms must be above 0")]
     ExpectTimeout,
+    /// A prekey lifetime is zero, or the one-time prekey cap is below `replenish_to`.
+    #[error(
+        "prekeys: need signed_rotation_secs, signed_grace_secs and handed_out_grace_secs above 0 \
+         and max_local_one_time >= replenish_to (got max_local_one_time = {max_local})"
+    )]
+    PrekeyLifetimes {
+        /// `prekeys.max_local_one_time`.
+        max_local: u32,
+    },
 }
 
 impl AgentSettings {
@@ -214,6 +245,15 @@ impl AgentSettings {
                 initial: p.initial_one_time,
                 below: p.replenish_below,
                 to: p.replenish_to,
+            });
+        }
+        if p.signed_rotation_secs == 0
+            || p.signed_grace_secs == 0
+            || p.handed_out_grace_secs == 0
+            || p.max_local_one_time < p.replenish_to
+        {
+            return Err(InvalidSettings::PrekeyLifetimes {
+                max_local: p.max_local_one_time,
             });
         }
         let r = &self.reconnect;

@@ -5,8 +5,9 @@
 //!   lock                     0600  flock(2)-held while an AgentState is open
 //!   identity.json            0600  name + identity key seed (written last at creation)
 //!   prekeys.json             0600  signed and one-time prekeys, what the relay has yet to store
-//!   pins.json                0600  name -> {identity, verified, first_seen_ms}, and the
-//!                                  identities the block policy held back, by name
+//!   pins.json                0600  name -> {identity, verified, first_seen_ms}, and per
+//!                                  name the pending identity changes and rejected ones
+//!   held.json                0600  undecrypted messages of pending identity changes
 //!   outbox.json              0600  sent messages the relay has not acknowledged yet
 //!   sessions/                0700
 //!     <peer-identity-hex>.json 0600  one ratchet session + the peer's recent message ids
@@ -51,6 +52,9 @@ use thiserror::Error;
 
 use crate::event::{identity_hex, PeerInfo};
 use crate::failure::{DecryptFailure, FailureClass};
+use crate::held::{HeldMessage, HELD_PER_NAME};
+use crate::hex_serde;
+use crate::pins::{Candidate, KeyRole, ListedIdentity, PinBook};
 
 /// How many received message ids are remembered per peer to recognise redeliveries.
 pub const RECEIVED_IDS_KEPT: usize = 4096;
@@ -65,6 +69,7 @@ const IDENTITY_FILE: &str = "identity.json";
 const PREKEYS_FILE: &str = "prekeys.json";
 const PINS_FILE: &str = "pins.json";
 const OUTBOX_FILE: &str = "outbox.json";
+const HELD_FILE: &str = "held.json";
 const SESSIONS_DIR: &str = "sessions";
 const LOCK_FILE: &str = "lock";
 const DIR_MODE: u32 = 0o700;
@@ -166,34 +171,7 @@ pub enum ReceiveError {
     State(#[from] StateError),
 }
 
-/// A pinned peer: the identity first seen for a name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pin {
-    /// The pinned identity.
-    #[serde(with = "hex_serde::identity")]
-    pub identity: IdentityKey,
-    /// True once the user compared safety numbers and ran `/trust`.
-    pub verified: bool,
-    /// When this identity was first seen for the name, ms since the Unix epoch.
-    pub first_seen_ms: u64,
-}
-
-/// What [`AgentState::pin_observed`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// A short-lived return value: boxing the key would cost more than the size difference.
-#[allow(clippy::large_enum_variant)]
-pub enum PinOutcome {
-    /// The name was not pinned; it is now pinned to this identity.
-    New,
-    /// The name is pinned to this identity.
-    Same,
-    /// The name is pinned to another identity (unchanged by the call).
-    Changed {
-        /// The pinned identity.
-        previous: IdentityKey,
-    },
-}
+pub use crate::pins::{Pin, PinOutcome};
 
 /// A sent message the relay has not acknowledged yet.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +230,36 @@ struct PeerState {
     session: Session,
     /// Earlier sessions with the peer, newest first, at most [`ARCHIVED_SESSIONS`].
     archived: Vec<Session>,
-    received: VecDeque<[u8; MESSAGE_ID_LEN]>,
+    received: ReceivedIds,
+}
+
+/// The ids of the messages recently received from one peer, each list oldest first and
+/// at most [`RECEIVED_IDS_KEPT`] long.
+///
+/// Duplicates are decided on the end-to-end `message_id` inside the decrypted payload
+/// (authenticated by the sender). The relay's `msg_id` is not authenticated: a relay
+/// could relabel a fresh message with a seen id, so it only tells a failed decryption
+/// of a known id (the message key was used already) apart as a quiet redelivery.
+#[derive(Clone, Default)]
+struct ReceivedIds {
+    relay: VecDeque<[u8; MESSAGE_ID_LEN]>,
+    payload: VecDeque<[u8; MESSAGE_ID_LEN]>,
+}
+
+impl ReceivedIds {
+    fn record(&mut self, relay: [u8; MESSAGE_ID_LEN], payload: Option<[u8; MESSAGE_ID_LEN]>) {
+        push_capped(&mut self.relay, relay);
+        if let Some(id) = payload {
+            push_capped(&mut self.payload, id);
+        }
+    }
+}
+
+fn push_capped(ids: &mut VecDeque<[u8; MESSAGE_ID_LEN]>, id: [u8; MESSAGE_ID_LEN]) {
+    if ids.len() >= RECEIVED_IDS_KEPT {
+        ids.pop_front();
+    }
+    ids.push_back(id);
 }
 
 /// Puts `old` in front of the archived sessions, dropping the oldest past the limit.
@@ -291,6 +298,9 @@ struct SessionFile {
     peer: IdentityKey,
     #[serde(with = "hex_serde::msg_ids")]
     received_ids: VecDeque<[u8; MESSAGE_ID_LEN]>,
+    /// End-to-end message ids of the payloads received (absent in older files).
+    #[serde(default, with = "hex_serde::msg_ids")]
+    message_ids: VecDeque<[u8; MESSAGE_ID_LEN]>,
     session: Session,
     #[serde(default)]
     archived: Vec<Session>,
@@ -301,14 +311,38 @@ struct SessionFile {
 struct PinsFile {
     version: u32,
     pins: BTreeMap<String, Pin>,
-    /// Per name, the new identities the `block` policy refused, oldest first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    blocked: BTreeMap<String, Vec<BlockedIdentity>>,
+    pending: BTreeMap<String, Vec<ListedIdentity>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    rejected: BTreeMap<String, Vec<ListedIdentity>>,
+    /// Written by earlier releases: the identities the `block` policy held back, now
+    /// read as pending changes.
+    #[serde(default, skip_serializing)]
+    blocked: BTreeMap<String, Vec<ListedIdentity>>,
 }
 
-/// An identity the `block` policy refused (hex in pins.json).
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct BlockedIdentity(#[serde(with = "hex_serde::identity")] IdentityKey);
+impl PinsFile {
+    fn into_book(self) -> PinBook {
+        let mut book = PinBook {
+            pins: self.pins,
+            pending: self.pending,
+            rejected: self.rejected,
+        };
+        for (name, ids) in self.blocked {
+            for id in ids {
+                book.hold(&name, &id.0);
+            }
+        }
+        book
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldFile {
+    version: u32,
+    messages: Vec<HeldMessage>,
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,8 +361,8 @@ pub struct AgentState {
     identity: IdentityKeyPair,
     prekeys: PrekeysFile,
     peers: HashMap<IdentityKey, PeerState>,
-    pins: BTreeMap<String, Pin>,
-    blocked: BTreeMap<String, Vec<BlockedIdentity>>,
+    book: PinBook,
+    held: Vec<HeldMessage>,
     outbox: Vec<OutboxEntry>,
     is_new: bool,
 }
@@ -340,7 +374,8 @@ impl std::fmt::Debug for AgentState {
             .field("name", &self.name)
             .field("identity", self.identity.public())
             .field("peers", &self.peers.len())
-            .field("pins", &self.pins.len())
+            .field("pins", &self.book.pins.len())
+            .field("held", &self.held.len())
             .field("outbox", &self.outbox.len())
             .finish_non_exhaustive()
     }
@@ -407,13 +442,14 @@ impl AgentState {
             identity,
             prekeys,
             peers: HashMap::new(),
-            pins: BTreeMap::new(),
-            blocked: BTreeMap::new(),
+            book: PinBook::default(),
+            held: Vec::new(),
             outbox: Vec::new(),
             is_new: true,
         };
         state.save_prekeys(&state.prekeys)?;
-        state.save_pins(&state.pins, &state.blocked)?;
+        state.save_pins(&state.book)?;
+        state.save_held(&state.held)?;
         state.save_outbox(&state.outbox)?;
         // identity.json marks a complete state: an interrupted creation starts over.
         write_json(
@@ -451,12 +487,28 @@ impl AgentState {
         let pins_path = dir.join(PINS_FILE);
         let pins: PinsFile = read_json(&pins_path)?;
         check_version(&pins_path, pins.version)?;
-        for pin_name in pins.pins.keys().chain(pins.blocked.keys()) {
+        let book = pins.into_book();
+        for pin_name in book
+            .pins
+            .keys()
+            .chain(book.pending.keys())
+            .chain(book.rejected.keys())
+        {
             validate_name(pin_name).map_err(|e| StateError::Corrupt {
                 path: pins_path.clone(),
                 detail: format!("pinned name {pin_name:?}: {e}"),
             })?;
         }
+
+        // Written by this release on; absent in older state directories.
+        let held_path = dir.join(HELD_FILE);
+        let held = if exists(&held_path)? {
+            let file: HeldFile = read_json(&held_path)?;
+            check_version(&held_path, file.version)?;
+            file.messages
+        } else {
+            Vec::new()
+        };
 
         let outbox_path = dir.join(OUTBOX_FILE);
         let outbox: OutboxFile = read_json(&outbox_path)?;
@@ -487,7 +539,7 @@ impl AgentState {
             if file.archived.len() > ARCHIVED_SESSIONS {
                 return Err(corrupt("too many archived sessions"));
             }
-            if file.received_ids.len() > RECEIVED_IDS_KEPT {
+            if file.received_ids.len() > RECEIVED_IDS_KEPT || file.message_ids.len() > RECEIVED_IDS_KEPT {
                 return Err(corrupt("too many received message ids"));
             }
             peers.insert(
@@ -495,7 +547,10 @@ impl AgentState {
                 PeerState {
                     session: file.session,
                     archived: file.archived,
-                    received: file.received_ids,
+                    received: ReceivedIds {
+                        relay: file.received_ids,
+                        payload: file.message_ids,
+                    },
                 },
             );
         }
@@ -507,8 +562,8 @@ impl AgentState {
             identity,
             prekeys,
             peers,
-            pins: pins.pins,
-            blocked: pins.blocked,
+            book,
+            held,
             outbox: outbox.entries,
             is_new: false,
         })
@@ -601,15 +656,77 @@ impl AgentState {
         Ok(self.bundle_to_publish())
     }
 
-    /// Replaces the signed prekey (the previous one still opens PreKey messages in
-    /// flight), saves it and returns [`AgentState::bundle_to_publish`].
-    pub fn rotate_signed_prekey(&mut self, rng: &mut impl CryptoRngCore) -> Result<PreKeyBundle, StateError> {
+    /// Replaces the signed prekey at `now_ms` (the retired one still opens PreKey
+    /// messages in flight), saves it and returns [`AgentState::bundle_to_publish`].
+    pub fn rotate_signed_prekey(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        now_ms: u64,
+    ) -> Result<PreKeyBundle, StateError> {
         let mut prekeys = self.prekeys.clone();
-        prekeys.store.rotate_signed(&self.identity, rng);
+        prekeys.store.rotate_signed_at(&self.identity, rng, now_ms);
         prekeys.signed_published = false;
         self.save_prekeys(&prekeys)?;
         self.prekeys = prekeys;
         Ok(self.bundle_to_publish())
+    }
+
+    /// Prekey hygiene at `now_ms`: deletes retired signed prekeys after `grace_ms`
+    /// (with the handshakes remembered under them) and rotates the signed prekey when it
+    /// is `rotation_ms` old or has accepted too many handshakes. Saved. Returns the
+    /// bundle to publish if the signed prekey changed.
+    pub fn maintain_signed_prekey(
+        &mut self,
+        now_ms: u64,
+        rotation_ms: u64,
+        grace_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Option<PreKeyBundle>, StateError> {
+        let mut prekeys = self.prekeys.clone();
+        let expired = prekeys.store.expire_retired(now_ms, grace_ms);
+        let rotate = prekeys.store.rotation_due(now_ms, rotation_ms);
+        if rotate {
+            prekeys.store.rotate_signed_at(&self.identity, rng, now_ms);
+            prekeys.signed_published = false;
+        }
+        if expired > 0 || rotate {
+            self.save_prekeys(&prekeys)?;
+            self.prekeys = prekeys;
+        }
+        Ok(rotate.then(|| self.bundle_to_publish()))
+    }
+
+    /// Ages out one-time prekeys the relay handed out that no peer used, knowing the
+    /// relay holds `relay_holds` (see [`PreKeyStore::age_out_one_time`]). Saved.
+    /// Returns how many were deleted.
+    pub fn age_out_one_time(
+        &mut self,
+        relay_holds: usize,
+        now_ms: u64,
+        grace_ms: u64,
+        max_held: usize,
+    ) -> Result<usize, StateError> {
+        let mut prekeys = self.prekeys.clone();
+        let unconfirmed = prekeys.unpublished.len();
+        let (marked, deleted) =
+            prekeys
+                .store
+                .age_out_one_time(relay_holds, unconfirmed, now_ms, grace_ms, max_held);
+        // Marks of newly found handed-out keys are saved too, so the grace counts from
+        // when they were first found, across restarts.
+        if marked > 0 || deleted > 0 {
+            self.save_prekeys(&prekeys)?;
+            self.prekeys = prekeys;
+        }
+        Ok(deleted)
+    }
+
+    /// How many retired signed prekeys and remembered handshake base keys are held.
+    pub fn prekey_counts(&self) -> (usize, usize) {
+        (
+            self.prekeys.store.retired_signed_prekeys(),
+            self.prekeys.store.remembered_base_keys(),
+        )
     }
 
     /// Our signed name claim, to publish to the relay.
@@ -649,7 +766,7 @@ impl AgentState {
             None => PeerState {
                 session,
                 archived: Vec::new(),
-                received: VecDeque::new(),
+                received: ReceivedIds::default(),
             },
         };
         self.save_session(&peer, &state)?;
@@ -716,11 +833,12 @@ impl AgentState {
 
     /// Decrypts a message the relay attributes to `sender`.
     ///
-    /// A message id already received from `sender` is a redelivery
+    /// Every message is decrypted, whatever its relay id. A message that fails as a
+    /// duplicate under a relay id already received from `sender`, or that decrypts to an
+    /// end-to-end `message_id` already received, is a redelivery
     /// ([`FailureClass::Duplicate`] with `redelivery` set; acknowledge it, show
-    /// nothing). Otherwise the message is decrypted; on success the session (and the
-    /// prekeys, if a PreKey message consumed a one-time prekey) and the message id are
-    /// saved before this returns. A message that decrypts but whose payload does not
+    /// nothing). On success the session (and the prekeys, if a PreKey message consumed a
+    /// one-time prekey) and both ids are saved before this returns. A message that decrypts but whose payload does not
     /// parse is a [`FailureClass::Malformed`] failure (its id is recorded all the same).
     ///
     /// This does not consult pins: the identity policy is applied by the caller.
@@ -732,9 +850,21 @@ impl AgentState {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Incoming, ReceiveError> {
         let current = self.peers.get(sender).cloned();
-        if current.as_ref().is_some_and(|p| p.received.contains(&msg_id)) {
-            return Err(DecryptFailure::redelivery().into());
-        }
+        // Not trusted to skip decryption (see `ReceivedIds`): only to classify a failure.
+        let known_relay_id = current
+            .as_ref()
+            .is_some_and(|p| p.received.relay.contains(&msg_id));
+        let failed = |err: CryptoError| -> ReceiveError {
+            let duplicate = matches!(
+                err,
+                CryptoError::DuplicateOrTooOld { .. } | CryptoError::TooOld { .. }
+            );
+            if known_relay_id && duplicate {
+                DecryptFailure::redelivery().into()
+            } else {
+                DecryptFailure::from(err).into()
+            }
+        };
         // Only a PreKey message can change the prekeys: work on a copy then.
         let mut prekeys_copy = (wire.first() == Some(&MSG_TYPE_PREKEY)).then(|| self.prekeys.clone());
         let prekeys = match prekeys_copy.as_mut() {
@@ -763,7 +893,7 @@ impl AgentState {
                     None => PeerState {
                         session: new,
                         archived: Vec::new(),
-                        received: VecDeque::new(),
+                        received: ReceivedIds::default(),
                     },
                 };
                 (decrypted, next, true)
@@ -789,7 +919,7 @@ impl AgentState {
                     DecryptFailure::new(FailureClass::UnknownSession, "no session after decryption").into(),
                 )
             }
-            (Err(err), _, None) => return Err(DecryptFailure::from(err).into()),
+            (Err(err), _, None) => return Err(failed(err)),
             // The current session failed: an archived one may be the peer's (after both
             // sides started a session at once). The one that decrypts becomes current.
             (Err(err), _, Some(p)) => {
@@ -808,7 +938,7 @@ impl AgentState {
                     }
                 }
                 let Some((index, promoted, decrypted)) = found else {
-                    return Err(DecryptFailure::from(err).into());
+                    return Err(failed(err));
                 };
                 let mut archived = p.archived;
                 archived.remove(index);
@@ -822,10 +952,12 @@ impl AgentState {
         };
 
         let mut next = next;
-        if next.received.len() >= RECEIVED_IDS_KEPT {
-            next.received.pop_front();
+        let payload = Payload::decode(&decrypted.plaintext);
+        let payload_id = payload.as_ref().ok().map(|p| p.message_id);
+        let seen_payload = payload_id.is_some_and(|id| next.received.payload.contains(&id));
+        if !seen_payload {
+            next.received.record(msg_id, payload_id);
         }
-        next.received.push_back(msg_id);
         // Session first: if the prekeys then fail to save, the one-time prekey is
         // still on disk, which is harmless (the session remembers its handshake).
         self.save_session(sender, &next)?;
@@ -841,8 +973,13 @@ impl AgentState {
             }
         }
 
-        let payload = Payload::decode(&decrypted.plaintext)
-            .map_err(|e| DecryptFailure::new(FailureClass::Malformed, format!("payload: {e}")))?;
+        if seen_payload {
+            // The same end-to-end message again under a new message key (a sender that
+            // re-encrypted it): already shown.
+            return Err(DecryptFailure::redelivery().into());
+        }
+        let payload =
+            payload.map_err(|e| DecryptFailure::new(FailureClass::Malformed, format!("payload: {e}")))?;
         Ok(Incoming {
             payload,
             newly_skipped: decrypted.newly_skipped,
@@ -853,156 +990,199 @@ impl AgentState {
 
     /// True if `msg_id` is among the ids recently received from `peer`.
     pub fn has_received(&self, peer: &IdentityKey, msg_id: &[u8; MESSAGE_ID_LEN]) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.received.contains(msg_id))
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.received.relay.contains(msg_id))
     }
 
-    // ---- pins -------------------------------------------------------------------
+    // ---- pins and held messages -------------------------------------------------
 
-    /// Compares an identity seen for `name` (in a verified name claim or bundle) with
-    /// the pin. An unpinned name is pinned now (saved) and gives [`PinOutcome::New`];
-    /// a different identity gives [`PinOutcome::Changed`] and changes nothing.
-    pub fn pin_observed(
+    /// Compares an identity the relay's registry bound to `name` with the pins (see
+    /// [`PinBook::observe`]); a new pin is saved.
+    pub fn observe_identity(
         &mut self,
         name: &str,
         identity: &IdentityKey,
         now_ms: u64,
     ) -> Result<PinOutcome, StateError> {
         validate_name(name)?;
-        match self.pins.get(name) {
-            Some(pin) if &pin.identity == identity => Ok(PinOutcome::Same),
-            Some(pin) => Ok(PinOutcome::Changed {
-                previous: pin.identity,
-            }),
-            None => {
-                self.update_pins(|pins| {
-                    pins.insert(
-                        name.to_owned(),
-                        Pin {
-                            identity: *identity,
-                            verified: false,
-                            first_seen_ms: now_ms,
-                        },
-                    );
-                })?;
-                Ok(PinOutcome::New)
-            }
+        let mut book = self.book.clone();
+        let outcome = book.observe(name, identity, now_ms);
+        if outcome == PinOutcome::New {
+            self.save_pins(&book)?;
+            self.book = book;
         }
+        Ok(outcome)
     }
 
-    /// Re-pins `name` to `identity` (unverified, first seen `now_ms`) and drops the
-    /// session with the previous identity, unless another name still pins it.
-    pub fn accept_identity_change(
+    /// Holds `identity` as a pending change of `name` until the user decides. Saved; it
+    /// applies in memory even when saving fails (the error is returned): a full disk
+    /// must not lift a hold.
+    pub fn hold_change(&mut self, name: &str, identity: &IdentityKey) -> Result<(), StateError> {
+        validate_name(name)?;
+        let mut book = self.book.clone();
+        book.hold(name, identity);
+        let saved = self.save_pins(&book);
+        self.book = book;
+        saved
+    }
+
+    /// Binds `name` to `identity` (verified if the user compared its safety number),
+    /// clearing its pending changes. The session with the identity it replaces is
+    /// dropped unless another name still pins it; held messages of the other pending
+    /// identities are deleted. Held messages of `identity` stay for
+    /// [`AgentState::held_from`] to release.
+    pub fn accept_identity(
         &mut self,
         name: &str,
         identity: &IdentityKey,
+        verified: bool,
         now_ms: u64,
     ) -> Result<(), StateError> {
         validate_name(name)?;
-        let previous = self.pins.get(name).map(|p| p.identity);
-        if previous.as_ref() == Some(identity) {
-            return Ok(());
-        }
-        self.update_pins(|pins| {
-            pins.insert(
-                name.to_owned(),
-                Pin {
-                    identity: *identity,
-                    verified: false,
-                    first_seen_ms: now_ms,
-                },
-            );
-        })?;
-        if let Some(old) = previous {
-            if !self.pins.values().any(|p| p.identity == old) {
+        let others: Vec<IdentityKey> = self
+            .book
+            .pending(name)
+            .into_iter()
+            .filter(|p| p != identity)
+            .collect();
+        let mut book = self.book.clone();
+        let previous = book.repin(name, identity, verified, now_ms);
+        self.save_pins(&book)?;
+        self.book = book;
+        self.discard_held(|m| others.contains(&m.sender))?;
+        for old in previous.into_iter().chain(others) {
+            if !self.book.is_pinned(&old) {
                 self.drop_session(&old)?;
             }
         }
         Ok(())
     }
 
-    /// Records that the `block` policy refused `identity` as the new identity of `name`.
-    /// Saved: the block holds across restarts until [`AgentState::accept_held_back`].
-    /// Unlike other changes it applies in memory even when saving fails (the error is
-    /// returned): a full disk must not lift a block.
-    pub fn block(&mut self, name: &str, identity: &IdentityKey) -> Result<(), StateError> {
-        validate_name(name)?;
-        let entry = BlockedIdentity(*identity);
-        if self.blocked.get(name).is_some_and(|ids| ids.contains(&entry)) {
-            return Ok(());
+    /// Rejects the pending changes of `name` (kept as rejected) and deletes their held
+    /// messages unread. Returns the rejected identities (empty if nothing was pending).
+    pub fn reject_pending(&mut self, name: &str) -> Result<Vec<IdentityKey>, StateError> {
+        let mut book = self.book.clone();
+        let rejected = book.reject(name);
+        if rejected.is_empty() {
+            return Ok(rejected);
         }
-        let mut blocked = self.blocked.clone();
-        blocked.entry(name.to_owned()).or_default().push(entry);
-        let saved = self.save_pins(&self.pins, &blocked);
-        self.blocked = blocked;
-        saved
-    }
-
-    /// True if the `block` policy refused this identity (for any name).
-    pub fn is_blocked(&self, identity: &IdentityKey) -> bool {
-        self.blocked.values().flatten().any(|b| &b.0 == identity)
-    }
-
-    /// The latest identity the `block` policy refused for `name`: the one `/trust`
-    /// accepts.
-    pub fn held_back(&self, name: &str) -> Option<IdentityKey> {
-        self.blocked.get(name).and_then(|ids| ids.last()).map(|b| b.0)
-    }
-
-    /// Accepts [`AgentState::held_back`] for `name` as in
-    /// [`AgentState::accept_identity_change`] and lifts the name's blocks; sessions with
-    /// the older refused identities it supersedes are dropped (unless pinned under
-    /// another name). `None` if nothing is held back for `name`.
-    pub fn accept_held_back(&mut self, name: &str, now_ms: u64) -> Result<Option<IdentityKey>, StateError> {
-        let Some(accepted) = self.held_back(name) else {
-            return Ok(None);
-        };
-        self.accept_identity_change(name, &accepted, now_ms)?;
-        let mut blocked = self.blocked.clone();
-        let superseded = blocked.remove(name).unwrap_or_default();
-        self.save_pins(&self.pins, &blocked)?;
-        self.blocked = blocked;
-        for BlockedIdentity(old) in superseded {
-            if old != accepted && !self.is_blocked(&old) && !self.pins.values().any(|p| p.identity == old) {
-                self.drop_session(&old)?;
+        self.save_pins(&book)?;
+        self.book = book;
+        self.discard_held(|m| rejected.contains(&m.sender))?;
+        for identity in &rejected {
+            if !self.book.is_pinned(identity) {
+                self.drop_session(identity)?;
             }
         }
-        Ok(Some(accepted))
+        Ok(rejected)
+    }
+
+    /// The pending changes of `name`, oldest first.
+    pub fn pending_changes(&self, name: &str) -> Vec<IdentityKey> {
+        self.book.pending(name)
+    }
+
+    /// The name whose pending change `identity` is.
+    pub fn pending_name_of(&self, identity: &IdentityKey) -> Option<String> {
+        self.book.pending_name_of(identity).map(str::to_owned)
+    }
+
+    /// The name for which the user rejected `identity`.
+    pub fn rejected_name_of(&self, identity: &IdentityKey) -> Option<String> {
+        self.book.rejected_name_of(identity).map(str::to_owned)
+    }
+
+    /// Keeps a delivered message of a pending identity undecrypted until the user
+    /// decides (saved before this returns). False, with nothing saved, when the name
+    /// already holds [`HELD_PER_NAME`] messages; true also when it is already held.
+    pub fn hold_message(&mut self, message: HeldMessage) -> Result<bool, StateError> {
+        if self
+            .held
+            .iter()
+            .any(|m| m.sender == message.sender && m.msg_id == message.msg_id)
+        {
+            return Ok(true);
+        }
+        if self.held.iter().filter(|m| m.name == message.name).count() >= HELD_PER_NAME {
+            return Ok(false);
+        }
+        let mut held = self.held.clone();
+        held.push(message);
+        self.save_held(&held)?;
+        self.held = held;
+        Ok(true)
+    }
+
+    /// The messages held from `sender`, in the order they arrived.
+    pub fn held_from(&self, sender: &IdentityKey) -> Vec<HeldMessage> {
+        self.held
+            .iter()
+            .filter(|m| &m.sender == sender)
+            .cloned()
+            .collect()
+    }
+
+    /// How many messages are held for `name`.
+    pub fn held_count(&self, name: &str) -> usize {
+        self.held.iter().filter(|m| m.name == name).count()
+    }
+
+    /// Deletes one held message (after it was processed).
+    pub fn release_held(
+        &mut self,
+        sender: &IdentityKey,
+        msg_id: &[u8; MESSAGE_ID_LEN],
+    ) -> Result<(), StateError> {
+        self.discard_held(|m| &m.sender == sender && &m.msg_id == msg_id)
+    }
+
+    fn discard_held(&mut self, doomed: impl Fn(&HeldMessage) -> bool) -> Result<(), StateError> {
+        if !self.held.iter().any(&doomed) {
+            return Ok(());
+        }
+        let held: Vec<HeldMessage> = self.held.iter().filter(|m| !doomed(m)).cloned().collect();
+        self.save_held(&held)?;
+        self.held = held;
+        Ok(())
     }
 
     /// Marks a pinned peer verified (or not).
     pub fn set_verified(&mut self, name: &str, verified: bool) -> Result<(), StateError> {
-        match self.pins.get(name) {
+        match self.book.pins.get(name) {
             None => Err(StateError::UnknownPeer(name.to_owned())),
             Some(pin) if pin.verified == verified => Ok(()),
-            Some(_) => self.update_pins(|pins| {
-                if let Some(pin) = pins.get_mut(name) {
+            Some(_) => {
+                let mut book = self.book.clone();
+                if let Some(pin) = book.pins.get_mut(name) {
                     pin.verified = verified;
                 }
-            }),
+                self.save_pins(&book)?;
+                self.book = book;
+                Ok(())
+            }
         }
     }
 
     /// The pin of `name`.
     pub fn pin(&self, name: &str) -> Option<&Pin> {
-        self.pins.get(name)
+        self.book.pins.get(name)
     }
 
     /// The (first, by name) pinned name of an identity.
     pub fn name_of(&self, identity: &IdentityKey) -> Option<String> {
-        self.pins
-            .iter()
-            .find(|(_, pin)| &pin.identity == identity)
-            .map(|(name, _)| name.clone())
+        self.book.name_of(identity).map(str::to_owned)
     }
 
     /// Every pin, by name.
     pub fn pins(&self) -> &BTreeMap<String, Pin> {
-        &self.pins
+        &self.book.pins
     }
 
     /// Every pin as the `peers` event lists it.
     pub fn peer_list(&self) -> Vec<PeerInfo> {
-        self.pins
+        self.book
+            .pins
             .iter()
             .map(|(name, pin)| PeerInfo {
                 name: name.clone(),
@@ -1010,31 +1190,26 @@ impl AgentState {
                 verified: pin.verified,
                 has_session: self.peers.contains_key(&pin.identity),
                 first_seen_ms: pin.first_seen_ms,
+                pending_change: !self.book.pending(name).is_empty(),
+                held: self.held_count(name),
             })
             .collect()
     }
 
-    /// The safety number with the peer pinned as `name`, with the names as stable ids.
+    /// The safety number with the identity pinned as `name`, with the names as stable ids.
     pub fn safety_number(&self, name: &str) -> Option<SafetyNumber> {
-        self.pins.get(name).map(|pin| {
-            SafetyNumber::compute(
-                self.identity.public().as_bytes(),
-                self.name.as_bytes(),
-                pin.identity.as_bytes(),
-                name.as_bytes(),
-            )
-        })
+        self.candidates(name)
+            .into_iter()
+            .find(|c| c.role == KeyRole::Pinned)
+            .map(|c| c.number)
+    }
+
+    /// The pinned identity of `name` and its pending changes, each with its safety number.
+    pub fn candidates(&self, name: &str) -> Vec<Candidate> {
+        self.book.candidates(self.identity.public(), &self.name, name)
     }
 
     // ---- persistence ------------------------------------------------------------
-
-    fn update_pins(&mut self, change: impl FnOnce(&mut BTreeMap<String, Pin>)) -> Result<(), StateError> {
-        let mut pins = self.pins.clone();
-        change(&mut pins);
-        self.save_pins(&pins, &self.blocked)?;
-        self.pins = pins;
-        Ok(())
-    }
 
     fn drop_session(&mut self, peer: &IdentityKey) -> Result<(), StateError> {
         let sessions = self.dir.join(SESSIONS_DIR);
@@ -1061,7 +1236,8 @@ impl AgentState {
             &SessionFile {
                 version: STATE_VERSION,
                 peer: *peer,
-                received_ids: state.received.clone(),
+                received_ids: state.received.relay.clone(),
+                message_ids: state.received.payload.clone(),
                 session: state.session.clone(),
                 archived: state.archived.clone(),
             },
@@ -1072,18 +1248,27 @@ impl AgentState {
         write_json(&self.dir, PREKEYS_FILE, prekeys)
     }
 
-    fn save_pins(
-        &self,
-        pins: &BTreeMap<String, Pin>,
-        blocked: &BTreeMap<String, Vec<BlockedIdentity>>,
-    ) -> Result<(), StateError> {
+    fn save_pins(&self, book: &PinBook) -> Result<(), StateError> {
         write_json(
             &self.dir,
             PINS_FILE,
             &PinsFile {
                 version: STATE_VERSION,
-                pins: pins.clone(),
-                blocked: blocked.clone(),
+                pins: book.pins.clone(),
+                pending: book.pending.clone(),
+                rejected: book.rejected.clone(),
+                blocked: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn save_held(&self, messages: &[HeldMessage]) -> Result<(), StateError> {
+        write_json(
+            &self.dir,
+            HELD_FILE,
+            &HeldFile {
+                version: STATE_VERSION,
+                messages: messages.to_vec(),
             },
         )
     }
@@ -1303,104 +1488,6 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
             path: dir.to_path_buf(),
             source,
         })
-}
-
-/// Hex encodings for keys, ids and bytes in the JSON state files.
-mod hex_serde {
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    fn array<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; N];
-        hex::decode_to_slice(&text, &mut out)
-            .map_err(|e| D::Error::custom(format!("expected {} hex characters: {e}", 2 * N)))?;
-        Ok(out)
-    }
-
-    pub mod identity {
-        use e2ee_protocol::identity::IdentityKey;
-
-        use super::*;
-
-        pub fn serialize<S: Serializer>(key: &IdentityKey, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_str(&hex::encode(key.as_bytes()))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IdentityKey, D::Error> {
-            IdentityKey::from_bytes(array(d)?).map_err(|_| D::Error::custom("not a valid identity key"))
-        }
-    }
-
-    pub mod msg_id {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_str(&hex::encode(id))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
-            array(d)
-        }
-    }
-
-    pub mod msg_ids {
-        use std::collections::VecDeque;
-
-        use super::*;
-
-        pub fn serialize<S: Serializer>(ids: &VecDeque<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(ids.iter().map(hex::encode))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<[u8; 16]>, D::Error> {
-            Vec::<String>::deserialize(d)?
-                .into_iter()
-                .map(|text| {
-                    let mut out = [0u8; 16];
-                    hex::decode_to_slice(&text, &mut out).map_err(|e| {
-                        D::Error::custom(format!("message id: expected 32 hex characters: {e}"))
-                    })?;
-                    Ok(out)
-                })
-                .collect()
-        }
-    }
-
-    pub mod public_keys {
-        use e2ee_protocol::keys::PublicKey;
-
-        use super::*;
-
-        pub fn serialize<S: Serializer>(keys: &[PublicKey], s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(keys.iter().map(|k| hex::encode(k.as_bytes())))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicKey>, D::Error> {
-            Vec::<String>::deserialize(d)?
-                .into_iter()
-                .map(|text| {
-                    let mut out = [0u8; 32];
-                    hex::decode_to_slice(&text, &mut out).map_err(|e| {
-                        D::Error::custom(format!("public key: expected 64 hex characters: {e}"))
-                    })?;
-                    Ok(PublicKey::from_bytes(out))
-                })
-                .collect()
-        }
-    }
-
-    pub mod bytes {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_str(&hex::encode(bytes))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-            hex::decode(String::deserialize(d)?).map_err(|e| D::Error::custom(format!("hex bytes: {e}")))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1858,11 +1945,20 @@ mod tests {
         let mallory = open(&tmp.path().join("mallory"), "mallory");
         let (b, m) = (ik(&bob), ik(&mallory));
 
-        assert_eq!(alice.pin_observed("bob", &b, 10).expect("pin"), PinOutcome::New);
-        assert_eq!(alice.pin_observed("bob", &b, 20).expect("pin"), PinOutcome::Same);
         assert_eq!(
-            alice.pin_observed("bob", &m, 30).expect("pin"),
-            PinOutcome::Changed { previous: b }
+            alice.observe_identity("bob", &b, 10).expect("pin"),
+            PinOutcome::New
+        );
+        assert_eq!(
+            alice.observe_identity("bob", &b, 20).expect("pin"),
+            PinOutcome::Same
+        );
+        assert_eq!(
+            alice.observe_identity("bob", &m, 30).expect("pin"),
+            PinOutcome::Changed {
+                previous: b,
+                verified: false
+            }
         );
         assert_eq!(
             alice.pin("bob").map(|p| p.identity),
@@ -1894,7 +1990,7 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert!(listed[0].verified && listed[0].has_session);
 
-        alice.accept_identity_change("bob", &m, 40).expect("accept");
+        alice.accept_identity("bob", &m, false, 40).expect("accept");
         assert_eq!(
             alice.pin("bob"),
             Some(&Pin {
@@ -1912,7 +2008,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_hold_across_restarts_until_the_latest_is_accepted() {
+    fn held_changes_and_their_messages_hold_across_restarts_until_the_user_decides() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("alice");
         let mut alice = open(&dir, "alice");
@@ -1920,38 +2016,119 @@ mod tests {
         let mut bob2 = open(&tmp.path().join("bob2"), "bob");
         let mut bob3 = open(&tmp.path().join("bob3"), "bob");
         let (b, b2, b3) = (ik(&bob), ik(&bob2), ik(&bob3));
-        alice.pin_observed("bob", &b, 10).expect("pin");
-        // Both impostors opened sessions before their claims were checked.
-        for (from, id) in [(&mut bob2, &b2), (&mut bob3, &b3)] {
-            let first = send(from, &alice, "it is me");
-            recv(&mut alice, id, &first).expect("session");
+        alice.observe_identity("bob", &b, 10).expect("pin");
+        alice.set_verified("bob", true).expect("verify");
+        alice.hold_change("bob", &b2).expect("hold");
+        alice.hold_change("bob", &b3).expect("hold");
+        alice.hold_change("bob", &b3).expect("holding twice is one hold");
+        // Their messages are kept undecrypted.
+        let from2 = send(&mut bob2, &alice, "from bob2");
+        let from3 = send(&mut bob3, &alice, "from bob3");
+        for (sender, entry) in [(b2, &from2), (b3, &from3)] {
+            let held = HeldMessage {
+                name: "bob".into(),
+                sender,
+                msg_id: entry.msg_id,
+                wire: entry.wire.clone(),
+                held_ms: 5,
+            };
+            assert!(alice.hold_message(held.clone()).expect("held"));
+            assert!(alice.hold_message(held).expect("held once"));
         }
-        alice.block("bob", &b2).expect("block");
-        alice.block("bob", &b3).expect("block");
-        alice.block("bob", &b3).expect("blocking twice is one block");
         drop(alice);
 
         let mut alice = open(&dir, "alice");
-        assert!(alice.is_blocked(&b2) && alice.is_blocked(&b3) && !alice.is_blocked(&b));
-        assert_eq!(alice.held_back("bob"), Some(b3), "the latest is held back");
-        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b), "the pin is kept");
-        assert_eq!(alice.accept_held_back("carol", 20).expect("nothing held"), None);
-
-        assert_eq!(alice.accept_held_back("bob", 30).expect("accept"), Some(b3));
-        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b3));
-        assert!(!alice.is_blocked(&b2) && !alice.is_blocked(&b3));
-        assert!(alice.has_session(&b3));
-        assert!(
-            !alice.has_session(&b2),
-            "a superseded identity's session is dropped"
+        assert_eq!(alice.pending_changes("bob"), vec![b2, b3]);
+        assert_eq!(alice.pending_name_of(&b3).as_deref(), Some("bob"));
+        assert_eq!(
+            alice.pin("bob").map(|p| (p.identity, p.verified)),
+            Some((b, true)),
+            "the pin is kept"
         );
+        assert_eq!(alice.held_count("bob"), 2);
+        let candidates = alice.candidates("bob");
+        assert_eq!(
+            candidates
+                .iter()
+                .map(|c| (c.role, c.identity))
+                .collect::<Vec<_>>(),
+            vec![(KeyRole::Pinned, b), (KeyRole::New, b2), (KeyRole::New, b3)]
+        );
+        assert!(alice.observe_identity("bob", &b3, 11).expect("observe") == PinOutcome::Pending);
+
+        // Accepting b3: pinned and verified; b2's held message is deleted unread, b3's
+        // stays until it is released after decryption.
+        alice.accept_identity("bob", &b3, true, 30).expect("accept");
+        assert_eq!(
+            alice.pin("bob").map(|p| (p.identity, p.verified)),
+            Some((b3, true))
+        );
+        assert!(alice.pending_changes("bob").is_empty());
+        assert!(alice.held_from(&b2).is_empty());
+        let held = alice.held_from(&b3);
+        assert_eq!(held.len(), 1);
+        assert_eq!(recv_text(&mut alice, &b3, &from3), "from bob3");
+        alice.release_held(&b3, &held[0].msg_id).expect("release");
         drop(alice);
         let alice = open(&dir, "alice");
-        assert_eq!(alice.held_back("bob"), None);
-        assert!(!alice.is_blocked(&b2));
-        assert!(!fs::read_to_string(dir.join(PINS_FILE))
-            .expect("pins")
-            .contains("blocked"));
+        assert_eq!(alice.held_count("bob"), 0);
+        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b3));
+    }
+
+    #[test]
+    fn rejected_changes_are_remembered_and_their_held_messages_deleted() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("alice");
+        let mut alice = open(&dir, "alice");
+        let bob = open(&tmp.path().join("bob"), "bob");
+        let mut mallory = open(&tmp.path().join("mallory"), "bob");
+        let (b, m) = (ik(&bob), ik(&mallory));
+        alice.observe_identity("bob", &b, 10).expect("pin");
+        assert!(alice.reject_pending("bob").expect("nothing").is_empty());
+        alice.hold_change("bob", &m).expect("hold");
+        let entry = send(&mut mallory, &alice, "it is me");
+        let held = HeldMessage {
+            name: "bob".into(),
+            sender: m,
+            msg_id: entry.msg_id,
+            wire: entry.wire,
+            held_ms: 1,
+        };
+        alice.hold_message(held).expect("held");
+        assert_eq!(alice.reject_pending("bob").expect("reject"), vec![m]);
+        assert_eq!(alice.held_count("bob"), 0);
+        drop(alice);
+        let mut alice = open(&dir, "alice");
+        assert_eq!(alice.rejected_name_of(&m).as_deref(), Some("bob"));
+        assert_eq!(
+            alice.observe_identity("bob", &m, 20).expect("observe"),
+            PinOutcome::Rejected
+        );
+        assert_eq!(alice.pin("bob").map(|p| p.identity), Some(b));
+    }
+
+    #[test]
+    fn pins_written_by_the_earlier_release_read_blocked_identities_as_pending() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("alice");
+        let alice = open(&dir, "alice");
+        let b = *IdentityKeyPair::from_seed(&[1; 32]).public();
+        let b2 = *IdentityKeyPair::from_seed(&[2; 32]).public();
+        drop(alice);
+        let old = format!(
+            "{{\"version\":1,\"pins\":{{\"bob\":{{\"identity\":\"{}\",\"verified\":true,\"first_seen_ms\":3}}}},\
+             \"blocked\":{{\"bob\":[\"{}\"]}}}}",
+            hex::encode(b.as_bytes()),
+            hex::encode(b2.as_bytes())
+        );
+        fs::write(dir.join(PINS_FILE), old).expect("write");
+        fs::remove_file(dir.join(HELD_FILE)).expect("an older state has no held.json");
+        let alice = open(&dir, "alice");
+        assert_eq!(alice.pending_changes("bob"), vec![b2]);
+        assert_eq!(
+            alice.pin("bob").map(|p| (p.identity, p.verified)),
+            Some((b, true))
+        );
     }
 
     #[test]
@@ -1960,8 +2137,8 @@ mod tests {
         let mut alice = open(&tmp.path().join("alice"), "alice");
         let mut bob = open(&tmp.path().join("bob"), "bob");
         assert!(alice.safety_number("bob").is_none());
-        alice.pin_observed("bob", &ik(&bob), 1).expect("pin");
-        bob.pin_observed("alice", &ik(&alice), 1).expect("pin");
+        alice.observe_identity("bob", &ik(&bob), 1).expect("pin");
+        bob.observe_identity("alice", &ik(&alice), 1).expect("pin");
         let from_alice = alice.safety_number("bob").expect("number");
         let from_bob = bob.safety_number("alice").expect("number");
         assert_eq!(from_alice, from_bob);
@@ -2007,7 +2184,7 @@ mod tests {
         let alice_dir = tmp.path().join("alice");
         let mut alice = open(&alice_dir, "alice");
         let in_flight = send(&mut alice, &bob, "before rotation");
-        let rotated = bob.rotate_signed_prekey(&mut OsRng).expect("rotate");
+        let rotated = bob.rotate_signed_prekey(&mut OsRng, 1).expect("rotate");
         assert_ne!(rotated.signed_prekey, bundle.signed_prekey);
         assert!(bob.needs_publish());
         assert_eq!(recv_text(&mut bob, &ik(&alice), &in_flight), "before rotation");

@@ -572,128 +572,104 @@ fn a_relay_that_lost_its_data_gets_bundles_back_and_new_peers_can_start_sessions
     }
 }
 
-/// Bob talks with Alice, then loses his state and comes back as a new identity under
-/// the same name. The relay keeps the name for the first identity (his new claim is
-/// refused), so Alice learns of the change from the signed claim inside his first
-/// message, and applies her policy.
-fn identity_change(policy: &str, action: &str) {
+/// The name-takeover attack: a second identity starts an agent as `bob` (the relay
+/// refuses its claim, the name is held by the real Bob) and writes to Alice, who has
+/// Bob pinned (and verified, under `block`), and to Carol, who never talked to Bob.
+/// Names come from the relay's registry only, so under every policy the impostor's
+/// messages are shown under its fingerprint, never as `bob`, no pin moves, and what
+/// Alice and Carol then send to `bob` goes to the real Bob.
+fn name_takeover_by_a_second_identity_is_refused(policy: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
-    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let alice_dir = tmp.path().join("alice");
     let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
-    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let mut bob = start(agent("bob", relay.addr, &tmp.path().join("bob")));
+    let mut carol = start(agent("carol", relay.addr, &tmp.path().join("carol")).identity_policy(policy));
     let alice_id = alice.identity(WAIT).expect("alice identity");
-    let old_bob = bob.identity(WAIT).expect("bob identity");
-    wait_names_claimed(&relay, &[&alice_id, &old_bob]);
-    talk(&mut alice, &mut bob, "hello old bob");
-    talk(&mut bob, &mut alice, "hi from old bob");
-    bob.send_line("/quit").expect("stdin");
-    assert!(bob.wait_exit(WAIT).expect("bob exits").success());
-
-    std::fs::remove_dir_all(&bob_dir).expect("delete bob's state");
-    let mut bob = start(agent("bob", relay.addr, &bob_dir));
-    let new_bob = bob.identity(WAIT).expect("new bob identity");
-    assert_ne!(new_bob, old_bob);
-    bob.wait_for("name refused", WAIT, |e| {
-        e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("not_owner"))
-    })
-    .expect("the relay keeps the name for the old identity");
-    bob.send_line("/msg alice hello from new bob").expect("stdin");
-    bob.wait_event("sent", WAIT).expect("stored at the relay");
-
-    let changed = alice.wait_event("identity_changed", WAIT).expect("alice notices");
-    assert_eq!(changed["peer"], "bob");
-    assert_eq!(changed["previous"], old_bob.as_str());
-    assert_eq!(changed["current"], new_bob.as_str());
-    assert_eq!(changed["policy"], policy);
-    assert_eq!(changed["action"], action);
-
-    alice.send_line("/peers").expect("stdin");
-    let peers = alice.wait_event("peers", WAIT).expect("peers");
-    let pin = peers["peers"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "bob"))
-        .expect("bob is pinned")
-        .clone();
-    assert_eq!(pin["verified"], false);
-
-    if action == "blocked" {
-        // Nothing from the new identity is shown, nothing goes to it.
-        let failure = alice
-            .wait_event("decrypt_failure", WAIT)
-            .expect("blocked message");
-        assert_eq!(failure["class"], "identity_changed");
-        assert_eq!(failure["from_identity"], new_bob.as_str());
-        assert_eq!(pin["identity"], old_bob.as_str(), "the pin is kept");
-        alice.send_line("/msg bob are you the real bob").expect("stdin");
-        let refused = alice.wait_event("send_failed", WAIT).expect("send refused");
-        assert_eq!(refused["to"], "bob");
-        assert!(messages(&mut alice, "bob", "")
-            .iter()
-            .all(|m| m["from_identity"] == old_bob.as_str()));
-        assert_eq!(
-            alice.events_of("sent").len(),
-            1,
-            "only the first message was sent"
-        );
-
-        // The block survives a restart: another message from the new identity is refused.
-        alice.send_line("/quit").expect("stdin");
-        assert!(alice.wait_exit(WAIT).expect("alice exits").success());
-        let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
-        bob.send_line("/msg alice still the new bob").expect("stdin");
-        let failure = alice
-            .wait_event("decrypt_failure", WAIT)
-            .expect("blocked after a restart");
-        assert_eq!(failure["class"], "identity_changed");
-        assert_eq!(failure["from_identity"], new_bob.as_str());
-        assert!(alice.events_of("message").is_empty(), "nothing shown");
-
-        // `/trust` accepts the held-back identity (unverified); then they talk.
-        alice.send_line("/trust bob").expect("stdin");
-        alice
-            .wait_for("accepted notice", WAIT, |e| {
-                e["event"] == "info"
-                    && e["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("accepted the new identity of bob"))
-            })
-            .expect("accepted");
-        talk(&mut alice, &mut bob, "welcome, new bob");
-        talk(&mut bob, &mut alice, "thanks alice");
-        alice.send_line("/peers").expect("stdin");
-        let peers = alice.wait_event("peers", WAIT).expect("peers");
-        assert_eq!(peers["peers"][0]["identity"], new_bob.as_str());
-        assert_eq!(peers["peers"][0]["verified"], false);
-    } else {
-        // The conversation continues with the new identity.
-        let hello = alice
-            .wait_message("bob", "hello from new bob", WAIT)
-            .expect("shown");
-        assert_eq!(hello["from_identity"], new_bob.as_str());
-        assert_eq!(pin["identity"], new_bob.as_str(), "re-pinned");
-        talk(&mut alice, &mut bob, "hi new bob");
-        assert!(alice.events_of("decrypt_failure").is_empty());
-        assert_clean(&mut bob);
+    let bob_id = bob.identity(WAIT).expect("bob identity");
+    let carol_id = carol.identity(WAIT).expect("carol identity");
+    wait_names_claimed(&relay, &[&alice_id, &bob_id, &carol_id]);
+    talk(&mut alice, &mut bob, "hello bob");
+    talk(&mut bob, &mut alice, "hi alice");
+    if policy == "block" {
+        alice.send_line("/verify bob").expect("stdin");
+        let number = alice.wait_event("safety_number", WAIT).expect("number");
+        let digits = number["digits"].as_str().expect("digits").to_string();
+        alice.send_line(&format!("/trust bob {digits}")).expect("stdin");
+        let verified = alice.wait_event("peer_verified", WAIT).expect("verified");
+        assert_eq!(verified["identity"], bob_id.as_str());
     }
-    assert!(messages(&mut bob, "alice", "")
-        .iter()
-        .all(|m| m["from_identity"] == alice_id.as_str()));
+
+    // The impostor: a fresh identity that calls itself bob.
+    let mut impostor = start(agent("bob", relay.addr, &tmp.path().join("impostor")));
+    let impostor_id = impostor.identity(WAIT).expect("impostor identity");
+    assert_ne!(impostor_id, bob_id);
+    impostor
+        .wait_for("name refused", WAIT, |e| {
+            e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("not_owner"))
+        })
+        .expect("the relay keeps the name for the real bob");
+    impostor
+        .send_line("/msg alice it is bob, my new key")
+        .expect("stdin");
+    impostor
+        .send_line("/msg carol hi carol, bob here")
+        .expect("stdin");
+    let fingerprint = &impostor_id[..16];
+    for (victim, text) in [
+        (&mut alice, "it is bob, my new key"),
+        (&mut carol, "hi carol, bob here"),
+    ] {
+        let shown = victim
+            .wait_for("the impostor's message", WAIT, |e| {
+                e["event"] == "message" && e["text"] == text
+            })
+            .expect("shown");
+        assert_eq!(
+            shown["from"], fingerprint,
+            "shown under its fingerprint, not as bob"
+        );
+        assert_eq!(shown["from_identity"], impostor_id.as_str());
+        assert!(victim.events_of("identity_changed").is_empty());
+    }
+
+    // What they now send to `bob` goes to the real Bob.
+    talk(&mut alice, &mut bob, "secret for the real bob");
+    talk(&mut carol, &mut bob, "first contact with bob");
+    for victim in [&mut alice, &mut carol] {
+        victim.send_line("/peers").expect("stdin");
+        let peers = victim.wait_event("peers", WAIT).expect("peers");
+        let pin = peers["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "bob"))
+            .expect("bob is pinned")
+            .clone();
+        assert_eq!(pin["identity"], bob_id.as_str(), "pinned to the real bob");
+        assert_eq!(pin["pending_change"], false);
+    }
+    impostor.send_line("/quit").expect("stdin");
+    assert!(impostor.wait_exit(WAIT).expect("impostor exits").success());
+    assert!(
+        !impostor.events().iter().any(|e| e["event"] == "message"),
+        "nothing reached the impostor: {:?}",
+        impostor.events_of("message")
+    );
+    assert_clean(&mut bob);
 }
 
 #[test]
-fn identity_change_under_block_policy_is_refused_both_ways() {
-    identity_change("block", "blocked");
+fn name_takeover_is_refused_under_block_policy() {
+    name_takeover_by_a_second_identity_is_refused("block");
 }
 
 #[test]
-fn identity_change_under_warn_policy_warns_and_continues() {
-    identity_change("warn", "warned");
+fn name_takeover_is_refused_under_warn_policy() {
+    name_takeover_by_a_second_identity_is_refused("warn");
 }
 
 #[test]
-fn identity_change_under_accept_policy_continues() {
-    identity_change("accept", "accepted");
+fn name_takeover_is_refused_under_accept_policy() {
+    name_takeover_by_a_second_identity_is_refused("accept");
 }
 
 #[test]
@@ -712,7 +688,7 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
             e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.starts_with("commands:"))
         })
         .expect("help");
-    for command in ["/msg", "/peers", "/verify", "/trust", "/help", "/quit"] {
+    for command in ["/msg", "/peers", "/verify", "/trust", "/reject", "/help", "/quit"] {
         assert!(help["message"].as_str().is_some_and(|m| m.contains(command)));
     }
 
@@ -778,7 +754,17 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
         a["digits"].as_str().expect("digits")
     );
 
-    alice.send_line("/trust bob").expect("stdin");
+    // Digits that match no key change nothing; the compared ones verify Bob's key.
+    alice
+        .send_line(&format!("/trust bob {}", "0".repeat(60)))
+        .expect("stdin");
+    alice
+        .wait_for("refused digits", WAIT, |e| {
+            e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("match no key"))
+        })
+        .expect("wrong digits refused");
+    let digits = a["digits"].as_str().expect("digits").to_string();
+    alice.send_line(&format!("/trust bob {digits}")).expect("stdin");
     let verified = alice.wait_event("peer_verified", WAIT).expect("trusted");
     assert_eq!(verified["safety_number"], a["digits"]);
     alice.send_line("/peers").expect("stdin");
@@ -789,7 +775,7 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
     assert!(alice.wait_exit(WAIT).expect("alice quits").success());
     bob.close_stdin();
     assert!(bob.wait_exit(WAIT).expect("bob stops at end of input").success());
-    assert_eq!(alice.events_of("error").len(), bad.len() + 1);
+    assert_eq!(alice.events_of("error").len(), bad.len() + 2);
     assert_eq!(alice.events_of("unparsed_output").len(), 0);
     assert!(alice.events_of("decrypt_failure").is_empty());
     assert_clean(&mut bob);

@@ -1,5 +1,5 @@
 //! Signed and one-time prekeys: the public bundle a peer fetches, and the owner's store
-//! of private prekeys (current and previous signed prekey, unused one-time prekeys, and
+//! of private prekeys (current and retired signed prekeys, unused one-time prekeys, and
 //! the base keys of every handshake accepted under a signed prekey that still exists).
 //!
 //! Replay rule (`docs/PROTOCOL.md` 2.6): the base key (EK_A) of every accepted PreKey
@@ -22,8 +22,15 @@ use crate::reader::Reader;
 /// How many handshakes may be accepted under one signed prekey before its owner should
 /// rotate it early ([`PreKeyStore::rotation_due`]): the base keys of accepted handshakes
 /// are kept for the signed prekey's whole life, so this bounds what they cost under a
-/// flood of handshakes (at most about twice this many are held: current and previous).
+/// flood of handshakes (see [`MAX_RETIRED_SIGNED_PREKEYS`]).
 pub const MAX_BASE_KEYS_PER_SIGNED_PREKEY: usize = 10_000;
+
+/// How many retired signed prekeys are kept at most (each until its grace period ends);
+/// a rotation past it deletes the oldest early. With the default 7-day rotation and
+/// 14-day grace, two are retired at a time; the cap matters only under a handshake
+/// flood, where it bounds the remembered base keys to about
+/// `(1 + MAX_RETIRED_SIGNED_PREKEYS) × MAX_BASE_KEYS_PER_SIGNED_PREKEY`.
+pub const MAX_RETIRED_SIGNED_PREKEYS: usize = 4;
 
 /// The bytes the signed-prekey signature covers.
 pub fn spk_signature_message(spk: &PublicKey) -> [u8; 53] {
@@ -181,7 +188,7 @@ impl SignedPreKey {
     }
 }
 
-/// The previous signed prekey, kept for PreKey messages still in flight.
+/// A retired signed prekey, kept for PreKey messages still in flight.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RetiredSignedPreKey {
     key: SignedPreKey,
@@ -194,7 +201,8 @@ struct RetiredSignedPreKey {
 #[serde(from = "StoreRepr", into = "StoreRepr")]
 pub struct PreKeyStore {
     current: SignedPreKey,
-    previous: Option<RetiredSignedPreKey>,
+    /// Retired signed prekeys, newest first, at most [`MAX_RETIRED_SIGNED_PREKEYS`].
+    retired: Vec<RetiredSignedPreKey>,
     one_time: BTreeMap<PublicKey, PrivateKey>,
     /// One-time prekeys in the order they were made (the relay hands them out in the
     /// order they were published), with when each was first found handed out.
@@ -209,10 +217,11 @@ pub struct PreKeyStore {
 #[derive(Serialize, Deserialize)]
 struct StoreRepr {
     current: SignedPreKey,
-    #[serde(default)]
+    /// Written by earlier releases (one previous signed prekey, no retirement time).
+    #[serde(default, skip_serializing)]
     previous: Option<SignedPreKey>,
     #[serde(default)]
-    previous_retired_ms: u64,
+    retired: Vec<RetiredSignedPreKey>,
     #[serde(with = "key_map")]
     one_time: BTreeMap<PublicKey, PrivateKey>,
     #[serde(default)]
@@ -226,9 +235,14 @@ struct StoreRepr {
 impl From<StoreRepr> for PreKeyStore {
     fn from(repr: StoreRepr) -> Self {
         let mut base_keys = repr.base_keys;
-        let signed: Vec<PublicKey> = [Some(&repr.current), repr.previous.as_ref()]
-            .into_iter()
-            .flatten()
+        let mut retired = repr.retired;
+        if let Some(key) = repr.previous {
+            // Retired at an unknown time: counted from the epoch, so it expires at the
+            // first maintenance.
+            retired.push(RetiredSignedPreKey { key, retired_ms: 0 });
+        }
+        let signed: Vec<PublicKey> = std::iter::once(&repr.current)
+            .chain(retired.iter().map(|r| &r.key))
             .map(|k| *k.pair.public_key())
             .collect();
         for base in repr.seen_base_keys {
@@ -250,10 +264,7 @@ impl From<StoreRepr> for PreKeyStore {
         }
         Self {
             current: repr.current,
-            previous: repr.previous.map(|key| RetiredSignedPreKey {
-                key,
-                retired_ms: repr.previous_retired_ms,
-            }),
+            retired,
             one_time: repr.one_time,
             one_time_order: order,
             base_keys,
@@ -263,11 +274,10 @@ impl From<StoreRepr> for PreKeyStore {
 
 impl From<PreKeyStore> for StoreRepr {
     fn from(store: PreKeyStore) -> Self {
-        let previous_retired_ms = store.previous.as_ref().map_or(0, |p| p.retired_ms);
         Self {
             current: store.current,
-            previous: store.previous.map(|p| p.key),
-            previous_retired_ms,
+            previous: None,
+            retired: store.retired,
             one_time: store.one_time,
             one_time_order: store.one_time_order,
             seen_base_keys: Vec::new(),
@@ -300,7 +310,7 @@ impl PreKeyStore {
         let order = one_time.iter().map(|pair| (*pair.public_key(), None)).collect();
         Self {
             current: signed,
-            previous: None,
+            retired: Vec::new(),
             one_time: one_time
                 .into_iter()
                 .map(|pair| (*pair.public_key(), pair.private_key().clone()))
@@ -328,9 +338,10 @@ impl PreKeyStore {
         self.rotate_signed_at(identity, rng, 0);
     }
 
-    /// Replaces the signed prekey at `now_ms`. The old one stays usable as "previous"
-    /// (for PreKey messages in flight) until [`PreKeyStore::expire_previous`]; a
-    /// previous one still held is deleted now, with the base keys accepted under it.
+    /// Replaces the signed prekey at `now_ms`. The old one stays usable (for PreKey
+    /// messages in flight) until [`PreKeyStore::expire_retired`] deletes it; past
+    /// [`MAX_RETIRED_SIGNED_PREKEYS`] the oldest retired one is deleted now, with the
+    /// base keys accepted under it.
     pub fn rotate_signed_at(
         &mut self,
         identity: &IdentityKeyPair,
@@ -338,46 +349,46 @@ impl PreKeyStore {
         now_ms: u64,
     ) {
         let next = SignedPreKey::new_at(identity, KeyPair::generate(rng), now_ms);
-        if let Some(old) = self.previous.take() {
-            self.forget_base_keys_of(*old.key.pair.public_key());
-        }
         let retired = std::mem::replace(&mut self.current, next);
-        self.previous = Some(RetiredSignedPreKey {
-            key: retired,
-            retired_ms: now_ms,
-        });
+        self.retired.insert(
+            0,
+            RetiredSignedPreKey {
+                key: retired,
+                retired_ms: now_ms,
+            },
+        );
+        while self.retired.len() > MAX_RETIRED_SIGNED_PREKEYS {
+            if let Some(old) = self.retired.pop() {
+                self.forget_base_keys_of(*old.key.pair.public_key());
+            }
+        }
     }
 
     /// True when the current signed prekey is older than `max_age_ms` at `now_ms`, or
     /// has accepted [`MAX_BASE_KEYS_PER_SIGNED_PREKEY`] handshakes.
     pub fn rotation_due(&self, now_ms: u64, max_age_ms: u64) -> bool {
         let current = *self.current.pair.public_key();
-        let accepted = self
-            .base_keys
-            .range((current, PublicKey::from_bytes([0; 32]))..)
-            .take_while(|(spk, _)| *spk == current)
-            .count();
+        let accepted = self.base_keys.iter().filter(|(spk, _)| *spk == current).count();
         now_ms.saturating_sub(self.current.created_ms) >= max_age_ms
             || accepted >= MAX_BASE_KEYS_PER_SIGNED_PREKEY
     }
 
-    /// Deletes the previous signed prekey (and the base keys accepted under it) once it
-    /// has been retired for `grace_ms` at `now_ms`. True if it was deleted.
-    pub fn expire_previous(&mut self, now_ms: u64, grace_ms: u64) -> bool {
-        match &self.previous {
-            Some(old) if now_ms.saturating_sub(old.retired_ms) >= grace_ms => {
-                let spk = *old.key.pair.public_key();
-                self.previous = None;
-                self.forget_base_keys_of(spk);
-                true
-            }
-            _ => false,
+    /// Deletes the retired signed prekeys (and the base keys accepted under them) that
+    /// have been retired for `grace_ms` at `now_ms`. Returns how many were deleted.
+    pub fn expire_retired(&mut self, now_ms: u64, grace_ms: u64) -> usize {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| now_ms.saturating_sub(r.retired_ms) >= grace_ms);
+        self.retired = kept;
+        for old in &expired {
+            self.forget_base_keys_of(*old.key.pair.public_key());
         }
+        expired.len()
     }
 
-    /// True while a previous signed prekey is kept.
-    pub fn has_previous_signed_prekey(&self) -> bool {
-        self.previous.is_some()
+    /// How many retired signed prekeys are kept.
+    pub fn retired_signed_prekeys(&self) -> usize {
+        self.retired.len()
     }
 
     fn forget_base_keys_of(&mut self, spk: PublicKey) {
@@ -394,11 +405,10 @@ impl PreKeyStore {
         }
     }
 
-    /// The signed prekey pair with this public key, current or previous.
+    /// The signed prekey pair with this public key, current or retired.
     pub fn signed_prekey(&self, public: &PublicKey) -> Option<&KeyPair> {
-        [Some(&self.current), self.previous.as_ref().map(|p| &p.key)]
-            .into_iter()
-            .flatten()
+        std::iter::once(&self.current)
+            .chain(self.retired.iter().map(|r| &r.key))
             .map(SignedPreKey::pair)
             .find(|pair| pair.public_key() == public)
     }
@@ -427,7 +437,8 @@ impl PreKeyStore {
     /// unconfirmed` have been handed out: each is marked at `now_ms` when first found
     /// so, and deleted once marked for `grace_ms` (a peer's first message using it has
     /// had that long to arrive). Beyond `max_held`, the oldest handed-out ones are
-    /// deleted at once. Returns how many were deleted.
+    /// deleted at once. Returns how many were newly found handed out and how many were
+    /// deleted (the store changed if either is non-zero).
     pub fn age_out_one_time(
         &mut self,
         relay_holds: usize,
@@ -435,12 +446,16 @@ impl PreKeyStore {
         now_ms: u64,
         grace_ms: u64,
         max_held: usize,
-    ) -> usize {
+    ) -> (usize, usize) {
         let keep_fresh = relay_holds.saturating_add(unconfirmed);
         let handed_out = self.one_time_order.len().saturating_sub(keep_fresh);
         let mut doomed = Vec::new();
+        let mut newly_marked = 0;
         let mut excess = self.one_time_order.len().saturating_sub(max_held);
         for (key, since) in self.one_time_order.iter_mut().take(handed_out) {
+            if since.is_none() {
+                newly_marked += 1;
+            }
             let marked = *since.get_or_insert(now_ms);
             if excess > 0 || now_ms.saturating_sub(marked) >= grace_ms {
                 excess = excess.saturating_sub(1);
@@ -450,7 +465,7 @@ impl PreKeyStore {
         for key in &doomed {
             self.remove_one_time(key);
         }
-        doomed.len()
+        (newly_marked, doomed.len())
     }
 
     /// True if a PreKey message with this base key was already accepted under this
@@ -465,7 +480,7 @@ impl PreKeyStore {
         self.base_keys.insert((signed_prekey, base_key));
     }
 
-    /// How many base keys are remembered (under the current and previous signed prekey).
+    /// How many base keys are remembered (under the current and retired signed prekeys).
     pub fn remembered_base_keys(&self) -> usize {
         self.base_keys.len()
     }

@@ -466,7 +466,7 @@ fn a_prekey_message_without_opk_is_never_accepted_twice_after_many_handshakes() 
         Err(CryptoError::DuplicateOrTooOld { .. })
     ));
     // Once the signed prekey is deleted, the message cannot be decrypted at all.
-    assert!(bob.prekeys.expire_previous(10 + 1_000, 1_000));
+    assert_eq!(bob.prekeys.expire_retired(10 + 1_000, 1_000), 1);
     assert!(matches!(
         bob.receive(&a, &first),
         Err(CryptoError::UnknownSignedPreKey)
@@ -474,17 +474,29 @@ fn a_prekey_message_without_opk_is_never_accepted_twice_after_many_handshakes() 
 }
 
 #[test]
-fn signed_prekey_rotation_is_due_by_age_and_the_previous_expires_after_the_grace() {
+fn signed_prekey_rotation_is_due_by_age_and_retired_keys_expire_after_the_grace() {
     let identity = IdentityKeyPair::generate(&mut OsRng);
     let mut store = PreKeyStore::generate_at(&identity, 0, &mut OsRng, 1_000);
     assert!(!store.rotation_due(1_999, 1_000));
     assert!(store.rotation_due(2_000, 1_000));
     store.rotate_signed_at(&identity, &mut OsRng, 2_000);
     assert!(!store.rotation_due(2_500, 1_000));
-    assert!(store.has_previous_signed_prekey());
-    assert!(!store.expire_previous(2_999, 1_000));
-    assert!(store.expire_previous(3_000, 1_000));
-    assert!(!store.has_previous_signed_prekey());
+    // A grace longer than the rotation period keeps two retired keys.
+    store.rotate_signed_at(&identity, &mut OsRng, 3_000);
+    assert_eq!(store.retired_signed_prekeys(), 2);
+    assert_eq!(store.expire_retired(3_999, 2_000), 0);
+    assert_eq!(store.expire_retired(4_000, 2_000), 1);
+    assert_eq!(store.retired_signed_prekeys(), 1);
+    assert_eq!(store.expire_retired(5_000, 2_000), 1);
+    assert_eq!(store.retired_signed_prekeys(), 0);
+    // Rotations past the cap delete the oldest retired key early.
+    for t in 0..10 {
+        store.rotate_signed_at(&identity, &mut OsRng, 6_000 + t);
+    }
+    assert_eq!(
+        store.retired_signed_prekeys(),
+        e2ee_protocol::prekey::MAX_RETIRED_SIGNED_PREKEYS
+    );
 }
 
 /// A message in flight across a rotation (made against the old signed prekey, arriving
@@ -498,7 +510,7 @@ fn a_message_in_flight_across_a_rotation_still_decrypts() {
     alice.session = Some(Session::initiate(&alice.identity, &bundle, &mut OsRng).expect("initiate"));
     let in_flight = alice.send(b"in flight");
     bob.prekeys.rotate_signed_at(&bob.identity, &mut OsRng, 5);
-    assert!(!bob.prekeys.expire_previous(6, 100));
+    assert_eq!(bob.prekeys.expire_retired(6, 100), 0);
     assert_eq!(bob.receive(&a, &in_flight).expect("decrypts"), b"in flight");
 }
 
@@ -508,15 +520,15 @@ fn handed_out_one_time_prekeys_age_out_after_the_grace_and_beyond_the_cap() {
     let mut store = PreKeyStore::generate_at(&identity, 10, &mut OsRng, 0);
     let oldest = store.bundle(identity.public()).one_time_prekeys;
     // The relay holds 4 of the 10: the 6 oldest were handed out; marked now, kept.
-    assert_eq!(store.age_out_one_time(4, 0, 100, 1_000, 1_000), 0);
+    assert_eq!(store.age_out_one_time(4, 0, 100, 1_000, 1_000), (6, 0));
     assert_eq!(store.one_time_count(), 10);
     // After the grace they go; the 4 the relay holds stay.
-    assert_eq!(store.age_out_one_time(4, 0, 1_100, 1_000, 1_000), 6);
+    assert_eq!(store.age_out_one_time(4, 0, 1_100, 1_000, 1_000), (0, 6));
     assert_eq!(store.one_time_count(), 4);
     assert!(oldest[..6].iter().all(|k| store.one_time_prekey(k).is_none()));
     assert!(oldest[6..].iter().all(|k| store.one_time_prekey(k).is_some()));
     // Beyond the cap, handed-out ones go at once, oldest first.
     store.generate_one_time(10, &mut OsRng);
-    assert_eq!(store.age_out_one_time(2, 0, 1_200, 1_000, 8), 6);
+    assert_eq!(store.age_out_one_time(2, 0, 1_200, 1_000, 8), (12, 6));
     assert_eq!(store.one_time_count(), 8);
 }

@@ -139,8 +139,8 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         short(&still_pinned)
     ));
     s.check(
-        "pinned peer, policy block: the change is reported and blocked, the pin kept",
-        "identity_changed (bob, previous = Bob's real key, policy block, action blocked); pin unchanged",
+        "pinned peer, policy block: the change is reported and held, the pin kept",
+        "identity_changed (bob, previous = Bob's real key, policy block, action held); pin unchanged",
         format!(
             "previous is Bob's key: {}; action {}; pin unchanged: {}",
             event_str(&changed, "previous") == bob_identity,
@@ -151,7 +151,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
             && event_str(&changed, "previous") == bob_identity
             && impostor != bob_identity
             && changed["policy"] == "block"
-            && changed["action"] == "blocked"
+            && changed["action"] == "held"
             && still_pinned == bob_identity,
     );
 
