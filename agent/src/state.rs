@@ -1771,6 +1771,28 @@ mod tests {
         );
     }
 
+    /// A relay that relabels fresh messages with relay ids already seen cannot make them
+    /// disappear as "duplicates": the relay id is not authenticated, the payload's is.
+    #[test]
+    fn a_fresh_message_under_a_seen_relay_id_is_still_shown() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut alice = open(&tmp.path().join("alice"), "alice");
+        let mut bob = open(&tmp.path().join("bob"), "bob");
+        let a = ik(&alice);
+        let first = send(&mut alice, &bob, "first");
+        assert_eq!(recv_text(&mut bob, &a, &first), "first");
+        for text in ["second", "third"] {
+            let fresh = send(&mut alice, &bob, text);
+            let shown = bob
+                .decrypt(&a, first.msg_id, &fresh.wire, &mut OsRng)
+                .expect("decrypts under a relabelled id");
+            assert_eq!(shown.payload.as_text(), Some(text));
+        }
+        // A true redelivery under the seen id is still quiet.
+        let again = failure(recv(&mut bob, &a, &first));
+        assert_eq!((again.class, again.redelivery), (FailureClass::Duplicate, true));
+    }
+
     #[test]
     fn tampered_messages_fail_and_leave_the_session_intact() {
         let tmp = tempfile::tempdir().expect("tempdir");
