@@ -672,6 +672,158 @@ fn name_takeover_is_refused_under_accept_policy() {
     name_takeover_by_a_second_identity_is_refused("accept");
 }
 
+/// Bob loses his state and starts again under the same name; once his old identity's
+/// lease on the name has run out (2 s here) the relay's registry binds `bob` to the new
+/// identity, and Alice learns of the change from it (a reverse lookup of the new
+/// sender). `verified`: Alice had verified the old key (then the change is held under
+/// any policy). `decision`: what Alice does with a held change.
+fn identity_change_after_the_lease(policy: &str, verified: bool, decision: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProcess::start_with_env(
+        "127.0.0.1:0",
+        &tmp.path().join("relay"),
+        &[],
+        &[("E2EE_STORE__FSYNC", "false"), ("E2EE_NAMES__LEASE_SECS", "1")],
+    )
+    .expect("relay starts");
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
+    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let alice_id = alice.identity(WAIT).expect("alice identity");
+    let old_bob = bob.identity(WAIT).expect("bob identity");
+    wait_names_claimed(&relay, &[&alice_id, &old_bob]);
+    talk(&mut alice, &mut bob, "hello old bob");
+    talk(&mut bob, &mut alice, "hi from old bob");
+    if verified {
+        alice.send_line("/verify bob").expect("stdin");
+        let number = alice.wait_event("safety_number", WAIT).expect("number");
+        let digits = number["digits"].as_str().expect("digits").to_string();
+        alice.send_line(&format!("/trust bob {digits}")).expect("stdin");
+        alice.wait_event("peer_verified", WAIT).expect("verified");
+    }
+    bob.send_line("/quit").expect("stdin");
+    assert!(bob.wait_exit(WAIT).expect("bob exits").success());
+    std::fs::remove_dir_all(&bob_dir).expect("delete bob's state");
+    // Real time must pass for the lease to run out.
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    let mut bob = start(agent("bob", relay.addr, &bob_dir));
+    let new_bob = bob.identity(WAIT).expect("new bob identity");
+    assert_ne!(new_bob, old_bob);
+    wait_names_claimed(&relay, &[&new_bob]);
+    bob.send_line("/msg alice hello from new bob").expect("stdin");
+    bob.wait_event("sent", WAIT).expect("stored at the relay");
+
+    let changed = alice.wait_event("identity_changed", WAIT).expect("alice notices");
+    assert_eq!(changed["peer"], "bob");
+    assert_eq!(changed["previous"], old_bob.as_str());
+    assert_eq!(changed["current"], new_bob.as_str());
+    assert_eq!(changed["pinned_verified"], verified);
+    if policy != "block" && !verified {
+        assert_eq!(
+            changed["action"],
+            if policy == "warn" { "warned" } else { "accepted" }
+        );
+        let hello = alice
+            .wait_message("bob", "hello from new bob", WAIT)
+            .expect("shown");
+        assert_eq!(hello["from_identity"], new_bob.as_str());
+        talk(&mut alice, &mut bob, "hi new bob");
+        assert_clean(&mut bob);
+        return;
+    }
+
+    // Held: nothing shown, nothing sent, both keys shown by /verify.
+    assert_eq!(changed["action"], "held");
+    let held = alice.wait_event("message_held", WAIT).expect("held");
+    assert_eq!(
+        (held["from"].as_str(), held["from_identity"].as_str()),
+        (Some("bob"), Some(new_bob.as_str()))
+    );
+    alice.send_line("/msg bob are you the real bob").expect("stdin");
+    let refused = alice.wait_event("send_failed", WAIT).expect("send refused");
+    assert!(
+        refused["reason"].as_str().is_some_and(|r| r.contains("held")),
+        "{refused}"
+    );
+    // The hold and its message survive a restart.
+    alice.send_line("/quit").expect("stdin");
+    assert!(alice.wait_exit(WAIT).expect("alice exits").success());
+    assert!(alice
+        .events_of("message")
+        .iter()
+        .all(|m| m["from_identity"] == old_bob.as_str()));
+    let mut alice = start(agent("alice", relay.addr, &alice_dir).identity_policy(policy));
+    alice.send_line("/verify bob").expect("stdin");
+    let pinned = alice.wait_event("safety_number", WAIT).expect("pinned number");
+    let new = alice
+        .wait_for("the new key's number", WAIT, |e| {
+            e["event"] == "safety_number" && e["key"] == "new"
+        })
+        .expect("new number");
+    assert_eq!(
+        (pinned["key"].as_str(), pinned["identity"].as_str()),
+        (Some("pinned"), Some(old_bob.as_str()))
+    );
+    assert_eq!(new["identity"], new_bob.as_str());
+    bob.send_line("/verify alice").expect("stdin");
+    let bobs = bob.wait_event("safety_number", WAIT).expect("bob's number");
+    assert_eq!(
+        bobs["digits"], new["digits"],
+        "the new key's number is the one new bob sees"
+    );
+    assert_ne!(pinned["digits"], new["digits"]);
+
+    if decision == "trust" {
+        let digits = new["digits"].as_str().expect("digits").to_string();
+        alice.send_line(&format!("/trust bob {digits}")).expect("stdin");
+        let verified = alice.wait_event("peer_verified", WAIT).expect("accepted");
+        assert_eq!(verified["identity"], new_bob.as_str());
+        let hello = alice
+            .wait_message("bob", "hello from new bob", WAIT)
+            .expect("released");
+        assert_eq!(hello["from_identity"], new_bob.as_str());
+        talk(&mut alice, &mut bob, "welcome, new bob");
+        talk(&mut bob, &mut alice, "thanks alice");
+        assert_clean(&mut bob);
+    } else {
+        alice.send_line("/reject bob").expect("stdin");
+        let rejected = alice.wait_event("identity_rejected", WAIT).expect("rejected");
+        assert_eq!(rejected["discarded"], 1);
+        bob.send_line("/msg alice still me").expect("stdin");
+        let failure = alice.wait_event("decrypt_failure", WAIT).expect("refused");
+        assert_eq!(failure["class"], "identity_changed");
+        assert_eq!(failure["from_identity"], new_bob.as_str());
+        assert!(
+            alice.events_of("message").is_empty(),
+            "nothing from the new key is shown"
+        );
+        alice.send_line("/peers").expect("stdin");
+        let peers = alice.wait_event("peers", WAIT).expect("peers");
+        assert_eq!(peers["peers"][0]["identity"], old_bob.as_str(), "the pin is kept");
+    }
+}
+
+#[test]
+fn identity_change_of_an_unverified_pin_under_warn_continues() {
+    identity_change_after_the_lease("warn", false, "");
+}
+
+#[test]
+fn identity_change_of_an_unverified_pin_under_accept_continues() {
+    identity_change_after_the_lease("accept", false, "");
+}
+
+#[test]
+fn identity_change_under_block_is_held_until_trusted_by_digits() {
+    identity_change_after_the_lease("block", false, "trust");
+}
+
+#[test]
+fn identity_change_of_a_verified_pin_is_held_under_warn_and_can_be_rejected() {
+    identity_change_after_the_lease("warn", true, "reject");
+}
+
 #[test]
 fn interactive_session_over_stdin_handles_commands_and_bad_input() {
     let tmp = tempfile::tempdir().expect("tempdir");
