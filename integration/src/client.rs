@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, Frame};
+use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -167,6 +167,78 @@ impl RelayClient {
             }
         }
         Ok(out)
+    }
+
+    /// The answer to a request that carries a `request_id`: the `Bundle` or `NameClaim`
+    /// with that id, or a `RateLimited` or `Error` refusal. `PreKeysLow` notices and
+    /// deliveries met on the way are skipped (deliveries are not acknowledged).
+    async fn answer(&mut self, request_id: u32) -> anyhow::Result<Frame> {
+        loop {
+            match self.recv(Duration::from_secs(10)).await? {
+                frame @ (Frame::Bundle { request_id: id, .. } | Frame::NameClaim { request_id: id, .. })
+                    if id == request_id =>
+                {
+                    return Ok(frame)
+                }
+                frame @ (Frame::RateLimited { msg_id: None, .. } | Frame::Error { .. }) => return Ok(frame),
+                Frame::PreKeysLow { .. } | Frame::Deliver { .. } => {}
+                other => bail!("unexpected frame while waiting for request {request_id}: {other:?}"),
+            }
+        }
+    }
+
+    /// Fetches `identity`'s bundle: the `Bundle` answer, or the refusal.
+    pub async fn fetch_bundle(&mut self, request_id: u32, identity: [u8; 32]) -> anyhow::Result<Frame> {
+        self.send(Frame::FetchBundle { request_id, identity }).await?;
+        self.answer(request_id).await
+    }
+
+    /// Looks up a name: the `NameClaim` answer, or the refusal.
+    pub async fn lookup_name(&mut self, request_id: u32, name: &str) -> anyhow::Result<Frame> {
+        let name = name.to_owned();
+        self.send(Frame::LookupName { request_id, name }).await?;
+        self.answer(request_id).await
+    }
+
+    /// The reverse lookup of `identity`: the `NameClaim` answer, or the refusal.
+    pub async fn lookup_identity(&mut self, request_id: u32, identity: [u8; 32]) -> anyhow::Result<Frame> {
+        self.send(Frame::LookupIdentity { request_id, identity }).await?;
+        self.answer(request_id).await
+    }
+
+    /// Sends a signed release: the `NameClaim` answer (absent once the name is free), or
+    /// the refusal.
+    pub async fn release_name(&mut self, request_id: u32, release: Vec<u8>) -> anyhow::Result<Frame> {
+        self.send(Frame::ReleaseName { request_id, release }).await?;
+        self.answer(request_id).await
+    }
+
+    /// Publishes a signed claim of `name` and confirms it with a lookup (PublishName has
+    /// no reply of its own; the relay answers a connection's name requests in order):
+    /// `Ok(the claim now stored for the name)` if accepted, `Err((code, reason))` if
+    /// refused.
+    pub async fn publish_name(
+        &mut self,
+        name: &str,
+        claim: Vec<u8>,
+    ) -> anyhow::Result<Result<Option<Vec<u8>>, (ErrorCode, String)>> {
+        const CONFIRM: u32 = u32::MAX;
+        self.feed(Frame::PublishName { claim }).await?;
+        let name = name.to_owned();
+        self.feed(Frame::LookupName {
+            request_id: CONFIRM,
+            name,
+        })
+        .await?;
+        self.flush().await?;
+        let mut refused = None;
+        loop {
+            match self.answer(CONFIRM).await? {
+                Frame::Error { code, reason } if refused.is_none() => refused = Some((code, reason)),
+                Frame::NameClaim { claim, .. } => return Ok(refused.map_or(Ok(claim), Err)),
+                other => bail!("unexpected answer to a name publication: {other:?}"),
+            }
+        }
     }
 
     /// The framed stream, for splitting into independent send and receive halves.

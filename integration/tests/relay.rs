@@ -1,7 +1,9 @@
 //! The relay against real clients on loopback: authentication, prekeys, store-and-forward,
-//! idempotency, TTL, quota, abuse, slow consumers, crash recovery and shutdown.
+//! idempotency, TTL, quota, abuse, slow consumers, crash recovery and shutdown; the name
+//! registry (reverse lookups, releases, leases) and the limits that reconnecting or many
+//! identities cannot get around.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2ee_config::discard_logger;
 use e2ee_integration::client::{msg_id, RelayClient};
@@ -9,6 +11,8 @@ use e2ee_integration::process::{rss_kib, RelayProcess};
 use e2ee_protocol::codec::FrameCodec;
 use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
+use e2ee_protocol::name_claim::NameClaim;
+use e2ee_protocol::name_release::NameRelease;
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
 use e2ee_protocol::session::{receive, Session};
 use e2ee_relay::settings::StoreEngine;
@@ -1004,6 +1008,10 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
         "listen = \"127.0.0.1:7999\"",
         "queue_quota = 77",
         "engine = \"sqlite\"",
+        "[names]",
+        "lease_days = 90",
+        "opk_handout_capacity = 50",
+        "opk_handout_refill_per_hour = 120",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
     }
@@ -1028,6 +1036,18 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
         assert!(err.contains(&says), "{says:?} in {err}");
     }
 
+    // A value serde accepts but the relay cannot work with: a clear error, exit 1.
+    let out = Command::new(&bin)
+        .current_dir(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("E2EE_NAMES__LEASE_DAYS", "0")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("names.lease_days must be above 0"), "{err}");
+
     // No config file and no data directory: embedded defaults, data in ./e2ee-relay-data.
     let mut child = Command::new(&bin)
         .current_dir(dir.path())
@@ -1048,4 +1068,613 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     let _ = child.wait();
     assert!(listening.contains("e2ee-relay-data"), "{listening}");
     assert!(dir.path().join("e2ee-relay-data").is_dir());
+}
+
+/// `identity`'s signed claim of `name`, issued at `issued_ms`.
+fn claim(identity: &IdentityKeyPair, name: &str, issued_ms: u64) -> Vec<u8> {
+    NameClaim::sign(identity, name, issued_ms)
+        .expect("a valid name")
+        .encode()
+}
+
+/// `identity`'s signed release of `name`, issued at `issued_ms`.
+fn release(identity: &IdentityKeyPair, name: &str, issued_ms: u64) -> Vec<u8> {
+    NameRelease::sign(identity, name, issued_ms)
+        .expect("a valid name")
+        .encode()
+}
+
+/// The claim a `NameClaim` answer carries (`None` when absent).
+fn claim_in(answer: Frame) -> Option<Vec<u8>> {
+    match answer {
+        Frame::NameClaim { claim, .. } => claim,
+        other => panic!("expected a NameClaim, got {other:?}"),
+    }
+}
+
+/// The reason of an `Error` answer of `code`.
+fn refused_with(answer: Frame, code: ErrorCode) -> String {
+    match answer {
+        Frame::Error { code: got, reason } if got == code => reason,
+        other => panic!("expected Error({code:?}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_reverse_lookup_answers_the_claim_bound_to_an_identity() {
+    on_both_engines(the_reverse_lookup_answers_the_claim_bound_to_an_identity_on).await;
+}
+
+async fn the_reverse_lookup_answers_the_claim_bound_to_an_identity_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |_| {});
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let unbound = alice.lookup_identity(1, alice.me()).await.expect("answer");
+    assert_eq!(
+        unbound,
+        Frame::NameClaim {
+            request_id: 1,
+            claim: None
+        },
+        "no name bound yet"
+    );
+    let alices = claim(&alice.identity, "alice", 10);
+    let stored = alice.publish_name("alice", alices.clone()).await.expect("answer");
+    assert_eq!(stored, Ok(Some(alices.clone())));
+
+    // Anyone may ask; the answer is the signed claim, which the asker verifies.
+    let bound = claim_in(bob.lookup_identity(2, alice.me()).await.expect("answer"));
+    assert_eq!(bound.as_ref(), Some(&alices));
+    let verified = NameClaim::decode_verified(&alices).expect("verifies");
+    assert_eq!(
+        (verified.identity.as_bytes(), verified.name.as_str()),
+        (&alice.me(), "alice")
+    );
+    assert_eq!(
+        claim_in(bob.lookup_identity(3, bob.me()).await.expect("answer")),
+        None,
+        "bob holds no name"
+    );
+
+    let released = alice
+        .release_name(4, release(&alice.identity, "alice", 20))
+        .await
+        .expect("answer");
+    assert_eq!(
+        released,
+        Frame::NameClaim {
+            request_id: 4,
+            claim: None
+        }
+    );
+    assert_eq!(
+        claim_in(bob.lookup_identity(5, alice.me()).await.expect("answer")),
+        None,
+        "unbound after the release"
+    );
+}
+
+#[tokio::test]
+async fn a_released_name_is_free_for_another_identity() {
+    on_both_engines(a_released_name_is_free_for_another_identity_on).await;
+}
+
+async fn a_released_name_is_free_for_another_identity_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |_| {});
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let alices = claim(&alice.identity, "shared", 10);
+    assert_eq!(
+        alice
+            .publish_name("shared", alices.clone())
+            .await
+            .expect("answer"),
+        Ok(Some(alices.clone()))
+    );
+    let bobs = claim(&bob.identity, "shared", 11);
+    let (code, _) = bob
+        .publish_name("shared", bobs.clone())
+        .await
+        .expect("answer")
+        .expect_err("held by alice");
+    assert_eq!(code, ErrorCode::NotOwner);
+
+    let released = alice
+        .release_name(1, release(&alice.identity, "shared", 12))
+        .await
+        .expect("answer");
+    assert_eq!(claim_in(released), None, "released");
+    assert_eq!(
+        claim_in(bob.lookup_name(2, "shared").await.expect("answer")),
+        None,
+        "the name is free"
+    );
+    assert_eq!(
+        bob.publish_name("shared", bobs.clone()).await.expect("answer"),
+        Ok(Some(bobs.clone())),
+        "claimable by another identity"
+    );
+    assert_eq!(
+        claim_in(alice.lookup_identity(3, bob.me()).await.expect("answer")),
+        Some(bobs)
+    );
+    assert_eq!(
+        claim_in(alice.lookup_identity(4, alice.me()).await.expect("answer")),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_release_not_signed_by_the_holder_is_refused() {
+    on_both_engines(a_release_not_signed_by_the_holder_is_refused_on).await;
+}
+
+async fn a_release_not_signed_by_the_holder_is_refused_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |_| {});
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let alices = claim(&alice.identity, "alice", 10);
+    alice
+        .publish_name("alice", alices.clone())
+        .await
+        .expect("answer")
+        .expect("claimed");
+
+    // Bob's own release of a name he does not hold.
+    let answer = bob
+        .release_name(1, release(&bob.identity, "alice", 20))
+        .await
+        .expect("answer");
+    let reason = refused_with(answer, ErrorCode::NotOwner);
+    assert!(reason.contains("not held"), "{reason}");
+    // A release signed by alice, sent by bob: not his to send.
+    let answer = bob
+        .release_name(2, release(&alice.identity, "alice", 20))
+        .await
+        .expect("answer");
+    let reason = refused_with(answer, ErrorCode::NotOwner);
+    assert!(reason.contains("another identity"), "{reason}");
+    // Neither closed the connection nor freed the name.
+    assert_eq!(
+        claim_in(bob.lookup_name(3, "alice").await.expect("answer")),
+        Some(alices)
+    );
+    assert_eq!(handle.metrics.rejects(ErrorCode::NotOwner), 2);
+}
+
+#[tokio::test]
+async fn a_release_older_than_the_claim_is_refused() {
+    on_both_engines(a_release_older_than_the_claim_is_refused_on).await;
+}
+
+async fn a_release_older_than_the_claim_is_refused_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |_| {});
+    let mut alice = connect(&handle).await;
+    // A release signed at 150 that did not reach the relay before a claim signed at 200.
+    let stale = release(&alice.identity, "alice", 150);
+    let first = claim(&alice.identity, "alice", 100);
+    let current = claim(&alice.identity, "alice", 200);
+    alice
+        .publish_name("alice", first)
+        .await
+        .expect("answer")
+        .expect("claimed");
+    alice
+        .publish_name("alice", current.clone())
+        .await
+        .expect("answer")
+        .expect("claimed again");
+    let answer = alice.release_name(1, stale).await.expect("answer");
+    let reason = refused_with(answer, ErrorCode::NotOwner);
+    assert!(reason.contains("older than the claim"), "{reason}");
+    assert_eq!(
+        claim_in(alice.lookup_name(2, "alice").await.expect("answer")),
+        Some(current),
+        "the later claim stays"
+    );
+    // A release issued at the claim's time is not older: it frees the name.
+    let answer = alice
+        .release_name(3, release(&alice.identity, "alice", 200))
+        .await
+        .expect("answer");
+    assert_eq!(claim_in(answer), None);
+    assert_eq!(
+        claim_in(alice.lookup_name(4, "alice").await.expect("answer")),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_release_that_does_not_verify_is_refused_as_an_invalid_claim() {
+    on_both_engines(a_release_that_does_not_verify_is_refused_as_an_invalid_claim_on).await;
+}
+
+async fn a_release_that_does_not_verify_is_refused_as_an_invalid_claim_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |_| {});
+    let mut alice = connect(&handle).await;
+    let alices = claim(&alice.identity, "alice", 10);
+    alice
+        .publish_name("alice", alices.clone())
+        .await
+        .expect("answer")
+        .expect("claimed");
+    let mut tampered = release(&alice.identity, "alice", 20);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let mut renamed = release(&alice.identity, "alice", 20);
+    // "alice" -> "alicf": the signature no longer covers the name.
+    renamed[33 + 5] ^= 0x07;
+    for (request_id, bytes) in [
+        (1, tampered),
+        (2, renamed),
+        (3, alices.clone()),
+        (4, b"not a release".to_vec()),
+    ] {
+        let answer = alice.release_name(request_id, bytes).await.expect("answer");
+        refused_with(answer, ErrorCode::InvalidClaim);
+    }
+    assert_eq!(
+        claim_in(alice.lookup_name(5, "alice").await.expect("answer")),
+        Some(alices),
+        "still alice's, and the connection is open"
+    );
+    assert_eq!(handle.metrics.rejects(ErrorCode::InvalidClaim), 4);
+}
+
+/// Publishes `claim` of `name` every 100 ms until the relay accepts it (bounded); the
+/// time it was accepted.
+async fn publish_until_accepted(client: &mut RelayClient, name: &str, claim: &[u8]) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.publish_name(name, claim.to_vec()).await.expect("answer") {
+            Ok(stored) => {
+                assert_eq!(stored.as_deref(), Some(claim));
+                return Instant::now();
+            }
+            Err((code, _)) => assert_eq!(code, ErrorCode::NotOwner),
+        }
+        assert!(Instant::now() < deadline, "the name was never taken over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `at`.
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(at.into()).await;
+}
+
+/// The lease the lease tests give a relay.
+const LEASE: Duration = Duration::from_secs(2);
+/// The lease of the tests that check a login renews it: they need a refusal between the
+/// login and a lease after it, so they get more slack (half of it).
+const RENEWED_LEASE: Duration = Duration::from_secs(6);
+/// Attempts of a renewal scenario before a machine too slow for it is a failure (an
+/// attempt whose refusal came a lease or more after the login proves nothing).
+const RENEWAL_ATTEMPTS: usize = 3;
+
+#[tokio::test]
+async fn a_name_is_taken_over_only_after_its_holders_lease_ran_out() {
+    on_both_engines(a_name_is_taken_over_only_after_its_holders_lease_ran_out_on).await;
+}
+
+async fn a_name_is_taken_over_only_after_its_holders_lease_ran_out_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |s| s.names.lease_secs = LEASE.as_secs());
+    let mut alice = connect(&handle).await;
+    let mut bob = connect(&handle).await;
+    let before_claim = Instant::now();
+    alice
+        .publish_name("alice", claim(&alice.identity, "alice", 10))
+        .await
+        .expect("answer")
+        .expect("claimed");
+    let bobs = claim(&bob.identity, "alice", 11);
+    let (code, _) = bob
+        .publish_name("alice", bobs.clone())
+        .await
+        .expect("answer")
+        .expect_err("a live name");
+    assert_eq!(code, ErrorCode::NotOwner);
+
+    // Alice stays connected but does not log in again: her lease runs from her claim.
+    let taken = publish_until_accepted(&mut bob, "alice", &bobs).await;
+    assert!(
+        taken.duration_since(before_claim) > LEASE,
+        "taken over {:?} after the claim",
+        taken.duration_since(before_claim)
+    );
+    assert_eq!(
+        claim_in(alice.lookup_name(1, "alice").await.expect("answer")),
+        Some(bobs.clone())
+    );
+    assert_eq!(
+        claim_in(alice.lookup_identity(2, alice.me()).await.expect("answer")),
+        None
+    );
+    assert_eq!(
+        claim_in(alice.lookup_identity(3, bob.me()).await.expect("answer")),
+        Some(bobs)
+    );
+    // Bob's lease is fresh: alice cannot take it back.
+    let (code, _) = alice
+        .publish_name("alice", claim(&alice.identity, "alice", 12))
+        .await
+        .expect("answer")
+        .expect_err("bob's now");
+    assert_eq!(code, ErrorCode::NotOwner);
+}
+
+#[tokio::test]
+async fn a_holder_that_logged_in_within_the_lease_keeps_its_name() {
+    on_both_engines(a_holder_that_logged_in_within_the_lease_keeps_its_name_on).await;
+}
+
+async fn a_holder_that_logged_in_within_the_lease_keeps_its_name_on(engine: StoreEngine) {
+    for attempt in 1..=RENEWAL_ATTEMPTS {
+        if login_renews_the_lease(engine).await {
+            return;
+        }
+        eprintln!("attempt {attempt}: the refusal came a lease after the login; trying again");
+    }
+    panic!("the machine was too slow for this test in {RENEWAL_ATTEMPTS} attempts");
+}
+
+/// One attempt; false if it proved nothing (the machine stalled past the lease).
+async fn login_renews_the_lease(engine: StoreEngine) -> bool {
+    const LEASE: Duration = RENEWED_LEASE;
+    let (handle, _dir) = relay_on(engine, |s| s.names.lease_secs = LEASE.as_secs());
+    let alice_id = identity();
+    let mut alice = RelayClient::connect(handle.addr, alice_id.clone())
+        .await
+        .expect("alice");
+    let mut bob = connect(&handle).await;
+    alice
+        .publish_name("alice", claim(&alice_id, "alice", 10))
+        .await
+        .expect("answer")
+        .expect("claimed");
+    let claimed = Instant::now();
+
+    // Alice logs in again before her lease runs out.
+    sleep_until(claimed + LEASE * 6 / 10).await;
+    let login = Instant::now();
+    let _alice = RelayClient::connect(handle.addr, alice_id)
+        .await
+        .expect("alice again");
+    drop(alice);
+
+    // Past the lease counted from the claim, within the lease counted from the login.
+    sleep_until(claimed + LEASE + LEASE / 10).await;
+    let bobs = claim(&bob.identity, "alice", 11);
+    let answer = bob.publish_name("alice", bobs.clone()).await.expect("answer");
+    if login.elapsed() >= LEASE {
+        return false;
+    }
+    let (code, _) = answer.expect_err("alice logged in within the lease");
+    assert_eq!(code, ErrorCode::NotOwner);
+
+    // Her lease runs from the login now.
+    let taken = publish_until_accepted(&mut bob, "alice", &bobs).await;
+    assert!(taken.duration_since(login) > LEASE);
+    true
+}
+
+#[tokio::test]
+async fn a_names_holder_and_its_last_login_survive_a_relay_restart() {
+    for attempt in 1..=RENEWAL_ATTEMPTS {
+        if holder_and_login_survive_a_restart().await {
+            return;
+        }
+        eprintln!("attempt {attempt}: the refusal came a lease after the login; trying again");
+    }
+    panic!("the machine was too slow for this test in {RENEWAL_ATTEMPTS} attempts");
+}
+
+/// One attempt; false if it proved nothing (the machine stalled past the lease).
+async fn holder_and_login_survive_a_restart() -> bool {
+    const LEASE: Duration = RENEWED_LEASE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = LEASE.as_secs().to_string();
+    let env = [("E2EE_NAMES__LEASE_SECS", lease.as_str())];
+    let start = || RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &env).expect("relay");
+    let mut relay = start();
+    let alice_id = identity();
+    let alices = claim(&alice_id, "alice", 10);
+    let mut alice = RelayClient::connect(relay.addr, alice_id.clone())
+        .await
+        .expect("alice");
+    alice
+        .publish_name("alice", alices.clone())
+        .await
+        .expect("answer")
+        .expect("claimed");
+    let claimed = Instant::now();
+    drop(alice);
+    sleep_until(claimed + LEASE * 6 / 10).await;
+    let login = Instant::now();
+    let alice = RelayClient::connect(relay.addr, alice_id)
+        .await
+        .expect("alice again");
+    drop(alice);
+    let status = relay.terminate(WAIT).expect("stops");
+    assert!(status.success(), "{status:?}");
+
+    let relay = start();
+    let mut bob = RelayClient::connect(relay.addr, identity()).await.expect("bob");
+    assert_eq!(
+        claim_in(bob.lookup_name(1, "alice").await.expect("answer")),
+        Some(alices.clone()),
+        "the holder survived"
+    );
+    let alice_key = *NameClaim::decode(&alices).expect("decodes").identity.as_bytes();
+    assert_eq!(
+        claim_in(bob.lookup_identity(2, alice_key).await.expect("answer")),
+        Some(alices)
+    );
+    sleep_until(claimed + LEASE + LEASE / 10).await;
+    let bobs = claim(&bob.identity, "alice", 11);
+    let answer = bob.publish_name("alice", bobs.clone()).await.expect("answer");
+    if login.elapsed() >= LEASE {
+        return false;
+    }
+    let (code, _) = answer.expect_err("the login before the restart still counts");
+    assert_eq!(code, ErrorCode::NotOwner);
+    let taken = publish_until_accepted(&mut bob, "alice", &bobs).await;
+    assert!(taken.duration_since(login) > LEASE);
+    true
+}
+
+#[tokio::test]
+async fn replacing_connections_cannot_refill_an_identitys_request_bucket() {
+    const CAPACITY: u32 = 5;
+    let (handle, _dir) = relay(|s| {
+        s.limits.request_rate_capacity = CAPACITY;
+        s.limits.request_rate_refill_per_sec = 1;
+    });
+    let mallory = identity();
+    let target = *identity().public().as_bytes();
+    let start = Instant::now();
+    let mut current = RelayClient::connect(handle.addr, mallory.clone())
+        .await
+        .expect("mallory");
+    let (mut served, mut attempts) = (0u32, 0u32);
+    let mut fetch = |answer: Frame| match answer {
+        Frame::Bundle { bundle: None, .. } => served += 1,
+        Frame::RateLimited { msg_id: None, .. } => {}
+        other => panic!("unexpected {other:?}"),
+    };
+    for request_id in 0..CAPACITY {
+        fetch(current.fetch_bundle(request_id, target).await.expect("answer"));
+    }
+    // Each new connection authenticates while the previous one is still open, which
+    // it then replaces.
+    while start.elapsed() < Duration::from_secs(1) {
+        let next = RelayClient::connect(handle.addr, mallory.clone())
+            .await
+            .expect("mallory again");
+        drop(std::mem::replace(&mut current, next));
+        attempts += 1;
+        fetch(current.fetch_bundle(attempts, target).await.expect("answer"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!("{attempts} replacing connections in {elapsed:.2} s: {served} fetches served");
+    assert!(attempts >= 10, "only {attempts} reconnects");
+    let allowed = f64::from(CAPACITY) + elapsed.ceil();
+    assert!(
+        f64::from(served) <= allowed,
+        "{served} fetches served, at most {allowed} allowed"
+    );
+    assert!(handle.metrics.rejects(ErrorCode::Replaced) >= 10);
+}
+
+#[tokio::test]
+async fn one_time_prekey_handouts_per_target_are_limited_whoever_fetches() {
+    on_both_engines(one_time_prekey_handouts_per_target_are_limited_whoever_fetches_on).await;
+}
+
+async fn one_time_prekey_handouts_per_target_are_limited_whoever_fetches_on(engine: StoreEngine) {
+    const CAPACITY: usize = 5;
+    const PUBLISHED: usize = 20;
+    let (handle, _dir) = relay_on(engine, |s| {
+        s.limits.opk_handout_capacity = CAPACITY as u32;
+        s.limits.opk_handout_refill_per_hour = 120;
+        // Every fetch that hands one out leaves fewer than this: the owner is told.
+        s.limits.prekey_low_threshold = PUBLISHED as u32;
+    });
+    let mut bob = connect(&handle).await;
+    let prekeys = PreKeyStore::generate(&bob.identity, PUBLISHED, &mut OsRng);
+    bob.send(Frame::PublishPreKeys {
+        bundle: prekeys.bundle(bob.identity.public()).encode(),
+    })
+    .await
+    .expect("publish");
+    assert_eq!(
+        bob.recv(WAIT).await.expect("stored"),
+        Frame::PreKeysStored {
+            opks: PUBLISHED as u32
+        }
+    );
+
+    // Ten throwaway identities, three fetches each.
+    let start = Instant::now();
+    let mut handed_out = Vec::new();
+    let mut without = 0;
+    for _ in 0..10 {
+        let mut fetcher = connect(&handle).await;
+        for request_id in 0..3 {
+            let Frame::Bundle {
+                bundle: Some(bytes), ..
+            } = fetcher.fetch_bundle(request_id, bob.me()).await.expect("answer")
+            else {
+                panic!("every fetch is answered with a bundle");
+            };
+            let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
+            assert_eq!(
+                bundle.signed_prekey,
+                prekeys.bundle(bob.identity.public()).signed_prekey
+            );
+            match bundle.one_time_prekeys.as_slice() {
+                [] => without += 1,
+                [opk] => handed_out.push(*opk),
+                more => panic!("{} one-time prekeys in one bundle", more.len()),
+            }
+        }
+    }
+    // 120 an hour: one more every 30 s.
+    let allowed = CAPACITY + (start.elapsed().as_secs() / 30) as usize + 1;
+    assert!(
+        (CAPACITY..=allowed).contains(&handed_out.len()),
+        "{} bundles with a one-time prekey",
+        handed_out.len()
+    );
+    assert_eq!(
+        handed_out.len() + without,
+        30,
+        "the rest carry the signed prekey only"
+    );
+    let mut distinct = handed_out.clone();
+    distinct.sort_by_key(|k| *k.as_bytes());
+    distinct.dedup();
+    assert_eq!(distinct.len(), handed_out.len(), "each handed out once");
+    assert_eq!(handle.metrics.opk_handouts_limited.get(), without as u64);
+
+    // Bob's other one-time prekeys are all still there (republishing adds none), and
+    // he was told of the handouts only.
+    let republish = PreKeyStore::generate(&bob.identity, 0, &mut OsRng);
+    bob.send(Frame::PublishPreKeys {
+        bundle: republish.bundle(bob.identity.public()).encode(),
+    })
+    .await
+    .expect("publish");
+    let mut notices = 0;
+    loop {
+        match bob.recv(WAIT).await.expect("frame") {
+            Frame::PreKeysLow { .. } => notices += 1,
+            Frame::PreKeysStored { opks } => {
+                assert_eq!(opks as usize, PUBLISHED - handed_out.len());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Notices travel through the Router: wait for those still on their way, then make
+    // sure no more come.
+    while notices < handed_out.len() {
+        match bob.recv(WAIT).await.expect("notice") {
+            Frame::PreKeysLow { .. } => notices += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bob.send(Frame::Ping { nonce: 1 }).await.expect("ping");
+    loop {
+        match bob.recv(WAIT).await.expect("frame") {
+            Frame::Pong { nonce: 1 } => break,
+            Frame::PreKeysLow { .. } => notices += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        notices,
+        handed_out.len(),
+        "no notice for a fetch that handed out nothing"
+    );
 }

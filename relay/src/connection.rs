@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,17 +14,21 @@ use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::name_claim::NameClaim;
+use e2ee_protocol::name_release::NameRelease;
 use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
 use crate::committer::{commit_direct, Flush, Outcomes, WriteBatch, WriteOutcome};
 use crate::output::{Outgoing, Output, WriterExit};
-use crate::rate_limit::{RateLimits, TokenBucket};
+use crate::rate_limit::{self, RateLimits, SharedRateLimits};
 use crate::router::{ClosedUnauthenticated, Delivery, Notify, Opened, Register, ToConnection, Unregister};
-use crate::store::{IdentityBytes, MsgId, NewMessage, StoredBundle, WriteOp, WriteResult};
+use crate::store::{
+    ClaimOutcome, IdentityBytes, MsgId, NewMessage, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
+};
 use crate::store_actor::{
-    FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
+    ClaimOf, FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen, RecordAuth,
+    ReleaseClaim,
 };
 use crate::RelayContext;
 
@@ -34,8 +38,9 @@ const DRAIN_PAGE: usize = 256;
 enum State {
     /// Challenge sent, waiting for `Auth`.
     Challenged,
-    /// Authenticated as this identity.
-    Ready(IdentityBytes),
+    /// Authenticated as this identity, whose rate-limit buckets all its connections
+    /// share.
+    Ready(IdentityBytes, SharedRateLimits),
 }
 
 /// Delivery bookkeeping of an authenticated connection.
@@ -65,7 +70,6 @@ pub struct Connection {
     output: Output,
     writer_done: Option<tokio::sync::oneshot::Receiver<WriterExit>>,
     last_seen: Instant,
-    rates: RateLimits,
     deliveries: Deliveries,
     closing: bool,
     /// The relay is shutting down: no more frames are read, and the connection closes
@@ -122,14 +126,9 @@ impl Connection {
     ) -> Self {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
-        let limits = &relay.limits;
         Self {
             id,
             log: relay.log.new(o!("conn_id" => id, "peer" => peer.to_string())),
-            rates: RateLimits {
-                sends: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
-                requests: TokenBucket::new(limits.request_rate_capacity, limits.request_rate_refill_per_sec),
-            },
             relay,
             nonce,
             state: State::Challenged,
@@ -146,8 +145,20 @@ impl Connection {
 
     fn identity(&self) -> Option<IdentityBytes> {
         match self.state {
-            State::Ready(identity) => Some(identity),
+            State::Ready(identity, _) => Some(identity),
             State::Challenged => None,
+        }
+    }
+
+    /// Takes a token from the identity's bucket that `bucket` picks, at the time the
+    /// current frame was read.
+    fn take_token(
+        &self,
+        bucket: impl FnOnce(&mut RateLimits) -> &mut rate_limit::TokenBucket,
+    ) -> Result<(), Duration> {
+        match &self.state {
+            State::Ready(_, rates) => bucket(&mut rate_limit::lock(rates)).try_take(self.last_seen),
+            State::Challenged => Ok(()),
         }
     }
 
@@ -222,12 +233,13 @@ impl Connection {
             frame,
             Frame::FetchBundle { .. }
                 | Frame::LookupName { .. }
+                | Frame::LookupIdentity { .. }
                 | Frame::PublishPreKeys { .. }
                 | Frame::PublishName { .. }
+                | Frame::ReleaseName { .. }
         );
         if request {
-            // `last_seen` is the time this frame was read.
-            if let Err(wait) = self.rates.requests.try_take(self.last_seen) {
+            if let Err(wait) = self.take_token(|r| &mut r.requests) {
                 return self.rate_limited(None, wait, ctx);
             }
         }
@@ -241,6 +253,10 @@ impl Connection {
             Frame::PublishPreKeys { bundle } => self.on_publish_prekeys(me, &bundle, ctx),
             Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),
             Frame::PublishName { claim } => self.on_publish_name(me, claim, ctx),
+            Frame::ReleaseName { request_id, release } => self.on_release_name(me, request_id, &release, ctx),
+            Frame::LookupIdentity { request_id, identity } => {
+                self.on_lookup_identity(request_id, identity, ctx)
+            }
             Frame::LookupName { request_id, name } => {
                 if let Some(claim) = self
                     .relay
@@ -271,11 +287,16 @@ impl Connection {
                 );
             }
             Frame::QueryQuota => {
-                let now = Instant::now();
-                let frame = Frame::Quota {
-                    remaining: self.rates.sends.remaining(now),
-                    capacity: self.rates.sends.capacity(),
-                    refill_per_sec: self.rates.sends.refill_per_sec(),
+                let State::Ready(_, rates) = &self.state else {
+                    return;
+                };
+                let frame = {
+                    let sends = &mut rate_limit::lock(rates).sends;
+                    Frame::Quota {
+                        remaining: sends.remaining(Instant::now()),
+                        capacity: sends.capacity(),
+                        refill_per_sec: sends.refill_per_sec(),
+                    }
                 };
                 self.send(frame, ctx);
             }
@@ -311,10 +332,16 @@ impl Connection {
         let router = self.relay.router.clone();
         let store = self.relay.store.clone();
         let committer = self.relay.committer.clone();
+        // For the lease of the names it holds; the store handles it before the queue
+        // length asked for below, so it is recorded once AuthOk is sent.
+        store.do_send(RecordAuth {
+            identity,
+            at_ms: crate::now_ms(),
+        });
         // Nothing else is read until the client is registered and told so.
         ctx.wait(
             async move {
-                let rates = router.send(register).await.ok().flatten();
+                let rates = router.send(register).await.ok();
                 // Acknowledgements from this identity's previous connection are applied
                 // before its queue is read, so acknowledged messages are not sent again.
                 let _ = committer.send(Flush).await;
@@ -323,10 +350,9 @@ impl Connection {
             }
             .into_actor(self)
             .map(move |(rates, queued), act, ctx| {
-                if let Some(rates) = rates {
-                    act.rates = rates;
-                }
-                act.state = State::Ready(identity);
+                // Without the Router (it stops only with the relay), buckets of its own.
+                let rates = rates.unwrap_or_else(|| Arc::new(Mutex::new(RateLimits::new(&act.relay.limits))));
+                act.state = State::Ready(identity, rates);
                 act.relay.metrics.authenticated.inc();
                 let queued = queued.unwrap_or(0);
                 info!(act.log, "client authenticated"; "queue_len" => queued);
@@ -367,8 +393,7 @@ impl Connection {
         payload: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
-        // `last_seen` is the time this frame was read.
-        if let Err(wait) = self.rates.sends.try_take(self.last_seen) {
+        if let Err(wait) = self.take_token(|r| &mut r.sends) {
             return self.rate_limited(Some(msg_id), wait, ctx);
         }
         if let Some(adversary) = self.relay.adversary.clone() {
@@ -677,16 +702,26 @@ impl Connection {
             return;
         }
         let threshold = self.relay.limits.prekey_low_threshold;
+        let read_at = self.last_seen;
+        let take_one_time = self.relay.opk_handouts.try_take(&owner, read_at);
+        if !take_one_time {
+            self.relay.metrics.opk_handouts_limited.inc();
+        }
+        let fetch = FetchBundle { owner, take_one_time };
         ctx.spawn(
             self.relay
                 .store
-                .send(FetchBundle(owner))
+                .send(fetch)
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let stored = match res {
                         Ok(Ok(stored)) => stored,
                         _ => return act.close(ErrorCode::Internal, "store failure", ctx),
                     };
+                    let handed_out = stored.as_ref().is_some_and(|s| s.one_time_prekey.is_some());
+                    if take_one_time && !handed_out {
+                        act.relay.opk_handouts.give_back(&owner, read_at);
+                    }
                     let bundle = stored.as_ref().and_then(|s| bundle_bytes(owner, s));
                     if let Some(s) = &stored {
                         if s.one_time_prekey.is_some() && s.remaining < threshold {
@@ -712,9 +747,11 @@ impl Connection {
             return self.refuse(ErrorCode::NotOwner, "claim of another identity", ctx);
         }
         let put = PutClaim {
-            name: claim.name.clone(),
+            name: claim.name,
             owner: me,
             claim: bytes,
+            now_ms: crate::now_ms(),
+            lease: self.relay.lease,
         };
         ctx.spawn(
             self.relay
@@ -722,8 +759,67 @@ impl Connection {
                 .send(put)
                 .into_actor(self)
                 .map(|res, act, ctx| match res {
-                    Ok(Ok(true)) => info!(act.log, "name claimed"),
-                    Ok(Ok(false)) => act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx),
+                    Ok(Ok(ClaimOutcome::Stored)) => info!(act.log, "name claimed"),
+                    Ok(Ok(ClaimOutcome::TakenOver { .. })) => {
+                        info!(act.log, "name claimed"; "reason" => "the previous holder's lease ran out")
+                    }
+                    Ok(Ok(ClaimOutcome::HeldByAnother)) => {
+                        act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx)
+                    }
+                    _ => act.close(ErrorCode::Internal, "store failure", ctx),
+                }),
+        );
+    }
+
+    /// The reverse lookup: the claim the registry binds to `identity`, if any.
+    fn on_lookup_identity(&mut self, request_id: u32, identity: IdentityBytes, ctx: &mut Context<Self>) {
+        ctx.spawn(self.relay.store.send(ClaimOf(identity)).into_actor(self).map(
+            move |res, act, ctx| match res {
+                Ok(Ok(claim)) => {
+                    act.send(Frame::NameClaim { request_id, claim }, ctx);
+                }
+                _ => act.close(ErrorCode::Internal, "store failure", ctx),
+            },
+        ));
+    }
+
+    fn on_release_name(&mut self, me: IdentityBytes, request_id: u32, bytes: &[u8], ctx: &mut Context<Self>) {
+        let release = match NameRelease::decode_verified(bytes) {
+            Ok(release) => release,
+            Err(err) => return self.refuse(ErrorCode::InvalidClaim, &err.to_string(), ctx),
+        };
+        if release.identity.as_bytes() != &me {
+            return self.refuse(ErrorCode::NotOwner, "release of another identity", ctx);
+        }
+        let release = ReleaseClaim {
+            name: release.name,
+            owner: me,
+            issued_ms: release.issued_ms,
+        };
+        ctx.spawn(
+            self.relay
+                .store
+                .send(release)
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(Ok(ReleaseOutcome::Released)) => {
+                        info!(act.log, "name released");
+                        act.send(
+                            Frame::NameClaim {
+                                request_id,
+                                claim: None,
+                            },
+                            ctx,
+                        );
+                    }
+                    Ok(Ok(ReleaseOutcome::NotHeld)) => {
+                        act.refuse(ErrorCode::NotOwner, "name not held by this identity", ctx)
+                    }
+                    Ok(Ok(ReleaseOutcome::OlderThanClaim { .. })) => act.refuse(
+                        ErrorCode::NotOwner,
+                        "release is older than the claim it would remove (issued_ms)",
+                        ctx,
+                    ),
                     _ => act.close(ErrorCode::Internal, "store failure", ctx),
                 }),
         );
@@ -805,12 +901,11 @@ impl Actor for Connection {
                 .relay
                 .router
                 .do_send(ClosedUnauthenticated { conn_id: self.id }),
-            State::Ready(identity) => {
+            State::Ready(identity, _) => {
                 self.relay.metrics.authenticated.dec();
                 self.relay.router.do_send(Unregister {
                     identity,
                     conn_id: self.id,
-                    buckets: self.rates.clone(),
                 });
             }
         }

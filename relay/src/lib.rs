@@ -8,7 +8,10 @@
 //! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines.
 //! - [`input`]: a connection's read buffer, small until the connection is busy.
 //! - [`output`]: a connection's bounded output and its writer task.
-//! - [`rate_limit`]: token buckets; [`metrics`]: counters, Prometheus text.
+//! - [`rate_limit`]: token buckets, shared by every connection of an identity;
+//!   [`opk_handouts`]: how many one-time prekeys of one identity fetches may take.
+//! - [`lease`]: when a name whose holder stopped authenticating may be taken over.
+//! - [`metrics`]: counters, Prometheus text.
 //! - [`settings`]: every setting, with defaults.
 //! - [`adversary`]: a relay that misbehaves on purpose (off by default), for the
 //!   security evidence.
@@ -17,7 +20,9 @@ pub mod adversary;
 pub mod committer;
 pub mod connection;
 pub mod input;
+pub mod lease;
 pub mod metrics;
+pub mod opk_handouts;
 pub mod output;
 pub mod rate_limit;
 pub mod router;
@@ -54,6 +59,10 @@ pub struct RelayContext {
     pub direct: Option<Arc<store_actor::SharedStore>>,
     /// Root logger.
     pub log: Logger,
+    /// Per-target limit on one-time prekey handouts.
+    pub opk_handouts: opk_handouts::OpkHandouts,
+    /// The lease of a name whose holder stops authenticating.
+    pub lease: lease::Lease,
     /// The misbehaviour switched on for the security evidence; `None` (honest) by default.
     pub adversary: Option<Arc<adversary::Adversary>>,
 }

@@ -79,6 +79,9 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Sends refused because the recipient's queue is full.
     pub quota_exceeded: Counter,
+    /// Bundle fetches answered without a one-time prekey because the target's handout
+    /// bucket was empty.
+    pub opk_handouts_limited: Counter,
     /// Frame bytes received.
     pub bytes_in: Counter,
     /// Frame bytes sent.
@@ -177,6 +180,12 @@ impl Metrics {
             "counter",
             "Sends refused for a full queue.",
             self.quota_exceeded.get(),
+        );
+        metric(
+            "opk_handouts_limited_total",
+            "counter",
+            "Bundle fetches answered without a one-time prekey by the per-target handout limit.",
+            self.opk_handouts_limited.get(),
         );
         metric(
             "bytes_in_total",

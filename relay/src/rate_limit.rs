@@ -1,8 +1,17 @@
 //! Token buckets per identity: sends take a token from one, other requests (lookups,
-//! bundle fetches, publications) from another; an empty bucket answers with the time
-//! until the next token.
+//! bundle fetches, publications, releases) from another; an empty bucket answers with
+//! the time until the next token.
+//!
+//! An identity's buckets are one shared object ([`SharedRateLimits`]) that the Router
+//! hands to every connection of that identity, including a connection that replaces an
+//! older one while it is still open, and keeps after the identity disconnects. It drops
+//! them only once they are full again: a full bucket is what a new one would be, so
+//! reconnecting never refills a bucket.
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::settings::Limits;
 
 /// A token bucket with fractional refill.
 #[derive(Debug, Clone)]
@@ -14,11 +23,22 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket.
+    /// A full bucket of `capacity` tokens (at least 1) refilled by `refill_per_sec`
+    /// tokens a second (at least 1).
     pub fn new(capacity: u32, refill_per_sec: u32) -> Self {
+        Self::with_rate(capacity, f64::from(refill_per_sec.max(1)))
+    }
+
+    /// A full bucket of `capacity` tokens (at least 1) refilled by `refill_per_hour`
+    /// tokens an hour (at least 1).
+    pub fn per_hour(capacity: u32, refill_per_hour: u32) -> Self {
+        Self::with_rate(capacity, f64::from(refill_per_hour.max(1)) / 3600.0)
+    }
+
+    fn with_rate(capacity: u32, refill_per_sec: f64) -> Self {
         Self {
             capacity: f64::from(capacity.max(1)),
-            refill_per_sec: f64::from(refill_per_sec.max(1)),
+            refill_per_sec,
             tokens: f64::from(capacity.max(1)),
             last: Instant::now(),
         }
@@ -27,7 +47,9 @@ impl TokenBucket {
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.refill_per_sec).min(self.capacity);
-        self.last = now;
+        // Never backwards: connections on several threads share a bucket, each with the
+        // time it read its frame.
+        self.last = self.last.max(now);
     }
 
     /// Takes one token, or tells how long until one is available.
@@ -41,6 +63,18 @@ impl TokenBucket {
         }
     }
 
+    /// Returns a token taken for something that did not happen after all.
+    pub fn give_back(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
+
+    /// Whether the bucket is full, i.e. no different from a new one.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity
+    }
+
     /// Whole tokens available now.
     pub fn remaining(&mut self, now: Instant) -> u32 {
         self.refill(now);
@@ -52,20 +86,45 @@ impl TokenBucket {
         self.capacity as u32
     }
 
-    /// Tokens added per second.
+    /// Whole tokens added per second.
     pub fn refill_per_sec(&self) -> u32 {
         self.refill_per_sec as u32
     }
 }
 
-/// An identity's buckets, kept by the Router across its connections.
+/// An identity's buckets.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     /// For `Send`.
     pub sends: TokenBucket,
-    /// For `FetchBundle`, `LookupName`, `PublishPreKeys` and `PublishName`: a fetch takes
-    /// a one-time prekey for good, so fetches must not be free.
+    /// For `FetchBundle`, `LookupName`, `LookupIdentity`, `PublishPreKeys`,
+    /// `PublishName` and `ReleaseName`: a fetch may take a one-time prekey for good, so
+    /// requests must not be free.
     pub requests: TokenBucket,
+}
+
+impl RateLimits {
+    /// Full buckets of the sizes in `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            sends: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
+            requests: TokenBucket::new(limits.request_rate_capacity, limits.request_rate_refill_per_sec),
+        }
+    }
+
+    /// Whether both buckets are full (new buckets would be the same).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.sends.is_full(now) && self.requests.is_full(now)
+    }
+}
+
+/// An identity's buckets as every connection of it shares them.
+pub type SharedRateLimits = Arc<Mutex<RateLimits>>;
+
+/// The buckets, locked. A thread that panicked while holding them cannot have left them
+/// inconsistent (every update is a few float operations), so poisoning is ignored.
+pub fn lock(limits: &SharedRateLimits) -> MutexGuard<'_, RateLimits> {
+    limits.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -74,8 +133,8 @@ mod tests {
 
     #[test]
     fn empties_then_reports_retry_delay() {
-        let start = Instant::now();
         let mut bucket = TokenBucket::new(2, 10);
+        let start = Instant::now();
         assert!(bucket.try_take(start).is_ok());
         assert!(bucket.try_take(start).is_ok());
         let wait = bucket.try_take(start).expect_err("empty");
@@ -85,8 +144,54 @@ mod tests {
 
     #[test]
     fn never_exceeds_capacity() {
-        let start = Instant::now();
         let mut bucket = TokenBucket::new(5, 1000);
+        let start = Instant::now();
         assert_eq!(bucket.remaining(start + Duration::from_secs(60)), 5);
+    }
+
+    #[test]
+    fn an_hourly_bucket_refills_one_token_per_interval() {
+        let mut bucket = TokenBucket::per_hour(1, 120);
+        let start = Instant::now();
+        assert!(bucket.try_take(start).is_ok());
+        let wait = bucket.try_take(start).expect_err("empty");
+        assert!(
+            wait > Duration::from_secs(29) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(bucket.try_take(start + Duration::from_secs(29)).is_err());
+        assert!(bucket.try_take(start + Duration::from_secs(31)).is_ok());
+    }
+
+    #[test]
+    fn is_full_only_once_refilled_to_capacity() {
+        let mut bucket = TokenBucket::new(2, 1);
+        let start = Instant::now();
+        assert!(bucket.is_full(start), "a new bucket");
+        bucket.try_take(start).expect("a token");
+        assert!(!bucket.is_full(start + Duration::from_millis(500)));
+        assert!(bucket.is_full(start + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_token_given_back_is_available_again_up_to_capacity() {
+        let mut bucket = TokenBucket::new(1, 1);
+        let start = Instant::now();
+        bucket.try_take(start).expect("a token");
+        bucket.give_back(start);
+        assert!(bucket.is_full(start));
+        bucket.give_back(start);
+        assert_eq!(bucket.remaining(start), 1, "never above capacity");
+    }
+
+    #[test]
+    fn an_earlier_time_does_not_refill_twice() {
+        let mut bucket = TokenBucket::new(1, 1);
+        let start = Instant::now();
+        bucket.try_take(start + Duration::from_secs(1)).expect("a token");
+        // Another connection read its frame a little earlier.
+        assert!(bucket.try_take(start).is_err());
+        assert!(bucket.try_take(start + Duration::from_millis(1500)).is_err());
+        assert!(bucket.try_take(start + Duration::from_secs(2)).is_ok());
     }
 }

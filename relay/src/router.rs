@@ -1,18 +1,21 @@
 //! The Router actor: the one authority over which identity is connected where. It maps
 //! identity → connection, replaces an older connection of the same identity, routes
-//! deliveries to the one addressed recipient, and keeps rate-limit buckets across
-//! reconnects. It also publishes its map as a [`RouteTable`] that connections read on
-//! the per-message path, so a delivery goes straight from the sender's connection to
-//! the recipient's without a hop through the Router's mailbox.
+//! deliveries to the one addressed recipient, and hands every connection of an identity
+//! the same rate-limit buckets, which it keeps across reconnects. It also publishes its
+//! map as a [`RouteTable`] that connections read on the per-message path, so a delivery
+//! goes straight from the sender's connection to the recipient's without a hop through
+//! the Router's mailbox.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use e2ee_protocol::frame::{DeliverRef, ErrorCode, Frame};
 
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{self, RateLimits, SharedRateLimits};
+use crate::settings::Limits;
 use crate::store::{IdentityBytes, MsgId};
 
 /// A stored message on its way to a connected recipient.
@@ -125,21 +128,49 @@ pub struct Router {
     /// Connections that have not authenticated yet (told too when the relay shuts down).
     unauthenticated: HashMap<u64, Recipient<ToConnection>>,
     table: Arc<RouteTable>,
-    buckets: HashMap<IdentityBytes, RateLimits>,
-    max_saved_buckets: usize,
+    /// Each identity's buckets, shared by its connections; kept after they end until
+    /// the buckets are full again.
+    buckets: HashMap<IdentityBytes, SharedRateLimits>,
+    /// Sweep full buckets out once `buckets` holds this many.
+    sweep_at: usize,
+    /// Bucket sizes.
+    limits: Limits,
 }
 
+/// Buckets held before the first sweep.
+const FIRST_SWEEP_AT: usize = 1024;
+
 impl Router {
-    /// An empty router; at most `max_saved_buckets` rate-limit buckets of disconnected
-    /// identities are kept.
-    pub fn new(max_saved_buckets: usize) -> Self {
+    /// An empty router giving out buckets of the sizes in `limits`.
+    pub fn new(limits: Limits) -> Self {
         Self {
             clients: HashMap::new(),
             unauthenticated: HashMap::new(),
             table: Arc::new(RouteTable::default()),
             buckets: HashMap::new(),
-            max_saved_buckets,
+            sweep_at: FIRST_SWEEP_AT,
+            limits,
         }
+    }
+
+    /// The buckets of `identity`: those its other connections use, or that a recent
+    /// connection left, else new ones. Whenever the map has doubled since the last
+    /// sweep, it drops the buckets no connection holds that are full: those are no
+    /// different from new ones, so no identity gains a token by it, and the map stays
+    /// bounded by the identities connected or active within a refill time.
+    fn buckets_of(&mut self, identity: IdentityBytes) -> SharedRateLimits {
+        if let Some(shared) = self.buckets.get(&identity) {
+            return shared.clone();
+        }
+        if self.buckets.len() >= self.sweep_at {
+            let now = Instant::now();
+            self.buckets
+                .retain(|_, shared| Arc::strong_count(shared) > 1 || !rate_limit::lock(shared).is_full(now));
+            self.sweep_at = (self.buckets.len() * 2).max(FIRST_SWEEP_AT);
+        }
+        let shared = Arc::new(Mutex::new(RateLimits::new(&self.limits)));
+        self.buckets.insert(identity, shared.clone());
+        shared
     }
 
     /// The map as connections read it.
@@ -156,9 +187,10 @@ impl Actor for Router {
     }
 }
 
-/// Register an authenticated connection; answers the identity's saved rate-limit bucket.
+/// Register an authenticated connection; answers the identity's rate-limit buckets,
+/// shared with its other connections.
 #[derive(Message)]
-#[rtype(result = "Option<RateLimits>")]
+#[rtype(result = "SharedRateLimits")]
 pub struct Register {
     /// The authenticated identity.
     pub identity: IdentityBytes,
@@ -169,7 +201,7 @@ pub struct Register {
 }
 
 impl Handler<Register> for Router {
-    type Result = Option<RateLimits>;
+    type Result = SharedRateLimits;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         self.unauthenticated.remove(&msg.conn_id);
@@ -184,7 +216,7 @@ impl Handler<Register> for Router {
                 reason: "a newer connection authenticated as this identity".into(),
             });
         }
-        self.buckets.remove(&msg.identity)
+        self.buckets_of(msg.identity)
     }
 }
 
@@ -230,8 +262,6 @@ pub struct Unregister {
     pub identity: IdentityBytes,
     /// Its id (a newer connection of the same identity stays registered).
     pub conn_id: u64,
-    /// Its rate-limit buckets, kept for the next connection.
-    pub buckets: RateLimits,
 }
 
 impl Handler<Unregister> for Router {
@@ -246,10 +276,6 @@ impl Handler<Unregister> for Router {
             self.clients.remove(&msg.identity);
             self.table.remove(&msg.identity);
         }
-        if self.buckets.len() >= self.max_saved_buckets {
-            self.buckets.clear();
-        }
-        self.buckets.insert(msg.identity, msg.buckets);
     }
 }
 
@@ -299,5 +325,63 @@ impl Handler<CloseAll> for Router {
             });
         }
         self.clients.len() + self.unauthenticated.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(n: usize) -> IdentityBytes {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        id
+    }
+
+    #[test]
+    fn every_connection_of_an_identity_shares_its_buckets() {
+        let mut router = Router::new(Limits::default());
+        let first = router.buckets_of(identity(1));
+        let replacing = router.buckets_of(identity(1));
+        assert!(Arc::ptr_eq(&first, &replacing));
+        assert!(!Arc::ptr_eq(&first, &router.buckets_of(identity(2))));
+    }
+
+    #[test]
+    fn buckets_outlive_connections_until_they_are_full_again() {
+        let limits = Limits {
+            request_rate_capacity: 1,
+            request_rate_refill_per_sec: 1,
+            ..Limits::default()
+        };
+        let mut router = Router::new(limits);
+        // A drained bucket whose connection is gone.
+        let drained = router.buckets_of(identity(0));
+        assert!(rate_limit::lock(&drained)
+            .requests
+            .try_take(Instant::now())
+            .is_ok());
+        drop(drained);
+        // Many identities come and go with untouched (full) buckets, one stays connected.
+        let connected = router.buckets_of(identity(1));
+        for n in 2..FIRST_SWEEP_AT {
+            router.buckets_of(identity(n));
+        }
+        assert_eq!(router.buckets.len(), FIRST_SWEEP_AT);
+        router.buckets_of(identity(FIRST_SWEEP_AT));
+        assert_eq!(
+            router.buckets.len(),
+            3,
+            "the drained, the connected and the new identity's buckets are kept"
+        );
+        let again = router.buckets_of(identity(0));
+        assert!(
+            rate_limit::lock(&again)
+                .requests
+                .try_take(Instant::now())
+                .is_err(),
+            "still empty: the sweep refilled nothing"
+        );
+        assert!(Arc::ptr_eq(&connected, &router.buckets_of(identity(1))));
     }
 }

@@ -24,6 +24,7 @@ use crate::committer::{Committer, Expiry, Flush};
 use crate::connection::Connection;
 use crate::input::InputCodec;
 use crate::metrics::{self, Metrics};
+use crate::opk_handouts::OpkHandouts;
 use crate::output::Output;
 use crate::router::{CloseAll, Router};
 use crate::settings::{RelaySettings, StoreEngine};
@@ -83,6 +84,9 @@ pub async fn serve(
     bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    settings
+        .validate()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     let relay_id = relay_id(&settings.data_dir)?;
     let shared = Arc::new(SharedStore::new(
         open_store(&settings)?,
@@ -99,7 +103,7 @@ pub async fn serve(
         dedup_window,
         every: (ttl.min(dedup_window) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
     };
-    let router = Router::new(settings.limits.max_connections.saturating_mul(2).max(1024));
+    let router = Router::new(settings.limits.clone());
     let routes = router.table();
     let router = router.start();
     // Group commit gets its own event loop, so batching never waits behind connections;
@@ -158,6 +162,11 @@ pub async fn serve(
         store,
         direct,
         log: log.clone(),
+        opk_handouts: OpkHandouts::new(
+            settings.limits.opk_handout_capacity,
+            settings.limits.opk_handout_refill_per_hour,
+        ),
+        lease: settings.names.lease(),
         adversary: Adversary::from_settings(&settings.adversary, &log),
     });
 

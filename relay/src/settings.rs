@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use e2ee_config::{LogFormat, LogLevel};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::adversary::AdversarySettings;
+use crate::lease::Lease;
 
 /// Which message store the relay uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -42,6 +44,8 @@ pub struct RelaySettings {
     pub limits: Limits,
     /// Message store.
     pub store: StoreSettings,
+    /// The name registry.
+    pub names: NameSettings,
     /// Deliberate misbehaviour for the security evidence (`mode = "off"` by default).
     pub adversary: AdversarySettings,
 }
@@ -65,12 +69,13 @@ pub struct Limits {
     pub max_pending_output_bytes: usize,
     /// Most delivered-but-unacknowledged messages per connection; past it pushing pauses.
     pub max_unacked: usize,
-    /// Token bucket size for sends per identity.
+    /// Token bucket size for sends per identity (shared by all its connections, kept
+    /// across reconnects until refilled).
     pub rate_capacity: u32,
     /// Tokens added per second.
     pub rate_refill_per_sec: u32,
-    /// Token bucket size for other requests per identity (lookups, bundle fetches,
-    /// publications).
+    /// Token bucket size for other requests per identity (lookups, reverse lookups,
+    /// bundle fetches, publications, releases), shared like the send bucket.
     pub request_rate_capacity: u32,
     /// Tokens added per second to that bucket.
     pub request_rate_refill_per_sec: u32,
@@ -88,6 +93,12 @@ pub struct Limits {
     pub prekey_low_threshold: u32,
     /// Most one-time prekeys held per identity.
     pub max_prekeys: u32,
+    /// One-time prekeys of one identity that fetches (by anyone) may take in a burst:
+    /// a token bucket per target identity, shared by every fetcher. Past it, a fetch is
+    /// answered with the signed prekey only and the target's one-time prekeys are kept.
+    pub opk_handout_capacity: u32,
+    /// Tokens added per hour to each target's handout bucket.
+    pub opk_handout_refill_per_hour: u32,
     /// A stuck write to a client is abandoned after this many milliseconds.
     pub write_timeout_ms: u64,
 }
@@ -104,6 +115,66 @@ pub struct StoreSettings {
     pub fsync: bool,
 }
 
+/// The name registry (docs/PROTOCOL.md 1.8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NameSettings {
+    /// A name whose holder has not authenticated for this many days (counted from its
+    /// last login, or from when its claim was stored if that is later) may be claimed by
+    /// another identity.
+    pub lease_days: u32,
+    /// The lease in seconds instead of days, when above 0 (for tests and trials that
+    /// need a lease of seconds; 0 = use `lease_days`).
+    pub lease_secs: u64,
+}
+
+impl NameSettings {
+    /// The lease these settings give.
+    pub fn lease(&self) -> Lease {
+        if self.lease_secs > 0 {
+            Lease::from_secs(self.lease_secs)
+        } else {
+            Lease::from_secs(u64::from(self.lease_days).saturating_mul(24 * 3600))
+        }
+    }
+}
+
+/// Merged settings that serde accepts but the relay cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidSettings {
+    /// `names.lease_days` is zero.
+    #[error("names.lease_days must be above 0")]
+    LeaseDays,
+    /// `limits.opk_handout_capacity` or `limits.opk_handout_refill_per_hour` is zero.
+    #[error(
+        "limits.opk_handout_capacity and limits.opk_handout_refill_per_hour must be above 0 \
+         (got {capacity} and {refill_per_hour})"
+    )]
+    OpkHandout {
+        /// `limits.opk_handout_capacity`.
+        capacity: u32,
+        /// `limits.opk_handout_refill_per_hour`.
+        refill_per_hour: u32,
+    },
+}
+
+impl RelaySettings {
+    /// Checks what serde cannot: values that must not be zero.
+    pub fn validate(&self) -> Result<(), InvalidSettings> {
+        if self.names.lease_days == 0 {
+            return Err(InvalidSettings::LeaseDays);
+        }
+        let l = &self.limits;
+        if l.opk_handout_capacity == 0 || l.opk_handout_refill_per_hour == 0 {
+            return Err(InvalidSettings::OpkHandout {
+                capacity: l.opk_handout_capacity,
+                refill_per_hour: l.opk_handout_refill_per_hour,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for RelaySettings {
     fn default() -> Self {
         Self {
@@ -116,6 +187,7 @@ impl Default for RelaySettings {
             summary_interval_secs: 60,
             limits: Limits::default(),
             store: StoreSettings::default(),
+            names: NameSettings::default(),
             adversary: AdversarySettings::default(),
         }
     }
@@ -141,6 +213,8 @@ impl Default for Limits {
             dedup_window_secs: 24 * 3600,
             prekey_low_threshold: 10,
             max_prekeys: 1000,
+            opk_handout_capacity: 50,
+            opk_handout_refill_per_hour: 120,
             write_timeout_ms: 10_000,
         }
     }
@@ -153,5 +227,71 @@ impl Default for StoreSettings {
             max_batch: 2048,
             fsync: true,
         }
+    }
+}
+
+impl Default for NameSettings {
+    fn default() -> Self {
+        Self {
+            lease_days: 90,
+            lease_secs: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<RelaySettings, e2ee_config::SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let env: [(String, String); 0] = [];
+        e2ee_config::load_with_env(Some(path.as_path()), e2ee_config::ENV_PREFIX, env, &[])
+    }
+
+    #[test]
+    fn defaults_are_valid_and_the_documented_ones() {
+        let s = RelaySettings::default();
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!((s.names.lease_days, s.names.lease_secs), (90, 0));
+        assert_eq!(s.names.lease(), Lease::from_secs(90 * 24 * 3600));
+        assert_eq!(
+            (
+                s.limits.opk_handout_capacity,
+                s.limits.opk_handout_refill_per_hour
+            ),
+            (50, 120)
+        );
+    }
+
+    #[test]
+    fn lease_secs_replaces_lease_days_when_set() {
+        let s = load("[names]\nlease_days = 2\nlease_secs = 3\n").expect("loads");
+        assert_eq!(s.names.lease(), Lease::from_secs(3));
+        let s = load("[names]\nlease_days = 2\n").expect("loads");
+        assert_eq!(s.names.lease(), Lease::from_secs(2 * 24 * 3600));
+    }
+
+    #[test]
+    fn rejects_a_zero_lease_and_zero_handout_limits() {
+        let s = load("[names]\nlease_days = 0\nlease_secs = 5\n").expect("loads");
+        assert_eq!(s.validate(), Err(InvalidSettings::LeaseDays));
+        for toml in [
+            "[limits]\nopk_handout_capacity = 0\n",
+            "[limits]\nopk_handout_refill_per_hour = 0\n",
+        ] {
+            let s = load(toml).expect("loads");
+            assert!(
+                matches!(s.validate(), Err(InvalidSettings::OpkHandout { .. })),
+                "{toml}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_name_settings() {
+        assert!(load("[names]\nlease_hours = 1\n").is_err());
     }
 }

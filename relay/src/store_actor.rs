@@ -5,7 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
 
-use crate::store::{IdentityBytes, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
+use crate::lease::Lease;
+use crate::store::{
+    ClaimOutcome, IdentityBytes, ReleaseOutcome, Store, StoreError, StoredBundle, StoredMessage, WriteOp,
+    WriteResult,
+};
 
 /// The open store. Only the store thread uses it, except the memory store, which
 /// connections also write to directly (see [`crate::committer::commit_direct`]).
@@ -129,15 +133,37 @@ impl Handler<PublishPrekeys> for StoreActor {
     }
 }
 
-/// Fetch a bundle, consuming one one-time prekey.
+/// Fetch a bundle, consuming one one-time prekey if allowed to.
 #[derive(Message)]
 #[rtype(result = "Result<Option<StoredBundle>, StoreError>")]
-pub struct FetchBundle(pub IdentityBytes);
+pub struct FetchBundle {
+    /// Whose bundle.
+    pub owner: IdentityBytes,
+    /// Whether the bundle may carry (and so use up) a one-time prekey.
+    pub take_one_time: bool,
+}
 
 impl Handler<FetchBundle> for StoreActor {
     type Result = Result<Option<StoredBundle>, StoreError>;
     fn handle(&mut self, msg: FetchBundle, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.fetch_bundle(&msg.0)
+        self.store()?.fetch_bundle(&msg.owner, msg.take_one_time)
+    }
+}
+
+/// Record an identity's authentication (for the lease of its names).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RecordAuth {
+    /// The authenticated identity.
+    pub identity: IdentityBytes,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+}
+
+impl Handler<RecordAuth> for StoreActor {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: RecordAuth, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.record_auth(&msg.identity, msg.at_ms)
     }
 }
 
@@ -155,7 +181,7 @@ impl Handler<PrekeyCount> for StoreActor {
 
 /// Store a name claim.
 #[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
+#[rtype(result = "Result<ClaimOutcome, StoreError>")]
 pub struct PutClaim {
     /// The claimed name.
     pub name: String,
@@ -163,12 +189,17 @@ pub struct PutClaim {
     pub owner: IdentityBytes,
     /// The signed claim bytes.
     pub claim: Vec<u8>,
+    /// Now (ms since the epoch).
+    pub now_ms: u64,
+    /// The lease of a name whose holder stops authenticating.
+    pub lease: Lease,
 }
 
 impl Handler<PutClaim> for StoreActor {
-    type Result = Result<bool, StoreError>;
+    type Result = Result<ClaimOutcome, StoreError>;
     fn handle(&mut self, m: PutClaim, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.put_claim(&m.name, &m.owner, &m.claim)
+        self.store()?
+            .put_claim(&m.name, &m.owner, &m.claim, m.now_ms, m.lease)
     }
 }
 
@@ -181,5 +212,36 @@ impl Handler<GetClaim> for StoreActor {
     type Result = Result<Option<Vec<u8>>, StoreError>;
     fn handle(&mut self, msg: GetClaim, _: &mut SyncContext<Self>) -> Self::Result {
         self.store()?.get_claim(&msg.0)
+    }
+}
+
+/// Look up the claim an identity holds (the reverse lookup).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
+pub struct ClaimOf(pub IdentityBytes);
+
+impl Handler<ClaimOf> for StoreActor {
+    type Result = Result<Option<Vec<u8>>, StoreError>;
+    fn handle(&mut self, msg: ClaimOf, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.claim_of(&msg.0)
+    }
+}
+
+/// Delete a claim, given a verified release of it.
+#[derive(Message)]
+#[rtype(result = "Result<ReleaseOutcome, StoreError>")]
+pub struct ReleaseClaim {
+    /// The released name.
+    pub name: String,
+    /// The releasing identity (the release's signer, the connection's identity).
+    pub owner: IdentityBytes,
+    /// When the release was issued (ms since the epoch, as signed).
+    pub issued_ms: u64,
+}
+
+impl Handler<ReleaseClaim> for StoreActor {
+    type Result = Result<ReleaseOutcome, StoreError>;
+    fn handle(&mut self, m: ReleaseClaim, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.release_claim(&m.name, &m.owner, m.issued_ms)
     }
 }

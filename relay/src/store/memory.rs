@@ -5,7 +5,11 @@ use std::collections::{HashMap, VecDeque};
 
 use ahash::RandomState;
 
-use super::{IdentityBytes, MsgId, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult};
+use super::{
+    release_of, ClaimOutcome, IdentityBytes, MsgId, ReleaseOutcome, Store, StoreError, StoredBundle,
+    StoredMessage, WriteOp, WriteResult,
+};
+use crate::lease::Lease;
 
 /// Shards of the idempotency maps. Acknowledged ids are kept until the TTL, so under
 /// load they grow to millions of entries; one map stops the store for a whole rehash (a
@@ -124,6 +128,23 @@ struct Prekeys {
     one_time: VecDeque<[u8; 32]>,
 }
 
+/// A stored name claim.
+struct Claim {
+    owner: IdentityBytes,
+    bytes: Vec<u8>,
+    /// When it was stored (ms since the epoch).
+    stored_ms: u64,
+}
+
+/// An identity that holds names.
+#[derive(Default)]
+struct Holder {
+    /// Its names, the one stored last at the end.
+    names: Vec<String>,
+    /// Its last authentication while holding a name (ms since the epoch).
+    last_auth_ms: Option<u64>,
+}
+
 /// Messages, acknowledged ids, prekeys and claims in memory.
 pub struct MemoryStore {
     next_seq: u64,
@@ -135,7 +156,9 @@ pub struct MemoryStore {
     /// Hash slot → shard, built with the shards.
     shard_of: Vec<u8>,
     prekeys: HashMap<IdentityBytes, Prekeys>,
-    claims: HashMap<String, (IdentityBytes, Vec<u8>)>,
+    claims: HashMap<String, Claim>,
+    /// The reverse of `claims`: only identities that hold a name are here.
+    holders: HashMap<IdentityBytes, Holder>,
 }
 
 impl Default for MemoryStore {
@@ -184,7 +207,25 @@ impl MemoryStore {
             shard_of,
             prekeys: HashMap::new(),
             claims: HashMap::new(),
+            holders: HashMap::new(),
         }
+    }
+
+    /// Takes `name` off `owner`'s names (and forgets `owner` when it holds none left).
+    fn unbind(&mut self, owner: &IdentityBytes, name: &str) {
+        if let Entry::Occupied(mut holder) = self.holders.entry(*owner) {
+            holder.get_mut().names.retain(|n| n != name);
+            if holder.get().names.is_empty() {
+                holder.remove();
+            }
+        }
+    }
+
+    /// Adds `name` as the name `owner` stored last.
+    fn bind(&mut self, owner: &IdentityBytes, name: &str) {
+        let holder = self.holders.entry(*owner).or_default();
+        holder.names.retain(|n| n != name);
+        holder.names.push(name.to_owned());
     }
 
     fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
@@ -308,9 +349,17 @@ impl Store for MemoryStore {
         Ok(entry.one_time.len() as u32)
     }
 
-    fn fetch_bundle(&mut self, owner: &IdentityBytes) -> Result<Option<StoredBundle>, StoreError> {
+    fn fetch_bundle(
+        &mut self,
+        owner: &IdentityBytes,
+        take_one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
         Ok(self.prekeys.get_mut(owner).map(|p| {
-            let one_time_prekey = p.one_time.pop_front();
+            let one_time_prekey = if take_one_time {
+                p.one_time.pop_front()
+            } else {
+                None
+            };
             StoredBundle {
                 signed_prekey: p.signed_prekey,
                 signature: p.signature.clone(),
@@ -324,18 +373,74 @@ impl Store for MemoryStore {
         Ok(self.prekeys.get(owner).map(|p| p.one_time.len() as u32))
     }
 
-    fn put_claim(&mut self, name: &str, owner: &IdentityBytes, claim: &[u8]) -> Result<bool, StoreError> {
-        match self.claims.get(name) {
-            Some((holder, _)) if holder != owner => Ok(false),
-            _ => {
-                self.claims.insert(name.to_owned(), (*owner, claim.to_vec()));
-                Ok(true)
-            }
+    fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError> {
+        if let Some(holder) = self.holders.get_mut(identity) {
+            holder.last_auth_ms = Some(holder.last_auth_ms.map_or(at_ms, |t| t.max(at_ms)));
         }
+        Ok(())
+    }
+
+    fn put_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        claim: &[u8],
+        now_ms: u64,
+        lease: Lease,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let outcome = match self.claims.get(name) {
+            None => ClaimOutcome::Stored,
+            Some(held) if held.owner == *owner => ClaimOutcome::Stored,
+            Some(held) => {
+                let last_auth = self.holders.get(&held.owner).and_then(|h| h.last_auth_ms);
+                if !lease.expired(now_ms, held.stored_ms, last_auth) {
+                    return Ok(ClaimOutcome::HeldByAnother);
+                }
+                let from = held.owner;
+                self.unbind(&from, name);
+                ClaimOutcome::TakenOver { from }
+            }
+        };
+        self.claims.insert(
+            name.to_owned(),
+            Claim {
+                owner: *owner,
+                bytes: claim.to_vec(),
+                stored_ms: now_ms,
+            },
+        );
+        self.bind(owner, name);
+        Ok(outcome)
     }
 
     fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.claims.get(name).map(|(_, claim)| claim.clone()))
+        Ok(self.claims.get(name).map(|c| c.bytes.clone()))
+    }
+
+    fn claim_of(&mut self, identity: &IdentityBytes) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .holders
+            .get(identity)
+            .and_then(|h| h.names.last())
+            .and_then(|name| self.claims.get(name))
+            .map(|c| c.bytes.clone()))
+    }
+
+    fn release_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        issued_ms: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let outcome = match self.claims.get(name) {
+            Some(held) if held.owner == *owner => release_of(&held.bytes, issued_ms)?,
+            _ => return Ok(ReleaseOutcome::NotHeld),
+        };
+        if outcome == ReleaseOutcome::Released {
+            self.claims.remove(name);
+            self.unbind(owner, name);
+        }
+        Ok(outcome)
     }
 }
 

@@ -7,7 +7,10 @@ pub mod memory;
 pub mod sqlite;
 
 use bytes::Bytes;
+use e2ee_protocol::name_claim::NameClaim;
 use thiserror::Error;
+
+use crate::lease::Lease;
 
 /// A 32-byte identity (Ed25519 public key) as the relay sees it: an opaque address.
 pub type IdentityBytes = [u8; 32];
@@ -94,10 +97,40 @@ pub struct StoredBundle {
     pub signed_prekey: [u8; 32],
     /// Its signature (64 bytes).
     pub signature: Vec<u8>,
-    /// The one-time prekey handed out with this fetch, if any was left.
+    /// The one-time prekey handed out with this fetch, if one was asked for and any was
+    /// left.
     pub one_time_prekey: Option<[u8; 32]>,
     /// One-time prekeys left after this fetch.
     pub remaining: u32,
+}
+
+/// What storing a name claim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The name was free or already the claimer's; the claim is stored.
+    Stored,
+    /// The name was another identity's whose lease had run out; it is the claimer's now.
+    TakenOver {
+        /// The identity that held it.
+        from: IdentityBytes,
+    },
+    /// Another identity holds the name and its lease runs; nothing was stored.
+    HeldByAnother,
+}
+
+/// What a release of a name did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The claim is deleted; the name is free.
+    Released,
+    /// The name is not held by the releasing identity (free, or another's).
+    NotHeld,
+    /// The stored claim was issued after the release: the release is older than the
+    /// claim it would remove, and nothing was deleted.
+    OlderThanClaim {
+        /// `issued_ms` of the stored claim.
+        claim_issued_ms: u64,
+    },
 }
 
 /// Why a store operation failed.
@@ -142,14 +175,58 @@ pub trait Store: Send {
         one_time: &[[u8; 32]],
         max_prekeys: u32,
     ) -> Result<u32, StoreError>;
-    /// The owner's bundle with at most one one-time prekey, which is removed for good.
-    fn fetch_bundle(&mut self, owner: &IdentityBytes) -> Result<Option<StoredBundle>, StoreError>;
+    /// The owner's bundle. With `take_one_time` it carries at most one one-time prekey,
+    /// which is removed for good; without, none, and every one-time prekey stays.
+    fn fetch_bundle(
+        &mut self,
+        owner: &IdentityBytes,
+        take_one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError>;
     /// One-time prekeys held for `owner` (None if it never published).
     fn prekey_count(&mut self, owner: &IdentityBytes) -> Result<Option<u32>, StoreError>;
-    /// Stores a name claim. Returns false if the name belongs to another identity.
-    fn put_claim(&mut self, name: &str, owner: &IdentityBytes, claim: &[u8]) -> Result<bool, StoreError>;
+    /// Records that `identity` authenticated at `at_ms`, for the lease of the names it
+    /// holds (an identity that holds none has nothing to record).
+    fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError>;
+    /// Stores `owner`'s claim of `name` at `now_ms`: if the name is free or `owner`'s, or
+    /// its holder's `lease` has run out (then `owner` takes it over).
+    fn put_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        claim: &[u8],
+        now_ms: u64,
+        lease: Lease,
+    ) -> Result<ClaimOutcome, StoreError>;
     /// The claim stored for a name.
     fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The reverse lookup: the claim `identity` stored last among the names it holds.
+    fn claim_of(&mut self, identity: &IdentityBytes) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes `owner`'s claim of `name`, given a verified release of it issued at
+    /// `issued_ms`: only if `owner` holds the name and the stored claim was not issued
+    /// after the release.
+    fn release_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        issued_ms: u64,
+    ) -> Result<ReleaseOutcome, StoreError>;
+}
+
+/// `issued_ms` of a stored claim (the relay stores only claims that decoded and verified).
+pub(crate) fn claim_issued_ms(claim: &[u8]) -> Result<u64, StoreError> {
+    NameClaim::decode(claim)
+        .map(|c| c.issued_ms)
+        .map_err(|_| StoreError::Corrupt("stored name claim does not decode"))
+}
+
+/// Whether a release issued at `release_issued_ms` may delete the stored `claim`.
+pub(crate) fn release_of(claim: &[u8], release_issued_ms: u64) -> Result<ReleaseOutcome, StoreError> {
+    let claim_issued_ms = claim_issued_ms(claim)?;
+    Ok(if release_issued_ms < claim_issued_ms {
+        ReleaseOutcome::OlderThanClaim { claim_issued_ms }
+    } else {
+        ReleaseOutcome::Released
+    })
 }
 
 /// Runs the same behavioural checks against any engine.
@@ -247,14 +324,31 @@ pub(crate) mod contract {
 
         // Prekeys: each one-time prekey is handed out once.
         assert_eq!(store.prekey_count(&[6; 32]).expect("count"), None);
-        assert_eq!(store.fetch_bundle(&[6; 32]).expect("fetch"), None);
+        assert_eq!(store.fetch_bundle(&[6; 32], true).expect("fetch"), None);
         let held = store
             .publish_prekeys(&[6; 32], &[7; 32], &[8; 64], &[[1; 32], [2; 32], [1; 32]], 100)
             .expect("publish");
         assert_eq!(held, 2);
-        let first = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
-        let second = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
-        let third = store.fetch_bundle(&[6; 32]).expect("fetch").expect("bundle");
+        // Without leave to hand one out, a bundle carries none and every one stays.
+        let kept = store
+            .fetch_bundle(&[6; 32], false)
+            .expect("fetch")
+            .expect("bundle");
+        assert_eq!((kept.one_time_prekey, kept.remaining), (None, 2));
+        assert_eq!(kept.signed_prekey, [7; 32]);
+        assert_eq!(store.prekey_count(&[6; 32]).expect("count"), Some(2));
+        let first = store
+            .fetch_bundle(&[6; 32], true)
+            .expect("fetch")
+            .expect("bundle");
+        let second = store
+            .fetch_bundle(&[6; 32], true)
+            .expect("fetch")
+            .expect("bundle");
+        let third = store
+            .fetch_bundle(&[6; 32], true)
+            .expect("fetch")
+            .expect("bundle");
         assert_eq!(first.signed_prekey, [7; 32]);
         assert_eq!(first.signature, vec![8; 64]);
         assert_ne!(first.one_time_prekey, second.one_time_prekey);
@@ -267,18 +361,113 @@ pub(crate) mod contract {
         assert_eq!(held, 2);
         assert_eq!(
             store
-                .fetch_bundle(&[6; 32])
+                .fetch_bundle(&[6; 32], true)
                 .expect("fetch")
                 .map(|b| b.signed_prekey),
             Some([9; 32])
         );
 
-        // Name claims: first identity keeps the name.
-        assert!(store.put_claim("alice", &[1; 32], b"claim-1").expect("put"));
-        assert!(store.put_claim("alice", &[1; 32], b"claim-2").expect("put"));
-        assert!(!store.put_claim("alice", &[2; 32], b"claim-3").expect("put"));
-        assert_eq!(store.get_claim("alice").expect("get"), Some(b"claim-2".to_vec()));
+        check_names(store);
+    }
+
+    /// A claim of `name` by the identity from `seed`, issued at `issued_ms`.
+    pub(crate) fn claim(seed: u8, name: &str, issued_ms: u64) -> (IdentityBytes, Vec<u8>) {
+        let identity = e2ee_protocol::identity::IdentityKeyPair::from_seed(&[seed; 32]);
+        let claim = NameClaim::sign(&identity, name, issued_ms).expect("a valid name");
+        (*identity.public().as_bytes(), claim.encode())
+    }
+
+    fn check_names(store: &mut dyn Store) {
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        let lease = Lease::from_secs(24 * 3600);
+        let now = 1000 * DAY_MS;
+        let (alice, alice_1) = claim(1, "alice", 10);
+        let (_, alice_2) = claim(1, "alice", 20);
+        let (bob, bob_1) = claim(2, "alice", 30);
+        let put = |store: &mut dyn Store, owner: &IdentityBytes, bytes: &[u8], at: u64| {
+            store.put_claim("alice", owner, bytes, at, lease).expect("put")
+        };
+
+        // The first identity holds the name; it may publish new claims, others may not.
+        assert_eq!(store.claim_of(&alice).expect("reverse"), None);
+        assert_eq!(put(store, &alice, &alice_1, now), ClaimOutcome::Stored);
+        assert_eq!(put(store, &alice, &alice_2, now), ClaimOutcome::Stored);
+        assert_eq!(put(store, &bob, &bob_1, now), ClaimOutcome::HeldByAnother);
+        assert_eq!(store.get_claim("alice").expect("get"), Some(alice_2.clone()));
         assert_eq!(store.get_claim("bob").expect("get"), None);
+        assert_eq!(store.claim_of(&alice).expect("reverse"), Some(alice_2.clone()));
+        assert_eq!(store.claim_of(&bob).expect("reverse"), None);
+
+        // The lease runs from the claim, then from the holder's last authentication.
+        assert_eq!(
+            put(store, &bob, &bob_1, now + DAY_MS),
+            ClaimOutcome::HeldByAnother
+        );
+        store.record_auth(&alice, now + DAY_MS / 2).expect("auth");
+        assert_eq!(
+            put(store, &bob, &bob_1, now + DAY_MS + 1),
+            ClaimOutcome::HeldByAnother,
+            "alice logged in since"
+        );
+        assert_eq!(
+            put(store, &bob, &bob_1, now + DAY_MS + DAY_MS / 2 + 1),
+            ClaimOutcome::TakenOver { from: alice }
+        );
+        assert_eq!(store.get_claim("alice").expect("get"), Some(bob_1.clone()));
+        assert_eq!(store.claim_of(&alice).expect("reverse"), None);
+        assert_eq!(store.claim_of(&bob).expect("reverse"), Some(bob_1.clone()));
+        // The new holder's lease starts afresh: alice's login does not count for it.
+        store.record_auth(&alice, now + 2 * DAY_MS).expect("auth");
+        assert_eq!(
+            put(store, &alice, &alice_2, now + 2 * DAY_MS),
+            ClaimOutcome::HeldByAnother
+        );
+
+        // Releases: only by the holder, and not older than the claim.
+        let later = now + 2 * DAY_MS;
+        assert_eq!(
+            store.release_claim("alice", &alice, 99).expect("release"),
+            ReleaseOutcome::NotHeld
+        );
+        assert_eq!(
+            store.release_claim("carol", &bob, 99).expect("release"),
+            ReleaseOutcome::NotHeld
+        );
+        assert_eq!(
+            store.release_claim("alice", &bob, 29).expect("release"),
+            ReleaseOutcome::OlderThanClaim { claim_issued_ms: 30 }
+        );
+        assert_eq!(store.get_claim("alice").expect("get"), Some(bob_1.clone()));
+        assert_eq!(
+            store.release_claim("alice", &bob, 30).expect("release"),
+            ReleaseOutcome::Released
+        );
+        assert_eq!(store.get_claim("alice").expect("get"), None);
+        assert_eq!(store.claim_of(&bob).expect("reverse"), None);
+        assert_eq!(
+            put(store, &alice, &alice_1, later),
+            ClaimOutcome::Stored,
+            "free again"
+        );
+
+        // An identity holding several names: the reverse lookup answers the one stored
+        // last, and the next one once that is released.
+        let (carol, carol_a) = claim(3, "carol", 1);
+        let (_, carol_b) = claim(3, "carol-b", 1);
+        let (_, carol_a2) = claim(3, "carol", 2);
+        let lease_put = |store: &mut dyn Store, name: &str, bytes: &[u8]| {
+            store.put_claim(name, &carol, bytes, later, lease).expect("put")
+        };
+        assert_eq!(lease_put(store, "carol", &carol_a), ClaimOutcome::Stored);
+        assert_eq!(lease_put(store, "carol-b", &carol_b), ClaimOutcome::Stored);
+        assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_b.clone()));
+        assert_eq!(lease_put(store, "carol", &carol_a2), ClaimOutcome::Stored);
+        assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_a2.clone()));
+        assert_eq!(
+            store.release_claim("carol", &carol, 2).expect("release"),
+            ReleaseOutcome::Released
+        );
+        assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_b));
     }
 
     fn expire(before_ms: u64, acked_before_ms: u64) -> WriteOp {

@@ -7,8 +7,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{
-    IdentityBytes, NewMessage, Store, StoreError, StoredBundle, StoredMessage, WriteOp, WriteResult,
+    release_of, ClaimOutcome, IdentityBytes, NewMessage, ReleaseOutcome, Store, StoreError, StoredBundle,
+    StoredMessage, WriteOp, WriteResult,
 };
+use crate::lease::Lease;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -36,11 +38,26 @@ CREATE TABLE IF NOT EXISTS one_time_prekeys (
     UNIQUE (identity, opk)
 );
 CREATE TABLE IF NOT EXISTS claims (
-    name     TEXT PRIMARY KEY,
-    identity BLOB NOT NULL,
-    claim    BLOB NOT NULL
+    name         TEXT PRIMARY KEY,
+    identity     BLOB NOT NULL,
+    claim        BLOB NOT NULL,
+    stored_ms    INTEGER NOT NULL DEFAULT 0,
+    last_auth_ms INTEGER
 );
+CREATE INDEX IF NOT EXISTS claims_identity ON claims (identity);
 ";
+
+/// Columns that databases from before name leases lack, added on open. A claim stored
+/// before then counts as stored at the time of the upgrade, so no lease has run out
+/// the moment the relay starts.
+const CLAIM_LEASE_COLUMNS: &str = "
+ALTER TABLE claims ADD COLUMN stored_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE claims ADD COLUMN last_auth_ms INTEGER;
+";
+
+/// The reverse lookup: the claim an identity stored last (a claim stored again gets a
+/// new rowid), through the index on `identity`.
+const CLAIM_OF_SQL: &str = "SELECT claim FROM claims WHERE identity = ?1 ORDER BY rowid DESC LIMIT 1";
 
 /// A recipient's queue length (through the partial index of unacknowledged messages).
 const QUEUE_LEN_SQL: &str = "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND acked = 0";
@@ -63,6 +80,16 @@ fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("key is not 32 bytes"))
 }
 
+/// A time in ms as SQLite stores it.
+fn sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A time in ms as SQLite returned it.
+fn ms_of(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
     bytes
         .try_into()
@@ -78,10 +105,27 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
+        Self::add_claim_lease_columns(&conn, crate::now_ms())?;
         Ok(Self {
             conn,
             queue_lens: HashMap::new(),
         })
+    }
+
+    /// Gives a database from before name leases the columns they need, each claim counted
+    /// as stored at `now_ms`.
+    fn add_claim_lease_columns(conn: &Connection, now_ms: u64) -> Result<(), StoreError> {
+        let has_stored_ms = conn
+            .prepare("SELECT 1 FROM pragma_table_info('claims') WHERE name = 'stored_ms'")?
+            .exists([])?;
+        if has_stored_ms {
+            return Ok(());
+        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(CLAIM_LEASE_COLUMNS)?;
+        tx.execute("UPDATE claims SET stored_ms = ?1", params![sql_ms(now_ms)])?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn queue_len_in(
@@ -285,7 +329,11 @@ impl Store for SqliteStore {
         Ok(held)
     }
 
-    fn fetch_bundle(&mut self, owner: &IdentityBytes) -> Result<Option<StoredBundle>, StoreError> {
+    fn fetch_bundle(
+        &mut self,
+        owner: &IdentityBytes,
+        take_one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
         let tx = self.conn.transaction()?;
         let Some((spk, sig)) = tx
             .query_row(
@@ -297,13 +345,16 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        let opk = tx
-            .query_row(
+        let opk = if take_one_time {
+            tx.query_row(
                 "SELECT id, opk FROM one_time_prekeys WHERE identity = ?1 ORDER BY id LIMIT 1",
                 params![&owner[..]],
                 |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
-            .optional()?;
+            .optional()?
+        } else {
+            None
+        };
         let one_time_prekey = match opk {
             Some((id, opk)) => {
                 tx.execute("DELETE FROM one_time_prekeys WHERE id = ?1", params![id])?;
@@ -341,13 +392,58 @@ impl Store for SqliteStore {
         Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
     }
 
-    fn put_claim(&mut self, name: &str, owner: &IdentityBytes, claim: &[u8]) -> Result<bool, StoreError> {
-        let changed = self.conn.execute(
-            "INSERT INTO claims (name, identity, claim) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET claim = excluded.claim WHERE claims.identity = excluded.identity",
-            params![name, &owner[..], claim],
+    fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError> {
+        // Touches no row (and writes nothing) for an identity that holds no name.
+        self.conn
+            .prepare_cached(
+                "UPDATE claims SET last_auth_ms = ?1
+                 WHERE identity = ?2 AND (last_auth_ms IS NULL OR last_auth_ms < ?1)",
+            )?
+            .execute(params![sql_ms(at_ms), &identity[..]])?;
+        Ok(())
+    }
+
+    fn put_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        claim: &[u8],
+        now_ms: u64,
+        lease: Lease,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let tx = self.conn.transaction()?;
+        let held = tx
+            .query_row(
+                "SELECT identity, stored_ms, last_auth_ms FROM claims WHERE name = ?1",
+                params![name],
+                |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let (outcome, last_auth) = match held {
+            None => (ClaimOutcome::Stored, None),
+            Some((holder, _, last_auth)) if holder[..] == owner[..] => (ClaimOutcome::Stored, last_auth),
+            Some((holder, stored_ms, last_auth)) => {
+                if !lease.expired(now_ms, ms_of(stored_ms), last_auth.map(ms_of)) {
+                    return Ok(ClaimOutcome::HeldByAnother);
+                }
+                (ClaimOutcome::TakenOver { from: key32(holder)? }, None)
+            }
+        };
+        // REPLACE deletes the old row and inserts a new one, with a new rowid: the
+        // reverse lookup's order of storage.
+        tx.execute(
+            "INSERT OR REPLACE INTO claims (name, identity, claim, stored_ms, last_auth_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, &owner[..], claim, sql_ms(now_ms), last_auth],
         )?;
-        Ok(changed > 0)
+        tx.commit()?;
+        Ok(outcome)
     }
 
     fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -357,6 +453,39 @@ impl Store for SqliteStore {
                 row.get(0)
             })
             .optional()?)
+    }
+
+    fn claim_of(&mut self, identity: &IdentityBytes) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(CLAIM_OF_SQL)?
+            .query_row(params![&identity[..]], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn release_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        issued_ms: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let tx = self.conn.transaction()?;
+        let held = tx
+            .query_row(
+                "SELECT claim FROM claims WHERE name = ?1 AND identity = ?2",
+                params![name, &owner[..]],
+                |row| row.get::<_, Vec<u8>>(0),
+            )
+            .optional()?;
+        let Some(claim) = held else {
+            return Ok(ReleaseOutcome::NotHeld);
+        };
+        let outcome = release_of(&claim, issued_ms)?;
+        if outcome == ReleaseOutcome::Released {
+            tx.execute("DELETE FROM claims WHERE name = ?1", params![name])?;
+            tx.commit()?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -429,6 +558,101 @@ mod tests {
             .expect("rows");
         assert!(names.iter().any(|n| n == "messages_unacked"), "{names:?}");
         assert!(!names.iter().any(|n| n == "messages_queue"), "{names:?}");
+    }
+
+    #[test]
+    fn the_reverse_lookup_uses_the_index_on_claim_identities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), false).expect("open");
+        let plan = plan(&store.conn, CLAIM_OF_SQL, params![&[0u8; 32][..]]);
+        assert!(
+            plan.iter().any(|step| step.contains("claims_identity")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    #[test]
+    fn an_old_database_gets_claim_leases_counted_from_the_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, claim) = crate::store::contract::claim(1, "alice", 5);
+        let (bob, bob_claim) = crate::store::contract::claim(2, "alice", 6);
+        {
+            let old_schema = SCHEMA
+                .replace(
+                    "    claim        BLOB NOT NULL,\n    stored_ms    INTEGER NOT NULL DEFAULT 0,\n    last_auth_ms INTEGER\n",
+                    "    claim        BLOB NOT NULL\n",
+                )
+                .replace("CREATE INDEX IF NOT EXISTS claims_identity ON claims (identity);\n", "");
+            assert_ne!(old_schema, SCHEMA, "the schema before name leases");
+            let conn = Connection::open(dir.path().join("relay.db")).expect("open");
+            conn.execute_batch(&old_schema).expect("old schema");
+            conn.execute(
+                "INSERT INTO claims (name, identity, claim) VALUES ('alice', ?1, ?2)",
+                params![&alice[..], &claim],
+            )
+            .expect("a claim");
+        }
+        let before = crate::now_ms();
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        let stored_ms: i64 = store
+            .conn
+            .query_row("SELECT stored_ms FROM claims WHERE name = 'alice'", [], |row| {
+                row.get(0)
+            })
+            .expect("stored_ms");
+        assert!(ms_of(stored_ms) >= before, "counted from the upgrade");
+        assert_eq!(store.claim_of(&alice).expect("reverse"), Some(claim.clone()));
+        let lease = Lease::from_secs(3600);
+        let now = crate::now_ms();
+        assert_eq!(
+            store
+                .put_claim("alice", &bob, &bob_claim, now, lease)
+                .expect("put"),
+            ClaimOutcome::HeldByAnother,
+            "the lease runs from the upgrade, not from 1970"
+        );
+        assert_eq!(
+            store
+                .put_claim("alice", &bob, &bob_claim, now + 3_600_001, lease)
+                .expect("put"),
+            ClaimOutcome::TakenOver { from: alice }
+        );
+        // Opening again changes nothing.
+        drop(store);
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(store.get_claim("alice").expect("get"), Some(bob_claim));
+    }
+
+    #[test]
+    fn a_names_holder_and_last_authentication_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, claim) = crate::store::contract::claim(1, "alice", 5);
+        let (bob, bob_claim) = crate::store::contract::claim(2, "alice", 6);
+        let lease = Lease::from_secs(10);
+        {
+            let mut store = SqliteStore::open(dir.path(), true).expect("open");
+            let stored = store
+                .put_claim("alice", &alice, &claim, 1_000, lease)
+                .expect("put");
+            assert_eq!(stored, ClaimOutcome::Stored);
+            store.record_auth(&alice, 8_000).expect("auth");
+        }
+        let mut store = SqliteStore::open(dir.path(), true).expect("reopen");
+        assert_eq!(store.claim_of(&alice).expect("reverse"), Some(claim));
+        assert_eq!(
+            store
+                .put_claim("alice", &bob, &bob_claim, 15_000, lease)
+                .expect("put"),
+            ClaimOutcome::HeldByAnother,
+            "the login at 8 s still counts"
+        );
+        assert_eq!(
+            store
+                .put_claim("alice", &bob, &bob_claim, 18_001, lease)
+                .expect("put"),
+            ClaimOutcome::TakenOver { from: alice }
+        );
     }
 
     #[test]
