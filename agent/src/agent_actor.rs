@@ -524,13 +524,19 @@ impl AgentActor {
             wire: wire.to_vec(),
         });
         if first {
-            let request_id = self.request_id();
-            self.reverse_lookups.insert(request_id, identity);
-            self.to_relay(Frame::LookupIdentity {
-                request_id,
-                identity: *identity.as_bytes(),
-            });
+            self.ask_name_of(identity);
         }
+    }
+
+    /// Asks the relay's registry which name is bound to `identity` (answered by
+    /// `NameClaim`, handled in [`AgentActor::on_reverse_lookup`]).
+    fn ask_name_of(&mut self, identity: IdentityKey) {
+        let request_id = self.request_id();
+        self.reverse_lookups.insert(request_id, identity);
+        self.to_relay(Frame::LookupIdentity {
+            request_id,
+            identity: *identity.as_bytes(),
+        });
     }
 
     /// The registry's answer to a reverse lookup of `identity`: bind the name it gives
@@ -776,12 +782,7 @@ impl AgentActor {
         }
         let senders: Vec<IdentityKey> = self.unresolved.keys().copied().collect();
         for identity in senders {
-            let request_id = self.request_id();
-            self.reverse_lookups.insert(request_id, identity);
-            self.to_relay(Frame::LookupIdentity {
-                request_id,
-                identity: *identity.as_bytes(),
-            });
+            self.ask_name_of(identity);
         }
     }
 
