@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
-use e2ee_protocol::frame::Frame;
+use e2ee_protocol::frame::{ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::name_claim::{validate_name, NameClaim};
 use e2ee_protocol::payload::{ContentType, Payload};
@@ -19,11 +19,12 @@ use tokio::sync::oneshot;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::failure::FailureClass;
 use crate::held::HeldMessage;
+use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::settings::{AgentSettings, IdentityPolicy};
 use crate::sink::EventSink;
-use crate::state::{AgentState, PinOutcome, ReceiveError};
+use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
 /// own name claim. A receiver concludes nothing from them (names come from the relay's
@@ -83,10 +84,13 @@ struct Unacked {
     reply: Option<Reply<String>>,
 }
 
+/// What a script step waits for; `OwnName`: the registry binds our name to us
+/// (`bound: true`) or no name to us (`false`).
 enum WaitFor {
     Message { peer: String, text: String },
     Failure { peer: String, class: FailureClass },
     Peer { peer: String },
+    OwnName { bound: bool },
 }
 
 struct Waiter {
@@ -125,6 +129,8 @@ pub struct AgentActor {
     inbox: VecDeque<(String, String)>,
     failures: VecDeque<(String, FailureClass)>,
     waiters: Vec<Waiter>,
+    /// Requests about our own name in flight.
+    own_name: OwnName,
 }
 
 impl AgentActor {
@@ -153,6 +159,7 @@ impl AgentActor {
             inbox: VecDeque::new(),
             failures: VecDeque::new(),
             waiters: Vec::new(),
+            own_name: OwnName::default(),
         }
     }
 
@@ -346,6 +353,13 @@ impl AgentActor {
     }
 
     fn on_name_claim(&mut self, request_id: u32, claim: Option<Vec<u8>>, ctx: &mut Context<Self>) {
+        let me = *self.state.identity().public();
+        if let Some(outcome) = self
+            .own_name
+            .on_answer(request_id, claim.as_deref(), self.state.name(), &me)
+        {
+            return self.on_own_name(outcome);
+        }
         if let Some(identity) = self.reverse_lookups.remove(&request_id) {
             return self.on_reverse_lookup(identity, claim);
         }
@@ -735,12 +749,7 @@ impl AgentActor {
         self.to_relay(Frame::PublishPreKeys {
             bundle: self.state.bundle_to_publish().encode(),
         });
-        match self.state.name_claim(now_ms()) {
-            Ok(claim) => self.to_relay(Frame::PublishName {
-                claim: claim.encode(),
-            }),
-            Err(err) => self.emit(Event::error(format!("cannot sign our name claim: {err}"))),
-        }
+        self.announce_own_name(false);
         // Everything the relay has not acknowledged goes again, with the same ids.
         for entry in self.state.outbox() {
             if !self.unacked.contains_key(&entry.msg_id) {
@@ -862,8 +871,95 @@ impl AgentActor {
         }
     }
 
+    /// Tells the relay what the state says about our name (docs/AGENT.md 6): publish
+    /// the claim (and, with `check`, look it up to confirm it is ours), send a release
+    /// not yet confirmed, or nothing.
+    fn announce_own_name(&mut self, check: bool) {
+        if !self.connected {
+            return;
+        }
+        match OnConnect::for_release(self.state.name_release()) {
+            OnConnect::Claim => match self.state.name_claim(now_ms()) {
+                Ok(claim) => {
+                    self.to_relay(Frame::PublishName {
+                        claim: claim.encode(),
+                    });
+                    if check {
+                        let request_id = self.request_id();
+                        self.own_name.checking(request_id);
+                        self.to_relay(Frame::LookupName {
+                            request_id,
+                            name: self.state.name().to_owned(),
+                        });
+                    }
+                }
+                Err(err) => self.emit(Event::error(format!("cannot sign our name claim: {err}"))),
+            },
+            OnConnect::Release { issued_ms } => match self.state.sign_name_release(issued_ms) {
+                Ok(release) => {
+                    let request_id = self.request_id();
+                    self.own_name.releasing(request_id);
+                    self.to_relay(Frame::ReleaseName {
+                        request_id,
+                        release: release.encode(),
+                    });
+                }
+                Err(err) => self.emit(Event::error(format!(
+                    "cannot sign the release of our name: {err}"
+                ))),
+            },
+            OnConnect::Nothing => {}
+        }
+    }
+
+    /// The relay answered a request about our own name.
+    fn on_own_name(&mut self, outcome: Outcome) {
+        let name = self.state.name().to_owned();
+        match outcome {
+            Outcome::Released => {
+                let Some(release) = self.state.name_release() else {
+                    return; // claimed again meanwhile
+                };
+                let confirmed = NameReleaseState {
+                    confirmed: true,
+                    ..release
+                };
+                if let Err(err) = self.state.set_name_release(Some(confirmed)) {
+                    // The release is sent again on the next connection.
+                    self.emit(Event::error(format!("cannot record the release of our name: {err}")));
+                }
+                self.emit(Event::NameReleased { name });
+                self.resolve_waiters(|what| matches!(what, WaitFor::OwnName { bound: false }));
+            }
+            Outcome::Claimed => {
+                self.emit(Event::NameClaimed { name });
+                self.resolve_waiters(|what| matches!(what, WaitFor::OwnName { bound: true }));
+            }
+            Outcome::HeldByAnother { holder } => self.fail_own_name(format!(
+                "the relay binds the name {name} to another identity ({}); others see you by your fingerprint {}",
+                holder.short(),
+                self.state.identity().public().short()
+            )),
+            Outcome::NotBound => self.fail_own_name(format!("the relay did not store our claim of the name {name}")),
+        }
+    }
+
+    /// Reports `reason` and fails the steps waiting for our name to be bound.
+    fn fail_own_name(&mut self, reason: String) {
+        self.emit(Event::error(reason.clone()));
+        let (failed, keep): (Vec<_>, Vec<_>) = self
+            .waiters
+            .drain(..)
+            .partition(|w| matches!(w.what, WaitFor::OwnName { bound: true }));
+        self.waiters = keep;
+        for waiter in failed {
+            let _ = waiter.reply.send(Err(reason.clone()));
+        }
+    }
+
     /// Forgets the lookups and fetches in flight (their answers will not come).
     fn forget_requests(&mut self) {
+        self.own_name.forget();
         self.lookups.clear();
         self.lookup_in_flight.clear();
         self.reverse_lookups.clear();
@@ -973,6 +1069,11 @@ impl AgentActor {
             }
             Frame::Error { code, reason } => {
                 self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
+                if code == ErrorCode::NotOwner {
+                    if let Some(outcome) = self.own_name.on_not_owner() {
+                        self.on_own_name(outcome);
+                    }
+                }
             }
             other => debug!(self.log, "ignored frame"; "kind" => other.kind()),
         }
@@ -1338,6 +1439,57 @@ impl Handler<Reject> for AgentActor {
 
     fn handle(&mut self, msg: Reject, _: &mut Context<Self>) -> Self::Result {
         self.reject(&msg.peer)
+    }
+}
+
+/// Release our name at the relay's registry (`/release-name`, `claim: false`) or claim
+/// it again (`/claim-name`, `claim: true`). The choice is saved first and holds across
+/// restarts; the reply comes when the relay confirms it, or an error after `timeout_ms`
+/// (offline, the relay is told on the next connection).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct SetOwnName {
+    /// True to claim the name, false to release it.
+    pub claim: bool,
+    /// How long to wait for the relay's confirmation (ms).
+    pub timeout_ms: u64,
+}
+
+impl Handler<SetOwnName> for AgentActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: SetOwnName, ctx: &mut Context<Self>) -> Self::Result {
+        let release = match (msg.claim, self.state.name_release()) {
+            (true, _) => None,
+            // A release not confirmed yet is sent again as it was signed.
+            (false, Some(release)) => Some(NameReleaseState {
+                confirmed: false,
+                ..release
+            }),
+            (false, None) => Some(NameReleaseState {
+                issued_ms: now_ms(),
+                confirmed: false,
+            }),
+        };
+        if let Err(err) = self.state.set_name_release(release) {
+            let reason = format!("cannot record the choice: {err}");
+            return Box::pin(async move { Err(reason) });
+        }
+        let name = self.state.name().to_owned();
+        let describe = if msg.claim {
+            format!("the relay to bind the name {name} to us")
+        } else {
+            format!("the relay to release the name {name}")
+        };
+        let rx = self.wait(
+            WaitFor::OwnName { bound: msg.claim },
+            msg.timeout_ms,
+            describe,
+            ctx,
+        );
+        self.own_name.forget();
+        self.announce_own_name(true);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
     }
 }
 

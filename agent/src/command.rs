@@ -37,6 +37,11 @@ pub enum Command {
         /// The peer's name.
         peer: String,
     },
+    /// `/release-name`: give our name up at the relay's registry (signed release); the
+    /// agent stops claiming it until `/claim-name`.
+    ReleaseName,
+    /// `/claim-name`: claim our name at the relay's registry again.
+    ClaimName,
     /// `/help`: show the commands.
     Help,
     /// `/quit`: stop the agent.
@@ -56,6 +61,8 @@ impl fmt::Display for Command {
                 digits: Some(digits),
             } => write!(f, "/trust {peer} {digits}"),
             Self::Reject { peer } => write!(f, "/reject {peer}"),
+            Self::ReleaseName => f.write_str("/release-name"),
+            Self::ClaimName => f.write_str("/claim-name"),
             Self::Help => f.write_str("/help"),
             Self::Quit => f.write_str("/quit"),
         }
@@ -207,6 +214,8 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         "reject" => Command::Reject {
             peer: single_peer(rest, USAGE_REJECT)?,
         },
+        "release-name" => no_args(rest, Command::ReleaseName, "/release-name")?,
+        "claim-name" => no_args(rest, Command::ClaimName, "/claim-name")?,
         "help" => no_args(rest, Command::Help, "/help")?,
         "quit" | "exit" => no_args(rest, Command::Quit, "/quit")?,
         other => return Err(CommandError::Unknown(other.to_owned())),
@@ -250,6 +259,12 @@ mod tests {
             }))
         );
         assert_eq!(parse("/peers"), Ok(Some(Command::Peers)));
+        assert_eq!(parse("/release-name"), Ok(Some(Command::ReleaseName)));
+        assert_eq!(parse(" /claim-name "), Ok(Some(Command::ClaimName)));
+        assert!(matches!(
+            parse("/release-name bob"),
+            Err(CommandError::TooManyArguments { .. })
+        ));
         assert_eq!(
             parse("  /verify carol "),
             Ok(Some(Command::Verify { peer: "carol".into() }))

@@ -210,6 +210,17 @@ pub enum Event {
         /// The safety number that was compared, 60 digits.
         safety_number: String,
     },
+    /// The relay's registry binds no name to us any more (`/release-name`, confirmed by
+    /// the relay); the agent no longer claims it.
+    NameReleased {
+        /// Our name, now free for another identity to claim.
+        name: String,
+    },
+    /// The relay's registry binds our name to our identity again (`/claim-name`).
+    NameClaimed {
+        /// Our name.
+        name: String,
+    },
     /// A peer name was pinned to an identity for the first time.
     PeerPinned {
         /// The peer's name.
@@ -465,6 +476,10 @@ impl Event {
                 if identities.len() == 1 { "y" } else { "ies" },
                 if *discarded == 1 { "" } else { "s" }
             ),
+            Self::NameReleased { name } => format!(
+                "* the relay no longer binds the name {name} to you; others can claim it (/claim-name to take it back while it is free)"
+            ),
+            Self::NameClaimed { name } => format!("* the relay binds the name {name} to your identity"),
             Self::PeerPinned { peer, identity } => format!("* pinned {peer} to identity {}", short(identity)),
             Self::SafetyNumber {
                 peer,
@@ -624,6 +639,8 @@ mod tests {
                 identities: vec![IK.into()],
                 discarded: 3,
             },
+            Event::NameReleased { name: "alice".into() },
+            Event::NameClaimed { name: "alice".into() },
         ]
     }
 

@@ -26,6 +26,7 @@ pub mod event;
 pub mod failure;
 pub mod held;
 mod hex_serde;
+pub mod own_name;
 pub mod pins;
 pub mod qr;
 pub mod relay_link;

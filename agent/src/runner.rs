@@ -10,8 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, Trust, Verify,
-    WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, SetOwnName, Trust,
+    Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -23,6 +23,8 @@ use crate::state::AgentState;
 
 /// Longest `sleep` a script may ask for.
 const MAX_SLEEP_MS: u64 = 60_000;
+/// How long `/release-name` and `/claim-name` wait for the relay's confirmation (ms).
+const NAME_TIMEOUT_MS: u64 = 30_000;
 
 /// Runs an agent until the script ends, `/quit`, or stdin closes. Returns the process
 /// exit code: 0 on success, 1 when a script step failed, 2 for unusable input.
@@ -149,6 +151,13 @@ async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -
             .await
             .map_err(mailbox)?,
         Step::Reject { peer } => agent.send(Reject { peer: peer.clone() }).await.map_err(mailbox)?,
+        Step::ReleaseName | Step::ClaimName => agent
+            .send(SetOwnName {
+                claim: matches!(step, Step::ClaimName),
+                timeout_ms: default_timeout,
+            })
+            .await
+            .map_err(mailbox)?,
         Step::Print { text } => agent.send(Emit(Event::info(text.clone()))).await.map_err(mailbox),
         Step::Quit => Ok(()),
     }
@@ -200,6 +209,20 @@ async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r),
+            Command::ReleaseName | Command::ClaimName => {
+                // The answer waits for the relay: awaited in a task, as /msg.
+                let set = agent.send(SetOwnName {
+                    claim: command == Command::ClaimName,
+                    timeout_ms: NAME_TIMEOUT_MS,
+                });
+                let agent = agent.clone();
+                actix::spawn(async move {
+                    if let Ok(Err(reason)) = set.await {
+                        let _ = agent.send(Emit(Event::error(reason))).await;
+                    }
+                });
+                Ok(())
+            }
             Command::Help => agent
                 .send(Emit(Event::info(help_text())))
                 .await

@@ -87,6 +87,12 @@ pub enum Step {
         /// The peer's name.
         peer: String,
     },
+    /// `release-name`: give up our name at the relay's registry; waits for the relay's
+    /// confirmation (as `/release-name`).
+    ReleaseName,
+    /// `claim-name`: claim our name at the relay's registry again; waits until the relay
+    /// binds it to us (as `/claim-name`).
+    ClaimName,
     /// `expect-failure <peer> <class> [timeout=<ms>]`: wait for a decrypt failure of
     /// this class on a message from `peer`.
     ExpectFailure {
@@ -129,6 +135,8 @@ impl Step {
             Self::Verify { .. } => "verify",
             Self::Trust { .. } => "trust",
             Self::Reject { .. } => "reject",
+            Self::ReleaseName => "release-name",
+            Self::ClaimName => "claim-name",
             Self::ExpectFailure { .. } => "expect-failure",
             Self::Print { .. } => "print",
             Self::Quit => "quit",
@@ -161,6 +169,8 @@ impl fmt::Display for Step {
                 digits: Some(digits),
             } => write!(f, "trust {peer} {digits}"),
             Self::Reject { peer } => write!(f, "reject {peer}"),
+            Self::ReleaseName => f.write_str("release-name"),
+            Self::ClaimName => f.write_str("claim-name"),
             Self::ExpectFailure {
                 peer,
                 class,
@@ -255,6 +265,8 @@ pub fn parse_step(line: &str) -> Result<Step, String> {
         "disconnect" => no_args(rest, Step::Disconnect),
         "reconnect" => no_args(rest, Step::Reconnect),
         "quit" => no_args(rest, Step::Quit),
+        "release-name" => no_args(rest, Step::ReleaseName),
+        "claim-name" => no_args(rest, Step::ClaimName),
         "sleep" => {
             let (ms, extra) = split_word(rest);
             if ms.is_empty() {
@@ -502,6 +514,8 @@ mod tests {
             })
         );
         assert_eq!(one("reject bob"), Ok(Step::Reject { peer: "bob".into() }));
+        assert_eq!(one("release-name"), Ok(Step::ReleaseName));
+        assert_eq!(one("claim-name"), Ok(Step::ClaimName));
         assert!(err("verify").contains("missing peer name"));
         assert!(err("trust bob carol").contains("60 digits"));
     }

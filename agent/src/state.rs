@@ -40,6 +40,7 @@ use e2ee_protocol::consts::MSG_TYPE_PREKEY;
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::name_claim::{validate_name, NameClaim, NameClaimError};
+use e2ee_protocol::name_release::NameRelease;
 use e2ee_protocol::payload::{ContentType, Payload, PayloadError, MESSAGE_ID_LEN};
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
 use e2ee_protocol::safety_number::SafetyNumber;
@@ -275,6 +276,21 @@ struct IdentityFile {
     version: u32,
     name: String,
     identity: IdentityKeyPair,
+    /// Set by `/release-name`: the agent no longer claims its name at the relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_release: Option<NameReleaseState>,
+}
+
+/// A release of our own name (`/release-name`, docs/PROTOCOL.md 5.6): while it is
+/// set the agent does not publish its name claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameReleaseState {
+    /// The `issued_ms` signed into the release (ms since the Unix epoch); the same
+    /// release is sent again until the relay confirms it.
+    pub issued_ms: u64,
+    /// True once the relay answered that it binds no name to us.
+    pub confirmed: bool,
 }
 
 /// The prekeys and their publication state (the contents of `prekeys.json`).
@@ -364,6 +380,7 @@ pub struct AgentState {
     book: PinBook,
     held: Vec<HeldMessage>,
     outbox: Vec<OutboxEntry>,
+    name_release: Option<NameReleaseState>,
     is_new: bool,
 }
 
@@ -445,6 +462,7 @@ impl AgentState {
             book: PinBook::default(),
             held: Vec::new(),
             outbox: Vec::new(),
+            name_release: None,
             is_new: true,
         };
         state.save_prekeys(&state.prekeys)?;
@@ -452,15 +470,7 @@ impl AgentState {
         state.save_held(&state.held)?;
         state.save_outbox(&state.outbox)?;
         // identity.json marks a complete state: an interrupted creation starts over.
-        write_json(
-            dir,
-            IDENTITY_FILE,
-            &IdentityFile {
-                version: STATE_VERSION,
-                name: state.name.clone(),
-                identity: state.identity.clone(),
-            },
-        )?;
+        state.save_identity()?;
         Ok(state)
     }
 
@@ -479,6 +489,7 @@ impl AgentState {
             });
         }
         let identity = stored.identity;
+        let name_release = stored.name_release;
 
         let prekeys_path = dir.join(PREKEYS_FILE);
         let prekeys: PrekeysFile = read_json(&prekeys_path)?;
@@ -565,6 +576,7 @@ impl AgentState {
             book,
             held,
             outbox: outbox.entries,
+            name_release,
             is_new: false,
         })
     }
@@ -587,6 +599,37 @@ impl AgentState {
     /// Our name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The release of our name, if `/release-name` was used (and not undone by
+    /// `/claim-name`).
+    pub fn name_release(&self) -> Option<NameReleaseState> {
+        self.name_release
+    }
+
+    /// Records a release of our name issued at `issued_ms` (or, with `None`, that the
+    /// name is claimed again) and saves it before anything is sent.
+    pub fn set_name_release(&mut self, release: Option<NameReleaseState>) -> Result<(), StateError> {
+        let before = std::mem::replace(&mut self.name_release, release);
+        self.save_identity().inspect_err(|_| self.name_release = before)
+    }
+
+    /// Signs a release of our name issued at `issued_ms`.
+    pub fn sign_name_release(&self, issued_ms: u64) -> Result<NameRelease, StateError> {
+        Ok(NameRelease::sign(&self.identity, &self.name, issued_ms)?)
+    }
+
+    fn save_identity(&self) -> Result<(), StateError> {
+        write_json(
+            &self.dir,
+            IDENTITY_FILE,
+            &IdentityFile {
+                version: STATE_VERSION,
+                name: self.name.clone(),
+                identity: self.identity.clone(),
+                name_release: self.name_release,
+            },
+        )
     }
 
     // ---- prekeys ----------------------------------------------------------------

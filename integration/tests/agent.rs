@@ -128,10 +128,15 @@ fn assert_unique_ids(events: &[Value], what: &str) {
 }
 
 fn info_containing(agent: &mut AgentProcess, needle: &str) -> Vec<Value> {
+    events_containing(agent, "info", needle)
+}
+
+/// Events of `kind` whose `message` contains `needle`.
+fn events_containing(agent: &mut AgentProcess, kind: &str, needle: &str) -> Vec<Value> {
     agent
         .events()
         .iter()
-        .filter(|e| e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.contains(needle)))
+        .filter(|e| e["event"] == kind && e["message"].as_str().is_some_and(|m| m.contains(needle)))
         .cloned()
         .collect()
 }
@@ -931,4 +936,100 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
     assert_eq!(alice.events_of("unparsed_output").len(), 0);
     assert!(alice.events_of("decrypt_failure").is_empty());
     assert_clean(&mut bob);
+}
+
+#[test]
+fn a_released_name_goes_to_the_next_claimant_and_is_not_claimed_again_on_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let old_dir = tmp.path().join("bob-old");
+    let mut agents = start_interactive(&relay, &[("bob", &old_dir), ("alice", &tmp.path().join("alice"))]);
+    let mut alice = agents.pop().expect("alice");
+    let mut old = agents.pop().expect("bob");
+    talk(&mut alice, &mut old, "hello first bob");
+
+    old.send_line("/release-name").expect("stdin");
+    let released = old.wait_event("name_released", WAIT).expect("release confirmed");
+    assert_eq!(released["name"], "bob");
+    relay
+        .wait_log("name released", WAIT)
+        .expect("the relay released it");
+    old.send_line("/quit").expect("stdin");
+    assert!(old.wait_exit(WAIT).expect("exits").success());
+
+    // A new identity takes the free name. When it writes to alice, her agent reports an
+    // identity change of an unverified pin (default policy warn), and what she sends to
+    // bob then goes to the new holder.
+    let mut new = start(agent("bob", relay.addr, &tmp.path().join("bob-new")));
+    let new_id = new.identity(WAIT).expect("new identity");
+    wait_names_claimed(&relay, &[&new_id]);
+    new.send_line("/msg alice hello from the second bob")
+        .expect("stdin");
+    let changed = alice
+        .wait_event("identity_changed", WAIT)
+        .expect("change reported");
+    assert_eq!(changed["current"], new_id.as_str());
+    alice
+        .wait_message("bob", "hello from the second bob", WAIT)
+        .expect("shown as bob");
+    talk(&mut alice, &mut new, "hello second bob");
+
+    // The first identity, restarted, does not claim the name again by itself...
+    let mut old = start(agent("bob", relay.addr, &old_dir));
+    old.wait_for("connected", WAIT, |e| {
+        e["event"] == "connection" && e["state"] == "connected"
+    })
+    .expect("connects");
+    talk(&mut alice, &mut new, "after the old bob reconnected");
+    assert!(
+        events_containing(&mut old, "error", "not_owner").is_empty(),
+        "the released name was claimed again on connecting: {:?}",
+        old.events_of("error")
+    );
+    // ...and /claim-name says who holds it now.
+    old.send_line("/claim-name").expect("stdin");
+    old.wait_for("refusal", WAIT, |e| {
+        e["event"] == "error"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("another identity"))
+    })
+    .expect("told the name is held by another identity");
+    assert!(old.events_of("name_claimed").is_empty());
+    for agent in [&mut old, &mut new, &mut alice] {
+        agent.send_line("/quit").expect("stdin");
+        assert!(agent.wait_exit(WAIT).expect("exits").success());
+    }
+    assert_clean(&mut new);
+}
+
+#[test]
+fn release_name_and_claim_name_script_steps_wait_for_the_relay() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
+    let dir = tmp.path().join("carol");
+    std::fs::create_dir_all(&tmp.path().join("scripts")).expect("mkdir");
+    let script = write_script(
+        &tmp.path().join("scripts"),
+        "carol.script",
+        &["release-name".into(), "claim-name".into(), "release-name".into()],
+    );
+    let mut carol = start(agent("carol", relay.addr, &dir).script(&script));
+    script_succeeds(&mut carol);
+    assert_eq!(carol.events_of("name_released").len(), 2);
+    assert_eq!(carol.events_of("name_claimed").len(), 1);
+    // The release is part of the state: a restart does not claim the name.
+    let script = write_script(
+        &tmp.path().join("scripts"),
+        "check.script",
+        &["wait-peer carol timeout=2000".into()],
+    );
+    let mut check = start(agent("dave", relay.addr, &tmp.path().join("dave")).script(&script));
+    let done = check.wait_event("script_done", WAIT).expect("script ends");
+    assert_eq!(
+        done["ok"],
+        false,
+        "nobody holds the name carol: {}",
+        check.report()
+    );
 }
