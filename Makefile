@@ -54,7 +54,7 @@ bench-relay: release
 	./integration/bench/bench-relay.sh $(BENCH_ARGS)
 
 ## evidence: every security property (confidentiality on the wire, adversarial relay,
-## forward secrecy, healing, MITM detection, availability) against real relay and agent
+## forward secrecy, healing, MITM detection, impersonation, availability) against real relay and agent
 ## processes; writes evidence/report.md and evidence/report.json, fails if a verdict fails.
 ## EVIDENCE_ARGS extra, e.g. EVIDENCE_ARGS="--only adversary,mitm" or "--quick"
 evidence: release

@@ -1,8 +1,8 @@
 //! A relay that misbehaves on purpose, for the security evidence (`make evidence`).
 //!
 //! With `[adversary] mode` set (or `--adversary MODE`), the relay tampers with, drops,
-//! duplicates, reorders, replays or delays the messages it forwards, or hands out its
-//! own identity in place of the prekey bundles and name claims it is asked for. The
+//! duplicates, reorders, replays, delays or relabels the messages it forwards, or hands
+//! out its own identity in place of the prekey bundles and name claims it is asked for. The
 //! agents must detect or survive each of these; the evidence runner checks that they
 //! do. Off by default: then the only cost on the message path is one `Option` check in
 //! the Connection actor.
@@ -14,8 +14,11 @@
 //! replays, released held messages) are stored under a new relay `msg_id`, as a relay
 //! that wants them processed again must do; `redeliver` shows what happens otherwise: a
 //! delivery repeated under the same id is recognised by the agent before decryption,
-//! reported, and dropped.
+//! reported, and dropped. `relabel` is the opposite case: a *fresh* message delivered
+//! under a relay `msg_id` the recipient has already seen, which must still be decrypted
+//! and shown (the relay id is not authenticated, so it cannot decide what is a repeat).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +58,11 @@ pub enum AdversaryMode {
     /// Forward the message, then after `delay_ms` deliver it again under its original
     /// relay `msg_id`, straight to the recipient (not stored).
     Redeliver,
+    /// Deliver the message under the relay `msg_id` of the previous eligible message to
+    /// the same recipient (an id it has already seen), straight to the recipient (not
+    /// stored; the sender is acknowledged under its own id). The first eligible message
+    /// to each recipient, and those `every` skips, pass unchanged and set the id used.
+    Relabel,
     /// Answer every name lookup and bundle fetch with a claim and bundle of the relay's
     /// own identity (a man in the middle).
     #[serde(alias = "substitute-bundle")]
@@ -73,6 +81,7 @@ impl AdversaryMode {
             Self::Replay => "replay",
             Self::Delay => "delay",
             Self::Redeliver => "redeliver",
+            Self::Relabel => "relabel",
             Self::SubstituteBundle => "substitute_bundle",
         }
     }
@@ -142,6 +151,8 @@ struct Plan {
     release_after: Option<(Duration, u64)>,
     /// Deliver this again, under the same id and without storing it, after this long.
     redeliver_after: Option<(Duration, Planned)>,
+    /// Deliver these now, without storing them (`relabel`: under another message's id).
+    deliver_now: Vec<Planned>,
 }
 
 struct Held {
@@ -156,6 +167,8 @@ struct State {
     /// A message held back (reorder) or a copy kept for replay.
     held: Option<Held>,
     next_token: u64,
+    /// `relabel`: per recipient, the relay id its last eligible message was delivered under.
+    last_ids: HashMap<IdentityBytes, MsgId>,
 }
 
 /// The relay's own identity, handed out in place of everyone else's.
@@ -249,6 +262,17 @@ impl Adversary {
         for planned in plan.stores {
             store(conn, planned, ctx);
         }
+        for planned in plan.deliver_now {
+            conn.push_unstored(
+                planned.recipient,
+                Frame::Deliver {
+                    sender: planned.sender,
+                    msg_id: planned.msg_id,
+                    timestamp_ms: crate::now_ms(),
+                    payload: planned.payload,
+                },
+            );
+        }
         if let Some((after, copy)) = plan.redeliver_after {
             let adversary = self.clone();
             ctx.run_later(after, move |conn, _| {
@@ -318,6 +342,9 @@ impl Adversary {
             return plan;
         }
         if !state.eligible.is_multiple_of(self.settings.every.max(1)) {
+            if self.settings.mode == AdversaryMode::Relabel {
+                state.last_ids.insert(message.recipient, message.msg_id);
+            }
             plan.stores.push(message);
             return plan;
         }
@@ -376,6 +403,22 @@ impl Adversary {
                 plan.redeliver_after = Some((hold, copy));
                 plan.stores.push(message);
             }
+            AdversaryMode::Relabel => match state.last_ids.get(&message.recipient) {
+                Some(&seen) => {
+                    warn!(self.log, "adversary acted"; "action" => "relabel",
+                          "msg_id" => hex::encode(message.msg_id), "as" => hex::encode(seen));
+                    plan.ack_now.push(message.msg_id);
+                    plan.deliver_now.push(Planned {
+                        msg_id: seen,
+                        ack: false,
+                        ..message
+                    });
+                }
+                None => {
+                    state.last_ids.insert(message.recipient, message.msg_id);
+                    plan.stores.push(message);
+                }
+            },
         }
         plan
     }
@@ -508,6 +551,42 @@ mod tests {
         // The timer releases only the message it was set for.
         assert!(adv.take_held(Some(999)).is_none());
         assert!(adv.take_held(Some(2)).is_some());
+    }
+
+    #[test]
+    fn relabel_delivers_under_the_previous_eligible_id_of_the_same_recipient() {
+        let adv = adversary(AdversaryMode::Relabel, 1);
+        let to = |id: u8, recipient: u8| Planned {
+            recipient: [recipient; 32],
+            ..message(id, 185)
+        };
+        // The first eligible message to a recipient passes unchanged.
+        let first = adv.plan(to(1, 2));
+        assert_eq!(ids(&first), vec![(1, true)]);
+        assert!(first.ack_now.is_empty() && first.deliver_now.is_empty());
+        // Too short to be eligible: unchanged, and does not change the id used.
+        assert_eq!(ids(&adv.plan(message(9, 50))), vec![(9, true)]);
+        // The next ones go, unstored, under message 1's id; the sender gets its own ack.
+        for id in [2, 3] {
+            let plan = adv.plan(to(id, 2));
+            assert!(plan.stores.is_empty(), "not stored");
+            assert_eq!(plan.ack_now, vec![[id; 16]]);
+            assert_eq!(plan.deliver_now.len(), 1);
+            let delivered = &plan.deliver_now[0];
+            assert_eq!(delivered.msg_id, [1; 16], "under the id already delivered");
+            assert_eq!(delivered.payload, message(id, 185).payload, "its own ciphertext");
+            assert_eq!((delivered.recipient, delivered.ack), ([2; 32], false));
+        }
+        // Another recipient has its own previous id.
+        assert_eq!(ids(&adv.plan(to(7, 3))), vec![(7, true)]);
+        assert_eq!(adv.plan(to(8, 3)).deliver_now[0].msg_id, [7; 16]);
+
+        // With every = 2, the skipped ones set the id the next relabelled one gets.
+        let adv = adversary(AdversaryMode::Relabel, 2);
+        assert_eq!(ids(&adv.plan(message(1, 185))), vec![(1, true)]);
+        assert_eq!(adv.plan(message(2, 185)).deliver_now[0].msg_id, [1; 16]);
+        assert_eq!(ids(&adv.plan(message(3, 185))), vec![(3, true)]);
+        assert_eq!(adv.plan(message(4, 185)).deliver_now[0].msg_id, [3; 16]);
     }
 
     #[test]

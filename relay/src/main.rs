@@ -43,7 +43,8 @@ struct Cli {
     #[arg(long, value_name = "ENGINE")]
     store: Option<String>,
     /// Misbehave on purpose, for the security evidence: tamper, drop, duplicate,
-    /// reorder, replay, delay, redeliver or substitute_bundle (see the [adversary] settings).
+    /// reorder, replay, delay, redeliver, relabel or substitute_bundle (see the
+    /// [adversary] settings).
     #[arg(long, value_name = "MODE")]
     adversary: Option<String>,
     /// Print the effective settings as TOML and exit.

@@ -20,7 +20,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only these scenario groups (comma-separated): confidentiality, adversary, secrecy,
-    /// mitm, availability.
+    /// mitm, impersonation, availability.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Keep agent states, relay data and the stolen copy in this directory.

@@ -355,7 +355,17 @@ pub struct AdversaryConfig {
 
 /// Starts `e2ee-relay` on a free loopback port (`--adversary MODE` when given).
 pub fn start_relay(data_dir: &Path, adversary: Option<&AdversaryConfig>) -> anyhow::Result<RelayProcess> {
+    start_relay_with(data_dir, adversary, &[])
+}
+
+/// [`start_relay`] with extra `E2EE_…` settings, e.g. `("E2EE_NAMES__LEASE_SECS", "1")`.
+pub fn start_relay_with(
+    data_dir: &Path,
+    adversary: Option<&AdversaryConfig>,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<RelayProcess> {
     let mut env: Vec<(&str, String)> = vec![("E2EE_STORE__FSYNC", "false".into())];
+    env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
     let mut args: Vec<&str> = Vec::new();
     if let Some(adversary) = adversary {
         args.extend(["--adversary", adversary.mode]);
@@ -396,6 +406,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// publishes its claim right after its prekeys, so its bundle is then stored too).
 /// Returns the claimed identity (hex).
 pub fn wait_published(relay: SocketAddr, name: &str) -> anyhow::Result<String> {
+    wait_bound(relay, name, None)
+}
+
+/// Waits until the relay's registry binds `name` (to `identity`, hex, when given: the
+/// name may still be bound to an earlier holder). Returns the bound identity (hex).
+pub fn wait_bound(relay: SocketAddr, name: &str, identity: Option<&str>) -> anyhow::Result<String> {
     runtime()?.block_on(async {
         let mut client = RelayClient::connect(relay, IdentityKeyPair::generate(&mut OsRng)).await?;
         let deadline = Instant::now() + WAIT;
@@ -412,7 +428,10 @@ pub fn wait_published(relay: SocketAddr, name: &str) -> anyhow::Result<String> {
                         if let Some(bytes) = claim {
                             let claim = NameClaim::decode_verified(&bytes)
                                 .map_err(|e| anyhow!("invalid claim for {name}: {e}"))?;
-                            return Ok(hex::encode(claim.identity.as_bytes()));
+                            let bound = hex::encode(claim.identity.as_bytes());
+                            if identity.is_none_or(|wanted| wanted == bound) {
+                                return Ok(bound);
+                            }
                         }
                         break;
                     }
@@ -424,6 +443,9 @@ pub fn wait_published(relay: SocketAddr, name: &str) -> anyhow::Result<String> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("{name} did not publish its name within {WAIT:?}")
+        match identity {
+            Some(wanted) => bail!("{name} was not bound to {wanted} within {WAIT:?}"),
+            None => bail!("{name} did not publish its name within {WAIT:?}"),
+        }
     })
 }

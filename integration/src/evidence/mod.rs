@@ -1,8 +1,8 @@
 //! The security evidence runner behind `make evidence` (`e2ee-evidence`) and the
 //! `evidence` integration test: each scenario starts real relay and agent processes on
 //! loopback, makes something happen (a recorded conversation, a misbehaving relay, a
-//! stolen state directory, a man in the middle, churn and garbage), checks what the
-//! agents report and returns one report [`Section`] per property.
+//! stolen state directory, a man in the middle, an impostor, churn and garbage), checks
+//! what the agents report and returns one report [`Section`] per property.
 //!
 //! - [`confidentiality`]: the wire (through a recording proxy) and the relay's disk hold
 //!   no plaintext and no secret key.
@@ -11,6 +11,9 @@
 //!   recorded ciphertexts with a stolen copy of an agent's state.
 //! - [`mitm`]: a relay substituting its own bundle and claims: safety numbers differ, a
 //!   pinned identity triggers the identity-change policy.
+//! - [`impersonation`]: a second identity calling itself by a held name, a relay
+//!   substituting a verified contact, a name re-claimed after its lease, fresh messages
+//!   relabelled with an already-seen relay message id.
 //! - [`availability`]: the relay keeps serving through churn, crashes and garbage.
 //!
 //! Helpers: [`agents`] (agent and relay processes), [`state_files`] (reading a state
@@ -20,6 +23,7 @@ pub mod adversarial;
 pub mod agents;
 pub mod availability;
 pub mod confidentiality;
+pub mod impersonation;
 pub mod mitm;
 pub mod report;
 pub mod search;
@@ -35,7 +39,14 @@ use anyhow::Context as _;
 pub use report::{Report, Section, Verdict};
 
 /// The scenario groups, in report order.
-pub const SCENARIOS: [&str; 5] = ["confidentiality", "adversary", "secrecy", "mitm", "availability"];
+pub const SCENARIOS: [&str; 6] = [
+    "confidentiality",
+    "adversary",
+    "secrecy",
+    "mitm",
+    "impersonation",
+    "availability",
+];
 
 /// How much to run.
 #[derive(Debug, Clone)]
@@ -149,6 +160,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             "adversary" => sections.extend(adversarial::run(scale, &dir)),
             "secrecy" => sections.extend(secrecy::run(scale, &dir)),
             "mitm" => sections.push(mitm::run(scale, &dir)),
+            "impersonation" => sections.extend(impersonation::run(scale, &dir)),
             "availability" => sections.push(availability::run(scale, &dir)),
             _ => {}
         }
