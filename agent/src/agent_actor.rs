@@ -16,6 +16,7 @@ use rand_core::{OsRng, RngCore};
 use slog::{debug, warn, Logger};
 use tokio::sync::oneshot;
 
+use crate::away::AwayChecks;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::failure::FailureClass;
 use crate::held::HeldMessage;
@@ -131,6 +132,10 @@ pub struct AgentActor {
     waiters: Vec<Waiter>,
     /// Requests about our own name in flight.
     own_name: OwnName,
+    /// Names sent to on this connection whose registry binding was asked for.
+    names_checked: HashSet<String>,
+    /// Away queries about recipients (`recipient_away`).
+    away: AwayChecks,
 }
 
 impl AgentActor {
@@ -160,6 +165,8 @@ impl AgentActor {
             failures: VecDeque::new(),
             waiters: Vec::new(),
             own_name: OwnName::default(),
+            names_checked: HashSet::new(),
+            away: AwayChecks::default(),
         }
     }
 
@@ -200,7 +207,15 @@ impl AgentActor {
             .map(|pin| pin.identity)
             .filter(|id| self.state.has_session(id));
         match ready {
-            Some(identity) => self.send_now(&peer, identity, pending),
+            Some(identity) => {
+                // The pinned key is used at once; the registry is asked once per
+                // connection, so that a new holder of the name is noticed (section 6 of
+                // docs/AGENT.md) without delaying the message.
+                if matches!(pending.body, Body::Text(_)) && self.names_checked.insert(peer.clone()) {
+                    self.resolve(&peer, ctx);
+                }
+                self.send_now(&peer, identity, pending)
+            }
             None => {
                 self.waiting.entry(peer.clone()).or_default().push_back(pending);
                 self.resolve(&peer, ctx);
@@ -960,11 +975,13 @@ impl AgentActor {
     /// Forgets the lookups and fetches in flight (their answers will not come).
     fn forget_requests(&mut self) {
         self.own_name.forget();
+        self.names_checked.clear();
         self.lookups.clear();
         self.lookup_in_flight.clear();
         self.reverse_lookups.clear();
         self.fetches.clear();
         self.fetch_in_flight.clear();
+        self.away.forget_in_flight();
     }
 
     fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>) {
@@ -975,6 +992,7 @@ impl AgentActor {
         // them again on the next connection.
         self.unresolved.clear();
         self.anonymous.clear();
+        self.away.connection_ended();
         debug!(self.log, "disconnected"; "reason" => &reason);
         self.emit(Event::Connection {
             state: if retry.is_some() {
@@ -984,6 +1002,24 @@ impl AgentActor {
             },
             relay: self.settings.relay.clone(),
             attempt: retry.map(|(attempt, _)| attempt),
+        });
+    }
+
+    /// After the relay stored a message to `peer`: asks it how long the peer's pinned
+    /// identity has been away, at most once per peer every ten minutes of a connection
+    /// (answered by `Away`, reported as `recipient_away` when the peer is away).
+    fn ask_away(&mut self, peer: &str) {
+        let Some(identity) = self.state.pin(peer).map(|pin| pin.identity) else {
+            return;
+        };
+        if !self.away.should_ask(&identity, std::time::Instant::now()) {
+            return;
+        }
+        let request_id = self.request_id();
+        self.away.asking(request_id, peer.to_string(), identity);
+        self.to_relay(Frame::QueryAway {
+            request_id,
+            identity: *identity.as_bytes(),
         });
     }
 
@@ -1001,6 +1037,7 @@ impl AgentActor {
                 }
                 if let Some(unacked) = self.unacked.remove(&msg_id) {
                     if unacked.visible {
+                        self.ask_away(&unacked.to);
                         self.emit(Event::Sent {
                             to: unacked.to,
                             msg_id: msg_id_hex(&msg_id),
@@ -1013,6 +1050,14 @@ impl AgentActor {
             }
             Frame::NameClaim { request_id, claim } => self.on_name_claim(request_id, claim, ctx),
             Frame::Bundle { request_id, bundle } => self.on_bundle(request_id, bundle),
+            Frame::Away {
+                request_id,
+                away_days,
+            } => {
+                if let Some(event) = self.away.answered(request_id, away_days) {
+                    self.emit(event);
+                }
+            }
             Frame::PreKeysStored { opks } => {
                 debug!(self.log, "prekeys stored at the relay"; "opks" => opks);
                 if let Err(err) = self.state.mark_published() {
@@ -1069,6 +1114,11 @@ impl AgentActor {
             }
             Frame::Error { code, reason } => {
                 self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
+                if self.away.relay_refused(code) {
+                    self.emit(Event::info(
+                        "the relay does not answer away queries (it predates them): not asking it again",
+                    ));
+                }
                 if code == ErrorCode::NotOwner {
                     if let Some(outcome) = self.own_name.on_not_owner() {
                         self.on_own_name(outcome);

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use e2ee_protocol::frame::AWAY_NEVER;
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::safety_number::SafetyNumber;
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,19 @@ pub enum Event {
         to: String,
         /// The message id, hex.
         msg_id: String,
+    },
+    /// The relay says the identity of a peer just sent to (`sent`) has not been
+    /// connected to it for longer than its notice period (docs/PROTOCOL.md 1.8): the
+    /// messages wait at the relay, and expire there if the peer does not come back.
+    /// The relay is untrusted: this is its claim, not a proof.
+    RecipientAway {
+        /// The peer's name.
+        peer: String,
+        /// The peer's pinned identity, hex.
+        identity: String,
+        /// Whole days since the identity was last connected to the relay; `None` (JSON
+        /// `null`) if it never was (or the relay forgot it).
+        away_days: Option<u32>,
     },
     /// The recipient's agent confirmed, end to end, that it decrypted the message.
     Delivered {
@@ -338,6 +352,17 @@ impl Event {
         })
     }
 
+    /// An [`Event::RecipientAway`] for the relay's `away_days` answer about `peer`
+    /// (`identity`): `None` when it is 0 (seen within the relay's notice period);
+    /// `AWAY_NEVER` becomes `away_days: None`.
+    pub fn recipient_away(peer: &str, identity: &IdentityKey, away_days: u32) -> Option<Self> {
+        (away_days > 0).then(|| Self::RecipientAway {
+            peer: peer.to_owned(),
+            identity: identity_hex(identity),
+            away_days: (away_days != AWAY_NEVER).then_some(away_days),
+        })
+    }
+
     /// An [`Event::DecryptFailure`].
     pub fn decrypt_failure(from: &str, from_identity: &IdentityKey, failure: &DecryptFailure) -> Self {
         Self::DecryptFailure {
@@ -410,6 +435,16 @@ impl Event {
                 out
             }
             Self::Sent { to, msg_id } => format!("  -> sent to {to} (msg {})", short(msg_id)),
+            Self::RecipientAway { peer, away_days, .. } => {
+                let absence = match away_days {
+                    Some(1) => "has not connected to the relay for 1 day".to_string(),
+                    Some(days) => format!("has not connected to the relay for {days} days"),
+                    None => "has never connected to this relay (or the relay forgot it)".to_string(),
+                };
+                format!(
+                    "! {peer} {absence}; your messages wait there until the relay's message lifetime ends"
+                )
+            }
             Self::Delivered { to, msg_id } => format!("  -> delivered to {to} (msg {})", short(msg_id)),
             Self::SendFailed { to, msg_id, reason } => {
                 if msg_id.is_empty() {
@@ -640,6 +675,16 @@ mod tests {
                 discarded: 3,
             },
             Event::NameReleased { name: "alice".into() },
+            Event::RecipientAway {
+                peer: "bob".into(),
+                identity: IK.into(),
+                away_days: Some(45),
+            },
+            Event::RecipientAway {
+                peer: "bob".into(),
+                identity: IK.into(),
+                away_days: None,
+            },
             Event::NameClaimed { name: "alice".into() },
         ]
     }
@@ -678,6 +723,51 @@ mod tests {
             connected,
             json!({"event": "connection", "state": "connected", "relay": "127.0.0.1:7300"})
         );
+    }
+
+    #[test]
+    fn recipient_away_reads_days_or_never() {
+        let events = all_events();
+        let away = |days: Option<u32>| {
+            events
+                .iter()
+                .find(|e| matches!(e, Event::RecipientAway { away_days, .. } if *away_days == days))
+                .expect("in all_events")
+        };
+        let days: Value = serde_json::from_str(&away(Some(45)).to_json_line()).expect("json");
+        assert_eq!(
+            days,
+            json!({"event": "recipient_away", "peer": "bob", "identity": IK, "away_days": 45})
+        );
+        let never: Value = serde_json::from_str(&away(None).to_json_line()).expect("json");
+        assert_eq!(
+            never,
+            json!({"event": "recipient_away", "peer": "bob", "identity": IK, "away_days": null})
+        );
+        assert_eq!(
+            away(Some(45)).to_human(),
+            "! bob has not connected to the relay for 45 days; your messages wait there until the \
+             relay's message lifetime ends"
+        );
+        assert!(away(None)
+            .to_human()
+            .starts_with("! bob has never connected to this relay"));
+
+        use e2ee_protocol::identity::IdentityKeyPair;
+        let bob = *IdentityKeyPair::from_seed(&[7; 32]).public();
+        assert_eq!(Event::recipient_away("bob", &bob, 0), None, "present");
+        assert_eq!(
+            Event::recipient_away("bob", &bob, 1),
+            Some(Event::RecipientAway {
+                peer: "bob".into(),
+                identity: identity_hex(&bob),
+                away_days: Some(1),
+            })
+        );
+        assert!(matches!(
+            Event::recipient_away("bob", &bob, AWAY_NEVER),
+            Some(Event::RecipientAway { away_days: None, .. })
+        ));
     }
 
     #[test]

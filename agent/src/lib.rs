@@ -11,6 +11,8 @@
 //! - [`command`]: parsing of interactive stdin commands ([`command::Command`]).
 //! - [`script`]: parsing of script files ([`script::Step`]).
 //! - [`qr`]: QR codes rendered with Unicode half blocks, for safety numbers.
+//! - [`away`]: [`away::AwayChecks`], when to ask the relay how long a recipient has
+//!   been away, and which answers to report.
 //!
 //! The actors and drivers:
 //! - [`agent_actor`]: the Agent actor, owner of the state, one session per peer.
@@ -21,6 +23,7 @@
 //! See `docs/AGENT.md` for the state layout, the script format and the event schema.
 
 pub mod agent_actor;
+pub mod away;
 pub mod command;
 pub mod event;
 pub mod failure;

@@ -169,13 +169,15 @@ impl RelayClient {
         Ok(out)
     }
 
-    /// The answer to a request that carries a `request_id`: the `Bundle` or `NameClaim`
-    /// with that id, or a `RateLimited` or `Error` refusal. `PreKeysLow` notices and
+    /// The answer to a request that carries a `request_id`: the `Bundle`, `NameClaim` or
+    /// `Away` with that id, or a `RateLimited` or `Error` refusal. `PreKeysLow` notices and
     /// deliveries met on the way are skipped (deliveries are not acknowledged).
     async fn answer(&mut self, request_id: u32) -> anyhow::Result<Frame> {
         loop {
             match self.recv(Duration::from_secs(10)).await? {
-                frame @ (Frame::Bundle { request_id: id, .. } | Frame::NameClaim { request_id: id, .. })
+                frame @ (Frame::Bundle { request_id: id, .. }
+                | Frame::NameClaim { request_id: id, .. }
+                | Frame::Away { request_id: id, .. })
                     if id == request_id =>
                 {
                     return Ok(frame)
@@ -203,6 +205,14 @@ impl RelayClient {
     /// The reverse lookup of `identity`: the `NameClaim` answer, or the refusal.
     pub async fn lookup_identity(&mut self, request_id: u32, identity: [u8; 32]) -> anyhow::Result<Frame> {
         self.send(Frame::LookupIdentity { request_id, identity }).await?;
+        self.answer(request_id).await
+    }
+
+    /// How long `identity` has been away from the relay (docs/PROTOCOL.md 1.8): the
+    /// `Away` answer (`away_days`: 0 = seen within the relay's notice period, whole days
+    /// past it, [`e2ee_protocol::frame::AWAY_NEVER`] = never), or the refusal.
+    pub async fn query_away(&mut self, request_id: u32, identity: [u8; 32]) -> anyhow::Result<Frame> {
+        self.send(Frame::QueryAway { request_id, identity }).await?;
         self.answer(request_id).await
     }
 

@@ -957,22 +957,29 @@ fn a_released_name_goes_to_the_next_claimant_and_is_not_claimed_again_on_restart
     old.send_line("/quit").expect("stdin");
     assert!(old.wait_exit(WAIT).expect("exits").success());
 
-    // A new identity takes the free name. When it writes to alice, her agent reports an
-    // identity change of an unverified pin (default policy warn), and what she sends to
-    // bob then goes to the new holder.
+    // A new identity takes the free name. Alice's next message to bob goes to the key
+    // she pinned, and the registry check made on that first send of the connection
+    // reports the identity change of an unverified pin (default policy warn: re-pinned);
+    // what she sends after that goes to the new holder.
     let mut new = start(agent("bob", relay.addr, &tmp.path().join("bob-new")));
     let new_id = new.identity(WAIT).expect("new identity");
     wait_names_claimed(&relay, &[&new_id]);
-    new.send_line("/msg alice hello from the second bob")
-        .expect("stdin");
+    alice.send_line("/msg bob still there?").expect("stdin");
     let changed = alice
         .wait_event("identity_changed", WAIT)
         .expect("change reported");
     assert_eq!(changed["current"], new_id.as_str());
+    assert_eq!(changed["action"], "warned");
+    talk(&mut alice, &mut new, "hello second bob");
+    assert!(
+        messages(&mut new, "alice", "still there?").is_empty(),
+        "the message sent before the change went to the pinned key"
+    );
+    new.send_line("/msg alice hello from the second bob")
+        .expect("stdin");
     alice
         .wait_message("bob", "hello from the second bob", WAIT)
         .expect("shown as bob");
-    talk(&mut alice, &mut new, "hello second bob");
 
     // The first identity, restarted, does not claim the name again by itself...
     let mut old = start(agent("bob", relay.addr, &old_dir));
@@ -1008,7 +1015,7 @@ fn release_name_and_claim_name_script_steps_wait_for_the_relay() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let relay = start_relay("127.0.0.1:0", &tmp.path().join("relay"));
     let dir = tmp.path().join("carol");
-    std::fs::create_dir_all(&tmp.path().join("scripts")).expect("mkdir");
+    std::fs::create_dir_all(tmp.path().join("scripts")).expect("mkdir");
     let script = write_script(
         &tmp.path().join("scripts"),
         "carol.script",
@@ -1032,4 +1039,64 @@ fn release_name_and_claim_name_script_steps_wait_for_the_relay() {
         "nobody holds the name carol: {}",
         check.report()
     );
+}
+
+/// A recipient that has not connected to the relay for longer than its notice period
+/// (1 s here) is reported to the sender (`recipient_away`) right after `sent`; one that
+/// is connected is not. The send itself is unchanged.
+#[test]
+fn a_sender_is_told_when_the_recipient_has_been_away_past_the_notice_period() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProcess::start_with_env(
+        "127.0.0.1:0",
+        &tmp.path().join("relay"),
+        &[],
+        &[
+            ("E2EE_STORE__FSYNC", "false"),
+            ("E2EE_NAMES__AWAY_NOTICE_SECS", "1"),
+        ],
+    )
+    .expect("relay starts");
+    // Bob connects once (his bundle and name claim stay at the relay) and quits.
+    let mut bob = start(agent("bob", relay.addr, &tmp.path().join("bob")));
+    let bob_id = bob.identity(WAIT).expect("bob identity");
+    wait_names_claimed(&relay, &[&bob_id]);
+    bob.send_line("/quit").expect("stdin");
+    assert!(bob.wait_exit(WAIT).expect("bob exits").success());
+    let bob_left = std::time::Instant::now();
+    let (alice_dir, carol_dir) = (tmp.path().join("alice"), tmp.path().join("carol"));
+    let mut agents = start_interactive(&relay, &[("alice", &alice_dir), ("carol", &carol_dir)]);
+    let mut carol = agents.pop().expect("carol");
+    let mut alice = agents.pop().expect("alice");
+    // Real time must pass for bob to be away.
+    let away_from = bob_left + Duration::from_millis(2_500);
+    std::thread::sleep(away_from.saturating_duration_since(std::time::Instant::now()));
+
+    // Carol is connected: nothing to report. The relay answers a connection's queries
+    // in order, so hers is answered before the one about bob below.
+    talk(&mut alice, &mut carol, "hello carol");
+    alice.send_line("/msg bob are you there").expect("stdin");
+    let sent = alice
+        .wait_for("sent to bob", WAIT, |e| e["event"] == "sent" && e["to"] == "bob")
+        .expect("stored at the relay as usual");
+    let away = alice.wait_event("recipient_away", WAIT).expect("alice is told");
+    assert_eq!(away["peer"], "bob");
+    assert_eq!(away["identity"], bob_id.as_str());
+    assert!(
+        away["away_days"].as_u64().is_some_and(|days| days >= 1),
+        "whole days, at least 1: {away}"
+    );
+    let order: Vec<&Value> = alice
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "recipient_away" || e["msg_id"] == sent["msg_id"])
+        .collect();
+    assert_eq!(
+        order.first().map(|e| &e["event"]),
+        Some(&Value::from("sent")),
+        "{order:?}"
+    );
+    assert_eq!(alice.events_of("recipient_away").len(), 1, "not for carol");
+    assert_clean(&mut alice);
+    assert_clean(&mut carol);
 }

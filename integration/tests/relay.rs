@@ -9,7 +9,7 @@ use e2ee_config::discard_logger;
 use e2ee_integration::client::{msg_id, RelayClient};
 use e2ee_integration::process::{rss_kib, RelayProcess};
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{auth_message, ErrorCode, Frame, AWAY_NEVER};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::name_claim::NameClaim;
 use e2ee_protocol::name_release::NameRelease;
@@ -1010,6 +1010,7 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
         "engine = \"sqlite\"",
         "[names]",
         "lease_days = 90",
+        "away_notice_days = 7",
         "opk_handout_capacity = 50",
         "opk_handout_refill_per_hour = 120",
     ] {
@@ -1676,5 +1677,155 @@ async fn one_time_prekey_handouts_per_target_are_limited_whoever_fetches_on(engi
         notices,
         handed_out.len(),
         "no notice for a fetch that handed out nothing"
+    );
+}
+
+/// The notice period the away tests give a relay.
+const AWAY_NOTICE: Duration = Duration::from_secs(1);
+/// Comfortably past [`AWAY_NOTICE`].
+const PAST_AWAY_NOTICE: Duration = Duration::from_millis(2_500);
+
+/// `away_days` of an `Away` answer.
+fn away_days(answer: Frame) -> u32 {
+    match answer {
+        Frame::Away { away_days, .. } => away_days,
+        other => panic!("expected an Away answer, got {other:?}"),
+    }
+}
+
+/// Waits until the relay counts `count` authenticated connections.
+async fn wait_authenticated(handle: &RelayHandle, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    while handle.metrics.authenticated.get() != count {
+        assert!(
+            Instant::now() < deadline,
+            "never {count} authenticated connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_away_query_tells_present_long_away_and_never_seen_apart() {
+    on_both_engines(an_away_query_tells_present_long_away_and_never_seen_apart_on).await;
+}
+
+async fn an_away_query_tells_present_long_away_and_never_seen_apart_on(engine: StoreEngine) {
+    for attempt in 1..=RENEWAL_ATTEMPTS {
+        if away_answers(engine).await {
+            return;
+        }
+        eprintln!("attempt {attempt}: an answer came a notice period after the login; trying again");
+    }
+    panic!("the machine was too slow for this test in {RENEWAL_ATTEMPTS} attempts");
+}
+
+/// One attempt; false if it proved nothing (the machine stalled past the notice period
+/// where an answer must come within it).
+async fn away_answers(engine: StoreEngine) -> bool {
+    let (handle, _dir) = relay_on(engine, |s| s.names.away_notice_secs = AWAY_NOTICE.as_secs());
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let before_login = Instant::now();
+    let bob = RelayClient::connect(handle.addr, bob_id.clone())
+        .await
+        .expect("bob");
+    drop(bob);
+    let mut alice = connect(&handle).await;
+
+    // Never authenticated here.
+    let stranger = *identity().public().as_bytes();
+    assert_eq!(
+        away_days(alice.query_away(1, stranger).await.expect("answer")),
+        AWAY_NEVER
+    );
+    // Bob logged in just now (connected or not any more: the answer does not say).
+    let recent = away_days(alice.query_away(2, bob_key).await.expect("answer"));
+    if before_login.elapsed() >= AWAY_NOTICE {
+        return false;
+    }
+    assert_eq!(recent, 0, "seen within the notice period");
+
+    // Past the notice period: away, in whole days, at least 1.
+    tokio::time::sleep(PAST_AWAY_NOTICE).await;
+    let gone = away_days(alice.query_away(3, bob_key).await.expect("answer"));
+    assert!((1..AWAY_NEVER).contains(&gone), "away for {gone} days");
+    // Alice logged in as long ago, but her connection is open: present.
+    assert_eq!(
+        away_days(alice.query_away(4, alice.me()).await.expect("answer")),
+        0
+    );
+
+    // Her connection ends: absent from then on, not from her login.
+    let alice_key = alice.me();
+    let mut carol = connect(&handle).await;
+    wait_authenticated(&handle, 2).await;
+    drop(alice);
+    wait_authenticated(&handle, 1).await;
+    let left = Instant::now();
+    let just_left = away_days(carol.query_away(5, alice_key).await.expect("answer"));
+    if left.elapsed() >= AWAY_NOTICE {
+        return false;
+    }
+    assert_eq!(just_left, 0, "seen until her connection ended");
+    tokio::time::sleep(PAST_AWAY_NOTICE).await;
+    let gone = away_days(carol.query_away(6, alice_key).await.expect("answer"));
+    assert!((1..AWAY_NEVER).contains(&gone), "away for {gone} days");
+
+    // A new login makes bob present again.
+    let _bob = RelayClient::connect(handle.addr, bob_id)
+        .await
+        .expect("bob again");
+    assert_eq!(away_days(carol.query_away(7, bob_key).await.expect("answer")), 0);
+    true
+}
+
+#[tokio::test]
+async fn away_queries_take_tokens_from_the_request_bucket() {
+    let (handle, _dir) = relay(|s| {
+        s.limits.request_rate_capacity = 2;
+        s.limits.request_rate_refill_per_sec = 1;
+    });
+    let mut alice = connect(&handle).await;
+    let target = *identity().public().as_bytes();
+    for request_id in 0..2 {
+        assert_eq!(
+            away_days(alice.query_away(request_id, target).await.expect("answer")),
+            AWAY_NEVER
+        );
+    }
+    let refused = alice.query_away(2, target).await.expect("answer");
+    assert!(
+        matches!(refused, Frame::RateLimited { msg_id: None, .. }),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_away_notice_period_is_set_through_the_environment_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notice = AWAY_NOTICE.as_secs().to_string();
+    let env = [("E2EE_NAMES__AWAY_NOTICE_SECS", notice.as_str())];
+    let start = || RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &env).expect("relay");
+    let mut relay = start();
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    drop(RelayClient::connect(relay.addr, bob_id).await.expect("bob"));
+    let logged_in = Instant::now();
+    let status = relay.terminate(WAIT).expect("stops");
+    assert!(status.success(), "{status:?}");
+
+    let relay = start();
+    let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
+    tokio::time::sleep_until((logged_in + PAST_AWAY_NOTICE).into()).await;
+    let gone = away_days(alice.query_away(1, bob_key).await.expect("answer"));
+    assert!(
+        (1..AWAY_NEVER).contains(&gone),
+        "bob's login survived the restart and is a notice period old: {gone}"
+    );
+    let stranger = *identity().public().as_bytes();
+    assert_eq!(
+        away_days(alice.query_away(2, stranger).await.expect("answer")),
+        AWAY_NEVER
     );
 }

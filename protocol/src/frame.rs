@@ -38,6 +38,9 @@ pub const MAX_REASON_LEN: usize = 256;
 pub const MSG_ID_LEN: usize = 16;
 /// Domain separation prefix of the bytes a client signs to authenticate.
 pub const AUTH_CONTEXT: &[u8] = b"e2ee-chat/relay-auth/v1";
+/// `away_days` in an `Away` reply for an identity that has never authenticated at the
+/// relay (or that the relay has forgotten): `0xFFFF_FFFF`.
+pub const AWAY_NEVER: u32 = u32::MAX;
 
 /// Type bytes of every frame.
 mod ty {
@@ -54,6 +57,8 @@ mod ty {
     pub const NAME_CLAIM: u8 = 0x17;
     pub const LOOKUP_IDENTITY: u8 = 0x18;
     pub const RELEASE_NAME: u8 = 0x19;
+    pub const QUERY_AWAY: u8 = 0x1A;
+    pub const AWAY: u8 = 0x1B;
     pub const SEND: u8 = 0x20;
     pub const SENT_ACK: u8 = 0x21;
     pub const DELIVER: u8 = 0x22;
@@ -296,6 +301,24 @@ pub enum Frame {
         /// The signed release, at most [`MAX_CLAIM_LEN`] bytes.
         release: Vec<u8>,
     },
+    /// 0x1A, client → relay: how long an identity has been away from the relay, in
+    /// whole days (docs/PROTOCOL.md 1.8). Answered by `Away`.
+    QueryAway {
+        /// Chosen by the client, echoed in the `Away` reply.
+        request_id: u32,
+        /// The identity key asked about.
+        identity: [u8; 32],
+    },
+    /// 0x1B, relay → client: the reply to `QueryAway`.
+    Away {
+        /// The `request_id` of the `QueryAway`.
+        request_id: u32,
+        /// `0`: the identity is connected to the relay, or was within the relay's
+        /// notice period; `1..=0xFFFF_FFFE`: it was last connected that many whole days
+        /// ago (at least 1; with a notice period of whole days, at least that many);
+        /// [`AWAY_NEVER`]: never, or the relay forgot it.
+        away_days: u32,
+    },
     /// 0x20, client → relay: store and forward a message to one recipient.
     Send {
         /// The recipient's identity key.
@@ -406,6 +429,8 @@ impl Frame {
             Frame::NameClaim { .. } => ty::NAME_CLAIM,
             Frame::LookupIdentity { .. } => ty::LOOKUP_IDENTITY,
             Frame::ReleaseName { .. } => ty::RELEASE_NAME,
+            Frame::QueryAway { .. } => ty::QUERY_AWAY,
+            Frame::Away { .. } => ty::AWAY,
             Frame::Send { .. } => ty::SEND,
             Frame::SentAck { .. } => ty::SENT_ACK,
             Frame::Deliver { .. } => ty::DELIVER,
@@ -436,6 +461,8 @@ impl Frame {
             Frame::NameClaim { .. } => "name_claim",
             Frame::LookupIdentity { .. } => "lookup_identity",
             Frame::ReleaseName { .. } => "release_name",
+            Frame::QueryAway { .. } => "query_away",
+            Frame::Away { .. } => "away",
             Frame::Send { .. } => "send",
             Frame::SentAck { .. } => "sent_ack",
             Frame::Deliver { .. } => "deliver",
@@ -469,6 +496,8 @@ impl Frame {
             Frame::NameClaim { claim, .. } => U32 + 1 + claim.as_ref().map_or(0, |c| U32 + c.len()),
             Frame::LookupIdentity { .. } => U32 + KEY_LEN,
             Frame::ReleaseName { release, .. } => U32 + U32 + release.len(),
+            Frame::QueryAway { .. } => U32 + KEY_LEN,
+            Frame::Away { .. } => U32 + U32,
             Frame::Send { payload, .. } => KEY_LEN + MSG_ID_LEN + U32 + payload.len(),
             Frame::SentAck { .. } => MSG_ID_LEN,
             Frame::Deliver { payload, .. } => DeliverRef::fields_len(payload.len()),
@@ -553,6 +582,17 @@ impl Frame {
             Frame::ReleaseName { request_id, release } => {
                 dst.put_u32(*request_id);
                 put_bytes_u32(dst, release);
+            }
+            Frame::QueryAway { request_id, identity } => {
+                dst.put_u32(*request_id);
+                dst.put_slice(identity);
+            }
+            Frame::Away {
+                request_id,
+                away_days,
+            } => {
+                dst.put_u32(*request_id);
+                dst.put_u32(*away_days);
             }
             Frame::Send {
                 recipient,
@@ -676,6 +716,14 @@ impl Frame {
             ty::RELEASE_NAME => Frame::ReleaseName {
                 request_id: r.u32()?,
                 release: r.bytes_u32(MAX_CLAIM_LEN, "release")?.to_vec(),
+            },
+            ty::QUERY_AWAY => Frame::QueryAway {
+                request_id: r.u32()?,
+                identity: r.array()?,
+            },
+            ty::AWAY => Frame::Away {
+                request_id: r.u32()?,
+                away_days: r.u32()?,
             },
             ty::SEND => Frame::Send {
                 recipient: r.array()?,
@@ -933,6 +981,19 @@ impl fmt::Debug for Frame {
                 .field("request_id", request_id)
                 .field("release", &Len(release.len()))
                 .finish(),
+            Frame::QueryAway { request_id, identity } => f
+                .debug_struct("QueryAway")
+                .field("request_id", request_id)
+                .field("identity", &Hex(identity))
+                .finish(),
+            Frame::Away {
+                request_id,
+                away_days,
+            } => f
+                .debug_struct("Away")
+                .field("request_id", request_id)
+                .field("away_days", away_days)
+                .finish(),
             Frame::Send {
                 recipient,
                 msg_id,
@@ -1035,6 +1096,45 @@ mod tests {
             bundle: Some(vec![9, 9]),
         };
         assert_eq!(body(&some), vec![1, 0x12, 0, 0, 0, 7, 1, 0, 0, 0, 2, 9, 9]);
+    }
+
+    #[test]
+    fn encodes_query_away_and_away_byte_for_byte() {
+        let query = Frame::QueryAway {
+            request_id: 0x0102_0304,
+            identity: [0xCC; 32],
+        };
+        let mut expected = vec![1, 0x1A, 1, 2, 3, 4];
+        expected.extend_from_slice(&[0xCC; 32]);
+        assert_eq!(body(&query), expected);
+        assert_eq!(query.encoded_len(), 38);
+        assert_eq!(Frame::decode(&expected), Ok(query));
+
+        let away = Frame::Away {
+            request_id: 9,
+            away_days: 45,
+        };
+        let bytes = [1, 0x1B, 0, 0, 0, 9, 0, 0, 0, 45];
+        assert_eq!(body(&away), bytes);
+        assert_eq!(away.encoded_len(), 10);
+        assert_eq!(Frame::decode(&bytes), Ok(away));
+        let never = Frame::Away {
+            request_id: 9,
+            away_days: AWAY_NEVER,
+        };
+        assert_eq!(body(&never), [1, 0x1B, 0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+
+    #[test]
+    fn rejects_truncated_and_padded_away_frames() {
+        assert!(Frame::decode(&[1, 0x1B, 0, 0, 0, 9, 0, 0, 0]).is_err_and(|e| e.is_incomplete()));
+        assert!(matches!(
+            Frame::decode(&[1, 0x1B, 0, 0, 0, 9, 0, 0, 0, 45, 0]),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        ));
+        let mut query = vec![1, 0x1A, 0, 0, 0, 1];
+        query.extend_from_slice(&[0; 31]);
+        assert!(Frame::decode(&query).is_err_and(|e| e.is_incomplete()));
     }
 
     #[test]

@@ -78,6 +78,11 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(request_id, identity)| Frame::LookupIdentity { request_id, identity }),
         (any::<u32>(), bytes_up_to(MAX_CLAIM_LEN))
             .prop_map(|(request_id, release)| Frame::ReleaseName { request_id, release }),
+        (any::<u32>(), key()).prop_map(|(request_id, identity)| Frame::QueryAway { request_id, identity }),
+        (any::<u32>(), any::<u32>()).prop_map(|(request_id, away_days)| Frame::Away {
+            request_id,
+            away_days
+        }),
         (key(), msg_id(), bytes_up_to(MAX_PAYLOAD_LEN)).prop_map(|(recipient, msg_id, payload)| {
             Frame::Send {
                 recipient,
@@ -490,6 +495,14 @@ fn kind_names_are_distinct() {
         Frame::ReleaseName {
             request_id: 0,
             release: vec![],
+        },
+        Frame::QueryAway {
+            request_id: 0,
+            identity: [0; 32],
+        },
+        Frame::Away {
+            request_id: 0,
+            away_days: 0,
         },
         Frame::Send {
             recipient: [0; 32],

@@ -27,8 +27,8 @@ use crate::store::{
     ClaimOutcome, IdentityBytes, MsgId, NewMessage, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
 };
 use crate::store_actor::{
-    ClaimOf, FetchBundle, GetClaim, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen, RecordAuth,
-    ReleaseClaim,
+    ClaimOf, FetchBundle, GetClaim, LastSeen, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
+    RecordAuth, ReleaseClaim,
 };
 use crate::RelayContext;
 
@@ -90,6 +90,8 @@ enum Written {
     },
     /// The client's DeliveryAck for this (sender, id).
     Ack((IdentityBytes, MsgId)),
+    /// The connection's identity seen now (for `QueryAway`).
+    Seen,
 }
 
 /// Writes of this connection. Those read in one burst of frames go to the Committer as
@@ -234,6 +236,7 @@ impl Connection {
             Frame::FetchBundle { .. }
                 | Frame::LookupName { .. }
                 | Frame::LookupIdentity { .. }
+                | Frame::QueryAway { .. }
                 | Frame::PublishPreKeys { .. }
                 | Frame::PublishName { .. }
                 | Frame::ReleaseName { .. }
@@ -257,6 +260,7 @@ impl Connection {
             Frame::LookupIdentity { request_id, identity } => {
                 self.on_lookup_identity(request_id, identity, ctx)
             }
+            Frame::QueryAway { request_id, identity } => self.on_query_away(request_id, identity, ctx),
             Frame::LookupName { request_id, name } => {
                 if let Some(claim) = self
                     .relay
@@ -334,10 +338,12 @@ impl Connection {
         let committer = self.relay.committer.clone();
         // For the lease of the names it holds; the store handles it before the queue
         // length asked for below, so it is recorded once AuthOk is sent.
-        store.do_send(RecordAuth {
-            identity,
-            at_ms: crate::now_ms(),
-        });
+        let at_ms = crate::now_ms();
+        store.do_send(RecordAuth { identity, at_ms });
+        // For QueryAway, group-committed with other writes (a login costs no commit of
+        // its own); the Flush below waits for it.
+        self.record_seen(identity, at_ms, ctx);
+        self.send_writes(ctx);
         // Nothing else is read until the client is registered and told so.
         ctx.wait(
             async move {
@@ -434,6 +440,16 @@ impl Connection {
         );
     }
 
+    /// Queues the write of `identity` seen at `at_ms` (docs/PROTOCOL.md 1.8).
+    fn record_seen(&mut self, identity: IdentityBytes, at_ms: u64, ctx: &mut Context<Self>) {
+        let op = WriteOp::Seen {
+            identity,
+            at_ms,
+            precision_ms: self.relay.away_notice.precision_ms(),
+        };
+        self.write(op, Written::Seen, ctx);
+    }
+
     /// Queues a write; the writes of one burst of frames go to the Committer together.
     fn write(&mut self, op: WriteOp, what: Written, ctx: &mut Context<Self>) {
         if self.writes.outcomes.is_none() && self.relay.direct.is_none() {
@@ -490,6 +506,12 @@ impl Connection {
                 self.deliveries.acking.remove(&key);
                 if let Ok(WriteResult::Acked(true)) = outcome {
                     self.relay.metrics.messages_acked.inc();
+                }
+            }
+            Some(Written::Seen) => {
+                // Only QueryAway answers depend on it: not worth closing the connection.
+                if let Err(err) = outcome {
+                    warn!(self.log, "seen time not stored"; "err" => %err);
                 }
             }
             None => {
@@ -783,6 +805,41 @@ impl Connection {
         ));
     }
 
+    /// How long `identity` has been away (docs/PROTOCOL.md 1.8): `0` while it is
+    /// connected or was seen within the notice period, whole days past it. Never more
+    /// precise than that, so the answer does not tell whether it is connected now.
+    fn on_query_away(&mut self, request_id: u32, identity: IdentityBytes, ctx: &mut Context<Self>) {
+        if self.relay.routes.is_connected(&identity) {
+            self.send(
+                Frame::Away {
+                    request_id,
+                    away_days: 0,
+                },
+                ctx,
+            );
+            return;
+        }
+        ctx.spawn(
+            self.relay
+                .store
+                .send(LastSeen(identity))
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(Ok(last_seen)) => {
+                        let away_days = act.relay.away_notice.away_days(crate::now_ms(), last_seen);
+                        act.send(
+                            Frame::Away {
+                                request_id,
+                                away_days,
+                            },
+                            ctx,
+                        );
+                    }
+                    _ => act.close(ErrorCode::Internal, "store failure", ctx),
+                }),
+        );
+    }
+
     fn on_release_name(&mut self, me: IdentityBytes, request_id: u32, bytes: &[u8], ctx: &mut Context<Self>) {
         let release = match NameRelease::decode_verified(bytes) {
             Ok(release) => release,
@@ -892,8 +949,13 @@ impl Actor for Connection {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         // Acknowledgements read before the connection ended are committed all the same
-        // (nothing more is written to the client).
+        // (nothing more is written to the client), and so is the end of the connection
+        // as the time its identity was last seen (QueryAway counts its absence from
+        // here).
         self.closing = true;
+        if let State::Ready(identity, _) = self.state {
+            self.record_seen(identity, crate::now_ms(), ctx);
+        }
         self.send_writes(ctx);
         self.relay.metrics.connections_open.dec();
         match self.state {

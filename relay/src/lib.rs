@@ -11,12 +11,14 @@
 //! - [`rate_limit`]: token buckets, shared by every connection of an identity;
 //!   [`opk_handouts`]: how many one-time prekeys of one identity fetches may take.
 //! - [`lease`]: when a name whose holder stopped authenticating may be taken over.
+//! - [`away`]: how long an identity has been away, as `QueryAway` tells it.
 //! - [`metrics`]: counters, Prometheus text.
 //! - [`settings`]: every setting, with defaults.
 //! - [`adversary`]: a relay that misbehaves on purpose (off by default), for the
 //!   security evidence.
 
 pub mod adversary;
+pub mod away;
 pub mod committer;
 pub mod connection;
 pub mod input;
@@ -63,6 +65,8 @@ pub struct RelayContext {
     pub opk_handouts: opk_handouts::OpkHandouts,
     /// The lease of a name whose holder stops authenticating.
     pub lease: lease::Lease,
+    /// The notice period of `QueryAway`.
+    pub away_notice: away::AwayNotice,
     /// The misbehaviour switched on for the security evidence; `None` (honest) by default.
     pub adversary: Option<Arc<adversary::Adversary>>,
 }

@@ -109,6 +109,11 @@ impl RouteTable {
         }
     }
 
+    /// Whether `identity` has an authenticated connection now.
+    pub fn is_connected(&self, identity: &IdentityBytes) -> bool {
+        self.map.read().is_ok_and(|map| map.contains_key(identity))
+    }
+
     fn set(&self, identity: IdentityBytes, addr: Recipient<ToConnection>) {
         if let Ok(mut map) = self.map.write() {
             map.insert(identity, addr);

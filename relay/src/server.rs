@@ -167,6 +167,7 @@ pub async fn serve(
             settings.limits.opk_handout_refill_per_hour,
         ),
         lease: settings.names.lease(),
+        away_notice: settings.names.away_notice(),
         adversary: Adversary::from_settings(&settings.adversary, &log),
     });
 

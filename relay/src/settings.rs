@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::adversary::AdversarySettings;
+use crate::away::AwayNotice;
 use crate::lease::Lease;
 
 /// Which message store the relay uses.
@@ -126,6 +127,14 @@ pub struct NameSettings {
     /// The lease in seconds instead of days, when above 0 (for tests and trials that
     /// need a lease of seconds; 0 = use `lease_days`).
     pub lease_secs: u64,
+    /// `QueryAway` reports an identity as away once it has not been connected for more
+    /// than this many days (docs/PROTOCOL.md 1.8); within them it answers only
+    /// "present". Default 7: the default message lifetime, so a sender hears of an
+    /// absence before its messages can expire unread.
+    pub away_notice_days: u32,
+    /// The notice period in seconds instead of days, when above 0 (for tests; 0 = use
+    /// `away_notice_days`).
+    pub away_notice_secs: u64,
 }
 
 impl NameSettings {
@@ -137,6 +146,15 @@ impl NameSettings {
             Lease::from_secs(u64::from(self.lease_days).saturating_mul(24 * 3600))
         }
     }
+
+    /// The `QueryAway` notice period these settings give.
+    pub fn away_notice(&self) -> AwayNotice {
+        if self.away_notice_secs > 0 {
+            AwayNotice::from_secs(self.away_notice_secs)
+        } else {
+            AwayNotice::from_secs(u64::from(self.away_notice_days).saturating_mul(24 * 3600))
+        }
+    }
 }
 
 /// Merged settings that serde accepts but the relay cannot work with.
@@ -145,6 +163,10 @@ pub enum InvalidSettings {
     /// `names.lease_days` is zero.
     #[error("names.lease_days must be above 0")]
     LeaseDays,
+    /// `names.away_notice_days` is zero (a notice period of 0 would tell whether an
+    /// identity is connected right now).
+    #[error("names.away_notice_days must be above 0")]
+    AwayNoticeDays,
     /// `limits.opk_handout_capacity` or `limits.opk_handout_refill_per_hour` is zero.
     #[error(
         "limits.opk_handout_capacity and limits.opk_handout_refill_per_hour must be above 0 \
@@ -163,6 +185,9 @@ impl RelaySettings {
     pub fn validate(&self) -> Result<(), InvalidSettings> {
         if self.names.lease_days == 0 {
             return Err(InvalidSettings::LeaseDays);
+        }
+        if self.names.away_notice_days == 0 {
+            return Err(InvalidSettings::AwayNoticeDays);
         }
         let l = &self.limits;
         if l.opk_handout_capacity == 0 || l.opk_handout_refill_per_hour == 0 {
@@ -235,6 +260,8 @@ impl Default for NameSettings {
         Self {
             lease_days: 90,
             lease_secs: 0,
+            away_notice_days: 7,
+            away_notice_secs: 0,
         }
     }
 }
@@ -257,6 +284,8 @@ mod tests {
         assert_eq!(s.validate(), Ok(()));
         assert_eq!((s.names.lease_days, s.names.lease_secs), (90, 0));
         assert_eq!(s.names.lease(), Lease::from_secs(90 * 24 * 3600));
+        assert_eq!((s.names.away_notice_days, s.names.away_notice_secs), (7, 0));
+        assert_eq!(s.names.away_notice(), AwayNotice::from_secs(7 * 24 * 3600));
         assert_eq!(
             (
                 s.limits.opk_handout_capacity,
@@ -272,6 +301,20 @@ mod tests {
         assert_eq!(s.names.lease(), Lease::from_secs(3));
         let s = load("[names]\nlease_days = 2\n").expect("loads");
         assert_eq!(s.names.lease(), Lease::from_secs(2 * 24 * 3600));
+    }
+
+    #[test]
+    fn away_notice_secs_replaces_away_notice_days_when_set() {
+        let s = load("[names]\naway_notice_days = 2\naway_notice_secs = 3\n").expect("loads");
+        assert_eq!(s.names.away_notice(), AwayNotice::from_secs(3));
+        let s = load("[names]\naway_notice_days = 2\n").expect("loads");
+        assert_eq!(s.names.away_notice(), AwayNotice::from_secs(2 * 24 * 3600));
+    }
+
+    #[test]
+    fn rejects_a_zero_away_notice_period() {
+        let s = load("[names]\naway_notice_days = 0\naway_notice_secs = 5\n").expect("loads");
+        assert_eq!(s.validate(), Err(InvalidSettings::AwayNoticeDays));
     }
 
     #[test]

@@ -167,6 +167,18 @@ impl Handler<RecordAuth> for StoreActor {
     }
 }
 
+/// When an identity was last seen (ms since the epoch), `None` if never.
+#[derive(Message)]
+#[rtype(result = "Result<Option<u64>, StoreError>")]
+pub struct LastSeen(pub IdentityBytes);
+
+impl Handler<LastSeen> for StoreActor {
+    type Result = Result<Option<u64>, StoreError>;
+    fn handle(&mut self, msg: LastSeen, _: &mut SyncContext<Self>) -> Self::Result {
+        self.store()?.last_seen(&msg.0)
+    }
+}
+
 /// Count one-time prekeys held for an owner.
 #[derive(Message)]
 #[rtype(result = "Result<Option<u32>, StoreError>")]

@@ -159,6 +159,8 @@ pub struct MemoryStore {
     claims: HashMap<String, Claim>,
     /// The reverse of `claims`: only identities that hold a name are here.
     holders: HashMap<IdentityBytes, Holder>,
+    /// When each identity that ever authenticated was last seen (ms since the epoch).
+    seen: HashMap<IdentityBytes, u64>,
 }
 
 impl Default for MemoryStore {
@@ -208,6 +210,7 @@ impl MemoryStore {
             prekeys: HashMap::new(),
             claims: HashMap::new(),
             holders: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -294,6 +297,17 @@ impl MemoryStore {
                 self.queues.retain(|_, q| !q.is_empty());
                 WriteResult::Expired(expired)
             }
+            WriteOp::Seen {
+                identity,
+                at_ms,
+                precision_ms,
+            } => {
+                let seen = self.seen.entry(*identity).or_insert(*at_ms);
+                if *seen < at_ms.saturating_sub(*precision_ms) {
+                    *seen = *at_ms;
+                }
+                WriteResult::Seen
+            }
         }
     }
 }
@@ -378,6 +392,10 @@ impl Store for MemoryStore {
             holder.last_auth_ms = Some(holder.last_auth_ms.map_or(at_ms, |t| t.max(at_ms)));
         }
         Ok(())
+    }
+
+    fn last_seen(&mut self, identity: &IdentityBytes) -> Result<Option<u64>, StoreError> {
+        Ok(self.seen.get(identity).copied())
     }
 
     fn put_claim(

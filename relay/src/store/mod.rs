@@ -61,6 +61,18 @@ pub enum WriteOp {
         /// The message's id.
         msg_id: MsgId,
     },
+    /// `identity` was connected at `at_ms` (ms since the epoch), for `QueryAway`
+    /// (docs/PROTOCOL.md 1.8): kept as when it was last seen unless the time recorded is
+    /// less than `precision_ms` older (so it never goes back, and reconnecting within
+    /// the precision writes nothing).
+    Seen {
+        /// The identity seen.
+        identity: IdentityBytes,
+        /// When.
+        at_ms: u64,
+        /// See [`crate::away::AwayNotice::precision_ms`].
+        precision_ms: u64,
+    },
     /// Drop messages received before `before_ms`, and forget the ids of acknowledged
     /// messages received before `acked_before_ms` (a retransmission of one of those is a
     /// new message).
@@ -88,6 +100,8 @@ pub enum WriteResult {
     Acked(bool),
     /// How many messages expired.
     Expired(u64),
+    /// A seen time was recorded (or the one recorded was recent enough).
+    Seen,
 }
 
 /// A stored prekey bundle split into its parts.
@@ -187,6 +201,9 @@ pub trait Store: Send {
     /// Records that `identity` authenticated at `at_ms`, for the lease of the names it
     /// holds (an identity that holds none has nothing to record).
     fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError>;
+    /// When `identity` was last seen (ms since the epoch), as [`WriteOp::Seen`] recorded
+    /// it; `None` if never (or forgotten).
+    fn last_seen(&mut self, identity: &IdentityBytes) -> Result<Option<u64>, StoreError>;
     /// Stores `owner`'s claim of `name` at `now_ms`: if the name is free or `owner`'s, or
     /// its holder's `lease` has run out (then `owner` takes it over).
     fn put_claim(
@@ -368,6 +385,43 @@ pub(crate) mod contract {
         );
 
         check_names(store);
+        check_last_seen(store);
+    }
+
+    fn check_last_seen(store: &mut dyn Store) {
+        let (x, y) = ([20; 32], [21; 32]);
+        let seen = |identity: [u8; 32], at_ms: u64, precision_ms: u64| WriteOp::Seen {
+            identity,
+            at_ms,
+            precision_ms,
+        };
+        assert_eq!(store.last_seen(&x).expect("seen"), None, "never seen");
+        assert_eq!(
+            commit_ok(store, &[seen(x, 1_000, 0)], 10),
+            vec![WriteResult::Seen]
+        );
+        assert_eq!(store.last_seen(&x).expect("seen"), Some(1_000));
+        commit_ok(store, &[seen(x, 900, 0)], 10);
+        assert_eq!(store.last_seen(&x).expect("seen"), Some(1_000), "never goes back");
+        commit_ok(store, &[seen(x, 1_999, 1_000)], 10);
+        assert_eq!(
+            store.last_seen(&x).expect("seen"),
+            Some(1_000),
+            "within the precision: not written"
+        );
+        commit_ok(store, &[seen(x, 2_001, 1_000)], 10);
+        assert_eq!(store.last_seen(&x).expect("seen"), Some(2_001));
+        // Any identity, whether it holds a name or not, in a batch with other writes.
+        let r = commit_ok(store, &[msg(22, 21, 1, 100), seen(y, 5_000, 1_000)], 10);
+        assert!(
+            matches!(r[..], [WriteResult::Appended { .. }, WriteResult::Seen]),
+            "{r:?}"
+        );
+        assert_eq!(store.last_seen(&y).expect("seen"), Some(5_000));
+        assert_eq!(store.last_seen(&x).expect("seen"), Some(2_001), "per identity");
+        // Authenticating records a lease only; the relay writes seen times separately.
+        store.record_auth(&[23; 32], 9_000).expect("auth");
+        assert_eq!(store.last_seen(&[23; 32]).expect("seen"), None);
     }
 
     /// A claim of `name` by the identity from `seed`, issued at `issued_ms`.

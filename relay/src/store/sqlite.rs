@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS claims (
     last_auth_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS claims_identity ON claims (identity);
+CREATE TABLE IF NOT EXISTS last_seen (
+    identity BLOB PRIMARY KEY,
+    seen_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Columns that databases from before name leases lack, added on open. A claim stored
@@ -54,6 +58,18 @@ const CLAIM_LEASE_COLUMNS: &str = "
 ALTER TABLE claims ADD COLUMN stored_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE claims ADD COLUMN last_auth_ms INTEGER;
 ";
+
+/// Records a seen time, unless the one recorded is less than the precision (?3) older.
+/// An upsert whose condition fails changes no row and writes nothing.
+const RECORD_SEEN_SQL: &str = "INSERT INTO last_seen (identity, seen_ms) VALUES (?1, ?2)
+     ON CONFLICT (identity) DO UPDATE SET seen_ms = excluded.seen_ms
+     WHERE seen_ms < excluded.seen_ms - ?3";
+
+/// A database from before `last_seen` gets every identity it holds a bundle or a claim
+/// of counted as seen at the upgrade (?1): the relay does not know better, and no
+/// identity is reported away (or never seen) because of the upgrade.
+const SEED_LAST_SEEN_SQL: &str = "INSERT OR IGNORE INTO last_seen (identity, seen_ms)
+     SELECT identity, ?1 FROM bundles UNION SELECT identity, ?1 FROM claims";
 
 /// The reverse lookup: the claim an identity stored last (a claim stored again gets a
 /// new rowid), through the index on `identity`.
@@ -104,8 +120,14 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
+        let had_last_seen = conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_seen'")?
+            .exists([])?;
         conn.execute_batch(SCHEMA)?;
         Self::add_claim_lease_columns(&conn, crate::now_ms())?;
+        if !had_last_seen {
+            conn.execute(SEED_LAST_SEEN_SQL, params![sql_ms(crate::now_ms())])?;
+        }
         Ok(Self {
             conn,
             queue_lens: HashMap::new(),
@@ -218,6 +240,18 @@ impl SqliteStore {
                 )?;
                 lens.clear();
                 Ok(WriteResult::Expired(u64::try_from(expired).unwrap_or(0)))
+            }
+            WriteOp::Seen {
+                identity,
+                at_ms,
+                precision_ms,
+            } => {
+                tx.prepare_cached(RECORD_SEEN_SQL)?.execute(params![
+                    &identity[..],
+                    sql_ms(*at_ms),
+                    sql_ms(*precision_ms)
+                ])?;
+                Ok(WriteResult::Seen)
             }
         }
     }
@@ -401,6 +435,15 @@ impl Store for SqliteStore {
             )?
             .execute(params![sql_ms(at_ms), &identity[..]])?;
         Ok(())
+    }
+
+    fn last_seen(&mut self, identity: &IdentityBytes) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seen_ms FROM last_seen WHERE identity = ?1")?
+            .query_row(params![&identity[..]], |row| row.get::<_, i64>(0))
+            .optional()?
+            .map(ms_of))
     }
 
     fn put_claim(
@@ -653,6 +696,64 @@ mod tests {
                 .expect("put"),
             ClaimOutcome::TakenOver { from: alice }
         );
+    }
+
+    #[test]
+    fn an_old_database_counts_its_known_identities_as_seen_at_the_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, claim) = crate::store::contract::claim(1, "alice", 5);
+        let (bob, stranger) = ([2u8; 32], [3u8; 32]);
+        {
+            let start = SCHEMA
+                .find("CREATE TABLE IF NOT EXISTS last_seen")
+                .expect("the last_seen table");
+            let old_schema = &SCHEMA[..start];
+            let conn = Connection::open(dir.path().join("relay.db")).expect("open");
+            conn.execute_batch(old_schema).expect("old schema");
+            conn.execute(
+                "INSERT INTO claims (name, identity, claim) VALUES ('alice', ?1, ?2)",
+                params![&alice[..], &claim],
+            )
+            .expect("a claim");
+            conn.execute(
+                "INSERT INTO bundles (identity, spk, sig) VALUES (?1, ?2, ?3)",
+                params![&bob[..], &[7u8; 32][..], &[8u8; 64][..]],
+            )
+            .expect("a bundle");
+        }
+        let before = crate::now_ms();
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        for known in [alice, bob] {
+            let seen = store.last_seen(&known).expect("seen").expect("counted as seen");
+            assert!(seen >= before, "seen at the upgrade");
+        }
+        assert_eq!(store.last_seen(&stranger).expect("seen"), None);
+        // Opening again seeds nothing more.
+        let seen = WriteOp::Seen {
+            identity: stranger,
+            at_ms: 5,
+            precision_ms: 0,
+        };
+        store.commit(&[seen], 10).expect("seen");
+        drop(store);
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(store.last_seen(&stranger).expect("seen"), Some(5));
+    }
+
+    #[test]
+    fn last_seen_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = SqliteStore::open(dir.path(), true).expect("open");
+            let seen = WriteOp::Seen {
+                identity: [4; 32],
+                at_ms: 9_000,
+                precision_ms: 0,
+            };
+            store.commit(&[seen], 10).expect("seen");
+        }
+        let mut store = SqliteStore::open(dir.path(), true).expect("reopen");
+        assert_eq!(store.last_seen(&[4; 32]).expect("seen"), Some(9_000));
     }
 
     #[test]
