@@ -5,6 +5,8 @@
 //!   [`settings::IdentityPolicy`].
 //! - [`state`]: [`state::AgentState`], the persistent state in the state directory
 //!   (identity, prekeys, sessions, pins, outbox) with atomic, persist-before-send writes.
+//! - [`store`]: [`store::StateDb`], agent state v2 (one SQLite database, secrets sealed
+//!   at rest); not wired into `AgentState` yet.
 //! - [`failure`]: [`failure::FailureClass`] and [`failure::DecryptFailure`], every
 //!   reason a received message is not shown.
 //! - [`event`]: [`event::Event`], what the agent reports, as JSON lines or readable text.
@@ -38,3 +40,4 @@ pub mod script;
 pub mod settings;
 pub mod sink;
 pub mod state;
+pub mod store;
