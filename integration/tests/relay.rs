@@ -680,9 +680,10 @@ async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talkin
     expect_closed_with(&mut big, ErrorCode::FrameTooLarge).await;
     pair_exchange(&mut alice, &mut bob, 2).await;
 
-    // Half a frame that never completes, before authentication: auth timeout.
+    // Half a frame that never completes, before authentication: auth timeout. (Its
+    // length is within the 98 bytes of an Auth: a longer one is refused at once.)
     let mut half = TcpStream::connect(handle.addr).await.expect("connect");
-    half.write_all(&[0, 0, 0, 100, 1, 2]).await.expect("write");
+    half.write_all(&[0, 0, 0, 90, 1, 2]).await.expect("write");
     let mut half = Framed::new(half, FrameCodec::default());
     half.next().await.expect("challenge").expect("frame");
     expect_closed_with(&mut half, ErrorCode::AuthTimeout).await;
@@ -787,6 +788,8 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
             ("E2EE_LIMITS__MAX_UNACKED", "1000000"),
             ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
             ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+            ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "1000000"),
+            ("E2EE_LIMITS__SENDER_QUOTA_BYTES", "1000000000"),
         ],
     )
     .expect("relay");
@@ -829,13 +832,14 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
     }
     let rss_after = rss_kib(pid).unwrap_or(0);
     println!("slow consumer: acked {acked}, relay RSS {rss_before} KiB -> {rss_after} KiB");
-    drop(stalled);
 
-    // The relay cut Bob off (the log says so) and still holds every acked message.
+    // The relay cut Bob off once his output went unread for the write timeout (the log
+    // says so) and still holds every acked message.
     let closed = relay
         .wait_log("closing connection", Duration::from_secs(30))
         .expect("slow consumer disconnected");
     assert_eq!(closed["code"], "slow_consumer", "{closed}");
+    drop(stalled);
     let mut bob = RelayClient::connect(relay.addr, bob_id).await.expect("bob again");
     assert_eq!(
         u64::from(bob.queued),

@@ -53,6 +53,18 @@ impl FrameCodec {
         self.max_frame_len
     }
 
+    /// Changes the largest body this codec reads or writes, capped at [`MAX_FRAME_LEN`].
+    ///
+    /// The limit is checked against each length prefix as the frame is decoded, so a new
+    /// limit applies from the next [`Decoder::decode`] call on, including to a frame whose
+    /// prefix is already buffered. A receiver whose state allows only small frames keeps
+    /// the limit low until the state changes: the relay reads at most
+    /// [`crate::frame::AUTH_FRAME_LEN`] bytes of body until a connection is authenticated
+    /// (docs/PROTOCOL.md 1.2), then its configured maximum.
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.max_frame_len = max_frame_len.min(MAX_FRAME_LEN);
+    }
+
     fn too_large(&self, len: usize) -> CodecError {
         CodecError::FrameTooLarge {
             len,
@@ -191,6 +203,48 @@ mod tests {
         assert_eq!(FrameCodec::new(usize::MAX).max_frame_len(), MAX_FRAME_LEN);
         assert_eq!(FrameCodec::new(1000).max_frame_len(), 1000);
         assert_eq!(FrameCodec::default().max_frame_len(), MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn a_raised_limit_applies_to_a_frame_already_announced() {
+        let mut codec = FrameCodec::new(crate::frame::AUTH_FRAME_LEN);
+        let mut wire = BytesMut::new();
+        FrameCodec::default()
+            .encode(Frame::PublishName { claim: vec![7; 200] }, &mut wire)
+            .expect("encode");
+        let mut src = BytesMut::from(&wire[..LENGTH_PREFIX_LEN]);
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(CodecError::FrameTooLarge { len: 206, max: 98 })
+        ));
+        codec.set_max_frame_len(1024);
+        src.extend_from_slice(&wire[LENGTH_PREFIX_LEN..]);
+        assert_eq!(
+            codec.decode(&mut src).expect("decodes"),
+            Some(Frame::PublishName { claim: vec![7; 200] })
+        );
+        codec.set_max_frame_len(usize::MAX);
+        assert_eq!(
+            codec.max_frame_len(),
+            MAX_FRAME_LEN,
+            "never above the hard maximum"
+        );
+    }
+
+    #[test]
+    fn a_lowered_limit_refuses_before_reserving_the_body() {
+        let mut codec = FrameCodec::default();
+        codec.set_max_frame_len(crate::frame::AUTH_FRAME_LEN);
+        let mut src = BytesMut::with_capacity(8);
+        src.put_u32(128 * 1024);
+        assert!(matches!(
+            codec.decode(&mut src),
+            Err(CodecError::FrameTooLarge {
+                len: 131_072,
+                max: 98
+            })
+        ));
+        assert!(src.capacity() < 1024, "nothing reserved for the body");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub const MAX_REASON_LEN: usize = 256;
 pub const MSG_ID_LEN: usize = 16;
 /// Domain separation prefix of the bytes a client signs to authenticate.
 pub const AUTH_CONTEXT: &[u8] = b"e2ee-chat/relay-auth/v1";
+/// Body length of an `Auth` frame (version, type, identity, signature): 98 bytes. The
+/// only frame a client may send before it is authenticated, so a relay reads no longer
+/// body until then (docs/PROTOCOL.md 1.2, 1.5).
+pub const AUTH_FRAME_LEN: usize = 2 + KEY_LEN + SIGNATURE_LEN;
 /// `away_days` in an `Away` reply for an identity that has never authenticated at the
 /// relay (or that the relay has forgotten): `0xFFFF_FFFF`.
 pub const AWAY_NEVER: u32 = u32::MAX;
@@ -119,6 +123,8 @@ pub enum ErrorCode {
     InvalidBundle,
     /// A published name claim is not a valid claim.
     InvalidClaim,
+    /// A `Send` names a recipient that is not a valid identity key.
+    InvalidRecipient,
     /// A code this version does not define, kept for forward compatibility.
     /// Never holds one of the defined codes when produced by [`ErrorCode::from_u16`].
     UnknownCode(u16),
@@ -143,6 +149,7 @@ impl ErrorCode {
             13 => Self::Internal,
             14 => Self::InvalidBundle,
             15 => Self::InvalidClaim,
+            16 => Self::InvalidRecipient,
             other => Self::UnknownCode(other),
         }
     }
@@ -165,6 +172,7 @@ impl ErrorCode {
             Self::Internal => 13,
             Self::InvalidBundle => 14,
             Self::InvalidClaim => 15,
+            Self::InvalidRecipient => 16,
             Self::UnknownCode(code) => code,
         }
     }
@@ -187,6 +195,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::InvalidBundle => "invalid_bundle",
             Self::InvalidClaim => "invalid_claim",
+            Self::InvalidRecipient => "invalid_recipient",
             Self::UnknownCode(_) => "unknown",
         }
     }
@@ -1169,6 +1178,25 @@ mod tests {
             panic!("not an error frame");
         };
         assert_eq!(reason.len(), MAX_REASON_LEN - 1);
+    }
+
+    #[test]
+    fn an_auth_body_is_auth_frame_len_bytes() {
+        let auth = Frame::Auth {
+            identity: [3; 32],
+            signature: [4; 64],
+        };
+        assert_eq!(AUTH_FRAME_LEN, 98);
+        assert_eq!(auth.encoded_len(), AUTH_FRAME_LEN);
+        assert_eq!(body(&auth).len(), AUTH_FRAME_LEN);
+    }
+
+    #[test]
+    fn encodes_invalid_recipient_as_code_16() {
+        let frame = Frame::error(ErrorCode::InvalidRecipient, "");
+        assert_eq!(body(&frame), vec![1, 0x7F, 0, 16, 0, 0]);
+        assert_eq!(ErrorCode::from_u16(16), ErrorCode::InvalidRecipient);
+        assert_eq!(ErrorCode::InvalidRecipient.name(), "invalid_recipient");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::router::{Delivery, RouteTable};
 use crate::store::{IdentityBytes, WriteOp, WriteResult};
 use crate::store_actor::{CommitBatch, SharedStore, StoreActor};
+use crate::store_backlog::StoreBacklog;
 
 /// A write's outcome as the committer reports it.
 pub type WriteOutcome = Result<WriteResult, CommitError>;
@@ -105,6 +106,8 @@ pub struct Committer {
     /// [`Flush`] requests: each resolves once `done` reaches its mark.
     flush_waiters: VecDeque<(u64, oneshot::Sender<()>)>,
     routes: Option<Arc<RouteTable>>,
+    /// The bound on connections' writes waiting here, counted out as they are done.
+    backlog: Option<Arc<StoreBacklog>>,
 }
 
 impl Committer {
@@ -127,7 +130,14 @@ impl Committer {
             done: 0,
             flush_waiters: VecDeque::new(),
             routes: None,
+            backlog: None,
         }
+    }
+
+    /// Counts the connections' writes out of `backlog` once they are committed.
+    pub fn with_backlog(mut self, backlog: Arc<StoreBacklog>) -> Self {
+        self.backlog = Some(backlog);
+        self
     }
 
     /// Pushes every stored message to its recipient through `routes` once committed.
@@ -181,6 +191,13 @@ impl Committer {
             Some(_) => ops.iter().map(push_of).collect(),
             None => Vec::new(),
         };
+        // The connections' writes (not the Committer's own expiry runs), as they were
+        // counted into the backlog.
+        let (from_connections, queued_bytes) = ops
+            .iter()
+            .zip(&replies)
+            .filter(|(_, reply)| matches!(reply, Reply::Stream(_)))
+            .fold((0, 0), |(n, bytes), (op, _)| (n + 1, bytes + op.queued_bytes()));
         self.in_flight = true;
         self.metrics.store_batches.inc();
         self.metrics.store_batch_writes.add(ops.len() as u64);
@@ -197,6 +214,9 @@ impl Committer {
                         Err(_) => Err(CommitError::Unavailable),
                     };
                     answer(replies, settle(act.routes.as_deref(), pushes, committed, count));
+                    if let Some(backlog) = &act.backlog {
+                        backlog.done(from_connections, queued_bytes);
+                    }
                     act.finished(count);
                     act.flush(ctx);
                 }),

@@ -2,6 +2,13 @@
 //! serves its frames: prekeys, name claims, sends (store, ack, route) and deliveries
 //! (drain the stored queue in order, then push live, bounded by the output budget and
 //! the unacknowledged-message limit).
+//!
+//! Bounded under abuse (docs/PROTOCOL.md 1.2, 1.6, 1.9): until it authenticates, a
+//! connection reads no frame longer than `Auth`; a Send's recipient must be a valid
+//! identity key; a DeliveryAck counts only for a message delivered on this connection
+//! and not yet acknowledged (any other is ignored without a store write) and takes a
+//! token from the identity's ack bucket; and while the store's write queue is full, or
+//! the ack bucket is empty, the connection stops reading.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -20,11 +27,13 @@ use rand_core::{OsRng, RngCore};
 use slog::{debug, info, o, warn, Logger};
 
 use crate::committer::{commit_direct, Flush, Outcomes, WriteBatch, WriteOutcome};
+use crate::input::FrameLimit;
 use crate::output::{Outgoing, Output, WriterExit};
 use crate::rate_limit::{self, RateLimits, SharedRateLimits};
+use crate::recipient_check::RecipientCheck;
 use crate::router::{ClosedUnauthenticated, Delivery, Notify, Opened, Register, ToConnection, Unregister};
 use crate::store::{
-    ClaimOutcome, IdentityBytes, MsgId, NewMessage, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
+    ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quota, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
 };
 use crate::store_actor::{
     ClaimOf, FetchBundle, GetClaim, LastSeen, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
@@ -50,8 +59,11 @@ struct Deliveries {
     live: bool,
     /// A drain step is running.
     draining: bool,
-    /// A live push was not written (draining or too many unacknowledged).
+    /// A live push was not written (draining, too many unacknowledged, or the output
+    /// too full).
     missed: bool,
+    /// Waiting for the output to drain before writing more stored messages.
+    waiting_output: bool,
     /// Highest sequence number the drain has considered.
     drain_mark: u64,
     /// Written, not yet acknowledged.
@@ -77,6 +89,11 @@ pub struct Connection {
     shutdown: Option<(ErrorCode, String)>,
     ping_counter: u64,
     writes: Writes,
+    /// The largest frame its reader accepts: an `Auth` until it authenticates.
+    frame_limit: FrameLimit,
+    recipients: RecipientCheck,
+    /// Whether an invalid recipient was logged already (the next ones are counted only).
+    invalid_recipient_logged: bool,
 }
 
 /// A write handed to the Committer (or about to be) whose outcome has not come back.
@@ -125,6 +142,7 @@ impl Connection {
         relay: Arc<RelayContext>,
         output: Output,
         writer_done: tokio::sync::oneshot::Receiver<WriterExit>,
+        frame_limit: FrameLimit,
     ) -> Self {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
@@ -142,6 +160,9 @@ impl Connection {
             shutdown: None,
             ping_counter: 0,
             writes: Writes::default(),
+            frame_limit,
+            recipients: RecipientCheck::default(),
+            invalid_recipient_logged: false,
         }
     }
 
@@ -231,6 +252,10 @@ impl Connection {
         let Some(me) = self.identity() else {
             return self.authenticate(frame, ctx);
         };
+        let writes = matches!(frame, Frame::Send { .. } | Frame::DeliveryAck { .. });
+        if writes && self.relay.direct.is_none() && self.relay.backlog.is_full() {
+            return self.wait_for_store(frame, ctx);
+        }
         let request = matches!(
             frame,
             Frame::FetchBundle { .. }
@@ -315,6 +340,28 @@ impl Connection {
         }
     }
 
+    /// Stops reading until the store's write queue has room, then handles `frame`.
+    fn wait_for_store(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        self.relay.metrics.store_queue_waits.inc();
+        debug!(self.log, "store write queue full: reading paused");
+        // What this connection queued goes to the Committer first: the queue it waits
+        // for may be its own writes.
+        self.send_writes(ctx);
+        let backlog = self.relay.backlog.clone();
+        ctx.wait(
+            async move { backlog.wait_for_room().await }
+                .into_actor(self)
+                .map(move |(), act, ctx| act.resume(frame, ctx)),
+        );
+    }
+
+    /// Handles a frame whose reading was paused, unless the connection is ending.
+    fn resume(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if !self.closing && self.shutdown.is_none() {
+            self.on_frame(frame, ctx);
+        }
+    }
+
     fn authenticate(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let Frame::Auth { identity, signature } = frame else {
             let reason = format!("{} frame before authentication", frame.kind());
@@ -359,6 +406,8 @@ impl Connection {
                 // Without the Router (it stops only with the relay), buckets of its own.
                 let rates = rates.unwrap_or_else(|| Arc::new(Mutex::new(RateLimits::new(&act.relay.limits))));
                 act.state = State::Ready(identity, rates);
+                // Frames after Auth are read from here on (the reader waits for this).
+                act.frame_limit.set(act.relay.limits.max_frame_len);
                 act.relay.metrics.authenticated.inc();
                 let queued = queued.unwrap_or(0);
                 info!(act.log, "client authenticated"; "queue_len" => queued);
@@ -402,10 +451,29 @@ impl Connection {
         if let Err(wait) = self.take_token(|r| &mut r.sends) {
             return self.rate_limited(Some(msg_id), wait, ctx);
         }
+        if !self.recipients.is_valid(&recipient) {
+            return self.invalid_recipient(msg_id, ctx);
+        }
         if let Some(adversary) = self.relay.adversary.clone() {
             return adversary.on_send(self, me, recipient, msg_id, payload, ctx);
         }
         self.store_message(me, recipient, msg_id, payload, true, ctx);
+    }
+
+    /// Refuses a Send whose recipient is not a valid identity key; the connection stays
+    /// open. Logged once per connection (a client that does it once does it often).
+    fn invalid_recipient(&mut self, msg_id: MsgId, ctx: &mut Context<Self>) {
+        let reason = "the recipient is not a valid identity key";
+        self.relay.metrics.reject(ErrorCode::InvalidRecipient);
+        let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
+        if self.invalid_recipient_logged {
+            debug!(self.log, "request refused"; "reason" => reason, "msg_id" => id);
+        } else {
+            self.invalid_recipient_logged = true;
+            warn!(self.log, "request refused"; "reason" => reason, "msg_id" => id,
+                  "code" => ErrorCode::InvalidRecipient.name());
+        }
+        self.send(Frame::error(ErrorCode::InvalidRecipient, reason), ctx);
     }
 
     /// Stores a message from `me`, then routes it to its recipient. `ack` tells this
@@ -458,6 +526,9 @@ impl Connection {
             self.writes.outcomes = Some(tx);
         }
         self.writes.awaiting.push_back(what);
+        if self.relay.direct.is_none() {
+            self.relay.backlog.add(op.queued_bytes());
+        }
         if self.writes.unsent.is_empty() {
             // Runs once the frames read so far are handled.
             ctx.notify(SendWrites);
@@ -546,8 +617,15 @@ impl Connection {
                 self.relay.metrics.messages_duplicate.inc();
                 self.send(Frame::SentAck { msg_id }, ctx);
             }
-            Ok(WriteResult::QuotaExceeded) => {
-                self.relay.metrics.quota_exceeded.inc();
+            Ok(WriteResult::QuotaExceeded(quota)) => {
+                let metrics = &self.relay.metrics;
+                match quota {
+                    Quota::RecipientQueue => metrics.quota_exceeded.inc(),
+                    Quota::SenderMessages | Quota::SenderBytes => metrics.sender_quota_exceeded.inc(),
+                    Quota::StorageBudget => metrics.storage_budget_exceeded.inc(),
+                }
+                let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
+                debug!(self.log, "message refused"; "reason" => quota.name(), "msg_id" => id);
                 let retry_after_ms = self.relay.limits.quota_retry_after_ms;
                 self.send(
                     Frame::QuotaExceeded {
@@ -575,8 +653,32 @@ impl Connection {
         msg_id: MsgId,
         ctx: &mut Context<Self>,
     ) {
+        // Taken when the ack is handled, not when it was read: after a pause the time
+        // of the read would give no new token.
+        let token = match &self.state {
+            State::Ready(_, rates) => rate_limit::lock(rates).acks.try_take(Instant::now()),
+            State::Challenged => Ok(()),
+        };
+        if let Err(wait) = token {
+            self.relay.metrics.ack_rate_waits.inc();
+            self.send_writes(ctx);
+            ctx.wait(
+                actix::clock::sleep(wait)
+                    .into_actor(self)
+                    .map(move |(), act, ctx| act.resume(Frame::DeliveryAck { sender, msg_id }, ctx)),
+            );
+            return;
+        }
         let key = (sender, msg_id);
-        self.deliveries.in_flight.remove(&key);
+        if self.deliveries.in_flight.remove(&key).is_none() {
+            // Not delivered on this connection, or acknowledged already: nothing to do,
+            // and nothing is written (an ack costs the store a write only for a message
+            // it is known to hold for this client).
+            self.relay.metrics.acks_ignored.inc();
+            let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
+            debug!(self.log, "acknowledgement ignored"; "msg_id" => id);
+            return;
+        }
         self.deliveries.acking.insert(key);
         let op = WriteOp::Ack {
             recipient: me,
@@ -607,7 +709,38 @@ impl Connection {
             d.missed = true;
             return;
         }
+        if !self.output.has_room_for_deliveries() {
+            d.live = false;
+            d.missed = true;
+            return self.wait_for_output(ctx);
+        }
         self.write_delivery(delivery, ctx);
+    }
+
+    /// Writes no stored message until the client has read enough of its output, then
+    /// drains the queue again (the messages not written stay stored). A client that does
+    /// not read that much within the write timeout is a slow consumer: it is cut off, and
+    /// its messages wait for its next connection.
+    fn wait_for_output(&mut self, ctx: &mut Context<Self>) {
+        if self.deliveries.waiting_output {
+            return;
+        }
+        self.deliveries.waiting_output = true;
+        let limit = Duration::from_millis(self.relay.limits.write_timeout_ms);
+        let drained = tokio::time::timeout(limit, self.output.drained());
+        ctx.spawn(drained.into_actor(self).map(|res, act, ctx| {
+            act.deliveries.waiting_output = false;
+            match res {
+                Ok(()) => act.start_drain(ctx),
+                Err(_) => {
+                    let reason = format!(
+                        "{} bytes of output unread within the write timeout",
+                        act.output.pending_bytes()
+                    );
+                    act.close(ErrorCode::SlowConsumer, &reason, ctx);
+                }
+            }
+        }));
     }
 
     fn write_delivery(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
@@ -621,8 +754,13 @@ impl Connection {
     /// Loads the next page of the stored queue and writes it, in order.
     fn start_drain(&mut self, ctx: &mut Context<Self>) {
         let Some(me) = self.identity() else { return };
-        if self.deliveries.draining || self.closing {
+        if self.deliveries.draining || self.closing || self.deliveries.waiting_output {
             return;
+        }
+        if !self.output.has_room_for_deliveries() {
+            self.deliveries.live = false;
+            self.deliveries.missed = true;
+            return self.wait_for_output(ctx);
         }
         self.deliveries.draining = true;
         self.deliveries.live = false;
@@ -649,6 +787,11 @@ impl Connection {
                 if act.deliveries.in_flight.len() >= max {
                     stopped = true;
                     break;
+                }
+                if !act.output.has_room_for_deliveries() {
+                    act.deliveries.missed = true;
+                    act.wait_for_output(ctx);
+                    return;
                 }
                 act.deliveries.drain_mark = row.seq;
                 let key = (row.sender, row.msg_id);
@@ -920,8 +1063,10 @@ impl Actor for Connection {
         if let Some(done) = self.writer_done.take() {
             ctx.spawn(done.into_actor(self).map(|exit, act, ctx| {
                 if exit == Ok(WriterExit::TimedOut) {
+                    // Nothing more can be written to it, not even the Error frame.
                     act.relay.metrics.reject(ErrorCode::SlowConsumer);
-                    warn!(act.log, "closing connection"; "reason" => "write timed out");
+                    warn!(act.log, "closing connection"; "reason" => "write timed out",
+                          "code" => ErrorCode::SlowConsumer.name());
                 }
                 act.closing = true;
                 ctx.stop();

@@ -5,9 +5,11 @@
 //! - [`router`]: the Router actor, the map identity → connection.
 //! - [`committer`]: group commit in front of the store (SQLite); the memory store is
 //!   written by connections directly.
-//! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines.
+//! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines and
+//!   their quotas; [`store_backlog`]: the bound on writes waiting for group commit.
 //! - [`input`]: a connection's read buffer, small until the connection is busy.
 //! - [`output`]: a connection's bounded output and its writer task.
+//! - [`recipient_check`]: recipients of Sends must be valid identity keys.
 //! - [`rate_limit`]: token buckets, shared by every connection of an identity;
 //!   [`opk_handouts`]: how many one-time prekeys of one identity fetches may take.
 //! - [`lease`]: when a name whose holder stopped authenticating may be taken over.
@@ -27,11 +29,13 @@ pub mod metrics;
 pub mod opk_handouts;
 pub mod output;
 pub mod rate_limit;
+pub mod recipient_check;
 pub mod router;
 pub mod server;
 pub mod settings;
 pub mod store;
 pub mod store_actor;
+pub mod store_backlog;
 
 use std::sync::Arc;
 
@@ -59,6 +63,8 @@ pub struct RelayContext {
     pub store: Addr<store_actor::StoreActor>,
     /// The store, for writes that skip group commit (the memory store only).
     pub direct: Option<Arc<store_actor::SharedStore>>,
+    /// The bound on writes waiting for group commit.
+    pub backlog: Arc<store_backlog::StoreBacklog>,
     /// Root logger.
     pub log: Logger,
     /// Per-target limit on one-time prekey handouts.

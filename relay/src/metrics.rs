@@ -54,7 +54,7 @@ impl Gauge {
 }
 
 /// Reject reasons counted, by error code (index = code, 0 = other).
-const REJECT_SLOTS: usize = 16;
+const REJECT_SLOTS: usize = 32;
 
 /// Every metric of the relay.
 #[derive(Debug, Default)]
@@ -79,6 +79,17 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Sends refused because the recipient's queue is full.
     pub quota_exceeded: Counter,
+    /// Sends refused because the sender's stored messages or bytes reached its quota.
+    pub sender_quota_exceeded: Counter,
+    /// Sends refused because the stored messages reached the storage budget.
+    pub storage_budget_exceeded: Counter,
+    /// Acknowledgements ignored: not for a message delivered on that connection and
+    /// not yet acknowledged there (nothing is written for them).
+    pub acks_ignored: Counter,
+    /// Times a connection stopped reading until its identity's ack bucket had a token.
+    pub ack_rate_waits: Counter,
+    /// Times a connection stopped reading until the store's write queue had room.
+    pub store_queue_waits: Counter,
     /// Bundle fetches answered without a one-time prekey because the target's handout
     /// bucket was empty.
     pub opk_handouts_limited: Counter,
@@ -180,6 +191,36 @@ impl Metrics {
             "counter",
             "Sends refused for a full queue.",
             self.quota_exceeded.get(),
+        );
+        metric(
+            "sender_quota_exceeded_total",
+            "counter",
+            "Sends refused for the sender's storage quota (messages or bytes).",
+            self.sender_quota_exceeded.get(),
+        );
+        metric(
+            "storage_budget_exceeded_total",
+            "counter",
+            "Sends refused for the relay's storage budget.",
+            self.storage_budget_exceeded.get(),
+        );
+        metric(
+            "acks_ignored_total",
+            "counter",
+            "Acknowledgements ignored: not for a message delivered and unacknowledged on that connection.",
+            self.acks_ignored.get(),
+        );
+        metric(
+            "ack_rate_waits_total",
+            "counter",
+            "Times a connection stopped reading until its acknowledgement bucket refilled.",
+            self.ack_rate_waits.get(),
+        );
+        metric(
+            "store_queue_waits_total",
+            "counter",
+            "Times a connection stopped reading until the store's write queue had room.",
+            self.store_queue_waits.get(),
         );
         metric(
             "opk_handouts_limited_total",

@@ -1,7 +1,13 @@
 //! A connection's bounded output: frames go to a writer task through a channel, and the
 //! bytes not yet handed to the socket are counted, so the relay can refuse to buffer
-//! more than the configured budget for a peer that does not read.
+//! more than the configured budget for a peer that does not read. Stored messages are
+//! written only while the output is below half its budget
+//! ([`Output::has_room_for_deliveries`]); the connection waits for the writer to drain it
+//! ([`Output::drained`]) before it writes more, so a large stored queue is paced by the
+//! client's reading, and a client that leaves it undrained for the write timeout is cut
+//! off.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use e2ee_protocol::codec::{CodecError, FrameCodec};
 use e2ee_protocol::frame::{Frame, LENGTH_PREFIX_LEN};
 use futures_util::SinkExt;
 use tokio::io::AsyncWrite;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Encoder, FramedWrite};
 
 use crate::metrics::Metrics;
@@ -69,6 +75,18 @@ pub enum WriterExit {
     TimedOut,
 }
 
+/// Runs one write of the writer task within `limit`.
+async fn bounded(
+    limit: Duration,
+    write: impl Future<Output = Result<(), CodecError>>,
+) -> Result<(), WriterExit> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriterExit::Failed),
+        Err(_) => Err(WriterExit::TimedOut),
+    }
+}
+
 /// The budget for pending output was exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverBudget {
@@ -81,6 +99,8 @@ pub struct Output {
     tx: mpsc::UnboundedSender<(Outgoing, usize)>,
     pending: Arc<AtomicUsize>,
     budget: usize,
+    /// Told by the writer task after each flush.
+    flushed: Arc<Notify>,
 }
 
 impl Output {
@@ -98,6 +118,8 @@ impl Output {
         let pending = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = oneshot::channel();
         let counter = pending.clone();
+        let flushed = Arc::new(Notify::new());
+        let notify = flushed.clone();
         actix::spawn(async move {
             // Small to start: an idle connection should cost little memory; the buffer
             // grows to whatever a burst needs.
@@ -108,33 +130,66 @@ impl Output {
                     break WriterExit::Finished;
                 };
                 let mut written = len;
-                if framed.feed(frame).await.is_err() {
-                    break WriterExit::Failed;
+                // Feeding writes to the socket once the buffer passes its boundary, so it
+                // is bounded in time like the flush.
+                if let Err(exit) = bounded(write_timeout, framed.feed(frame)).await {
+                    break exit;
                 }
                 // Coalesce whatever is queued into one flush.
-                let mut failed = false;
+                let mut failed = None;
                 for _ in 0..256 {
                     let Ok((frame, len)) = rx.try_recv() else { break };
                     written += len;
-                    if framed.feed(frame).await.is_err() {
-                        failed = true;
+                    if let Err(exit) = bounded(write_timeout, framed.feed(frame)).await {
+                        failed = Some(exit);
                         break;
                     }
                 }
-                if failed {
-                    break WriterExit::Failed;
+                if let Some(exit) = failed {
+                    break exit;
                 }
-                match tokio::time::timeout(write_timeout, SinkExt::<Outgoing>::flush(&mut framed)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break WriterExit::Failed,
-                    Err(_) => break WriterExit::TimedOut,
+                if let Err(exit) = bounded(write_timeout, SinkExt::<Outgoing>::flush(&mut framed)).await {
+                    break exit;
                 }
                 counter.fetch_sub(written, Ordering::Relaxed);
+                notify.notify_waiters();
                 metrics.bytes_out.add(written as u64);
             };
             let _ = done_tx.send(exit);
         });
-        (Self { tx, pending, budget }, done_rx)
+        (
+            Self {
+                tx,
+                pending,
+                budget,
+                flushed,
+            },
+            done_rx,
+        )
+    }
+
+    /// Whether stored messages may be written now: the output is below half its budget,
+    /// which leaves the other half for answers and for one more message of any size.
+    pub fn has_room_for_deliveries(&self) -> bool {
+        self.pending_bytes() < self.budget / 2
+    }
+
+    /// Resolves once the output is below half its budget again (never, if the writer
+    /// has stopped: the connection stops with it).
+    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+        let (pending, flushed, level) = (self.pending.clone(), self.flushed.clone(), self.budget / 2);
+        async move {
+            loop {
+                let notified = flushed.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a flush in between is not missed.
+                notified.as_mut().enable();
+                if pending.load(Ordering::Relaxed) < level {
+                    return;
+                }
+                notified.await;
+            }
+        }
     }
 
     /// Bytes queued but not yet handed to the socket.

@@ -1,6 +1,6 @@
 //! Token buckets per identity: sends take a token from one, other requests (lookups,
-//! bundle fetches, publications, releases) from another; an empty bucket answers with
-//! the time until the next token.
+//! bundle fetches, publications, releases) from another, delivery acknowledgements from
+//! a third; an empty bucket answers with the time until the next token.
 //!
 //! An identity's buckets are one shared object ([`SharedRateLimits`]) that the Router
 //! hands to every connection of that identity, including a connection that replaces an
@@ -101,6 +101,10 @@ pub struct RateLimits {
     /// `PublishName` and `ReleaseName`: a fetch may take a one-time prekey for good, so
     /// requests must not be free.
     pub requests: TokenBucket,
+    /// For `DeliveryAck`: acknowledgements cost the relay a lookup (and, for a message it
+    /// delivered, a store write) each, so they are limited too. A bucket of their own:
+    /// a client acknowledges every message it receives, far more than it looks up.
+    pub acks: TokenBucket,
 }
 
 impl RateLimits {
@@ -109,12 +113,13 @@ impl RateLimits {
         Self {
             sends: TokenBucket::new(limits.rate_capacity, limits.rate_refill_per_sec),
             requests: TokenBucket::new(limits.request_rate_capacity, limits.request_rate_refill_per_sec),
+            acks: TokenBucket::new(limits.ack_rate_capacity, limits.ack_rate_refill_per_sec),
         }
     }
 
-    /// Whether both buckets are full (new buckets would be the same).
+    /// Whether every bucket is full (new buckets would be the same).
     pub fn is_full(&mut self, now: Instant) -> bool {
-        self.sends.is_full(now) && self.requests.is_full(now)
+        self.sends.is_full(now) && self.requests.is_full(now) && self.acks.is_full(now)
     }
 }
 
@@ -182,6 +187,31 @@ mod tests {
         assert!(bucket.is_full(start));
         bucket.give_back(start);
         assert_eq!(bucket.remaining(start), 1, "never above capacity");
+    }
+
+    #[test]
+    fn acknowledgements_draw_from_their_own_bucket() {
+        let limits = Limits {
+            ack_rate_capacity: 2,
+            ack_rate_refill_per_sec: 1000,
+            ..Limits::default()
+        };
+        let mut rates = RateLimits::new(&limits);
+        let start = Instant::now();
+        assert!(rates.acks.try_take(start).is_ok() && rates.acks.try_take(start).is_ok());
+        let wait = rates.acks.try_take(start).expect_err("empty");
+        assert!(wait <= Duration::from_millis(1), "{wait:?}");
+        assert!(
+            !rates.is_full(start),
+            "an ack bucket in use keeps the identity's buckets"
+        );
+        assert_eq!(
+            rates.sends.remaining(start),
+            limits.rate_capacity,
+            "sends untouched"
+        );
+        assert_eq!(rates.requests.remaining(start), limits.request_rate_capacity);
+        assert!(rates.is_full(start + Duration::from_millis(2)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio_util::codec::FramedWrite;
 use crate::adversary::Adversary;
 use crate::committer::{Committer, Expiry, Flush};
 use crate::connection::Connection;
-use crate::input::InputCodec;
+use crate::input::{FrameLimit, InputCodec};
 use crate::metrics::{self, Metrics};
 use crate::opk_handouts::OpkHandouts;
 use crate::output::Output;
@@ -32,6 +32,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::store_actor::{SharedStore, StoreActor};
+use crate::store_backlog::StoreBacklog;
 use crate::RelayContext;
 
 /// Loads this relay's id from `data_dir/relay-id`, creating it on first start.
@@ -88,10 +89,7 @@ pub async fn serve(
         .validate()
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     let relay_id = relay_id(&settings.data_dir)?;
-    let shared = Arc::new(SharedStore::new(
-        open_store(&settings)?,
-        settings.limits.queue_quota,
-    ));
+    let shared = Arc::new(SharedStore::new(open_store(&settings)?, settings.quotas()));
     // The memory store has nothing to make durable, so group commit would only add
     // thread hand-offs: connections write to it directly.
     let direct = (settings.store.engine == StoreEngine::Memory).then(|| shared.clone());
@@ -110,10 +108,17 @@ pub async fn serve(
     // it pushes each stored message to its recipient.
     let commit_arbiter = Arbiter::new();
     let commit_routes = routes.clone();
+    let backlog = Arc::new(StoreBacklog::new(
+        settings.store.max_queued_writes,
+        settings.store.max_queued_bytes,
+    ));
     let committer = {
         let (store, max_batch, metrics) = (store.clone(), settings.store.max_batch, metrics.clone());
+        let backlog = backlog.clone();
         Committer::start_in_arbiter(&commit_arbiter.handle(), move |_| {
-            Committer::new(store, max_batch, metrics, Some(expiry)).with_routes(commit_routes)
+            Committer::new(store, max_batch, metrics, Some(expiry))
+                .with_routes(commit_routes)
+                .with_backlog(backlog)
         })
     };
 
@@ -161,6 +166,7 @@ pub async fn serve(
         committer: committer.clone(),
         store,
         direct,
+        backlog,
         log: log.clone(),
         opk_handouts: OpkHandouts::new(
             settings.limits.opk_handout_capacity,
@@ -258,10 +264,10 @@ fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<R
         Duration::from_millis(context.limits.write_timeout_ms),
         context.metrics.clone(),
     );
-    let max_frame = context.limits.max_frame_len;
+    let limit = FrameLimit::before_login();
     Connection::create(move |ctx| {
-        ctx.add_stream(InputCodec::reader(read, max_frame));
-        Connection::new(id, peer, context, output, done)
+        ctx.add_stream(InputCodec::reader(read, limit.clone()));
+        Connection::new(id, peer, context, output, done, limit)
     });
 }
 

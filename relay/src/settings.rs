@@ -80,9 +80,23 @@ pub struct Limits {
     pub request_rate_capacity: u32,
     /// Tokens added per second to that bucket.
     pub request_rate_refill_per_sec: u32,
+    /// Token bucket size for `DeliveryAck`s per identity, shared like the send bucket.
+    /// When it is empty the relay stops reading from the connection until a token is
+    /// back (nothing is refused).
+    pub ack_rate_capacity: u32,
+    /// Tokens added per second to that bucket.
+    pub ack_rate_refill_per_sec: u32,
     /// Most queued (undelivered) messages per recipient.
     pub queue_quota: u64,
-    /// The retry delay a sender is given with `QuotaExceeded` (ms).
+    /// Most unacknowledged messages one sender may have stored, across all its
+    /// recipients.
+    pub sender_quota_messages: u64,
+    /// Most bytes one sender's unacknowledged messages may take in the store, across all
+    /// its recipients (each message counts its payload plus
+    /// [`crate::store::STORED_MESSAGE_OVERHEAD`] bytes).
+    pub sender_quota_bytes: u64,
+    /// The retry delay a sender is given with `QuotaExceeded` (ms), whichever quota is
+    /// full.
     pub quota_retry_after_ms: u32,
     /// Messages older than this are dropped (seconds).
     pub message_ttl_secs: u64,
@@ -114,6 +128,17 @@ pub struct StoreSettings {
     pub max_batch: usize,
     /// SQLite `synchronous=FULL` (fsync at every commit) when true, `NORMAL` otherwise.
     pub fsync: bool,
+    /// Most writes waiting for group commit (SQLite only); when as many wait, every
+    /// connection that would add one stops reading until the store catches up.
+    pub max_queued_writes: usize,
+    /// Most message bytes waiting for group commit (SQLite only), bounded like
+    /// `max_queued_writes`.
+    pub max_queued_bytes: usize,
+    /// The storage budget: most bytes all unacknowledged messages may take together
+    /// (each counts its payload plus [`crate::store::STORED_MESSAGE_OVERHEAD`] bytes).
+    /// Past it every Send is refused with `QuotaExceeded` until messages are
+    /// acknowledged or expire.
+    pub max_stored_bytes: u64,
 }
 
 /// The name registry (docs/PROTOCOL.md 1.8).
@@ -178,6 +203,35 @@ pub enum InvalidSettings {
         /// `limits.opk_handout_refill_per_hour`.
         refill_per_hour: u32,
     },
+    /// `limits.ack_rate_capacity` or `limits.ack_rate_refill_per_sec` is zero.
+    #[error(
+        "limits.ack_rate_capacity and limits.ack_rate_refill_per_sec must be above 0 \
+         (got {capacity} and {refill_per_sec})"
+    )]
+    AckRate {
+        /// `limits.ack_rate_capacity`.
+        capacity: u32,
+        /// `limits.ack_rate_refill_per_sec`.
+        refill_per_sec: u32,
+    },
+    /// A storage quota that could never hold one message of the largest size.
+    #[error("{key} must be at least {min} (one message of the largest size), got {value}")]
+    StorageQuota {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// The smallest value accepted.
+        min: u64,
+    },
+    /// `store.max_queued_writes` or `store.max_queued_bytes` is zero.
+    #[error("store.max_queued_writes and store.max_queued_bytes must be above 0 (got {writes} and {bytes})")]
+    WriteQueue {
+        /// `store.max_queued_writes`.
+        writes: usize,
+        /// `store.max_queued_bytes`.
+        bytes: usize,
+    },
 }
 
 impl RelaySettings {
@@ -196,7 +250,41 @@ impl RelaySettings {
                 refill_per_hour: l.opk_handout_refill_per_hour,
             });
         }
+        if l.ack_rate_capacity == 0 || l.ack_rate_refill_per_sec == 0 {
+            return Err(InvalidSettings::AckRate {
+                capacity: l.ack_rate_capacity,
+                refill_per_sec: l.ack_rate_refill_per_sec,
+            });
+        }
+        let largest = crate::store::stored_size(e2ee_protocol::frame::MAX_PAYLOAD_LEN);
+        let quotas = [
+            ("limits.sender_quota_messages", l.sender_quota_messages, 1),
+            ("limits.sender_quota_bytes", l.sender_quota_bytes, largest),
+            ("store.max_stored_bytes", self.store.max_stored_bytes, largest),
+        ];
+        for (key, value, min) in quotas {
+            if value < min {
+                return Err(InvalidSettings::StorageQuota { key, value, min });
+            }
+        }
+        let store = &self.store;
+        if store.max_queued_writes == 0 || store.max_queued_bytes == 0 {
+            return Err(InvalidSettings::WriteQueue {
+                writes: store.max_queued_writes,
+                bytes: store.max_queued_bytes,
+            });
+        }
         Ok(())
+    }
+
+    /// The storage bounds a commit checks before it stores a message.
+    pub fn quotas(&self) -> crate::store::Quotas {
+        crate::store::Quotas {
+            queue: self.limits.queue_quota,
+            sender_messages: self.limits.sender_quota_messages,
+            sender_bytes: self.limits.sender_quota_bytes,
+            stored_bytes: self.store.max_stored_bytes,
+        }
     }
 }
 
@@ -232,7 +320,11 @@ impl Default for Limits {
             rate_refill_per_sec: 1_000,
             request_rate_capacity: 200,
             request_rate_refill_per_sec: 20,
+            ack_rate_capacity: 8192,
+            ack_rate_refill_per_sec: 4096,
             queue_quota: 100_000,
+            sender_quota_messages: 10_000,
+            sender_quota_bytes: 64 * 1024 * 1024,
             quota_retry_after_ms: 30_000,
             message_ttl_secs: 7 * 24 * 3600,
             dedup_window_secs: 24 * 3600,
@@ -251,6 +343,9 @@ impl Default for StoreSettings {
             engine: StoreEngine::Sqlite,
             max_batch: 2048,
             fsync: true,
+            max_queued_writes: 16_384,
+            max_queued_bytes: 32 * 1024 * 1024,
+            max_stored_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -328,6 +423,76 @@ mod tests {
             let s = load(toml).expect("loads");
             assert!(
                 matches!(s.validate(), Err(InvalidSettings::OpkHandout { .. })),
+                "{toml}"
+            );
+        }
+    }
+
+    #[test]
+    fn storage_and_ack_limits_have_their_documented_defaults() {
+        let s = RelaySettings::default();
+        assert_eq!(
+            (s.limits.ack_rate_capacity, s.limits.ack_rate_refill_per_sec),
+            (8192, 4096)
+        );
+        assert_eq!(
+            s.quotas(),
+            crate::store::Quotas {
+                queue: 100_000,
+                sender_messages: 10_000,
+                sender_bytes: 64 << 20,
+                stored_bytes: 4 << 30,
+            }
+        );
+        assert_eq!(
+            (s.store.max_queued_writes, s.store.max_queued_bytes),
+            (16_384, 32 << 20)
+        );
+    }
+
+    #[test]
+    fn rejects_storage_quotas_too_small_for_one_message_and_a_zero_write_queue() {
+        let largest = crate::store::stored_size(e2ee_protocol::frame::MAX_PAYLOAD_LEN);
+        for (toml, key) in [
+            (
+                "[limits]\nsender_quota_messages = 0\n",
+                "limits.sender_quota_messages",
+            ),
+            (
+                "[limits]\nsender_quota_bytes = 65536\n",
+                "limits.sender_quota_bytes",
+            ),
+            ("[store]\nmax_stored_bytes = 1000\n", "store.max_stored_bytes"),
+        ] {
+            let s = load(toml).expect("loads");
+            assert!(
+                matches!(s.validate(), Err(InvalidSettings::StorageQuota { key: k, .. }) if k == key),
+                "{toml}"
+            );
+        }
+        let s = load(&format!("[limits]\nsender_quota_bytes = {largest}\n")).expect("loads");
+        assert_eq!(
+            s.validate(),
+            Ok(()),
+            "room for exactly one message of the largest size"
+        );
+        for toml in [
+            "[store]\nmax_queued_writes = 0\n",
+            "[store]\nmax_queued_bytes = 0\n",
+        ] {
+            let s = load(toml).expect("loads");
+            assert!(
+                matches!(s.validate(), Err(InvalidSettings::WriteQueue { .. })),
+                "{toml}"
+            );
+        }
+        for toml in [
+            "[limits]\nack_rate_capacity = 0\n",
+            "[limits]\nack_rate_refill_per_sec = 0\n",
+        ] {
+            let s = load(toml).expect("loads");
+            assert!(
+                matches!(s.validate(), Err(InvalidSettings::AckRate { .. })),
                 "{toml}"
             );
         }

@@ -7,23 +7,23 @@ use actix::prelude::*;
 
 use crate::lease::Lease;
 use crate::store::{
-    ClaimOutcome, IdentityBytes, ReleaseOutcome, Store, StoreError, StoredBundle, StoredMessage, WriteOp,
-    WriteResult,
+    ClaimOutcome, IdentityBytes, Quotas, ReleaseOutcome, Store, StoreError, StoredBundle, StoredMessage,
+    WriteOp, WriteResult,
 };
 
 /// The open store. Only the store thread uses it, except the memory store, which
 /// connections also write to directly (see [`crate::committer::commit_direct`]).
 pub struct SharedStore {
     store: Mutex<Box<dyn Store>>,
-    queue_quota: u64,
+    quotas: Quotas,
 }
 
 impl SharedStore {
-    /// Wraps an open store; `queue_quota` caps each recipient's queue.
-    pub fn new(store: Box<dyn Store>, queue_quota: u64) -> Self {
+    /// Wraps an open store; messages are stored only within `quotas`.
+    pub fn new(store: Box<dyn Store>, quotas: Quotas) -> Self {
         Self {
             store: Mutex::new(store),
-            queue_quota,
+            quotas,
         }
     }
 
@@ -34,7 +34,7 @@ impl SharedStore {
 
     /// Applies writes atomically, in order.
     pub fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
-        self.lock()?.commit(ops, self.queue_quota)
+        self.lock()?.commit(ops, &self.quotas)
     }
 }
 

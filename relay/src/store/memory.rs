@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use ahash::RandomState;
 
 use super::{
-    release_of, ClaimOutcome, IdentityBytes, MsgId, ReleaseOutcome, Store, StoreError, StoredBundle,
-    StoredMessage, WriteOp, WriteResult,
+    release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, Quotas, ReleaseOutcome, Store, StoreError,
+    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -84,14 +84,10 @@ impl Queue {
         self.live += 1;
     }
 
-    /// Removes the message stored under `seq`; false if it is not held.
-    fn remove(&mut self, seq: u64) -> bool {
-        let Ok(i) = self.slots.binary_search_by_key(&seq, |(s, _)| *s) else {
-            return false;
-        };
-        if self.slots[i].1.take().is_none() {
-            return false;
-        }
+    /// Removes the message stored under `seq`; `None` if it is not held.
+    fn remove(&mut self, seq: u64) -> Option<StoredMessage> {
+        let i = self.slots.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        let removed = self.slots[i].1.take()?;
         self.live -= 1;
         while matches!(self.slots.front(), Some((_, None))) {
             self.slots.pop_front();
@@ -100,7 +96,7 @@ impl Queue {
         if holes > 64 && holes > self.live {
             self.slots.retain(|(_, m)| m.is_some());
         }
-        true
+        Some(removed)
     }
 
     /// Messages with a larger sequence number than `after`, in order.
@@ -161,6 +157,23 @@ pub struct MemoryStore {
     holders: HashMap<IdentityBytes, Holder>,
     /// When each identity that ever authenticated was last seen (ms since the epoch).
     seen: HashMap<IdentityBytes, u64>,
+    /// Unacknowledged messages per sender (only senders that have some).
+    senders: HashMap<IdentityBytes, Usage, RandomState>,
+    /// All unacknowledged messages.
+    stored: Usage,
+}
+
+/// Counts a message removed (acknowledged or expired) from its sender's usage and the
+/// total.
+fn uncount(senders: &mut HashMap<IdentityBytes, Usage, RandomState>, stored: &mut Usage, m: &StoredMessage) {
+    let size = stored_size(m.payload.len());
+    stored.remove(size);
+    if let Entry::Occupied(mut usage) = senders.entry(m.sender) {
+        usage.get_mut().remove(size);
+        if usage.get().messages == 0 {
+            usage.remove();
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -211,6 +224,8 @@ impl MemoryStore {
             claims: HashMap::new(),
             holders: HashMap::new(),
             seen: HashMap::new(),
+            senders: HashMap::default(),
+            stored: Usage::default(),
         }
     }
 
@@ -231,7 +246,7 @@ impl MemoryStore {
         holder.names.push(name.to_owned());
     }
 
-    fn apply(&mut self, op: &WriteOp, quota: u64) -> WriteResult {
+    fn apply(&mut self, op: &WriteOp, quotas: &Quotas) -> WriteResult {
         match op {
             WriteOp::Append(m) => {
                 let fingerprint = fingerprint(&self.fingerprint_keys, &m.sender, &m.msg_id);
@@ -243,9 +258,13 @@ impl MemoryStore {
                 let Entry::Vacant(unacked) = shard.unacked.entry((m.sender, m.msg_id)) else {
                     return WriteResult::Duplicate;
                 };
-                if queue.len() as u64 >= quota {
-                    return WriteResult::QuotaExceeded;
+                let size = stored_size(m.payload.len());
+                let sender = self.senders.get(&m.sender).copied().unwrap_or_default();
+                if let Err(quota) = quotas.check(queue.len() as u64, sender, self.stored, size) {
+                    return WriteResult::QuotaExceeded(quota);
                 }
+                self.senders.entry(m.sender).or_default().add(size);
+                self.stored.add(size);
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 unacked.insert((m.recipient, seq, m.timestamp_ms));
@@ -269,8 +288,11 @@ impl MemoryStore {
                         let (_, seq, ts) = entry.remove();
                         let fingerprint = fingerprint(&self.fingerprint_keys, sender, msg_id);
                         shard.acked.insert(fingerprint, ts);
-                        let removed = self.queues.get_mut(recipient).is_some_and(|q| q.remove(seq));
-                        WriteResult::Acked(removed)
+                        let removed = self.queues.get_mut(recipient).and_then(|q| q.remove(seq));
+                        if let Some(m) = &removed {
+                            uncount(&mut self.senders, &mut self.stored, m);
+                        }
+                        WriteResult::Acked(removed.is_some())
                     }
                     _ => WriteResult::Acked(false),
                 }
@@ -285,10 +307,9 @@ impl MemoryStore {
                         if *ts >= *before_ms {
                             return true;
                         }
-                        if let Some(queue) = self.queues.get_mut(recipient) {
-                            if queue.remove(*seq) {
-                                expired += 1;
-                            }
+                        if let Some(m) = self.queues.get_mut(recipient).and_then(|q| q.remove(*seq)) {
+                            uncount(&mut self.senders, &mut self.stored, &m);
+                            expired += 1;
                         }
                         false
                     });
@@ -313,8 +334,16 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn commit(&mut self, ops: &[WriteOp], queue_quota: u64) -> Result<Vec<WriteResult>, StoreError> {
-        Ok(ops.iter().map(|op| self.apply(op, queue_quota)).collect())
+    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
+        Ok(ops.iter().map(|op| self.apply(op, quotas)).collect())
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        Ok(self.senders.get(sender).copied().unwrap_or_default())
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        Ok(self.stored)
     }
 
     fn pending(
@@ -487,9 +516,9 @@ mod tests {
             queue.push(message(seq));
         }
         assert_eq!(queue.len(), 200);
-        assert!(!queue.remove(3), "never stored");
-        assert!(queue.remove(10));
-        assert!(!queue.remove(10), "already removed");
+        assert!(queue.remove(3).is_none(), "never stored");
+        assert_eq!(queue.remove(10).map(|m| m.seq), Some(10));
+        assert!(queue.remove(10).is_none(), "already removed");
         let expected: Vec<u64> = [6, 8].into_iter().chain((12..=400).step_by(2)).collect();
         assert_eq!(seqs(&queue, 4), expected);
         assert_eq!(seqs(&queue, 9)[0], 12, "after a number between two stored ones");
@@ -504,7 +533,7 @@ mod tests {
             queue.slots.len()
         );
         assert_eq!(seqs(&queue, 0), vec![2]);
-        assert!(queue.remove(2));
+        assert!(queue.remove(2).is_some());
         assert!(queue.is_empty());
         assert!(queue.slots.is_empty(), "holes at the front are dropped");
         queue.push(message(500));
@@ -514,5 +543,10 @@ mod tests {
     #[test]
     fn memory_store_meets_the_store_contract() {
         super::super::contract::check(&mut super::MemoryStore::new());
+    }
+
+    #[test]
+    fn memory_store_meets_the_quota_contract() {
+        super::super::contract::check_quotas(&mut super::MemoryStore::new());
     }
 }

@@ -17,6 +17,122 @@ pub type IdentityBytes = [u8; 32];
 /// A sender-chosen message id.
 pub type MsgId = [u8; 16];
 
+/// Bytes a stored message counts for beyond its payload, in the per-sender byte quota and
+/// the storage budget: its row (recipient, sender, id, time, sequence number) and its
+/// index entries, rounded up.
+pub const STORED_MESSAGE_OVERHEAD: u64 = 128;
+
+/// What a message with a payload of `payload_len` bytes counts for in the byte quotas.
+pub fn stored_size(payload_len: usize) -> u64 {
+    u64::try_from(payload_len)
+        .unwrap_or(u64::MAX)
+        .saturating_add(STORED_MESSAGE_OVERHEAD)
+}
+
+/// Unacknowledged messages and the bytes they count for ([`stored_size`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// How many.
+    pub messages: u64,
+    /// Their stored sizes, summed.
+    pub bytes: u64,
+}
+
+impl Usage {
+    /// `messages` unacknowledged messages whose payloads take `payload_bytes` together.
+    pub fn of(messages: u64, payload_bytes: u64) -> Self {
+        Self {
+            messages,
+            bytes: payload_bytes.saturating_add(messages.saturating_mul(STORED_MESSAGE_OVERHEAD)),
+        }
+    }
+
+    /// Counts one more message of `size` bytes.
+    pub fn add(&mut self, size: u64) {
+        self.messages = self.messages.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(size);
+    }
+
+    /// Counts one message of `size` bytes less.
+    pub fn remove(&mut self, size: u64) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size);
+    }
+
+    /// Takes away the usage of `other` (messages that expired).
+    pub fn subtract(&mut self, other: Usage) {
+        self.messages = self.messages.saturating_sub(other.messages);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+}
+
+/// Which storage bound refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quota {
+    /// The recipient's queue holds [`Quotas::queue`] messages.
+    RecipientQueue,
+    /// The sender has [`Quotas::sender_messages`] unacknowledged messages stored.
+    SenderMessages,
+    /// The sender's unacknowledged messages would take more than [`Quotas::sender_bytes`].
+    SenderBytes,
+    /// All unacknowledged messages would take more than [`Quotas::stored_bytes`].
+    StorageBudget,
+}
+
+impl Quota {
+    /// A constant snake_case name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quota::RecipientQueue => "recipient_queue",
+            Quota::SenderMessages => "sender_messages",
+            Quota::SenderBytes => "sender_bytes",
+            Quota::StorageBudget => "storage_budget",
+        }
+    }
+}
+
+/// The bounds a commit checks before it stores a message (docs/PROTOCOL.md 1.9). Only
+/// unacknowledged messages count; a message stops counting once its recipient
+/// acknowledges it or it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Most unacknowledged messages per recipient.
+    pub queue: u64,
+    /// Most unacknowledged messages per sender, across all its recipients.
+    pub sender_messages: u64,
+    /// Most bytes ([`stored_size`]) of one sender's unacknowledged messages.
+    pub sender_bytes: u64,
+    /// Most bytes ([`stored_size`]) of all unacknowledged messages: the storage budget.
+    pub stored_bytes: u64,
+}
+
+impl Quotas {
+    /// No bound at all.
+    pub const UNLIMITED: Quotas = Quotas {
+        queue: u64::MAX,
+        sender_messages: u64::MAX,
+        sender_bytes: u64::MAX,
+        stored_bytes: u64::MAX,
+    };
+
+    /// Whether a message of `size` bytes may be stored for a recipient whose queue holds
+    /// `queue_len` messages, from a sender whose stored messages are `sender`, with
+    /// `stored` held in all; if not, the first bound it would break.
+    pub fn check(&self, queue_len: u64, sender: Usage, stored: Usage, size: u64) -> Result<(), Quota> {
+        if queue_len >= self.queue {
+            Err(Quota::RecipientQueue)
+        } else if sender.messages >= self.sender_messages {
+            Err(Quota::SenderMessages)
+        } else if sender.bytes.saturating_add(size) > self.sender_bytes {
+            Err(Quota::SenderBytes)
+        } else if stored.bytes.saturating_add(size) > self.stored_bytes {
+            Err(Quota::StorageBudget)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -84,6 +200,17 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The message bytes this write holds while it waits to be committed (the payload of
+    /// a message, nothing for other writes).
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            WriteOp::Append(m) => m.payload.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The result of one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteResult {
@@ -94,8 +221,8 @@ pub enum WriteResult {
     },
     /// The same (sender, message id) was stored before; nothing was added.
     Duplicate,
-    /// The recipient's queue is full; nothing was added.
-    QuotaExceeded,
+    /// Storing it would break this bound; nothing was added.
+    QuotaExceeded(Quota),
     /// The acknowledgement removed a message (false if there was none).
     Acked(bool),
     /// How many messages expired.
@@ -166,8 +293,12 @@ pub enum StoreError {
 
 /// What a message store must do.
 pub trait Store: Send {
-    /// Applies the writes atomically, in order.
-    fn commit(&mut self, ops: &[WriteOp], queue_quota: u64) -> Result<Vec<WriteResult>, StoreError>;
+    /// Applies the writes atomically, in order; a message is stored only within `quotas`.
+    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError>;
+    /// `sender`'s unacknowledged messages, across all recipients.
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError>;
+    /// All unacknowledged messages.
+    fn stored_usage(&mut self) -> Result<Usage, StoreError>;
     /// Up to `limit` unacknowledged messages for `recipient` with `seq > after`, in order,
     /// not older than `not_before_ms`.
     fn pending(
@@ -305,7 +436,7 @@ pub(crate) mod contract {
             2,
         );
         assert!(matches!(r[1], WriteResult::Appended { .. }));
-        assert_eq!(r[2], WriteResult::QuotaExceeded);
+        assert_eq!(r[2], WriteResult::QuotaExceeded(Quota::RecipientQueue));
 
         // TTL.
         commit_ok(store, &[msg(5, 2, 7, 50), msg(5, 2, 8, 500)], 10);
@@ -532,6 +663,95 @@ pub(crate) mod contract {
     }
 
     fn commit_ok(store: &mut dyn Store, ops: &[WriteOp], quota: u64) -> Vec<WriteResult> {
-        store.commit(ops, quota).expect("commit")
+        let quotas = Quotas {
+            queue: quota,
+            ..Quotas::UNLIMITED
+        };
+        store.commit(ops, &quotas).expect("commit")
+    }
+
+    fn sized(recipient: u8, sender: u8, id: u8, len: usize) -> WriteOp {
+        WriteOp::Append(NewMessage {
+            recipient: [recipient; 32],
+            sender: [sender; 32],
+            msg_id: [id; 16],
+            timestamp_ms: u64::from(id),
+            payload: vec![id; len].into(),
+        })
+    }
+
+    fn ack(recipient: u8, sender: u8, id: u8) -> WriteOp {
+        WriteOp::Ack {
+            recipient: [recipient; 32],
+            sender: [sender; 32],
+            msg_id: [id; 16],
+        }
+    }
+
+    /// The per-sender quotas and the storage budget, on an empty store: what counts,
+    /// what is refused, and what frees room. (A message's timestamp is its id.)
+    pub(crate) fn check_quotas(store: &mut dyn Store) {
+        let quotas = Quotas {
+            queue: 100,
+            sender_messages: 3,
+            sender_bytes: 600,
+            stored_bytes: 1500,
+        };
+        let commit = |store: &mut dyn Store, ops: &[WriteOp]| store.commit(ops, &quotas).expect("commit");
+        let usage = |store: &mut dyn Store, sender: u8| store.sender_usage(&[sender; 32]).expect("usage");
+        let appended = |r: &WriteResult| matches!(r, WriteResult::Appended { .. });
+        // Sender 1 stores three messages to three recipients: its message quota is full,
+        // whoever the next recipient is.
+        let r = commit(
+            store,
+            &[sized(10, 1, 1, 10), sized(11, 1, 2, 10), sized(12, 1, 3, 10)],
+        );
+        assert!(r.iter().all(appended), "{r:?}");
+        assert_eq!(usage(store, 1), Usage::of(3, 30));
+        assert_eq!(usage(store, 1).bytes, 3 * stored_size(10));
+        assert_eq!(
+            commit(store, &[sized(13, 1, 4, 1)]),
+            vec![WriteResult::QuotaExceeded(Quota::SenderMessages)]
+        );
+        // A retransmission of a stored message is still a duplicate, not a refusal.
+        assert_eq!(
+            commit(store, &[sized(10, 1, 1, 10)]),
+            vec![WriteResult::Duplicate]
+        );
+        // An acknowledgement frees one message and its bytes.
+        assert_eq!(commit(store, &[ack(11, 1, 2)]), vec![WriteResult::Acked(true)]);
+        assert_eq!(usage(store, 1), Usage::of(2, 20));
+        assert!(commit(store, &[sized(13, 1, 4, 10)]).iter().all(appended));
+        // Sender 2 runs out of bytes (428 + 228 > 600) before messages.
+        let r = commit(store, &[sized(10, 2, 1, 300), sized(10, 2, 2, 100)]);
+        assert!(appended(&r[0]), "{r:?}");
+        assert_eq!(r[1], WriteResult::QuotaExceeded(Quota::SenderBytes));
+        assert_eq!(usage(store, 2), Usage::of(1, 300));
+        assert_eq!(store.stored_usage().expect("usage"), Usage::of(4, 330));
+        // 842 of the budget's 1500 bytes are used: sender 3's 528 fit, sender 4's 228
+        // no longer do, nor anyone's.
+        assert!(commit(store, &[sized(14, 3, 1, 400)]).iter().all(appended));
+        for sender in [4, 5] {
+            assert_eq!(
+                commit(store, &[sized(15, sender, 1, 100)]),
+                vec![WriteResult::QuotaExceeded(Quota::StorageBudget)]
+            );
+        }
+        assert_eq!(store.stored_usage().expect("usage"), Usage::of(5, 730));
+        // An acknowledgement makes room again, in the same batch.
+        let r = commit(store, &[ack(10, 2, 1), sized(15, 5, 1, 100)]);
+        assert_eq!(r[0], WriteResult::Acked(true));
+        assert!(appended(&r[1]), "{r:?}");
+        assert_eq!(usage(store, 2), Usage::default());
+        assert_eq!(store.stored_usage().expect("usage"), Usage::of(5, 530));
+        // Expiry frees what it drops, for each sender and for the budget.
+        let r = commit(store, &[expire(3, 0)]);
+        assert_eq!(r, vec![WriteResult::Expired(3)], "id 1 of senders 1, 3 and 5");
+        assert_eq!(usage(store, 1), Usage::of(2, 20));
+        assert_eq!(usage(store, 3), Usage::default());
+        assert_eq!(store.stored_usage().expect("usage"), Usage::of(2, 20));
+        // Acknowledged by another identity than the recipient: nothing changes.
+        assert_eq!(commit(store, &[ack(99, 1, 3)]), vec![WriteResult::Acked(false)]);
+        assert_eq!(usage(store, 1), Usage::of(2, 20));
     }
 }

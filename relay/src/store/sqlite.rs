@@ -7,8 +7,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{
-    release_of, ClaimOutcome, IdentityBytes, NewMessage, ReleaseOutcome, Store, StoreError, StoredBundle,
-    StoredMessage, WriteOp, WriteResult,
+    release_of, stored_size, ClaimOutcome, IdentityBytes, NewMessage, Quotas, ReleaseOutcome, Store,
+    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 DROP INDEX IF EXISTS messages_queue;
 CREATE INDEX IF NOT EXISTS messages_unacked ON messages (recipient, seq) WHERE acked = 0;
+CREATE INDEX IF NOT EXISTS messages_unacked_sender ON messages (sender) WHERE acked = 0;
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
 CREATE TABLE IF NOT EXISTS bundles (
     identity BLOB PRIMARY KEY,
@@ -83,11 +84,130 @@ const PENDING_SQL: &str = "SELECT seq, sender, msg_id, ts, payload FROM messages
      WHERE recipient = ?1 AND acked = 0 AND seq > ?2 AND ts >= ?3
      ORDER BY seq LIMIT ?4";
 
+/// A sender's unacknowledged messages and their payload bytes (through the partial
+/// index of unacknowledged messages by sender: what a sender holds, not what it ever
+/// sent).
+const SENDER_USAGE_SQL: &str = "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages
+     WHERE sender = ?1 AND acked = 0";
+
+/// Every unacknowledged message and their payload bytes.
+const STORED_USAGE_SQL: &str =
+    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE acked = 0";
+
+/// The unacknowledged messages an expiry drops, and their payload bytes.
+const EXPIRING_SQL: &str = "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages
+     WHERE ts < ?1 AND acked = 0";
+
+/// The message an acknowledgement applies to, with its payload length.
+const ACKED_SQL: &str = "SELECT seq, LENGTH(payload) FROM messages
+     WHERE sender = ?1 AND msg_id = ?2 AND recipient = ?3 AND acked = 0";
+
+/// Identities whose counts are cached at most; past it the cache starts again (the
+/// counts are read again from the indexes as they are needed).
+const COUNTS_CACHED: usize = 65_536;
+
+/// What the quota checks count, cached so that a Send costs no counting query: loaded
+/// from the database on first use, kept up to date by each write, and dropped when a
+/// commit fails (the transaction rolled back, so the counts may be off) or an expiry
+/// runs.
+#[derive(Default)]
+struct Counts {
+    /// Unacknowledged messages per recipient.
+    queue_lens: HashMap<IdentityBytes, u64>,
+    /// Unacknowledged messages per sender.
+    senders: HashMap<IdentityBytes, Usage>,
+    /// All unacknowledged messages.
+    stored: Option<Usage>,
+}
+
+impl Counts {
+    fn clear(&mut self) {
+        self.queue_lens.clear();
+        self.senders.clear();
+        self.stored = None;
+    }
+
+    fn queue_len(&mut self, tx: &Transaction<'_>, recipient: &IdentityBytes) -> Result<u64, StoreError> {
+        if let Some(len) = self.queue_lens.get(recipient) {
+            return Ok(*len);
+        }
+        let len: i64 = tx.query_row(QUEUE_LEN_SQL, params![&recipient[..]], |row| row.get(0))?;
+        let len = u64::try_from(len).unwrap_or(0);
+        if self.queue_lens.len() >= COUNTS_CACHED {
+            self.queue_lens.clear();
+        }
+        self.queue_lens.insert(*recipient, len);
+        Ok(len)
+    }
+
+    fn sender(&mut self, tx: &Transaction<'_>, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        if let Some(usage) = self.senders.get(sender) {
+            return Ok(*usage);
+        }
+        let usage = usage_of(
+            tx.prepare_cached(SENDER_USAGE_SQL)?
+                .query_row(params![&sender[..]], usage_row)?,
+        );
+        if self.senders.len() >= COUNTS_CACHED {
+            self.senders.clear();
+        }
+        self.senders.insert(*sender, usage);
+        Ok(usage)
+    }
+
+    fn stored(&mut self, tx: &Transaction<'_>) -> Result<Usage, StoreError> {
+        if let Some(usage) = self.stored {
+            return Ok(usage);
+        }
+        let usage = usage_of(tx.query_row(STORED_USAGE_SQL, [], usage_row)?);
+        self.stored = Some(usage);
+        Ok(usage)
+    }
+
+    /// Counts a message stored (its counts were loaded by the quota check).
+    fn appended(&mut self, m: &NewMessage) {
+        let size = stored_size(m.payload.len());
+        if let Some(len) = self.queue_lens.get_mut(&m.recipient) {
+            *len += 1;
+        }
+        if let Some(usage) = self.senders.get_mut(&m.sender) {
+            usage.add(size);
+        }
+        if let Some(usage) = &mut self.stored {
+            usage.add(size);
+        }
+    }
+
+    /// Counts a message acknowledged.
+    fn acked(&mut self, recipient: &IdentityBytes, sender: &IdentityBytes, size: u64) {
+        if let Some(len) = self.queue_lens.get_mut(recipient) {
+            *len = len.saturating_sub(1);
+        }
+        if let Some(usage) = self.senders.get_mut(sender) {
+            usage.remove(size);
+        }
+        if let Some(usage) = &mut self.stored {
+            usage.remove(size);
+        }
+    }
+}
+
+/// (count, payload bytes) as a counting query returns them.
+fn usage_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64)> {
+    Ok((row.get(0)?, row.get(1)?))
+}
+
+fn usage_of((messages, bytes): (i64, i64)) -> Usage {
+    Usage::of(
+        u64::try_from(messages).unwrap_or(0),
+        u64::try_from(bytes).unwrap_or(0),
+    )
+}
+
 /// SQLite-backed store.
 pub struct SqliteStore {
     conn: Connection,
-    /// Unacknowledged messages per recipient, loaded on first use.
-    queue_lens: HashMap<IdentityBytes, u64>,
+    counts: Counts,
 }
 
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
@@ -128,9 +248,15 @@ impl SqliteStore {
         if !had_last_seen {
             conn.execute(SEED_LAST_SEEN_SQL, params![sql_ms(crate::now_ms())])?;
         }
+        // The storage budget's count, read here in one pass over the unacknowledged
+        // messages rather than in the first commit, which would stall every writer.
+        let stored = usage_of(conn.query_row(STORED_USAGE_SQL, [], usage_row)?);
         Ok(Self {
             conn,
-            queue_lens: HashMap::new(),
+            counts: Counts {
+                stored: Some(stored),
+                ..Counts::default()
+            },
         })
     }
 
@@ -150,25 +276,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn queue_len_in(
-        tx: &Transaction<'_>,
-        lens: &mut HashMap<IdentityBytes, u64>,
-        recipient: &IdentityBytes,
-    ) -> Result<u64, StoreError> {
-        if let Some(len) = lens.get(recipient) {
-            return Ok(*len);
-        }
-        let len: i64 = tx.query_row(QUEUE_LEN_SQL, params![&recipient[..]], |row| row.get(0))?;
-        let len = u64::try_from(len).unwrap_or(0);
-        lens.insert(*recipient, len);
-        Ok(len)
-    }
-
     fn append(
         tx: &Transaction<'_>,
-        lens: &mut HashMap<IdentityBytes, u64>,
+        counts: &mut Counts,
         m: &NewMessage,
-        quota: u64,
+        quotas: &Quotas,
     ) -> Result<WriteResult, StoreError> {
         let exists = tx
             .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND msg_id = ?2")?
@@ -176,9 +288,11 @@ impl SqliteStore {
         if exists {
             return Ok(WriteResult::Duplicate);
         }
-        let len = Self::queue_len_in(tx, lens, &m.recipient)?;
-        if len >= quota {
-            return Ok(WriteResult::QuotaExceeded);
+        let queue_len = counts.queue_len(tx, &m.recipient)?;
+        let sender = counts.sender(tx, &m.sender)?;
+        let stored = counts.stored(tx)?;
+        if let Err(quota) = quotas.check(queue_len, sender, stored, stored_size(m.payload.len())) {
+            return Ok(WriteResult::QuotaExceeded(quota));
         }
         tx.prepare_cached(
             "INSERT INTO messages (recipient, sender, msg_id, ts, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -190,7 +304,7 @@ impl SqliteStore {
             i64::try_from(m.timestamp_ms).unwrap_or(i64::MAX),
             &m.payload[..]
         ])?;
-        lens.insert(m.recipient, len + 1);
+        counts.appended(m);
         Ok(WriteResult::Appended {
             seq: u64::try_from(tx.last_insert_rowid()).unwrap_or(0),
         })
@@ -198,29 +312,31 @@ impl SqliteStore {
 
     fn apply(
         tx: &Transaction<'_>,
-        lens: &mut HashMap<IdentityBytes, u64>,
+        counts: &mut Counts,
         op: &WriteOp,
-        quota: u64,
+        quotas: &Quotas,
     ) -> Result<WriteResult, StoreError> {
         match op {
-            WriteOp::Append(m) => Self::append(tx, lens, m, quota),
+            WriteOp::Append(m) => Self::append(tx, counts, m, quotas),
             WriteOp::Ack {
                 recipient,
                 sender,
                 msg_id,
             } => {
-                let changed = tx
-                    .prepare_cached(
-                        "UPDATE messages SET acked = 1, payload = NULL
-                         WHERE sender = ?1 AND msg_id = ?2 AND recipient = ?3 AND acked = 0",
-                    )?
-                    .execute(params![&sender[..], &msg_id[..], &recipient[..]])?;
-                if changed > 0 {
-                    if let Some(len) = lens.get_mut(recipient) {
-                        *len = len.saturating_sub(1);
-                    }
-                }
-                Ok(WriteResult::Acked(changed > 0))
+                let acked = tx
+                    .prepare_cached(ACKED_SQL)?
+                    .query_row(params![&sender[..], &msg_id[..], &recipient[..]], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+                    })
+                    .optional()?;
+                let Some((seq, len)) = acked else {
+                    return Ok(WriteResult::Acked(false));
+                };
+                tx.prepare_cached("UPDATE messages SET acked = 1, payload = NULL WHERE seq = ?1")?
+                    .execute(params![seq])?;
+                let len = usize::try_from(len.unwrap_or(0)).unwrap_or(0);
+                counts.acked(recipient, sender, stored_size(len));
+                Ok(WriteResult::Acked(true))
             }
             WriteOp::Expire {
                 before_ms,
@@ -228,18 +344,21 @@ impl SqliteStore {
             } => {
                 let before = i64::try_from(*before_ms).unwrap_or(i64::MAX);
                 let acked_before = i64::try_from(*acked_before_ms).unwrap_or(i64::MAX);
-                let expired: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM messages WHERE ts < ?1 AND acked = 0",
-                    params![before],
-                    |row| row.get(0),
-                )?;
+                let expired = usage_of(tx.query_row(EXPIRING_SQL, params![before], usage_row)?);
                 tx.execute("DELETE FROM messages WHERE ts < ?1", params![before])?;
                 tx.execute(
                     "DELETE FROM messages WHERE acked = 1 AND ts < ?1",
                     params![acked_before],
                 )?;
-                lens.clear();
-                Ok(WriteResult::Expired(u64::try_from(expired).unwrap_or(0)))
+                // Recipients' and senders' counts are read again as they are needed; the
+                // total, read in one pass over every message, is kept.
+                let stored = counts.stored.map(|mut stored| {
+                    stored.subtract(expired);
+                    stored
+                });
+                counts.clear();
+                counts.stored = stored;
+                Ok(WriteResult::Expired(expired.messages))
             }
             WriteOp::Seen {
                 identity,
@@ -258,24 +377,36 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn commit(&mut self, ops: &[WriteOp], queue_quota: u64) -> Result<Vec<WriteResult>, StoreError> {
+    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            match Self::apply(&tx, &mut self.queue_lens, op, queue_quota) {
+            match Self::apply(&tx, &mut self.counts, op, quotas) {
                 Ok(result) => results.push(result),
                 Err(err) => {
-                    // The transaction rolls back on drop; cached lengths may be off.
-                    self.queue_lens.clear();
+                    // The transaction rolls back on drop; cached counts may be off.
+                    self.counts.clear();
                     return Err(err);
                 }
             }
         }
         if let Err(err) = tx.commit() {
-            self.queue_lens.clear();
+            self.counts.clear();
             return Err(err.into());
         }
         Ok(results)
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        Ok(usage_of(
+            self.conn
+                .prepare_cached(SENDER_USAGE_SQL)?
+                .query_row(params![&sender[..]], usage_row)?,
+        ))
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        Ok(usage_of(self.conn.query_row(STORED_USAGE_SQL, [], usage_row)?))
     }
 
     fn pending(
@@ -544,6 +675,73 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_store_meets_the_quota_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path(), false).expect("open");
+        super::super::contract::check_quotas(&mut store);
+    }
+
+    #[test]
+    fn quota_counts_are_read_again_after_reopening_and_after_a_failed_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let quotas = Quotas {
+            sender_messages: 2,
+            ..Quotas::UNLIMITED
+        };
+        let message = |id: u8| {
+            WriteOp::Append(NewMessage {
+                recipient: [id; 32],
+                sender: [1; 32],
+                msg_id: [id; 16],
+                timestamp_ms: 10,
+                payload: vec![0; 50].into(),
+            })
+        };
+        {
+            let mut store = SqliteStore::open(dir.path(), false).expect("open");
+            let r = store.commit(&[message(1), message(2)], &quotas).expect("commit");
+            assert!(
+                r.iter().all(|r| matches!(r, WriteResult::Appended { .. })),
+                "{r:?}"
+            );
+        }
+        let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(
+            store.commit(&[message(3)], &quotas).expect("commit"),
+            vec![WriteResult::QuotaExceeded(super::super::Quota::SenderMessages)],
+            "the sender's stored messages still count after a restart"
+        );
+        assert_eq!(store.stored_usage().expect("usage"), Usage::of(2, 100));
+        // A batch that fails rolls back, and the counts it had changed are read again.
+        store
+            .conn
+            .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.msg_id = X'05050505050505050505050505050505' BEGIN SELECT RAISE(ABORT, 'refused'); END;")
+            .expect("trigger");
+        let ack = WriteOp::Ack {
+            recipient: [1; 32],
+            sender: [1; 32],
+            msg_id: [1; 16],
+        };
+        assert!(store.commit(&[ack, message(5)], &quotas).is_err());
+        assert_eq!(
+            store.commit(&[message(6)], &quotas).expect("commit"),
+            vec![WriteResult::QuotaExceeded(super::super::Quota::SenderMessages)],
+            "the rolled-back acknowledgement freed nothing"
+        );
+    }
+
+    #[test]
+    fn a_senders_usage_is_counted_through_the_index_of_its_unacknowledged_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path(), false).expect("open");
+        let plan = plan(&store.conn, SENDER_USAGE_SQL, params![&[0u8; 32][..]]);
+        assert!(
+            plan.iter().any(|step| step.contains("messages_unacked_sender")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
     fn queue_reads_use_the_index_of_unacknowledged_messages() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path(), false).expect("open");
@@ -734,7 +932,7 @@ mod tests {
             at_ms: 5,
             precision_ms: 0,
         };
-        store.commit(&[seen], 10).expect("seen");
+        store.commit(&[seen], &Quotas::UNLIMITED).expect("seen");
         drop(store);
         let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
         assert_eq!(store.last_seen(&stranger).expect("seen"), Some(5));
@@ -750,7 +948,7 @@ mod tests {
                 at_ms: 9_000,
                 precision_ms: 0,
             };
-            store.commit(&[seen], 10).expect("seen");
+            store.commit(&[seen], &Quotas::UNLIMITED).expect("seen");
         }
         let mut store = SqliteStore::open(dir.path(), true).expect("reopen");
         assert_eq!(store.last_seen(&[4; 32]).expect("seen"), Some(9_000));
@@ -768,7 +966,7 @@ mod tests {
                 timestamp_ms: 10,
                 payload: b"ciphertext".to_vec().into(),
             });
-            store.commit(&[op], 10).expect("commit");
+            store.commit(&[op], &Quotas::UNLIMITED).expect("commit");
         }
         let mut store = SqliteStore::open(dir.path(), true).expect("reopen");
         let pending = store.pending(&[1; 32], 0, 10, 0).expect("pending");
