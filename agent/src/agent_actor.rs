@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::away::AwayChecks;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::failure::FailureClass;
-use crate::held::HeldMessage;
+use crate::held::{HeldMessage, HELD_PER_NAME};
 use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
@@ -36,6 +36,8 @@ const INBOX_LIMIT: usize = 10_000;
 /// Deliveries from senders being looked up (reverse lookup) kept in memory, in all; past
 /// it they are left unacknowledged and come again on the next connection.
 const UNRESOLVED_LIMIT: usize = 4_096;
+/// Reverse lookups in flight at once; more senders wait for their turn.
+const LOOKUP_WINDOW: usize = 16;
 /// How often prekey hygiene (signed prekey rotation, expiry) runs.
 const PREKEY_MAINTENANCE: Duration = Duration::from_secs(60);
 
@@ -134,6 +136,8 @@ pub struct AgentActor {
     own_name: OwnName,
     /// Names sent to on this connection whose registry binding was asked for.
     names_checked: HashSet<String>,
+    /// True while a retry of refused (rate-limited) requests is scheduled.
+    retry_scheduled: bool,
     /// Away queries about recipients (`recipient_away`).
     away: AwayChecks,
 }
@@ -166,6 +170,7 @@ impl AgentActor {
             waiters: Vec::new(),
             own_name: OwnName::default(),
             names_checked: HashSet::new(),
+            retry_scheduled: false,
             away: AwayChecks::default(),
         }
     }
@@ -185,8 +190,13 @@ impl AgentActor {
         self.next_request
     }
 
+    /// The pinned name of `identity`, or for an identity without one its fingerprint
+    /// label `#` + 16 hex digits: `#` is not allowed in names (docs/PROTOCOL.md 5), so no
+    /// name a peer registers can ever read the same as the label of another identity.
     fn display_name(&self, identity: &IdentityKey) -> String {
-        self.state.name_of(identity).unwrap_or_else(|| identity.short())
+        self.state
+            .name_of(identity)
+            .unwrap_or_else(|| format!("#{}", identity.short()))
     }
 
     // ---- sending --------------------------------------------------------------------
@@ -533,8 +543,20 @@ impl AgentActor {
                     msg_id,
                 });
             }
-            // Not acknowledged: the relay keeps it until the user decides.
-            Ok(false) => debug!(self.log, "held message limit reached"; "peer" => &name),
+            // Full: acknowledged and deleted. Left at the relay it would count against
+            // the messages in flight there and stall every other sender's deliveries.
+            Ok(false) => {
+                self.emit(Event::HeldDiscarded {
+                    from: name,
+                    from_identity: identity_hex(&identity),
+                    msg_id: msg_id_hex(&msg_id),
+                    held: HELD_PER_NAME,
+                });
+                self.to_relay(Frame::DeliveryAck {
+                    sender: *identity.as_bytes(),
+                    msg_id,
+                });
+            }
             Err(err) => self.emit(Event::error(format!(
                 "cannot save a held message from the new identity of {name}: {err}"
             ))),
@@ -547,14 +569,11 @@ impl AgentActor {
             // Left unacknowledged: the relay delivers it again on the next connection.
             return;
         }
-        let first = !self.unresolved.contains_key(&identity);
         self.unresolved.entry(identity).or_default().push_back(Delivery {
             msg_id,
             wire: wire.to_vec(),
         });
-        if first {
-            self.ask_name_of(identity);
-        }
+        self.ask_next_names();
     }
 
     /// Asks the relay's registry which name is bound to `identity` (answered by
@@ -577,7 +596,7 @@ impl AgentActor {
                 if self.bind(&claim.name, identity) == Binding::Unsaved {
                     // Left unacknowledged: tried again on the next connection.
                     self.unresolved.remove(&identity);
-                    return;
+                    return self.ask_next_names();
                 }
                 let name = claim.name;
                 self.resolve_waiters(|what| matches!(what, WaitFor::Peer { peer } if *peer == name));
@@ -596,6 +615,7 @@ impl AgentActor {
         for delivery in self.unresolved.remove(&identity).unwrap_or_default() {
             self.on_deliver(*identity.as_bytes(), delivery.msg_id, &delivery.wire);
         }
+        self.ask_next_names();
     }
 
     fn decrypt_and_show(&mut self, identity: IdentityKey, msg_id: [u8; 16], wire: &[u8]) -> bool {
@@ -804,8 +824,22 @@ impl AgentActor {
         for peer in peers {
             self.resolve(&peer, ctx);
         }
-        let senders: Vec<IdentityKey> = self.unresolved.keys().copied().collect();
-        for identity in senders {
+        self.ask_next_names();
+    }
+
+    /// Starts reverse lookups for the senders waiting for one, at most
+    /// [`LOOKUP_WINDOW`] in flight (the rest are asked as answers come).
+    fn ask_next_names(&mut self) {
+        let room = LOOKUP_WINDOW.saturating_sub(self.reverse_lookups.len());
+        let asking: HashSet<IdentityKey> = self.reverse_lookups.values().copied().collect();
+        let next: Vec<IdentityKey> = self
+            .unresolved
+            .keys()
+            .filter(|id| !asking.contains(id))
+            .take(room)
+            .copied()
+            .collect();
+        for identity in next {
             self.ask_name_of(identity);
         }
     }
@@ -946,26 +980,58 @@ impl AgentActor {
                 self.emit(Event::NameReleased { name });
                 self.resolve_waiters(|what| matches!(what, WaitFor::OwnName { bound: false }));
             }
-            Outcome::Claimed => {
-                self.emit(Event::NameClaimed { name });
-                self.resolve_waiters(|what| matches!(what, WaitFor::OwnName { bound: true }));
+            Outcome::ReleaseRefused => {
+                // Who holds the name now decides (see `Outcome::ReleaseRefused`).
+                let request_id = self.request_id();
+                self.own_name.checking(request_id);
+                self.to_relay(Frame::LookupName { request_id, name });
             }
-            Outcome::HeldByAnother { holder } => self.fail_own_name(format!(
-                "the relay binds the name {name} to another identity ({}); others see you by your fingerprint {}",
+            Outcome::Claimed { issued_ms } => match self.state.name_release() {
+                // Still ours although we release it: our release is older than the
+                // stored claim (a clock that went back). Signed again, newer, once.
+                Some(release) if !release.confirmed => {
+                    if !self.own_name.may_resign() {
+                        return self.fail_own_name(false, format!(
+                            "the relay keeps the name {name} bound to us and refuses our release"
+                        ));
+                    }
+                    let newer = NameReleaseState {
+                        issued_ms: now_ms().max(issued_ms.saturating_add(1)),
+                        confirmed: false,
+                    };
+                    match self.state.set_name_release(Some(newer)) {
+                        Ok(()) => self.announce_own_name(false),
+                        Err(err) => self.fail_own_name(false, format!("cannot record the release of our name: {err}")),
+                    }
+                }
+                _ => {
+                    self.emit(Event::NameClaimed { name });
+                    self.resolve_waiters(|what| matches!(what, WaitFor::OwnName { bound: true }));
+                }
+            },
+            // While we release it, a name not bound to us is released.
+            Outcome::HeldByAnother { .. } | Outcome::NotBound
+                if self.state.name_release().is_some_and(|r| !r.confirmed) =>
+            {
+                self.on_own_name(Outcome::Released)
+            }
+            Outcome::HeldByAnother { holder } => self.fail_own_name(true, format!(
+                "the relay binds the name {name} to another identity ({}); others see you by your fingerprint #{}",
                 holder.short(),
                 self.state.identity().public().short()
             )),
-            Outcome::NotBound => self.fail_own_name(format!("the relay did not store our claim of the name {name}")),
+            Outcome::NotBound => self.fail_own_name(true, format!("the relay did not store our claim of the name {name}")),
         }
     }
 
-    /// Reports `reason` and fails the steps waiting for our name to be bound.
-    fn fail_own_name(&mut self, reason: String) {
+    /// Reports `reason` and fails the steps waiting for our name to be bound (`bound`)
+    /// or released.
+    fn fail_own_name(&mut self, bound: bool, reason: String) {
         self.emit(Event::error(reason.clone()));
         let (failed, keep): (Vec<_>, Vec<_>) = self
             .waiters
             .drain(..)
-            .partition(|w| matches!(w.what, WaitFor::OwnName { bound: true }));
+            .partition(|w| matches!(w.what, WaitFor::OwnName { bound: b } if b == bound));
         self.waiters = keep;
         for waiter in failed {
             let _ = waiter.reply.send(Err(reason.clone()));
@@ -1082,14 +1148,23 @@ impl AgentActor {
                 retry_after_ms,
             } => {
                 // A lookup, fetch or publication was refused; which one is not said, so
-                // every request in flight is asked again after the delay.
-                self.emit(Event::info(format!(
-                    "the relay rate-limited a request: asking again in {retry_after_ms} ms"
-                )));
-                ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
-                    act.forget_requests();
-                    act.resolve_pending(ctx);
-                });
+                // every request in flight is asked again after the delay: once, however
+                // many refusals come meanwhile (each refusal re-asking everything would
+                // multiply the requests and keep the bucket empty for good).
+                if !self.retry_scheduled {
+                    self.retry_scheduled = true;
+                    self.emit(Event::info(format!(
+                        "the relay rate-limited a request: asking again in {retry_after_ms} ms"
+                    )));
+                    ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
+                        act.retry_scheduled = false;
+                        if act.connected {
+                            act.forget_requests();
+                            act.resolve_pending(ctx);
+                            act.announce_own_name(false);
+                        }
+                    });
+                }
             }
             Frame::QuotaExceeded {
                 msg_id,
@@ -1392,13 +1467,18 @@ impl Handler<Trust> for AgentActor {
         }
         let pending = candidates.iter().any(|c| c.role == KeyRole::New);
         let chosen = match msg.digits {
-            None if pending => {
+            // The digits name the key the user compared: without them a key that changed
+            // since the comparison (or was never compared) would be verified by mistake.
+            None => {
                 return Err(format!(
-                    "the identity of {peer} changed: compare the safety numbers (/verify {peer}) and type \
-                     the one you compared, /trust {peer} <digits>, or keep the pinned key with /reject {peer}"
+                    "type the safety number you compared: /trust {peer} <digits> (see /verify {peer}){}",
+                    if pending {
+                        format!("; or keep the pinned key with /reject {peer}")
+                    } else {
+                        String::new()
+                    }
                 ))
             }
-            None => &candidates[0],
             Some(typed) => {
                 let digits = parse_digits(&typed)
                     .ok_or_else(|| format!("a safety number is 60 digits (spaces allowed), not {typed:?}"))?;

@@ -22,10 +22,10 @@ pub enum Command {
         /// The peer's name.
         peer: String,
     },
-    /// `/trust <peer> [digits]`: keep the key whose safety number is `digits` (60
+    /// `/trust <peer> <digits>`: keep the key whose safety number is `digits` (60
     /// digits, spaces allowed) and mark it verified: while an identity change is
-    /// pending, the new key or the pinned one. Without digits only when no change is
-    /// pending.
+    /// pending, the new key or the pinned one. The digits are required (they name the
+    /// key compared); the field is an `Option` for the agent's message type only.
     Trust {
         /// The peer's name.
         peer: String,
@@ -108,7 +108,7 @@ pub enum CommandError {
 
 const USAGE_MSG: &str = "/msg <peer> <text>";
 const USAGE_VERIFY: &str = "/verify <peer>";
-const USAGE_TRUST: &str = "/trust <peer> [digits]";
+const USAGE_TRUST: &str = "/trust <peer> <digits>";
 const USAGE_REJECT: &str = "/reject <peer>";
 
 /// The help text shown by `/help` (several lines, no trailing newline).
@@ -205,11 +205,19 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         "trust" => {
             let (peer, digits) = split_word(rest);
             let peer = peer_arg(peer, USAGE_TRUST)?;
-            let digits = match digits {
-                "" => None,
-                typed => Some(crate::pins::parse_digits(typed).ok_or(CommandError::BadSafetyNumber)?),
-            };
-            Command::Trust { peer, digits }
+            // The digits are required: they name the key the user compared, so a key
+            // that changed since (or was never compared) cannot be verified by mistake.
+            if digits.is_empty() {
+                return Err(CommandError::MissingArgument {
+                    what: "safety number (the 60 digits you compared)",
+                    usage: USAGE_TRUST,
+                });
+            }
+            let digits = crate::pins::parse_digits(digits).ok_or(CommandError::BadSafetyNumber)?;
+            Command::Trust {
+                peer,
+                digits: Some(digits),
+            }
         }
         "reject" => Command::Reject {
             peer: single_peer(rest, USAGE_REJECT)?,
@@ -241,10 +249,10 @@ mod tests {
             }))
         );
         assert_eq!(
-            parse("/trust CAROL"),
+            parse(&format!("/trust CAROL {}", "1".repeat(60))),
             Ok(Some(Command::Trust {
                 peer: "carol".into(),
-                digits: None
+                digits: Some("1".repeat(60))
             }))
         );
     }
@@ -269,12 +277,9 @@ mod tests {
             parse("  /verify carol "),
             Ok(Some(Command::Verify { peer: "carol".into() }))
         );
-        assert_eq!(
-            parse("/trust dave-2"),
-            Ok(Some(Command::Trust {
-                peer: "dave-2".into(),
-                digits: None
-            }))
+        assert!(
+            matches!(parse("/trust dave-2"), Err(CommandError::MissingArgument { .. })),
+            "digits are required"
         );
         assert_eq!(
             parse(&format!("/trust dave-2 {}", "67890 ".repeat(12))),
@@ -362,7 +367,7 @@ mod tests {
             "/msg bob hi  you",
             "/peers",
             "/verify a",
-            "/trust b",
+            "/trust b 111111111111111111111111111111111111111111111111111111111111",
             "/help",
             "/quit",
         ] {

@@ -13,8 +13,8 @@ use e2ee_protocol::safety_number::SafetyNumber;
 use serde::{Deserialize, Serialize};
 
 use crate::failure::{DecryptFailure, FailureClass};
+use crate::incoming::Incoming;
 use crate::settings::IdentityPolicy;
-use crate::state::Incoming;
 
 /// The relay connection's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +204,19 @@ pub enum Event {
         from_identity: String,
         /// The relay message id, hex.
         msg_id: String,
+    },
+    /// A message of a pending identity change was acknowledged and deleted unread: the
+    /// name already holds the most held messages (docs/AGENT.md 6). Keeping it at the
+    /// relay instead would stall every other sender's deliveries.
+    HeldDiscarded {
+        /// The peer's name.
+        from: String,
+        /// The pending identity that sent it, hex.
+        from_identity: String,
+        /// The relay message id, hex.
+        msg_id: String,
+        /// How many messages are held for the name (the limit).
+        held: usize,
     },
     /// The user rejected the pending identity changes of a peer (`/reject`): the pin
     /// stays, their held messages are deleted unread.
@@ -501,6 +514,15 @@ impl Event {
                 "! a message from the new identity of {from} ({}) is held unread: /verify {from}",
                 short(from_identity)
             ),
+            Self::HeldDiscarded {
+                from,
+                from_identity,
+                held,
+                ..
+            } => format!(
+                "! a message from the new identity of {from} ({}) was deleted unread: {held} are held already (/verify {from}, then /trust or /reject)",
+                short(from_identity)
+            ),
             Self::IdentityRejected {
                 peer,
                 identities,
@@ -668,6 +690,12 @@ mod tests {
                 from: "bob".into(),
                 from_identity: IK.into(),
                 msg_id: ID.into(),
+            },
+            Event::HeldDiscarded {
+                from: "bob".into(),
+                from_identity: IK.into(),
+                msg_id: ID.into(),
+                held: 1000,
             },
             Event::IdentityRejected {
                 peer: "bob".into(),

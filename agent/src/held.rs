@@ -1,8 +1,8 @@
 //! Messages held back while an identity change waits for the user's decision.
 //!
 //! A message from an identity that is a pending change of a name (`pins::PinBook`) is
-//! not decrypted: its ciphertext is kept as delivered (`held.json`) and acknowledged to
-//! the relay. When the user accepts that identity (`/trust <peer> <digits>`), the held
+//! not decrypted: its ciphertext is kept as delivered (the `held` rows of the state
+//! database, sealed) and acknowledged to the relay. When the user accepts that identity (`/trust <peer> <digits>`), the held
 //! messages are decrypted and shown in the order they arrived; when the user rejects it
 //! (`/reject <peer>`), they are deleted unread. Nothing of a held message is decrypted
 //! or shown before the decision, so a message from an impostor is never displayed under

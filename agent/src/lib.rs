@@ -4,9 +4,11 @@
 //! - [`settings`]: [`settings::AgentSettings`], the layered settings, and the
 //!   [`settings::IdentityPolicy`].
 //! - [`state`]: [`state::AgentState`], the persistent state in the state directory
-//!   (identity, prekeys, sessions, pins, outbox) with atomic, persist-before-send writes.
-//! - [`store`]: [`store::StateDb`], agent state v2 (one SQLite database, secrets sealed
-//!   at rest); not wired into `AgentState` yet.
+//!   (identity, prekeys, sessions, pins, held messages, outbox): in-memory copies
+//!   written through to the state database, one transaction per operation.
+//! - [`store`]: [`store::StateDb`], the state database (one SQLite file, secrets sealed
+//!   at rest) with typed accessors per table.
+//! - [`incoming`]: [`incoming::Incoming`], a received message that decrypted.
 //! - [`failure`]: [`failure::FailureClass`] and [`failure::DecryptFailure`], every
 //!   reason a received message is not shown.
 //! - [`event`]: [`event::Event`], what the agent reports, as JSON lines or readable text.
@@ -31,6 +33,7 @@ pub mod event;
 pub mod failure;
 pub mod held;
 mod hex_serde;
+pub mod incoming;
 pub mod own_name;
 pub mod pins;
 pub mod qr;

@@ -11,8 +11,8 @@ use e2ee_config::{LogFormat, LogLevel, LogTarget, OverrideValue};
 ///
 /// Settings are layered: built-in defaults, then the TOML file given with --config,
 /// then E2EE_* environment variables (nested keys with "__"), then these flags.
-/// Interactive commands: /msg <peer> <text>, /peers, /verify <peer>, /trust <peer>,
-/// /help, /quit.
+/// Interactive commands: /msg <peer> <text>, /peers, /verify <peer>,
+/// /trust <peer> <digits>, /reject <peer>, /release-name, /claim-name, /help, /quit.
 #[derive(Parser, Debug)]
 #[command(name = "e2ee-agent", version)]
 struct Cli {
@@ -25,9 +25,13 @@ struct Cli {
     /// Relay address, e.g. 127.0.0.1:7300.
     #[arg(long, value_name = "ADDR")]
     relay: Option<String>,
-    /// State directory (identity, prekeys, sessions, pins, outbox; owner-only).
+    /// State directory (the state database and its key file; owner-only).
     #[arg(long = "state", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Seal the state under the passphrase in this file (its first line) instead of
+    /// the key file `state.key` in the state directory (env E2EE_PASSPHRASE_FILE).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     /// Run the steps of this script file instead of reading stdin.
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
@@ -59,6 +63,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &cli.state_dir {
         overrides.push(("state_dir", dir.display().to_string().into()));
+    }
+    if let Some(file) = &cli.passphrase_file {
+        overrides.push(("passphrase_file", file.display().to_string().into()));
     }
     if cli.json {
         overrides.push(("json", true.into()));

@@ -44,8 +44,15 @@ impl OnConnect {
 pub enum Outcome {
     /// The registry binds no name to us: the release is done.
     Released,
-    /// The registry binds our name to our identity.
-    Claimed,
+    /// The registry binds our name to our identity, by a claim issued at `issued_ms`.
+    Claimed {
+        /// The stored claim's `issued_ms`.
+        issued_ms: u64,
+    },
+    /// A release in flight was refused (`not_owner`): the name is held by another
+    /// identity, by none, or still by us under a claim newer than the release; a lookup
+    /// tells which.
+    ReleaseRefused,
     /// The registry binds our name to another identity.
     HeldByAnother {
         /// The holder's identity key (boxed: the other outcomes carry nothing).
@@ -62,6 +69,8 @@ pub struct OwnName {
     release: Option<u32>,
     /// The `LookupName` of our own name after a claim (answered by a `NameClaim`).
     check: Option<u32>,
+    /// True once a refused release was signed again on this connection (at most once).
+    resigned: bool,
 }
 
 impl OwnName {
@@ -100,7 +109,9 @@ impl OwnName {
         self.check = None;
         let claim = claim.and_then(|bytes| NameClaim::decode_verified(bytes).ok());
         Some(match claim {
-            Some(claim) if claim.name == name && claim.identity == *me => Outcome::Claimed,
+            Some(claim) if claim.name == name && claim.identity == *me => Outcome::Claimed {
+                issued_ms: claim.issued_ms,
+            },
             Some(claim) if claim.name == name => Outcome::HeldByAnother {
                 holder: Box::new(claim.identity),
             },
@@ -109,11 +120,17 @@ impl OwnName {
         })
     }
 
-    /// Reads a `not_owner` refusal. While a release is in flight it means the registry
-    /// binds the name to another identity or to none, so the release is done either
-    /// way (docs/PROTOCOL.md 1.8: a release of a name one does not hold is refused).
+    /// Reads a `not_owner` refusal: [`Outcome::ReleaseRefused`] while a release is in
+    /// flight (docs/PROTOCOL.md 1.8: a release of a name one does not hold, or older
+    /// than the stored claim, is refused; `Error` frames do not say which request).
     pub fn on_not_owner(&mut self) -> Option<Outcome> {
-        self.release.take().map(|_| Outcome::Released)
+        self.release.take().map(|_| Outcome::ReleaseRefused)
+    }
+
+    /// True the first time on this connection: a refused release may be signed again
+    /// once, newer than the stored claim.
+    pub fn may_resign(&mut self) -> bool {
+        !std::mem::replace(&mut self.resigned, true)
     }
 }
 
@@ -172,7 +189,7 @@ mod tests {
         own.checking(1);
         assert_eq!(
             own.on_answer(1, Some(&mine), "alice", me.public()),
-            Some(Outcome::Claimed)
+            Some(Outcome::Claimed { issued_ms: 1 })
         );
         let theirs = NameClaim::sign(&other, "alice", 1).expect("claim").encode();
         own.checking(2);
@@ -203,7 +220,9 @@ mod tests {
         let mut own = OwnName::default();
         assert_eq!(own.on_not_owner(), None);
         own.releasing(9);
-        assert_eq!(own.on_not_owner(), Some(Outcome::Released));
+        assert_eq!(own.on_not_owner(), Some(Outcome::ReleaseRefused));
+        assert!(own.may_resign());
+        assert!(!own.may_resign(), "once per connection");
         assert_eq!(own.on_not_owner(), None);
         own.releasing(10);
         own.forget();

@@ -13,7 +13,8 @@
 //!   identity whose safety number the digits match (pinned or new), `/reject <peer>`
 //!   keeps the pin and rejects the new identities for good.
 //!
-//! This type holds no IO; `AgentState` saves it (`pins.json`) after every change.
+//! This type holds no IO; `AgentState` writes its changed names to the state database
+//! after every change.
 
 use std::collections::BTreeMap;
 

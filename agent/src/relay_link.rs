@@ -174,7 +174,11 @@ async fn connection(
     let Frame::AuthOk { queued } = answer else {
         anyhow::bail!("authentication refused: {answer:?}");
     };
-    link.do_send(Up { generation, queued });
+    // Awaited: the link forwards `Connected` to the agent before this task forwards any
+    // frame, so a Deliver never reaches the agent before it knows it is connected.
+    link.send(Up { generation, queued })
+        .await
+        .map_err(|e| anyhow::anyhow!("relay link stopped: {e}"))?;
     loop {
         tokio::select! {
             incoming = framed.next() => match incoming {

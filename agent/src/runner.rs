@@ -8,6 +8,7 @@ use actix::prelude::*;
 use rand_core::OsRng;
 use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use zeroize::Zeroizing;
 
 use crate::agent_actor::{
     AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, SetOwnName, Trust,
@@ -19,7 +20,7 @@ use crate::relay_link::{Backoff, RelayLink};
 use crate::script::{parse_script, ScriptStep, Step};
 use crate::settings::AgentSettings;
 use crate::sink::EventSink;
-use crate::state::AgentState;
+use crate::state::{AgentState, KeySource};
 
 /// Longest `sleep` a script may ask for.
 const MAX_SLEEP_MS: u64 = 60_000;
@@ -43,12 +44,16 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         }
         None => None,
     };
-    let state = AgentState::open(
+    let key_source = key_source(&settings)?;
+    let state = AgentState::open_with(
         &settings.state_dir,
         &settings.name,
         settings.prekeys.initial_one_time as usize,
+        &key_source,
         &mut OsRng,
     )?;
+    drop(key_source);
+    let notices = state_notices(&state);
     let system = System::new();
     let code = system.block_on(async move {
         let sink = EventSink::new(settings.json);
@@ -62,6 +67,9 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
         let link = RelayLink::new(relay, identity, agent.clone().recipient(), backoff, log).start();
         agent.do_send(Attach(link));
+        for notice in notices {
+            agent.do_send(Emit(Event::info(notice)));
+        }
         match steps {
             Some(steps) => run_script(&agent, steps, expect_timeout).await,
             None => run_stdin(&agent).await,
@@ -69,6 +77,40 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
     });
     System::current().stop();
     Ok(code)
+}
+
+/// Where the state key comes from: the passphrase in `passphrase_file` (its first
+/// line), or the key file `state.key` in the state directory.
+fn key_source(settings: &AgentSettings) -> anyhow::Result<KeySource> {
+    let Some(path) = &settings.passphrase_file else {
+        return Ok(KeySource::key_file_in(&settings.state_dir));
+    };
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read passphrase file {}: {e}", path.display()))?,
+    );
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(KeySource::passphrase(line.to_vec()))
+}
+
+/// What to tell the user about the state when the agent starts.
+fn state_notices(state: &AgentState) -> Vec<String> {
+    let mut notices = Vec::new();
+    if state.was_imported() {
+        notices.push(format!(
+            "imported the state files of the earlier release into {}/state.db",
+            state.dir().display()
+        ));
+    }
+    if !state.passphrase_protected() {
+        notices.push(format!(
+            "the state in {} is protected by file permissions only (key file state.key); \
+             use --passphrase-file to seal it under a passphrase",
+            state.dir().display()
+        ));
+    }
+    notices
 }
 
 async fn run_script(agent: &Addr<AgentActor>, steps: Vec<ScriptStep>, default_timeout: u64) -> i32 {

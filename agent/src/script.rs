@@ -7,7 +7,7 @@
 //! expect timeout=5000 bob hello alice
 //! expect-failure bob tampered
 //! verify bob
-//! trust bob
+//! trust bob 12345 67890 12345 67890 12345 67890 12345 67890 12345 67890 12345 67890
 //! disconnect
 //! sleep 200
 //! reconnect
@@ -74,7 +74,7 @@ pub enum Step {
         /// The peer's name.
         peer: String,
     },
-    /// `trust <peer> [digits]`: keep the key whose safety number is `digits` and mark
+    /// `trust <peer> <digits>`: keep the key whose safety number is `digits` and mark
     /// it verified (as `/trust`).
     Trust {
         /// The peer's name.
@@ -287,17 +287,19 @@ pub fn parse_step(line: &str) -> Result<Step, String> {
         "trust" => {
             let (peer, digits) = split_word(rest);
             if peer.is_empty() {
-                return Err("missing peer name: usage: trust <peer> [digits]".into());
+                return Err("missing peer name: usage: trust <peer> <digits>".into());
             }
-            let digits = match digits {
-                "" => None,
-                typed => Some(crate::pins::parse_digits(typed).ok_or_else(|| {
-                    "a safety number is 60 digits (spaces allowed): usage: trust <peer> [digits]".to_string()
-                })?),
-            };
+            if digits.is_empty() {
+                return Err(
+                    "missing safety number (the 60 digits compared): usage: trust <peer> <digits>".into(),
+                );
+            }
+            let digits = crate::pins::parse_digits(digits).ok_or_else(|| {
+                "a safety number is 60 digits (spaces allowed): usage: trust <peer> <digits>".to_string()
+            })?;
             Ok(Step::Trust {
                 peer: peer_name(peer)?,
-                digits,
+                digits: Some(digits),
             })
         }
         "reject" => Ok(Step::Reject {
@@ -499,13 +501,7 @@ mod tests {
     #[test]
     fn parses_verify_and_trust() {
         assert_eq!(one("verify bob"), Ok(Step::Verify { peer: "bob".into() }));
-        assert_eq!(
-            one("trust bob"),
-            Ok(Step::Trust {
-                peer: "bob".into(),
-                digits: None
-            })
-        );
+        assert!(one("trust bob").is_err(), "digits are required");
         assert_eq!(
             one(&format!("trust bob {}", "12345 ".repeat(12))),
             Ok(Step::Trust {
@@ -589,7 +585,7 @@ mod tests {
     #[test]
     fn display_parses_back() {
         let script = "send bob a  b\nexpect bob x\nexpect timeout=9 bob y z\nwait-peer bob\n\
-                      wait-peer bob timeout=7\ndisconnect\nreconnect\nsleep 5\nverify bob\ntrust bob\n\
+                      wait-peer bob timeout=7\ndisconnect\nreconnect\nsleep 5\nverify bob\ntrust bob 111111111111111111111111111111111111111111111111111111111111\n\
                       expect-failure bob unknown_session\nexpect-failure bob duplicate timeout=3\n\
                       print hello\nquit\n";
         let steps = parse_script(script).expect("parses");

@@ -141,8 +141,15 @@ pub struct AgentSettings {
     pub name: String,
     /// The relay's address, `host:port`.
     pub relay: String,
-    /// The directory holding identity, prekeys, sessions, pins and outbox.
+    /// The directory holding the state database (identity, prekeys, sessions, pins,
+    /// outbox) and, without a passphrase, its key file `state.key`.
     pub state_dir: PathBuf,
+    /// A file whose first line (without its line end) is the passphrase the state is
+    /// sealed under (Argon2id). Without it the state key is the random key
+    /// file `state.key` in the state directory: the state is then protected by file
+    /// permissions only. The kind must stay the one the state was created with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
     /// What to do when a pinned peer's identity key changes.
     pub identity_policy: IdentityPolicy,
     /// Print one JSON event per line on stdout instead of readable lines.
@@ -166,6 +173,7 @@ impl Default for AgentSettings {
             name: String::new(),
             relay: "127.0.0.1:7300".into(),
             state_dir: PathBuf::from("./e2ee-agent-state"),
+            passphrase_file: None,
             identity_policy: IdentityPolicy::Warn,
             json: false,
             log_format: LogFormat::Term,

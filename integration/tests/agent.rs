@@ -620,7 +620,7 @@ fn name_takeover_by_a_second_identity_is_refused(policy: &str) {
     impostor
         .send_line("/msg carol hi carol, bob here")
         .expect("stdin");
-    let fingerprint = &impostor_id[..16];
+    let fingerprint = format!("#{}", &impostor_id[..16]);
     for (victim, text) in [
         (&mut alice, "it is bob, my new key"),
         (&mut carol, "hi carol, bob here"),
@@ -631,7 +631,8 @@ fn name_takeover_by_a_second_identity_is_refused(policy: &str) {
             })
             .expect("shown");
         assert_eq!(
-            shown["from"], fingerprint,
+            shown["from"],
+            fingerprint.as_str(),
             "shown under its fingerprint, not as bob"
         );
         assert_eq!(shown["from_identity"], impostor_id.as_str());

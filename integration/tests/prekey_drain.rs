@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use e2ee_agent::state::inspect::StateView;
 use e2ee_integration::agent_process::{AgentConfig, AgentProcess};
 use e2ee_integration::client::RelayClient;
 use e2ee_integration::process::RelayProcess;
@@ -15,7 +16,6 @@ use e2ee_protocol::frame::Frame;
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::prekey::PreKeyBundle;
 use rand_core::OsRng;
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// One-time prekeys of one identity the relay hands out in a burst
@@ -28,15 +28,11 @@ const THROWAWAYS: usize = 10;
 const CONNECTIONS_EACH: usize = 3;
 const FETCHES_PER_CONNECTION: u32 = 10;
 
-/// The one-time prekeys the agent holds, from its `prekeys.json`.
+/// The one-time prekeys the agent holds, read from its state database (the agent
+/// library's read-only view, opened with the state's key file).
 fn local_one_time(state_dir: &Path) -> usize {
-    let text = std::fs::read_to_string(state_dir.join("prekeys.json")).expect("prekeys.json");
-    let prekeys: Value = serde_json::from_str(&text).expect("json");
-    prekeys["store"]["one_time"]
-        .as_object()
-        .map(|keys| keys.len())
-        .or_else(|| prekeys["store"]["one_time"].as_array().map(Vec::len))
-        .expect("store.one_time")
+    let view = StateView::read(state_dir).expect("state");
+    view.prekeys.one_time_count()
 }
 
 /// What the throwaway fetchers got: one-time prekeys handed out, bundles without one,

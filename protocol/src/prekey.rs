@@ -186,6 +186,22 @@ impl SignedPreKey {
     pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
         self.signature.bytes()
     }
+
+    /// A signed prekey as stored earlier (`pair`, `signature`, `created_ms` as read
+    /// back from storage). The signature is not checked here: check it with
+    /// [`SignedPreKey::verify`] against the owner's identity.
+    pub fn from_stored(pair: KeyPair, signature: [u8; SIGNATURE_LEN], created_ms: u64) -> Self {
+        Self {
+            pair,
+            signature: Signature64::new(signature),
+            created_ms,
+        }
+    }
+
+    /// Checks the signature over the public key with the owner's `identity`.
+    pub fn verify(&self, identity: &IdentityKey) -> Result<(), CryptoError> {
+        identity.verify(&spk_signature_message(self.pair.public_key()), &self.signature())
+    }
 }
 
 /// A retired signed prekey, kept for PreKey messages still in flight.
@@ -318,6 +334,69 @@ impl PreKeyStore {
             one_time_order: order,
             base_keys: BTreeSet::new(),
         }
+    }
+
+    /// A store rebuilt from its parts as an owner stored them (the inverse of
+    /// [`PreKeyStore::current_signed`], [`PreKeyStore::retired_signed`],
+    /// [`PreKeyStore::one_time_entries`] and [`PreKeyStore::base_keys`]): the current
+    /// signed prekey; the retired ones with when each was retired, newest first (past
+    /// [`MAX_RETIRED_SIGNED_PREKEYS`] the oldest are dropped); the one-time prekeys
+    /// oldest first, each with when it was first found handed out (a repeated public
+    /// key keeps its first place); and the `(signed prekey, base key)` pairs of
+    /// accepted handshakes (those under a signed prekey not given are dropped).
+    pub fn from_stored(
+        current: SignedPreKey,
+        retired: Vec<(SignedPreKey, u64)>,
+        one_time: Vec<(PrivateKey, Option<u64>)>,
+        base_keys: impl IntoIterator<Item = (PublicKey, PublicKey)>,
+    ) -> Self {
+        let mut retired: Vec<RetiredSignedPreKey> = retired
+            .into_iter()
+            .map(|(key, retired_ms)| RetiredSignedPreKey { key, retired_ms })
+            .collect();
+        retired.truncate(MAX_RETIRED_SIGNED_PREKEYS);
+        let mut store = Self {
+            current,
+            retired,
+            one_time: BTreeMap::new(),
+            one_time_order: VecDeque::new(),
+            base_keys: BTreeSet::new(),
+        };
+        for (private, handed_out) in one_time {
+            let public = private.public_key();
+            if store.one_time.insert(public, private).is_none() {
+                store.one_time_order.push_back((public, handed_out));
+            }
+        }
+        store.base_keys = base_keys
+            .into_iter()
+            .filter(|(spk, _)| store.signed_prekey(spk).is_some())
+            .collect();
+        store
+    }
+
+    /// The current signed prekey.
+    pub fn current_signed(&self) -> &SignedPreKey {
+        &self.current
+    }
+
+    /// The retired signed prekeys, newest first, each with when it was retired (ms
+    /// since the Unix epoch).
+    pub fn retired_signed(&self) -> impl Iterator<Item = (&SignedPreKey, u64)> + '_ {
+        self.retired.iter().map(|r| (&r.key, r.retired_ms))
+    }
+
+    /// The unused one-time prekeys, oldest first, each with its private key and when
+    /// it was first found handed out (see [`PreKeyStore::age_out_one_time`]).
+    pub fn one_time_entries(&self) -> impl Iterator<Item = (&PublicKey, &PrivateKey, Option<u64>)> + '_ {
+        self.one_time_order
+            .iter()
+            .filter_map(|(public, since)| self.one_time.get(public).map(|private| (public, private, *since)))
+    }
+
+    /// The `(signed prekey, base key)` pairs of the accepted handshakes remembered.
+    pub fn base_keys(&self) -> impl Iterator<Item = &(PublicKey, PublicKey)> + '_ {
+        self.base_keys.iter()
     }
 
     /// Adds `count` fresh one-time prekeys and returns their public keys, oldest first.
@@ -507,5 +586,55 @@ mod key_map {
         Ok(Vec::<(PublicKey, PrivateKey)>::deserialize(d)?
             .into_iter()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+
+    use super::*;
+
+    #[test]
+    fn a_store_rebuilt_from_its_parts_is_the_same_store() {
+        let identity = IdentityKeyPair::generate(&mut OsRng);
+        let mut store = PreKeyStore::generate_at(&identity, 4, &mut OsRng, 10);
+        store.rotate_signed_at(&identity, &mut OsRng, 20);
+        store.remember_base_key(*store.current.pair.public_key(), PublicKey::from_bytes([7; 32]));
+        store.age_out_one_time(2, 0, 30, 1_000, 100);
+        let rebuilt = PreKeyStore::from_stored(
+            store.current_signed().clone(),
+            store.retired_signed().map(|(k, ms)| (k.clone(), ms)).collect(),
+            (store.one_time_entries())
+                .map(|(_, private, since)| (private.clone(), since))
+                .collect(),
+            store.base_keys().copied(),
+        );
+        assert_eq!(rebuilt.bundle(identity.public()), store.bundle(identity.public()));
+        assert_eq!(rebuilt.bundle(identity.public()).verify(), Ok(()));
+        assert_eq!(
+            rebuilt
+                .one_time_entries()
+                .map(|(k, _, s)| (*k, s))
+                .collect::<Vec<_>>(),
+            store
+                .one_time_entries()
+                .map(|(k, _, s)| (*k, s))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            rebuilt.retired_signed().map(|(_, ms)| ms).collect::<Vec<_>>(),
+            [20]
+        );
+        assert_eq!(rebuilt.remembered_base_keys(), 1);
+        for (key, _) in rebuilt.retired_signed() {
+            assert_eq!(key.verify(identity.public()), Ok(()));
+        }
+        // Base keys under a signed prekey that is not given are dropped.
+        let stray = (PublicKey::from_bytes([1; 32]), PublicKey::from_bytes([2; 32]));
+        let alone = PreKeyStore::from_stored(store.current_signed().clone(), Vec::new(), Vec::new(), [stray]);
+        assert_eq!(alone.remembered_base_keys(), 0);
+        let other = IdentityKeyPair::generate(&mut OsRng);
+        assert!(store.current_signed().verify(other.public()).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Agent state v2: one SQLite database per agent, secrets sealed at rest, one
-//! transaction per change (docs: issue 12). Not wired into `AgentState` yet.
+//! transaction per change (docs: issue 12). `crate::state::AgentState` keeps its
+//! in-memory copies and writes through to it.
 //!
 //! - [`state_db`]: [`StateDb`], the database (`state.db`, WAL, owner only), its
 //!   transactions ([`Tx`]) and reads ([`Rows`]).

@@ -159,6 +159,29 @@ impl Rows<'_> {
             .map_err(self.fail("read base keys"))
     }
 
+    /// Every remembered `(signed prekey, base key)` pair (loaded once at start).
+    pub fn base_keys(&self) -> Result<Vec<(Key32, Key32)>, StoreError> {
+        let fail = self.fail("read base keys");
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT signed_prekey, base_key FROM base_keys")
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(&fail)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (spk, base) = row.map_err(&fail)?;
+            out.push((
+                self.fixed(spk, "base_keys.signed_prekey")?,
+                self.fixed(base, "base_keys.base_key")?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// How many base keys are remembered under `signed_prekey`.
     pub fn base_key_count(&self, signed_prekey: &Key32) -> Result<usize, StoreError> {
         let n: i64 = self

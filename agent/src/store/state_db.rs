@@ -163,6 +163,16 @@ impl StateDb {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.transaction_with(f)
+    }
+
+    /// As [`StateDb::transaction`], with the caller's error type (any that a
+    /// [`StoreError`] converts into): the closure can fail for its own reasons too,
+    /// which roll the transaction back the same way.
+    pub fn transaction_with<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let guard = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sqlite(&self.path, "begin a transaction", e))?;
         let tx = Tx {
@@ -342,6 +352,14 @@ impl StateDb {
     /// The raw connection, for tests that tamper with rows behind the store's back.
     pub(super) fn conn_for_test(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Makes every later write fail as on a read-only file system (`query_only`), or
+    /// writable again: for tests of failed commits.
+    pub(crate) fn set_read_only_for_test(&self, read_only: bool) {
+        self.conn
+            .pragma_update(None, "query_only", read_only)
+            .expect("query_only");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The adversarial relay: for each misbehaviour (`e2ee-relay --adversary MODE`) a fresh
+//! The adversarial relay: for each misbehaviour (`e2ee-relay-adversary --adversary MODE`) a fresh
 //! relay, Alice and Bob; Alice sends numbered texts and the scenario checks what Bob's
 //! agent reports for each of them against what the relay logged it did.
 //!
@@ -113,7 +113,7 @@ impl Pair {
         bob.wait_for("the warm-up message", WAIT, is_message(warm))?;
         alice.wait_for("the warm-up receipt", WAIT, |e| e["event"] == "delivered")?;
         s.did(format!(
-            "Started `e2ee-relay --adversary {}` (every {} eligible message: Normal, at least \
+            "Started `e2ee-relay-adversary --adversary {}` (every {} eligible message: Normal, at least \
              {} bytes{}), then Alice and Bob, who opened a session with one warm-up message.",
             config.mode,
             ordinal(config.every),

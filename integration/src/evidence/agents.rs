@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use serde_json::Value;
 
 use crate::client::RelayClient;
-use crate::process::{binary, wait_exit, RelayProcess};
+use crate::process::{binary, wait_exit, RelayProcess, ADVERSARIAL_RELAY};
 
 /// Longest wait for any single expected event.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -353,7 +353,8 @@ pub struct AdversaryConfig {
     pub delay_ms: u64,
 }
 
-/// Starts `e2ee-relay` on a free loopback port (`--adversary MODE` when given).
+/// Starts `e2ee-relay` on a free loopback port, or `e2ee-relay-adversary --adversary
+/// MODE` when an adversary is given.
 pub fn start_relay(data_dir: &Path, adversary: Option<&AdversaryConfig>) -> anyhow::Result<RelayProcess> {
     start_relay_with(data_dir, adversary, &[])
 }
@@ -366,18 +367,31 @@ pub fn start_relay_with(
 ) -> anyhow::Result<RelayProcess> {
     let mut env: Vec<(&str, String)> = vec![("E2EE_STORE__FSYNC", "false".into())];
     env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
-    let mut args: Vec<&str> = Vec::new();
-    if let Some(adversary) = adversary {
-        args.extend(["--adversary", adversary.mode]);
-        env.push(("E2EE_ADVERSARY__EVERY", adversary.every.to_string()));
-        env.push(("E2EE_ADVERSARY__MIN_LEN", adversary.min_len.to_string()));
-        env.push(("E2EE_ADVERSARY__DELAY_MS", adversary.delay_ms.to_string()));
-    }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    RelayProcess::start_with_env("127.0.0.1:0", data_dir, &args, &env)
+    let Some(adversary) = adversary else {
+        return RelayProcess::start_with_env("127.0.0.1:0", data_dir, &[], &env);
+    };
+    let (every, min_len, delay_ms) = (
+        adversary.every.to_string(),
+        adversary.min_len.to_string(),
+        adversary.delay_ms.to_string(),
+    );
+    let args = [
+        "--adversary",
+        adversary.mode,
+        "--adversary-every",
+        &every,
+        "--adversary-min-len",
+        &min_len,
+        "--adversary-delay-ms",
+        &delay_ms,
+    ];
+    RelayProcess::start_program(ADVERSARIAL_RELAY, "127.0.0.1:0", data_dir, &args, &env)
 }
 
-/// Relay log lines (JSON) with `msg == "adversary acted"`, as (action, msg_id or peer).
+/// Relay log lines (JSON) with `msg == "adversary acted"`, as (action, target): the
+/// `msg_id` acted on, the `name` whose claim or the `target` identity whose bundle was
+/// substituted.
 pub fn adversary_actions(lines: &[String]) -> Vec<(String, String)> {
     lines
         .iter()
@@ -387,7 +401,8 @@ pub fn adversary_actions(lines: &[String]) -> Vec<(String, String)> {
             let action = v["action"].as_str().unwrap_or_default().to_string();
             let target = v["msg_id"]
                 .as_str()
-                .or_else(|| v["peer"].as_str())
+                .or_else(|| v["name"].as_str())
+                .or_else(|| v["target"].as_str())
                 .unwrap_or_default()
                 .to_string();
             (action, target)

@@ -11,13 +11,14 @@
 //! - `lease`: Bob loses his state and a new identity claims `bob` after the lease ran
 //!   out: the registry binds the name to it, and Alice (policy `block`) holds the change.
 //! - `relabel`: a relay delivering fresh messages under a relay `msg_id` the recipient
-//!   has already seen (`e2ee-relay --adversary relabel`): every message is still shown,
+//!   has already seen (`e2ee-relay-adversary --adversary relabel`): every message is still shown,
 //!   exactly once.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use e2ee_agent::state::inspect::StateView;
 use serde_json::Value;
 
 use super::agents::{
@@ -195,7 +196,7 @@ fn takeover_under(policy_name: &str, dir: &Path, s: &mut Section) -> anyhow::Res
     impostor.send_text("carol", to_carol)?;
     let shown_alice = alice.wait_for("the impostor's message", WAIT, is_message(to_alice))?;
     let shown_carol = carol.wait_for("the impostor's message", WAIT, is_message(to_carol))?;
-    let fingerprint = short(&impostor_id).to_string();
+    let fingerprint = format!("#{}", short(&impostor_id));
     let shown_as = |e: &Value| (event_str(e, "from"), event_str(e, "from_identity"));
     let (alice_from, alice_from_id) = shown_as(&shown_alice);
     let (carol_from, carol_from_id) = shown_as(&shown_carol);
@@ -303,7 +304,7 @@ fn relay_identity(log: &[String]) -> String {
     log.iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["msg"] == "adversary mode active")
-        .map(|v| event_str(&v, "identity"))
+        .map(|v| event_str(&v, "impostor"))
         .unwrap_or_default()
 }
 
@@ -359,7 +360,7 @@ fn verified_mitm(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<
         }),
     )?;
     s.did(
-        "Restarted the relay on the same data as `e2ee-relay --adversary substitute_bundle` (its \
+        "Restarted the relay on the same data as `e2ee-relay-adversary --adversary substitute_bundle` (its \
          own claim for every name, its own bundle for every fetch).",
     );
     // 2a. With a session, the first send of a connection goes to the pinned key at once,
@@ -373,7 +374,9 @@ fn verified_mitm(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<
         })?
         .event;
     let changed = alice
-        .wait_from(mark, "identity_changed", WAIT, |e| e["event"] == "identity_changed")?
+        .wait_from(mark, "identity_changed", WAIT, |e| {
+            e["event"] == "identity_changed"
+        })?
         .event;
     alice.quit()?;
     let mut log = mitm.drain_log();
@@ -403,12 +406,10 @@ fn verified_mitm(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<
         .event;
     alice.settle(SETTLE);
     let sent = alice.matching(mark, |e| e["event"] == "sent").len();
-    let session_with_impostor = alice_dir
-        .join("sessions")
-        .join(format!("{impostor}.json"))
-        .exists();
-    let outbox = std::fs::read_to_string(alice_dir.join("outbox.json")).unwrap_or_default();
-    let outbox_to_impostor = !impostor.is_empty() && outbox.contains(&impostor);
+    let view = StateView::read(&alice_dir)?;
+    let impostor_key: Option<[u8; 32]> = hex::decode(&impostor).ok().and_then(|b| b.try_into().ok());
+    let session_with_impostor = impostor_key.is_some_and(|k| view.sessions.contains_key(&k));
+    let outbox_to_impostor = (view.outbox.iter()).any(|e| Some(*e.recipient.as_bytes()) == impostor_key);
     let pin = pin_of(&mut alice, "bob")?;
     log.extend(mitm.drain_log());
     let actions = super::agents::adversary_actions(&log);
@@ -794,7 +795,7 @@ fn relabel(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     let n = scale.pick(4, 8);
     let text = |i: usize| format!("relabel test message #{i}: long enough for the 128-byte bucket");
     s.did(format!(
-        "Started `e2ee-relay --adversary relabel` (every Normal message of at least {MIN_LEN} \
+        "Started `e2ee-relay-adversary --adversary relabel` (every Normal message of at least {MIN_LEN} \
          bytes: texts, not receipts), then Bob and Alice, who opened a session with a warm-up \
          message. Alice sent {n} numbered texts, one at a time, each after the previous one's \
          outcome at Bob."

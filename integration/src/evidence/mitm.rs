@@ -1,5 +1,5 @@
 //! MITM detection: a relay that answers name lookups and bundle fetches with its own
-//! identity (`e2ee-relay --adversary substitute_bundle`). For a first contact the two
+//! identity (`e2ee-relay-adversary --adversary substitute_bundle`). For a first contact the two
 //! users' safety numbers then differ (comparing them exposes the relay); for a peer
 //! already pinned, the agent reports the identity change and applies its policy.
 
@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use e2ee_agent::state::inspect::StateView;
 use e2ee_protocol::safety_number::SafetyNumber;
 use serde_json::Value;
 
@@ -40,12 +41,15 @@ fn true_number(a: &Agent, b: &Agent) -> anyhow::Result<String> {
     )
 }
 
+/// The identity (hex) `dir`'s agent pins for `peer`, read from its state database.
 fn pinned(dir: &Path, peer: &str) -> anyhow::Result<String> {
-    let pins: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("pins.json"))?)?;
-    Ok(pins["pins"][peer]["identity"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    let view = StateView::read(dir)?;
+    Ok(view
+        .book
+        .pins
+        .get(peer)
+        .map(|pin| hex::encode(pin.identity.as_bytes()))
+        .unwrap_or_default())
 }
 
 fn event_str(event: &Value, key: &str) -> String {
@@ -106,7 +110,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         }),
     )?;
     s.did(
-        "Restarted the relay on the same data as `e2ee-relay --adversary substitute_bundle`: \
+        "Restarted the relay on the same data as `e2ee-relay-adversary --adversary substitute_bundle`: \
          it answers every name lookup with a claim signed by its own identity and every \
          bundle fetch with its own prekey bundle.",
     );
@@ -208,7 +212,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["msg"] == "adversary mode active")
-        .map(|v| event_str(&v, "identity"))
+        .map(|v| event_str(&v, "impostor"))
         .unwrap_or_default();
     let substitutions = super::agents::adversary_actions(&log).len();
     s.did(

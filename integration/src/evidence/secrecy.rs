@@ -376,7 +376,7 @@ fn body(scale: Scale, work: &Path, fs: &mut Section, heal: &mut Section) -> anyh
     let timeline = format!(
         "Alice and Bob talked through a recording proxy: {rounds} texts each way before t; Bob \
          went offline and at t his whole state directory was copied ({} files, {copied} bytes: \
-         identity, prekeys, pins, outbox, sessions); Alice then wrote {window} texts; Bob came \
+         the state database with its key file state.key, i.e. a state without a passphrase); Alice then wrote {window} texts; Bob came \
          back and received them (each answered with a receipt); then {after} more texts each \
          way, each waiting for the previous one.",
         stolen.files
@@ -384,7 +384,7 @@ fn body(scale: Scale, work: &Path, fs: &mut Section, heal: &mut Section) -> anyh
     fs.did(timeline.clone());
     heal.did(timeline);
     let attack = "The thief loads the copy with the library (`IdentityKeyPair`, `PreKeyStore`, \
-                  `Session` from the JSON files) and runs `session::receive`, the agent's own \
+                  `Session` from the database, opened with the copied key file) and runs `session::receive`, the agent's own \
                   decryption path, over every message Alice sent, in recorded order (a failure \
                   leaves the session unchanged, a success advances it).";
     fs.did(attack);

@@ -1,13 +1,16 @@
-//! Reading an agent's state directory from outside, as a thief with a copy of it would:
-//! every secret key it holds (for the wire search), and the identity, prekeys and
-//! sessions as library values (for the forward-secrecy and healing attempts).
+//! Reading an agent's state directory from outside, as a thief with a copy of it (the
+//! database and its key file) would: every secret key it holds (for the wire search),
+//! and the identity, prekeys and sessions as library values (for the forward-secrecy
+//! and healing attempts). The state is sealed at rest; it is opened with the key file
+//! through the agent library's read-only view (`e2ee_agent::state::inspect`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
+use e2ee_agent::state::inspect::StateView;
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::kdf::ChainKey;
 use e2ee_protocol::prekey::PreKeyStore;
@@ -131,30 +134,39 @@ fn walk(value: &Value, path: &str, out: &mut Secrets) {
     }
 }
 
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// Every JSON state file of an agent: identity, prekeys, pins, outbox, sessions.
+/// The files of an agent's state directory a thief would take: the state database
+/// (with its journal) and the key file that opens it.
 pub fn state_files(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
-    for name in ["identity.json", "prekeys.json", "pins.json", "outbox.json"] {
+    for name in ["state.db", "state.db-wal", "state.key"] {
         let path = dir.join(name);
         if path.exists() {
             files.push(path);
         }
     }
-    let sessions = dir.join("sessions");
-    if sessions.exists() {
-        for entry in fs::read_dir(&sessions)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                files.push(path);
-            }
-        }
-    }
     Ok(files)
+}
+
+/// The state in `dir`, opened with its key file `state.key` (read-only, through the
+/// agent library: the values are sealed at rest).
+fn view(dir: &Path) -> anyhow::Result<StateView> {
+    StateView::read(dir).with_context(|| format!("reading the state in {}", dir.display()))
+}
+
+/// The state as the JSON values the earlier release kept in its files (the secrets'
+/// paths in them name what they are).
+fn as_json(view: &StateView) -> anyhow::Result<Vec<Value>> {
+    let mut values = vec![
+        serde_json::json!({ "identity": serde_json::to_value(&view.identity)? }),
+        serde_json::json!({ "store": serde_json::to_value(&view.prekeys)? }),
+    ];
+    for (session, archived) in view.sessions.values() {
+        values.push(serde_json::json!({
+            "session": serde_json::to_value(session)?,
+            "archived": serde_json::to_value(archived)?,
+        }));
+    }
+    Ok(values)
 }
 
 /// Every secret key in an agent's state directory (plus the ones derived from them that
@@ -162,8 +174,8 @@ pub fn state_files(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 /// key).
 pub fn secrets_of(dir: &Path) -> anyhow::Result<Secrets> {
     let mut out = Secrets::default();
-    for file in state_files(dir)? {
-        walk(&read_json(&file)?, "", &mut out);
+    for value in as_json(&view(dir)?)? {
+        walk(&value, "", &mut out);
     }
     Ok(out)
 }
@@ -171,14 +183,10 @@ pub fn secrets_of(dir: &Path) -> anyhow::Result<Secrets> {
 /// Public values that must show up on the wire (the search's positive controls): the
 /// identity key (in Auth) and the signed prekey (in the published bundle).
 pub fn public_keys_of(dir: &Path) -> anyhow::Result<Vec<(String, [u8; 32])>> {
-    let identity = read_json(&dir.join("identity.json"))?;
-    let seed = key_bytes(&identity["identity"]["seed"]).ok_or_else(|| anyhow!("no identity seed"))?;
-    let pair = IdentityKeyPair::from_seed(&seed);
-    let prekeys = read_json(&dir.join("prekeys.json"))?;
-    let spk = key_bytes(&prekeys["store"]["current"]["pair"]["public"])
-        .ok_or_else(|| anyhow!("no signed prekey"))?;
+    let view = view(dir)?;
+    let spk = *view.prekeys.current_signed().pair().public_key().as_bytes();
     Ok(vec![
-        ("identity public key".into(), *pair.public().as_bytes()),
+        ("identity public key".into(), *view.identity.public().as_bytes()),
         ("signed prekey public key".into(), spk),
     ])
 }
@@ -196,49 +204,41 @@ pub struct Stolen {
     pub sessions: BTreeMap<[u8; 32], (Session, Vec<Session>)>,
     /// Every secret in the directory.
     pub secrets: Secrets,
-    /// Files and bytes read.
+    /// Files read.
     pub files: usize,
     /// Bytes read.
     pub bytes: u64,
 }
 
 impl Stolen {
-    /// Loads a (copied) state directory.
+    /// Loads a (copied) state directory with the key file copied with it.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let identity_file = read_json(&dir.join("identity.json"))?;
-        let identity: IdentityKeyPair =
-            serde_json::from_value(identity_file["identity"].clone()).context("identity.json: identity")?;
-        let prekeys_file = read_json(&dir.join("prekeys.json"))?;
-        let prekeys: PreKeyStore =
-            serde_json::from_value(prekeys_file["store"].clone()).context("prekeys.json: store")?;
-        let mut forgetful = prekeys_file["store"].clone();
-        if let Some(map) = forgetful.as_object_mut() {
-            map.insert("seen_base_keys".into(), Value::Array(Vec::new()));
-        }
-        let prekeys_without_replay_memory: PreKeyStore =
-            serde_json::from_value(forgetful).context("prekeys.json: store without replay memory")?;
-        let mut sessions = BTreeMap::new();
+        let view = view(dir)?;
+        let store = &view.prekeys;
+        let prekeys_without_replay_memory = PreKeyStore::from_stored(
+            store.current_signed().clone(),
+            store.retired_signed().map(|(k, ms)| (k.clone(), ms)).collect(),
+            (store.one_time_entries())
+                .map(|(_, private, since)| (private.clone(), since))
+                .collect(),
+            std::iter::empty(),
+        );
         let mut files = 0;
         let mut bytes = 0;
         for file in state_files(dir)? {
             files += 1;
             bytes += fs::metadata(&file)?.len();
-            if file.parent().is_some_and(|p| p.ends_with("sessions")) {
-                let value = read_json(&file)?;
-                let session: Session = serde_json::from_value(value["session"].clone())
-                    .with_context(|| format!("{}: session", file.display()))?;
-                let archived: Vec<Session> =
-                    serde_json::from_value(value["archived"].clone()).unwrap_or_default();
-                let peer = *session.remote_identity().as_bytes();
-                sessions.insert(peer, (session, archived));
-            }
+        }
+        let mut secrets = Secrets::default();
+        for value in as_json(&view)? {
+            walk(&value, "", &mut secrets);
         }
         Ok(Self {
-            identity,
-            prekeys,
+            identity: view.identity.clone(),
+            prekeys: view.prekeys.clone(),
             prekeys_without_replay_memory,
-            sessions,
-            secrets: secrets_of(dir)?,
+            sessions: view.sessions.clone(),
+            secrets,
             files,
             bytes,
         })

@@ -1,0 +1,362 @@
+//! Sessions: one Double Ratchet per peer (with up to [`ARCHIVED_SESSIONS`] earlier
+//! ones), starting them, encrypting and decrypting, and the rows they live in
+//! (`sessions`, `archived_sessions`, `received_ids`).
+//!
+//! Sessions are kept in memory and written through: each operation computes the next
+//! state in locals, writes every row it changes in **one transaction**, and changes
+//! memory only after the commit, so a failed write (disk full) leaves memory and disk as
+//! they were and the same operation can be retried.
+//!
+//! - [`AgentState::encrypt`]: the advanced session and the outbox entry.
+//! - [`AgentState::decrypt`]: the advanced (or new, or promoted) session and archive
+//!   changes, the relay and end-to-end message ids, and for a PreKey message that
+//!   started a session the deletion of its one-time prekey and the record of its base
+//!   key.
+//!
+//! Received ids are rows only (bounded per peer and kind by [`RECEIVED_IDS_KEPT`]):
+//! recording one is one insert, whatever the history.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use e2ee_protocol::consts::MSG_TYPE_PREKEY;
+use e2ee_protocol::identity::IdentityKey;
+use e2ee_protocol::keys::PublicKey;
+use e2ee_protocol::message::Message;
+use e2ee_protocol::payload::{Payload, MESSAGE_ID_LEN};
+use e2ee_protocol::prekey::PreKeyBundle;
+use e2ee_protocol::session::{self, Received, Session};
+use e2ee_protocol::CryptoError;
+use rand_core::CryptoRngCore;
+
+use super::error::{ReceiveError, StateError};
+use super::outbox::OutboxEntry;
+use super::values::{identity_key, session_bytes, session_from};
+use super::AgentState;
+use crate::failure::{DecryptFailure, FailureClass};
+use crate::incoming::Incoming;
+use crate::store::sessions::IdKind;
+use crate::store::Rows;
+
+/// How many received message ids are remembered per peer (of each kind) to recognise
+/// redeliveries.
+pub const RECEIVED_IDS_KEPT: usize = 4096;
+/// How many earlier sessions per peer are kept to decrypt with when the current one
+/// fails (when both sides start a session at the same time, each side's messages
+/// arrive for the other's handshake; the session that decrypts becomes current).
+pub const ARCHIVED_SESSIONS: usize = 3;
+
+/// One peer's ratchet in memory.
+#[derive(Clone)]
+pub(super) struct PeerState {
+    /// The session messages are sent with and tried first.
+    pub(super) session: Session,
+    /// Earlier sessions, newest first, each with its `archived_sessions` row number.
+    pub(super) archived: Vec<(u64, Session)>,
+}
+
+/// Reads every session and its archived ones.
+pub(super) fn load_peers(
+    rows: &Rows<'_>,
+    local: &IdentityKey,
+    path: &Path,
+) -> Result<HashMap<IdentityKey, PeerState>, StateError> {
+    let mut peers = HashMap::new();
+    for (peer_bytes, state) in rows.sessions()? {
+        let peer = identity_key(&peer_bytes, "sessions.peer", path)?;
+        let session = session_from(&state, local, &peer, path)?;
+        let mut archived = Vec::new();
+        for row in rows.archived_sessions(&peer_bytes)? {
+            archived.push((row.seq, session_from(&row.state, local, &peer, path)?));
+        }
+        archived.truncate(ARCHIVED_SESSIONS);
+        peers.insert(peer, PeerState { session, archived });
+    }
+    Ok(peers)
+}
+
+/// Puts `(seq, old)` in front of the archived sessions, dropping the oldest past the
+/// limit (as `Tx::archive_session` does with the rows).
+fn archive(mut archived: Vec<(u64, Session)>, seq: Option<u64>, old: Session) -> Vec<(u64, Session)> {
+    if let Some(seq) = seq {
+        archived.insert(0, (seq, old));
+        archived.truncate(ARCHIVED_SESSIONS);
+    }
+    archived
+}
+
+/// The signed prekey, base key and one-time prekey named by a PreKey message.
+fn handshake_of(wire: &[u8]) -> Option<(PublicKey, PublicKey, Option<PublicKey>)> {
+    match Message::decode(wire) {
+        Ok(Message::PreKey(m)) => Some((m.signed_prekey, m.base_key, m.one_time_prekey)),
+        _ => None,
+    }
+}
+
+impl AgentState {
+    /// True if a session with this identity exists.
+    pub fn has_session(&self, peer: &IdentityKey) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// True if we started the session with this peer and no reply has decrypted yet
+    /// (our messages still carry the X3DH fields); `None` without a session.
+    pub fn awaiting_reply(&self, peer: &IdentityKey) -> Option<bool> {
+        self.peers.get(peer).map(|p| p.session.awaiting_reply())
+    }
+
+    /// Starts (or restarts) a session with the owner of `bundle` (X3DH as initiator;
+    /// the bundle's signature is checked) and saves it. A previous session with that
+    /// peer is archived (still tried for decryption); received message ids are kept.
+    pub fn start_session(
+        &mut self,
+        bundle: &PreKeyBundle,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(), StateError> {
+        let session = Session::initiate(&self.identity, bundle, rng)?;
+        let peer = bundle.identity;
+        let path = self.db.path().to_path_buf();
+        let bytes = session_bytes(&session, &path)?;
+        let previous = self.peers.get(&peer);
+        let old_bytes = previous.map(|p| session_bytes(&p.session, &path)).transpose()?;
+        let seq = self.db.transaction_with(|tx| {
+            tx.put_session(peer.as_bytes(), &bytes)?;
+            match &old_bytes {
+                Some(old) => tx.archive_session(peer.as_bytes(), old, ARCHIVED_SESSIONS),
+                None => Ok(None),
+            }
+        })?;
+        let archived = match self.peers.remove(&peer) {
+            Some(p) => archive(p.archived, seq, p.session),
+            None => Vec::new(),
+        };
+        self.peers.insert(peer, PeerState { session, archived });
+        Ok(())
+    }
+
+    /// Encrypts `payload` for `peer` and returns the outbox entry to send.
+    ///
+    /// Persist before send: the advanced session and the outbox entry commit in one
+    /// transaction before this returns, so a message key is never used for two
+    /// different plaintexts, even across a crash. The relay message id is the
+    /// payload's message id; it must not already be in the outbox.
+    pub fn encrypt(&mut self, peer: &IdentityKey, payload: &Payload) -> Result<OutboxEntry, StateError> {
+        if self.outbox.iter().any(|e| e.msg_id == payload.message_id) {
+            return Err(StateError::DuplicateMsgId(hex::encode(payload.message_id)));
+        }
+        let plaintext = payload.encode()?;
+        let mut session = self
+            .peers
+            .get(peer)
+            .ok_or_else(|| StateError::NoSession(peer.short()))?
+            .session
+            .clone();
+        let wire = session.encrypt(&plaintext)?;
+        let path = self.db.path().to_path_buf();
+        let bytes = session_bytes(&session, &path)?;
+        let entry = OutboxEntry::new(payload, *peer, wire);
+        let row = entry.row();
+        self.db.transaction_with(|tx| {
+            tx.put_session(peer.as_bytes(), &bytes)?;
+            if !tx.outbox_put(&row)? {
+                return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
+            }
+            Ok(())
+        })?;
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.session = session;
+        }
+        self.outbox.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Decrypts a message the relay attributes to `sender`.
+    ///
+    /// Every message is decrypted, whatever its relay id. A message that fails as a
+    /// duplicate under a relay id already received from `sender`, or that decrypts to an
+    /// end-to-end `message_id` already received, is a redelivery
+    /// ([`FailureClass::Duplicate`] with `redelivery` set; acknowledge it, show
+    /// nothing). On success everything the message changes (see the module
+    /// documentation) commits in one transaction before this returns; if that fails
+    /// the error is [`ReceiveError::State`] and nothing changed (do not acknowledge
+    /// the message). A message that decrypts but whose payload does not parse is a
+    /// [`FailureClass::Malformed`] failure (its id is recorded all the same).
+    ///
+    /// This does not consult pins: the identity policy is applied by the caller.
+    pub fn decrypt(
+        &mut self,
+        sender: &IdentityKey,
+        msg_id: [u8; MESSAGE_ID_LEN],
+        wire: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Incoming, ReceiveError> {
+        let peer = *sender.as_bytes();
+        // Not trusted to skip decryption (the relay id is not authenticated): only to
+        // classify a failure as a quiet redelivery.
+        let known_relay_id = (self.db.rows())
+            .has_received(&peer, IdKind::Relay, &msg_id)
+            .map_err(StateError::from)?;
+        let failed = |err: CryptoError| -> ReceiveError {
+            let duplicate = matches!(
+                err,
+                CryptoError::DuplicateOrTooOld { .. } | CryptoError::TooOld { .. }
+            );
+            if known_relay_id && duplicate {
+                DecryptFailure::redelivery().into()
+            } else {
+                DecryptFailure::from(err).into()
+            }
+        };
+        // Only a PreKey message can change the prekeys: work on a copy then.
+        let is_prekey = wire.first() == Some(&MSG_TYPE_PREKEY);
+        let mut prekeys_copy = is_prekey.then(|| self.prekeys.store.clone());
+        let prekeys = match prekeys_copy.as_mut() {
+            Some(copy) => copy,
+            None => &mut self.prekeys.store,
+        };
+
+        let current = self.peers.get(sender);
+        let mut session = current.map(|p| p.session.clone());
+        let outcome = session::receive(session.as_mut(), &self.identity, prekeys, sender, wire, rng);
+        // (the next current session, the one it archives, an archived one it promotes)
+        let (decrypted, next, to_archive, promoted, is_new_session) = match (outcome, session, current) {
+            // A new handshake: its session becomes current, the old one is archived.
+            (
+                Ok(Received {
+                    decrypted,
+                    new_session: Some(new),
+                }),
+                _,
+                previous,
+            ) => (decrypted, new, previous.map(|p| p.session.clone()), None, true),
+            (
+                Ok(Received {
+                    decrypted,
+                    new_session: None,
+                }),
+                Some(session),
+                Some(_),
+            ) => (decrypted, session, None, None, false),
+            (Ok(_), _, _) => {
+                return Err(
+                    DecryptFailure::new(FailureClass::UnknownSession, "no session after decryption").into(),
+                )
+            }
+            (Err(err), _, None) => return Err(failed(err)),
+            // The current session failed: an archived one may be the peer's (after both
+            // sides started a session at once). The one that decrypts becomes current.
+            (Err(err), _, Some(p)) => {
+                let mut found = None;
+                for (seq, archived) in &p.archived {
+                    let mut candidate = archived.clone();
+                    let outcome =
+                        session::receive(Some(&mut candidate), &self.identity, prekeys, sender, wire, rng);
+                    if let Ok(Received {
+                        decrypted,
+                        new_session: None,
+                    }) = outcome
+                    {
+                        found = Some((*seq, candidate, decrypted));
+                        break;
+                    }
+                }
+                let Some((seq, promoted, decrypted)) = found else {
+                    return Err(failed(err));
+                };
+                (decrypted, promoted, Some(p.session.clone()), Some(seq), false)
+            }
+        };
+
+        let payload = Payload::decode(&decrypted.plaintext);
+        let payload_id = payload.as_ref().ok().map(|p| p.message_id);
+        let seen_payload = match payload_id {
+            Some(id) => (self.db.rows())
+                .has_received(&peer, IdKind::Payload, &id)
+                .map_err(StateError::from)?,
+            None => false,
+        };
+        let handshake = if is_new_session && is_prekey {
+            handshake_of(wire)
+        } else {
+            None
+        };
+
+        let path = self.db.path().to_path_buf();
+        let bytes = session_bytes(&next, &path)?;
+        let archive_bytes = to_archive.as_ref().map(|s| session_bytes(s, &path)).transpose()?;
+        let seq = self
+            .db
+            .transaction_with(|tx| -> Result<Option<u64>, StateError> {
+                tx.put_session(&peer, &bytes)?;
+                if let Some(seq) = promoted {
+                    tx.remove_archived_session(&peer, seq)?;
+                }
+                let seq = match &archive_bytes {
+                    Some(old) => tx.archive_session(&peer, old, ARCHIVED_SESSIONS)?,
+                    None => None,
+                };
+                if !seen_payload {
+                    tx.record_received(&peer, IdKind::Relay, &msg_id, RECEIVED_IDS_KEPT)?;
+                    if let Some(id) = payload_id {
+                        tx.record_received(&peer, IdKind::Payload, &id, RECEIVED_IDS_KEPT)?;
+                    }
+                }
+                if let Some((signed_prekey, base_key, one_time)) = handshake {
+                    if let Some(opk) = one_time {
+                        tx.delete_one_time_prekey(opk.as_bytes())?;
+                    }
+                    tx.record_base_key(signed_prekey.as_bytes(), base_key.as_bytes())?;
+                }
+                Ok(seq)
+            })?;
+
+        // Committed: now memory follows.
+        let mut archived = self.peers.remove(sender).map(|p| p.archived).unwrap_or_default();
+        if let Some(promoted) = promoted {
+            archived.retain(|(s, _)| *s != promoted);
+        }
+        if let Some(old) = to_archive {
+            archived = archive(archived, seq, old);
+        }
+        self.peers.insert(
+            *sender,
+            PeerState {
+                session: next,
+                archived,
+            },
+        );
+        if is_new_session {
+            if let Some(store) = prekeys_copy {
+                self.prekeys
+                    .unpublished
+                    .retain(|opk| store.one_time_prekey(opk).is_some());
+                self.prekeys.store = store;
+            }
+        }
+
+        if seen_payload {
+            // The same end-to-end message again under a new message key (a sender that
+            // re-encrypted it): already shown.
+            return Err(DecryptFailure::redelivery().into());
+        }
+        let payload =
+            payload.map_err(|e| DecryptFailure::new(FailureClass::Malformed, format!("payload: {e}")))?;
+        Ok(Incoming {
+            payload,
+            newly_skipped: decrypted.newly_skipped,
+            late: decrypted.late,
+            new_session: is_new_session,
+        })
+    }
+
+    /// True if `msg_id` is among the relay ids recently received from `peer` (false
+    /// also if the state database cannot be read).
+    pub fn has_received(&self, peer: &IdentityKey, msg_id: &[u8; MESSAGE_ID_LEN]) -> bool {
+        (self.db.rows())
+            .has_received(peer.as_bytes(), IdKind::Relay, msg_id)
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests;

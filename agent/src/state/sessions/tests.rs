@@ -1,0 +1,301 @@
+//! Sessions: encrypt, decrypt, restarts, duplicates, and failed commits.
+
+use e2ee_protocol::message::Message;
+use e2ee_protocol::session::Session;
+use rand_core::OsRng;
+
+use super::super::test_util::*;
+use crate::failure::FailureClass;
+use crate::state::{ReceiveError, StateError};
+
+#[test]
+fn persist_before_send_never_reuses_a_message_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let first = send(&mut alice, &bob, "first");
+    assert_eq!(counter(&first.wire), 0);
+
+    // Crash right after encrypt returned: the disk image must already hold the
+    // advanced chain, so the next message gets the next counter.
+    let crash = tmp.path().join("alice-crash");
+    copy_dir(&tmp.path().join("alice"), &crash);
+    drop(alice);
+    let mut alice = open(&crash, "alice");
+    let second = send(&mut alice, &bob, "second");
+    assert_eq!(counter(&second.wire), 1);
+    assert_ne!(first.wire, second.wire);
+    // The first message is still in the recovered outbox, to be resent.
+    assert_eq!(alice.outbox(), vec![first.clone(), second.clone()]);
+
+    let alice_ik = ik(&alice);
+    assert_eq!(recv_text(&mut bob, &alice_ik, &first), "first");
+    assert_eq!(recv_text(&mut bob, &alice_ik, &second), "second");
+}
+
+#[test]
+fn conversation_survives_restarts_on_both_sides() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = open(&alice_dir, "alice");
+    let mut bob = open(&bob_dir, "bob");
+    let (a, b) = (ik(&alice), ik(&bob));
+
+    let m = send(&mut alice, &bob, "hello bob");
+    let incoming = recv(&mut bob, &a, &m).expect("decrypt");
+    assert!(incoming.new_session);
+    assert_eq!(bob.one_time_count(), 4, "the used one-time prekey is gone");
+    let r = send(&mut bob, &alice, "hello alice");
+    assert_eq!(recv_text(&mut alice, &b, &r), "hello alice");
+    assert_eq!(alice.awaiting_reply(&b), Some(false));
+
+    // Bob restarts mid-conversation.
+    drop(bob);
+    let mut bob = open(&bob_dir, "bob");
+    assert_eq!(bob.one_time_count(), 4, "the consumed prekey stays consumed");
+    let m2 = send(&mut alice, &bob, "still there?");
+    assert_eq!(recv_text(&mut bob, &a, &m2), "still there?");
+    let r2 = send(&mut bob, &alice, "yes");
+
+    // Alice restarts with a message waiting for her.
+    drop(alice);
+    let mut alice = open(&alice_dir, "alice");
+    assert_eq!(recv_text(&mut alice, &b, &r2), "yes");
+    let m3 = send(&mut alice, &bob, "good");
+    assert!(matches!(Message::decode(&m3.wire), Ok(Message::Normal(_))));
+    assert_eq!(recv_text(&mut bob, &a, &m3), "good");
+}
+
+#[test]
+fn sessions_started_by_both_sides_at_once_still_talk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob_dir = tmp.path().join("bob");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&bob_dir, "bob");
+    let (a, b) = (ik(&alice), ik(&bob));
+    // Both send first: two handshakes cross on the relay.
+    let from_alice = send(&mut alice, &bob, "hi bob");
+    let from_bob = send(&mut bob, &alice, "hi alice");
+    assert_eq!(recv_text(&mut bob, &a, &from_alice), "hi bob");
+    assert_eq!(recv_text(&mut alice, &b, &from_bob), "hi alice");
+    // Both keep talking at once, across a restart, in crossing pairs.
+    for round in 0..4 {
+        if round == 2 {
+            drop(bob);
+            bob = open(&bob_dir, "bob");
+        }
+        let x = send(&mut alice, &bob, &format!("a{round}"));
+        let y = send(&mut bob, &alice, &format!("b{round}"));
+        assert_eq!(recv_text(&mut bob, &a, &x), format!("a{round}"));
+        assert_eq!(recv_text(&mut alice, &b, &y), format!("b{round}"));
+    }
+    // And in turns.
+    for round in 0..3 {
+        let x = send(&mut alice, &bob, &format!("turn a{round}"));
+        assert_eq!(recv_text(&mut bob, &a, &x), format!("turn a{round}"));
+        let y = send(&mut bob, &alice, &format!("turn b{round}"));
+        assert_eq!(recv_text(&mut alice, &b, &y), format!("turn b{round}"));
+    }
+}
+
+#[test]
+fn out_of_order_messages_report_gaps_and_late_arrivals() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let a = ik(&alice);
+    let m1 = send(&mut alice, &bob, "one");
+    let m2 = send(&mut alice, &bob, "two");
+    let m3 = send(&mut alice, &bob, "three");
+    let third = recv(&mut bob, &a, &m3).expect("third");
+    assert_eq!((third.newly_skipped, third.late), (2, false));
+    let first = recv(&mut bob, &a, &m1).expect("first");
+    assert_eq!((first.newly_skipped, first.late), (0, true));
+    assert!(
+        !first.new_session,
+        "the session from the third message serves the first"
+    );
+    assert_eq!(recv_text(&mut bob, &a, &m2), "two");
+}
+
+#[test]
+fn redelivered_message_ids_are_duplicates_even_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let bob_dir = tmp.path().join("bob");
+    let mut bob = open(&bob_dir, "bob");
+    let a = ik(&alice);
+    let m = send(&mut alice, &bob, "once");
+    assert_eq!(recv_text(&mut bob, &a, &m), "once");
+    assert!(bob.has_received(&a, &m.msg_id));
+
+    let again = failure(recv(&mut bob, &a, &m));
+    assert_eq!((again.class, again.redelivery), (FailureClass::Duplicate, true));
+
+    drop(bob);
+    let mut bob = open(&bob_dir, "bob");
+    let again = failure(recv(&mut bob, &a, &m));
+    assert_eq!((again.class, again.redelivery), (FailureClass::Duplicate, true));
+
+    // The same ciphertext under a fresh id is a replay caught by the ratchet.
+    let m2 = send(&mut alice, &bob, "twice");
+    assert_eq!(recv_text(&mut bob, &a, &m2), "twice");
+    let replay = failure(bob.decrypt(&a, new_id(), &m2.wire, &mut OsRng));
+    assert_eq!(
+        (replay.class, replay.redelivery),
+        (FailureClass::Duplicate, false)
+    );
+}
+
+/// A relay that relabels fresh messages with relay ids already seen cannot make them
+/// disappear as "duplicates": the relay id is not authenticated, the payload's is.
+#[test]
+fn a_fresh_message_under_a_seen_relay_id_is_still_shown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let a = ik(&alice);
+    let first = send(&mut alice, &bob, "first");
+    assert_eq!(recv_text(&mut bob, &a, &first), "first");
+    for text in ["second", "third"] {
+        let fresh = send(&mut alice, &bob, text);
+        let shown = bob
+            .decrypt(&a, first.msg_id, &fresh.wire, &mut OsRng)
+            .expect("decrypts under a relabelled id");
+        assert_eq!(shown.payload.as_text(), Some(text));
+    }
+    // A true redelivery under the seen id is still quiet.
+    let again = failure(recv(&mut bob, &a, &first));
+    assert_eq!((again.class, again.redelivery), (FailureClass::Duplicate, true));
+}
+
+#[test]
+fn tampered_messages_fail_and_leave_the_session_intact() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let a = ik(&alice);
+    let m1 = send(&mut alice, &bob, "one");
+    assert_eq!(recv_text(&mut bob, &a, &m1), "one");
+    let m2 = send(&mut alice, &bob, "two");
+    let mut tampered = m2.wire.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let f = failure(bob.decrypt(&a, m2.msg_id, &tampered, &mut OsRng));
+    assert_eq!(f.class, FailureClass::Tampered);
+    assert!(!bob.has_received(&a, &m2.msg_id), "a failure records no id");
+    // The genuine message (same relay id) still decrypts.
+    assert_eq!(recv_text(&mut bob, &a, &m2), "two");
+    // Garbage is malformed; a message from a stranger has no session.
+    let f = failure(bob.decrypt(&a, new_id(), &[0x02, 1, 2], &mut OsRng));
+    assert_eq!(f.class, FailureClass::Malformed);
+    let mut carol = open(&tmp.path().join("carol"), "carol");
+    let r = send(&mut bob, &alice, "reply");
+    assert_eq!(recv_text(&mut alice, &ik(&bob), &r), "reply");
+    let normal = send(&mut alice, &bob, "normal now");
+    let f = failure(recv(&mut carol, &a, &normal));
+    assert_eq!(f.class, FailureClass::UnknownSession);
+}
+
+#[test]
+fn a_payload_that_does_not_parse_is_malformed_and_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let mut raw = Session::initiate(alice.identity(), &bob.bundle(), &mut OsRng).expect("initiate");
+    let wire = raw.encrypt(b"not a payload").expect("encrypt");
+    let id = new_id();
+    let f = failure(bob.decrypt(&ik(&alice), id, &wire, &mut OsRng));
+    assert_eq!((f.class, f.redelivery), (FailureClass::Malformed, false));
+    assert!(f.detail.starts_with("payload: "), "{}", f.detail);
+    assert!(bob.has_session(&ik(&alice)), "the session is kept");
+    let f = failure(bob.decrypt(&ik(&alice), id, &wire, &mut OsRng));
+    assert!(f.redelivery);
+}
+
+/// A decrypt whose transaction cannot commit (read-only, as on a full disk) returns
+/// `ReceiveError::State`, changes nothing in memory or on disk, and the same message
+/// decrypts once the store is writable again, without a restart.
+#[test]
+fn a_decrypt_that_cannot_commit_changes_nothing_and_a_retry_succeeds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob_dir = tmp.path().join("bob");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&bob_dir, "bob");
+    let a = ik(&alice);
+    let first = send(&mut alice, &bob, "first, a PreKey message");
+    let opks = bob.one_time_count();
+
+    bob.set_read_only_for_test(true);
+    match recv(&mut bob, &a, &first) {
+        Err(ReceiveError::State(err)) => assert!(err.is_retryable(), "{err}"),
+        other => panic!("expected a state error, got {other:?}"),
+    }
+    assert!(!bob.has_session(&a), "no session in memory");
+    assert_eq!(bob.one_time_count(), opks, "the one-time prekey is not consumed");
+    assert!(!bob.has_received(&a, &first.msg_id));
+
+    // Nothing on disk either: a restart sees the state before the message.
+    drop(bob);
+    let mut bob = open(&bob_dir, "bob");
+    assert!(!bob.has_session(&a));
+    assert_eq!(bob.one_time_count(), opks);
+
+    // Space is back: the same message decrypts, once.
+    bob.set_read_only_for_test(true);
+    assert!(matches!(recv(&mut bob, &a, &first), Err(ReceiveError::State(_))));
+    bob.set_read_only_for_test(false);
+    assert_eq!(recv_text(&mut bob, &a, &first), "first, a PreKey message");
+    assert_eq!(bob.one_time_count(), opks - 1);
+    let again = failure(recv(&mut bob, &a, &first));
+    assert!(again.redelivery);
+
+    // A normal message in an established session behaves the same.
+    let second = send(&mut alice, &bob, "second");
+    bob.set_read_only_for_test(true);
+    assert!(matches!(recv(&mut bob, &a, &second), Err(ReceiveError::State(_))));
+    bob.set_read_only_for_test(false);
+    assert_eq!(recv_text(&mut bob, &a, &second), "second");
+    drop(bob);
+    let mut bob = open(&bob_dir, "bob");
+    assert!(failure(recv(&mut bob, &a, &second)).redelivery);
+    let third = send(&mut alice, &bob, "third");
+    assert_eq!(recv_text(&mut bob, &a, &third), "third");
+}
+
+#[test]
+fn an_encrypt_that_cannot_commit_returns_no_ciphertext_and_reuses_no_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let a = ik(&alice);
+    let first = send(&mut alice, &bob, "first");
+    alice.set_read_only_for_test(true);
+    let err = alice.encrypt(&ik(&bob), &text("lost")).expect_err("read-only");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(alice.outbox(), vec![first.clone()]);
+    alice.set_read_only_for_test(false);
+    let second = send(&mut alice, &bob, "second");
+    assert_eq!(counter(&second.wire), counter(&first.wire) + 1);
+    assert_eq!(recv_text(&mut bob, &a, &first), "first");
+    assert_eq!(recv_text(&mut bob, &a, &second), "second");
+}
+
+#[test]
+fn a_failed_start_session_keeps_the_previous_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let first = send(&mut alice, &bob, "first");
+    alice.set_read_only_for_test(true);
+    assert!(matches!(
+        alice.start_session(&bob.bundle(), &mut OsRng),
+        Err(StateError::WriteFailed(_))
+    ));
+    alice.set_read_only_for_test(false);
+    let second = send(&mut alice, &bob, "second");
+    assert_eq!(counter(&second.wire), 1, "the same session goes on");
+    let a = ik(&alice);
+    assert_eq!(recv_text(&mut bob, &a, &first), "first");
+    assert_eq!(recv_text(&mut bob, &a, &second), "second");
+}

@@ -1,0 +1,278 @@
+//! Attacks on the trust layer found by review, replayed against real relay and agent
+//! processes on loopback (the attacker is the project's own relay client):
+//! - many unnamed senders at once: the agent's reverse lookups stay within the relay's
+//!   rate limit instead of multiplying on every refusal, and every message is processed;
+//! - a message stored while the agent was offline is shown on its next connection, every
+//!   time (it used to race the agent's "connected" notice and wait for a reconnect);
+//! - a flood of messages from a pending identity past the held limit is acknowledged and
+//!   deleted, so other senders' messages keep arriving.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use e2ee_integration::agent_process::{AgentConfig, AgentProcess};
+use e2ee_integration::client::RelayClient;
+use e2ee_integration::process::RelayProcess;
+use e2ee_protocol::frame::Frame;
+use e2ee_protocol::identity::IdentityKeyPair;
+use e2ee_protocol::name_claim::NameClaim;
+use e2ee_protocol::payload::Payload;
+use e2ee_protocol::prekey::PreKeyBundle;
+use e2ee_protocol::session::Session;
+use rand_core::{OsRng, RngCore};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn relay(dir: &Path, env: &[(&str, &str)]) -> RelayProcess {
+    let mut all = vec![("E2EE_STORE__FSYNC", "false")];
+    all.extend_from_slice(env);
+    RelayProcess::start_with_env("127.0.0.1:0", dir, &[], &all).expect("relay starts")
+}
+
+fn agent(name: &str, relay: SocketAddr, dir: &Path) -> AgentConfig {
+    AgentConfig::new(name, relay, dir)
+        .env("E2EE_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_RECONNECT__MAX_MS", "300")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn key_bytes(hex_key: &str) -> [u8; 32] {
+    hex::decode(hex_key).expect("hex").try_into().expect("32 bytes")
+}
+
+fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    id
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts an agent, waits until the relay binds its name, and stops it (offline from
+/// then on). Returns its identity (hex).
+fn register_then_stop(relay: &RelayProcess, name: &str, dir: &Path) -> String {
+    let mut agent: AgentProcess = agent(name, relay.addr, dir).start().expect("agent starts");
+    let identity = agent.identity(WAIT).expect("identity");
+    relay.wait_log("prekeys published", WAIT).expect("published");
+    agent.send_line("/quit").expect("stdin");
+    assert!(agent.wait_exit(WAIT).expect("exits").success());
+    identity
+}
+
+fn count(agent: &mut AgentProcess, pred: impl Fn(&Value) -> bool) -> usize {
+    agent.events().iter().filter(|e| pred(e)).count()
+}
+
+#[test]
+fn many_unnamed_senders_are_all_processed_without_a_storm_of_lookups() {
+    const SENDERS: usize = 240;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = relay(&tmp.path().join("relay"), &[]);
+    let alice_dir = tmp.path().join("alice");
+    let victim = key_bytes(&register_then_stop(&relay, "alice", &alice_dir));
+
+    // Each throwaway identity stores one junk message (it decrypts to nothing).
+    runtime().block_on(async {
+        for _ in 0..SENDERS {
+            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
+                .await
+                .expect("connect");
+            let mut other = Vec::new();
+            sender
+                .send_message(victim, random_id(), vec![0x02; 200], &mut other)
+                .await
+                .expect("stored");
+        }
+    });
+
+    let mut alice = agent("alice", relay.addr, &alice_dir)
+        .start()
+        .expect("agent starts");
+    let start = Instant::now();
+    alice
+        .wait_count("every message processed", SENDERS, Duration::from_secs(90), |e| {
+            e["event"] == "decrypt_failure"
+        })
+        .expect("all processed");
+    let limited = count(&mut alice, |e| {
+        e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.contains("rate-limited"))
+    });
+    println!(
+        "{SENDERS} unnamed senders processed in {:.1} s; {limited} rate-limit retries",
+        start.elapsed().as_secs_f64()
+    );
+    // One retry per refusal period at most: far fewer than the messages.
+    assert!(limited <= SENDERS / 4, "{limited} rate-limit retries");
+    for failure in alice.events_of("decrypt_failure") {
+        let from = failure["from"].as_str().unwrap_or_default();
+        assert!(
+            from.starts_with('#') && from.len() == 17,
+            "unnamed sender shown as {from:?}"
+        );
+    }
+    alice.send_line("/quit").expect("stdin");
+    assert!(alice.wait_exit(WAIT).expect("exits").success());
+}
+
+#[test]
+fn a_message_stored_while_offline_is_shown_on_the_next_connection_every_time() {
+    const ROUNDS: usize = 6;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = relay(&tmp.path().join("relay"), &[]);
+    let alice_dir = tmp.path().join("alice");
+    let victim = key_bytes(&register_then_stop(&relay, "alice", &alice_dir));
+    let rt = runtime();
+    for round in 0..ROUNDS {
+        let text = format!("stored while alice was offline, round {round}");
+        rt.block_on(async {
+            let sender = IdentityKeyPair::generate(&mut OsRng);
+            let name = format!("sender{round}");
+            let mut client = RelayClient::connect(relay.addr, sender.clone())
+                .await
+                .expect("connect");
+            client
+                .publish_name(
+                    &name,
+                    NameClaim::sign(&sender, &name, now_ms()).expect("claim").encode(),
+                )
+                .await
+                .expect("sent")
+                .expect("claimed");
+            let Frame::Bundle {
+                bundle: Some(bytes), ..
+            } = client.fetch_bundle(1, victim).await.expect("bundle")
+            else {
+                panic!("alice has a bundle");
+            };
+            let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
+            let mut session = Session::initiate(&sender, &bundle, &mut OsRng).expect("x3dh");
+            let payload = Payload::text(random_id(), now_ms(), &text);
+            let wire = session
+                .encrypt(&payload.encode().expect("encodes"))
+                .expect("encrypts");
+            let mut other = Vec::new();
+            client
+                .send_message(victim, payload.message_id, wire, &mut other)
+                .await
+                .expect("stored");
+        });
+        let mut alice = agent("alice", relay.addr, &alice_dir)
+            .start()
+            .expect("agent starts");
+        alice
+            .wait_message(&format!("sender{round}"), &text, WAIT)
+            .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+        alice.send_line("/quit").expect("stdin");
+        assert!(alice.wait_exit(WAIT).expect("exits").success());
+    }
+}
+
+#[test]
+fn a_flood_past_the_held_limit_is_discarded_and_other_senders_still_get_through() {
+    const HELD_LIMIT: usize = 1000;
+    const FLOOD: usize = HELD_LIMIT + 150;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = relay(&tmp.path().join("relay"), &[("E2EE_NAMES__LEASE_SECS", "1")]);
+    let mut alice = agent("alice", relay.addr, &tmp.path().join("alice"))
+        .start()
+        .expect("alice starts");
+    let mut bob = agent("bob", relay.addr, &tmp.path().join("bob"))
+        .start()
+        .expect("bob starts");
+    let mut carol = agent("carol", relay.addr, &tmp.path().join("carol"))
+        .start()
+        .expect("carol starts");
+    let alice_id = alice.identity(WAIT).expect("alice");
+    bob.identity(WAIT).expect("bob");
+    carol.identity(WAIT).expect("carol");
+    for _ in 0..3 {
+        relay.wait_log("prekeys published", WAIT).expect("published");
+    }
+    bob.send_line("/msg alice hello from bob").expect("stdin");
+    alice
+        .wait_message("bob", "hello from bob", WAIT)
+        .expect("bob's message");
+    // Alice verifies bob: a later change of bob is held, whatever the policy.
+    alice.send_line("/verify bob").expect("stdin");
+    let number = alice.wait_event("safety_number", WAIT).expect("number");
+    let digits = number["digits"].as_str().expect("digits").to_string();
+    alice.send_line(&format!("/trust bob {digits}")).expect("stdin");
+    alice.wait_event("peer_verified", WAIT).expect("verified");
+    carol.send_line("/msg alice carol one").expect("stdin");
+    alice
+        .wait_message("carol", "carol one", WAIT)
+        .expect("carol's message");
+    bob.send_line("/quit").expect("stdin");
+    assert!(bob.wait_exit(WAIT).expect("exits").success());
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    // Mallory takes the name bob after the lease and floods alice with junk.
+    let victim = key_bytes(&alice_id);
+    runtime().block_on(async {
+        let mallory = IdentityKeyPair::generate(&mut OsRng);
+        let mut client = RelayClient::connect(relay.addr, mallory.clone())
+            .await
+            .expect("connect");
+        client
+            .publish_name(
+                "bob",
+                NameClaim::sign(&mallory, "bob", now_ms())
+                    .expect("claim")
+                    .encode(),
+            )
+            .await
+            .expect("sent")
+            .expect("claimed after the lease");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut sent = 0;
+        while sent < FLOOD {
+            assert!(Instant::now() < deadline, "flood not stored in time");
+            let mut other = Vec::new();
+            match client
+                .send_message(victim, random_id(), vec![0x02; 120], &mut other)
+                .await
+            {
+                Ok(()) => sent += 1,
+                // Rate-limited: wait for the bucket.
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    alice
+        .wait_count("the held limit", HELD_LIMIT, Duration::from_secs(90), |e| {
+            e["event"] == "message_held"
+        })
+        .expect("held up to the limit");
+    alice
+        .wait_count(
+            "the rest discarded",
+            FLOOD - HELD_LIMIT,
+            Duration::from_secs(60),
+            |e| e["event"] == "held_discarded",
+        )
+        .expect("the rest acknowledged and deleted");
+    carol
+        .send_line("/msg alice carol two, after the flood")
+        .expect("stdin");
+    alice
+        .wait_message("carol", "carol two, after the flood", WAIT)
+        .expect("other senders still get through");
+    for agent in [&mut alice, &mut carol] {
+        agent.send_line("/quit").expect("stdin");
+        assert!(agent.wait_exit(WAIT).expect("exits").success());
+    }
+}
