@@ -24,6 +24,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::hex_serde;
 
+/// Pending identity changes kept per name; past it the oldest is forgotten (a relay can
+/// make identities without end, so the list must not grow with them).
+pub const MAX_PENDING_PER_NAME: usize = 8;
+/// Rejected identities remembered per name; past it the oldest is forgotten.
+pub const MAX_REJECTED_PER_NAME: usize = 64;
+
+/// Appends `item`, dropping the oldest entries past `max`.
+fn push_bounded<T>(list: &mut Vec<T>, item: T, max: usize) {
+    list.push(item);
+    if list.len() > max {
+        let excess = list.len() - max;
+        list.drain(..excess);
+    }
+}
+
 /// A pinned peer: the identity bound to a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,10 +145,11 @@ impl PinBook {
     /// Holds `identity` as a pending change of `name` (no effect if already held).
     pub fn hold(&mut self, name: &str, identity: &IdentityKey) {
         if !listed(&self.pending, name, identity) {
-            self.pending
-                .entry(name.to_owned())
-                .or_default()
-                .push(ListedIdentity(*identity));
+            push_bounded(
+                self.pending.entry(name.to_owned()).or_default(),
+                ListedIdentity(*identity),
+                MAX_PENDING_PER_NAME,
+            );
         }
     }
 
@@ -172,7 +188,7 @@ impl PinBook {
         let list = self.rejected.entry(name.to_owned()).or_default();
         for identity in &rejected {
             if !list.contains(identity) {
-                list.push(*identity);
+                push_bounded(list, *identity, MAX_REJECTED_PER_NAME);
             }
         }
         rejected.into_iter().map(|l| l.0).collect()
@@ -285,6 +301,25 @@ mod tests {
             }
         );
         assert_eq!(book.pins["bob"].identity, key(1));
+    }
+
+    #[test]
+    fn pending_and_rejected_lists_are_bounded_oldest_first_out() {
+        let mut book = PinBook::default();
+        book.observe("bob", &key(1), 0);
+        for seed in 2..(2 + MAX_PENDING_PER_NAME as u8 + 3) {
+            book.hold("bob", &key(seed));
+        }
+        let pending = book.pending("bob");
+        assert_eq!(pending.len(), MAX_PENDING_PER_NAME);
+        assert_eq!(pending.first(), Some(&key(5)), "the three oldest were forgotten");
+        for round in 0..10u8 {
+            for seed in 0..MAX_PENDING_PER_NAME as u8 {
+                book.hold("bob", &key(100 + round * 10 + seed));
+            }
+            book.reject("bob");
+        }
+        assert_eq!(book.rejected["bob"].len(), MAX_REJECTED_PER_NAME);
     }
 
     #[test]
