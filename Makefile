@@ -56,6 +56,9 @@ bench-relay: release
 ## evidence: every security property (confidentiality on the wire, adversarial relay,
 ## forward secrecy, healing, MITM detection, impersonation, availability) against real relay and agent
 ## processes; writes evidence/report.md and evidence/report.json, fails if a verdict fails.
+## The adversarial relay is target/release/e2ee-relay-adversary (e2ee-integration, built
+## by `release` with the e2ee-relay feature `adversary`); e2ee-relay has no such mode
+## (docs/RELAY.md).
 ## EVIDENCE_ARGS extra, e.g. EVIDENCE_ARGS="--only adversary,mitm" or "--quick"
 evidence: release
 	./target/release/e2ee-evidence --out evidence $(EVIDENCE_ARGS)

@@ -28,6 +28,13 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The relay binary.
+pub const RELAY: &str = "e2ee-relay";
+
+/// The relay built with its deliberate-misbehaviour mode (`--adversary MODE`), a binary
+/// of this package: the `e2ee-relay` binary has no such mode.
+pub const ADVERSARIAL_RELAY: &str = "e2ee-relay-adversary";
+
 /// A relay child process.
 pub struct RelayProcess {
     /// The child.
@@ -56,7 +63,19 @@ impl RelayProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("e2ee-relay")?)
+        Self::start_program(RELAY, listen, data_dir, extra, env)
+    }
+
+    /// Starts `program`: [`RELAY`], or [`ADVERSARIAL_RELAY`] (whose extra flags include
+    /// `--adversary MODE`).
+    pub fn start_program(
+        program: &str,
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary(program)?)
             .envs(env.iter().copied())
             .args(["--listen", listen, "--log-format", "json", "--log-level", "info"])
             .arg("--data-dir")
@@ -66,7 +85,7 @@ impl RelayProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting e2ee-relay")?;
+            .with_context(|| format!("starting {program}"))?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         let lines = forward_lines(stderr);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -999,6 +999,11 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     ] {
         assert!(text.contains(flag), "--help explains {flag}:\n{text}");
     }
+    // The deliberate-misbehaviour mode is only in e2ee-relay-adversary.
+    assert!(
+        !text.contains("adversary"),
+        "no adversary mode in e2ee-relay:\n{text}"
+    );
 
     // Defaults, then the environment, then flags.
     let printed = Command::new(&bin)
@@ -1020,6 +1025,7 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
     }
+    assert!(!text.contains("adversary"), "no [adversary] settings:\n{text}");
 
     // A config file that is missing or holds a bad value: a clear error, exit 1.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1073,6 +1079,64 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     let _ = child.wait();
     assert!(listening.contains("e2ee-relay-data"), "{listening}");
     assert!(dir.path().join("e2ee-relay-data").is_dir());
+}
+
+/// The data directory is owner-only, and so is every file in it; one that others may
+/// read is refused with the path and the fix, and a database that is not one is named.
+#[test]
+fn the_data_directory_is_owner_only_and_one_open_to_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("relay");
+    {
+        let mut relay = RelayProcess::start(&data, &[]).expect("relay");
+        // While it runs, SQLite's -wal and -shm are there too (a clean stop removes them).
+        assert_eq!(mode(&data), 0o700);
+        for name in ["relay.db", "relay.db-wal", "relay.db-shm", "relay-id"] {
+            assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+        }
+        relay.terminate(WAIT).expect("stops");
+    }
+
+    let bin = e2ee_integration::process::binary("e2ee-relay").expect("built");
+    let refused = |says: &str| {
+        let out = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{says:?} in {err}");
+    };
+    chmod(&data, 0o755);
+    refused(&format!("restrict it with `chmod 700 {}`", data.display()));
+    assert_eq!(mode(&data), 0o755, "refused, not changed");
+    chmod(&data, 0o700);
+    let db = data.join("relay.db");
+    chmod(&db, 0o644);
+    refused(&format!("restrict it with `chmod 600 {}`", db.display()));
+    chmod(&db, 0o600);
+    for companion in ["relay.db-wal", "relay.db-shm"] {
+        let _ = std::fs::remove_file(data.join(companion));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).expect("overwrite");
+    refused(&format!(
+        "cannot open the store {}: file is not a database",
+        db.display()
+    ));
 }
 
 /// `identity`'s signed claim of `name`, issued at `issued_ms`.

@@ -1,6 +1,11 @@
 //! A relay that misbehaves on purpose, for the security evidence (`make evidence`).
 //!
-//! With `[adversary] mode` set (or `--adversary MODE`), the relay tampers with, drops,
+//! Built only with the `adversary` cargo feature, and switched on only by the
+//! `e2ee-relay-adversary` binary of e2ee-integration (`--adversary MODE`, through
+//! [`crate::server::run_adversarial`]): the `e2ee-relay` binary has no flag or setting
+//! that reaches this module, whichever features cargo unified into the library.
+//!
+//! With a mode other than `off`, the relay tampers with, drops,
 //! duplicates, reorders, replays, delays or relabels the messages it forwards, or hands
 //! out its own identity in place of the prekey bundles and name claims it is asked for. The
 //! agents must detect or survive each of these; the evidence runner checks that they
@@ -23,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
+use clap::{Args, ValueEnum};
 use e2ee_protocol::consts::{MSG_TYPE_NORMAL, MSG_TYPE_PREKEY, TAG_LEN};
 use e2ee_protocol::frame::Frame;
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
@@ -36,8 +42,9 @@ use crate::connection::Connection;
 use crate::store::{IdentityBytes, MsgId};
 
 /// What the adversary does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum AdversaryMode {
     /// An honest relay.
     #[default]
@@ -66,6 +73,7 @@ pub enum AdversaryMode {
     /// Answer every name lookup and bundle fetch with a claim and bundle of the relay's
     /// own identity (a man in the middle).
     #[serde(alias = "substitute-bundle")]
+    #[value(alias = "substitute-bundle")]
     SubstituteBundle,
 }
 
@@ -88,8 +96,9 @@ impl AdversaryMode {
 }
 
 /// Which message kinds the adversary acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum AdversaryTarget {
     /// Normal (Double Ratchet) messages only, so sessions still get established.
     #[default]
@@ -100,20 +109,27 @@ pub enum AdversaryTarget {
     Any,
 }
 
-/// The `[adversary]` settings section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The adversary's settings: the `e2ee-relay-adversary` binary's `--adversary…` flags
+/// (printed as an `[adversary]` section by its `--print-config`).
+#[derive(Debug, Clone, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdversarySettings {
-    /// What to do (`off` for an honest relay).
+    /// Misbehave on purpose: tamper, drop, duplicate, reorder, replay, delay,
+    /// redeliver, relabel or substitute_bundle (off: an honest relay).
+    #[arg(long = "adversary", value_name = "MODE", value_enum, default_value_t = AdversaryMode::Off)]
     pub mode: AdversaryMode,
     /// Act on every Nth eligible message (1 = all of them, 0 counts as 1).
+    #[arg(long = "adversary-every", value_name = "N", default_value_t = 1)]
     pub every: u64,
     /// Which message kinds are eligible.
+    #[arg(long = "adversary-target", value_name = "KIND", value_enum, default_value_t = AdversaryTarget::Normal)]
     pub target: AdversaryTarget,
     /// Only messages of at least this many payload bytes are eligible.
+    #[arg(long = "adversary-min-len", value_name = "BYTES", default_value_t = 0)]
     pub min_len: usize,
     /// `delay`: how long a message is held. `reorder` and `replay`: the longest a held
     /// message waits for a next eligible message before it is released anyway.
+    #[arg(long = "adversary-delay-ms", value_name = "MS", default_value_t = 1000)]
     pub delay_ms: u64,
 }
 
@@ -206,7 +222,7 @@ impl Adversary {
         };
         warn!(log, "adversary mode active"; "mode" => settings.mode.as_str(),
               "every" => settings.every, "min_len" => settings.min_len,
-              "identity" => adversary.impostor_identity().map(|id| id.short()).unwrap_or_default());
+              "impostor" => adversary.impostor_identity().map(|id| id.short()).unwrap_or_default());
         Some(Arc::new(adversary))
     }
 
@@ -224,7 +240,7 @@ impl Adversary {
     pub fn substitute_claim(&self, name: &str) -> Option<Vec<u8>> {
         let impostor = self.impostor.as_ref()?;
         let claim = NameClaim::sign(&impostor.identity, name, crate::now_ms()).ok()?;
-        warn!(self.log, "adversary acted"; "action" => "substitute_claim", "peer" => name);
+        warn!(self.log, "adversary acted"; "action" => "substitute_claim", "name" => name);
         Some(claim.encode())
     }
 
@@ -234,7 +250,7 @@ impl Adversary {
         let owner = IdentityKey::from_bytes(*owner)
             .map(|k| k.short())
             .unwrap_or_default();
-        warn!(self.log, "adversary acted"; "action" => "substitute_bundle", "peer" => owner);
+        warn!(self.log, "adversary acted"; "action" => "substitute_bundle", "target" => owner);
         Some(impostor.bundle.clone())
     }
 

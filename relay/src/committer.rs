@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use slog::{error, Logger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -108,6 +109,8 @@ pub struct Committer {
     routes: Option<Arc<RouteTable>>,
     /// The bound on connections' writes waiting here, counted out as they are done.
     backlog: Option<Arc<StoreBacklog>>,
+    /// Where failed commits are logged (their error names the store's file).
+    log: Option<Logger>,
 }
 
 impl Committer {
@@ -131,7 +134,14 @@ impl Committer {
             flush_waiters: VecDeque::new(),
             routes: None,
             backlog: None,
+            log: None,
         }
+    }
+
+    /// Logs failed commits to `log`.
+    pub fn with_log(mut self, log: Logger) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// Counts the connections' writes out of `backlog` once they are committed.
@@ -213,6 +223,9 @@ impl Committer {
                         Ok(committed) => committed.map_err(|err| CommitError::Store(err.to_string())),
                         Err(_) => Err(CommitError::Unavailable),
                     };
+                    if let (Err(err), Some(log)) = (&committed, &act.log) {
+                        error!(log, "store commit failed"; "err" => %err, "batch_len" => count);
+                    }
                     answer(replies, settle(act.routes.as_deref(), pushes, committed, count));
                     if let Some(backlog) = &act.backlog {
                         backlog.done(from_connections, queued_bytes);

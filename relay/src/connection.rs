@@ -207,6 +207,7 @@ impl Connection {
 
     /// Hands `frame` to `identity`'s connection, if any, bypassing the store (only the
     /// adversary does this).
+    #[cfg(feature = "adversary")]
     pub(crate) fn push_unstored(&self, identity: IdentityBytes, frame: Frame) {
         self.relay.router.do_send(Notify { identity, frame });
     }
@@ -287,12 +288,7 @@ impl Connection {
             }
             Frame::QueryAway { request_id, identity } => self.on_query_away(request_id, identity, ctx),
             Frame::LookupName { request_id, name } => {
-                if let Some(claim) = self
-                    .relay
-                    .adversary
-                    .as_ref()
-                    .and_then(|a| a.substitute_claim(&name))
-                {
+                if let Some(claim) = self.substitute_claim(&name) {
                     self.send(
                         Frame::NameClaim {
                             request_id,
@@ -454,10 +450,33 @@ impl Connection {
         if !self.recipients.is_valid(&recipient) {
             return self.invalid_recipient(msg_id, ctx);
         }
+        #[cfg(feature = "adversary")]
         if let Some(adversary) = self.relay.adversary.clone() {
             return adversary.on_send(self, me, recipient, msg_id, payload, ctx);
         }
         self.store_message(me, recipient, msg_id, payload, true, ctx);
+    }
+
+    /// The adversary's own claim in place of the one stored for `name` (never without
+    /// the `adversary` feature).
+    fn substitute_claim(&self, name: &str) -> Option<Vec<u8>> {
+        #[cfg(feature = "adversary")]
+        if let Some(adversary) = &self.relay.adversary {
+            return adversary.substitute_claim(name);
+        }
+        let _ = name;
+        None
+    }
+
+    /// The adversary's own bundle in place of `owner`'s (never without the `adversary`
+    /// feature).
+    fn substitute_bundle(&self, owner: &IdentityBytes) -> Option<Vec<u8>> {
+        #[cfg(feature = "adversary")]
+        if let Some(adversary) = &self.relay.adversary {
+            return adversary.substitute_bundle(owner);
+        }
+        let _ = owner;
+        None
     }
 
     /// Refuses a Send whose recipient is not a valid identity key; the connection stays
@@ -478,7 +497,7 @@ impl Connection {
 
     /// Stores a message from `me`, then routes it to its recipient. `ack` tells this
     /// connection's client that it is stored; it is false only for a message the
-    /// adversary ([`crate::adversary`]) injects.
+    /// adversary (`crate::adversary`) injects.
     pub(crate) fn store_message(
         &mut self,
         me: IdentityBytes,
@@ -625,7 +644,7 @@ impl Connection {
                     Quota::StorageBudget => metrics.storage_budget_exceeded.inc(),
                 }
                 let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
-                debug!(self.log, "message refused"; "reason" => quota.name(), "msg_id" => id);
+                debug!(self.log, "message refused"; "quota" => quota.name(), "msg_id" => id);
                 let retry_after_ms = self.relay.limits.quota_retry_after_ms;
                 self.send(
                     Frame::QuotaExceeded {
@@ -851,12 +870,7 @@ impl Connection {
     }
 
     fn on_fetch_bundle(&mut self, request_id: u32, owner: IdentityBytes, ctx: &mut Context<Self>) {
-        if let Some(bundle) = self
-            .relay
-            .adversary
-            .as_ref()
-            .and_then(|a| a.substitute_bundle(&owner))
-        {
+        if let Some(bundle) = self.substitute_bundle(&owner) {
             self.send(
                 Frame::Bundle {
                     request_id,

@@ -14,15 +14,20 @@
 //!   [`opk_handouts`]: how many one-time prekeys of one identity fetches may take.
 //! - [`lease`]: when a name whose holder stopped authenticating may be taken over.
 //! - [`away`]: how long an identity has been away, as `QueryAway` tells it.
-//! - [`metrics`]: counters, Prometheus text.
-//! - [`settings`]: every setting, with defaults.
-//! - [`adversary`]: a relay that misbehaves on purpose (off by default), for the
-//!   security evidence.
+//! - [`metrics`]: counters and gauges (prometheus-client), served on `/metrics`.
+//! - [`data_dir`]: the owner-only data directory and the files in it.
+//! - [`settings`]: every setting, with defaults; [`flags`]: the command line.
+//! - `adversary` (only with the `adversary` cargo feature): a relay that misbehaves on
+//!   purpose, for the security evidence; only the `e2ee-relay-adversary` binary of
+//!   e2ee-integration switches it on.
 
+#[cfg(feature = "adversary")]
 pub mod adversary;
 pub mod away;
 pub mod committer;
 pub mod connection;
+pub mod data_dir;
+pub mod flags;
 pub mod input;
 pub mod lease;
 pub mod metrics;
@@ -74,6 +79,7 @@ pub struct RelayContext {
     /// The notice period of `QueryAway`.
     pub away_notice: away::AwayNotice,
     /// The misbehaviour switched on for the security evidence; `None` (honest) by default.
+    #[cfg(feature = "adversary")]
     pub adversary: Option<Arc<adversary::Adversary>>,
 }
 

@@ -7,6 +7,36 @@
 //! older one while it is still open, and keeps after the identity disconnects. It drops
 //! them only once they are full again: a full bucket is what a new one would be, so
 //! reconnecting never refills a bucket.
+//!
+//! # Why not the `governor` crate
+//!
+//! The buckets are hand-written on purpose (decided against governor 0.10, the
+//! current release). governor's GCRA limiter decides well, but the relay needs four
+//! things from a bucket that it does not offer:
+//!
+//! - **Reading the remaining quota without spending it.** `QueryQuota` answers
+//!   `Quota { remaining, capacity, refill_per_sec }` (docs/PROTOCOL.md 1.9). governor
+//!   reports what is left only as a side effect of a successful `check` (the
+//!   `StateInformationMiddleware`'s `StateSnapshot::remaining_burst_capacity`), which
+//!   takes a cell; there is no read-only view of a limiter's state. Answering a query
+//!   would cost the client a send.
+//! - **Giving a token back.** A bundle fetch takes a one-time prekey hand-out token
+//!   before the store says whether the target has a one-time prekey at all, and returns
+//!   it when none was handed out ([`TokenBucket::give_back`], used by
+//!   [`crate::opk_handouts`]). GCRA state is a single "theoretical arrival time" that
+//!   governor only moves forward.
+//! - **Knowing when a bucket is full again**, to forget an identity's buckets only then
+//!   ([`RateLimits::is_full`]: forgetting earlier would let a reconnect refill them).
+//!   governor's keyed store has `retain_recent`, but our buckets are shared objects held
+//!   by connections, not keys of one store, and the three buckets of an identity must
+//!   be forgotten together.
+//! - **Times from several threads.** Connections on different workers share a bucket
+//!   and each passes the time it read its frame; [`TokenBucket`] never lets time run
+//!   backwards. governor takes the time from its own clock.
+//!
+//! The retry delay (`RateLimited.retry_after_ms`) governor would give too
+//! (`NotUntil::wait_time_from`), so it alone would not have decided it. Revisit if
+//! governor gains a read-only state view and a way to return cells.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

@@ -19,9 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedWrite;
 
-use crate::adversary::Adversary;
 use crate::committer::{Committer, Expiry, Flush};
 use crate::connection::Connection;
+use crate::data_dir::{DataDir, RELAY_ID_FILE};
 use crate::input::{FrameLimit, InputCodec};
 use crate::metrics::{self, Metrics};
 use crate::opk_handouts::OpkHandouts;
@@ -35,10 +35,10 @@ use crate::store_actor::{SharedStore, StoreActor};
 use crate::store_backlog::StoreBacklog;
 use crate::RelayContext;
 
-/// Loads this relay's id from `data_dir/relay-id`, creating it on first start.
-fn relay_id(data_dir: &Path) -> io::Result<[u8; 32]> {
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join("relay-id");
+/// Loads this relay's id from `relay-id` in the data directory, creating it (owner-only)
+/// on first start.
+fn relay_id(data_dir: &DataDir) -> io::Result<[u8; 32]> {
+    let path = data_dir.path().join(RELAY_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let bytes = hex::decode(text.trim()).map_err(|_| bad_id(&path))?;
@@ -47,10 +47,12 @@ fn relay_id(data_dir: &Path) -> io::Result<[u8; 32]> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             let mut id = [0u8; 32];
             OsRng.fill_bytes(&mut id);
-            std::fs::write(&path, hex::encode(id))?;
+            data_dir
+                .write_new_private(RELAY_ID_FILE, hex::encode(id).as_bytes())
+                .map_err(|err| file_error(&path, err))?;
             Ok(id)
         }
-        Err(err) => Err(err),
+        Err(err) => Err(file_error(&path, err)),
     }
 }
 
@@ -61,13 +63,18 @@ fn bad_id(path: &Path) -> io::Error {
     )
 }
 
-fn open_store(settings: &RelaySettings) -> io::Result<Box<dyn Store>> {
+/// An error reading or writing `path`, naming it.
+fn file_error(path: &Path, err: io::Error) -> io::Error {
+    io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+}
+
+fn open_store(settings: &RelaySettings, data_dir: &DataDir) -> io::Result<Box<dyn Store>> {
     Ok(match settings.store.engine {
         StoreEngine::Memory => Box::new(MemoryStore::new()),
-        StoreEngine::Sqlite => Box::new(
-            SqliteStore::open(&settings.data_dir, settings.store.fsync)
-                .map_err(|e| io::Error::other(format!("cannot open the store: {e}")))?,
-        ),
+        // The error names the file: "cannot open the store /…/relay.db: …".
+        StoreEngine::Sqlite => {
+            Box::new(SqliteStore::open(data_dir.path(), settings.store.fsync).map_err(io::Error::other)?)
+        }
     })
 }
 
@@ -76,20 +83,45 @@ fn setting_error(key: &str, value: &str, err: io::Error) -> io::Error {
     io::Error::new(err.kind(), format!("{key} = {value:?}: {err}"))
 }
 
+/// What a relay runs with beyond its settings: nothing for the `e2ee-relay` binary and
+/// for [`spawn`]; with the `adversary` feature, the deliberate misbehaviour the
+/// `e2ee-relay-adversary` binary asks for (`run_adversarial`).
+#[derive(Debug, Clone, Default)]
+pub struct Misbehaviour {
+    /// What the adversary does (`mode = off`: nothing).
+    #[cfg(feature = "adversary")]
+    pub adversary: crate::adversary::AdversarySettings,
+}
+
 /// Serves until `shutdown` resolves, then closes every connection with a reason, waits
 /// for pending store commits and returns. `bound` learns the listening address.
 pub async fn serve(
     settings: RelaySettings,
+    misbehaviour: Misbehaviour,
     log: Logger,
     metrics: Arc<Metrics>,
     bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // Without the `adversary` feature there is nothing to misbehave with.
+    #[cfg(not(feature = "adversary"))]
+    let Misbehaviour {} = misbehaviour;
     settings
         .validate()
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-    let relay_id = relay_id(&settings.data_dir)?;
-    let shared = Arc::new(SharedStore::new(open_store(&settings)?, settings.quotas()));
+    let data_dir = DataDir::open(&settings.data_dir).map_err(io::Error::other)?;
+    let relay_id = relay_id(&data_dir)?;
+    let shared = Arc::new(
+        SharedStore::new(
+            open_store(&settings, &data_dir)?,
+            settings.quotas(),
+            metrics.stored_messages.clone(),
+        )
+        .map_err(io::Error::other)?,
+    );
+    if settings.store.engine == StoreEngine::Sqlite {
+        metrics.watch_database_files(data_dir.db_size_files());
+    }
     // The memory store has nothing to make durable, so group commit would only add
     // thread hand-offs: connections write to it directly.
     let direct = (settings.store.engine == StoreEngine::Memory).then(|| shared.clone());
@@ -114,11 +146,12 @@ pub async fn serve(
     ));
     let committer = {
         let (store, max_batch, metrics) = (store.clone(), settings.store.max_batch, metrics.clone());
-        let backlog = backlog.clone();
+        let (backlog, log) = (backlog.clone(), log.clone());
         Committer::start_in_arbiter(&commit_arbiter.handle(), move |_| {
             Committer::new(store, max_batch, metrics, Some(expiry))
                 .with_routes(commit_routes)
                 .with_backlog(backlog)
+                .with_log(log)
         })
     };
 
@@ -152,7 +185,8 @@ pub async fn serve(
                     "delivered" => metrics.messages_delivered.get(),
                     "acked" => metrics.messages_acked.get(),
                     "expired" => metrics.messages_expired.get(),
-                    "queue_len" => metrics.store_queue_depth.get());
+                    "stored_messages" => metrics.stored_messages.get(),
+                    "write_queue_len" => metrics.store_queue_depth.get());
             }
         });
     }
@@ -174,7 +208,8 @@ pub async fn serve(
         ),
         lease: settings.names.lease(),
         away_notice: settings.names.away_notice(),
-        adversary: Adversary::from_settings(&settings.adversary, &log),
+        #[cfg(feature = "adversary")]
+        adversary: crate::adversary::Adversary::from_settings(&misbehaviour.adversary, &log),
     });
 
     // Worker arbiters (event-loop threads) for connections; the Router and the accept
@@ -289,34 +324,51 @@ async fn refuse(stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), framed.send(frame)).await;
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives as soon as the relay
+/// reports that it listens still stops it cleanly (call it inside the runtime).
+fn termination() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        match (term, int) {
+            (Some(mut term), Some(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
+                    _ = int.recv() => {},
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 /// Runs a relay in this thread until SIGINT or SIGTERM.
 pub fn run(settings: RelaySettings, log: Logger) -> io::Result<()> {
+    run_with(settings, Misbehaviour::default(), log)
+}
+
+/// Runs a relay that misbehaves as `adversary` says, in this thread until SIGINT or
+/// SIGTERM (the `e2ee-relay-adversary` binary, for the security evidence).
+#[cfg(feature = "adversary")]
+pub fn run_adversarial(
+    settings: RelaySettings,
+    adversary: crate::adversary::AdversarySettings,
+    log: Logger,
+) -> io::Result<()> {
+    run_with(settings, Misbehaviour { adversary }, log)
+}
+
+fn run_with(settings: RelaySettings, misbehaviour: Misbehaviour, log: Logger) -> io::Result<()> {
     let system = System::new();
     let metrics = Metrics::new();
-    let result = system.block_on(serve(settings, log, metrics, |_| {}, termination()));
+    let result = system.block_on(async {
+        let shutdown = termination();
+        serve(settings, misbehaviour, log, metrics, |_| {}, shutdown).await
+    });
     System::current().stop();
     result
 }
@@ -369,9 +421,18 @@ pub fn spawn(settings: RelaySettings, log: Logger) -> io::Result<RelayHandle> {
             let bound = move |addr| {
                 let _ = bound_tx.send(addr);
             };
-            let result = system.block_on(serve(settings, log, thread_metrics, bound, async {
+            let shutdown = async {
                 let _ = stop_rx.await;
-            }));
+            };
+            let misbehaviour = Misbehaviour::default();
+            let result = system.block_on(serve(
+                settings,
+                misbehaviour,
+                log,
+                thread_metrics,
+                bound,
+                shutdown,
+            ));
             System::current().stop();
             result
         })?;

@@ -6,7 +6,6 @@ use e2ee_config::{LogFormat, LogLevel};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::adversary::AdversarySettings;
 use crate::away::AwayNotice;
 use crate::lease::Lease;
 
@@ -47,8 +46,6 @@ pub struct RelaySettings {
     pub store: StoreSettings,
     /// The name registry.
     pub names: NameSettings,
-    /// Deliberate misbehaviour for the security evidence (`mode = "off"` by default).
-    pub adversary: AdversarySettings,
 }
 
 /// Connection and abuse limits.
@@ -301,7 +298,6 @@ impl Default for RelaySettings {
             limits: Limits::default(),
             store: StoreSettings::default(),
             names: NameSettings::default(),
-            adversary: AdversarySettings::default(),
         }
     }
 }

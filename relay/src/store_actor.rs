@@ -1,30 +1,49 @@
 //! The store actor: serves the [`Store`] on a SyncArbiter thread, so blocking database
 //! work never runs on the connections' event loop.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
 
 use crate::lease::Lease;
+use crate::metrics::Gauge;
 use crate::store::{
     ClaimOutcome, IdentityBytes, Quotas, ReleaseOutcome, Store, StoreError, StoredBundle, StoredMessage,
     WriteOp, WriteResult,
 };
 
 /// The open store. Only the store thread uses it, except the memory store, which
-/// connections also write to directly (see [`crate::committer::commit_direct`]).
+/// connections also write to directly (see [`crate::committer::commit_direct`]). Every
+/// error it returns names the store's file; every commit keeps the gauge of stored
+/// messages current.
 pub struct SharedStore {
     store: Mutex<Box<dyn Store>>,
     quotas: Quotas,
+    path: Option<PathBuf>,
+    stored_messages: Gauge,
 }
 
 impl SharedStore {
-    /// Wraps an open store; messages are stored only within `quotas`.
-    pub fn new(store: Box<dyn Store>, quotas: Quotas) -> Self {
-        Self {
+    /// Wraps an open store; messages are stored only within `quotas`. `stored_messages`
+    /// is set to the messages the store holds now, then kept current.
+    pub fn new(
+        mut store: Box<dyn Store>,
+        quotas: Quotas,
+        stored_messages: Gauge,
+    ) -> Result<Self, StoreError> {
+        let path = store.path().map(Path::to_path_buf);
+        let waiting = store
+            .stored_usage()
+            .map_err(|err| err.in_file(path.as_deref()))?
+            .messages;
+        stored_messages.set(waiting);
+        Ok(Self {
             store: Mutex::new(store),
             quotas,
-        }
+            path,
+            stored_messages,
+        })
     }
 
     /// The store, locked (unavailable if a thread panicked while holding it).
@@ -32,9 +51,27 @@ impl SharedStore {
         self.store.lock().map_err(|_| StoreError::Unavailable)
     }
 
+    /// Runs `op` on the locked store; an error names the store's file.
+    pub fn with<T>(&self, op: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut store = self.lock()?;
+        op(store.as_mut()).map_err(|err| err.in_file(self.path.as_deref()))
+    }
+
     /// Applies writes atomically, in order.
     pub fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
-        self.lock()?.commit(ops, &self.quotas)
+        let results = self.with(|store| store.commit(ops, &self.quotas))?;
+        let (mut added, mut removed) = (0u64, 0u64);
+        for result in &results {
+            match result {
+                WriteResult::Appended { .. } => added += 1,
+                WriteResult::Acked(true) => removed += 1,
+                WriteResult::Expired(n) => removed += n,
+                _ => {}
+            }
+        }
+        self.stored_messages.add(added);
+        self.stored_messages.sub(removed);
+        Ok(results)
     }
 }
 
@@ -49,8 +86,9 @@ impl StoreActor {
         Self { store }
     }
 
-    fn store(&self) -> Result<MutexGuard<'_, Box<dyn Store>>, StoreError> {
-        self.store.lock()
+    /// Runs `op` on the store; an error names the store's file.
+    fn with<T>(&self, op: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.store.with(op)
     }
 }
 
@@ -87,8 +125,7 @@ pub struct LoadPending {
 impl Handler<LoadPending> for StoreActor {
     type Result = Result<Vec<StoredMessage>, StoreError>;
     fn handle(&mut self, msg: LoadPending, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?
-            .pending(&msg.recipient, msg.after, msg.limit, msg.not_before_ms)
+        self.with(|s| s.pending(&msg.recipient, msg.after, msg.limit, msg.not_before_ms))
     }
 }
 
@@ -100,7 +137,7 @@ pub struct QueueLen(pub IdentityBytes);
 impl Handler<QueueLen> for StoreActor {
     type Result = Result<u64, StoreError>;
     fn handle(&mut self, msg: QueueLen, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.queue_len(&msg.0)
+        self.with(|s| s.queue_len(&msg.0))
     }
 }
 
@@ -123,13 +160,15 @@ pub struct PublishPrekeys {
 impl Handler<PublishPrekeys> for StoreActor {
     type Result = Result<u32, StoreError>;
     fn handle(&mut self, m: PublishPrekeys, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.publish_prekeys(
-            &m.owner,
-            &m.signed_prekey,
-            &m.signature,
-            &m.one_time,
-            m.max_prekeys,
-        )
+        self.with(|s| {
+            s.publish_prekeys(
+                &m.owner,
+                &m.signed_prekey,
+                &m.signature,
+                &m.one_time,
+                m.max_prekeys,
+            )
+        })
     }
 }
 
@@ -146,7 +185,7 @@ pub struct FetchBundle {
 impl Handler<FetchBundle> for StoreActor {
     type Result = Result<Option<StoredBundle>, StoreError>;
     fn handle(&mut self, msg: FetchBundle, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.fetch_bundle(&msg.owner, msg.take_one_time)
+        self.with(|s| s.fetch_bundle(&msg.owner, msg.take_one_time))
     }
 }
 
@@ -163,7 +202,7 @@ pub struct RecordAuth {
 impl Handler<RecordAuth> for StoreActor {
     type Result = Result<(), StoreError>;
     fn handle(&mut self, msg: RecordAuth, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.record_auth(&msg.identity, msg.at_ms)
+        self.with(|s| s.record_auth(&msg.identity, msg.at_ms))
     }
 }
 
@@ -175,7 +214,7 @@ pub struct LastSeen(pub IdentityBytes);
 impl Handler<LastSeen> for StoreActor {
     type Result = Result<Option<u64>, StoreError>;
     fn handle(&mut self, msg: LastSeen, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.last_seen(&msg.0)
+        self.with(|s| s.last_seen(&msg.0))
     }
 }
 
@@ -187,7 +226,7 @@ pub struct PrekeyCount(pub IdentityBytes);
 impl Handler<PrekeyCount> for StoreActor {
     type Result = Result<Option<u32>, StoreError>;
     fn handle(&mut self, msg: PrekeyCount, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.prekey_count(&msg.0)
+        self.with(|s| s.prekey_count(&msg.0))
     }
 }
 
@@ -210,8 +249,7 @@ pub struct PutClaim {
 impl Handler<PutClaim> for StoreActor {
     type Result = Result<ClaimOutcome, StoreError>;
     fn handle(&mut self, m: PutClaim, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?
-            .put_claim(&m.name, &m.owner, &m.claim, m.now_ms, m.lease)
+        self.with(|s| s.put_claim(&m.name, &m.owner, &m.claim, m.now_ms, m.lease))
     }
 }
 
@@ -223,7 +261,7 @@ pub struct GetClaim(pub String);
 impl Handler<GetClaim> for StoreActor {
     type Result = Result<Option<Vec<u8>>, StoreError>;
     fn handle(&mut self, msg: GetClaim, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.get_claim(&msg.0)
+        self.with(|s| s.get_claim(&msg.0))
     }
 }
 
@@ -235,7 +273,7 @@ pub struct ClaimOf(pub IdentityBytes);
 impl Handler<ClaimOf> for StoreActor {
     type Result = Result<Option<Vec<u8>>, StoreError>;
     fn handle(&mut self, msg: ClaimOf, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.claim_of(&msg.0)
+        self.with(|s| s.claim_of(&msg.0))
     }
 }
 
@@ -254,6 +292,78 @@ pub struct ReleaseClaim {
 impl Handler<ReleaseClaim> for StoreActor {
     type Result = Result<ReleaseOutcome, StoreError>;
     fn handle(&mut self, m: ReleaseClaim, _: &mut SyncContext<Self>) -> Self::Result {
-        self.store()?.release_claim(&m.name, &m.owner, m.issued_ms)
+        self.with(|s| s.release_claim(&m.name, &m.owner, m.issued_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::NewMessage;
+
+    fn append(recipient: u8, n: u8, ts: u64) -> WriteOp {
+        WriteOp::Append(NewMessage {
+            recipient: [recipient; 32],
+            sender: [9; 32],
+            msg_id: [n; 16],
+            timestamp_ms: ts,
+            payload: vec![1, 2, 3].into(),
+        })
+    }
+
+    #[test]
+    fn the_stored_messages_gauge_follows_appends_acks_and_expiry() {
+        let gauge = Gauge::default();
+        let shared =
+            SharedStore::new(Box::new(MemoryStore::new()), Quotas::UNLIMITED, gauge.clone()).expect("new");
+        assert_eq!(gauge.get(), 0);
+        shared
+            .commit(&[
+                append(1, 1, 10),
+                append(1, 2, 10),
+                append(2, 3, 5_000),
+                append(2, 3, 5_000),
+            ])
+            .expect("commit");
+        assert_eq!(gauge.get(), 3, "the duplicate is not counted");
+        let ack = |n: u8| WriteOp::Ack {
+            recipient: [1; 32],
+            sender: [9; 32],
+            msg_id: [n; 16],
+        };
+        shared.commit(&[ack(1), ack(1), ack(7)]).expect("acks");
+        assert_eq!(gauge.get(), 2, "one message acknowledged, once");
+        let expire = WriteOp::Expire {
+            before_ms: 1_000,
+            acked_before_ms: 1_000,
+        };
+        shared.commit(&[expire]).expect("expiry");
+        assert_eq!(gauge.get(), 1, "message 2 expired, message 3 still waits");
+    }
+
+    #[test]
+    fn the_stored_messages_gauge_starts_from_what_the_store_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path(), false).expect("open");
+            let shared = SharedStore::new(Box::new(store), Quotas::UNLIMITED, Gauge::default()).expect("new");
+            shared
+                .commit(&[append(1, 1, 10), append(1, 2, 10)])
+                .expect("commit");
+        }
+        let gauge = Gauge::default();
+        let store = SqliteStore::open(dir.path(), false).expect("reopen");
+        let shared = SharedStore::new(Box::new(store), Quotas::UNLIMITED, gauge.clone()).expect("new");
+        assert_eq!(gauge.get(), 2);
+        let err = shared
+            .with(|_| Err::<(), _>(StoreError::Corrupt("test")))
+            .expect_err("an error");
+        assert!(
+            err.to_string()
+                .contains(&dir.path().join("relay.db").display().to_string()),
+            "{err}"
+        );
     }
 }

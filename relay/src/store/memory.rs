@@ -448,6 +448,18 @@ impl Store for MemoryStore {
                 ClaimOutcome::TakenOver { from }
             }
         };
+        // One name per identity: a claim of another name frees the previous one.
+        let others: Vec<String> = self
+            .holders
+            .get(owner)
+            .map(|h| h.names.iter().filter(|n| *n != name).cloned().collect())
+            .unwrap_or_default();
+        for other in others {
+            self.claims.remove(&other);
+            if let Some(holder) = self.holders.get_mut(owner) {
+                holder.names.retain(|n| *n != other);
+            }
+        }
         self.claims.insert(
             name.to_owned(),
             Claim {

@@ -289,10 +289,55 @@ pub enum StoreError {
     /// The store is not available (it failed to open).
     #[error("store unavailable")]
     Unavailable,
+    /// The database file could not be opened or prepared.
+    #[error("cannot open the store {path}: {reason}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What failed (the database's own message).
+        reason: String,
+    },
+    /// An error of the store kept in a file, naming the file.
+    #[error("store {path}: {source}")]
+    InFile {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// This error, naming the store's file `path` (when it has one and the error does
+    /// not name it already).
+    pub fn in_file(self, path: Option<&std::path::Path>) -> Self {
+        match (path, self) {
+            (_, err @ (StoreError::Open { .. } | StoreError::InFile { .. })) => err,
+            (Some(path), err) => StoreError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(err),
+            },
+            (None, err) => err,
+        }
+    }
+
+    /// The underlying reason, without the words "database error" around it.
+    fn reason(&self) -> String {
+        match self {
+            StoreError::Database(err) => err.to_string(),
+            StoreError::Io(err) => err.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// What a message store must do.
 pub trait Store: Send {
+    /// The file the store keeps its data in (`None` for the memory store), named in
+    /// its errors.
+    fn path(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Applies the writes atomically, in order; a message is stored only within `quotas`.
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError>;
     /// `sender`'s unacknowledged messages, across all recipients.
@@ -635,24 +680,32 @@ pub(crate) mod contract {
             "free again"
         );
 
-        // An identity holding several names: the reverse lookup answers the one stored
-        // last, and the next one once that is released.
+        // An identity holds one name at a time: claiming another name frees the first
+        // (so names cannot be squatted by the hundred with one identity).
         let (carol, carol_a) = claim(3, "carol", 1);
         let (_, carol_b) = claim(3, "carol-b", 1);
-        let (_, carol_a2) = claim(3, "carol", 2);
+        let (dave, dave_a) = claim(4, "carol", 3);
         let lease_put = |store: &mut dyn Store, name: &str, bytes: &[u8]| {
             store.put_claim(name, &carol, bytes, later, lease).expect("put")
         };
         assert_eq!(lease_put(store, "carol", &carol_a), ClaimOutcome::Stored);
         assert_eq!(lease_put(store, "carol-b", &carol_b), ClaimOutcome::Stored);
         assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_b.clone()));
-        assert_eq!(lease_put(store, "carol", &carol_a2), ClaimOutcome::Stored);
-        assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_a2.clone()));
+        assert_eq!(store.get_claim("carol").expect("get"), None, "freed");
+        assert_eq!(store.get_claim("carol-b").expect("get"), Some(carol_b));
         assert_eq!(
-            store.release_claim("carol", &carol, 2).expect("release"),
+            store
+                .put_claim("carol", &dave, &dave_a, later, lease)
+                .expect("put"),
+            ClaimOutcome::Stored,
+            "another identity may claim the freed name at once"
+        );
+        assert_eq!(store.claim_of(&dave).expect("reverse"), Some(dave_a));
+        assert_eq!(
+            store.release_claim("carol-b", &carol, 1).expect("release"),
             ReleaseOutcome::Released
         );
-        assert_eq!(store.claim_of(&carol).expect("reverse"), Some(carol_b));
+        assert_eq!(store.claim_of(&carol).expect("reverse"), None);
     }
 
     fn expire(before_ms: u64, acked_before_ms: u64) -> WriteOp {

@@ -2,7 +2,7 @@
 //! so a whole batch costs one fsync (group commit).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -208,6 +208,7 @@ fn usage_of((messages, bytes): (i64, i64)) -> Usage {
 pub struct SqliteStore {
     conn: Connection,
     counts: Counts,
+    path: PathBuf,
 }
 
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
@@ -233,10 +234,24 @@ fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database `relay.db` in `dir`.
+    /// Opens (or creates, owner-only) the database `relay.db` in `dir`; an error names
+    /// the file ([`StoreError::Open`]).
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let conn = Connection::open(dir.join("relay.db"))?;
+        let path = dir.join(crate::data_dir::DB_FILE);
+        Self::open_file(&path, fsync).map_err(|err| StoreError::Open {
+            reason: err.reason(),
+            path,
+        })
+    }
+
+    fn open_file(path: &Path, fsync: bool) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Created 0600 before SQLite sees it: SQLite would create it 0644, and gives the
+        // -wal and -shm files the database's mode.
+        crate::data_dir::create_private_file(path)?;
+        let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
@@ -257,6 +272,7 @@ impl SqliteStore {
                 stored: Some(stored),
                 ..Counts::default()
             },
+            path: path.to_path_buf(),
         })
     }
 
@@ -377,6 +393,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
@@ -609,6 +629,11 @@ impl Store for SqliteStore {
                 (ClaimOutcome::TakenOver { from: key32(holder)? }, None)
             }
         };
+        // One name per identity: a claim of another name frees the previous one.
+        tx.execute(
+            "DELETE FROM claims WHERE identity = ?1 AND name != ?2",
+            params![&owner[..], name],
+        )?;
         // REPLACE deletes the old row and inserts a new one, with a new rowid: the
         // reverse lookup's order of storage.
         tx.execute(
@@ -972,5 +997,60 @@ mod tests {
         let pending = store.pending(&[1; 32], 0, 10, 0).expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].payload, &b"ciphertext"[..]);
+    }
+
+    #[test]
+    fn a_new_database_and_its_wal_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path(), true).expect("open");
+        let op = WriteOp::Append(NewMessage {
+            recipient: [1; 32],
+            sender: [2; 32],
+            msg_id: [3; 16],
+            timestamp_ms: 10,
+            payload: b"ciphertext".to_vec().into(),
+        });
+        store.commit(&[op], &Quotas::UNLIMITED).expect("commit");
+        for name in ["relay.db", "relay.db-wal", "relay.db-shm"] {
+            let meta = std::fs::metadata(dir.path().join(name)).expect(name);
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_error_opening_the_database_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("not a database");
+        let err = SqliteStore::open(dir.path(), true).err().expect("refused");
+        assert!(
+            matches!(&err, StoreError::Open { path: p, .. } if *p == path),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("cannot open the store {}: file is not a database", path.display())
+        );
+    }
+
+    #[test]
+    fn a_store_error_names_the_file() {
+        let path = Path::new("/data/relay.db");
+        let err = StoreError::Corrupt("negative seq").in_file(Some(path));
+        assert_eq!(
+            err.to_string(),
+            "store /data/relay.db: corrupt store: negative seq"
+        );
+        let again = err.in_file(Some(path));
+        assert_eq!(
+            again.to_string(),
+            "store /data/relay.db: corrupt store: negative seq",
+            "named once"
+        );
+        assert_eq!(
+            StoreError::Unavailable.in_file(None).to_string(),
+            "store unavailable"
+        );
     }
 }

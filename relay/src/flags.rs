@@ -1,0 +1,73 @@
+//! The relay's command-line flags, shared by the `e2ee-relay` binary and the
+//! `e2ee-relay-adversary` binary of e2ee-integration (which adds its own `--adversary…`
+//! flags): each flag overrides one setting, after the TOML file and the environment.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use e2ee_config::{LogFormat, LogLevel, OverrideValue, SettingsError};
+
+use crate::RelaySettings;
+
+/// Every flag of the relay.
+#[derive(Args, Debug, Clone)]
+pub struct RelayFlags {
+    /// TOML settings file (see --print-config for every key and its default).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:7300 (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the message database and the relay id (created owner-only; one
+    /// that others may read is refused).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Lowest log level shown.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Serve Prometheus metrics on GET /metrics at this local address, e.g.
+    /// 127.0.0.1:9300.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Message store: sqlite (durable, group commit) or memory.
+    #[arg(long, value_name = "ENGINE")]
+    pub store: Option<String>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl RelayFlags {
+    /// The settings these flags override, as dotted keys.
+    pub fn overrides(&self) -> Vec<(&'static str, OverrideValue)> {
+        let mut overrides: Vec<(&'static str, OverrideValue)> = Vec::new();
+        if let Some(listen) = &self.listen {
+            overrides.push(("listen", listen.as_str().into()));
+        }
+        if let Some(dir) = &self.data_dir {
+            overrides.push(("data_dir", dir.display().to_string().into()));
+        }
+        if let Some(format) = self.log_format {
+            overrides.push(("log_format", format.as_str().into()));
+        }
+        if let Some(level) = self.log_level {
+            overrides.push(("log_level", level.as_str().into()));
+        }
+        if let Some(addr) = &self.metrics_listen {
+            overrides.push(("metrics_listen", addr.as_str().into()));
+        }
+        if let Some(engine) = &self.store {
+            overrides.push(("store.engine", engine.as_str().into()));
+        }
+        overrides
+    }
+
+    /// The effective settings: defaults, the TOML file, `E2EE_` environment variables,
+    /// then these flags.
+    pub fn load(&self) -> Result<RelaySettings, SettingsError> {
+        e2ee_config::load(self.config.as_deref(), e2ee_config::ENV_PREFIX, &self.overrides())
+    }
+}
