@@ -1,0 +1,227 @@
+//! Frame encoding and decoding: known bytes, round trips and malformed bodies.
+
+use super::*;
+
+fn body(frame: &Frame) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    frame.encode(&mut dst);
+    dst.to_vec()
+}
+
+#[test]
+fn encodes_challenge_byte_for_byte() {
+    let frame = Frame::Challenge {
+        relay_id: [0xAA; 32],
+        nonce: [0xBB; 32],
+    };
+    let mut expected = vec![1, 0x01];
+    expected.extend_from_slice(&[0xAA; 32]);
+    expected.extend_from_slice(&[0xBB; 32]);
+    assert_eq!(body(&frame), expected);
+}
+
+#[test]
+fn encodes_optional_bundle_with_presence_byte() {
+    let none = Frame::Bundle {
+        request_id: 7,
+        bundle: None,
+    };
+    assert_eq!(body(&none), vec![1, 0x12, 0, 0, 0, 7, 0]);
+    let some = Frame::Bundle {
+        request_id: 7,
+        bundle: Some(vec![9, 9]),
+    };
+    assert_eq!(body(&some), vec![1, 0x12, 0, 0, 0, 7, 1, 0, 0, 0, 2, 9, 9]);
+}
+
+#[test]
+fn encodes_query_away_and_away_byte_for_byte() {
+    let query = Frame::QueryAway {
+        request_id: 0x0102_0304,
+        identity: [0xCC; 32],
+    };
+    let mut expected = vec![1, 0x1A, 1, 2, 3, 4];
+    expected.extend_from_slice(&[0xCC; 32]);
+    assert_eq!(body(&query), expected);
+    assert_eq!(query.encoded_len(), 38);
+    assert_eq!(Frame::decode(&expected), Ok(query));
+
+    let away = Frame::Away {
+        request_id: 9,
+        away_days: 45,
+    };
+    let bytes = [1, 0x1B, 0, 0, 0, 9, 0, 0, 0, 45];
+    assert_eq!(body(&away), bytes);
+    assert_eq!(away.encoded_len(), 10);
+    assert_eq!(Frame::decode(&bytes), Ok(away));
+    let never = Frame::Away {
+        request_id: 9,
+        away_days: AWAY_NEVER,
+    };
+    assert_eq!(body(&never), [1, 0x1B, 0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF]);
+}
+
+#[test]
+fn rejects_truncated_and_padded_away_frames() {
+    assert!(Frame::decode(&[1, 0x1B, 0, 0, 0, 9, 0, 0, 0]).is_err_and(|e| e.is_incomplete()));
+    assert!(matches!(
+        Frame::decode(&[1, 0x1B, 0, 0, 0, 9, 0, 0, 0, 45, 0]),
+        Err(DecodeError::TrailingBytes { extra: 1 })
+    ));
+    let mut query = vec![1, 0x1A, 0, 0, 0, 1];
+    query.extend_from_slice(&[0; 31]);
+    assert!(Frame::decode(&query).is_err_and(|e| e.is_incomplete()));
+}
+
+#[test]
+fn encodes_error_code_and_reason() {
+    let frame = Frame::error(ErrorCode::Replaced, "hi");
+    assert_eq!(body(&frame), vec![1, 0x7F, 0, 8, 0, 2, b'h', b'i']);
+}
+
+#[test]
+fn auth_message_is_context_then_relay_nonce_identity() {
+    let msg = auth_message(&[1; 32], &[2; 32], &[3; 32]);
+    assert_eq!(msg.len(), 119);
+    assert_eq!(&msg[..AUTH_CONTEXT.len()], b"e2ee-chat/relay-auth/v1");
+    let rest = &msg[AUTH_CONTEXT.len()..];
+    assert_eq!(rest.len(), 96);
+    assert!(rest[..32].iter().all(|&b| b == 1));
+    assert!(rest[32..64].iter().all(|&b| b == 2));
+    assert!(rest[64..].iter().all(|&b| b == 3));
+}
+
+#[test]
+fn error_constructor_truncates_reason_at_char_boundary() {
+    let long = "é".repeat(200); // 400 bytes, two per char
+    let frame = Frame::error(ErrorCode::Internal, long);
+    let Frame::Error { reason, .. } = &frame else {
+        panic!("not an error frame");
+    };
+    assert_eq!(reason.len(), MAX_REASON_LEN);
+    assert_eq!(frame.validate(), Ok(()));
+    let odd = format!("a{}", "é".repeat(200));
+    let Frame::Error { reason, .. } = Frame::error(ErrorCode::Internal, odd) else {
+        panic!("not an error frame");
+    };
+    assert_eq!(reason.len(), MAX_REASON_LEN - 1);
+}
+
+#[test]
+fn an_auth_body_is_auth_frame_len_bytes() {
+    let auth = Frame::Auth {
+        identity: [3; 32],
+        signature: [4; 64],
+    };
+    assert_eq!(AUTH_FRAME_LEN, 98);
+    assert_eq!(auth.encoded_len(), AUTH_FRAME_LEN);
+    assert_eq!(body(&auth).len(), AUTH_FRAME_LEN);
+}
+
+#[test]
+fn encodes_invalid_recipient_as_code_16() {
+    let frame = Frame::error(ErrorCode::InvalidRecipient, "");
+    assert_eq!(body(&frame), vec![1, 0x7F, 0, 16, 0, 0]);
+    assert_eq!(ErrorCode::from_u16(16), ErrorCode::InvalidRecipient);
+    assert_eq!(ErrorCode::InvalidRecipient.name(), "invalid_recipient");
+}
+
+#[test]
+fn error_codes_round_trip_through_u16() {
+    for code in 0..=u16::MAX {
+        assert_eq!(ErrorCode::from_u16(code).to_u16(), code);
+    }
+    assert_eq!(ErrorCode::from_u16(8), ErrorCode::Replaced);
+    assert_eq!(ErrorCode::from_u16(999), ErrorCode::UnknownCode(999));
+}
+
+#[test]
+fn keeps_unknown_error_codes() {
+    let bytes = [1, 0x7F, 0x12, 0x34, 0, 0];
+    assert_eq!(
+        Frame::decode(&bytes),
+        Ok(Frame::Error {
+            code: ErrorCode::UnknownCode(0x1234),
+            reason: String::new(),
+        })
+    );
+}
+
+#[test]
+fn rejects_empty_name() {
+    assert_eq!(
+        Frame::decode(&[1, 0x16, 0, 0, 0, 1, 0, 0]),
+        Err(DecodeError::Invalid {
+            field: "name",
+            reason: "empty"
+        })
+    );
+}
+
+#[test]
+fn rejects_overlong_name_before_reading_it() {
+    // 65 declared bytes but none present: the bound is checked first.
+    assert!(matches!(
+        Frame::decode(&[1, 0x16, 0, 0, 0, 1, 0, 65]),
+        Err(DecodeError::TooLong {
+            field: "name",
+            len: 65,
+            max: MAX_NAME_LEN
+        })
+    ));
+}
+
+#[test]
+fn rejects_payload_length_over_limit() {
+    let mut bytes = vec![1, 0x20];
+    bytes.extend_from_slice(&[0; 48]);
+    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        Frame::decode(&bytes),
+        Err(DecodeError::TooLong { field: "payload", .. })
+    ));
+}
+
+#[test]
+fn validate_reports_oversized_fields() {
+    let frame = Frame::Send {
+        recipient: [0; 32],
+        msg_id: [0; 16],
+        payload: vec![0; MAX_PAYLOAD_LEN + 1],
+    };
+    assert!(matches!(
+        frame.validate(),
+        Err(DecodeError::TooLong { field: "payload", .. })
+    ));
+    let empty_name = Frame::LookupName {
+        request_id: 0,
+        name: String::new(),
+    };
+    assert!(matches!(
+        empty_name.validate(),
+        Err(DecodeError::Invalid { field: "name", .. })
+    ));
+}
+
+#[test]
+fn largest_valid_frame_fits_hard_maximum() {
+    let frame = Frame::Deliver {
+        sender: [0; 32],
+        msg_id: [0; 16],
+        timestamp_ms: 0,
+        payload: vec![0; MAX_PAYLOAD_LEN],
+    };
+    assert!(frame.encoded_len() <= MAX_FRAME_LEN);
+}
+
+#[test]
+fn debug_hides_opaque_bytes() {
+    let frame = Frame::Send {
+        recipient: [0; 32],
+        msg_id: [0; 16],
+        payload: vec![0x5A; 3],
+    };
+    let shown = format!("{frame:?}");
+    assert!(shown.contains("<3 bytes>"), "{shown}");
+    assert!(!shown.contains("90"), "{shown}"); // 0x5A = 90
+}
