@@ -17,6 +17,7 @@ use slog::{debug, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::away::AwayChecks;
+use crate::crash_point;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::failure::FailureClass;
 use crate::held::{HeldMessage, HELD_PER_NAME};
@@ -25,7 +26,8 @@ use crate::pins::{parse_digits, KeyRole};
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::settings::{AgentSettings, IdentityPolicy};
 use crate::sink::EventSink;
-use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError};
+use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError, StateError};
+use crate::write_retry::{Kept, KeptDelivery, WriteRetry};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
 /// own name claim. A receiver concludes nothing from them (names come from the relay's
@@ -40,6 +42,8 @@ const UNRESOLVED_LIMIT: usize = 4_096;
 const LOOKUP_WINDOW: usize = 16;
 /// How often prekey hygiene (signed prekey rotation, expiry) runs.
 const PREKEY_MAINTENANCE: Duration = Duration::from_secs(60);
+/// How often kept deliveries are checked for a due retry (`write_retry`).
+const WRITE_RETRY_TICK: Duration = Duration::from_millis(50);
 
 /// A delivered message waiting for the reverse lookup of its sender.
 struct Delivery {
@@ -140,6 +144,8 @@ pub struct AgentActor {
     retry_scheduled: bool,
     /// Away queries about recipients (`recipient_away`).
     away: AwayChecks,
+    /// Deliveries that could not be saved (disk full), retried with backoff.
+    write_retry: WriteRetry,
 }
 
 impl AgentActor {
@@ -172,6 +178,7 @@ impl AgentActor {
             names_checked: HashSet::new(),
             retry_scheduled: false,
             away: AwayChecks::default(),
+            write_retry: WriteRetry::default(),
         }
     }
 
@@ -262,6 +269,7 @@ impl AgentActor {
         };
         match self.state.encrypt(&identity, &payload) {
             Ok(entry) => {
+                crash_point::reached("send.after_commit");
                 self.to_relay(Frame::Send {
                     recipient: *identity.as_bytes(),
                     msg_id: entry.msg_id,
@@ -275,6 +283,10 @@ impl AgentActor {
                         reply: pending.reply,
                     },
                 );
+            }
+            Err(err) if err.is_retryable() => {
+                let reason = format!("cannot save the message to {peer}, nothing was sent: {err}");
+                self.fail_send(peer, pending, &reason);
             }
             Err(err) => {
                 let reason = format!("cannot encrypt: {err}");
@@ -321,6 +333,10 @@ impl AgentActor {
             Ok(PinOutcome::Rejected) => Binding::Rejected,
             Ok(PinOutcome::Changed { previous, verified }) => {
                 self.identity_changed(name, previous, verified, identity)
+            }
+            Err(err) if err.is_retryable() && self.write_retry.in_episode() => {
+                debug!(self.log, "cannot record peer"; "peer" => name, "err" => %err);
+                Binding::Unsaved
             }
             Err(err) => {
                 self.emit(Event::error(format!("cannot record peer {name}: {err}")));
@@ -492,6 +508,16 @@ impl AgentActor {
     // ---- receiving ------------------------------------------------------------------
 
     fn on_deliver(&mut self, sender: [u8; 32], msg_id: [u8; 16], wire: &[u8]) {
+        if self.write_retry.is_holding() {
+            // Behind the messages that could not be saved: kept, in arrival order.
+            let delivery = KeptDelivery {
+                sender,
+                msg_id,
+                wire: wire.to_vec(),
+            };
+            self.write_retry.keep(delivery, std::time::Instant::now());
+            return;
+        }
         let ack = Frame::DeliveryAck { sender, msg_id };
         let Ok(identity) = IdentityKey::from_bytes(sender) else {
             self.report_failure(
@@ -557,9 +583,58 @@ impl AgentActor {
                     msg_id,
                 });
             }
+            Err(err) if err.is_retryable() => {
+                let what = format!("a held message from the new identity of {name}");
+                self.keep_unsaved(identity, msg_id, wire, &what, &err);
+            }
             Err(err) => self.emit(Event::error(format!(
                 "cannot save a held message from the new identity of {name}: {err}"
             ))),
+        }
+    }
+
+    /// A delivery that could not be saved because the state refused a write that may
+    /// succeed later: kept unacknowledged and retried (`write_retry`); the first of a
+    /// failure episode is reported.
+    fn keep_unsaved(
+        &mut self,
+        sender: IdentityKey,
+        msg_id: [u8; 16],
+        wire: &[u8],
+        what: &str,
+        err: &StateError,
+    ) {
+        let delivery = KeptDelivery {
+            sender: *sender.as_bytes(),
+            msg_id,
+            wire: wire.to_vec(),
+        };
+        match self.write_retry.keep(delivery, std::time::Instant::now()) {
+            Kept::First => self.emit(Event::error(format!(
+                "cannot save {what} ({}): {err}; it is kept unacknowledged, with the messages after it, \
+                 and processed when the state can be written again",
+                msg_id_hex(&msg_id)
+            ))),
+            Kept::Full => {
+                debug!(self.log, "kept deliveries full: left at the relay"; "msg_id" => msg_id_hex(&msg_id))
+            }
+            Kept::Again | Kept::Known => {}
+        }
+    }
+
+    /// Processes the kept deliveries when their retry is due; reports the end of the
+    /// failure episode once all of them were processed (including those that waited
+    /// for the name of their sender).
+    fn retry_kept(&mut self) {
+        if let Some(due) = self.write_retry.take_due(std::time::Instant::now()) {
+            for delivery in due {
+                self.on_deliver(delivery.sender, delivery.msg_id, &delivery.wire);
+            }
+        }
+        if self.unresolved.is_empty() && self.write_retry.settle() {
+            self.emit(Event::info(
+                "the state can be written again: the messages kept meanwhile are processed",
+            ));
         }
     }
 
@@ -594,8 +669,16 @@ impl AgentActor {
         match claim {
             Some(claim) if claim.identity == identity && claim.name != self.state.name() => {
                 if self.bind(&claim.name, identity) == Binding::Unsaved {
-                    // Left unacknowledged: tried again on the next connection.
-                    self.unresolved.remove(&identity);
+                    // Kept unacknowledged and retried (`bind` reported why).
+                    let now = std::time::Instant::now();
+                    for delivery in self.unresolved.remove(&identity).unwrap_or_default() {
+                        let kept = KeptDelivery {
+                            sender: *identity.as_bytes(),
+                            msg_id: delivery.msg_id,
+                            wire: delivery.wire,
+                        };
+                        self.write_retry.keep(kept, now);
+                    }
                     return self.ask_next_names();
                 }
                 let name = claim.name;
@@ -626,6 +709,7 @@ impl AgentActor {
         let from = self.display_name(&identity);
         match self.state.decrypt(&identity, msg_id, wire, &mut OsRng) {
             Ok(incoming) => {
+                crash_point::reached("receive.after_commit");
                 let new_session = incoming.new_session;
                 self.on_plaintext(identity, incoming.payload, incoming.newly_skipped, incoming.late);
                 if new_session {
@@ -634,6 +718,7 @@ impl AgentActor {
                         "{from} started a new session with us (X3DH from a PreKey message)"
                     )));
                 }
+                crash_point::reached("receive.after_show");
                 self.to_relay(ack);
                 true
             }
@@ -650,6 +735,11 @@ impl AgentActor {
                 self.report_failure(from, identity_hex(&identity), failure.class, &failure.detail);
                 self.to_relay(ack);
                 true
+            }
+            Err(ReceiveError::State(err)) if err.is_retryable() => {
+                // Not acknowledged; kept and retried until the state can be written.
+                self.keep_unsaved(identity, msg_id, wire, &format!("a message from {from}"), &err);
+                false
             }
             Err(ReceiveError::State(err)) => {
                 // Not acknowledged: the relay delivers it again once the state can be saved.
@@ -698,7 +788,7 @@ impl AgentActor {
             ContentType::Text => {
                 let from = self.display_name(&sender);
                 let text = payload.as_text().unwrap_or_default().to_string();
-                self.emit(Event::Message {
+                let event = Event::Message {
                     from: from.clone(),
                     from_identity: identity_hex(&sender),
                     text: text.clone(),
@@ -706,7 +796,14 @@ impl AgentActor {
                     timestamp_ms: payload.timestamp_ms,
                     newly_skipped,
                     late,
-                });
+                };
+                // Recorded as shown just before it is printed: nothing observable happens
+                // between the two, so a crash noticed from the output never repeats it.
+                if let Err(err) = self.state.shown(&sender, &payload.message_id) {
+                    // Tried again with the next one; until then a restart shows it again.
+                    debug!(self.log, "cannot record a message as shown"; "err" => %err);
+                }
+                self.emit(event);
                 let matched = self.resolve_first(
                     |what| matches!(what, WaitFor::Message { peer, text: t } if *peer == from && text.contains(t.as_str())),
                 );
@@ -871,6 +968,7 @@ impl AgentActor {
             .maintain_signed_prekey(now_ms(), rotation_ms, grace_ms, &mut OsRng)
         {
             Ok(Some(bundle)) => {
+                crash_point::reached("prekeys.after_rotation");
                 debug!(self.log, "rotated the signed prekey");
                 if self.connected {
                     self.to_relay(Frame::PublishPreKeys {
@@ -913,9 +1011,12 @@ impl AgentActor {
         let target = self.settings.prekeys.replenish_to as usize;
         debug!(self.log, "replenishing one-time prekeys"; "remaining" => remaining);
         match self.state.replenish(remaining as usize, target, &mut OsRng) {
-            Ok(bundle) => self.to_relay(Frame::PublishPreKeys {
-                bundle: bundle.encode(),
-            }),
+            Ok(bundle) => {
+                crash_point::reached("prekeys.after_replenish");
+                self.to_relay(Frame::PublishPreKeys {
+                    bundle: bundle.encode(),
+                })
+            }
             Err(err) => self.emit(Event::error(format!("cannot replenish prekeys: {err}"))),
         }
     }
@@ -1098,6 +1199,7 @@ impl AgentActor {
                 ..
             } => self.on_deliver(sender, msg_id, &payload),
             Frame::SentAck { msg_id } => {
+                crash_point::reached("send.before_sent_ack");
                 if let Err(err) = self.state.acked(&msg_id) {
                     self.emit(Event::error(format!("cannot update the outbox: {err}")));
                 }
@@ -1238,10 +1340,22 @@ impl Actor for AgentActor {
         // queue defers `send`s and can reorder the messages typed on stdin.
         ctx.set_mailbox_capacity(0);
         ctx.run_interval(PREKEY_MAINTENANCE, |act, _| act.maintain_prekeys());
+        ctx.run_interval(WRITE_RETRY_TICK, |act, _| act.retry_kept());
         self.emit(Event::Started {
             name: self.state.name().to_string(),
             identity: identity_hex(self.state.identity().public()),
         });
+        // Texts committed before the last run stopped but not shown then.
+        match self.state.unshown() {
+            Ok(texts) => {
+                for text in texts {
+                    self.on_plaintext(text.sender, text.payload, text.newly_skipped, text.late);
+                }
+            }
+            Err(err) => self.emit(Event::error(format!(
+                "cannot read the received messages not shown yet: {err}"
+            ))),
+        }
     }
 }
 

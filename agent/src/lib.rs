@@ -17,6 +17,10 @@
 //! - [`qr`]: QR codes rendered with Unicode half blocks, for safety numbers.
 //! - [`away`]: [`away::AwayChecks`], when to ask the relay how long a recipient has
 //!   been away, and which answers to report.
+//! - [`crash_point`]: named places where a debug build aborts on request
+//!   (`E2EE_CRASH_AT`), for crash tests; nothing in a release build.
+//! - [`write_retry`]: [`write_retry::WriteRetry`], deliveries kept while the state
+//!   cannot be written, retried with backoff.
 //!
 //! The actors and drivers:
 //! - [`agent_actor`]: the Agent actor, owner of the state, one session per peer.
@@ -29,6 +33,7 @@
 pub mod agent_actor;
 pub mod away;
 pub mod command;
+pub mod crash_point;
 pub mod event;
 pub mod failure;
 pub mod held;
@@ -44,3 +49,4 @@ pub mod settings;
 pub mod sink;
 pub mod state;
 pub mod store;
+pub mod write_retry;

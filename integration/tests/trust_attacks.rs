@@ -199,8 +199,9 @@ fn a_flood_past_the_held_limit_is_discarded_and_other_senders_still_get_through(
     let alice_id = alice.identity(WAIT).expect("alice");
     bob.identity(WAIT).expect("bob");
     carol.identity(WAIT).expect("carol");
+    // Each name is bound before anyone looks it up (the claim follows the prekeys).
     for _ in 0..3 {
-        relay.wait_log("prekeys published", WAIT).expect("published");
+        relay.wait_log("name claimed", WAIT).expect("claimed");
     }
     bob.send_line("/msg alice hello from bob").expect("stdin");
     alice

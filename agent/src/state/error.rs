@@ -57,8 +57,8 @@ pub enum StateError {
     },
     /// A write to the state database failed because the disk is full or the file
     /// system is read-only. Nothing was changed, on disk or in memory: the same
-    /// operation may be retried when space is back (a received message is left
-    /// unacknowledged, so the relay delivers it again).
+    /// operation may be retried when space is back (the agent keeps a received message
+    /// unacknowledged and retries it: `crate::write_retry`).
     #[error(transparent)]
     WriteFailed(StoreError),
     /// The passphrase or key file does not open the state database, is missing, or is
@@ -148,8 +148,9 @@ pub enum ReceiveError {
     /// acknowledge it to the relay, since it will never decrypt.
     #[error("{0}")]
     Failed(#[from] DecryptFailure),
-    /// The state could not be saved: do not acknowledge the message; the relay
-    /// delivers it again later. Nothing was changed.
+    /// The state could not be saved: do not acknowledge the message; retry it when
+    /// the error [`StateError::is_retryable`], else the relay delivers it again after a
+    /// reconnect. Nothing was changed.
     #[error(transparent)]
     State(#[from] StateError),
 }

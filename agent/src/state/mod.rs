@@ -13,6 +13,7 @@
 //! - [`error`]: [`StateError`] and [`ReceiveError`];
 //! - `sessions`: sessions, [`AgentState::encrypt`] and [`AgentState::decrypt`];
 //! - `outbox`: [`OutboxEntry`], the sent messages the relay has not acknowledged;
+//! - `unshown`: [`Unshown`], received texts committed but not shown yet;
 //! - `trust`: pins, pending and rejected identities, held messages;
 //! - `prekeys`: signed and one-time prekeys and their publication;
 //! - `import_v1`: the one-time import of a JSON state of the earlier release;
@@ -28,7 +29,9 @@
 //!   advanced session with the outbox entry before it returns the ciphertext, so a
 //!   message key is never used for two plaintexts, even across a crash;
 //!   [`AgentState::decrypt`] commits the session and the message ids before it returns
-//!   the plaintext, so a redelivery is a quiet duplicate and nothing is shown twice.
+//!   the plaintext, so a redelivery is a quiet duplicate and nothing is shown twice;
+//!   with them a text to show, deleted by [`AgentState::shown`] as it is printed, so a
+//!   crash before that is made good at the next start ([`AgentState::unshown`]).
 //! - **Encrypted at rest**: the identity seed, prekey secrets and sessions are sealed
 //!   under the state key, from a passphrase ([`KeySource::Passphrase`]) or the key file
 //!   `state.key` ([`AgentState::open`]); with a key file the state is protected by
@@ -46,6 +49,7 @@ mod outbox;
 mod prekeys;
 mod sessions;
 mod trust;
+mod unshown;
 mod values;
 
 #[cfg(test)]
@@ -64,6 +68,7 @@ pub use self::error::{ReceiveError, StateError};
 pub use self::import_v1::STATE_VERSION;
 pub use self::outbox::OutboxEntry;
 pub use self::sessions::{ARCHIVED_SESSIONS, RECEIVED_IDS_KEPT};
+pub use self::unshown::Unshown;
 pub use crate::incoming::Incoming;
 pub use crate::pins::{Pin, PinOutcome};
 pub use crate::store::KeySource;
@@ -105,6 +110,8 @@ pub struct AgentState {
     held: Vec<HeldMessage>,
     outbox: Vec<OutboxEntry>,
     name_release: Option<NameReleaseState>,
+    /// Texts shown whose `unshown` row could not be deleted yet (retried).
+    shown_unsaved: Vec<(IdentityKey, [u8; 16])>,
     is_new: bool,
     imported: bool,
     passphrase: bool,
@@ -234,6 +241,7 @@ impl AgentState {
             held,
             outbox,
             name_release,
+            shown_unsaved: Vec::new(),
             is_new: false,
             imported: false,
             passphrase: false,

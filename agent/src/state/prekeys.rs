@@ -203,6 +203,7 @@ impl AgentState {
     fn commit_prekeys(&mut self, next: Prekeys) -> Result<(), StateError> {
         let path = self.db.path().to_path_buf();
         let old = &self.prekeys;
+        crate::crash_point::reached("prekeys.before_commit");
         self.db.transaction_with(|tx| sync(tx, old, &next, &path))?;
         self.prekeys = next;
         Ok(())

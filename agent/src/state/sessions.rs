@@ -9,9 +9,9 @@
 //!
 //! - [`AgentState::encrypt`]: the advanced session and the outbox entry.
 //! - [`AgentState::decrypt`]: the advanced (or new, or promoted) session and archive
-//!   changes, the relay and end-to-end message ids, and for a PreKey message that
-//!   started a session the deletion of its one-time prekey and the record of its base
-//!   key.
+//!   changes, the relay and end-to-end message ids, a text to show (`unshown`, until
+//!   [`AgentState::shown`]), and for a PreKey message that started a session the
+//!   deletion of its one-time prekey and the record of its base key.
 //!
 //! Received ids are rows only (bounded per peer and kind by [`RECEIVED_IDS_KEPT`]):
 //! recording one is one insert, whatever the history.
@@ -23,7 +23,7 @@ use e2ee_protocol::consts::MSG_TYPE_PREKEY;
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::message::Message;
-use e2ee_protocol::payload::{Payload, MESSAGE_ID_LEN};
+use e2ee_protocol::payload::{ContentType, Payload, MESSAGE_ID_LEN};
 use e2ee_protocol::prekey::PreKeyBundle;
 use e2ee_protocol::session::{self, Received, Session};
 use e2ee_protocol::CryptoError;
@@ -156,6 +156,7 @@ impl AgentState {
         let bytes = session_bytes(&session, &path)?;
         let entry = OutboxEntry::new(payload, *peer, wire);
         let row = entry.row();
+        crate::crash_point::reached("send.before_commit");
         self.db.transaction_with(|tx| {
             tx.put_session(peer.as_bytes(), &bytes)?;
             if !tx.outbox_put(&row)? {
@@ -275,6 +276,10 @@ impl AgentState {
                 .map_err(StateError::from)?,
             None => false,
         };
+        // A text is recorded to show until its event is printed (`unshown`).
+        let text_id = (payload.as_ref().ok())
+            .filter(|p| p.content_type == ContentType::Text && !seen_payload)
+            .map(|p| p.message_id);
         let handshake = if is_new_session && is_prekey {
             handshake_of(wire)
         } else {
@@ -284,6 +289,7 @@ impl AgentState {
         let path = self.db.path().to_path_buf();
         let bytes = session_bytes(&next, &path)?;
         let archive_bytes = to_archive.as_ref().map(|s| session_bytes(s, &path)).transpose()?;
+        crate::crash_point::reached("receive.before_commit");
         let seq = self
             .db
             .transaction_with(|tx| -> Result<Option<u64>, StateError> {
@@ -300,6 +306,10 @@ impl AgentState {
                     if let Some(id) = payload_id {
                         tx.record_received(&peer, IdKind::Payload, &id, RECEIVED_IDS_KEPT)?;
                     }
+                }
+                if let Some(id) = text_id {
+                    let (skipped, late) = (decrypted.newly_skipped, decrypted.late);
+                    tx.put_unshown(&peer, &id, &decrypted.plaintext, skipped, late)?;
                 }
                 if let Some((signed_prekey, base_key, one_time)) = handshake {
                     if let Some(opk) = one_time {

@@ -10,6 +10,8 @@
 //! - [`seal`]: XChaCha20-Poly1305 sealing of values bound to their table and row.
 //! - [`schema`]: the schema as versioned migrations (`PRAGMA user_version`).
 //! - [`error`]: [`StoreError`], every failure, naming the file and the operation.
+//! - [`write_fault`]: a debug-build hook that refuses writes while a file exists
+//!   (`E2EE_TEST_READ_ONLY_WHILE`), for tests of failed writes.
 //!
 //! The tables, each with its typed accessors (reads on [`Rows`], writes on [`Tx`]):
 //! - [`identity`]: the name, the identity seed (sealed), the name release.
@@ -20,6 +22,7 @@
 //! - [`outbox`]: sent messages the relay has not acknowledged.
 //! - [`send_log`]: recently sent plaintexts per peer (sealed), for re-sending.
 //! - [`history`]: the conversation per peer (sealed), bounded.
+//! - [`unshown`]: received texts committed but not shown yet (sealed).
 //!
 //! Dependencies point one way: the table modules use `state_db`, which uses
 //! `key_check`, `schema`, `seal` and `private_files`; `key_check` uses `state_key`
@@ -41,6 +44,8 @@ pub mod send_log;
 pub mod sessions;
 pub mod state_db;
 pub mod state_key;
+pub mod unshown;
+pub mod write_fault;
 
 pub use error::StoreError;
 pub use kdf::KdfParams;

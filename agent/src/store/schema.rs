@@ -32,14 +32,21 @@ pub struct Migration {
 }
 
 /// The schema of this release, oldest step first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "agent state v2: identity, prekeys, sessions, pins, held, outbox, send log, history",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "agent state v2: identity, prekeys, sessions, pins, held, outbox, send log, history",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        description: "received texts committed but not shown yet (unshown)",
+        sql: V2,
+    },
+];
 
 /// The version a database has after all of [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const V1: &str = "
 PRAGMA application_id = 1160922433;
@@ -180,6 +187,21 @@ CREATE TABLE history (
 );
 ";
 
+const V2: &str = "
+-- Received texts committed in their message's transaction and not shown yet: a text is
+-- deleted once its event is printed, and shown at the next start if the agent stopped
+-- in between (the message's key and id are already used up, so it cannot come again).
+CREATE TABLE unshown (
+    seq           INTEGER PRIMARY KEY,
+    peer          BLOB    NOT NULL,
+    msg_id        BLOB    NOT NULL,                   -- the end-to-end message id
+    payload       BLOB    NOT NULL,                   -- sealed, row key peer || msg_id
+    newly_skipped INTEGER NOT NULL,
+    late          INTEGER NOT NULL,
+    UNIQUE (peer, msg_id)
+);
+";
+
 /// The database's `user_version`.
 pub fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -301,6 +323,7 @@ mod tests {
             "send_log",
             "sessions",
             "signed_prekeys",
+            "unshown",
         ];
         assert_eq!(tables(&conn), expected);
         // Migrating again is a no-op.
@@ -317,7 +340,7 @@ mod tests {
     #[test]
     fn applies_only_the_steps_past_the_stored_version() {
         let mut conn = memory();
-        apply(&mut conn, Path::new(PATH), MIGRATIONS).expect("v1");
+        apply(&mut conn, Path::new(PATH), &MIGRATIONS[..1]).expect("v1");
         conn.execute("INSERT INTO meta (key, value) VALUES ('agent.x', x'01')", [])
             .expect("insert");
         let steps = [MIGRATIONS[0], STEP_2];
@@ -332,7 +355,7 @@ mod tests {
     #[test]
     fn a_failing_step_leaves_the_previous_version_whole() {
         let mut conn = memory();
-        apply(&mut conn, Path::new(PATH), MIGRATIONS).expect("v1");
+        apply(&mut conn, Path::new(PATH), &MIGRATIONS[..1]).expect("v1");
         let broken = Migration {
             version: 2,
             description: "test: fails half way",

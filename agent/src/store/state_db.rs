@@ -40,6 +40,7 @@ use super::private_files::{check_private, exists, restrict, set_mode, DIR_MODE, 
 use super::schema;
 use super::seal::{self, place};
 use super::state_key::{KeySource, StateKey};
+use super::write_fault::WriteFault;
 
 /// The database file name, in the state directory.
 pub const DB_FILE: &str = "state.db";
@@ -60,6 +61,8 @@ pub struct StateDb {
     key: StateKey,
     path: PathBuf,
     created: bool,
+    /// Refuses writes while a test's control file exists (debug builds only).
+    fault: WriteFault,
 }
 
 impl std::fmt::Debug for StateDb {
@@ -133,6 +136,7 @@ impl StateDb {
             key,
             path,
             created,
+            fault: WriteFault::from_env(),
         })
     }
 
@@ -173,6 +177,7 @@ impl StateDb {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.fault.apply(&self.conn);
         let guard = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sqlite(&self.path, "begin a transaction", e))?;
         let tx = Tx {
@@ -187,6 +192,25 @@ impl StateDb {
         tx.guard
             .commit()
             .map_err(|e| StoreError::sqlite(&self.path, "commit", e))?;
+        Ok(value)
+    }
+
+    /// As [`StateDb::transaction_with`], but the commit is not synced to disk
+    /// (`synchronous=NORMAL` for this one): it survives a crash of the process (the
+    /// WAL write reaches the OS before this returns), not a power loss before the next
+    /// synced commit. For bookkeeping whose loss only repeats something harmless.
+    pub fn transaction_unsynced<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let fail = |e| StoreError::sqlite(&self.path, "configure", e);
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        let result = self.transaction_with(f);
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let value = result?;
+        restored.map_err(|e| StoreError::sqlite(&self.path, "configure", e))?;
         Ok(value)
     }
 }

@@ -299,3 +299,49 @@ fn a_failed_start_session_keeps_the_previous_one() {
     assert_eq!(recv_text(&mut bob, &a, &first), "first");
     assert_eq!(recv_text(&mut bob, &a, &second), "second");
 }
+
+#[test]
+fn a_text_committed_but_not_shown_is_returned_after_a_restart_until_shown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob_dir = tmp.path().join("bob");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&bob_dir, "bob");
+    let a = ik(&alice);
+    let first = send(&mut alice, &bob, "first");
+    let second = send(&mut alice, &bob, "second");
+    let shown = recv(&mut bob, &a, &first).expect("decrypt");
+    bob.shown(&a, &shown.payload.message_id).expect("shown");
+    assert_eq!(recv_text(&mut bob, &a, &second), "second");
+    // A crash before "second" was shown: it is there at the next start, once.
+    drop(bob);
+    let mut bob = open(&bob_dir, "bob");
+    let unshown = bob.unshown().expect("read");
+    let texts: Vec<_> = (unshown.iter())
+        .map(|u| u.payload.as_text().unwrap_or_default())
+        .collect();
+    assert_eq!(texts, ["second"]);
+    assert_eq!(unshown[0].sender, a);
+    // Its redelivery is a quiet duplicate, and once shown it is gone.
+    assert!(failure(recv(&mut bob, &a, &second)).redelivery);
+    bob.shown(&a, &unshown[0].payload.message_id).expect("shown");
+    assert!(bob.unshown().expect("read").is_empty());
+    drop(bob);
+    assert!(open(&bob_dir, "bob").unshown().expect("read").is_empty());
+}
+
+#[test]
+fn a_shown_mark_that_cannot_be_saved_is_saved_with_the_next_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let a = ik(&alice);
+    let first = send(&mut alice, &bob, "first");
+    let second = send(&mut alice, &bob, "second");
+    let one = recv(&mut bob, &a, &first).expect("decrypt").payload.message_id;
+    let two = recv(&mut bob, &a, &second).expect("decrypt").payload.message_id;
+    bob.set_read_only_for_test(true);
+    assert!(bob.shown(&a, &one).expect_err("read-only").is_retryable());
+    bob.set_read_only_for_test(false);
+    bob.shown(&a, &two).expect("shown");
+    assert!(bob.unshown().expect("read").is_empty(), "both marks saved");
+}

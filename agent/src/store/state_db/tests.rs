@@ -194,6 +194,7 @@ fn no_secret_appears_in_the_database_files() {
         };
         tx.send_log_push(&PEER, &[2; 16], text, 5, bounds)?;
         tx.history_push(&PEER, Direction::Sent, &[2; 16], text, 5, 10)?;
+        tx.put_unshown(&PEER, &[4; 16], text, 0, false)?;
         let held = NewHeld {
             name: "bob",
             sender: &PEER,
