@@ -1,0 +1,328 @@
+//! The relay link: connecting (publishing prekeys and our name, resending the outbox),
+//! prekey upkeep, the frames the relay sends, and disconnecting.
+
+use super::*;
+
+impl AgentActor {
+    pub(super) fn on_connected(&mut self, ctx: &mut Context<Self>) {
+        self.connected = true;
+        self.emit(Event::Connection {
+            state: ConnectionState::Connected,
+            relay: self.settings.relay.clone(),
+            attempt: None,
+        });
+        // Every connection publishes the signed prekey (and any one-time prekeys not
+        // yet confirmed): a relay that lost its data gets the bundle back, and its
+        // PreKeysStored answer says how many one-time prekeys it holds.
+        self.stock_checked = false;
+        self.maintain_prekeys();
+        self.to_relay(Frame::PublishPreKeys {
+            bundle: self.state.bundle_to_publish().encode(),
+        });
+        self.announce_own_name(false);
+        // Everything the relay has not acknowledged goes again, with the same ids.
+        for entry in self.state.outbox() {
+            if !self.unacked.contains_key(&entry.msg_id) {
+                let to = self.display_name(&entry.recipient);
+                self.unacked.insert(
+                    entry.msg_id,
+                    Unacked {
+                        to,
+                        visible: entry.text,
+                        reply: None,
+                    },
+                );
+            }
+            self.to_relay(Frame::Send {
+                recipient: *entry.recipient.as_bytes(),
+                msg_id: entry.msg_id,
+                payload: entry.wire,
+            });
+        }
+        self.resolve_pending(ctx);
+    }
+
+    /// Looks up every peer that messages or `wait-peer` steps are waiting for.
+    pub(super) fn resolve_pending(&mut self, ctx: &mut Context<Self>) {
+        let names: Vec<String> = self.waiting.keys().cloned().collect();
+        for name in names {
+            self.resolve(&name, ctx);
+        }
+        let peers: Vec<String> = self
+            .waiters
+            .iter()
+            .filter_map(|w| match &w.what {
+                WaitFor::Peer { peer } => Some(peer.clone()),
+                _ => None,
+            })
+            .collect();
+        for peer in peers {
+            self.resolve(&peer, ctx);
+        }
+        self.ask_next_names();
+    }
+
+    /// Starts reverse lookups for the senders waiting for one, at most
+    /// [`LOOKUP_WINDOW`] in flight (the rest are asked as answers come).
+    pub(super) fn ask_next_names(&mut self) {
+        let room = LOOKUP_WINDOW.saturating_sub(self.reverse_lookups.len());
+        let asking: HashSet<IdentityKey> = self.reverse_lookups.values().copied().collect();
+        let next: Vec<IdentityKey> = self
+            .unresolved
+            .keys()
+            .filter(|id| !asking.contains(id))
+            .take(room)
+            .copied()
+            .collect();
+        for identity in next {
+            self.ask_name_of(identity);
+        }
+    }
+
+    /// Sends outbox entry `msg_id` again after `delay_ms`, if the relay has not stored it
+    /// by then.
+    pub(super) fn resend_later(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
+        ctx.run_later(Duration::from_millis(u64::from(delay_ms)), move |act, _| {
+            if let Some(entry) = act.state.outbox().into_iter().find(|e| e.msg_id == msg_id) {
+                act.to_relay(Frame::Send {
+                    recipient: *entry.recipient.as_bytes(),
+                    msg_id,
+                    payload: entry.wire,
+                });
+            }
+        });
+    }
+
+    /// Signed prekey hygiene: rotation when due, deletion of retired ones after their
+    /// grace period; a new signed prekey is published at once when connected.
+    pub(super) fn maintain_prekeys(&mut self) {
+        let p = &self.settings.prekeys;
+        let (rotation_ms, grace_ms) = (
+            p.signed_rotation_secs.saturating_mul(1000),
+            p.signed_grace_secs.saturating_mul(1000),
+        );
+        match self
+            .state
+            .maintain_signed_prekey(now_ms(), rotation_ms, grace_ms, &mut OsRng)
+        {
+            Ok(Some(bundle)) => {
+                crash_point::reached("prekeys.after_rotation");
+                debug!(self.log, "rotated the signed prekey");
+                if self.connected {
+                    self.to_relay(Frame::PublishPreKeys {
+                        bundle: bundle.encode(),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(err) => self.emit(Event::error(format!("cannot rotate the signed prekey: {err}"))),
+        }
+    }
+
+    /// What the relay says it holds (`remaining`): hand-out bookkeeping of the local
+    /// one-time prekeys, then a top-up if it is low.
+    pub(super) fn on_prekey_count(&mut self, remaining: u32) {
+        let p = &self.settings.prekeys;
+        let grace_ms = p.handed_out_grace_secs.saturating_mul(1000);
+        let max = p.max_local_one_time as usize;
+        match self
+            .state
+            .age_out_one_time(remaining as usize, now_ms(), grace_ms, max)
+        {
+            Ok(0) => {}
+            Ok(deleted) => debug!(self.log, "deleted handed-out one-time prekeys"; "count" => deleted),
+            Err(err) => self.emit(Event::error(format!("cannot save prekey state: {err}"))),
+        }
+    }
+
+    /// Tops the relay's one-time prekeys up from `remaining` to `prekeys.replenish_to`,
+    /// at most once per `prekeys.replenish_min_interval_ms` (a burst of `PreKeysLow`,
+    /// each answering a fetch, makes one publication).
+    pub(super) fn replenish(&mut self, remaining: u32) {
+        self.stock_checked = true;
+        let interval = Duration::from_millis(self.settings.prekeys.replenish_min_interval_ms);
+        if self.last_replenish.is_some_and(|at| at.elapsed() < interval) {
+            debug!(self.log, "replenishing deferred"; "remaining" => remaining);
+            return;
+        }
+        self.last_replenish = Some(std::time::Instant::now());
+        let target = self.settings.prekeys.replenish_to as usize;
+        debug!(self.log, "replenishing one-time prekeys"; "remaining" => remaining);
+        match self.state.replenish(remaining as usize, target, &mut OsRng) {
+            Ok(bundle) => {
+                crash_point::reached("prekeys.after_replenish");
+                self.to_relay(Frame::PublishPreKeys {
+                    bundle: bundle.encode(),
+                })
+            }
+            Err(err) => self.emit(Event::error(format!("cannot replenish prekeys: {err}"))),
+        }
+    }
+
+    /// Forgets the lookups and fetches in flight (their answers will not come).
+    pub(super) fn forget_requests(&mut self) {
+        self.own_name.forget();
+        self.names_checked.clear();
+        self.lookups.clear();
+        self.lookup_in_flight.clear();
+        self.reverse_lookups.clear();
+        self.fetches.clear();
+        self.fetch_in_flight.clear();
+        self.away.forget_in_flight();
+    }
+
+    pub(super) fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>) {
+        self.connected = false;
+        // Answers to these requests are lost; they are asked again after reconnecting.
+        self.forget_requests();
+        // Deliveries waiting for a sender's name were not acknowledged: the relay sends
+        // them again on the next connection.
+        self.unresolved.clear();
+        self.anonymous.clear();
+        self.away.connection_ended();
+        debug!(self.log, "disconnected"; "reason" => &reason);
+        self.emit(Event::Connection {
+            state: if retry.is_some() {
+                ConnectionState::Reconnecting
+            } else {
+                ConnectionState::Disconnected
+            },
+            relay: self.settings.relay.clone(),
+            attempt: retry.map(|(attempt, _)| attempt),
+        });
+    }
+
+    /// After the relay stored a message to `peer`: asks it how long the peer's pinned
+    /// identity has been away, at most once per peer every ten minutes of a connection
+    /// (answered by `Away`, reported as `recipient_away` when the peer is away).
+    pub(super) fn ask_away(&mut self, peer: &str) {
+        let Some(identity) = self.state.pin(peer).map(|pin| pin.identity) else {
+            return;
+        };
+        if !self.away.should_ask(&identity, std::time::Instant::now()) {
+            return;
+        }
+        let request_id = self.request_id();
+        self.away.asking(request_id, peer.to_string(), identity);
+        self.to_relay(Frame::QueryAway {
+            request_id,
+            identity: *identity.as_bytes(),
+        });
+    }
+
+    pub(super) fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        match frame {
+            Frame::Deliver {
+                sender,
+                msg_id,
+                payload,
+                ..
+            } => self.on_deliver(sender, msg_id, &payload),
+            Frame::SentAck { msg_id } => {
+                crash_point::reached("send.before_sent_ack");
+                if let Err(err) = self.state.acked(&msg_id) {
+                    self.emit(Event::error(format!("cannot update the outbox: {err}")));
+                }
+                if let Some(unacked) = self.unacked.remove(&msg_id) {
+                    if unacked.visible {
+                        self.ask_away(&unacked.to);
+                        self.emit(Event::Sent {
+                            to: unacked.to,
+                            msg_id: msg_id_hex(&msg_id),
+                        });
+                    }
+                    if let Some(reply) = unacked.reply {
+                        let _ = reply.send(Ok(msg_id_hex(&msg_id)));
+                    }
+                }
+            }
+            Frame::NameClaim { request_id, claim } => self.on_name_claim(request_id, claim, ctx),
+            Frame::Bundle { request_id, bundle } => self.on_bundle(request_id, bundle),
+            Frame::Away {
+                request_id,
+                away_days,
+            } => {
+                if let Some(event) = self.away.answered(request_id, away_days) {
+                    self.emit(event);
+                }
+            }
+            Frame::PreKeysStored { opks } => {
+                debug!(self.log, "prekeys stored at the relay"; "opks" => opks);
+                if let Err(err) = self.state.mark_published() {
+                    self.emit(Event::error(format!("cannot save prekey state: {err}")));
+                }
+                self.on_prekey_count(opks);
+                if !self.stock_checked && opks < self.settings.prekeys.replenish_below {
+                    self.replenish(opks);
+                }
+                self.stock_checked = true;
+            }
+            Frame::PreKeysLow { remaining } => {
+                self.on_prekey_count(remaining);
+                self.replenish(remaining);
+            }
+            Frame::RateLimited {
+                msg_id: Some(msg_id),
+                retry_after_ms,
+            } => self.resend_later(msg_id, retry_after_ms, ctx),
+            Frame::RateLimited {
+                msg_id: None,
+                retry_after_ms,
+            } => {
+                // A lookup, fetch or publication was refused; which one is not said, so
+                // every request in flight is asked again after the delay: once, however
+                // many refusals come meanwhile (each refusal re-asking everything would
+                // multiply the requests and keep the bucket empty for good).
+                if !self.retry_scheduled {
+                    self.retry_scheduled = true;
+                    self.emit(Event::info(format!(
+                        "the relay rate-limited a request: asking again in {retry_after_ms} ms"
+                    )));
+                    ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
+                        act.retry_scheduled = false;
+                        if act.connected {
+                            act.forget_requests();
+                            act.resolve_pending(ctx);
+                            act.announce_own_name(false);
+                        }
+                    });
+                }
+            }
+            Frame::QuotaExceeded {
+                msg_id,
+                recipient,
+                retry_after_ms,
+            } => {
+                let to = IdentityKey::from_bytes(recipient)
+                    .map(|id| self.display_name(&id))
+                    .unwrap_or_else(|_| sender_hex(&recipient));
+                // Kept in the outbox: resent after the delay and on every reconnection
+                // until the relay stores it. A script's `send` fails now rather than wait.
+                let reason = format!(
+                    "the queue of {to} at the relay is full: kept in the outbox, resending in {retry_after_ms} ms"
+                );
+                self.emit(Event::info(reason.clone()));
+                if let Some(Unacked { reply, .. }) = self.unacked.get_mut(&msg_id) {
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(Err(reason));
+                    }
+                }
+                self.resend_later(msg_id, retry_after_ms, ctx);
+            }
+            Frame::Error { code, reason } => {
+                self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
+                if self.away.relay_refused(code) {
+                    self.emit(Event::info(
+                        "the relay does not answer away queries (it predates them): not asking it again",
+                    ));
+                }
+                if code == ErrorCode::NotOwner {
+                    if let Some(outcome) = self.own_name.on_not_owner() {
+                        self.on_own_name(outcome);
+                    }
+                }
+            }
+            other => debug!(self.log, "ignored frame"; "kind" => other.kind()),
+        }
+    }
+}

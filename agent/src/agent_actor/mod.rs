@@ -1,0 +1,339 @@
+//! The Agent actor: owns the identity, the prekeys and one Double Ratchet session per
+//! peer (through [`AgentState`]), resolves peers by name, starts sessions from fetched
+//! bundles, encrypts outgoing and decrypts incoming messages, and reports every outcome
+//! as an [`Event`]. Drivers (stdin, script) talk to it with the messages in
+//! `commands.rs`; the work is split by concern: `sending`, `receiving`, `names` (the
+//! registry and our own name) and `link` (the relay connection).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use e2ee_protocol::frame::{ErrorCode, Frame};
+use e2ee_protocol::identity::IdentityKey;
+use e2ee_protocol::name_claim::{validate_name, NameClaim};
+use e2ee_protocol::payload::{ContentType, Payload};
+use e2ee_protocol::prekey::PreKeyBundle;
+use rand_core::{OsRng, RngCore};
+use slog::{debug, warn, Logger};
+use tokio::sync::oneshot;
+
+use crate::away::AwayChecks;
+use crate::crash_point;
+use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
+use crate::failure::FailureClass;
+use crate::held::{HeldMessage, HELD_PER_NAME};
+use crate::own_name::{OnConnect, Outcome, OwnName};
+use crate::pins::{parse_digits, KeyRole};
+use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
+use crate::settings::{AgentSettings, IdentityPolicy};
+use crate::sink::EventSink;
+use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError, StateError};
+use crate::write_retry::{Kept, KeptDelivery, WriteRetry};
+
+mod commands;
+mod link;
+mod names;
+mod receiving;
+mod sending;
+
+pub use commands::*;
+
+/// Control payloads that earlier releases sent first in a session, carrying the sender's
+/// own name claim. A receiver concludes nothing from them (names come from the relay's
+/// registry only) and drops them silently.
+const LEGACY_CLAIM_PREFIX: &[u8] = b"name-claim:";
+/// Received messages kept for `expect` steps that have not asked yet.
+const INBOX_LIMIT: usize = 10_000;
+/// Deliveries from senders being looked up (reverse lookup) kept in memory, in all; past
+/// it they are left unacknowledged and come again on the next connection.
+const UNRESOLVED_LIMIT: usize = 4_096;
+/// Reverse lookups in flight at once; more senders wait for their turn.
+const LOOKUP_WINDOW: usize = 16;
+/// How often prekey hygiene (signed prekey rotation, expiry) runs.
+const PREKEY_MAINTENANCE: Duration = Duration::from_secs(60);
+/// How often kept deliveries are checked for a due retry (`write_retry`).
+const WRITE_RETRY_TICK: Duration = Duration::from_millis(50);
+
+/// A delivered message waiting for the reverse lookup of its sender.
+struct Delivery {
+    msg_id: [u8; 16],
+    wire: Vec<u8>,
+}
+
+/// What the pins say about a name bound to an identity by the relay's registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// The identity is the name's pinned one (now, or already).
+    Trusted,
+    /// The identity is a pending change of the name: held for the user.
+    Held,
+    /// The user rejected this identity for the name.
+    Rejected,
+    /// The pins could not be saved.
+    Unsaved,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum Body {
+    Text(String),
+    Receipt([u8; 16]),
+}
+
+struct PendingSend {
+    body: Body,
+    msg_id: [u8; 16],
+    reply: Option<Reply<String>>,
+}
+
+struct Unacked {
+    to: String,
+    visible: bool,
+    reply: Option<Reply<String>>,
+}
+
+/// What a script step waits for; `OwnName`: the registry binds our name to us
+/// (`bound: true`) or no name to us (`false`).
+enum WaitFor {
+    Message { peer: String, text: String },
+    Failure { peer: String, class: FailureClass },
+    Peer { peer: String },
+    OwnName { bound: bool },
+}
+
+struct Waiter {
+    id: u64,
+    what: WaitFor,
+    reply: Reply<()>,
+}
+
+/// The agent.
+pub struct AgentActor {
+    state: AgentState,
+    settings: AgentSettings,
+    link: Option<Addr<RelayLink>>,
+    sink: EventSink,
+    log: Logger,
+    connected: bool,
+    /// Whether the relay's one-time prekey count was acted on since connecting (by the
+    /// answer to the publication made on connecting, or by a `PreKeysLow`).
+    stock_checked: bool,
+    next_request: u32,
+    next_waiter: u64,
+    lookups: HashMap<u32, String>,
+    lookup_in_flight: HashSet<String>,
+    /// Reverse lookups in flight: request id → the sender asked about.
+    reverse_lookups: HashMap<u32, IdentityKey>,
+    /// Deliveries from senders whose name is being looked up, in arrival order.
+    unresolved: HashMap<IdentityKey, VecDeque<Delivery>>,
+    /// Senders the registry binds to no name (shown by fingerprint), until reconnecting.
+    anonymous: HashSet<IdentityKey>,
+    /// When the last replenishing publication was sent (debounce).
+    last_replenish: Option<std::time::Instant>,
+    fetches: HashMap<u32, (String, IdentityKey)>,
+    fetch_in_flight: HashSet<IdentityKey>,
+    waiting: HashMap<String, VecDeque<PendingSend>>,
+    unacked: HashMap<[u8; 16], Unacked>,
+    inbox: VecDeque<(String, String)>,
+    failures: VecDeque<(String, FailureClass)>,
+    waiters: Vec<Waiter>,
+    /// Requests about our own name in flight.
+    own_name: OwnName,
+    /// Names sent to on this connection whose registry binding was asked for.
+    names_checked: HashSet<String>,
+    /// True while a retry of refused (rate-limited) requests is scheduled.
+    retry_scheduled: bool,
+    /// Away queries about recipients (`recipient_away`).
+    away: AwayChecks,
+    /// Deliveries that could not be saved (disk full), retried with backoff.
+    write_retry: WriteRetry,
+}
+
+impl AgentActor {
+    /// An agent over opened state; `link` is attached with [`AgentActor::attach`].
+    pub fn new(state: AgentState, settings: AgentSettings, sink: EventSink, log: Logger) -> Self {
+        Self {
+            state,
+            settings,
+            link: None,
+            sink,
+            log,
+            connected: false,
+            stock_checked: false,
+            next_request: 1,
+            next_waiter: 1,
+            lookups: HashMap::new(),
+            lookup_in_flight: HashSet::new(),
+            reverse_lookups: HashMap::new(),
+            unresolved: HashMap::new(),
+            anonymous: HashSet::new(),
+            last_replenish: None,
+            fetches: HashMap::new(),
+            fetch_in_flight: HashSet::new(),
+            waiting: HashMap::new(),
+            unacked: HashMap::new(),
+            inbox: VecDeque::new(),
+            failures: VecDeque::new(),
+            waiters: Vec::new(),
+            own_name: OwnName::default(),
+            names_checked: HashSet::new(),
+            retry_scheduled: false,
+            away: AwayChecks::default(),
+            write_retry: WriteRetry::default(),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.sink.emit(&event);
+    }
+
+    fn to_relay(&self, frame: Frame) {
+        if let Some(link) = &self.link {
+            link.do_send(Outbound(frame));
+        }
+    }
+
+    fn request_id(&mut self) -> u32 {
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        self.next_request
+    }
+
+    /// The pinned name of `identity`, or for an identity without one its fingerprint
+    /// label `#` + 16 hex digits: `#` is not allowed in names (docs/PROTOCOL.md 5), so no
+    /// name a peer registers can ever read the same as the label of another identity.
+    fn display_name(&self, identity: &IdentityKey) -> String {
+        self.state
+            .name_of(identity)
+            .unwrap_or_else(|| format!("#{}", identity.short()))
+    }
+
+    // ---- sending --------------------------------------------------------------------
+
+    fn resolve_first(&mut self, matches: impl Fn(&WaitFor) -> bool) -> bool {
+        match self.waiters.iter().position(|w| matches(&w.what)) {
+            Some(index) => {
+                let waiter = self.waiters.remove(index);
+                let _ = waiter.reply.send(Ok(()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn resolve_waiters(&mut self, matches: impl Fn(&WaitFor) -> bool) {
+        let (done, keep): (Vec<_>, Vec<_>) = self.waiters.drain(..).partition(|w| matches(&w.what));
+        self.waiters = keep;
+        for waiter in done {
+            let _ = waiter.reply.send(Ok(()));
+        }
+    }
+
+    fn wait(
+        &mut self,
+        what: WaitFor,
+        timeout_ms: u64,
+        describe: String,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.push(Waiter { id, what, reply: tx });
+        ctx.run_later(Duration::from_millis(timeout_ms), move |act, _| {
+            if let Some(index) = act.waiters.iter().position(|w| w.id == id) {
+                let waiter = act.waiters.remove(index);
+                let _ = waiter.reply.send(Err(format!(
+                    "timed out after {timeout_ms} ms waiting for {describe}"
+                )));
+            }
+        });
+        rx
+    }
+
+    // ---- relay events ---------------------------------------------------------------
+}
+
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
+    if queue.len() >= INBOX_LIMIT {
+        queue.pop_front();
+    }
+    queue.push_back(item);
+}
+
+fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    id
+}
+
+/// Why nothing is sent to a peer whose identity change is pending.
+fn held_reason(peer: &str) -> String {
+    format!(
+        "the identity of {peer} changed and is held: nothing is sent until you compare safety numbers \
+         (/verify {peer}) and keep one key with /trust {peer} <digits>, or /reject {peer}"
+    )
+}
+
+fn sender_hex(bytes: &[u8; 32]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Unbounded (0), like the relay link's `do_send`s: with a bounded mailbox a full
+        // queue defers `send`s and can reorder the messages typed on stdin.
+        ctx.set_mailbox_capacity(0);
+        ctx.run_interval(PREKEY_MAINTENANCE, |act, _| act.maintain_prekeys());
+        ctx.run_interval(WRITE_RETRY_TICK, |act, _| act.retry_kept());
+        self.emit(Event::Started {
+            name: self.state.name().to_string(),
+            identity: identity_hex(self.state.identity().public()),
+        });
+        // Texts committed before the last run stopped but not shown then.
+        match self.state.unshown() {
+            Ok(texts) => {
+                for text in texts {
+                    self.on_plaintext(text.sender, text.payload, text.newly_skipped, text.late);
+                }
+            }
+            Err(err) => self.emit(Event::error(format!(
+                "cannot read the received messages not shown yet: {err}"
+            ))),
+        }
+    }
+}
+
+/// Attaches the relay link (made after the agent, since it needs the agent's address).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach(pub Addr<RelayLink>);
+
+impl Handler<Attach> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+        self.link = Some(msg.0);
+    }
+}
+
+impl Handler<LinkEvent> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
+        match msg {
+            LinkEvent::Connected { .. } => self.on_connected(ctx),
+            LinkEvent::Disconnected { reason, retry } => self.on_disconnected(reason, retry),
+            LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
+        }
+    }
+}

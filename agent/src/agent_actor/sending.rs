@@ -1,0 +1,101 @@
+//! Sending: a text or receipt to a peer by name, encrypted and committed with its
+//! outbox entry before it leaves (docs/AGENT.md 5), and resending what the relay refused.
+
+use super::*;
+
+impl AgentActor {
+    pub(super) fn queue_send(&mut self, peer: String, pending: PendingSend, ctx: &mut Context<Self>) {
+        if let Err(err) = validate_name(&peer) {
+            return self.fail_send(&peer, pending, &format!("invalid peer name: {err}"));
+        }
+        if peer == self.state.name() {
+            return self.fail_send(&peer, pending, "cannot send a message to yourself");
+        }
+        if !self.state.pending_changes(&peer).is_empty() {
+            return self.fail_send(&peer, pending, &held_reason(&peer));
+        }
+        let ready = self
+            .state
+            .pin(&peer)
+            .map(|pin| pin.identity)
+            .filter(|id| self.state.has_session(id));
+        match ready {
+            Some(identity) => {
+                // The pinned key is used at once; the registry is asked once per
+                // connection, so that a new holder of the name is noticed (section 6 of
+                // docs/AGENT.md) without delaying the message.
+                if matches!(pending.body, Body::Text(_)) && self.names_checked.insert(peer.clone()) {
+                    self.resolve(&peer, ctx);
+                }
+                self.send_now(&peer, identity, pending)
+            }
+            None => {
+                self.waiting.entry(peer.clone()).or_default().push_back(pending);
+                self.resolve(&peer, ctx);
+            }
+        }
+    }
+
+    pub(super) fn fail_send(&self, peer: &str, pending: PendingSend, reason: &str) {
+        if matches!(pending.body, Body::Text(_)) {
+            self.emit(Event::SendFailed {
+                to: peer.to_string(),
+                msg_id: msg_id_hex(&pending.msg_id),
+                reason: reason.to_string(),
+            });
+        }
+        if let Some(reply) = pending.reply {
+            let _ = reply.send(Err(reason.to_string()));
+        }
+    }
+
+    pub(super) fn fail_waiting(&mut self, peer: &str, reason: &str) {
+        for pending in self.waiting.remove(peer).unwrap_or_default() {
+            self.fail_send(peer, pending, reason);
+        }
+    }
+
+    /// Encrypts (persisting the advanced session and the outbox entry first) and sends.
+    pub(super) fn send_now(&mut self, peer: &str, identity: IdentityKey, pending: PendingSend) {
+        let now = now_ms();
+        let visible = matches!(pending.body, Body::Text(_));
+        let payload = match &pending.body {
+            Body::Text(text) => Payload::text(pending.msg_id, now, text),
+            Body::Receipt(target) => Payload::receipt(pending.msg_id, now, *target),
+        };
+        match self.state.encrypt(&identity, &payload) {
+            Ok(entry) => {
+                crash_point::reached("send.after_commit");
+                self.to_relay(Frame::Send {
+                    recipient: *identity.as_bytes(),
+                    msg_id: entry.msg_id,
+                    payload: entry.wire,
+                });
+                self.unacked.insert(
+                    pending.msg_id,
+                    Unacked {
+                        to: peer.to_string(),
+                        visible,
+                        reply: pending.reply,
+                    },
+                );
+            }
+            Err(err) if err.is_retryable() => {
+                let reason = format!("cannot save the message to {peer}, nothing was sent: {err}");
+                self.fail_send(peer, pending, &reason);
+            }
+            Err(err) => {
+                let reason = format!("cannot encrypt: {err}");
+                self.fail_send(peer, pending, &reason);
+            }
+        }
+    }
+
+    pub(super) fn flush_waiting(&mut self, peer: &str, identity: IdentityKey) {
+        for pending in self.waiting.remove(peer).unwrap_or_default() {
+            self.send_now(peer, identity, pending);
+        }
+    }
+
+    // ---- peers ----------------------------------------------------------------------
+}
