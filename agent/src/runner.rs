@@ -20,7 +20,7 @@ use crate::relay_link::{Backoff, RelayLink};
 use crate::script::{parse_script, ScriptStep, Step};
 use crate::settings::AgentSettings;
 use crate::sink::EventSink;
-use crate::state::{AgentState, KeySource};
+use crate::state::{AgentState, KeySource, Retention};
 
 /// Longest `sleep` a script may ask for.
 const MAX_SLEEP_MS: u64 = 60_000;
@@ -53,6 +53,12 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         &mut OsRng,
     )?;
     drop(key_source);
+    let mut state = state;
+    state.set_retention(Retention {
+        history_keep: settings.history.keep as usize,
+        send_log_keep: settings.send_log.keep as usize,
+        send_log_max_age_ms: settings.send_log.max_age_secs.saturating_mul(1000),
+    });
     let notices = state_notices(&state);
     let system = System::new();
     let code = system.block_on(async move {

@@ -114,6 +114,41 @@ impl Default for PrekeySettings {
     }
 }
 
+/// The conversation history kept in the state (sealed), per peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Messages kept per peer (sent and received texts, newest); 0 keeps none.
+    pub keep: u32,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self { keep: 1000 }
+    }
+}
+
+/// The send log kept in the state (sealed): recent sent payloads per peer, so that a
+/// session established again can carry them again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendLogSettings {
+    /// Sent payloads kept per peer (newest); 0 keeps none.
+    pub keep: u32,
+    /// Entries older than this are deleted, in seconds (7 days: the relay's default
+    /// message lifetime).
+    pub max_age_secs: u64,
+}
+
+impl Default for SendLogSettings {
+    fn default() -> Self {
+        Self {
+            keep: 200,
+            max_age_secs: 7 * 86_400,
+        }
+    }
+}
+
 /// Reconnection to the relay: exponential backoff from `initial_ms` up to `max_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,6 +197,10 @@ pub struct AgentSettings {
     pub prekeys: PrekeySettings,
     /// Reconnection backoff.
     pub reconnect: ReconnectSettings,
+    /// The conversation history kept.
+    pub history: HistorySettings,
+    /// The send log kept.
+    pub send_log: SendLogSettings,
     /// How long a script's `expect`, `expect-failure` and `wait-peer` wait unless the
     /// step gives `timeout=<ms>`, in milliseconds.
     pub expect_timeout_ms: u64,
@@ -180,6 +219,8 @@ impl Default for AgentSettings {
             log_level: LogLevel::Info,
             prekeys: PrekeySettings::default(),
             reconnect: ReconnectSettings::default(),
+            history: HistorySettings::default(),
+            send_log: SendLogSettings::default(),
             expect_timeout_ms: 10_000,
         }
     }

@@ -47,6 +47,7 @@ mod import_v1;
 pub mod inspect;
 mod outbox;
 mod prekeys;
+mod retention;
 mod sessions;
 mod trust;
 mod unshown;
@@ -67,6 +68,7 @@ use rand_core::CryptoRngCore;
 pub use self::error::{ReceiveError, StateError};
 pub use self::import_v1::STATE_VERSION;
 pub use self::outbox::OutboxEntry;
+pub use self::retention::{HistoryEntry, LoggedSend, Retention};
 pub use self::sessions::{ARCHIVED_SESSIONS, RECEIVED_IDS_KEPT};
 pub use self::unshown::Unshown;
 pub use crate::incoming::Incoming;
@@ -112,6 +114,8 @@ pub struct AgentState {
     name_release: Option<NameReleaseState>,
     /// Texts shown whose `unshown` row could not be deleted yet (retried).
     shown_unsaved: Vec<(IdentityKey, [u8; 16])>,
+    /// What is kept of past messages (send log, history).
+    retention: Retention,
     is_new: bool,
     imported: bool,
     passphrase: bool,
@@ -242,6 +246,7 @@ impl AgentState {
             outbox,
             name_release,
             shown_unsaved: Vec::new(),
+            retention: Retention::default(),
             is_new: false,
             imported: false,
             passphrase: false,

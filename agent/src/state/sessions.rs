@@ -35,6 +35,8 @@ use super::values::{identity_key, session_bytes, session_from};
 use super::AgentState;
 use crate::failure::{DecryptFailure, FailureClass};
 use crate::incoming::Incoming;
+use crate::store::history::Direction;
+use crate::store::send_log::SendLogBounds;
 use crate::store::sessions::IdKind;
 use crate::store::Rows;
 
@@ -156,11 +158,30 @@ impl AgentState {
         let bytes = session_bytes(&session, &path)?;
         let entry = OutboxEntry::new(payload, *peer, wire);
         let row = entry.row();
+        let retention = self.retention;
+        let text = payload.as_text();
         crate::crash_point::reached("send.before_commit");
         self.db.transaction_with(|tx| {
             tx.put_session(peer.as_bytes(), &bytes)?;
             if !tx.outbox_put(&row)? {
                 return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
+            }
+            if let Some(text) = text {
+                let bounds = SendLogBounds {
+                    keep: retention.send_log_keep,
+                    max_age_ms: retention.send_log_max_age_ms,
+                };
+                let id = &payload.message_id;
+                tx.send_log_push(peer.as_bytes(), id, &plaintext, payload.timestamp_ms, bounds)?;
+                let at = payload.timestamp_ms;
+                tx.history_push(
+                    peer.as_bytes(),
+                    Direction::Sent,
+                    id,
+                    text.as_bytes(),
+                    at,
+                    retention.history_keep,
+                )?;
             }
             Ok(())
         })?;
@@ -286,6 +307,10 @@ impl AgentState {
             None
         };
 
+        let history_keep = self.retention.history_keep;
+        let history_text = (payload.as_ref().ok())
+            .filter(|_| text_id.is_some())
+            .and_then(|p| p.as_text().map(|t| (t.as_bytes().to_vec(), p.timestamp_ms)));
         let path = self.db.path().to_path_buf();
         let bytes = session_bytes(&next, &path)?;
         let archive_bytes = to_archive.as_ref().map(|s| session_bytes(s, &path)).transpose()?;
@@ -310,6 +335,9 @@ impl AgentState {
                 if let Some(id) = text_id {
                     let (skipped, late) = (decrypted.newly_skipped, decrypted.late);
                     tx.put_unshown(&peer, &id, &decrypted.plaintext, skipped, late)?;
+                    if let Some((text, at)) = &history_text {
+                        tx.history_push(&peer, Direction::Received, &id, text, *at, history_keep)?;
+                    }
                 }
                 if let Some((signed_prekey, base_key, one_time)) = handshake {
                     if let Some(opk) = one_time {

@@ -345,3 +345,43 @@ fn a_shown_mark_that_cannot_be_saved_is_saved_with_the_next_one() {
     bob.shown(&a, &two).expect("shown");
     assert!(bob.unshown().expect("read").is_empty(), "both marks saved");
 }
+
+#[test]
+fn sent_and_received_texts_go_to_the_history_and_sent_ones_to_the_send_log() {
+    use crate::state::Retention;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut alice = open(&tmp.path().join("alice"), "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let (alice_ik, bob_ik) = (ik(&alice), ik(&bob));
+    let hello = send(&mut alice, &bob, "hello bob");
+    assert_eq!(recv_text(&mut bob, &alice_ik, &hello), "hello bob");
+    let history = alice.history(&bob_ik, 10).expect("history");
+    assert_eq!(history.len(), 1);
+    assert!(history[0].sent);
+    assert_eq!(history[0].text, "hello bob");
+    let received = bob.history(&alice_ik, 10).expect("history");
+    assert_eq!((received.len(), received[0].sent), (1, false));
+    assert_eq!(received[0].text, "hello bob");
+    let log = alice.send_log(&bob_ik).expect("send log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].msg_id, hello.msg_id);
+
+    // Bounded per peer; 0 keeps none.
+    alice.set_retention(Retention {
+        history_keep: 2,
+        send_log_keep: 0,
+        ..Retention::default()
+    });
+    for i in 0..3 {
+        send(&mut alice, &bob, &format!("more {i}"));
+    }
+    let texts: Vec<String> = (alice.history(&bob_ik, 10).expect("history").into_iter())
+        .map(|h| h.text)
+        .collect();
+    assert_eq!(texts, vec!["more 1".to_string(), "more 2".to_string()]);
+    assert_eq!(
+        alice.send_log(&bob_ik).expect("send log").len(),
+        1,
+        "nothing new logged"
+    );
+}
