@@ -42,6 +42,7 @@ pub mod incoming;
 pub mod own_name;
 pub mod pins;
 pub mod qr;
+pub mod receipt_budget;
 pub mod relay_link;
 pub mod runner;
 pub mod script;

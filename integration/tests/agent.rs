@@ -884,6 +884,9 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
     alice
         .wait_for("sent to bob", WAIT, |e| e["event"] == "sent" && e["to"] == "bob")
         .expect("sent");
+    // Receipts go only to peers one has written to (bob has now): alice's next text
+    // gets one.
+    talk(&mut alice, &mut bob, "and this one gets a receipt");
     alice
         .wait_for("delivered to bob", WAIT, |e| {
             e["event"] == "delivered" && e["to"] == "bob"

@@ -4,6 +4,8 @@
 //!   rate limit instead of multiplying on every refusal, and every message is processed;
 //! - a message stored while the agent was offline is shown on its next connection, every
 //!   time (it used to race the agent's "connected" notice and wait for a reconnect);
+//! - a flood of texts from an identity never written to gets at most a small budget of
+//!   receipts, so it cannot use up the victim's storage quota at the relay;
 //! - a flood of messages from a pending identity past the held limit is acknowledged and
 //!   deleted, so other senders' messages keep arriving.
 
@@ -272,6 +274,101 @@ fn a_flood_past_the_held_limit_is_discarded_and_other_senders_still_get_through(
     alice
         .wait_message("carol", "carol two, after the flood", WAIT)
         .expect("other senders still get through");
+    for agent in [&mut alice, &mut carol] {
+        agent.send_line("/quit").expect("stdin");
+        assert!(agent.wait_exit(WAIT).expect("exits").success());
+    }
+}
+
+#[test]
+fn texts_from_an_identity_never_written_to_get_few_receipts_and_cannot_use_up_our_quota() {
+    const FLOOD: usize = 80;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A sender quota below the flood: receipts to the flooder would use it up.
+    let relay = relay(
+        &tmp.path().join("relay"),
+        &[("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "40")],
+    );
+    let mut alice = agent("alice", relay.addr, &tmp.path().join("alice"))
+        .start()
+        .expect("alice starts");
+    let mut carol = agent("carol", relay.addr, &tmp.path().join("carol"))
+        .start()
+        .expect("carol starts");
+    let alice_id = alice.identity(WAIT).expect("alice");
+    carol.identity(WAIT).expect("carol");
+    for _ in 0..2 {
+        relay.wait_log("name claimed", WAIT).expect("claimed");
+    }
+    // A conversation: alice wrote to carol, so carol's texts get receipts.
+    carol.send_line("/msg alice hi alice").expect("stdin");
+    alice.wait_message("carol", "hi alice", WAIT).expect("shown");
+    alice.send_line("/msg carol hi carol").expect("stdin");
+    carol.wait_message("alice", "hi carol", WAIT).expect("shown");
+
+    // Mallory, whom alice never wrote to, floods her and never reads anything.
+    let victim = key_bytes(&alice_id);
+    let mallory = IdentityKeyPair::generate(&mut OsRng);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = RelayClient::connect(relay.addr, mallory.clone())
+            .await
+            .expect("connect");
+        let Frame::Bundle {
+            bundle: Some(bytes), ..
+        } = client.fetch_bundle(1, victim).await.expect("bundle")
+        else {
+            panic!("alice has a bundle");
+        };
+        let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
+        let mut session = Session::initiate(&mallory, &bundle, &mut OsRng).expect("x3dh");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..FLOOD {
+            let payload = Payload::text(random_id(), now_ms(), &format!("spam {i}"));
+            let wire = session
+                .encrypt(&payload.encode().expect("encodes"))
+                .expect("encrypts");
+            // Mallory's own quota refuses it until alice has read enough: wait.
+            loop {
+                assert!(Instant::now() < deadline, "flood not stored in time");
+                let mut other = Vec::new();
+                match client
+                    .send_message(victim, payload.message_id, wire.clone(), &mut other)
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    });
+    alice
+        .wait_count("the flood shown", FLOOD, Duration::from_secs(60), |e| {
+            e["event"] == "message" && e["text"].as_str().is_some_and(|t| t.starts_with("spam "))
+        })
+        .expect("shown");
+    // Alice can still write, and her correspondent's texts still get receipts.
+    alice.send_line("/msg carol after the flood").expect("stdin");
+    carol
+        .wait_message("alice", "after the flood", WAIT)
+        .expect("alice can still send");
+    carol.send_line("/msg alice me too").expect("stdin");
+    alice.wait_message("carol", "me too", WAIT).expect("shown");
+    carol
+        .wait_for("a receipt", WAIT, |e| e["event"] == "delivered")
+        .expect("carol's texts are acknowledged end to end");
+    // At most the first-contact receipt budget waits for mallory at the relay.
+    let queued = rt.block_on(async {
+        RelayClient::connect(relay.addr, mallory.clone())
+            .await
+            .expect("connect")
+            .queued
+    });
+    println!("{FLOOD} texts from an identity alice never wrote to: {queued} receipts to it");
+    assert!(
+        queued as usize <= e2ee_agent::receipt_budget::BURST as usize + 1,
+        "{queued} receipts were sent to an identity alice never wrote to"
+    );
     for agent in [&mut alice, &mut carol] {
         agent.send_line("/quit").expect("stdin");
         assert!(agent.wait_exit(WAIT).expect("exits").success());

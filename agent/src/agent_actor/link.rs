@@ -82,8 +82,10 @@ impl AgentActor {
     /// Sends outbox entry `msg_id` again after `delay_ms`, if the relay has not stored it
     /// by then.
     pub(super) fn resend_later(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
-        ctx.run_later(Duration::from_millis(u64::from(delay_ms)), move |act, _| {
-            if let Some(entry) = act.state.outbox().into_iter().find(|e| e.msg_id == msg_id) {
+        // At least 100 ms, so that a relay answering 0 cannot make a busy loop.
+        let delay = Duration::from_millis(u64::from(delay_ms).max(MIN_RETRY_MS));
+        ctx.run_later(delay, move |act, _| {
+            if let Some(entry) = act.state.outbox_entry(&msg_id) {
                 act.to_relay(Frame::Send {
                     recipient: *entry.recipient.as_bytes(),
                     msg_id,
@@ -278,12 +280,23 @@ impl AgentActor {
                     self.emit(Event::info(format!(
                         "the relay rate-limited a request: asking again in {retry_after_ms} ms"
                     )));
-                    ctx.run_later(Duration::from_millis(u64::from(retry_after_ms)), |act, ctx| {
+                    let delay = Duration::from_millis(u64::from(retry_after_ms).max(MIN_RETRY_MS));
+                    ctx.run_later(delay, |act, ctx| {
                         act.retry_scheduled = false;
                         if act.connected {
                             act.forget_requests();
                             act.resolve_pending(ctx);
-                            act.announce_own_name(false);
+                            // A claim someone waits for is confirmed again by a lookup.
+                            let check = (act.waiters.iter())
+                                .any(|w| matches!(w.what, WaitFor::OwnName { bound: true }));
+                            act.announce_own_name(check);
+                            // A refused publication (a rotated signed prekey, fresh
+                            // one-time prekeys) is not left for the next connection.
+                            if act.state.needs_publish() {
+                                act.to_relay(Frame::PublishPreKeys {
+                                    bundle: act.state.bundle_to_publish().encode(),
+                                });
+                            }
                         }
                     });
                 }
@@ -293,13 +306,19 @@ impl AgentActor {
                 recipient,
                 retry_after_ms,
             } => {
+                // Not in the outbox (a best-effort receipt): dropped, nothing to say.
+                if !self.state.outbox_contains(&msg_id) {
+                    return;
+                }
                 let to = IdentityKey::from_bytes(recipient)
                     .map(|id| self.display_name(&id))
                     .unwrap_or_else(|_| sender_hex(&recipient));
                 // Kept in the outbox: resent after the delay and on every reconnection
                 // until the relay stores it. A script's `send` fails now rather than wait.
+                // The relay does not say which limit was reached (PROTOCOL.md 1.9).
                 let reason = format!(
-                    "the queue of {to} at the relay is full: kept in the outbox, resending in {retry_after_ms} ms"
+                    "the relay refused to store a message to {to} (its queue, your storage quota or the \
+                     relay's storage budget is full): kept in the outbox, resending in {retry_after_ms} ms"
                 );
                 self.emit(Event::info(reason.clone()));
                 if let Some(Unacked { reply, .. }) = self.unacked.get_mut(&msg_id) {

@@ -25,6 +25,7 @@ use crate::failure::FailureClass;
 use crate::held::{HeldMessage, HELD_PER_NAME};
 use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
+use crate::receipt_budget::ReceiptBudget;
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::settings::{AgentSettings, IdentityPolicy};
 use crate::sink::EventSink;
@@ -50,6 +51,9 @@ const INBOX_LIMIT: usize = 10_000;
 const UNRESOLVED_LIMIT: usize = 4_096;
 /// Reverse lookups in flight at once; more senders wait for their turn.
 const LOOKUP_WINDOW: usize = 16;
+/// The shortest wait before asking the relay again after a refusal, whatever retry
+/// time it gave (a relay answering 0 must not cause a busy loop).
+const MIN_RETRY_MS: u64 = 100;
 /// How often prekey hygiene (signed prekey rotation, expiry) runs.
 const PREKEY_MAINTENANCE: Duration = Duration::from_secs(60);
 /// How often kept deliveries are checked for a due retry (`write_retry`).
@@ -152,6 +156,8 @@ pub struct AgentActor {
     names_checked: HashSet<String>,
     /// True while a retry of refused (rate-limited) requests is scheduled.
     retry_scheduled: bool,
+    /// Receipts to peers we have not written to (first contacts).
+    first_contact_receipts: ReceiptBudget,
     /// Away queries about recipients (`recipient_away`).
     away: AwayChecks,
     /// Deliveries that could not be saved (disk full), retried with backoff.
@@ -187,6 +193,7 @@ impl AgentActor {
             own_name: OwnName::default(),
             names_checked: HashSet::new(),
             retry_scheduled: false,
+            first_contact_receipts: ReceiptBudget::new(std::time::Instant::now()),
             away: AwayChecks::default(),
             write_retry: WriteRetry::default(),
         }
@@ -283,8 +290,11 @@ fn held_reason(peer: &str) -> String {
     )
 }
 
+/// The fingerprint label of 32 bytes that are not a valid identity key: `#` and 16 hex
+/// digits, like any identity without a name (never readable as a name).
 fn sender_hex(bytes: &[u8; 32]) -> String {
-    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = bytes[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("#{hex}")
 }
 
 impl Actor for AgentActor {

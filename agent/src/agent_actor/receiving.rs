@@ -319,13 +319,20 @@ impl AgentActor {
                 if !matched {
                     push_bounded(&mut self.inbox, (from.clone(), text));
                 }
-                // An end-to-end receipt (never for receipts, so no loop).
-                let receipt = PendingSend {
-                    body: Body::Receipt(payload.message_id),
-                    msg_id: random_id(),
-                    reply: None,
-                };
-                self.send_now(&from, sender, receipt);
+                // An end-to-end receipt (never for receipts, so no loop): to a peer we
+                // have written to, and to others only within a small budget, so that
+                // identities the user never wrote to cannot make the agent spend its
+                // own storage quota at the relay (docs/AGENT.md 6).
+                if self.state.is_correspondent(&sender)
+                    || self.first_contact_receipts.take(std::time::Instant::now())
+                {
+                    let receipt = PendingSend {
+                        body: Body::Receipt(payload.message_id),
+                        msg_id: random_id(),
+                        reply: None,
+                    };
+                    self.send_now(&from, sender, receipt);
+                }
             }
         }
     }

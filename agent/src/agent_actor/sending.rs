@@ -63,6 +63,18 @@ impl AgentActor {
             Body::Text(text) => Payload::text(pending.msg_id, now, text),
             Body::Receipt(target) => Payload::receipt(pending.msg_id, now, *target),
         };
+        if let Body::Receipt(_) = pending.body {
+            // Best effort: never kept in the outbox (see `encrypt_best_effort`).
+            match self.state.encrypt_best_effort(&identity, &payload) {
+                Ok(wire) => self.to_relay(Frame::Send {
+                    recipient: *identity.as_bytes(),
+                    msg_id: pending.msg_id,
+                    payload: wire,
+                }),
+                Err(err) => debug!(self.log, "receipt not sent"; "peer" => peer, "err" => %err),
+            }
+            return;
+        }
         match self.state.encrypt(&identity, &payload) {
             Ok(entry) => {
                 crash_point::reached("send.after_commit");

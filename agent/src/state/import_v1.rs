@@ -248,6 +248,8 @@ pub(super) fn import(dir: &Path, name: &str, db: &mut StateDb) -> Result<(), Sta
                 tx.archive_session(peer, &session_bytes(old, &path)?, ARCHIVED_SESSIONS)?;
             }
             tx.put_session(peer, &session_bytes(&file.session, &path)?)?;
+            // A conversation of the earlier release goes on with its receipts.
+            tx.add_correspondent(peer, 0)?;
             for id in &file.received_ids {
                 tx.record_received(peer, IdKind::Relay, id, RECEIVED_IDS_KEPT)?;
             }

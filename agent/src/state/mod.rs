@@ -56,7 +56,7 @@ mod values;
 #[cfg(test)]
 mod test_util;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -116,6 +116,8 @@ pub struct AgentState {
     shown_unsaved: Vec<(IdentityKey, [u8; 16])>,
     /// What is kept of past messages (send log, history).
     retention: Retention,
+    /// The peers we have written a text to (receipts go only to them).
+    correspondents: HashSet<IdentityKey>,
     is_new: bool,
     imported: bool,
     passphrase: bool,
@@ -229,6 +231,9 @@ impl AgentState {
         let book = trust::load_book(&rows, &path)?;
         let held = trust::load_held(&rows, &path)?;
         let outbox = outbox::load_outbox(&rows, &path)?;
+        let correspondents = (rows.correspondents()?.into_iter())
+            .map(|peer| values::identity_key(&peer, "correspondents.peer", &path))
+            .collect::<Result<HashSet<_>, _>>()?;
         let name_release = stored.name_release.map(|r| NameReleaseState {
             issued_ms: r.issued_ms,
             confirmed: r.confirmed,
@@ -247,6 +252,7 @@ impl AgentState {
             name_release,
             shown_unsaved: Vec::new(),
             retention: Retention::default(),
+            correspondents,
             is_new: false,
             imported: false,
             passphrase: false,

@@ -110,6 +110,16 @@ impl AgentState {
     pub fn outbox(&self) -> Vec<OutboxEntry> {
         self.outbox.clone()
     }
+
+    /// True if message `msg_id` waits in the outbox.
+    pub fn outbox_contains(&self, msg_id: &[u8; 16]) -> bool {
+        self.outbox.iter().any(|e| &e.msg_id == msg_id)
+    }
+
+    /// The outbox entry of message `msg_id`, if it waits there.
+    pub fn outbox_entry(&self, msg_id: &[u8; 16]) -> Option<OutboxEntry> {
+        self.outbox.iter().find(|e| &e.msg_id == msg_id).cloned()
+    }
 }
 
 #[cfg(test)]

@@ -167,6 +167,7 @@ impl AgentState {
                 return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
             }
             if let Some(text) = text {
+                tx.add_correspondent(peer.as_bytes(), payload.timestamp_ms)?;
                 let bounds = SendLogBounds {
                     keep: retention.send_log_keep,
                     max_age_ms: retention.send_log_max_age_ms,
@@ -188,8 +189,44 @@ impl AgentState {
         if let Some(p) = self.peers.get_mut(peer) {
             p.session = session;
         }
+        if text.is_some() {
+            self.correspondents.insert(*peer);
+        }
         self.outbox.push(entry.clone());
         Ok(entry)
+    }
+
+    /// True if we have written a text to `peer` (then, and only then, its texts get
+    /// end-to-end receipts).
+    pub fn is_correspondent(&self, peer: &IdentityKey) -> bool {
+        self.correspondents.contains(peer)
+    }
+
+    /// Encrypts a best-effort message (an end-to-end receipt) for `peer`: the advanced
+    /// session is committed before this returns (a message key is never used twice),
+    /// but nothing goes to the outbox, so a relay that refuses it, or a lost
+    /// connection, drops it instead of keeping it for a resend.
+    pub fn encrypt_best_effort(
+        &mut self,
+        peer: &IdentityKey,
+        payload: &Payload,
+    ) -> Result<Vec<u8>, StateError> {
+        let plaintext = payload.encode()?;
+        let mut session = self
+            .peers
+            .get(peer)
+            .ok_or_else(|| StateError::NoSession(peer.short()))?
+            .session
+            .clone();
+        let wire = session.encrypt(&plaintext)?;
+        let bytes = session_bytes(&session, self.db.path())?;
+        self.db.transaction_with(|tx| -> Result<(), StateError> {
+            Ok(tx.put_session(peer.as_bytes(), &bytes)?)
+        })?;
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.session = session;
+        }
+        Ok(wire)
     }
 
     /// Decrypts a message the relay attributes to `sender`.

@@ -181,13 +181,28 @@ impl AgentState {
     /// Holds `identity` as a pending change of `name` until the user decides. Saved; it
     /// applies in memory even when saving fails (the error is returned): a full disk
     /// must not lift a hold.
+    /// The pending list is bounded ([`crate::pins::MAX_PENDING_PER_NAME`]): an identity
+    /// it forgets has its held messages deleted with it, in the same transaction.
     pub fn hold_change(&mut self, name: &str, identity: &IdentityKey) -> Result<(), StateError> {
         validate_name(name)?;
         let mut book = self.book.clone();
         book.hold(name, identity);
+        let still = book.pending(name);
+        let evicted: Vec<IdentityKey> = (self.book.pending(name).into_iter())
+            .filter(|p| !still.contains(p))
+            .collect();
         let old = &self.book;
-        let saved = self.db.transaction_with(|tx| sync_book(tx, Some(old), &book));
+        let saved = self.db.transaction_with(|tx| -> Result<(), StateError> {
+            sync_book(tx, Some(old), &book)?;
+            for sender in &evicted {
+                tx.remove_held_from(sender.as_bytes())?;
+            }
+            Ok(())
+        });
         self.book = book;
+        if saved.is_ok() {
+            self.held.retain(|m| !evicted.contains(&m.sender));
+        }
         saved
     }
 
@@ -220,13 +235,21 @@ impl AgentState {
     pub fn reject_pending(&mut self, name: &str) -> Result<Vec<IdentityKey>, StateError> {
         let mut book = self.book.clone();
         let rejected = book.reject(name);
-        if rejected.is_empty() {
+        // Every message held for the name goes, also one of an identity the bounded
+        // pending list forgot earlier.
+        let mut discard = rejected.clone();
+        for m in &self.held {
+            if m.name == name && !discard.contains(&m.sender) && !book.is_pinned(&m.sender) {
+                discard.push(m.sender);
+            }
+        }
+        if discard.is_empty() {
             return Ok(rejected);
         }
         let dropped: Vec<IdentityKey> = (rejected.iter().copied())
             .filter(|identity| !book.is_pinned(identity))
             .collect();
-        self.commit_trust(book, &rejected, &dropped)?;
+        self.commit_trust(book, &discard, &dropped)?;
         Ok(rejected)
     }
 

@@ -28,6 +28,7 @@
 //! `key_check`, `schema`, `seal` and `private_files`; `key_check` uses `state_key`
 //! and `seal`; `state_key` uses `kdf`; all use `error`.
 
+pub mod correspondents;
 pub mod error;
 pub mod held;
 pub mod history;

@@ -43,10 +43,25 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "received texts committed but not shown yet (unshown)",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        description: "correspondents: the peers written to (receipts go only to them)",
+        sql: V3,
+    },
 ];
 
 /// The version a database has after all of [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Peers with a session when this step runs count as written to: the conversations
+/// of a state made before it go on with their receipts.
+const V3: &str = "
+CREATE TABLE correspondents (
+    peer     BLOB PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO correspondents (peer, since_ms) SELECT peer, 0 FROM sessions;
+";
 
 const V1: &str = "
 PRAGMA application_id = 1160922433;
@@ -310,6 +325,7 @@ mod tests {
         let expected = [
             "archived_sessions",
             "base_keys",
+            "correspondents",
             "held",
             "history",
             "identity",

@@ -238,3 +238,44 @@ fn accepting_an_identity_commits_pins_held_messages_and_sessions_together() {
         "the accepted identity's message stays"
     );
 }
+
+#[test]
+fn a_forgotten_pending_identity_takes_its_held_messages_and_reject_clears_the_name() {
+    use crate::pins::MAX_PENDING_PER_NAME;
+    use e2ee_protocol::identity::IdentityKeyPair;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("alice");
+    let mut alice = open(&dir, "alice");
+    let bob = open(&tmp.path().join("bob"), "bob");
+    alice.observe_identity("bob", &ik(&bob), 1).expect("pin");
+    let held = |sender, n: u8| HeldMessage {
+        name: "bob".into(),
+        sender,
+        msg_id: [n; 16],
+        wire: vec![n; 40],
+        held_ms: u64::from(n),
+    };
+    let first = *IdentityKeyPair::from_seed(&[200; 32]).public();
+    alice.hold_change("bob", &first).expect("hold");
+    for n in 0..5 {
+        assert!(alice.hold_message(held(first, n)).expect("held"));
+    }
+    // The list is full after MAX_PENDING_PER_NAME more: `first` is forgotten, and
+    // its held messages with it, on disk too.
+    for seed in 0..MAX_PENDING_PER_NAME as u8 {
+        let other = *IdentityKeyPair::from_seed(&[seed; 32]).public();
+        alice.hold_change("bob", &other).expect("hold");
+    }
+    assert!(!alice.pending_changes("bob").contains(&first));
+    assert!(alice.held_from(&first).is_empty());
+    assert_eq!(alice.held_count("bob"), 0);
+    drop(alice);
+    let mut alice = open(&dir, "alice");
+    assert_eq!(alice.held_count("bob"), 0, "deleted on disk as well");
+
+    // /reject clears every message held for the name.
+    let last = alice.pending_changes("bob").last().copied().expect("pending");
+    assert!(alice.hold_message(held(last, 9)).expect("held"));
+    alice.reject_pending("bob").expect("reject");
+    assert_eq!(alice.held_count("bob"), 0);
+}
