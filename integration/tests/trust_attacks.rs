@@ -374,3 +374,68 @@ fn texts_from_an_identity_never_written_to_get_few_receipts_and_cannot_use_up_ou
         assert!(agent.wait_exit(WAIT).expect("exits").success());
     }
 }
+
+#[test]
+fn a_flood_of_unnamed_senders_does_not_hold_back_a_known_peer() {
+    const SENDERS: usize = 600;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A window of unacknowledged messages smaller than the flood: deliveries the agent
+    // keeps unacknowledged while it looks their senders up would fill it.
+    let relay = relay(&tmp.path().join("relay"), &[("E2EE_LIMITS__MAX_UNACKED", "300")]);
+    let alice_dir = tmp.path().join("alice");
+    let mut alice = agent("alice", relay.addr, &alice_dir)
+        .start()
+        .expect("alice starts");
+    let mut carol = agent("carol", relay.addr, &tmp.path().join("carol"))
+        .start()
+        .expect("carol starts");
+    let alice_id = alice.identity(WAIT).expect("alice");
+    carol.identity(WAIT).expect("carol");
+    for _ in 0..2 {
+        relay.wait_log("name claimed", WAIT).expect("claimed");
+    }
+    carol.send_line("/msg alice before").expect("stdin");
+    alice.wait_message("carol", "before", WAIT).expect("shown");
+    alice.send_line("/quit").expect("stdin");
+    assert!(alice.wait_exit(WAIT).expect("exits").success());
+
+    let victim = key_bytes(&alice_id);
+    runtime().block_on(async {
+        for _ in 0..SENDERS {
+            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
+                .await
+                .expect("connect");
+            let mut other = Vec::new();
+            sender
+                .send_message(victim, random_id(), vec![0x02; 100], &mut other)
+                .await
+                .expect("stored");
+        }
+    });
+    carol.send_line("/msg alice behind the flood").expect("stdin");
+    carol.wait_event("sent", WAIT).expect("stored");
+
+    let mut alice = agent("alice", relay.addr, &alice_dir)
+        .start()
+        .expect("alice starts");
+    let start = Instant::now();
+    alice
+        .wait_message("carol", "behind the flood", WAIT)
+        .expect("the known peer's message is not held back by the flood");
+    println!(
+        "carol's message behind {SENDERS} unnamed senders shown after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    alice
+        .wait_count(
+            "every junk message processed",
+            SENDERS,
+            Duration::from_secs(90),
+            |e| e["event"] == "decrypt_failure",
+        )
+        .expect("all processed");
+    for agent in [&mut alice, &mut carol] {
+        agent.send_line("/quit").expect("stdin");
+        assert!(agent.wait_exit(WAIT).expect("exits").success());
+    }
+}

@@ -43,12 +43,7 @@ impl Handler<Expect> for AgentActor {
     type Result = ResponseFuture<Result<(), String>>;
 
     fn handle(&mut self, msg: Expect, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(index) = self
-            .inbox
-            .iter()
-            .position(|(from, text)| *from == msg.peer && text.contains(msg.text.as_str()))
-        {
-            self.inbox.remove(index);
+        if self.take_text(&msg.peer, &msg.text) {
             return Box::pin(async { Ok(()) });
         }
         let describe = format!("a message from {} containing {:?}", msg.peer, msg.text);

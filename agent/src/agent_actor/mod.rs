@@ -46,9 +46,13 @@ pub use commands::*;
 const LEGACY_CLAIM_PREFIX: &[u8] = b"name-claim:";
 /// Received messages kept for `expect` steps that have not asked yet.
 const INBOX_LIMIT: usize = 10_000;
-/// Deliveries from senders being looked up (reverse lookup) kept in memory, in all; past
-/// it they are left unacknowledged and come again on the next connection.
-const UNRESOLVED_LIMIT: usize = 4_096;
+/// Bytes of text kept for `expect` steps, in all; past it the oldest are forgotten.
+const INBOX_BYTES: usize = 16 << 20;
+/// Deliveries from senders being looked up (reverse lookup) kept in memory, in all
+/// (at most 256 × 64 KiB); past it a delivery from an unnamed sender is processed at
+/// once, under the sender's fingerprint label, so that it does not hold the relay's
+/// window of unacknowledged messages (known peers' messages wait behind it).
+const UNRESOLVED_LIMIT: usize = 256;
 /// Reverse lookups in flight at once; more senders wait for their turn.
 const LOOKUP_WINDOW: usize = 16;
 /// The shortest wait before asking the relay again after a refusal, whatever retry
@@ -148,6 +152,8 @@ pub struct AgentActor {
     waiting: HashMap<String, VecDeque<PendingSend>>,
     unacked: HashMap<[u8; 16], Unacked>,
     inbox: VecDeque<(String, String)>,
+    /// Bytes of text in `inbox`.
+    inbox_bytes: usize,
     failures: VecDeque<(String, FailureClass)>,
     waiters: Vec<Waiter>,
     /// Requests about our own name in flight.
@@ -188,6 +194,7 @@ impl AgentActor {
             waiting: HashMap::new(),
             unacked: HashMap::new(),
             inbox: VecDeque::new(),
+            inbox_bytes: 0,
             failures: VecDeque::new(),
             waiters: Vec::new(),
             own_name: OwnName::default(),
@@ -267,6 +274,33 @@ impl AgentActor {
     }
 
     // ---- relay events ---------------------------------------------------------------
+}
+
+impl AgentActor {
+    /// Keeps a shown text for a later `expect` step, within [`INBOX_LIMIT`] texts and
+    /// [`INBOX_BYTES`] bytes (the oldest go first).
+    fn remember_text(&mut self, from: String, text: String) {
+        self.inbox_bytes += text.len();
+        self.inbox.push_back((from, text));
+        while self.inbox.len() > INBOX_LIMIT || self.inbox_bytes > INBOX_BYTES {
+            match self.inbox.pop_front() {
+                Some((_, old)) => self.inbox_bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Takes the first kept text from `peer` that contains `needle`.
+    fn take_text(&mut self, peer: &str, needle: &str) -> bool {
+        let found = (self.inbox.iter()).position(|(from, text)| from == peer && text.contains(needle));
+        match found.and_then(|index| self.inbox.remove(index)) {
+            Some((_, text)) => {
+                self.inbox_bytes -= text.len();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {

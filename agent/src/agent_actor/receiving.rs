@@ -136,9 +136,17 @@ impl AgentActor {
     }
 
     pub(super) fn look_up_sender(&mut self, identity: IdentityKey, msg_id: [u8; 16], wire: &[u8]) {
-        let queued: usize = self.unresolved.values().map(VecDeque::len).sum();
-        if queued >= UNRESOLVED_LIMIT || !self.connected {
+        if !self.connected {
             // Left unacknowledged: the relay delivers it again on the next connection.
+            return;
+        }
+        let queued: usize = self.unresolved.values().map(VecDeque::len).sum();
+        if queued >= UNRESOLVED_LIMIT {
+            // Too many senders waiting for their names (a flood of throwaway identities):
+            // waiting longer would keep these deliveries unacknowledged and fill the
+            // relay's window for this connection, stalling known peers behind them. So
+            // this one is processed now, shown under the sender's fingerprint label.
+            self.decrypt_and_show(identity, msg_id, wire);
             return;
         }
         self.unresolved.entry(identity).or_default().push_back(Delivery {
@@ -317,7 +325,7 @@ impl AgentActor {
                     |what| matches!(what, WaitFor::Message { peer, text: t } if *peer == from && text.contains(t.as_str())),
                 );
                 if !matched {
-                    push_bounded(&mut self.inbox, (from.clone(), text));
+                    self.remember_text(from.clone(), text);
                 }
                 // An end-to-end receipt (never for receipts, so no loop): to a peer we
                 // have written to, and to others only within a small budget, so that
