@@ -439,3 +439,77 @@ fn a_flood_of_unnamed_senders_does_not_hold_back_a_known_peer() {
         assert!(agent.wait_exit(WAIT).expect("exits").success());
     }
 }
+
+#[test]
+fn a_relay_that_never_answers_reverse_lookups_does_not_hold_messages_for_good() {
+    use e2ee_protocol::codec::FrameCodec;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::Framed;
+
+    const DELIVERIES: usize = 20;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut alice = agent("alice", addr, &tmp.path().join("alice"))
+        .start()
+        .expect("alice starts");
+    // A relay that logs alice in, delivers junk from unnamed senders, answers nothing.
+    let (acked, lookups) = rt.block_on(async {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("alice connects")
+            .expect("accept");
+        let mut framed = Framed::new(stream, FrameCodec::default());
+        framed
+            .send(Frame::Challenge {
+                relay_id: [7; 32],
+                nonce: [9; 32],
+            })
+            .await
+            .expect("challenge");
+        match tokio::time::timeout(WAIT, framed.next()).await {
+            Ok(Some(Ok(Frame::Auth { .. }))) => {}
+            other => panic!("expected Auth, got {other:?}"),
+        }
+        framed.send(Frame::AuthOk { queued: 0 }).await.expect("ok");
+        for _ in 0..DELIVERIES {
+            let sender = IdentityKeyPair::generate(&mut OsRng);
+            framed
+                .send(Frame::Deliver {
+                    sender: *sender.public().as_bytes(),
+                    msg_id: random_id(),
+                    timestamp_ms: now_ms(),
+                    payload: vec![0x02; 100],
+                })
+                .await
+                .expect("deliver");
+        }
+        let (mut acked, mut lookups) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while acked < DELIVERIES && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), framed.next()).await {
+                Ok(Some(Ok(Frame::DeliveryAck { .. }))) => acked += 1,
+                Ok(Some(Ok(Frame::LookupIdentity { .. }))) => lookups += 1,
+                Ok(Some(Ok(_))) | Err(_) => {}
+                Ok(None) | Ok(Some(Err(_))) => break,
+            }
+        }
+        (acked, lookups)
+    });
+    println!(
+        "a silent relay: {acked} of {DELIVERIES} deliveries acknowledged after {lookups} unanswered lookups"
+    );
+    assert_eq!(
+        acked, DELIVERIES,
+        "every delivery processed although no lookup was answered"
+    );
+    assert_eq!(
+        alice.events_of("decrypt_failure").len(),
+        DELIVERIES,
+        "each junk message reported"
+    );
+    alice.kill9().expect("stopped");
+}

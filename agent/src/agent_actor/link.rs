@@ -168,6 +168,7 @@ impl AgentActor {
         self.lookups.clear();
         self.lookup_in_flight.clear();
         self.reverse_lookups.clear();
+        self.reverse_sent.clear();
         self.fetches.clear();
         self.fetch_in_flight.clear();
         self.away.forget_in_flight();

@@ -53,6 +53,9 @@ const INBOX_BYTES: usize = 16 << 20;
 /// once, under the sender's fingerprint label, so that it does not hold the relay's
 /// window of unacknowledged messages (known peers' messages wait behind it).
 const UNRESOLVED_LIMIT: usize = 256;
+/// A reverse lookup the relay has not answered after this long counts as answered
+/// "no name": its sender's messages are shown under the fingerprint label.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reverse lookups in flight at once; more senders wait for their turn.
 const LOOKUP_WINDOW: usize = 16;
 /// The shortest wait before asking the relay again after a refusal, whatever retry
@@ -141,6 +144,8 @@ pub struct AgentActor {
     lookup_in_flight: HashSet<String>,
     /// Reverse lookups in flight: request id → the sender asked about.
     reverse_lookups: HashMap<u32, IdentityKey>,
+    /// When each reverse lookup in flight was sent (request id → instant).
+    reverse_sent: HashMap<u32, std::time::Instant>,
     /// Deliveries from senders whose name is being looked up, in arrival order.
     unresolved: HashMap<IdentityKey, VecDeque<Delivery>>,
     /// Senders the registry binds to no name (shown by fingerprint), until reconnecting.
@@ -186,6 +191,7 @@ impl AgentActor {
             lookups: HashMap::new(),
             lookup_in_flight: HashSet::new(),
             reverse_lookups: HashMap::new(),
+            reverse_sent: HashMap::new(),
             unresolved: HashMap::new(),
             anonymous: HashSet::new(),
             last_replenish: None,
@@ -340,6 +346,7 @@ impl Actor for AgentActor {
         ctx.set_mailbox_capacity(0);
         ctx.run_interval(PREKEY_MAINTENANCE, |act, _| act.maintain_prekeys());
         ctx.run_interval(WRITE_RETRY_TICK, |act, _| act.retry_kept());
+        ctx.run_interval(LOOKUP_TIMEOUT / 4, |act, _| act.expire_lookups());
         self.emit(Event::Started {
             name: self.state.name().to_string(),
             identity: identity_hex(self.state.identity().public()),

@@ -102,6 +102,7 @@ impl AgentActor {
         {
             return self.on_own_name(outcome);
         }
+        self.reverse_sent.remove(&request_id);
         if let Some(identity) = self.reverse_lookups.remove(&request_id) {
             return self.on_reverse_lookup(identity, claim);
         }

@@ -161,10 +161,28 @@ impl AgentActor {
     pub(super) fn ask_name_of(&mut self, identity: IdentityKey) {
         let request_id = self.request_id();
         self.reverse_lookups.insert(request_id, identity);
+        self.reverse_sent.insert(request_id, std::time::Instant::now());
         self.to_relay(Frame::LookupIdentity {
             request_id,
             identity: *identity.as_bytes(),
         });
+    }
+
+    /// Reverse lookups unanswered for [`LOOKUP_TIMEOUT`] count as answered "no name"
+    /// (a relay that stays silent must not hold deliveries for good).
+    pub(super) fn expire_lookups(&mut self) {
+        let now = std::time::Instant::now();
+        let expired: Vec<u32> = (self.reverse_sent.iter())
+            .filter(|(_, sent)| now.duration_since(**sent) >= LOOKUP_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in expired {
+            self.reverse_sent.remove(&request_id);
+            if let Some(identity) = self.reverse_lookups.remove(&request_id) {
+                debug!(self.log, "reverse lookup unanswered"; "identity" => identity.short());
+                self.on_reverse_lookup(identity, None);
+            }
+        }
     }
 
     /// The registry's answer to a reverse lookup of `identity`: bind the name it gives
