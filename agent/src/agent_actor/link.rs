@@ -46,7 +46,16 @@ impl AgentActor {
     pub(super) fn resolve_pending(&mut self, ctx: &mut Context<Self>) {
         let names: Vec<String> = self.waiting.keys().cloned().collect();
         for name in names {
-            self.resolve(&name, ctx);
+            // A name the registry already answered on this connection needs only its
+            // bundle: asking again would spend a request token on the same answer (under
+            // a flood of refusals, every retry would).
+            let pinned = (self.bound_this_connection.contains(&name))
+                .then(|| self.state.pin(&name).map(|pin| pin.identity))
+                .flatten();
+            match pinned {
+                Some(identity) => self.fetch(name, identity),
+                None => self.resolve(&name, ctx),
+            }
         }
         let peers: Vec<String> = self
             .waiters
@@ -182,6 +191,7 @@ impl AgentActor {
         // them again on the next connection.
         self.unresolved.clear();
         self.anonymous.clear();
+        self.bound_this_connection.clear();
         self.away.connection_ended();
         debug!(self.log, "disconnected"; "reason" => &reason);
         self.emit(Event::Connection {

@@ -165,6 +165,9 @@ pub struct AgentActor {
     own_name: OwnName,
     /// Names sent to on this connection whose registry binding was asked for.
     names_checked: HashSet<String>,
+    /// Names whose registry answer was applied on this connection (kept across retries
+    /// of refused requests, forgotten on disconnecting).
+    bound_this_connection: HashSet<String>,
     /// True while a retry of refused (rate-limited) requests is scheduled.
     retry_scheduled: bool,
     /// Receipts to peers we have not written to (first contacts).
@@ -205,6 +208,7 @@ impl AgentActor {
             waiters: Vec::new(),
             own_name: OwnName::default(),
             names_checked: HashSet::new(),
+            bound_this_connection: HashSet::new(),
             retry_scheduled: false,
             first_contact_receipts: ReceiptBudget::new(std::time::Instant::now()),
             away: AwayChecks::default(),
