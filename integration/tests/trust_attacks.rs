@@ -7,7 +7,9 @@
 //! - a flood of texts from an identity never written to gets at most a small budget of
 //!   receipts, so it cannot use up the victim's storage quota at the relay;
 //! - a flood of messages from a pending identity past the held limit is acknowledged and
-//!   deleted, so other senders' messages keep arriving.
+//!   deleted, so other senders' messages keep arriving;
+//! - floods of unnamed senders neither hold back known peers nor starve a new
+//!   conversation, and a relay that leaves lookups unanswered cannot hold messages.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -512,4 +514,50 @@ fn a_relay_that_never_answers_reverse_lookups_does_not_hold_messages_for_good() 
         "each junk message reported"
     );
     alice.kill9().expect("stopped");
+}
+
+#[test]
+fn a_new_conversation_starts_during_a_flood_of_unnamed_senders() {
+    const SENDERS: usize = 800;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = relay(&tmp.path().join("relay"), &[]);
+    let alice_dir = tmp.path().join("alice");
+    let victim = key_bytes(&register_then_stop(&relay, "alice", &alice_dir));
+    let mut dave = agent("dave", relay.addr, &tmp.path().join("dave"))
+        .start()
+        .expect("dave starts");
+    dave.identity(WAIT).expect("dave");
+    relay.wait_log("name claimed", WAIT).expect("dave's name");
+    runtime().block_on(async {
+        for _ in 0..SENDERS {
+            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
+                .await
+                .expect("connect");
+            let mut other = Vec::new();
+            sender
+                .send_message(victim, random_id(), vec![0x02; 100], &mut other)
+                .await
+                .expect("stored");
+        }
+    });
+    let mut alice = agent("alice", relay.addr, &alice_dir)
+        .start()
+        .expect("alice starts");
+    alice
+        .wait_for("the flood to start", WAIT, |e| e["event"] == "decrypt_failure")
+        .expect("processing");
+    let start = Instant::now();
+    alice
+        .send_line("/msg dave hello during the flood")
+        .expect("stdin");
+    dave.wait_message("alice", "hello during the flood", WAIT)
+        .expect("the new conversation is not starved by the flood's lookups");
+    println!(
+        "a first message to a new peer during a flood of {SENDERS} unnamed senders arrived after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    for agent in [&mut alice, &mut dave] {
+        agent.send_line("/quit").expect("stdin");
+        assert!(agent.wait_exit(WAIT).expect("exits").success());
+    }
 }
