@@ -12,6 +12,7 @@
 //!   spawned servers, loopback-only addresses.
 
 pub mod bench;
+pub mod churn;
 pub mod e2e;
 pub mod idle;
 pub mod link;

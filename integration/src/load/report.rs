@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::run::ChurnSpec;
+use super::churn::ChurnSpec;
 use super::stats::Percentiles;
 use super::target::Kind;
 
