@@ -40,6 +40,7 @@ pub mod held;
 mod hex_serde;
 pub mod incoming;
 pub mod own_name;
+pub mod passphrase;
 pub mod pins;
 pub mod qr;
 pub mod receipt_budget;

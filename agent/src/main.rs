@@ -32,6 +32,11 @@ struct Cli {
     /// the key file `state.key` in the state directory (env E2EE_PASSPHRASE_FILE).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Ask for the passphrase on the terminal (twice for a new state) instead of
+    /// reading it from a file. A state sealed under a passphrase is asked for anyway
+    /// when stdin is a terminal.
+    #[arg(long, conflicts_with = "passphrase_file")]
+    passphrase_prompt: bool,
     /// Run the steps of this script file instead of reading stdin.
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
@@ -66,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(file) = &cli.passphrase_file {
         overrides.push(("passphrase_file", file.display().to_string().into()));
+    }
+    if cli.passphrase_prompt {
+        overrides.push(("passphrase_prompt", true.into()));
     }
     if cli.json {
         overrides.push(("json", true.into()));

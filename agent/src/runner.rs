@@ -8,7 +8,6 @@ use actix::prelude::*;
 use rand_core::OsRng;
 use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use zeroize::Zeroizing;
 
 use crate::agent_actor::{
     AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, SetOwnName, Trust,
@@ -20,7 +19,7 @@ use crate::relay_link::{Backoff, RelayLink};
 use crate::script::{parse_script, ScriptStep, Step};
 use crate::settings::AgentSettings;
 use crate::sink::EventSink;
-use crate::state::{AgentState, KeySource, Retention};
+use crate::state::{AgentState, Retention};
 
 /// Longest `sleep` a script may ask for.
 const MAX_SLEEP_MS: u64 = 60_000;
@@ -44,16 +43,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         }
         None => None,
     };
-    let key_source = key_source(&settings)?;
-    let state = AgentState::open_with(
-        &settings.state_dir,
-        &settings.name,
-        settings.prekeys.initial_one_time as usize,
-        &key_source,
-        &mut OsRng,
-    )?;
-    drop(key_source);
-    let mut state = state;
+    let mut state = crate::passphrase::open_state(&settings, &mut OsRng)?;
     state.set_retention(Retention {
         history_keep: settings.history.keep as usize,
         send_log_keep: settings.send_log.keep as usize,
@@ -83,21 +73,6 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
     });
     System::current().stop();
     Ok(code)
-}
-
-/// Where the state key comes from: the passphrase in `passphrase_file` (its first
-/// line), or the key file `state.key` in the state directory.
-fn key_source(settings: &AgentSettings) -> anyhow::Result<KeySource> {
-    let Some(path) = &settings.passphrase_file else {
-        return Ok(KeySource::key_file_in(&settings.state_dir));
-    };
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("cannot read passphrase file {}: {e}", path.display()))?,
-    );
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Ok(KeySource::passphrase(line.to_vec()))
 }
 
 /// What to tell the user about the state when the agent starts.

@@ -185,6 +185,8 @@ pub struct AgentSettings {
     /// permissions only. The kind must stay the one the state was created with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<PathBuf>,
+    /// Ask for the passphrase on the terminal instead (twice when the state is new).
+    pub passphrase_prompt: bool,
     /// What to do when a pinned peer's identity key changes.
     pub identity_policy: IdentityPolicy,
     /// Print one JSON event per line on stdout instead of readable lines.
@@ -213,6 +215,7 @@ impl Default for AgentSettings {
             relay: "127.0.0.1:7300".into(),
             state_dir: PathBuf::from("./e2ee-agent-state"),
             passphrase_file: None,
+            passphrase_prompt: false,
             identity_policy: IdentityPolicy::Warn,
             json: false,
             log_format: LogFormat::Term,
