@@ -100,7 +100,9 @@ impl AgentState {
         if !self.outbox.iter().any(|e| &e.msg_id == msg_id) {
             return Ok(false);
         }
-        self.db.transaction_with(|tx| tx.outbox_remove(msg_id))?;
+        // Not synced: losing it in a power loss only sends the message again, and the
+        // relay drops a (sender, msg_id) it already stored.
+        self.db.transaction_unsynced(|tx| tx.outbox_remove(msg_id))?;
         self.outbox.retain(|e| &e.msg_id != msg_id);
         Ok(true)
     }
