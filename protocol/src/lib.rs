@@ -36,6 +36,7 @@ pub mod prekey;
 pub mod reader;
 pub mod safety_number;
 pub mod session;
+pub mod signed_name;
 pub mod x3dh;
 
 pub use error::{CryptoError, DecodeError};

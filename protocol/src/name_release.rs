@@ -12,103 +12,28 @@
 //! than the claim it holds, so an old release cannot undo a later claim. See
 //! `docs/PROTOCOL.md`, section 5.6.
 
-use crate::consts::SIGNATURE_LEN;
-use crate::error::{CryptoError, DecodeError};
-use crate::identity::{IdentityKey, IdentityKeyPair};
-use crate::name_claim::{
-    check_signed_name, decode_signed, encode_signed, signed_bytes, validate_name, NameClaimError,
-};
+use crate::signed_name::{SignedName, Statement};
 
 /// Domain separation prefix of the release signature.
 pub const NAME_RELEASE_CONTEXT: &[u8] = b"e2ee-chat/name-release/v1";
 
+/// The statement "I give up the name `name`" ([`NAME_RELEASE_CONTEXT`]).
+#[derive(Debug)]
+pub enum Release {}
+
+impl Statement for Release {
+    const CONTEXT: &'static [u8] = NAME_RELEASE_CONTEXT;
+    const NAME: &'static str = "NameRelease";
+}
+
 /// A release of `name` signed by `identity`. Public information.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NameRelease {
-    /// The identity that gives the name up.
-    pub identity: IdentityKey,
-    /// The released name, valid per [`validate_name`].
-    pub name: String,
-    /// When the release was signed, ms since the Unix epoch (asserted by the signer).
-    pub issued_ms: u64,
-    /// Ed25519 signature by `identity` over [`NameRelease::signed_bytes`].
-    pub signature: [u8; SIGNATURE_LEN],
-}
-
-impl NameRelease {
-    /// Signs a release of `name` by `identity`. Fails if the name is not valid.
-    pub fn sign(identity: &IdentityKeyPair, name: &str, issued_ms: u64) -> Result<Self, NameClaimError> {
-        validate_name(name)?;
-        let public = *identity.public();
-        let signature = identity.sign(&signed_bytes(
-            NAME_RELEASE_CONTEXT,
-            &public,
-            name.as_bytes(),
-            issued_ms,
-        ));
-        Ok(Self {
-            identity: public,
-            name: name.to_owned(),
-            issued_ms,
-            signature,
-        })
-    }
-
-    /// The bytes the signature covers:
-    /// `NAME_RELEASE_CONTEXT || identity || name_len u8 || name || issued_ms u64be`.
-    pub fn signed_bytes(&self) -> Vec<u8> {
-        signed_bytes(
-            NAME_RELEASE_CONTEXT,
-            &self.identity,
-            self.name.as_bytes(),
-            self.issued_ms,
-        )
-    }
-
-    /// The wire bytes (the layout of a claim).
-    pub fn encode(&self) -> Vec<u8> {
-        encode_signed(&self.identity, &self.name, self.issued_ms, &self.signature)
-    }
-
-    /// Parses wire bytes; does not check the signature (see [`NameRelease::decode_verified`]).
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (identity, name, issued_ms, signature) = decode_signed(bytes)?;
-        Ok(Self {
-            identity,
-            name,
-            issued_ms,
-            signature,
-        })
-    }
-
-    /// Checks the name and the signature (strict Ed25519).
-    pub fn verify(&self) -> Result<(), CryptoError> {
-        check_signed_name(&self.name)?;
-        self.identity.verify(&self.signed_bytes(), &self.signature)
-    }
-
-    /// Decodes and verifies in one step.
-    pub fn decode_verified(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let release = Self::decode(bytes)?;
-        release.verify()?;
-        Ok(release)
-    }
-}
-
-impl std::fmt::Debug for NameRelease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NameRelease")
-            .field("identity", &self.identity)
-            .field("name", &self.name)
-            .field("issued_ms", &self.issued_ms)
-            .finish_non_exhaustive()
-    }
-}
+pub type NameRelease = SignedName<Release>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::name_claim::NameClaim;
+    use crate::identity::IdentityKeyPair;
+    use crate::name_claim::{NameClaim, NameClaimError};
 
     #[test]
     fn a_release_verifies_and_round_trips() -> Result<(), NameClaimError> {
