@@ -40,6 +40,18 @@ use crate::store::send_log::SendLogBounds;
 use crate::store::sessions::IdKind;
 use crate::store::Rows;
 
+/// A message encrypted on an advanced copy of a session, not committed yet.
+struct Sealed {
+    /// The encoded payload.
+    plaintext: Vec<u8>,
+    /// The session after the message key was used.
+    session: Session,
+    /// The encrypted message.
+    wire: Vec<u8>,
+    /// `session` as its row bytes (secret: zeroized on drop).
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+}
+
 /// How many received message ids are remembered per peer (of each kind) to recognise
 /// redeliveries.
 pub const RECEIVED_IDS_KEPT: usize = 4096;
@@ -146,16 +158,12 @@ impl AgentState {
         if self.outbox.iter().any(|e| e.msg_id == payload.message_id) {
             return Err(StateError::DuplicateMsgId(hex::encode(payload.message_id)));
         }
-        let plaintext = payload.encode()?;
-        let mut session = self
-            .peers
-            .get(peer)
-            .ok_or_else(|| StateError::NoSession(peer.short()))?
-            .session
-            .clone();
-        let wire = session.encrypt(&plaintext)?;
-        let path = self.db.path().to_path_buf();
-        let bytes = session_bytes(&session, &path)?;
+        let Sealed {
+            plaintext,
+            session,
+            wire,
+            bytes,
+        } = self.seal_for(peer, payload)?;
         let entry = OutboxEntry::new(payload, *peer, wire);
         let row = entry.row();
         let retention = self.retention;
@@ -211,15 +219,9 @@ impl AgentState {
         peer: &IdentityKey,
         payload: &Payload,
     ) -> Result<Vec<u8>, StateError> {
-        let plaintext = payload.encode()?;
-        let mut session = self
-            .peers
-            .get(peer)
-            .ok_or_else(|| StateError::NoSession(peer.short()))?
-            .session
-            .clone();
-        let wire = session.encrypt(&plaintext)?;
-        let bytes = session_bytes(&session, self.db.path())?;
+        let Sealed {
+            session, wire, bytes, ..
+        } = self.seal_for(peer, payload)?;
         self.db.transaction_with(|tx| -> Result<(), StateError> {
             Ok(tx.put_session(peer.as_bytes(), &bytes)?)
         })?;
@@ -227,6 +229,24 @@ impl AgentState {
             p.session = session;
         }
         Ok(wire)
+    }
+
+    /// Encrypts `payload` with a copy of the session with `peer` advanced by one message
+    /// key; the state is unchanged until the caller commits `bytes` and keeps `session`.
+    fn seal_for(&self, peer: &IdentityKey, payload: &Payload) -> Result<Sealed, StateError> {
+        let plaintext = payload.encode()?;
+        let mut session = (self.peers.get(peer))
+            .ok_or_else(|| StateError::NoSession(peer.short()))?
+            .session
+            .clone();
+        let wire = session.encrypt(&plaintext)?;
+        let bytes = session_bytes(&session, self.db.path())?;
+        Ok(Sealed {
+            plaintext,
+            session,
+            wire,
+            bytes,
+        })
     }
 
     /// Decrypts a message the relay attributes to `sender`.
