@@ -77,6 +77,35 @@ fn register_then_stop(relay: &RelayProcess, name: &str, dir: &Path) -> String {
     identity
 }
 
+/// Each of `senders` fresh identities, without a name, stores one junk message of `len`
+/// bytes for `victim` (it decrypts to nothing).
+fn store_junk_from_unnamed_senders(relay: &RelayProcess, victim: [u8; 32], senders: usize, len: usize) {
+    runtime().block_on(async {
+        for _ in 0..senders {
+            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
+                .await
+                .expect("connect");
+            let mut other = Vec::new();
+            sender
+                .send_message(victim, random_id(), vec![0x02; len], &mut other)
+                .await
+                .expect("stored");
+        }
+    });
+}
+
+/// A session of `sender` with `victim`, started (X3DH) on the bundle the relay gives.
+async fn session_with(client: &mut RelayClient, sender: &IdentityKeyPair, victim: [u8; 32]) -> Session {
+    let Frame::Bundle {
+        bundle: Some(bytes), ..
+    } = client.fetch_bundle(1, victim).await.expect("bundle")
+    else {
+        panic!("the victim has a bundle");
+    };
+    let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
+    Session::initiate(sender, &bundle, &mut OsRng).expect("x3dh")
+}
+
 fn count(agent: &mut AgentProcess, pred: impl Fn(&Value) -> bool) -> usize {
     agent.events().iter().filter(|e| pred(e)).count()
 }
@@ -90,18 +119,7 @@ fn many_unnamed_senders_are_all_processed_without_a_storm_of_lookups() {
     let victim = key_bytes(&register_then_stop(&relay, "alice", &alice_dir));
 
     // Each throwaway identity stores one junk message (it decrypts to nothing).
-    runtime().block_on(async {
-        for _ in 0..SENDERS {
-            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
-                .await
-                .expect("connect");
-            let mut other = Vec::new();
-            sender
-                .send_message(victim, random_id(), vec![0x02; 200], &mut other)
-                .await
-                .expect("stored");
-        }
-    });
+    store_junk_from_unnamed_senders(&relay, victim, SENDERS, 200);
 
     let mut alice = agent("alice", relay.addr, &alice_dir)
         .start()
@@ -156,14 +174,7 @@ fn a_message_stored_while_offline_is_shown_on_the_next_connection_every_time() {
                 .await
                 .expect("sent")
                 .expect("claimed");
-            let Frame::Bundle {
-                bundle: Some(bytes), ..
-            } = client.fetch_bundle(1, victim).await.expect("bundle")
-            else {
-                panic!("alice has a bundle");
-            };
-            let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
-            let mut session = Session::initiate(&sender, &bundle, &mut OsRng).expect("x3dh");
+            let mut session = session_with(&mut client, &sender, victim).await;
             let payload = Payload::text(random_id(), now_ms(), &text);
             let wire = session
                 .encrypt(&payload.encode().expect("encodes"))
@@ -316,14 +327,7 @@ fn texts_from_an_identity_never_written_to_get_few_receipts_and_cannot_use_up_ou
         let mut client = RelayClient::connect(relay.addr, mallory.clone())
             .await
             .expect("connect");
-        let Frame::Bundle {
-            bundle: Some(bytes), ..
-        } = client.fetch_bundle(1, victim).await.expect("bundle")
-        else {
-            panic!("alice has a bundle");
-        };
-        let bundle = PreKeyBundle::decode_verified(&bytes).expect("verifies");
-        let mut session = Session::initiate(&mallory, &bundle, &mut OsRng).expect("x3dh");
+        let mut session = session_with(&mut client, &mallory, victim).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..FLOOD {
             let payload = Payload::text(random_id(), now_ms(), &format!("spam {i}"));
@@ -402,18 +406,7 @@ fn a_flood_of_unnamed_senders_does_not_hold_back_a_known_peer() {
     assert!(alice.wait_exit(WAIT).expect("exits").success());
 
     let victim = key_bytes(&alice_id);
-    runtime().block_on(async {
-        for _ in 0..SENDERS {
-            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
-                .await
-                .expect("connect");
-            let mut other = Vec::new();
-            sender
-                .send_message(victim, random_id(), vec![0x02; 100], &mut other)
-                .await
-                .expect("stored");
-        }
-    });
+    store_junk_from_unnamed_senders(&relay, victim, SENDERS, 100);
     carol.send_line("/msg alice behind the flood").expect("stdin");
     carol.wait_event("sent", WAIT).expect("stored");
 
@@ -528,18 +521,7 @@ fn a_new_conversation_starts_during_a_flood_of_unnamed_senders() {
         .expect("dave starts");
     dave.identity(WAIT).expect("dave");
     relay.wait_log("name claimed", WAIT).expect("dave's name");
-    runtime().block_on(async {
-        for _ in 0..SENDERS {
-            let mut sender = RelayClient::connect(relay.addr, IdentityKeyPair::generate(&mut OsRng))
-                .await
-                .expect("connect");
-            let mut other = Vec::new();
-            sender
-                .send_message(victim, random_id(), vec![0x02; 100], &mut other)
-                .await
-                .expect("stored");
-        }
-    });
+    store_junk_from_unnamed_senders(&relay, victim, SENDERS, 100);
     let mut alice = agent("alice", relay.addr, &alice_dir)
         .start()
         .expect("alice starts");
