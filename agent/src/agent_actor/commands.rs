@@ -47,7 +47,7 @@ impl Handler<Expect> for AgentActor {
             return Box::pin(async { Ok(()) });
         }
         let describe = format!("a message from {} containing {:?}", msg.peer, msg.text);
-        let rx = self.wait(
+        self.wait(
             WaitFor::Message {
                 peer: msg.peer,
                 text: msg.text,
@@ -55,8 +55,7 @@ impl Handler<Expect> for AgentActor {
             msg.timeout_ms,
             describe,
             ctx,
-        );
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
+        )
     }
 }
 
@@ -85,7 +84,7 @@ impl Handler<ExpectFailure> for AgentActor {
             return Box::pin(async { Ok(()) });
         }
         let describe = format!("a {} failure from {}", msg.class, msg.peer);
-        let rx = self.wait(
+        self.wait(
             WaitFor::Failure {
                 peer: msg.peer,
                 class: msg.class,
@@ -93,8 +92,7 @@ impl Handler<ExpectFailure> for AgentActor {
             msg.timeout_ms,
             describe,
             ctx,
-        );
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
+        )
     }
 }
 
@@ -117,7 +115,7 @@ impl Handler<WaitPeer> for AgentActor {
             return Box::pin(async move { Err(reason) });
         }
         let describe = format!("peer {} to be known", msg.peer);
-        let rx = self.wait(
+        let waiting = self.wait(
             WaitFor::Peer {
                 peer: msg.peer.clone(),
             },
@@ -127,7 +125,7 @@ impl Handler<WaitPeer> for AgentActor {
         );
         // Always ask the relay: it is also how an identity change is noticed.
         self.resolve(&msg.peer, ctx);
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
+        waiting
     }
 }
 
@@ -339,7 +337,7 @@ impl Handler<SetOwnName> for AgentActor {
         } else {
             format!("the relay to release the name {name}")
         };
-        let rx = self.wait(
+        let waiting = self.wait(
             WaitFor::OwnName { bound: msg.claim },
             msg.timeout_ms,
             describe,
@@ -347,7 +345,7 @@ impl Handler<SetOwnName> for AgentActor {
         );
         self.own_name.forget();
         self.announce_own_name(true);
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
+        waiting
     }
 }
 

@@ -261,13 +261,15 @@ impl AgentActor {
         }
     }
 
+    /// Registers a script step's wait for `what`; the future resolves when it happens,
+    /// or fails after `timeout_ms` naming `describe`.
     fn wait(
         &mut self,
         what: WaitFor,
         timeout_ms: u64,
         describe: String,
         ctx: &mut Context<Self>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> ResponseFuture<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         let id = self.next_waiter;
         self.next_waiter += 1;
@@ -280,7 +282,7 @@ impl AgentActor {
                 )));
             }
         });
-        rx
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
     }
 
     // ---- relay events ---------------------------------------------------------------
