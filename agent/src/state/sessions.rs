@@ -270,20 +270,22 @@ impl AgentState {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Incoming, ReceiveError> {
         let peer = *sender.as_bytes();
-        // Not trusted to skip decryption (the relay id is not authenticated): only to
-        // classify a failure as a quiet redelivery.
-        let known_relay_id = (self.db.rows())
-            .has_received(&peer, IdKind::Relay, &msg_id)
-            .map_err(StateError::from)?;
+        // The relay id is not trusted to skip decryption (it is not authenticated): it
+        // only tells a failed duplicate apart as a quiet redelivery, so it is looked up
+        // only then, not for every message.
+        let db = &self.db;
         let failed = |err: CryptoError| -> ReceiveError {
             let duplicate = matches!(
                 err,
                 CryptoError::DuplicateOrTooOld { .. } | CryptoError::TooOld { .. }
             );
-            if known_relay_id && duplicate {
-                DecryptFailure::redelivery().into()
-            } else {
-                DecryptFailure::from(err).into()
+            if !duplicate {
+                return DecryptFailure::from(err).into();
+            }
+            match db.rows().has_received(&peer, IdKind::Relay, &msg_id) {
+                Ok(true) => DecryptFailure::redelivery().into(),
+                Ok(false) => DecryptFailure::from(err).into(),
+                Err(store) => StateError::from(store).into(),
             }
         };
         // Only a PreKey message can change the prekeys: work on a copy then.
