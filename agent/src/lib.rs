@@ -47,6 +47,7 @@ pub mod receipt_budget;
 pub mod relay_link;
 pub mod runner;
 pub mod script;
+pub mod send_window;
 pub mod settings;
 pub mod sink;
 pub mod state;

@@ -10,8 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, ListPeers, Online, Reject, SendText, SetOwnName, Trust,
-    Verify, WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, Flush, ListPeers, Online, Reject, SendText, SetOwnName,
+    Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -27,7 +27,9 @@ const MAX_SLEEP_MS: u64 = 60_000;
 const NAME_TIMEOUT_MS: u64 = 30_000;
 
 /// Runs an agent until the script ends, `/quit`, or stdin closes. Returns the process
-/// exit code: 0 on success, 1 when a script step failed, 2 for unusable input.
+/// exit code: 0 on success, 1 when a script step failed, 2 for unusable input (and the
+/// agent ends the process with [`crate::agent_actor::EXIT_SYNC_FAILED`], 3, when its
+/// state cannot be synced to disk).
 pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyhow::Result<i32> {
     let steps = match script {
         Some(path) => {
@@ -66,10 +68,13 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         for notice in notices {
             agent.do_send(Emit(Event::info(notice)));
         }
-        match steps {
+        let code = match steps {
             Some(steps) => run_script(&agent, steps, expect_timeout).await,
             None => run_stdin(&agent).await,
-        }
+        };
+        // What waits for the state's sync (group commit) is printed and sent.
+        let _ = agent.send(Flush).await;
+        code
     });
     System::current().stop();
     Ok(code)

@@ -13,6 +13,8 @@ Usage: integration/bench/agent-pair.py [--messages 2000] [--mode script|pipeline
        [--warmup 0] [--bin target/release]
 --warmup sends that many texts first (not measured), to show that the cost per message
 does not grow with the conversation's length.
+cpu_seconds: user + system CPU each process used during the measured run (alice's
+includes its start).
 Every process is started on 127.0.0.1 and stopped by its pid; every wait is bounded.
 """
 
@@ -67,6 +69,16 @@ def read_events(proc, sink, stop_when=None):
             return
 
 
+def cpu_seconds(proc):
+    """User + system CPU seconds the process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -78,10 +90,15 @@ def stop(proc):
 
 
 def wait_for(events, pred, what, timeout=WAIT):
+    """Waits for an event matching `pred`, looking at each event once (a scan of the
+    whole list at every poll would compete with the agents for the CPU)."""
     deadline = time.time() + timeout
+    seen = 0
     while time.time() < deadline:
-        if any(pred(e) for _, e in list(events)):
+        end = len(events)
+        if any(pred(e) for _, e in events[seen:end]):
             return
+        seen = end
         time.sleep(0.01)
     sys.exit(f"timed out waiting for {what}")
 
@@ -137,12 +154,17 @@ def main():
         texts = [f"m-{i:06d}" for i in range(args.messages)]
         last = texts[-1]
         mark = len(bob_events)
+        cpu_before = {"relay": cpu_seconds(relay), "bob": cpu_seconds(bob)}
         start = time.time()
         alice, alice_events = run_alice(args, addr, alice_state, texts, tmp, "run")
         procs.append(alice)
         wait_for(bob_events, lambda e: e.get("event") == "message" and e.get("text") == last,
                  "the last message")
         elapsed = time.time() - start
+        cpu = {"relay": cpu_seconds(relay), "bob": cpu_seconds(bob), "alice": cpu_seconds(alice)}
+        for who, before in cpu_before.items():
+            if cpu[who] is not None and before is not None:
+                cpu[who] = round(cpu[who] - before, 2)
         shown = [(t, e) for t, e in bob_events[mark:] if e.get("event") == "message"
                  and str(e.get("text", "")).startswith("m-")]
         latencies = sorted(t * 1000 - e["timestamp_ms"] for t, e in shown)
@@ -159,6 +181,7 @@ def main():
             "messages_per_s": round(args.messages / elapsed, 1),
             "latency_ms": {"p50": round(pct(0.5), 1), "p99": round(pct(0.99), 1),
                            "max": round(latencies[-1], 1)},
+            "cpu_seconds": cpu,
         }))
     finally:
         for proc in reversed(procs):

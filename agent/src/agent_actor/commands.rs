@@ -23,6 +23,7 @@ impl Handler<SendText> for AgentActor {
             reply: Some(tx),
         };
         self.queue_send(msg.peer, pending, ctx);
+        self.flush_if_full();
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err("agent stopped".into())) })
     }
 }
@@ -159,7 +160,7 @@ impl Handler<Verify> for AgentActor {
             ));
             if !self.sink.is_json() {
                 match crate::qr::render(&candidate.number.scannable()) {
-                    Ok(qr) => self.sink.raw(&qr),
+                    Ok(qr) => self.raw(qr),
                     Err(err) => self.emit(Event::error(format!("cannot draw the QR code: {err}"))),
                 }
             }

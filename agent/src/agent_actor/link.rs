@@ -20,8 +20,10 @@ impl AgentActor {
             bundle: self.state.bundle_to_publish().encode(),
         });
         self.announce_own_name(false);
-        // Everything the relay has not acknowledged goes again, with the same ids.
-        for entry in self.state.outbox() {
+        // Everything the relay has not acknowledged goes again, with the same ids, in
+        // outbox order and through the send window.
+        let outbox = self.state.outbox();
+        for entry in &outbox {
             if !self.unacked.contains_key(&entry.msg_id) {
                 let to = self.display_name(&entry.recipient);
                 self.unacked.insert(
@@ -33,12 +35,9 @@ impl AgentActor {
                     },
                 );
             }
-            self.to_relay(Frame::Send {
-                recipient: *entry.recipient.as_bytes(),
-                msg_id: entry.msg_id,
-                payload: entry.wire,
-            });
         }
+        self.window.restart(outbox.iter().map(|entry| entry.msg_id));
+        self.pump();
         self.resolve_pending(ctx);
     }
 
@@ -88,20 +87,67 @@ impl AgentActor {
         }
     }
 
-    /// Sends outbox entry `msg_id` again after `delay_ms`, if the relay has not stored it
-    /// by then.
+    /// Sends outbox entry `msg_id` again after `delay_ms` (a `QuotaExceeded`), before
+    /// what was never sent, if the relay has not stored it by then.
     pub(super) fn resend_later(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
         // At least 100 ms, so that a relay answering 0 cannot make a busy loop.
         let delay = Duration::from_millis(u64::from(delay_ms).max(MIN_RETRY_MS));
         ctx.run_later(delay, move |act, _| {
-            if let Some(entry) = act.state.outbox_entry(&msg_id) {
-                act.to_relay(Frame::Send {
+            if act.state.outbox_contains(&msg_id) {
+                act.window.again(msg_id);
+                act.pump();
+            }
+        });
+    }
+
+    /// The sender's token bucket at the relay is empty (`RateLimited` for `msg_id`):
+    /// nothing is sent until `delay_ms` has passed, then the refused entries go first,
+    /// in order ([`SendWindow`]).
+    pub(super) fn rate_limited(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
+        let delay = Duration::from_millis(u64::from(delay_ms).max(MIN_RETRY_MS));
+        let until = self.window.rate_limited(msg_id, std::time::Instant::now(), delay);
+        self.resume_at(until, ctx);
+    }
+
+    fn resume_at(&mut self, until: std::time::Instant, ctx: &mut Context<Self>) {
+        if self.resume_scheduled {
+            return;
+        }
+        self.resume_scheduled = true;
+        let delay = until.saturating_duration_since(std::time::Instant::now());
+        ctx.run_later(delay, |act, ctx| {
+            act.resume_scheduled = false;
+            act.pump();
+            // A later refusal may have pushed the pause further (a pause that has
+            // passed waits for the next connection, which starts without one).
+            let later = act
+                .window
+                .paused_until()
+                .filter(|t| *t > std::time::Instant::now());
+            if let Some(until) = later {
+                act.resume_at(until, ctx);
+            }
+        });
+    }
+
+    /// Sends what the send window has room for, in outbox order.
+    pub(super) fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        for msg_id in self.window.next_batch(std::time::Instant::now()) {
+            match self.state.outbox_entry(&msg_id) {
+                Some(entry) => self.to_relay(Frame::Send {
                     recipient: *entry.recipient.as_bytes(),
                     msg_id,
                     payload: entry.wire,
-                });
+                }),
+                // Left the outbox meanwhile (stored after all): its slot is free.
+                None => {
+                    self.window.answered(&msg_id);
+                }
             }
-        });
+        }
     }
 
     /// Signed prekey hygiene: rotation when due, deletion of retired ones after their
@@ -233,6 +279,8 @@ impl AgentActor {
             } => self.on_deliver(sender, msg_id, &payload),
             Frame::SentAck { msg_id } => {
                 crash_point::reached("send.before_sent_ack");
+                self.window.answered(&msg_id);
+                self.pump();
                 if let Err(err) = self.state.acked(&msg_id) {
                     self.emit(Event::error(format!("cannot update the outbox: {err}")));
                 }
@@ -277,7 +325,7 @@ impl AgentActor {
             Frame::RateLimited {
                 msg_id: Some(msg_id),
                 retry_after_ms,
-            } => self.resend_later(msg_id, retry_after_ms, ctx),
+            } => self.rate_limited(msg_id, retry_after_ms, ctx),
             Frame::RateLimited {
                 msg_id: None,
                 retry_after_ms,
@@ -317,6 +365,8 @@ impl AgentActor {
                 recipient,
                 retry_after_ms,
             } => {
+                self.window.answered(&msg_id);
+                self.pump();
                 // Not in the outbox (a best-effort receipt): dropped, nothing to say.
                 if !self.state.outbox_contains(&msg_id) {
                     return;

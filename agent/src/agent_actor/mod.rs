@@ -27,6 +27,7 @@ use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
 use crate::receipt_budget::ReceiptBudget;
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
+use crate::send_window::SendWindow;
 use crate::settings::{AgentSettings, IdentityPolicy};
 use crate::sink::EventSink;
 use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError, StateError};
@@ -35,10 +36,12 @@ use crate::write_retry::{Kept, KeptDelivery, WriteRetry};
 mod commands;
 mod link;
 mod names;
+mod outflow;
 mod receiving;
 mod sending;
 
 pub use commands::*;
+pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
 /// own name claim. A receiver concludes nothing from them (names come from the relay's
@@ -176,6 +179,12 @@ pub struct AgentActor {
     away: AwayChecks,
     /// Deliveries that could not be saved (disk full), retried with backoff.
     write_retry: WriteRetry,
+    /// Outputs waiting for the state's sync (group commit).
+    outflow: outflow::Outflow,
+    /// Outbox entries on the wire and waiting their turn (in order).
+    window: SendWindow,
+    /// A timer is set to send again after a `RateLimited` pause.
+    resume_scheduled: bool,
 }
 
 impl AgentActor {
@@ -213,16 +222,9 @@ impl AgentActor {
             first_contact_receipts: ReceiptBudget::new(std::time::Instant::now()),
             away: AwayChecks::default(),
             write_retry: WriteRetry::default(),
-        }
-    }
-
-    fn emit(&self, event: Event) {
-        self.sink.emit(&event);
-    }
-
-    fn to_relay(&self, frame: Frame) {
-        if let Some(link) = &self.link {
-            link.do_send(Outbound(frame));
+            outflow: outflow::Outflow::default(),
+            window: SendWindow::default(),
+            resume_scheduled: false,
         }
     }
 
@@ -347,6 +349,7 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.outflow.attach(ctx.address().downgrade());
         // Unbounded (0), like the relay link's `do_send`s: with a bounded mailbox a full
         // queue defers `send`s and can reorder the messages typed on stdin.
         ctx.set_mailbox_capacity(0);
@@ -392,5 +395,6 @@ impl Handler<LinkEvent> for AgentActor {
             LinkEvent::Disconnected { reason, retry } => self.on_disconnected(reason, retry),
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
         }
+        self.flush_if_full();
     }
 }

@@ -332,13 +332,8 @@ impl AgentActor {
                     newly_skipped,
                     late,
                 };
-                // Recorded as shown just before it is printed: nothing observable happens
-                // between the two, so a crash noticed from the output never repeats it.
-                if let Err(err) = self.state.shown(&sender, &payload.message_id) {
-                    // Tried again with the next one; until then a restart shows it again.
-                    debug!(self.log, "cannot record a message as shown"; "err" => %err);
-                }
-                self.emit(event);
+                // Recorded as shown just before it is printed (`outflow`).
+                self.show(sender, payload.message_id, event);
                 let matched = self.resolve_first(
                     |what| matches!(what, WaitFor::Message { peer, text: t } if *peer == from && text.contains(t.as_str())),
                 );

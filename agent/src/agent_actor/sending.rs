@@ -78,11 +78,8 @@ impl AgentActor {
         match self.state.encrypt(&identity, &payload) {
             Ok(entry) => {
                 crash_point::reached("send.after_commit");
-                self.to_relay(Frame::Send {
-                    recipient: *identity.as_bytes(),
-                    msg_id: entry.msg_id,
-                    payload: entry.wire,
-                });
+                self.window.push(entry.msg_id);
+                self.pump();
                 self.unacked.insert(
                     pending.msg_id,
                     Unacked {

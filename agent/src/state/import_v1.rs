@@ -259,6 +259,8 @@ pub(super) fn import(dir: &Path, name: &str, db: &mut StateDb) -> Result<(), Sta
         }
         Ok(())
     })?;
+    // The files go only once the import is durable.
+    db.sync()?;
     remove_v1_files(dir)
 }
 

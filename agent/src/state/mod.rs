@@ -32,6 +32,9 @@
 //!   the plaintext, so a redelivery is a quiet duplicate and nothing is shown twice;
 //!   with them a text to show, deleted by [`AgentState::shown`] as it is printed, so a
 //!   crash before that is made good at the next start ([`AgentState::unshown`]).
+//!   A commit survives a crash of the process when it returns, and a power loss after
+//!   [`AgentState::sync`] (group commit): the agent sends, acknowledges and shows
+//!   nothing that depends on a commit before that sync.
 //! - **Encrypted at rest**: the identity seed, prekey secrets and sessions are sealed
 //!   under the state key, from a passphrase ([`KeySource::Passphrase`]) or the key file
 //!   `state.key` ([`AgentState::open`]); with a key file the state is protected by
@@ -273,6 +276,18 @@ impl AgentState {
     /// (the state is then protected by file permissions only).
     pub fn passphrase_protected(&self) -> bool {
         self.passphrase
+    }
+
+    /// True if a commit is not yet durable against a power loss (group commit,
+    /// `StateDb::sync`): nothing that depends on the state may leave the agent until
+    /// [`AgentState::sync`] returned.
+    pub fn needs_sync(&self) -> bool {
+        self.db.needs_sync()
+    }
+
+    /// Makes every commit so far durable (one `fdatasync`, nothing if none is pending).
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        Ok(self.db.sync()?)
     }
 
     /// The state directory.

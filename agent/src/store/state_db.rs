@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <state_dir>/        0700
-//!   state.db          0600  SQLite, WAL journal, synchronous=FULL
+//!   state.db          0600  SQLite, WAL journal, synchronous=NORMAL + StateDb::sync
 //!   state.db-wal      0600  (while open)
 //!   state.db-shm      0600  (while open)
 //!   state.key         0600  the random state key, when no passphrase is used
@@ -16,6 +16,12 @@
 //!   `BEGIN IMMEDIATE` transaction and commits only if it returns `Ok`; an error (or a
 //!   panic) rolls everything back. Writes exist only on [`Tx`], so nothing is written
 //!   outside a transaction.
+//! - **Group commit**: a commit reaches the WAL file before it returns (it survives a
+//!   crash of the process: `kill -9`), and becomes durable against a power loss at the
+//!   next [`StateDb::sync`] (one `fdatasync` of the WAL for all the commits since the
+//!   last one). The caller lets nothing that depends on a commit leave the process (a
+//!   frame, a printed event, a removed file) while [`StateDb::needs_sync`] is true: the
+//!   agent's commits of one burst of messages share one sync (`agent_actor::outflow`).
 //! - **Owner only**: the directory is 0700 and the files 0600; an existing database
 //!   whose directory or files other users can access is refused.
 //!
@@ -63,6 +69,10 @@ pub struct StateDb {
     created: bool,
     /// Refuses writes while a test's control file exists (debug builds only).
     fault: WriteFault,
+    /// Commits since the last [`StateDb::sync`] (in the WAL, not yet synced to disk).
+    unsynced: bool,
+    /// The WAL file, opened for syncing at the first [`StateDb::sync`].
+    wal: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for StateDb {
@@ -131,13 +141,18 @@ impl StateDb {
                 (key_check::set_up(&mut conn, source, &path)?, true)
             }
         };
-        Ok(Self {
+        let mut db = Self {
             conn,
             key,
             path,
             created,
             fault: WriteFault::from_env(),
-        })
+            // The migrations and the key set-up above committed without a sync.
+            unsynced: true,
+            wal: None,
+        };
+        db.sync()?;
+        Ok(db)
     }
 
     /// The database file.
@@ -159,10 +174,11 @@ impl StateDb {
         }
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: commits if it returns `Ok` (the
-    /// commit is durable when this returns, `synchronous=FULL`), rolls back if it
-    /// returns an error or panics. A failed commit (disk full) rolls back too and
-    /// is returned as [`StoreError::DiskFull`] / [`StoreError::ReadOnly`].
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: commits if it returns `Ok`, rolls
+    /// back if it returns an error or panics. The commit is in the WAL file when this
+    /// returns (it survives a crash of the process) and durable against a power loss
+    /// after the next [`StateDb::sync`]. A failed commit (disk full) rolls back too
+    /// and is returned as [`StoreError::DiskFull`] / [`StoreError::ReadOnly`].
     pub fn transaction<T>(
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
@@ -177,6 +193,51 @@ impl StateDb {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let value = self.commit(f)?;
+        self.unsynced = true;
+        Ok(value)
+    }
+
+    /// As [`StateDb::transaction_with`], for bookkeeping whose loss in a power failure
+    /// only repeats something harmless: the commit does not make
+    /// [`StateDb::needs_sync`] true (it is synced with the next sync all the same).
+    pub fn transaction_unsynced<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.commit(f)
+    }
+
+    /// True if a commit since the last [`StateDb::sync`] is not yet durable against a
+    /// power loss: nothing that depends on it may leave the process yet.
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Makes every commit so far durable (`fdatasync` of the WAL file; nothing to do if
+    /// none is pending). Errors: IO errors naming the WAL file. After a failed sync
+    /// the commits may or may not be on disk: the caller must not act on them.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let [_, wal_path, _] = db_files(&self.path);
+        if self.wal.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .open(&wal_path)
+                .map_err(|e| StoreError::io(&wal_path, "open for syncing", e))?;
+            self.wal = Some(file);
+        }
+        if let Some(wal) = &self.wal {
+            wal.sync_data()
+                .map_err(|e| StoreError::io(&wal_path, "sync", e))?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn commit<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.fault.apply(&self.conn);
         let guard = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sqlite(&self.path, "begin a transaction", e))?;
@@ -194,24 +255,13 @@ impl StateDb {
             .map_err(|e| StoreError::sqlite(&self.path, "commit", e))?;
         Ok(value)
     }
+}
 
-    /// As [`StateDb::transaction_with`], but the commit is not synced to disk
-    /// (`synchronous=NORMAL` for this one): it survives a crash of the process (the
-    /// WAL write reaches the OS before this returns), not a power loss before the next
-    /// synced commit. For bookkeeping whose loss only repeats something harmless.
-    pub fn transaction_unsynced<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let fail = |e| StoreError::sqlite(&self.path, "configure", e);
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail)?;
-        let result = self.transaction_with(f);
-        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
-        let value = result?;
-        restored.map_err(|e| StoreError::sqlite(&self.path, "configure", e))?;
-        Ok(value)
+impl Drop for StateDb {
+    /// Syncs what is pending (best effort: a caller that must know calls
+    /// [`StateDb::sync`] itself).
+    fn drop(&mut self) {
+        let _ = self.sync();
     }
 }
 
@@ -338,7 +388,8 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         let detail = format!("the file system does not support a WAL journal (journal mode {mode})");
         return Err(StoreError::io(path, "configure", io::Error::other(detail)));
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
+    // Commits are synced by `StateDb::sync` (group commit), not one by one.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
     // Deleted rows (used one-time prekeys) are zeroed where that costs no extra IO.
     conn.pragma_update(None, "secure_delete", "FAST").map_err(fail)?;

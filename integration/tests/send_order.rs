@@ -1,0 +1,158 @@
+//! Messages go to the relay in order, whatever it refuses: a sender that writes faster
+//! than the relay's send bucket allows has messages refused (`RateLimited`) and sent
+//! again, and the receiver still gets every one, once, with no decrypt failure, out of
+//! order by at most the send window (a receiver takes a chain out of order only within
+//! MAX_SKIP positions; before the send window, a flood lost messages as `too_old`).
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use e2ee_agent::send_window::SEND_WINDOW;
+use e2ee_integration::agent_process::{AgentConfig, AgentProcess};
+use e2ee_integration::process::RelayProcess;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The relay's `rate_limited_total` counter, from its metrics endpoint.
+fn rate_limited_total(port: u16) -> u64 {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    text.lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|n| n.ends_with("rate_limited_total"))
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start(name: &str, relay: &RelayProcess, dir: &std::path::Path) -> AgentProcess {
+    AgentConfig::new(name, relay.addr, &dir.join(name))
+        .start()
+        .expect("agent starts")
+}
+
+fn texts_from(agent: &mut AgentProcess, from: &str) -> Vec<String> {
+    agent
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == from)
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn failures(agent: &mut AgentProcess) -> Vec<Value> {
+    let bad = ["decrypt_failure", "send_failed", "unparsed_output"];
+    agent
+        .events()
+        .iter()
+        .filter(|e| e["event"].as_str().is_some_and(|k| bad.contains(&k)))
+        .cloned()
+        .collect()
+}
+
+/// Alice writes `count` lines at once to a relay whose send bucket holds 20 and refills
+/// 400 a second, first with bob online, then (`offline`) with bob away, so that he
+/// receives them as one stored backlog.
+fn flood_arrives_complete(count: usize, offline: bool) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let env = [
+        ("E2EE_STORE__FSYNC", "false"),
+        ("E2EE_LIMITS__RATE_CAPACITY", "20"),
+        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "400"),
+    ];
+    let relay = RelayProcess::start_with_env(
+        "127.0.0.1:0",
+        &tmp.path().join("relay"),
+        &["--metrics-listen", &metrics],
+        &env,
+    )
+    .expect("relay starts");
+    let mut bob = start("bob", &relay, tmp.path());
+    bob.wait_event("connection", WAIT).expect("bob connects");
+    let mut alice = start("alice", &relay, tmp.path());
+    alice.wait_event("connection", WAIT).expect("alice connects");
+    // One message first, so that the flood does not wait for the session.
+    alice.send_line("/msg bob hello").expect("stdin");
+    bob.wait_message("alice", "hello", WAIT).expect("first message");
+    if offline {
+        bob.close_stdin();
+        bob.wait_exit(WAIT).expect("bob stops");
+    }
+
+    let expected: Vec<String> = (0..count).map(|i| format!("m-{i:04}")).collect();
+    for text in &expected {
+        alice.send_line(&format!("/msg bob {text}")).expect("stdin");
+    }
+    alice
+        .wait_count("sent", count + 1, WAIT * 2, |e| e["event"] == "sent")
+        .expect("every message stored by the relay");
+    assert!(
+        rate_limited_total(port) > 0,
+        "the flood was not rate-limited: the test shows nothing"
+    );
+    if offline {
+        bob = start("bob", &relay, tmp.path());
+    }
+    let last = expected.last().expect("messages").clone();
+    bob.wait_message("alice", &last, WAIT * 2)
+        .expect("the last message");
+
+    let got: Vec<String> = texts_from(&mut bob, "alice")
+        .into_iter()
+        .filter(|t| t.starts_with("m-"))
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(got.len(), count, "bob shows each message once");
+    assert!(sorted == expected, "bob does not show every message");
+    // Out of order by at most the send window: what a refused message is overtaken by.
+    let displaced = (got.iter().enumerate())
+        .map(|(shown, text)| {
+            expected
+                .binary_search(text)
+                .map_or(usize::MAX, |sent| sent.abs_diff(shown))
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        displaced <= SEND_WINDOW,
+        "a message was shown {displaced} places from where it was sent"
+    );
+    assert!(failures(&mut bob).is_empty(), "bob: {:#?}", failures(&mut bob));
+    assert!(
+        failures(&mut alice).is_empty(),
+        "alice: {:#?}",
+        failures(&mut alice)
+    );
+}
+
+#[test]
+fn a_flood_past_the_send_bucket_arrives_complete_within_the_window() {
+    flood_arrives_complete(1500, false);
+}
+
+#[test]
+fn a_flood_to_an_offline_peer_arrives_complete_within_the_window() {
+    flood_arrives_complete(1500, true);
+}
