@@ -5,18 +5,22 @@
 //! (docs/PROTOCOL.md 1.6). A receiver takes the messages of one chain out of order only
 //! within [`e2ee_protocol::consts::MAX_SKIP`] positions and
 //! [`e2ee_protocol::consts::MAX_STORED_SKIPPED_KEYS`] stored keys; past that a message
-//! is lost (`too_old`, `skip_limit`). So the agent sends in outbox order, which is the
-//! order of the chain positions, and never lets the relay reorder more than a window:
+//! fails (`too_old`, `skip_limit`) and is lost. So the agent sends each recipient's
+//! messages in outbox order, the order of their chain positions, and never lets the
+//! relay reorder them by more than a window:
 //!
 //! - at most [`SEND_WINDOW`] `Send`s are unanswered at once (the rest wait their turn
 //!   here), so a refused message is overtaken by at most that many later ones;
-//! - a `RateLimited` pauses every transmission until its retry time (the token bucket is
-//!   the sender's, for all recipients); then the refused entries go again first, in the
-//!   order they were refused (the order they were sent), then the ones never sent.
+//! - a `RateLimited` (the sender's token bucket is empty, for every recipient) pauses
+//!   every transmission until its retry time; a `QuotaExceeded` (a queue or quota that
+//!   the relay does not name is full) pauses the transmissions to that recipient;
+//! - after a pause the refused entries go first, in the order they were refused (the
+//!   order they were sent), then the ones never sent.
 //!
+//! Recipients take turns, so one whose queue is paused does not hold back the others.
 //! Pure bookkeeping of message ids; the agent owns the outbox and the timer.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Most `Send`s unanswered at once. Below `MAX_SKIP` (1 000) and the stored skipped
@@ -25,84 +29,145 @@ pub const SEND_WINDOW: usize = 256;
 
 /// A 16-byte message id.
 pub type MsgId = [u8; 16];
+/// A recipient's 32-byte identity key.
+pub type Recipient = [u8; 32];
+
+/// What waits for one recipient.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Refused, in the order the refusals came: sent again first.
+    refused: VecDeque<MsgId>,
+    /// Never sent on this connection, in outbox order.
+    waiting: VecDeque<MsgId>,
+    /// Nothing is sent to this recipient before this (`QuotaExceeded`).
+    paused_until: Option<Instant>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.refused.is_empty() && self.waiting.is_empty()
+    }
+
+    fn pop(&mut self) -> Option<MsgId> {
+        self.refused.pop_front().or_else(|| self.waiting.pop_front())
+    }
+}
 
 /// The transmission state of one connection.
 #[derive(Debug, Default)]
 pub struct SendWindow {
-    /// Sent on this connection, not answered yet.
-    in_flight: HashSet<MsgId>,
-    /// Refused with `RateLimited`, in the order the refusals came: sent again first.
-    refused: VecDeque<MsgId>,
-    /// Never sent on this connection, in outbox order.
-    waiting: VecDeque<MsgId>,
-    /// No transmission before this (the sender's token bucket is empty).
+    /// Sent on this connection, not answered yet, with their recipients.
+    in_flight: HashMap<MsgId, Recipient>,
+    queues: HashMap<Recipient, Queue>,
+    /// Recipients with something queued, in turn.
+    turns: VecDeque<Recipient>,
+    /// No transmission at all before this (`RateLimited`).
     paused_until: Option<Instant>,
 }
 
 impl SendWindow {
-    /// A connection started: nothing is on the wire; `outbox` (in order) waits.
-    pub fn restart(&mut self, outbox: impl IntoIterator<Item = MsgId>) {
-        self.in_flight.clear();
-        self.refused.clear();
-        self.paused_until = None;
-        self.waiting = outbox.into_iter().collect();
+    /// A connection started: nothing is on the wire or paused; `outbox` (in order)
+    /// waits.
+    pub fn restart(&mut self, outbox: impl IntoIterator<Item = (MsgId, Recipient)>) {
+        *self = Self::default();
+        for (id, recipient) in outbox {
+            self.push(id, recipient);
+        }
     }
 
-    /// A new outbox entry, behind every other.
-    pub fn push(&mut self, id: MsgId) {
-        self.waiting.push_back(id);
+    /// A new outbox entry, behind every other to the same recipient.
+    pub fn push(&mut self, id: MsgId, recipient: Recipient) {
+        self.queue_of(recipient).waiting.push_back(id);
     }
 
-    /// The next ids to send now, in order, and counts them as in flight: none while
-    /// paused, and at most what the window has room for.
-    pub fn next_batch(&mut self, now: Instant) -> Vec<MsgId> {
+    /// The next ids to send now and counts them as in flight: none while everything is
+    /// paused, none to a paused recipient, at most what the window has room for; each
+    /// recipient's in order, recipients in turn.
+    pub fn next_batch(&mut self, now: Instant) -> Vec<(MsgId, Recipient)> {
         if self.paused_until.is_some_and(|until| now < until) {
             return Vec::new();
         }
         self.paused_until = None;
-        let room = SEND_WINDOW.saturating_sub(self.in_flight.len());
-        let mut out = Vec::with_capacity(room.min(self.refused.len() + self.waiting.len()));
-        while out.len() < room {
-            let Some(id) = self.refused.pop_front().or_else(|| self.waiting.pop_front()) else {
+        let mut out = Vec::new();
+        // Each recipient in `turns` is looked at once per pass; a pass that sends
+        // nothing ends the batch (all paused or empty).
+        while self.in_flight.len() < SEND_WINDOW {
+            let mut sent = false;
+            for _ in 0..self.turns.len() {
+                if self.in_flight.len() >= SEND_WINDOW {
+                    break;
+                }
+                let Some(recipient) = self.turns.pop_front() else {
+                    break;
+                };
+                let Some(queue) = self.queues.get_mut(&recipient) else {
+                    continue;
+                };
+                if queue.paused_until.is_some_and(|until| now < until) {
+                    self.turns.push_back(recipient);
+                    continue;
+                }
+                queue.paused_until = None;
+                if let Some(id) = queue.pop() {
+                    if self.in_flight.insert(id, recipient).is_none() {
+                        out.push((id, recipient));
+                        sent = true;
+                    }
+                }
+                if queue.is_empty() {
+                    self.queues.remove(&recipient);
+                } else {
+                    self.turns.push_back(recipient);
+                }
+            }
+            if !sent {
                 break;
-            };
-            if self.in_flight.insert(id) {
-                out.push(id);
             }
         }
         out
     }
 
-    /// The relay answered `id` (stored it, or refused it for good): its slot is free.
-    /// False if it was not in flight here.
+    /// The relay answered `id` (stored it): its slot is free. False if it was not in
+    /// flight here.
     pub fn answered(&mut self, id: &MsgId) -> bool {
-        self.in_flight.remove(id)
+        self.in_flight.remove(id).is_some()
     }
 
-    /// The relay refused `id` with `RateLimited`: it goes again, before anything not yet
-    /// sent, once `retry_after` has passed; nothing is sent until then. Returns the time
-    /// to send again (a later refusal may push it further).
+    /// The relay refused `id` with `RateLimited`: nothing is sent until `retry_after`
+    /// has passed, and then `id` goes first (among its recipient's). Returns when
+    /// sending resumes (a later refusal may push it further).
     pub fn rate_limited(&mut self, id: MsgId, now: Instant, retry_after: Duration) -> Instant {
-        if self.in_flight.remove(&id) {
-            self.refused.push_back(id);
-        }
-        let until = now + retry_after;
-        let until = self.paused_until.map_or(until, |p| p.max(until));
+        self.requeue(id);
+        let until = later(self.paused_until, now + retry_after);
         self.paused_until = Some(until);
         until
     }
 
-    /// Sends `id` again at the next batch, before anything not yet sent (a resend
-    /// after a `QuotaExceeded` delay). Nothing if it is in flight.
-    pub fn again(&mut self, id: MsgId) {
-        if !self.in_flight.contains(&id) && !self.refused.contains(&id) {
-            self.refused.push_back(id);
-        }
+    /// The relay refused `id` with `QuotaExceeded`: nothing more goes to its recipient
+    /// until `retry_after` has passed, and then `id` goes first. Returns when sending to
+    /// that recipient resumes, or `None` if `id` was not in flight here.
+    pub fn quota_exceeded(&mut self, id: MsgId, now: Instant, retry_after: Duration) -> Option<Instant> {
+        let recipient = self.requeue(id)?;
+        let queue = self.queue_of(recipient);
+        let until = later(queue.paused_until, now + retry_after);
+        queue.paused_until = Some(until);
+        Some(until)
     }
 
-    /// When the pause after a `RateLimited` ends, if there is one.
-    pub fn paused_until(&self) -> Option<Instant> {
-        self.paused_until
+    /// The earliest end of a pause still ahead of `now` (when to call
+    /// [`SendWindow::next_batch`] again), if any.
+    pub fn next_resume(&self, now: Instant) -> Option<Instant> {
+        (self.queues.values())
+            .filter_map(|q| q.paused_until)
+            .chain(self.paused_until)
+            .filter(|until| *until > now)
+            .min()
+    }
+
+    /// True if entries to `recipient` wait their turn (a message sent around the window
+    /// now would overtake them in the chain).
+    pub fn has_waiting(&self, recipient: &Recipient) -> bool {
+        self.queues.get(recipient).is_some_and(|q| !q.is_empty())
     }
 
     /// Entries sent and not answered.
@@ -112,8 +177,29 @@ impl SendWindow {
 
     /// Entries waiting to be sent (refused or never sent).
     pub fn waiting(&self) -> usize {
-        self.refused.len() + self.waiting.len()
+        self.queues
+            .values()
+            .map(|q| q.refused.len() + q.waiting.len())
+            .sum()
     }
+
+    /// Puts an in-flight `id` back, first among its recipient's refused; its recipient.
+    fn requeue(&mut self, id: MsgId) -> Option<Recipient> {
+        let recipient = self.in_flight.remove(&id)?;
+        self.queue_of(recipient).refused.push_back(id);
+        Some(recipient)
+    }
+
+    fn queue_of(&mut self, recipient: Recipient) -> &mut Queue {
+        if !self.queues.contains_key(&recipient) {
+            self.turns.push_back(recipient);
+        }
+        self.queues.entry(recipient).or_default()
+    }
+}
+
+fn later(current: Option<Instant>, until: Instant) -> Instant {
+    current.map_or(until, |c| c.max(until))
 }
 
 #[cfg(test)]

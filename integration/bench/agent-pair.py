@@ -33,9 +33,16 @@ WAIT = 600.0
 
 
 def start_relay(binary, data):
+    # The send bucket is raised (as e2ee-load does) so that long runs measure the
+    # agents, not the relay's rate limit (default 2 000, refilled by 1 000 a second).
+    # Likewise the sender's quota of unacknowledged messages (default 10 000), which a
+    # pipelined sender faster than its receiver reaches.
+    env = dict(os.environ, E2EE_LIMITS__RATE_CAPACITY="1000000",
+               E2EE_LIMITS__RATE_REFILL_PER_SEC="1000000",
+               E2EE_LIMITS__SENDER_QUOTA_MESSAGES="1000000")
     proc = subprocess.Popen(
         [binary, "--listen", "127.0.0.1:0", "--data-dir", data, "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 30
     for line in proc.stderr:
         try:

@@ -21,8 +21,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The relay's `rate_limited_total` counter, from its metrics endpoint.
-fn rate_limited_total(port: u16) -> u64 {
+/// A counter of the relay (`name` ends its metric name), from its metrics endpoint.
+fn counter(port: u16, name: &str) -> u64 {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -33,11 +33,7 @@ fn rate_limited_total(port: u16) -> u64 {
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("response");
     text.lines()
-        .find(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|n| n.ends_with("rate_limited_total"))
-        })
+        .find(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(name)))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -68,18 +64,47 @@ fn failures(agent: &mut AgentProcess) -> Vec<Value> {
         .collect()
 }
 
-/// Alice writes `count` lines at once to a relay whose send bucket holds 20 and refills
-/// 400 a second, first with bob online, then (`offline`) with bob away, so that he
-/// receives them as one stored backlog.
-fn flood_arrives_complete(count: usize, offline: bool) {
+/// What the relay refuses a flood by.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// A send bucket of 20 refilled by 400 a second (`RateLimited`).
+    SendBucket,
+    /// At most 300 unacknowledged messages stored for the sender, retry after 200 ms
+    /// (`QuotaExceeded`).
+    SenderQuota,
+}
+
+impl Limit {
+    fn env(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Limit::SendBucket => [
+                ("E2EE_LIMITS__RATE_CAPACITY", "20"),
+                ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "400"),
+            ],
+            Limit::SenderQuota => [
+                ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "300"),
+                ("E2EE_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
+            ],
+        }
+    }
+
+    /// The relay's counter of refusals by this limit.
+    fn counter(self) -> &'static str {
+        match self {
+            Limit::SendBucket => "rate_limited_total",
+            Limit::SenderQuota => "sender_quota_exceeded_total",
+        }
+    }
+}
+
+/// Alice writes `count` lines at once to a relay that refuses by `limit`, with bob
+/// online, or (`offline`) with bob away, so that he receives them as one stored backlog.
+fn flood_arrives_complete(count: usize, offline: bool, limit: Limit) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
-    let env = [
-        ("E2EE_STORE__FSYNC", "false"),
-        ("E2EE_LIMITS__RATE_CAPACITY", "20"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "400"),
-    ];
+    let [a, b] = limit.env();
+    let env = [("E2EE_STORE__FSYNC", "false"), a, b];
     let relay = RelayProcess::start_with_env(
         "127.0.0.1:0",
         &tmp.path().join("relay"),
@@ -106,10 +131,8 @@ fn flood_arrives_complete(count: usize, offline: bool) {
     alice
         .wait_count("sent", count + 1, WAIT * 2, |e| e["event"] == "sent")
         .expect("every message stored by the relay");
-    assert!(
-        rate_limited_total(port) > 0,
-        "the flood was not rate-limited: the test shows nothing"
-    );
+    let refusals = counter(port, limit.counter());
+    assert!(refusals > 0, "the flood was not refused: the test shows nothing");
     if offline {
         bob = start("bob", &relay, tmp.path());
     }
@@ -149,10 +172,15 @@ fn flood_arrives_complete(count: usize, offline: bool) {
 
 #[test]
 fn a_flood_past_the_send_bucket_arrives_complete_within_the_window() {
-    flood_arrives_complete(1500, false);
+    flood_arrives_complete(1500, false, Limit::SendBucket);
 }
 
 #[test]
 fn a_flood_to_an_offline_peer_arrives_complete_within_the_window() {
-    flood_arrives_complete(1500, true);
+    flood_arrives_complete(1500, true, Limit::SendBucket);
+}
+
+#[test]
+fn a_flood_past_the_sender_quota_arrives_complete_within_the_window() {
+    flood_arrives_complete(1500, false, Limit::SenderQuota);
 }

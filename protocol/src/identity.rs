@@ -71,6 +71,14 @@ impl std::hash::Hash for IdentityKey {
     }
 }
 
+/// Maps and sets of identity keys can be searched by the 32 bytes (equality and hash are
+/// those of the bytes), without validating them again.
+impl std::borrow::Borrow<[u8; KEY_LEN]> for IdentityKey {
+    fn borrow(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
+    }
+}
+
 impl TryFrom<[u8; KEY_LEN]> for IdentityKey {
     type Error = CryptoError;
     fn try_from(bytes: [u8; KEY_LEN]) -> Result<Self, Self::Error> {

@@ -36,7 +36,11 @@ impl AgentActor {
                 );
             }
         }
-        self.window.restart(outbox.iter().map(|entry| entry.msg_id));
+        self.window.restart(
+            outbox
+                .iter()
+                .map(|entry| (entry.msg_id, *entry.recipient.as_bytes())),
+        );
         self.pump();
         self.resolve_pending(ctx);
     }
@@ -78,7 +82,7 @@ impl AgentActor {
         let next: Vec<IdentityKey> = self
             .unresolved
             .keys()
-            .filter(|id| !asking.contains(id))
+            .filter(|id| !asking.contains(*id))
             .take(room)
             .copied()
             .collect();
@@ -87,46 +91,37 @@ impl AgentActor {
         }
     }
 
-    /// Sends outbox entry `msg_id` again after `delay_ms` (a `QuotaExceeded`), before
-    /// what was never sent, if the relay has not stored it by then.
-    pub(super) fn resend_later(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
+    /// The relay refused `msg_id`: with `RateLimited` (`quota: false`; the sender's
+    /// token bucket is empty) nothing is sent until `delay_ms` has passed, with
+    /// `QuotaExceeded` nothing more to its recipient; then the refused go first, in
+    /// order ([`SendWindow`]).
+    pub(super) fn refused(&mut self, msg_id: [u8; 16], quota: bool, delay_ms: u32, ctx: &mut Context<Self>) {
         // At least 100 ms, so that a relay answering 0 cannot make a busy loop.
         let delay = Duration::from_millis(u64::from(delay_ms).max(MIN_RETRY_MS));
-        ctx.run_later(delay, move |act, _| {
-            if act.state.outbox_contains(&msg_id) {
-                act.window.again(msg_id);
-                act.pump();
-            }
-        });
+        let now = std::time::Instant::now();
+        if quota {
+            self.window.quota_exceeded(msg_id, now, delay);
+        } else {
+            self.window.rate_limited(msg_id, now, delay);
+        }
+        self.pump();
+        self.schedule_resume(ctx);
     }
 
-    /// The sender's token bucket at the relay is empty (`RateLimited` for `msg_id`):
-    /// nothing is sent until `delay_ms` has passed, then the refused entries go first,
-    /// in order ([`SendWindow`]).
-    pub(super) fn rate_limited(&mut self, msg_id: [u8; 16], delay_ms: u32, ctx: &mut Context<Self>) {
-        let delay = Duration::from_millis(u64::from(delay_ms).max(MIN_RETRY_MS));
-        let until = self.window.rate_limited(msg_id, std::time::Instant::now(), delay);
-        self.resume_at(until, ctx);
-    }
-
-    fn resume_at(&mut self, until: std::time::Instant, ctx: &mut Context<Self>) {
+    /// Sets a timer for the end of the next pause of the send window (one at a time).
+    fn schedule_resume(&mut self, ctx: &mut Context<Self>) {
         if self.resume_scheduled {
             return;
         }
+        let now = std::time::Instant::now();
+        let Some(until) = self.window.next_resume(now) else {
+            return;
+        };
         self.resume_scheduled = true;
-        let delay = until.saturating_duration_since(std::time::Instant::now());
-        ctx.run_later(delay, |act, ctx| {
+        ctx.run_later(until - now, |act, ctx| {
             act.resume_scheduled = false;
             act.pump();
-            // A later refusal may have pushed the pause further (a pause that has
-            // passed waits for the next connection, which starts without one).
-            let later = act
-                .window
-                .paused_until()
-                .filter(|t| *t > std::time::Instant::now());
-            if let Some(until) = later {
-                act.resume_at(until, ctx);
-            }
+            act.schedule_resume(ctx);
         });
     }
 
@@ -135,10 +130,10 @@ impl AgentActor {
         if !self.connected {
             return;
         }
-        for msg_id in self.window.next_batch(std::time::Instant::now()) {
+        for (msg_id, recipient) in self.window.next_batch(std::time::Instant::now()) {
             match self.state.outbox_entry(&msg_id) {
                 Some(entry) => self.to_relay(Frame::Send {
-                    recipient: *entry.recipient.as_bytes(),
+                    recipient,
                     msg_id,
                     payload: entry.wire,
                 }),
@@ -325,7 +320,7 @@ impl AgentActor {
             Frame::RateLimited {
                 msg_id: Some(msg_id),
                 retry_after_ms,
-            } => self.rate_limited(msg_id, retry_after_ms, ctx),
+            } => self.refused(msg_id, false, retry_after_ms, ctx),
             Frame::RateLimited {
                 msg_id: None,
                 retry_after_ms,
@@ -365,10 +360,10 @@ impl AgentActor {
                 recipient,
                 retry_after_ms,
             } => {
-                self.window.answered(&msg_id);
-                self.pump();
                 // Not in the outbox (a best-effort receipt): dropped, nothing to say.
                 if !self.state.outbox_contains(&msg_id) {
+                    self.window.answered(&msg_id);
+                    self.pump();
                     return;
                 }
                 let to = IdentityKey::from_bytes(recipient)
@@ -387,7 +382,7 @@ impl AgentActor {
                         let _ = reply.send(Err(reason));
                     }
                 }
-                self.resend_later(msg_id, retry_after_ms, ctx);
+                self.refused(msg_id, true, retry_after_ms, ctx);
             }
             Frame::Error { code, reason } => {
                 self.emit(Event::error(format!("relay: {}: {reason}", code.name())));

@@ -21,9 +21,9 @@ use actix::WeakAddr;
 
 use super::*;
 
-/// Outputs queued before a sync is forced, whatever else is waiting in the mailbox:
-/// bounds the latency one burst adds (about 128 received messages: each is a `message`
-/// event and a `DeliveryAck`).
+/// Outputs queued, or commits made, before a sync is forced, whatever else is waiting
+/// in the mailbox: bounds the latency one burst adds (about 128 received messages: each
+/// is a `message` event and a `DeliveryAck`).
 pub const MAX_BATCH: usize = 256;
 
 /// Exit code of an agent whose state could not be synced to disk.
@@ -122,9 +122,12 @@ impl AgentActor {
         }
     }
 
-    /// Syncs now if a burst has queued [`MAX_BATCH`] outputs.
+    /// Syncs now if a burst has queued [`MAX_BATCH`] outputs or made as many commits
+    /// (a burst of `/msg` lines beyond the send window queues no more outputs, but its
+    /// first ones must not wait for the whole burst).
     pub(super) fn flush_if_full(&mut self) {
-        if self.outflow.queue.borrow().len() >= MAX_BATCH {
+        let queued = self.outflow.queue.borrow().len();
+        if queued >= MAX_BATCH || (queued > 0 && self.state.unsynced_commits() >= MAX_BATCH) {
             self.flush();
         }
     }

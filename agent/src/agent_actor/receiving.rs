@@ -16,7 +16,8 @@ impl AgentActor {
             return;
         }
         let ack = Frame::DeliveryAck { sender, msg_id };
-        let Ok(identity) = IdentityKey::from_bytes(sender) else {
+        let known = self.state.known_identity(&sender);
+        let Some(identity) = known.or_else(|| IdentityKey::from_bytes(sender).ok()) else {
             self.report_failure(
                 sender_hex(&sender),
                 String::new(),

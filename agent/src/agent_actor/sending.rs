@@ -64,7 +64,13 @@ impl AgentActor {
             Body::Receipt(target) => Payload::receipt(pending.msg_id, now, *target),
         };
         if let Body::Receipt(_) = pending.body {
-            // Best effort: never kept in the outbox (see `encrypt_best_effort`).
+            // Best effort: never kept in the outbox (see `encrypt_best_effort`), and not
+            // sent past texts that wait in the send window (it would overtake them in
+            // the chain by as many positions).
+            if self.window.has_waiting(identity.as_bytes()) {
+                debug!(self.log, "receipt not sent: texts to the peer wait"; "peer" => peer);
+                return;
+            }
             match self.state.encrypt_best_effort(&identity, &payload) {
                 Ok(wire) => self.to_relay(Frame::Send {
                     recipient: *identity.as_bytes(),
@@ -78,7 +84,7 @@ impl AgentActor {
         match self.state.encrypt(&identity, &payload) {
             Ok(entry) => {
                 crash_point::reached("send.after_commit");
-                self.window.push(entry.msg_id);
+                self.window.push(entry.msg_id, *identity.as_bytes());
                 self.pump();
                 self.unacked.insert(
                     pending.msg_id,

@@ -1,36 +1,40 @@
 use super::*;
 
+const BOB: Recipient = [1; 32];
+const CAROL: Recipient = [2; 32];
+
 fn id(n: u16) -> MsgId {
     let mut id = [0u8; 16];
     id[..2].copy_from_slice(&n.to_be_bytes());
     id
 }
 
-fn ids(range: std::ops::Range<u16>) -> Vec<MsgId> {
-    range.map(id).collect()
+fn to(recipient: Recipient, range: std::ops::Range<u16>) -> Vec<(MsgId, Recipient)> {
+    range.map(|n| (id(n), recipient)).collect()
 }
 
 #[test]
 fn sends_in_outbox_order_within_the_window() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    w.restart(ids(0..300));
-    assert_eq!(w.next_batch(now), ids(0..SEND_WINDOW as u16));
+    w.restart(to(BOB, 0..300));
+    assert_eq!(w.next_batch(now), to(BOB, 0..SEND_WINDOW as u16));
     assert!(w.next_batch(now).is_empty(), "the window is full");
     assert!(w.answered(&id(0)));
     assert!(!w.answered(&id(0)), "answered once");
-    assert_eq!(w.next_batch(now), vec![id(SEND_WINDOW as u16)]);
+    assert_eq!(w.next_batch(now), to(BOB, 256..257));
     assert_eq!(w.in_flight(), SEND_WINDOW);
     assert_eq!(w.waiting(), 300 - SEND_WINDOW - 1);
 }
 
 #[test]
-fn a_refusal_pauses_everything_and_the_refused_go_first_in_their_order() {
+fn a_rate_limit_pauses_everything_and_the_refused_go_first_in_their_order() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    w.restart(ids(0..10));
-    assert_eq!(w.next_batch(now), ids(0..10));
-    w.push(id(10));
+    w.restart(to(BOB, 0..10));
+    assert_eq!(w.next_batch(now), to(BOB, 0..10));
+    w.push(id(10), BOB);
+    w.push(id(20), CAROL);
     // 3 and 5 refused (in that order), the others stored.
     let until = w.rate_limited(id(3), now, Duration::from_millis(100));
     assert_eq!(until, now + Duration::from_millis(100));
@@ -38,45 +42,78 @@ fn a_refusal_pauses_everything_and_the_refused_go_first_in_their_order() {
     for n in [0, 1, 2, 4, 6, 7, 8, 9] {
         assert!(w.answered(&id(n)));
     }
+    assert_eq!(w.next_resume(now), Some(until));
     assert!(
         w.next_batch(now + Duration::from_millis(99)).is_empty(),
         "paused for the longest delay"
     );
-    assert_eq!(w.next_batch(until), vec![id(3), id(5), id(10)]);
+    let batch = w.next_batch(until);
+    let bob: Vec<MsgId> = batch.iter().filter(|(_, r)| *r == BOB).map(|(i, _)| *i).collect();
+    assert_eq!(bob, vec![id(3), id(5), id(10)]);
+    assert!(batch.contains(&(id(20), CAROL)));
+    assert_eq!(w.next_resume(until), None);
 }
 
 #[test]
-fn a_refusal_for_an_id_not_in_flight_only_pauses() {
+fn a_full_queue_pauses_only_its_recipient() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    w.restart(ids(0..2));
-    w.rate_limited(id(9), now, Duration::from_millis(10));
-    assert_eq!(w.waiting(), 2);
-    assert_eq!(w.next_batch(now + Duration::from_millis(10)), ids(0..2));
+    w.restart(to(BOB, 0..3));
+    w.push(id(10), CAROL);
+    assert_eq!(w.next_batch(now).len(), 4);
+    w.push(id(3), BOB);
+    w.push(id(11), CAROL);
+    let until = w
+        .quota_exceeded(id(1), now, Duration::from_secs(30))
+        .expect("in flight");
+    assert!(w.answered(&id(2)));
+    assert_eq!(
+        w.quota_exceeded(id(99), now, Duration::from_secs(30)),
+        None,
+        "not in flight"
+    );
+    assert_eq!(
+        w.next_batch(now),
+        vec![(id(11), CAROL)],
+        "carol goes on, bob waits"
+    );
+    assert_eq!(w.next_resume(now), Some(until));
+    assert_eq!(w.next_batch(until), vec![(id(1), BOB), (id(3), BOB)]);
 }
 
 #[test]
-fn again_resends_before_the_unsent_and_never_twice_in_flight() {
+fn recipients_take_turns() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    w.restart(ids(0..3));
-    assert_eq!(w.next_batch(now), ids(0..3));
-    w.push(id(3));
-    w.again(id(1)); // still in flight: nothing
-    assert!(w.answered(&id(1)));
-    w.again(id(1));
-    w.again(id(1));
-    assert_eq!(w.next_batch(now), vec![id(1), id(3)]);
+    w.restart(to(BOB, 0..3).into_iter().chain(to(CAROL, 10..13)));
+    let order: Vec<MsgId> = w.next_batch(now).into_iter().map(|(i, _)| i).collect();
+    assert_eq!(order, vec![id(0), id(10), id(1), id(11), id(2), id(12)]);
 }
 
 #[test]
-fn restart_forgets_what_was_in_flight_and_the_pause() {
+fn restart_forgets_what_was_in_flight_and_the_pauses() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    w.restart(ids(0..4));
+    w.restart(to(BOB, 0..4));
     w.next_batch(now);
     w.rate_limited(id(0), now, Duration::from_secs(60));
-    w.restart(ids(0..4));
+    w.quota_exceeded(id(1), now, Duration::from_secs(60));
+    w.restart(to(BOB, 0..4));
     assert_eq!(w.in_flight(), 0);
-    assert_eq!(w.next_batch(now), ids(0..4));
+    assert_eq!(w.next_resume(now), None);
+    assert_eq!(w.next_batch(now), to(BOB, 0..4));
+}
+
+#[test]
+fn has_waiting_sees_queued_and_refused_entries_only() {
+    let now = Instant::now();
+    let mut w = SendWindow::default();
+    assert!(!w.has_waiting(&BOB));
+    w.push(id(0), BOB);
+    assert!(w.has_waiting(&BOB));
+    w.next_batch(now);
+    assert!(!w.has_waiting(&BOB), "in flight is ahead, not waiting");
+    w.quota_exceeded(id(0), now, Duration::from_secs(1));
+    assert!(w.has_waiting(&BOB));
+    assert!(!w.has_waiting(&CAROL));
 }

@@ -87,7 +87,7 @@ impl StateView {
             prekeys,
             sessions,
             book: load_book(&rows, &path)?,
-            outbox: load_outbox(&rows, &path)?,
+            outbox: load_outbox(&rows, &path)?.iter().cloned().collect(),
         })
     }
 }

@@ -113,7 +113,7 @@ pub struct AgentState {
     peers: HashMap<IdentityKey, PeerState>,
     book: PinBook,
     held: Vec<HeldMessage>,
-    outbox: Vec<OutboxEntry>,
+    outbox: outbox::Outbox,
     name_release: Option<NameReleaseState>,
     /// Texts shown whose `unshown` row could not be deleted yet (retried).
     shown_unsaved: Vec<(IdentityKey, [u8; 16])>,
@@ -285,9 +285,21 @@ impl AgentState {
         self.db.needs_sync()
     }
 
+    /// Commits made since the last [`AgentState::sync`] that need it.
+    pub fn unsynced_commits(&self) -> usize {
+        self.db.unsynced_commits()
+    }
+
     /// Makes every commit so far durable (one `fdatasync`, nothing if none is pending).
     pub fn sync(&mut self) -> Result<(), StateError> {
         Ok(self.db.sync()?)
+    }
+
+    /// The identity of a peer we hold a session with, by its 32 bytes: already
+    /// validated, so a message from a known peer skips the curve checks of
+    /// `IdentityKey::from_bytes` (a scalar multiplication each).
+    pub fn known_identity(&self, bytes: &[u8; 32]) -> Option<IdentityKey> {
+        self.peers.get_key_value(bytes).map(|(identity, _)| *identity)
     }
 
     /// The state directory.

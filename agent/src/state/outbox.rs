@@ -2,6 +2,7 @@
 //! `outbox` rows. An entry is written in the same transaction as the advanced sending
 //! chain ([`AgentState::encrypt`]) and removed when the relay acknowledges it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use e2ee_protocol::identity::IdentityKey;
@@ -86,41 +87,91 @@ impl OutboxEntry {
     }
 }
 
+/// The outbox in memory: entries in the order they were written (the order of their
+/// chain positions), found by message id in O(log n), so that a long outbox (a peer
+/// offline for days, a flood of `/msg` lines) costs no scan per message.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    by_seq: BTreeMap<u64, OutboxEntry>,
+    seq_of: HashMap<[u8; MESSAGE_ID_LEN], u64>,
+    next_seq: u64,
+}
+
+impl Outbox {
+    /// Adds `entry` after every other; false (nothing added) if its id is there.
+    pub(super) fn push(&mut self, entry: OutboxEntry) -> bool {
+        if self.seq_of.contains_key(&entry.msg_id) {
+            return false;
+        }
+        self.seq_of.insert(entry.msg_id, self.next_seq);
+        self.by_seq.insert(self.next_seq, entry);
+        self.next_seq += 1;
+        true
+    }
+
+    /// Removes the entry of `msg_id`; false if it was not there.
+    pub(super) fn remove(&mut self, msg_id: &[u8; MESSAGE_ID_LEN]) -> bool {
+        match self.seq_of.remove(msg_id) {
+            Some(seq) => self.by_seq.remove(&seq).is_some(),
+            None => false,
+        }
+    }
+
+    pub(super) fn contains(&self, msg_id: &[u8; MESSAGE_ID_LEN]) -> bool {
+        self.seq_of.contains_key(msg_id)
+    }
+
+    pub(super) fn get(&self, msg_id: &[u8; MESSAGE_ID_LEN]) -> Option<&OutboxEntry> {
+        self.seq_of.get(msg_id).and_then(|seq| self.by_seq.get(seq))
+    }
+
+    /// The entries, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &OutboxEntry> {
+        self.by_seq.values()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+}
+
 /// Reads the outbox, oldest first.
-pub(super) fn load_outbox(rows: &Rows<'_>, path: &Path) -> Result<Vec<OutboxEntry>, StateError> {
-    (rows.outbox()?.into_iter())
-        .map(|row| OutboxEntry::from_row(row, path))
-        .collect()
+pub(super) fn load_outbox(rows: &Rows<'_>, path: &Path) -> Result<Outbox, StateError> {
+    let mut outbox = Outbox::default();
+    for row in rows.outbox()? {
+        outbox.push(OutboxEntry::from_row(row, path)?);
+    }
+    Ok(outbox)
 }
 
 impl AgentState {
     /// The relay stored message `msg_id` (`SentAck`): removes it from the outbox.
     /// Returns false (and writes nothing) if it was not there.
     pub fn acked(&mut self, msg_id: &[u8; MESSAGE_ID_LEN]) -> Result<bool, StateError> {
-        if !self.outbox.iter().any(|e| &e.msg_id == msg_id) {
+        if !self.outbox.contains(msg_id) {
             return Ok(false);
         }
         // Not synced: losing it in a power loss only sends the message again, and the
         // relay drops a (sender, msg_id) it already stored.
         self.db.transaction_unsynced(|tx| tx.outbox_remove(msg_id))?;
-        self.outbox.retain(|e| &e.msg_id != msg_id);
+        self.outbox.remove(msg_id);
         Ok(true)
     }
 
     /// Messages not yet acknowledged by the relay, oldest first: send them again after
     /// a restart or reconnect (the relay deduplicates by message id).
     pub fn outbox(&self) -> Vec<OutboxEntry> {
-        self.outbox.clone()
+        self.outbox.iter().cloned().collect()
     }
 
     /// True if message `msg_id` waits in the outbox.
     pub fn outbox_contains(&self, msg_id: &[u8; 16]) -> bool {
-        self.outbox.iter().any(|e| &e.msg_id == msg_id)
+        self.outbox.contains(msg_id)
     }
 
     /// The outbox entry of message `msg_id`, if it waits there.
     pub fn outbox_entry(&self, msg_id: &[u8; 16]) -> Option<OutboxEntry> {
-        self.outbox.iter().find(|e| &e.msg_id == msg_id).cloned()
+        self.outbox.get(msg_id).cloned()
     }
 }
 

@@ -155,7 +155,7 @@ impl AgentState {
     /// different plaintexts, even across a crash. The relay message id is the
     /// payload's message id; it must not already be in the outbox.
     pub fn encrypt(&mut self, peer: &IdentityKey, payload: &Payload) -> Result<OutboxEntry, StateError> {
-        if self.outbox.iter().any(|e| e.msg_id == payload.message_id) {
+        if self.outbox.contains(&payload.message_id) {
             return Err(StateError::DuplicateMsgId(hex::encode(payload.message_id)));
         }
         let Sealed {

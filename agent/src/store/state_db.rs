@@ -70,7 +70,7 @@ pub struct StateDb {
     /// Refuses writes while a test's control file exists (debug builds only).
     fault: WriteFault,
     /// Commits since the last [`StateDb::sync`] (in the WAL, not yet synced to disk).
-    unsynced: bool,
+    unsynced: usize,
     /// The WAL file, opened for syncing at the first [`StateDb::sync`].
     wal: Option<std::fs::File>,
 }
@@ -148,7 +148,7 @@ impl StateDb {
             created,
             fault: WriteFault::from_env(),
             // The migrations and the key set-up above committed without a sync.
-            unsynced: true,
+            unsynced: 1,
             wal: None,
         };
         db.sync()?;
@@ -194,7 +194,7 @@ impl StateDb {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let value = self.commit(f)?;
-        self.unsynced = true;
+        self.unsynced += 1;
         Ok(value)
     }
 
@@ -211,6 +211,11 @@ impl StateDb {
     /// True if a commit since the last [`StateDb::sync`] is not yet durable against a
     /// power loss: nothing that depends on it may leave the process yet.
     pub fn needs_sync(&self) -> bool {
+        self.unsynced > 0
+    }
+
+    /// Commits made since the last [`StateDb::sync`] that need it.
+    pub fn unsynced_commits(&self) -> usize {
         self.unsynced
     }
 
@@ -218,7 +223,7 @@ impl StateDb {
     /// none is pending). Errors: IO errors naming the WAL file. After a failed sync
     /// the commits may or may not be on disk: the caller must not act on them.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if !self.unsynced {
+        if self.unsynced == 0 {
             return Ok(());
         }
         let [_, wal_path, _] = db_files(&self.path);
@@ -233,7 +238,7 @@ impl StateDb {
             wal.sync_data()
                 .map_err(|e| StoreError::io(&wal_path, "sync", e))?;
         }
-        self.unsynced = false;
+        self.unsynced = 0;
         Ok(())
     }
 

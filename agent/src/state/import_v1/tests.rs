@@ -60,7 +60,7 @@ fn write_v1(state: &AgentState, dir: &Path) {
     write_file(dir, HELD_FILE, &held);
     let outbox = OutboxFile {
         version: STATE_VERSION,
-        entries: state.outbox.clone(),
+        entries: state.outbox(),
     };
     write_file(dir, OUTBOX_FILE, &outbox);
     for (peer, p) in &state.peers {
