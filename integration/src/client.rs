@@ -183,7 +183,7 @@ impl RelayClient {
                     return Ok(frame)
                 }
                 frame @ (Frame::RateLimited { msg_id: None, .. } | Frame::Error { .. }) => return Ok(frame),
-                Frame::PreKeysLow { .. } | Frame::Deliver { .. } => {}
+                Frame::PreKeysLow { .. } | Frame::PreKeysStored { .. } | Frame::Deliver { .. } => {}
                 other => bail!("unexpected frame while waiting for request {request_id}: {other:?}"),
             }
         }

@@ -112,6 +112,10 @@ pub struct AgentState {
     prekeys: Prekeys,
     peers: HashMap<IdentityKey, PeerState>,
     book: PinBook,
+    /// The first pinned name (by name) of each pinned identity: `book` inverted, rebuilt
+    /// whenever `book` changes (`trust::pinned_names`), so that naming the sender of
+    /// each message does not scan every pin.
+    pinned_names: HashMap<IdentityKey, String>,
     held: Vec<HeldMessage>,
     outbox: outbox::Outbox,
     name_release: Option<NameReleaseState>,
@@ -249,6 +253,7 @@ impl AgentState {
             identity,
             prekeys,
             peers,
+            pinned_names: trust::pinned_names(&book),
             book,
             held,
             outbox,

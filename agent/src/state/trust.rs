@@ -6,7 +6,7 @@
 //! (and the held messages and sessions it drops) in one transaction, and replaces the
 //! memory copy after the commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use e2ee_protocol::identity::IdentityKey;
@@ -153,7 +153,7 @@ impl AgentState {
             }
             Ok(())
         })?;
-        self.book = book;
+        self.set_book(book);
         self.held.retain(|m| !discard_from.contains(&m.sender));
         for peer in drop_sessions {
             self.peers.remove(peer);
@@ -199,7 +199,7 @@ impl AgentState {
             }
             Ok(())
         });
-        self.book = book;
+        self.set_book(book);
         if saved.is_ok() {
             self.held.retain(|m| !evicted.contains(&m.sender));
         }
@@ -336,7 +336,13 @@ impl AgentState {
 
     /// The (first, by name) pinned name of an identity.
     pub fn name_of(&self, identity: &IdentityKey) -> Option<String> {
-        self.book.name_of(identity).map(str::to_owned)
+        self.pinned_names.get(identity).cloned()
+    }
+
+    /// Replaces the book in memory (after its commit) and its inverse.
+    fn set_book(&mut self, book: PinBook) {
+        self.pinned_names = pinned_names(&book);
+        self.book = book;
     }
 
     /// Every pin, by name.
@@ -374,3 +380,13 @@ impl AgentState {
 
 #[cfg(test)]
 mod tests;
+
+/// The first pinned name (by name) of each pinned identity, as [`PinBook::name_of`]
+/// gives it.
+pub(super) fn pinned_names(book: &PinBook) -> HashMap<IdentityKey, String> {
+    let mut names = HashMap::with_capacity(book.pins.len());
+    for (name, pin) in &book.pins {
+        names.entry(pin.identity).or_insert_with(|| name.clone());
+    }
+    names
+}
