@@ -87,8 +87,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(level) = cli.log_level {
         overrides.push(("log_level", level.as_str().into()));
     }
-    // The test hooks of debug builds are read where they act, not as settings.
-    let hooks = [e2ee_agent::crash_point::ENV, e2ee_agent::store::write_fault::ENV];
+    // The test hooks of debug builds and the passphrase are read where they act, not as
+    // settings.
+    let hooks = [
+        e2ee_agent::crash_point::ENV,
+        e2ee_agent::store::write_fault::ENV,
+        e2ee_agent::passphrase::PASSPHRASE_ENV,
+    ];
     let env = std::env::vars_os().filter(|(key, _)| !hooks.iter().any(|hook| key == hook));
     let settings: AgentSettings =
         e2ee_config::load_with_env(cli.config.as_deref(), e2ee_config::ENV_PREFIX, env, &overrides)?;

@@ -1,7 +1,8 @@
-//! Where the state key comes from (docs/AGENT.md, "State"): the first line of
-//! `--passphrase-file`, a passphrase typed on the terminal (`--passphrase-prompt`, or
-//! by itself when the state is sealed under a passphrase and stdin is a terminal), or
-//! the owner-only key file `state.key` in the state directory.
+//! Where the state key comes from (docs/AGENT.md, "State"), first that applies: the
+//! first line of `--passphrase-file`, the environment variable [`PASSPHRASE_ENV`], a
+//! passphrase typed on the terminal (`--passphrase-prompt`, or by itself when the state
+//! is sealed under a passphrase and stdin is a terminal), or the owner-only key file
+//! `state.key` in the state directory.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -12,6 +13,11 @@ use zeroize::Zeroizing;
 use crate::settings::AgentSettings;
 use crate::state::{AgentState, KeySource, StateError};
 use crate::store::StoreError;
+
+/// The environment variable holding the state passphrase itself (for services that
+/// hand secrets over in the environment). It is not a setting: `--print-config` never
+/// shows it, and the settings loader does not read it.
+pub const PASSPHRASE_ENV: &str = "E2EE_PASSPHRASE";
 
 /// Opens (or creates) the state with the key source the settings give. A state sealed
 /// under a passphrase opened without one asks for it on the terminal when stdin is one.
@@ -29,6 +35,7 @@ pub fn open_state(settings: &AgentSettings, rng: &mut impl CryptoRngCore) -> any
         Err(StateError::Key(StoreError::KeySourceMismatch {
             stored: "passphrase", ..
         })) if settings.passphrase_file.is_none()
+            && std::env::var_os(PASSPHRASE_ENV).is_none()
             && !settings.passphrase_prompt
             && std::io::stdin().is_terminal() =>
         {
@@ -55,6 +62,10 @@ fn key_source(settings: &AgentSettings) -> anyhow::Result<KeySource> {
         let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         return Ok(KeySource::passphrase(line.to_vec()));
+    }
+    if let Some(value) = std::env::var_os(PASSPHRASE_ENV) {
+        use std::os::unix::ffi::OsStringExt;
+        return Ok(KeySource::passphrase(value.into_vec()));
     }
     if settings.passphrase_prompt {
         let new = !is_state(&settings.state_dir);

@@ -89,3 +89,48 @@ fn the_passphrase_is_asked_on_the_terminal_checked_and_never_echoed() {
     asked.expect("\"event\":\"started\"").expect("opened");
     quit(asked);
 }
+
+/// An agent without a terminal (stdin closed) that quits at once.
+fn run_without_terminal(state: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(binary("e2ee-agent").expect("agent binary"));
+    command.args(["--name", "alice", "--relay", "127.0.0.1:9", "--json"]);
+    command.arg("--state").arg(state);
+    command.envs(env.iter().copied());
+    command.stdin(std::process::Stdio::null());
+    command.output().expect("the agent runs")
+}
+
+#[test]
+fn the_passphrase_can_come_from_the_environment_and_a_wrong_one_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("alice");
+    let made = run_without_terminal(&state, &[("E2EE_PASSPHRASE", PASSPHRASE)]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        !state.join("state.key").exists(),
+        "sealed under the passphrase, no key file"
+    );
+    let before = state_bytes(&state);
+    assert!(
+        !before
+            .windows(PASSPHRASE.len())
+            .any(|w| w == PASSPHRASE.as_bytes()),
+        "the passphrase is not stored"
+    );
+
+    let wrong = run_without_terminal(&state, &[("E2EE_PASSPHRASE", "not it")]);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("wrong passphrase"), "a clear error: {stderr}");
+    assert_eq!(state_bytes(&state), before, "a wrong passphrase changes nothing");
+
+    let missing = run_without_terminal(&state, &[]);
+    assert!(!missing.status.success(), "no passphrase, no terminal: refused");
+
+    let again = run_without_terminal(&state, &[("E2EE_PASSPHRASE", PASSPHRASE)]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
