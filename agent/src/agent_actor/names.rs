@@ -148,9 +148,6 @@ impl AgentActor {
             Binding::Unsaved => return self.fail_waiting(&name, "the pin could not be saved"),
         }
         self.bound_this_connection.insert(name.clone());
-        // The registry was asked on this connection: the first text does not ask again
-        // (with a thousand peers, a lookup and a signature check each).
-        self.names_checked.insert(name.clone());
         self.resolve_waiters(|what| matches!(what, WaitFor::Peer { peer } if *peer == name));
         if self.waiting.contains_key(&name) {
             if self.state.has_session(&claim.identity) {
