@@ -9,8 +9,10 @@
 //! a load run ([`RELAY_LOAD_ENV`]). Phases, each timed from the first line written (or
 //! the first peer told to send) to the last message shown:
 //!
-//! 1. warm-up: the hub writes one text to every peer (a name lookup, a bundle fetch and
-//!    X3DH each) and every peer answers once: live sessions both ways;
+//! 1. warm-up: the hub writes two texts to every peer (a name lookup, a bundle fetch and
+//!    X3DH for the first; the second is the first sent on an existing session on this
+//!    connection, which asks the registry again: docs/AGENT.md 6) and every peer
+//!    answers once: live sessions both ways, the connection's checks done;
 //! 2. send: the hub writes `per_peer` texts to every peer, the lines interleaved
 //!    (peer 0, 1, …, N−1, 0, 1, …), until every peer decrypted all of them;
 //! 3. receive: every peer sends `per_peer` texts at once, until the hub showed all.
@@ -116,10 +118,12 @@ pub fn run(config: PeersConfig, dir: &Path) -> anyhow::Result<PeersReport> {
 
     // 1. Warm-up: a session with every peer, used both ways.
     let start = Instant::now();
-    for index in 0..config.peers {
-        hub.send_line(&format!("/msg {} w-{index}", peer_name(index)))?;
+    for round in 0..2 {
+        for index in 0..config.peers {
+            hub.send_line(&format!("/msg {} w-{round}", peer_name(index)))?;
+        }
+        wait(&mut events, config.peers, "warm-up texts at the peers")?;
     }
-    wait(&mut events, config.peers, "warm-up texts at the peers")?;
     for tx in &commands {
         tx.send(1).map_err(|_| anyhow!("a peer stopped"))?;
     }
