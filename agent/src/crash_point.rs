@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `receive.before_commit` | a delivered message decrypted, in memory only: nothing committed |
 //! | `receive.after_commit` | the session, the received ids, the used one-time prekey, the message to show committed; no event printed, no `DeliveryAck` |
-//! | `receive.after_show` | the text recorded as shown and its `message` event printed (its receipt queued); no `DeliveryAck` |
+//! | `receive.after_show` | the text recorded as shown and its `message` event printed (its receipt encrypted, not sent); no `DeliveryAck` |
 //! | `send.before_commit` | a message encrypted in memory; nothing committed, nothing sent |
 //! | `send.after_commit` | the advanced sending chain and the outbox entry committed; the `Send` frame not handed to the relay link |
 //! | `send.before_sent_ack` | the relay's `SentAck` arrived; the outbox entry not yet removed, no `sent` event |

@@ -10,8 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, Flush, ListPeers, Online, Reject, SendText, SetOwnName,
-    Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, Flush, Leave, ListPeers, Online, Reject, SendText,
+    SetOwnName, Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -62,6 +62,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         let relay = settings.relay.clone();
         let identity = state.identity().clone();
         let expect_timeout = settings.expect_timeout_ms;
+        let leave_wait = Duration::from_millis(settings.leave_wait_ms);
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
         let link = RelayLink::new(relay, identity, agent.clone().recipient(), backoff, log).start();
         agent.do_send(Attach(link));
@@ -72,6 +73,9 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
             Some(steps) => run_script(&agent, steps, expect_timeout).await,
             None => run_stdin(&agent).await,
         };
+        // What was written goes out first (bounded by `leave_wait_ms`); what could not
+        // is reported.
+        let _ = agent.send(Leave { wait: leave_wait }).await;
         // What waits for the state's sync (group commit) is printed and sent.
         let _ = agent.send(Flush).await;
         code

@@ -9,22 +9,25 @@
 //! messages in outbox order, the order of their chain positions, and never lets the
 //! relay reorder them by more than a window:
 //!
-//! - at most [`SEND_WINDOW`] `Send`s are unanswered at once (the rest wait their turn
-//!   here), so a refused message is overtaken by at most that many later ones;
+//! - at most [`SEND_WINDOW`] outbox entries are unanswered at once (the rest wait their
+//!   turn here), so a refused message is overtaken by at most that many later ones;
 //! - a `RateLimited` (the sender's token bucket is empty, for every recipient) pauses
-//!   every transmission until its retry time; a `QuotaExceeded` (a queue or quota that
-//!   the relay does not name is full) pauses the transmissions to that recipient;
-//! - after a pause the refused entries go first, in the order they were refused (the
-//!   order they were sent), then the ones never sent.
+//!   every transmission until its retry time, and the window then opens again from one
+//!   entry, one more for each `SentAck` (the bucket refills slowly: sending the whole
+//!   window at once would only be refused again); a `QuotaExceeded` (a queue or quota
+//!   that the relay does not name is full) pauses the transmissions to that recipient;
+//! - after a pause the refused entries go first, in outbox order (the relay answers
+//!   `RateLimited` at once and `QuotaExceeded` after its store, so refusals may come in
+//!   another order than the `Send`s went), then the ones never sent.
 //!
 //! Recipients take turns, so one whose queue is paused does not hold back the others.
-//! Pure bookkeeping of message ids; the agent owns the outbox and the timer.
+//! Pure bookkeeping of message ids; the agent owns the outbox and the timers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Most `Send`s unanswered at once. Below `MAX_SKIP` (1 000) and the stored skipped
-/// keys (2 000), so that no reordering within the window can lose a message.
+/// Most outbox entries unanswered at once. Below `MAX_SKIP` (1 000) and the stored
+/// skipped keys (2 000), so that no reordering within the window can lose a message.
 pub const SEND_WINDOW: usize = 256;
 
 /// A 16-byte message id.
@@ -32,13 +35,13 @@ pub type MsgId = [u8; 16];
 /// A recipient's 32-byte identity key.
 pub type Recipient = [u8; 32];
 
-/// What waits for one recipient.
+/// What waits for one recipient, by outbox position.
 #[derive(Debug, Default)]
 struct Queue {
-    /// Refused, in the order the refusals came: sent again first.
-    refused: VecDeque<MsgId>,
-    /// Never sent on this connection, in outbox order.
-    waiting: VecDeque<MsgId>,
+    /// Refused, by outbox position: sent again first.
+    refused: BTreeMap<u64, MsgId>,
+    /// Never sent on this connection, in outbox order (all after the refused).
+    waiting: VecDeque<(u64, MsgId)>,
     /// Nothing is sent to this recipient before this (`QuotaExceeded`).
     paused_until: Option<Instant>,
 }
@@ -48,21 +51,38 @@ impl Queue {
         self.refused.is_empty() && self.waiting.is_empty()
     }
 
-    fn pop(&mut self) -> Option<MsgId> {
-        self.refused.pop_front().or_else(|| self.waiting.pop_front())
+    fn pop(&mut self) -> Option<(u64, MsgId)> {
+        self.refused.pop_first().or_else(|| self.waiting.pop_front())
     }
 }
 
 /// The transmission state of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SendWindow {
-    /// Sent on this connection, not answered yet, with their recipients.
-    in_flight: HashMap<MsgId, Recipient>,
+    /// Sent on this connection, not answered yet: recipient and outbox position.
+    in_flight: HashMap<MsgId, (Recipient, u64)>,
     queues: HashMap<Recipient, Queue>,
     /// Recipients with something queued, in turn.
     turns: VecDeque<Recipient>,
     /// No transmission at all before this (`RateLimited`).
     paused_until: Option<Instant>,
+    /// Entries that may be unanswered at once now (up to [`SEND_WINDOW`]).
+    limit: usize,
+    /// The outbox position of the next entry pushed.
+    next_position: u64,
+}
+
+impl Default for SendWindow {
+    fn default() -> Self {
+        Self {
+            in_flight: HashMap::new(),
+            queues: HashMap::new(),
+            turns: VecDeque::new(),
+            paused_until: None,
+            limit: SEND_WINDOW,
+            next_position: 0,
+        }
+    }
 }
 
 impl SendWindow {
@@ -77,7 +97,9 @@ impl SendWindow {
 
     /// A new outbox entry, behind every other to the same recipient.
     pub fn push(&mut self, id: MsgId, recipient: Recipient) {
-        self.queue_of(recipient).waiting.push_back(id);
+        let position = self.next_position;
+        self.next_position += 1;
+        self.queue_of(recipient).waiting.push_back((position, id));
     }
 
     /// The next ids to send now and counts them as in flight: none while everything is
@@ -91,10 +113,10 @@ impl SendWindow {
         let mut out = Vec::new();
         // Each recipient in `turns` is looked at once per pass; a pass that sends
         // nothing ends the batch (all paused or empty).
-        while self.in_flight.len() < SEND_WINDOW {
+        while self.has_room() {
             let mut sent = false;
             for _ in 0..self.turns.len() {
-                if self.in_flight.len() >= SEND_WINDOW {
+                if !self.has_room() {
                     break;
                 }
                 let Some(recipient) = self.turns.pop_front() else {
@@ -108,8 +130,8 @@ impl SendWindow {
                     continue;
                 }
                 queue.paused_until = None;
-                if let Some(id) = queue.pop() {
-                    if self.in_flight.insert(id, recipient).is_none() {
+                if let Some((position, id)) = queue.pop() {
+                    if self.in_flight.insert(id, (recipient, position)).is_none() {
                         out.push((id, recipient));
                         sent = true;
                     }
@@ -127,17 +149,22 @@ impl SendWindow {
         out
     }
 
-    /// The relay answered `id` (stored it): its slot is free. False if it was not in
-    /// flight here.
+    /// The relay stored `id` (`SentAck`): its slot is free, and the window grows by
+    /// one after a rate-limit pause. False if it was not in flight here.
     pub fn answered(&mut self, id: &MsgId) -> bool {
-        self.in_flight.remove(id).is_some()
+        let answered = self.in_flight.remove(id).is_some();
+        if answered {
+            self.limit = (self.limit + 1).min(SEND_WINDOW);
+        }
+        answered
     }
 
     /// The relay refused `id` with `RateLimited`: nothing is sent until `retry_after`
-    /// has passed, and then `id` goes first (among its recipient's). Returns when
-    /// sending resumes (a later refusal may push it further).
+    /// has passed, then the window opens again from one entry, `id` first among its
+    /// recipient's. Returns when sending resumes (a later refusal may push it further).
     pub fn rate_limited(&mut self, id: MsgId, now: Instant, retry_after: Duration) -> Instant {
         self.requeue(id);
+        self.limit = 1;
         let until = later(self.paused_until, now + retry_after);
         self.paused_until = Some(until);
         until
@@ -164,10 +191,12 @@ impl SendWindow {
             .min()
     }
 
-    /// True if entries to `recipient` wait their turn (a message sent around the window
-    /// now would overtake them in the chain).
-    pub fn has_waiting(&self, recipient: &Recipient) -> bool {
-        self.queues.get(recipient).is_some_and(|q| !q.is_empty())
+    /// True if a message to `recipient` sent around the window now would overtake
+    /// entries that wait, or go out during a pause.
+    pub fn holds_back(&self, recipient: &Recipient, now: Instant) -> bool {
+        let paused = |until: Option<Instant>| until.is_some_and(|u| now < u);
+        paused(self.paused_until)
+            || (self.queues.get(recipient)).is_some_and(|q| !q.is_empty() || paused(q.paused_until))
     }
 
     /// Entries sent and not answered.
@@ -183,10 +212,14 @@ impl SendWindow {
             .sum()
     }
 
-    /// Puts an in-flight `id` back, first among its recipient's refused; its recipient.
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.limit
+    }
+
+    /// Puts an in-flight `id` back among its recipient's refused; its recipient.
     fn requeue(&mut self, id: MsgId) -> Option<Recipient> {
-        let recipient = self.in_flight.remove(&id)?;
-        self.queue_of(recipient).refused.push_back(id);
+        let (recipient, position) = self.in_flight.remove(&id)?;
+        self.queue_of(recipient).refused.insert(position, id);
         Some(recipient)
     }
 

@@ -206,6 +206,11 @@ pub struct AgentSettings {
     /// How long a script's `expect`, `expect-failure` and `wait-peer` wait unless the
     /// step gives `timeout=<ms>`, in milliseconds.
     pub expect_timeout_ms: u64,
+    /// On leaving (end of stdin, `/quit`, end of a script): how long the agent waits for
+    /// the relay to store what is still in its outbox before it exits, in milliseconds
+    /// (0: leave at once). What is still unsent then is reported (`unsent`) and stays in
+    /// the outbox for the next start.
+    pub leave_wait_ms: u64,
 }
 
 impl Default for AgentSettings {
@@ -225,6 +230,7 @@ impl Default for AgentSettings {
             history: HistorySettings::default(),
             send_log: SendLogSettings::default(),
             expect_timeout_ms: 10_000,
+            leave_wait_ms: 10_000,
         }
     }
 }

@@ -324,6 +324,16 @@ fn receiver_crash(point: &str) {
         "{point}: bob showed {} of {TEXTS} before the crash",
         first_run.len()
     );
+    if let Some(nth) = point.strip_prefix("receive.after_show:") {
+        // The point is reached right after the nth text is printed.
+        let nth: usize = nth.parse().expect("a count");
+        assert_eq!(
+            first_run.len(),
+            nth,
+            "{point}: the text was printed before the crash\n{}",
+            bob.report()
+        );
+    }
     let mut bob = world.restart(world.agent("bob"));
     bob.wait_message("alice", &sent[TEXTS - 1], WAIT)
         .expect("bob shows the rest after restarting");

@@ -108,18 +108,22 @@ impl AgentActor {
         self.schedule_resume(ctx);
     }
 
-    /// Sets a timer for the end of the next pause of the send window (one at a time).
-    fn schedule_resume(&mut self, ctx: &mut Context<Self>) {
-        if self.resume_scheduled {
-            return;
-        }
+    /// Sets a timer for the end of the next pause of the send window: a new one when
+    /// that end is earlier than the timer set (a short rate-limit pause during a long
+    /// quota pause); a timer that fires sends what it can and sets the next.
+    pub(super) fn schedule_resume(&mut self, ctx: &mut Context<Self>) {
         let now = std::time::Instant::now();
         let Some(until) = self.window.next_resume(now) else {
             return;
         };
-        self.resume_scheduled = true;
-        ctx.run_later(until - now, |act, ctx| {
-            act.resume_scheduled = false;
+        if self.resume_at.is_some_and(|set| set <= until) {
+            return;
+        }
+        self.resume_at = Some(until);
+        ctx.run_later(until - now, move |act, ctx| {
+            if act.resume_at == Some(until) {
+                act.resume_at = None;
+            }
             act.pump();
             act.schedule_resume(ctx);
         });

@@ -34,6 +34,7 @@ use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError, State
 use crate::write_retry::{Kept, KeptDelivery, WriteRetry};
 
 mod commands;
+mod leaving;
 mod link;
 mod names;
 mod outflow;
@@ -41,6 +42,7 @@ mod receiving;
 mod sending;
 
 pub use commands::*;
+pub use leaving::Leave;
 pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
@@ -183,8 +185,10 @@ pub struct AgentActor {
     outflow: outflow::Outflow,
     /// Outbox entries on the wire and waiting their turn (in order).
     window: SendWindow,
-    /// A timer is set to send again after a `RateLimited` pause.
-    resume_scheduled: bool,
+    /// When the send window's resume timer fires (the earliest set, if any).
+    resume_at: Option<std::time::Instant>,
+    /// `Leave` requests waiting for the outbox to empty.
+    leave_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl AgentActor {
@@ -224,7 +228,8 @@ impl AgentActor {
             write_retry: WriteRetry::default(),
             outflow: outflow::Outflow::default(),
             window: SendWindow::default(),
-            resume_scheduled: false,
+            resume_at: None,
+            leave_waiters: Vec::new(),
         }
     }
 
@@ -396,5 +401,6 @@ impl Handler<LinkEvent> for AgentActor {
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
         }
         self.flush_if_full();
+        self.settle_leave();
     }
 }

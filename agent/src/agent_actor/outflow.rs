@@ -156,6 +156,7 @@ impl AgentActor {
     }
 
     fn release(&mut self, out: Out) {
+        let shown = matches!(out, Out::Shown { .. });
         if let Out::Shown {
             sender, message_id, ..
         } = &out
@@ -168,6 +169,10 @@ impl AgentActor {
             }
         }
         self.deliver(out);
+        if shown {
+            // Printed; its `DeliveryAck` is released after it.
+            crash_point::reached("receive.after_show");
+        }
     }
 
     fn deliver(&self, out: Out) {

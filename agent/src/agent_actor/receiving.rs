@@ -172,6 +172,8 @@ impl AgentActor {
     /// Reverse lookups unanswered for [`LOOKUP_TIMEOUT`] count as answered "no name"
     /// (a relay that stays silent must not hold deliveries for good).
     pub(super) fn expire_lookups(&mut self) {
+        // (Also the tick at which a `Leave` notices messages failed by a timeout.)
+        self.settle_leave();
         let now = std::time::Instant::now();
         let expired: Vec<u32> = (self.reverse_sent.iter())
             .filter(|(_, sent)| now.duration_since(**sent) >= LOOKUP_TIMEOUT)
@@ -242,7 +244,6 @@ impl AgentActor {
                         "{from} started a new session with us (X3DH from a PreKey message)"
                     )));
                 }
-                crash_point::reached("receive.after_show");
                 self.to_relay(ack);
                 true
             }

@@ -66,9 +66,12 @@ impl AgentActor {
         if let Body::Receipt(_) = pending.body {
             // Best effort: never kept in the outbox (see `encrypt_best_effort`), and not
             // sent past texts that wait in the send window (it would overtake them in
-            // the chain by as many positions).
-            if self.window.has_waiting(identity.as_bytes()) {
-                debug!(self.log, "receipt not sent: texts to the peer wait"; "peer" => peer);
+            // the chain by as many positions) nor during a pause (it would be refused).
+            if self
+                .window
+                .holds_back(identity.as_bytes(), std::time::Instant::now())
+            {
+                debug!(self.log, "receipt not sent: the send window holds the peer back"; "peer" => peer);
                 return;
             }
             match self.state.encrypt_best_effort(&identity, &payload) {

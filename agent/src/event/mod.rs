@@ -293,6 +293,14 @@ pub enum Event {
         /// True if every step succeeded.
         ok: bool,
     },
+    /// Leaving with messages the relay has not stored (`leave_wait_ms` passed, or no
+    /// connection): they stay in the outbox and go at the next start.
+    Unsent {
+        /// How many.
+        count: usize,
+        /// Their message ids, hex, oldest first.
+        msg_ids: Vec<String>,
+    },
     /// Information for the user (`print`, help, notices).
     Info {
         /// The text.
@@ -580,6 +588,9 @@ impl Event {
             Self::ScriptStep { line, step } => format!("# line {line}: {}", sanitize(step)),
             Self::ScriptDone { ok: true } => "# script done".into(),
             Self::ScriptDone { ok: false } => "# script failed".into(),
+            Self::Unsent { count, .. } => format!(
+                "* leaving with {count} message(s) not yet stored at the relay: kept, sent at the next start"
+            ),
             Self::Info { message } => format!("* {}", sanitize(message)),
         }
     }

@@ -28,17 +28,17 @@ fn sends_in_outbox_order_within_the_window() {
 }
 
 #[test]
-fn a_rate_limit_pauses_everything_and_the_refused_go_first_in_their_order() {
+fn a_rate_limit_pauses_everything_then_opens_from_one_entry_refused_first() {
     let now = Instant::now();
     let mut w = SendWindow::default();
     w.restart(to(BOB, 0..10));
     assert_eq!(w.next_batch(now), to(BOB, 0..10));
     w.push(id(10), BOB);
     w.push(id(20), CAROL);
-    // 3 and 5 refused (in that order), the others stored.
-    let until = w.rate_limited(id(3), now, Duration::from_millis(100));
+    // 5 then 3 refused (refusals may come out of order), the others stored.
+    let until = w.rate_limited(id(5), now, Duration::from_millis(100));
     assert_eq!(until, now + Duration::from_millis(100));
-    w.rate_limited(id(5), now, Duration::from_millis(50));
+    w.rate_limited(id(3), now, Duration::from_millis(50));
     for n in [0, 1, 2, 4, 6, 7, 8, 9] {
         assert!(w.answered(&id(n)));
     }
@@ -47,11 +47,35 @@ fn a_rate_limit_pauses_everything_and_the_refused_go_first_in_their_order() {
         w.next_batch(now + Duration::from_millis(99)).is_empty(),
         "paused for the longest delay"
     );
+    assert!(
+        w.holds_back(&CAROL, now),
+        "nothing goes around the window during a pause"
+    );
+    // The window grew back by the 8 answers after the refusals: 1 + 8 = 9 slots.
     let batch = w.next_batch(until);
     let bob: Vec<MsgId> = batch.iter().filter(|(_, r)| *r == BOB).map(|(i, _)| *i).collect();
-    assert_eq!(bob, vec![id(3), id(5), id(10)]);
+    assert_eq!(bob, vec![id(3), id(5), id(10)], "refused first, in outbox order");
     assert!(batch.contains(&(id(20), CAROL)));
     assert_eq!(w.next_resume(until), None);
+}
+
+#[test]
+fn after_a_rate_limit_the_window_opens_one_entry_per_answer() {
+    let now = Instant::now();
+    let mut w = SendWindow::default();
+    w.restart(to(BOB, 0..50));
+    assert_eq!(w.next_batch(now).len(), 50);
+    for n in 0..50 {
+        w.rate_limited(id(n), now, Duration::from_millis(10));
+    }
+    let later = now + Duration::from_millis(10);
+    assert_eq!(w.next_batch(later), to(BOB, 0..1), "one probe first");
+    assert!(w.next_batch(later).is_empty());
+    assert!(w.answered(&id(0)));
+    assert_eq!(w.next_batch(later), to(BOB, 1..3), "two after one answer");
+    assert!(w.answered(&id(1)));
+    assert!(w.answered(&id(2)));
+    assert_eq!(w.next_batch(later), to(BOB, 3..7));
 }
 
 #[test]
@@ -105,15 +129,15 @@ fn restart_forgets_what_was_in_flight_and_the_pauses() {
 }
 
 #[test]
-fn has_waiting_sees_queued_and_refused_entries_only() {
+fn holds_back_sees_queued_refused_and_paused() {
     let now = Instant::now();
     let mut w = SendWindow::default();
-    assert!(!w.has_waiting(&BOB));
+    assert!(!w.holds_back(&BOB, now));
     w.push(id(0), BOB);
-    assert!(w.has_waiting(&BOB));
+    assert!(w.holds_back(&BOB, now));
     w.next_batch(now);
-    assert!(!w.has_waiting(&BOB), "in flight is ahead, not waiting");
+    assert!(!w.holds_back(&BOB, now), "in flight is ahead, not waiting");
     w.quota_exceeded(id(0), now, Duration::from_secs(1));
-    assert!(w.has_waiting(&BOB));
-    assert!(!w.has_waiting(&CAROL));
+    assert!(w.holds_back(&BOB, now));
+    assert!(!w.holds_back(&CAROL, now));
 }

@@ -164,6 +164,11 @@ impl AgentState {
         self.outbox.iter().cloned().collect()
     }
 
+    /// True if the relay has stored everything sent.
+    pub fn outbox_is_empty(&self) -> bool {
+        self.outbox.len() == 0
+    }
+
     /// True if message `msg_id` waits in the outbox.
     pub fn outbox_contains(&self, msg_id: &[u8; 16]) -> bool {
         self.outbox.contains(msg_id)
