@@ -70,6 +70,17 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Liveness of a connection (`heartbeat` settings): ping after `interval` of silence,
+/// give the connection up when nothing arrives within `timeout` after that, or when a
+/// write does not complete within `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Quiet time before a `Ping`.
+    pub interval: Duration,
+    /// How long a `Ping` or a write may go unanswered.
+    pub timeout: Duration,
+}
+
 impl Backoff {
     /// Delay before attempt `n` (1-based): doubling from `initial`, capped at `max`.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -84,6 +95,7 @@ pub struct RelayLink {
     identity: IdentityKeyPair,
     agent: Recipient<LinkEvent>,
     backoff: Backoff,
+    liveness: Liveness,
     log: Logger,
     tx: Option<mpsc::UnboundedSender<Frame>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -98,7 +110,7 @@ impl RelayLink {
         relay: String,
         identity: IdentityKeyPair,
         agent: Recipient<LinkEvent>,
-        backoff: Backoff,
+        (backoff, liveness): (Backoff, Liveness),
         log: Logger,
     ) -> Self {
         Self {
@@ -106,6 +118,7 @@ impl RelayLink {
             identity,
             agent,
             backoff,
+            liveness,
             log,
             tx: None,
             task: None,
@@ -125,8 +138,15 @@ impl RelayLink {
         let relay = self.relay.clone();
         let identity = self.identity.clone();
         let agent = self.agent.clone();
+        let liveness = self.liveness;
         self.task = Some(actix::spawn(async move {
-            let reason = match connection(&relay, &identity, generation, &me, &agent, rx).await {
+            let link = Link {
+                generation,
+                me: &me,
+                agent: &agent,
+                liveness,
+            };
+            let reason = match connection(&relay, &identity, link, rx).await {
                 Ok(()) => "closed".to_string(),
                 Err(err) => err.to_string(),
             };
@@ -142,13 +162,21 @@ impl RelayLink {
     }
 }
 
-/// One connection's life: connect, authenticate, then pump frames both ways.
+/// What a connection task reports to, and how it judges the connection alive.
+struct Link<'a> {
+    generation: u64,
+    me: &'a Addr<RelayLink>,
+    agent: &'a Recipient<LinkEvent>,
+    liveness: Liveness,
+}
+
+/// One connection's life: connect, authenticate, then pump frames both ways, pinging
+/// the relay after a quiet `interval` and giving up a connection that stays silent
+/// (a half-open TCP connection passes no bytes and reports no error).
 async fn connection(
     relay: &str,
     identity: &IdentityKeyPair,
-    generation: u64,
-    link: &Addr<RelayLink>,
-    agent: &Recipient<LinkEvent>,
+    link: Link<'_>,
     mut rx: mpsc::UnboundedReceiver<Frame>,
 ) -> anyhow::Result<()> {
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(relay)).await??;
@@ -176,26 +204,57 @@ async fn connection(
     };
     // Awaited: the link forwards `Connected` to the agent before this task forwards any
     // frame, so a Deliver never reaches the agent before it knows it is connected.
-    link.send(Up { generation, queued })
+    let generation = link.generation;
+    link.me
+        .send(Up { generation, queued })
         .await
         .map_err(|e| anyhow::anyhow!("relay link stopped: {e}"))?;
+    let Liveness { interval, timeout } = link.liveness;
+    let dead = |what: &str| anyhow::anyhow!("the relay link is dead: {what}");
+    let mut last_heard = tokio::time::Instant::now();
+    let mut pinged = false;
+    let mut nonce = 0u64;
     loop {
+        let quiet_until = last_heard + if pinged { interval + timeout } else { interval };
         tokio::select! {
-            incoming = framed.next() => match incoming {
-                Some(Ok(Frame::Ping { nonce })) => framed.send(Frame::Pong { nonce }).await?,
-                Some(Ok(frame)) => agent.do_send(LinkEvent::Frame(frame)),
-                Some(Err(err)) => return Err(err.into()),
-                None => return Ok(()),
+            incoming = framed.next() => {
+                last_heard = tokio::time::Instant::now();
+                pinged = false;
+                match incoming {
+                    Some(Ok(Frame::Ping { nonce })) => tokio::time::timeout(timeout, framed.send(Frame::Pong { nonce }))
+                        .await
+                        .map_err(|_| dead("a write did not complete"))??,
+                    Some(Ok(Frame::Pong { .. })) => {}
+                    Some(Ok(frame)) => link.agent.do_send(LinkEvent::Frame(frame)),
+                    Some(Err(err)) => return Err(err.into()),
+                    None => return Ok(()),
+                }
             },
             outgoing = rx.recv() => match outgoing {
                 Some(frame) => {
-                    framed.feed(frame).await?;
-                    while let Ok(more) = rx.try_recv() {
-                        framed.feed(more).await?;
-                    }
-                    SinkExt::<Frame>::flush(&mut framed).await?;
+                    let write = async {
+                        framed.feed(frame).await?;
+                        while let Ok(more) = rx.try_recv() {
+                            framed.feed(more).await?;
+                        }
+                        SinkExt::<Frame>::flush(&mut framed).await
+                    };
+                    tokio::time::timeout(timeout, write)
+                        .await
+                        .map_err(|_| dead("a write did not complete"))??;
                 }
                 None => return Ok(()),
+            },
+            () = tokio::time::sleep_until(quiet_until) => {
+                if pinged {
+                    let silent = (interval + timeout).as_millis();
+                    return Err(dead(&format!("nothing from the relay for {silent} ms, not even an answer to a ping")));
+                }
+                nonce = nonce.wrapping_add(1);
+                tokio::time::timeout(timeout, framed.send(Frame::Ping { nonce }))
+                    .await
+                    .map_err(|_| dead("a write did not complete"))??;
+                pinged = true;
             },
         }
     }

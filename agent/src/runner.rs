@@ -15,7 +15,7 @@ use crate::agent_actor::{
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
-use crate::relay_link::{Backoff, RelayLink};
+use crate::relay_link::{Backoff, Liveness, RelayLink};
 use crate::script::{parse_script, ScriptStep, Step};
 use crate::settings::AgentSettings;
 use crate::sink::EventSink;
@@ -62,9 +62,20 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         let relay = settings.relay.clone();
         let identity = state.identity().clone();
         let expect_timeout = settings.expect_timeout_ms;
+        let liveness = Liveness {
+            interval: Duration::from_millis(settings.heartbeat.interval_ms),
+            timeout: Duration::from_millis(settings.heartbeat.timeout_ms),
+        };
         let leave_wait = Duration::from_millis(settings.leave_wait_ms);
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
-        let link = RelayLink::new(relay, identity, agent.clone().recipient(), backoff, log).start();
+        let link = RelayLink::new(
+            relay,
+            identity,
+            agent.clone().recipient(),
+            (backoff, liveness),
+            log,
+        )
+        .start();
         agent.do_send(Attach(link));
         for notice in notices {
             agent.do_send(Emit(Event::info(notice)));

@@ -168,6 +168,28 @@ impl Default for ReconnectSettings {
     }
 }
 
+/// Liveness of the relay link: after `interval_ms` without any frame from the relay the
+/// agent sends a `Ping`; if nothing at all arrives within `timeout_ms` more, or a write
+/// does not complete within `timeout_ms`, the link is dead (a half-open connection) and
+/// the agent reconnects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatSettings {
+    /// Quiet time before the agent pings the relay, in milliseconds.
+    pub interval_ms: u64,
+    /// How long a ping (or a write) may go unanswered, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 15_000,
+            timeout_ms: 15_000,
+        }
+    }
+}
+
 /// Every setting of the `e2ee-agent` binary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -206,6 +228,8 @@ pub struct AgentSettings {
     /// How long a script's `expect`, `expect-failure` and `wait-peer` wait unless the
     /// step gives `timeout=<ms>`, in milliseconds.
     pub expect_timeout_ms: u64,
+    /// Liveness of the relay link.
+    pub heartbeat: HeartbeatSettings,
     /// On leaving (end of stdin, `/quit`, end of a script): how long the agent waits for
     /// the relay to store what is still in its outbox before it exits, in milliseconds
     /// (0: leave at once). What is still unsent then is reported (`unsent`) and stays in
@@ -231,6 +255,7 @@ impl Default for AgentSettings {
             send_log: SendLogSettings::default(),
             expect_timeout_ms: 10_000,
             leave_wait_ms: 10_000,
+            heartbeat: HeartbeatSettings::default(),
         }
     }
 }
@@ -275,6 +300,14 @@ pub enum InvalidSettings {
     /// `expect_timeout_ms` is zero.
     #[error("expect_timeout_ms must be above 0")]
     ExpectTimeout,
+    /// A heartbeat time is zero.
+    #[error("heartbeat: need interval_ms and timeout_ms above 0 (got {interval} and {timeout})")]
+    Heartbeat {
+        /// `heartbeat.interval_ms`.
+        interval: u64,
+        /// `heartbeat.timeout_ms`.
+        timeout: u64,
+    },
     /// A prekey lifetime is zero, or the one-time prekey cap is below `replenish_to`.
     #[error(
         "prekeys: need signed_rotation_secs, signed_grace_secs and handed_out_grace_secs above 0 \
@@ -323,6 +356,13 @@ impl AgentSettings {
         }
         if self.expect_timeout_ms == 0 {
             return Err(InvalidSettings::ExpectTimeout);
+        }
+        let h = &self.heartbeat;
+        if h.interval_ms == 0 || h.timeout_ms == 0 {
+            return Err(InvalidSettings::Heartbeat {
+                interval: h.interval_ms,
+                timeout: h.timeout_ms,
+            });
         }
         Ok(())
     }
