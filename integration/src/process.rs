@@ -56,6 +56,12 @@ impl RelayProcess {
         Self::start_with_env(listen, data_dir, extra, &[])
     }
 
+    /// Starts on `listen` for a test: without fsync (a test does not need the relay's
+    /// durability against a power loss; `kill -9` loses nothing either way).
+    pub fn start_for_test(listen: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(listen, data_dir, &[], &[("E2EE_STORE__FSYNC", "false")])
+    }
+
     /// Starts with extra `E2EE_…` environment settings.
     pub fn start_with_env(
         listen: &str,

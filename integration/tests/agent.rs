@@ -16,8 +16,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn start_relay(listen: &str, data_dir: &Path) -> RelayProcess {
-    RelayProcess::start_with_env(listen, data_dir, &[], &[("E2EE_STORE__FSYNC", "false")])
-        .expect("relay starts")
+    RelayProcess::start_for_test(listen, data_dir).expect("relay starts")
 }
 
 /// An agent with fast reconnection (the relay-restart test waits for it).

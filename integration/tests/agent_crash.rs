@@ -58,13 +58,8 @@ struct World {
 impl World {
     fn new() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let relay = RelayProcess::start_with_env(
-            "127.0.0.1:0",
-            &tmp.path().join("relay"),
-            &[],
-            &[("E2EE_STORE__FSYNC", "false")],
-        )
-        .expect("relay starts");
+        let relay =
+            RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay starts");
         let proxy = RecordingProxy::start(relay.addr).expect("proxy starts");
         Self { tmp, relay, proxy }
     }

@@ -90,13 +90,7 @@ fn a_full_disk_loses_nothing_reports_once_and_recovers_without_a_restart() {
         eprintln!("disk_full: skipped, cannot mount a tmpfs here (needs root)");
         return;
     };
-    let relay = RelayProcess::start_with_env(
-        "127.0.0.1:0",
-        &tmp.path().join("relay"),
-        &[],
-        &[("E2EE_STORE__FSYNC", "false")],
-    )
-    .expect("relay starts");
+    let relay = RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay starts");
     let mut alice = agent("alice", &relay, &tmp.path().join("alice"));
     let mut bob = agent("bob", &relay, &fs.0.join("bob"));
     for _ in 0..2 {

@@ -12,7 +12,7 @@ use e2ee_integration::process::RelayProcess;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn relay_on(listen: &str, dir: &Path) -> RelayProcess {
-    RelayProcess::start_with_env(listen, dir, &[], &[("E2EE_STORE__FSYNC", "false")]).expect("relay starts")
+    RelayProcess::start_for_test(listen, dir).expect("relay starts")
 }
 
 fn agent(name: &str, relay: &RelayProcess, dir: &Path, leave_wait_ms: &str) -> AgentProcess {

@@ -109,13 +109,7 @@ fn agent(name: &str, relay: SocketAddr, dir: &std::path::Path) -> AgentProcess {
 #[test]
 fn a_half_open_link_is_noticed_and_the_agent_reconnects_and_receives() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let relay = RelayProcess::start_with_env(
-        "127.0.0.1:0",
-        &tmp.path().join("relay"),
-        &[],
-        &[("E2EE_STORE__FSYNC", "false")],
-    )
-    .expect("relay starts");
+    let relay = RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay starts");
     let proxy = FreezingProxy::start(relay.addr);
     let mut bob = agent("bob", relay.addr, tmp.path());
     let mut alice = agent("alice", proxy.addr, tmp.path());
