@@ -4,6 +4,7 @@
 //! order by at most the send window (a receiver takes a chain out of order only within
 //! MAX_SKIP positions; before the send window, a flood lost messages as `too_old`).
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -88,6 +89,14 @@ impl Limit {
         }
     }
 
+    /// The `code` of the `deferred` events it causes.
+    fn code(self) -> &'static str {
+        match self {
+            Limit::SendBucket => "rate_limited",
+            Limit::SenderQuota => "quota_exceeded",
+        }
+    }
+
     /// The relay's counter of refusals by this limit.
     fn counter(self) -> &'static str {
         match self {
@@ -167,6 +176,31 @@ fn flood_arrives_complete(count: usize, offline: bool, limit: Limit) {
         failures(&mut alice).is_empty(),
         "alice: {:#?}",
         failures(&mut alice)
+    );
+    // The refusals are reported as what they are: `deferred` (with the relay's code),
+    // once per message, each followed by `sent`; nothing is reported failed.
+    let deferred = alice.events_of("deferred");
+    assert!(!deferred.is_empty(), "no message reported deferred");
+    assert!(
+        deferred
+            .iter()
+            .all(|e| e["code"] == limit.code() && e["to"] == "bob"),
+        "{:?}",
+        deferred.first()
+    );
+    let ids: HashSet<String> = deferred
+        .iter()
+        .map(|e| e["msg_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), deferred.len(), "one deferred event per message");
+    let sent: HashSet<String> = (alice.events_of("sent").iter())
+        .map(|e| e["msg_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(ids.is_subset(&sent), "every deferred message is sent later");
+    assert!(
+        alice.events_of("error").is_empty(),
+        "{:?}",
+        alice.events_of("error")
     );
 }
 

@@ -32,6 +32,7 @@ impl AgentActor {
                         to,
                         visible: entry.text,
                         reply: None,
+                        deferred: false,
                     },
                 );
             }
@@ -104,8 +105,34 @@ impl AgentActor {
         } else {
             self.window.rate_limited(msg_id, now, delay);
         }
+        self.report_deferred(msg_id, quota, delay_ms);
         self.pump();
         self.schedule_resume(ctx);
+    }
+
+    /// A text the relay refused for now: one `deferred` event per message (it stays in
+    /// the outbox; `sent` follows when the relay stores it), and a script's `send` that
+    /// waits for it succeeds now (the message is the outbox's, not the script's, to
+    /// deliver: docs/AGENT.md 4).
+    fn report_deferred(&mut self, msg_id: [u8; 16], quota: bool, retry_after_ms: u32) {
+        let Some(unacked) = self.unacked.get_mut(&msg_id) else {
+            return;
+        };
+        if let Some(reply) = unacked.reply.take() {
+            let _ = reply.send(Ok(msg_id_hex(&msg_id)));
+        }
+        if !unacked.visible || unacked.deferred {
+            return;
+        }
+        unacked.deferred = true;
+        let code = if quota { "quota_exceeded" } else { "rate_limited" };
+        let event = Event::Deferred {
+            to: unacked.to.clone(),
+            msg_id: msg_id_hex(&msg_id),
+            code: code.into(),
+            retry_after_ms,
+        };
+        self.emit(event);
     }
 
     /// Sets a timer for the end of the next pause of the send window: a new one when
@@ -361,30 +388,14 @@ impl AgentActor {
             }
             Frame::QuotaExceeded {
                 msg_id,
-                recipient,
                 retry_after_ms,
+                ..
             } => {
                 // Not in the outbox (a best-effort receipt): dropped, nothing to say.
                 if !self.state.outbox_contains(&msg_id) {
                     self.window.answered(&msg_id);
                     self.pump();
                     return;
-                }
-                let to = IdentityKey::from_bytes(recipient)
-                    .map(|id| self.display_name(&id))
-                    .unwrap_or_else(|_| sender_hex(&recipient));
-                // Kept in the outbox: resent after the delay and on every reconnection
-                // until the relay stores it. A script's `send` fails now rather than wait.
-                // The relay does not say which limit was reached (PROTOCOL.md 1.9).
-                let reason = format!(
-                    "the relay refused to store a message to {to} (its queue, your storage quota or the \
-                     relay's storage budget is full): kept in the outbox, resending in {retry_after_ms} ms"
-                );
-                self.emit(Event::info(reason.clone()));
-                if let Some(Unacked { reply, .. }) = self.unacked.get_mut(&msg_id) {
-                    if let Some(reply) = reply.take() {
-                        let _ = reply.send(Err(reason));
-                    }
                 }
                 self.refused(msg_id, true, retry_after_ms, ctx);
             }

@@ -115,6 +115,8 @@ struct Unacked {
     to: String,
     visible: bool,
     reply: Option<Reply<String>>,
+    /// A `deferred` event was emitted for it.
+    deferred: bool,
 }
 
 /// What a script step waits for; `OwnName`: the registry binds our name to us

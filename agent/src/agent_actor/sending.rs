@@ -95,6 +95,7 @@ impl AgentActor {
                         to: peer.to_string(),
                         visible,
                         reply: pending.reply,
+                        deferred: false,
                     },
                 );
             }

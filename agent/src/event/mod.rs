@@ -130,6 +130,20 @@ pub enum Event {
         /// The message id, hex.
         msg_id: String,
     },
+    /// The relay refused to store a sent message for now (its `RateLimited` or
+    /// `QuotaExceeded`): it stays in the outbox and goes again after the delay, so a
+    /// `sent` follows; reported once per message.
+    Deferred {
+        /// The recipient's name.
+        to: String,
+        /// The message id, hex.
+        msg_id: String,
+        /// Why: `rate_limited` (the sender's token bucket at the relay is empty) or
+        /// `quota_exceeded` (a queue or storage quota the relay does not name is full).
+        code: String,
+        /// The relay's retry delay, in milliseconds.
+        retry_after_ms: u32,
+    },
     /// The relay says the identity of a peer just sent to (`sent`) has not been
     /// connected to it for longer than its notice period (docs/PROTOCOL.md 1.8): the
     /// messages wait at the relay, and expire there if the peer does not come back.
@@ -588,6 +602,16 @@ impl Event {
             Self::ScriptStep { line, step } => format!("# line {line}: {}", sanitize(step)),
             Self::ScriptDone { ok: true } => "# script done".into(),
             Self::ScriptDone { ok: false } => "# script failed".into(),
+            Self::Deferred {
+                to,
+                msg_id,
+                code,
+                retry_after_ms,
+            } => format!(
+                "* message {} to {} deferred by the relay ({code}): kept, sent again in {retry_after_ms} ms",
+                short(msg_id),
+                sanitize(to)
+            ),
             Self::Unsent { count, .. } => format!(
                 "* leaving with {count} message(s) not yet stored at the relay: kept, sent at the next start"
             ),
