@@ -205,3 +205,22 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// A relay inside this process (for tests with in-process clients) on a free loopback
+/// port, its data in a fresh temporary directory (kept alive by the returned handle):
+/// defaults, no periodic summary, no fsync, then `tune`.
+pub fn spawn_relay(
+    tune: impl FnOnce(&mut e2ee_relay::RelaySettings),
+) -> anyhow::Result<(e2ee_relay::RelayHandle, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let mut settings = e2ee_relay::RelaySettings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        summary_interval_secs: 0,
+        ..e2ee_relay::RelaySettings::default()
+    };
+    settings.store.fsync = false;
+    tune(&mut settings);
+    let handle = e2ee_relay::spawn(settings, e2ee_config::discard_logger())?;
+    Ok((handle, dir))
+}

@@ -5,29 +5,20 @@
 
 use std::time::Duration;
 
-use e2ee_config::discard_logger;
 use e2ee_integration::load::target::Kind;
 use e2ee_integration::load::{run, ChurnSpec, Endpoint, LoadConfig};
+use e2ee_integration::process::spawn_relay;
 use e2ee_relay::settings::StoreEngine;
-use e2ee_relay::{RelayHandle, RelaySettings};
+use e2ee_relay::RelayHandle;
 
 fn relay(engine: StoreEngine) -> (RelayHandle, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = RelaySettings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        summary_interval_secs: 0,
-        ..RelaySettings::default()
-    };
-    settings.store.engine = engine;
-    settings.store.fsync = false;
-    settings.limits.rate_capacity = 100_000;
-    settings.limits.request_rate_capacity = 100_000;
-    settings.limits.rate_refill_per_sec = 100_000;
-    (
-        e2ee_relay::spawn(settings, discard_logger()).expect("relay starts"),
-        dir,
-    )
+    spawn_relay(|settings| {
+        settings.store.engine = engine;
+        settings.limits.rate_capacity = 100_000;
+        settings.limits.request_rate_capacity = 100_000;
+        settings.limits.rate_refill_per_sec = 100_000;
+    })
+    .expect("relay starts")
 }
 
 fn endpoint(handle: &RelayHandle) -> Endpoint {

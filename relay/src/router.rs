@@ -17,6 +17,7 @@ use e2ee_protocol::frame::{DeliverRef, ErrorCode, Frame};
 use crate::rate_limit::{self, RateLimits, SharedRateLimits};
 use crate::settings::Limits;
 use crate::store::{IdentityBytes, MsgId};
+use tokio::sync::oneshot;
 
 /// A stored message on its way to a connected recipient.
 #[derive(Debug, Clone)]
@@ -60,6 +61,22 @@ pub enum ToConnection {
         /// Readable reason.
         reason: String,
     },
+    /// A newer connection authenticated as this identity: close with `Replaced`, and
+    /// signal `handover` once the writes read so far (acknowledgements above all) are
+    /// handed to the store, so that the newer connection reads the queue after them.
+    Replaced {
+        /// Signalled when this connection's writes are queued for the store.
+        handover: oneshot::Sender<()>,
+    },
+}
+
+/// The answer to [`Register`].
+pub struct Registered {
+    /// The identity's rate-limit buckets, shared with its other connections.
+    pub rates: SharedRateLimits,
+    /// Set when this connection replaces another of the same identity: signalled once
+    /// that one's writes are queued for the store (or dropped if it stopped without).
+    pub handover: Option<oneshot::Receiver<()>>,
 }
 
 struct Client {
@@ -193,9 +210,9 @@ impl Actor for Router {
 }
 
 /// Register an authenticated connection; answers the identity's rate-limit buckets,
-/// shared with its other connections.
+/// shared with its other connections, and the handover from a connection it replaces.
 #[derive(Message)]
-#[rtype(result = "SharedRateLimits")]
+#[rtype(result = "Registered")]
 pub struct Register {
     /// The authenticated identity.
     pub identity: IdentityBytes,
@@ -206,7 +223,7 @@ pub struct Register {
 }
 
 impl Handler<Register> for Router {
-    type Result = SharedRateLimits;
+    type Result = MessageResult<Register>;
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         self.unauthenticated.remove(&msg.conn_id);
@@ -215,13 +232,15 @@ impl Handler<Register> for Router {
             conn_id: msg.conn_id,
             addr: msg.addr,
         };
-        if let Some(old) = self.clients.insert(msg.identity, new) {
-            old.addr.do_send(ToConnection::Close {
-                code: ErrorCode::Replaced,
-                reason: "a newer connection authenticated as this identity".into(),
-            });
-        }
-        self.buckets_of(msg.identity)
+        let handover = self.clients.insert(msg.identity, new).map(|old| {
+            let (handover, done) = oneshot::channel();
+            old.addr.do_send(ToConnection::Replaced { handover });
+            done
+        });
+        MessageResult(Registered {
+            rates: self.buckets_of(msg.identity),
+            handover,
+        })
     }
 }
 

@@ -66,7 +66,12 @@ impl Connection {
     /// Loads the next page of the stored queue and writes it, in order.
     pub(super) fn start_drain(&mut self, ctx: &mut Context<Self>) {
         let Some(me) = self.identity() else { return };
-        if self.deliveries.draining || self.closing || self.deliveries.waiting_output {
+        // (A replaced connection delivers nothing more: `handover` is set.)
+        if self.deliveries.draining
+            || self.closing
+            || self.deliveries.waiting_output
+            || self.handover.is_some()
+        {
             return;
         }
         if !self.output.has_room_for_deliveries() {
@@ -93,7 +98,7 @@ impl Connection {
             let max = act.relay.limits.max_unacked;
             let mut stopped = false;
             for row in rows {
-                if act.closing {
+                if act.closing || act.handover.is_some() {
                     return;
                 }
                 if act.deliveries.in_flight.len() >= max {
@@ -126,7 +131,7 @@ impl Connection {
                 act.deliveries.missed = true;
             } else if page_full || act.deliveries.missed {
                 act.start_drain(ctx);
-            } else {
+            } else if act.handover.is_none() {
                 act.deliveries.live = true;
             }
         }));

@@ -31,7 +31,9 @@ use crate::input::FrameLimit;
 use crate::output::{Outgoing, Output, WriterExit};
 use crate::rate_limit::{self, RateLimits, SharedRateLimits};
 use crate::recipient_check::RecipientCheck;
-use crate::router::{ClosedUnauthenticated, Delivery, Notify, Opened, Register, ToConnection, Unregister};
+use crate::router::{
+    ClosedUnauthenticated, Delivery, Notify, Opened, Register, Registered, ToConnection, Unregister,
+};
 use crate::store::{
     ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quota, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
 };
@@ -46,6 +48,13 @@ mod directory;
 
 /// Messages loaded from the store per drain step.
 const DRAIN_PAGE: usize = 256;
+/// How long a connection that replaces another waits for that one's writes to be
+/// handed to the store before it reads its queue (the handover normally takes a
+/// mailbox round trip).
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// How long a replaced connection still reads what its client sent (when the client
+/// does not end it first).
+const REPLACED_GRACE: Duration = Duration::from_millis(200);
 
 enum State {
     /// Challenge sent, waiting for `Auth`.
@@ -90,6 +99,9 @@ pub struct Connection {
     /// The relay is shutting down: no more frames are read, and the connection closes
     /// with this reason once the stores in flight are answered.
     shutdown: Option<(ErrorCode, String)>,
+    /// Replaced by a newer connection: signalled when this one's writes are handed to
+    /// the store (in `stopped`).
+    handover: Option<tokio::sync::oneshot::Sender<()>>,
     ping_counter: u64,
     writes: Writes,
     /// The largest frame its reader accepts: an `Auth` until it authenticates.
@@ -161,6 +173,7 @@ impl Connection {
             deliveries: Deliveries::default(),
             closing: false,
             shutdown: None,
+            handover: None,
             ping_counter: 0,
             writes: Writes::default(),
             frame_limit,
@@ -393,9 +406,19 @@ impl Connection {
         // Nothing else is read until the client is registered and told so.
         ctx.wait(
             async move {
-                let rates = router.send(register).await.ok();
+                let registered = router.send(register).await.ok();
+                let (rates, handover) = match registered {
+                    Some(Registered { rates, handover }) => (Some(rates), handover),
+                    None => (None, None),
+                };
                 // Acknowledgements from this identity's previous connection are applied
-                // before its queue is read, so acknowledged messages are not sent again.
+                // before its queue is read, so acknowledged messages are not sent again:
+                // the connection replaced hands its writes to the store first (bounded:
+                // one stuck elsewhere does not hold this one for long), then the Flush
+                // commits everything queued before it.
+                if let Some(done) = handover {
+                    let _ = tokio::time::timeout(HANDOVER_WAIT, done).await;
+                }
                 let _ = committer.send(Flush).await;
                 let queued = store.send(QueueLen(identity)).await.ok().and_then(Result::ok);
                 (rates, queued)
@@ -777,6 +800,11 @@ impl Actor for Connection {
             self.record_seen(identity, crate::now_ms(), ctx);
         }
         self.send_writes(ctx);
+        // Those writes are in the store's queue: the connection that replaced this one
+        // may read the queue now.
+        if let Some(handover) = self.handover.take() {
+            let _ = handover.send(());
+        }
         self.relay.metrics.connections_open.dec();
         match self.state {
             State::Challenged => self
@@ -852,6 +880,21 @@ impl Handler<ToConnection> for Connection {
                 self.shutdown = Some((code, reason));
             }
             ToConnection::Close { code, reason } => self.close(code, &reason, ctx),
+            ToConnection::Replaced { handover } => {
+                // Nothing more is delivered here, but what the client sent before it
+                // connected again (acknowledgements above all) is still read: until its
+                // end of stream, or for `REPLACED_GRACE`. `stopped` then hands the writes
+                // over and signals the newer connection.
+                self.handover = Some(handover);
+                self.deliveries.live = false;
+                ctx.run_later(REPLACED_GRACE, |act, ctx| {
+                    act.close(
+                        ErrorCode::Replaced,
+                        "a newer connection authenticated as this identity",
+                        ctx,
+                    )
+                });
+            }
         }
     }
 }
