@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, Frame};
+use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use slog::{debug, info, Logger};
@@ -29,6 +29,9 @@ pub enum LinkEvent {
         reason: String,
         /// Reconnect attempt number and delay, if reconnecting.
         retry: Option<(u32, Duration)>,
+        /// Another connection authenticated as this identity (`Error(Replaced)`): the
+        /// link stays offline.
+        replaced: bool,
     },
     /// A frame from the relay.
     Frame(Frame),
@@ -51,7 +54,23 @@ pub struct SetOnline(pub bool);
 struct Ended {
     generation: u64,
     reason: String,
+    /// The relay closed it because another connection authenticated as this identity.
+    replaced: bool,
 }
+
+/// The relay's `Error(Replaced)`: another connection authenticated as this identity (a
+/// copy of this state running elsewhere). The link does not reconnect by itself: two
+/// copies would replace each other for ever.
+#[derive(Debug)]
+struct Replaced(String);
+
+impl std::fmt::Display for Replaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the relay replaced this connection: {}", self.0)
+    }
+}
+
+impl std::error::Error for Replaced {}
 
 /// A connection task authenticated.
 #[derive(Message)]
@@ -146,11 +165,15 @@ impl RelayLink {
                 agent: &agent,
                 liveness,
             };
-            let reason = match connection(&relay, &identity, link, rx).await {
-                Ok(()) => "closed".to_string(),
-                Err(err) => err.to_string(),
+            let (reason, replaced) = match connection(&relay, &identity, link, rx).await {
+                Ok(()) => ("closed".to_string(), false),
+                Err(err) => (err.to_string(), err.is::<Replaced>()),
             };
-            me.do_send(Ended { generation, reason });
+            me.do_send(Ended {
+                generation,
+                reason,
+                replaced,
+            });
         }));
     }
 
@@ -225,6 +248,9 @@ async fn connection(
                         .await
                         .map_err(|_| dead("a write did not complete"))??,
                     Some(Ok(Frame::Pong { .. })) => {}
+                    Some(Ok(Frame::Error { code: ErrorCode::Replaced, reason })) => {
+                        return Err(Replaced(reason).into());
+                    }
                     Some(Ok(frame)) => link.agent.do_send(LinkEvent::Frame(frame)),
                     Some(Err(err)) => return Err(err.into()),
                     None => return Ok(()),
@@ -294,6 +320,10 @@ impl Handler<Ended> for RelayLink {
         }
         self.tx = None;
         self.task = None;
+        if msg.replaced {
+            // Until told to go online again (`reconnect` step).
+            self.online = false;
+        }
         let retry = if self.online {
             self.attempt = self.attempt.saturating_add(1);
             let delay = self.backoff.delay(self.attempt);
@@ -311,6 +341,7 @@ impl Handler<Ended> for RelayLink {
         self.agent.do_send(LinkEvent::Disconnected {
             reason: msg.reason,
             retry,
+            replaced: msg.replaced,
         });
     }
 }
@@ -341,6 +372,7 @@ impl Handler<SetOnline> for RelayLink {
             self.agent.do_send(LinkEvent::Disconnected {
                 reason: "disconnected on request".into(),
                 retry: None,
+                replaced: false,
             });
         }
     }

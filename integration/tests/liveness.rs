@@ -133,3 +133,70 @@ fn a_half_open_link_is_noticed_and_the_agent_reconnects_and_receives() {
         .expect("received over the new connection");
     eprintln!("dead link noticed {:?} after it froze", frozen_at.elapsed());
 }
+
+/// Copies `from` to `to` with its modes (a state directory is refused when others can
+/// read it).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cp -a failed");
+}
+
+#[test]
+fn two_copies_of_one_state_are_reported_and_do_not_fight() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay starts");
+    let mut alice = agent("alice", relay.addr, tmp.path());
+    alice.wait_event("connection", WAIT).expect("connects");
+    alice.send_line("/quit").expect("stdin");
+    alice.wait_exit(WAIT).expect("exits");
+    copy_dir(&tmp.path().join("alice"), &tmp.path().join("copy"));
+
+    let mut first = agent("alice", relay.addr, tmp.path());
+    first.wait_event("connection", WAIT).expect("connects");
+    let mut copy = AgentConfig::new("alice", relay.addr, &tmp.path().join("copy"))
+        .env("E2EE_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .start()
+        .expect("the copy starts");
+    copy.wait_event("connection", WAIT).expect("the copy connects");
+    let reported = first
+        .wait_for("the replacement reported", WAIT, |e| {
+            e["event"] == "error"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("another agent authenticated with this identity"))
+        })
+        .expect("reported");
+    eprintln!("{}", reported["message"]);
+    // With fast reconnection (50 ms) two copies that replaced each other would log in
+    // dozens of times in a second; the replaced one stays offline.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        first
+            .events_of("connection")
+            .iter()
+            .filter(|e| e["state"] == "connected")
+            .count()
+            == 1,
+        "the replaced copy did not connect again: {:?}",
+        first.events_of("connection")
+    );
+    assert!(
+        first
+            .events_of("connection")
+            .iter()
+            .all(|e| e["state"] != "reconnecting"),
+        "{:?}",
+        first.events_of("connection")
+    );
+    assert_eq!(
+        copy.events_of("connection").len(),
+        1,
+        "the newer copy stays connected"
+    );
+}

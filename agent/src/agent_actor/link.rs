@@ -255,7 +255,7 @@ impl AgentActor {
         self.away.forget_in_flight();
     }
 
-    pub(super) fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>) {
+    pub(super) fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>, replaced: bool) {
         self.connected = false;
         // Answers to these requests are lost; they are asked again after reconnecting.
         self.forget_requests();
@@ -275,6 +275,14 @@ impl AgentActor {
             relay: self.settings.relay.clone(),
             attempt: retry.map(|(attempt, _)| attempt),
         });
+        if replaced {
+            self.emit(Event::error(format!(
+                "the relay closed this connection because another agent authenticated with this \
+                 identity (is a copy of this state directory running elsewhere? two copies would \
+                 take each other's messages); not reconnecting: stop the other copy, then \
+                 restart this agent ({reason})"
+            )));
+        }
     }
 
     /// After the relay stored a message to `peer`: asks it how long the peer's pinned

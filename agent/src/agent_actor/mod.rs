@@ -399,7 +399,11 @@ impl Handler<LinkEvent> for AgentActor {
     fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
         match msg {
             LinkEvent::Connected { .. } => self.on_connected(ctx),
-            LinkEvent::Disconnected { reason, retry } => self.on_disconnected(reason, retry),
+            LinkEvent::Disconnected {
+                reason,
+                retry,
+                replaced,
+            } => self.on_disconnected(reason, retry, replaced),
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
         }
         self.flush_if_full();
