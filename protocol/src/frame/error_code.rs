@@ -41,6 +41,9 @@ pub enum ErrorCode {
     InvalidClaim,
     /// A `Send` names a recipient that is not a valid identity key.
     InvalidRecipient,
+    /// A `Send` reuses a message id that this sender used for another recipient:
+    /// nothing was stored.
+    MsgIdReused,
     /// A code this version does not define, kept for forward compatibility.
     /// Never holds one of the defined codes when produced by [`ErrorCode::from_u16`].
     UnknownCode(u16),
@@ -66,6 +69,7 @@ impl ErrorCode {
             14 => Self::InvalidBundle,
             15 => Self::InvalidClaim,
             16 => Self::InvalidRecipient,
+            17 => Self::MsgIdReused,
             other => Self::UnknownCode(other),
         }
     }
@@ -89,6 +93,7 @@ impl ErrorCode {
             Self::InvalidBundle => 14,
             Self::InvalidClaim => 15,
             Self::InvalidRecipient => 16,
+            Self::MsgIdReused => 17,
             Self::UnknownCode(code) => code,
         }
     }
@@ -112,6 +117,7 @@ impl ErrorCode {
             Self::InvalidBundle => "invalid_bundle",
             Self::InvalidClaim => "invalid_claim",
             Self::InvalidRecipient => "invalid_recipient",
+            Self::MsgIdReused => "msg_id_reused",
             Self::UnknownCode(_) => "unknown",
         }
     }

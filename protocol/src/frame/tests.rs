@@ -225,3 +225,11 @@ fn debug_hides_opaque_bytes() {
     assert!(shown.contains("<3 bytes>"), "{shown}");
     assert!(!shown.contains("90"), "{shown}"); // 0x5A = 90
 }
+
+#[test]
+fn encodes_msg_id_reused_as_code_17() {
+    let frame = Frame::error(ErrorCode::MsgIdReused, "");
+    assert_eq!(body(&frame), vec![1, 0x7F, 0, 17, 0, 0]);
+    assert_eq!(ErrorCode::from_u16(17), ErrorCode::MsgIdReused);
+    assert_eq!(ErrorCode::MsgIdReused.name(), "msg_id_reused");
+}

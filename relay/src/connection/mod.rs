@@ -662,6 +662,17 @@ impl Connection {
                 self.relay.metrics.messages_duplicate.inc();
                 self.send(Frame::SentAck { msg_id }, ctx);
             }
+            Ok(WriteResult::IdReused) => {
+                // A SentAck would say it is stored: it is not. The connection stays open.
+                self.refuse(
+                    ErrorCode::MsgIdReused,
+                    &format!(
+                        "message id {} was used for another recipient; nothing was stored",
+                        hex::encode(msg_id)
+                    ),
+                    ctx,
+                );
+            }
             Ok(WriteResult::QuotaExceeded(quota)) => {
                 let metrics = &self.relay.metrics;
                 match quota {

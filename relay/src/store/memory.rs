@@ -27,8 +27,10 @@ type Unacked = HashMap<(IdentityBytes, MsgId), (IdentityBytes, u64, u64), Random
 
 /// An acknowledged (sender, id), remembered only to refuse it again: a 128-bit keyed
 /// hash of it (keys random per process). Two different ids share one with a chance of
-/// about n / 2^128 for n ids held; an entry is 24 bytes against about 100 for the id
-/// with its routing, so the map that grows with traffic stays small and in cache.
+/// about n / 2^128 for n ids held; an entry is 32 bytes (with a keyed hash of the
+/// recipient, to tell a reuse of the id for another recipient apart) against about 100
+/// for the id with its routing, so the map that grows with traffic stays small and in
+/// cache.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Fingerprint(u64, u64);
 
@@ -59,8 +61,9 @@ impl std::hash::Hasher for FirstHalf {
     }
 }
 
-/// Acknowledged ids → the message's timestamp (for expiry).
-type Acked = HashMap<Fingerprint, u64, std::hash::BuildHasherDefault<FirstHalf>>;
+/// Acknowledged ids → the message's timestamp (for expiry) and a keyed hash of its
+/// recipient.
+type Acked = HashMap<Fingerprint, (u64, u64), std::hash::BuildHasherDefault<FirstHalf>>;
 
 /// One shard of the idempotency maps.
 #[derive(Default)]
@@ -188,6 +191,16 @@ fn fingerprint(keys: &(RandomState, RandomState), sender: &IdentityBytes, msg_id
     Fingerprint(a.hash_one((sender, msg_id)), b.hash_one((sender, msg_id)))
 }
 
+/// The answer to a (sender, id) seen before: a duplicate for the same recipient, a
+/// reuse of the id for another.
+fn same_recipient(same: bool) -> WriteResult {
+    if same {
+        WriteResult::Duplicate
+    } else {
+        WriteResult::IdReused
+    }
+}
+
 /// The shard of the idempotency map that holds `(sender, msg_id)`.
 fn shard_of(table: &[u8], sender: &IdentityBytes, msg_id: &MsgId) -> usize {
     // FNV-1a over the id and the start of the sender.
@@ -252,11 +265,13 @@ impl MemoryStore {
                 let fingerprint = fingerprint(&self.fingerprint_keys, &m.sender, &m.msg_id);
                 let queue = self.queues.entry(m.recipient).or_default();
                 let shard = &mut self.known[shard_of(&self.shard_of, &m.sender, &m.msg_id)];
-                if shard.acked.contains_key(&fingerprint) {
-                    return WriteResult::Duplicate;
+                let recipient_hash = self.fingerprint_keys.0.hash_one(m.recipient);
+                if let Some((_, earlier)) = shard.acked.get(&fingerprint) {
+                    return same_recipient(*earlier == recipient_hash);
                 }
-                let Entry::Vacant(unacked) = shard.unacked.entry((m.sender, m.msg_id)) else {
-                    return WriteResult::Duplicate;
+                let unacked = match shard.unacked.entry((m.sender, m.msg_id)) {
+                    Entry::Occupied(earlier) => return same_recipient(earlier.get().0 == m.recipient),
+                    Entry::Vacant(unacked) => unacked,
                 };
                 let size = stored_size(m.payload.len());
                 let sender = self.senders.get(&m.sender).copied().unwrap_or_default();
@@ -287,7 +302,8 @@ impl MemoryStore {
                     Entry::Occupied(entry) if entry.get().0 == *recipient => {
                         let (_, seq, ts) = entry.remove();
                         let fingerprint = fingerprint(&self.fingerprint_keys, sender, msg_id);
-                        shard.acked.insert(fingerprint, ts);
+                        let recipient_hash = self.fingerprint_keys.0.hash_one(recipient);
+                        shard.acked.insert(fingerprint, (ts, recipient_hash));
                         let removed = self.queues.get_mut(recipient).and_then(|q| q.remove(seq));
                         if let Some(m) = &removed {
                             uncount(&mut self.senders, &mut self.stored, m);
@@ -313,7 +329,7 @@ impl MemoryStore {
                         }
                         false
                     });
-                    shard.acked.retain(|_, ts| *ts >= *acked_before_ms);
+                    shard.acked.retain(|_, (ts, _)| *ts >= *acked_before_ms);
                 }
                 self.queues.retain(|_, q| !q.is_empty());
                 WriteResult::Expired(expired)

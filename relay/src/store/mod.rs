@@ -219,8 +219,12 @@ pub enum WriteResult {
         /// The new message's sequence number.
         seq: u64,
     },
-    /// The same (sender, message id) was stored before; nothing was added.
+    /// The same (sender, message id) was stored before for the same recipient; nothing
+    /// was added.
     Duplicate,
+    /// The sender used this message id for another recipient (stored, or acknowledged
+    /// within the deduplication window); nothing was added.
+    IdReused,
     /// Storing it would break this bound; nothing was added.
     QuotaExceeded(Quota),
     /// The acknowledgement removed a message (false if there was none).
@@ -447,6 +451,12 @@ pub(crate) mod contract {
         assert!(matches!(r[1], WriteResult::Appended { .. }));
         assert_eq!(r[2], WriteResult::Duplicate, "same sender and id in one batch");
         assert_eq!(store.queue_len(&[1; 32]).expect("len"), 2);
+        // The same sender's id for another recipient is refused, not taken as a copy.
+        assert_eq!(
+            commit_ok(store, &[msg(5, 2, 1, 100)], 10),
+            vec![WriteResult::IdReused]
+        );
+        assert_eq!(store.queue_len(&[5; 32]).expect("len"), 0, "nothing stored");
 
         let pending = store.pending(&[1; 32], 0, 10, 0).expect("pending");
         assert_eq!(pending.len(), 2);
@@ -468,10 +478,16 @@ pub(crate) mod contract {
             vec![WriteResult::Acked(false)],
             "acked twice"
         );
-        // A retransmission after delivery does not create a second copy.
+        // A retransmission after delivery does not create a second copy, and the id
+        // stays refused for another recipient.
         assert_eq!(
             commit_ok(store, &[msg(1, 2, 1, 100)], 10),
             vec![WriteResult::Duplicate]
+        );
+        assert_eq!(
+            commit_ok(store, &[msg(5, 2, 1, 100)], 10),
+            vec![WriteResult::IdReused],
+            "after the ack too"
         );
 
         // Quota.

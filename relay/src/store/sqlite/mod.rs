@@ -298,11 +298,16 @@ impl SqliteStore {
         m: &NewMessage,
         quotas: &Quotas,
     ) -> Result<WriteResult, StoreError> {
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM messages WHERE sender = ?1 AND msg_id = ?2")?
-            .exists(params![&m.sender[..], &m.msg_id[..]])?;
-        if exists {
-            return Ok(WriteResult::Duplicate);
+        let earlier: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT recipient FROM messages WHERE sender = ?1 AND msg_id = ?2")?
+            .query_row(params![&m.sender[..], &m.msg_id[..]], |row| row.get(0))
+            .optional()?;
+        if let Some(recipient) = earlier {
+            return Ok(if recipient[..] == m.recipient[..] {
+                WriteResult::Duplicate
+            } else {
+                WriteResult::IdReused
+            });
         }
         let queue_len = counts.queue_len(tx, &m.recipient)?;
         let sender = counts.sender(tx, &m.sender)?;

@@ -1,14 +1,18 @@
-//! Acknowledge, then reconnect at once: a client acknowledges what it received and
-//! opens its next connection right away, without waiting for anything. The replacing
-//! connection must not deliver again what the old one was acknowledged for
-//! (docs/PROTOCOL.md 1.6), whether the old connection had read the acknowledgements yet
-//! or not, and whether the client closed it or left it open.
+//! Stored once, delivered once, and a `SentAck` that tells the truth:
+//!
+//! - acknowledge, then reconnect at once: a client acknowledges what it received and
+//!   opens its next connection right away, without waiting for anything. The replacing
+//!   connection must not deliver again what the old one was acknowledged for
+//!   (docs/PROTOCOL.md 1.5 step 5), whether the old connection had read the
+//!   acknowledgements yet or not, and whether the client closed it or left it open;
+//! - a message id reused for another recipient is refused (`MsgIdReused`), not
+//!   answered `SentAck` as a copy of the first message (docs/PROTOCOL.md 1.6).
 
 use std::time::Duration;
 
 use e2ee_integration::client::{msg_id, RelayClient};
 use e2ee_integration::process::spawn_relay;
-use e2ee_protocol::frame::Frame;
+use e2ee_protocol::frame::{ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_relay::settings::StoreEngine;
 use e2ee_relay::RelayHandle;
@@ -98,5 +102,70 @@ async fn acknowledged_then_reconnected_with_the_old_connection_open_is_not_deliv
     for engine in [StoreEngine::Sqlite, StoreEngine::Memory] {
         // Each replaced connection that its client leaves open is read for 200 ms more.
         ack_then_reconnect(engine, false, 50).await;
+    }
+}
+
+async fn id_reused_for_another_recipient_is_refused(engine: StoreEngine) {
+    let (handle, _dir) = relay(engine);
+    let mut alice = RelayClient::connect(handle.addr, IdentityKeyPair::generate(&mut OsRng))
+        .await
+        .expect("alice");
+    let bob_id = IdentityKeyPair::generate(&mut OsRng);
+    let carol_id = IdentityKeyPair::generate(&mut OsRng);
+    let (bob, carol) = (*bob_id.public().as_bytes(), *carol_id.public().as_bytes());
+    let mut other = Vec::new();
+    alice
+        .send_message(bob, msg_id(1), b"to bob".to_vec(), &mut other)
+        .await
+        .expect("stored");
+    for round in 0..2 {
+        alice
+            .send(Frame::Send {
+                recipient: carol,
+                msg_id: msg_id(1),
+                payload: b"to carol".to_vec(),
+            })
+            .await
+            .expect("send");
+        match alice.recv(WAIT).await.expect("an answer") {
+            Frame::Error {
+                code: ErrorCode::MsgIdReused,
+                ..
+            } => {}
+            other => panic!("{engine:?} round {round}: expected MsgIdReused, got {other:?}"),
+        }
+        // The same id to the same recipient is still the quiet duplicate it was.
+        alice
+            .send_message(bob, msg_id(1), b"to bob".to_vec(), &mut other)
+            .await
+            .expect("duplicate");
+        if round == 0 {
+            // Delivered and acknowledged: the id stays taken.
+            let mut bob_client = RelayClient::connect(handle.addr, bob_id.clone())
+                .await
+                .expect("bob");
+            bob_client
+                .receive_messages(1, WAIT)
+                .await
+                .expect("delivered once");
+            SinkExt::<Frame>::flush(bob_client.framed())
+                .await
+                .expect("ack written");
+            drop(bob_client);
+        }
+    }
+    let carol_client = RelayClient::connect(handle.addr, carol_id).await.expect("carol");
+    assert_eq!(carol_client.queued, 0, "{engine:?}: nothing was stored for carol");
+    // The connection stayed open.
+    alice
+        .send_message(carol, msg_id(2), b"fresh id".to_vec(), &mut other)
+        .await
+        .expect("stored");
+}
+
+#[tokio::test]
+async fn a_message_id_reused_for_another_recipient_is_refused_not_acknowledged() {
+    for engine in [StoreEngine::Sqlite, StoreEngine::Memory] {
+        id_reused_for_another_recipient_is_refused(engine).await;
     }
 }
