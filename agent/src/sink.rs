@@ -24,12 +24,22 @@ impl EventSink {
 
     /// Prints one event.
     pub fn emit(&self, event: &Event) {
-        let line = if self.json {
+        self.line(&self.render(event));
+    }
+
+    /// The line [`EventSink::emit`] prints for `event` (to prepare it before a step
+    /// that must come just before the print: [`EventSink::print`]).
+    pub fn render(&self, event: &Event) -> String {
+        if self.json {
             event.to_json_line()
         } else {
             event.to_human()
-        };
-        self.line(&line);
+        }
+    }
+
+    /// Prints a line made by [`EventSink::render`].
+    pub fn print(&self, line: &str) {
+        self.line(line);
     }
 
     /// Prints raw text (human mode only: e.g. a QR code).

@@ -97,6 +97,7 @@ impl AgentActor {
             self.queue(out);
         } else {
             self.release(out);
+            self.settle_shown();
         }
     }
 
@@ -119,6 +120,15 @@ impl AgentActor {
                 Some(out) => self.release(out),
                 None => break,
             }
+        }
+        self.settle_shown();
+    }
+
+    /// Deletes the `unshown` rows of the texts printed (after a burst).
+    fn settle_shown(&mut self) {
+        if let Err(err) = self.state.settle_shown() {
+            // Tried again after the next burst, and at start.
+            debug!(self.log, "cannot delete the rows of texts shown"; "err" => %err);
         }
     }
 
@@ -156,23 +166,24 @@ impl AgentActor {
     }
 
     fn release(&mut self, out: Out) {
-        let shown = matches!(out, Out::Shown { .. });
-        if let Out::Shown {
-            sender, message_id, ..
-        } = &out
-        {
-            // Nothing observable happens between this and the print, so a crash noticed
-            // from the output never repeats the message.
-            if let Err(err) = self.state.shown(sender, message_id) {
-                // Tried again with the next one; until then a restart shows it again.
-                debug!(self.log, "cannot record a message as shown"; "err" => %err);
-            }
+        let Out::Shown {
+            sender,
+            message_id,
+            event,
+        } = out
+        else {
+            return self.deliver(out);
+        };
+        // The line is made first, so that only the return from the record's write and
+        // the print's write lie between the two (`store::shown_log`).
+        let line = self.sink.render(&event);
+        if let Err(err) = self.state.shown(&sender, &message_id) {
+            // A restart may show it again.
+            debug!(self.log, "cannot record a message as shown"; "err" => %err);
         }
-        self.deliver(out);
-        if shown {
-            // Printed; its `DeliveryAck` is released after it.
-            crash_point::reached("receive.after_show");
-        }
+        self.sink.print(&line);
+        // Printed; its `DeliveryAck` is released after it.
+        crash_point::reached("receive.after_show");
     }
 
     fn deliver(&self, out: Out) {

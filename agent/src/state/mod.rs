@@ -85,6 +85,7 @@ use self::values::{identity_seed, key32};
 use crate::held::HeldMessage;
 use crate::pins::PinBook;
 use crate::store::identity::NameReleaseRow;
+use crate::store::shown_log::ShownLog;
 use crate::store::StateDb;
 
 /// A release of our own name (`/release-name`, docs/PROTOCOL.md 5.6): while it is
@@ -119,8 +120,8 @@ pub struct AgentState {
     held: Vec<HeldMessage>,
     outbox: outbox::Outbox,
     name_release: Option<NameReleaseState>,
-    /// Texts shown whose `unshown` row could not be deleted yet (retried).
-    shown_unsaved: Vec<(IdentityKey, [u8; 16])>,
+    /// The record of texts printed whose `unshown` rows are not deleted yet.
+    shown_log: ShownLog,
     /// What is kept of past messages (send log, history).
     retention: Retention,
     /// The peers we have written a text to (receipts go only to them).
@@ -245,7 +246,8 @@ impl AgentState {
             issued_ms: r.issued_ms,
             confirmed: r.confirmed,
         });
-        Ok(Self {
+        let shown_log = ShownLog::open(dir)?;
+        let mut state = Self {
             dir: dir.to_path_buf(),
             _lock: lock,
             db,
@@ -258,13 +260,16 @@ impl AgentState {
             held,
             outbox,
             name_release,
-            shown_unsaved: Vec::new(),
+            shown_log,
             retention: Retention::default(),
             correspondents,
             is_new: false,
             imported: false,
             passphrase: false,
-        })
+        };
+        // Texts printed before the last run ended are not shown again.
+        state.settle_shown()?;
+        Ok(state)
     }
 
     /// True if this `open` created the state (a new identity).

@@ -40,7 +40,13 @@ fn creates_owner_only_directories_and_files() {
     send(&mut alice, &bob, "hi");
 
     assert_eq!(mode(&dir), 0o700);
-    for file in ["state.db", "state.db-wal", KEY_FILE_NAME, LOCK_FILE] {
+    for file in [
+        "state.db",
+        "state.db-wal",
+        "state.shown",
+        KEY_FILE_NAME,
+        LOCK_FILE,
+    ] {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
     // Nothing else: no JSON files, no temporary files.
@@ -51,7 +57,14 @@ fn creates_owner_only_directories_and_files() {
     names.sort();
     assert_eq!(
         names,
-        ["lock", "state.db", "state.db-shm", "state.db-wal", "state.key"]
+        [
+            "lock",
+            "state.db",
+            "state.db-shm",
+            "state.db-wal",
+            "state.key",
+            "state.shown"
+        ]
     );
 }
 

@@ -1,13 +1,14 @@
 //! Received texts committed but not shown yet: [`AgentState::decrypt`] records each text
 //! in the message's own transaction; the agent calls [`AgentState::shown`] just before
-//! it prints the text's event (nothing observable happens between the two), and at
+//! it prints the text's event (one append to `state.shown`, `store::shown_log`: nothing
+//! but the end of that write and the start of the print lie between the two), deletes
+//! the rows of what was printed after the burst ([`AgentState::settle_shown`]), and at
 //! start shows what [`AgentState::unshown`] returns (left by a crash between the commit
-//! and the event).
+//! and the print).
 //!
-//! The delete is an unsynced commit (`StateDb::transaction_unsynced`): it survives a
-//! crash of the process; a power loss right after it can show a text twice. A delete
-//! that fails (disk full) is retried with the next one; until then a restart shows the
-//! text again.
+//! The record survives a crash of the process; a power loss can show a text again
+//! (with its `msg_id`). A record that cannot be written (disk full) lets a restart show
+//! the text again.
 
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::payload::Payload;
@@ -28,9 +29,6 @@ pub struct Unshown {
     /// As [`crate::incoming::Incoming::late`].
     pub late: bool,
 }
-
-/// Texts whose delete failed, kept for the next attempt at most.
-const SHOWN_UNSAVED_LIMIT: usize = 4096;
 
 impl AgentState {
     /// Every received text committed but not shown, in the order received. A row that
@@ -54,22 +52,26 @@ impl AgentState {
         Ok(out)
     }
 
-    /// Records that the text `msg_id` from `sender` is shown (call it just before its
-    /// event is printed). If that fails it is tried again with the next one.
+    /// Records that the text `msg_id` from `sender` is about to be printed (call it just
+    /// before the print, with the line ready): one append to `state.shown`
+    /// (`store::shown_log`). If that fails, a restart may show the text again.
     pub fn shown(&mut self, sender: &IdentityKey, msg_id: &[u8; 16]) -> Result<(), StateError> {
-        let current = (*sender, *msg_id);
-        let earlier = &self.shown_unsaved;
-        let result = self.db.transaction_unsynced(|tx| -> Result<(), StateError> {
-            for (peer, id) in earlier.iter().chain([&current]) {
-                tx.remove_unshown(peer.as_bytes(), id)?;
+        Ok(self.shown_log.record(sender.as_bytes(), msg_id)?)
+    }
+
+    /// Deletes the `unshown` rows of the texts recorded as printed, in one transaction,
+    /// then empties the record (after a burst, and at start).
+    pub fn settle_shown(&mut self) -> Result<(), StateError> {
+        if self.shown_log.is_empty()? {
+            return Ok(());
+        }
+        let entries = self.shown_log.entries()?;
+        self.db.transaction_unsynced(|tx| -> Result<(), StateError> {
+            for (peer, id) in &entries {
+                tx.remove_unshown(peer, id)?;
             }
             Ok(())
-        });
-        match result {
-            Ok(()) => self.shown_unsaved.clear(),
-            Err(_) if self.shown_unsaved.len() < SHOWN_UNSAVED_LIMIT => self.shown_unsaved.push(current),
-            Err(_) => {}
-        }
-        result
+        })?;
+        Ok(self.shown_log.clear()?)
     }
 }

@@ -43,6 +43,7 @@ pub mod schema;
 pub mod seal;
 pub mod send_log;
 pub mod sessions;
+pub mod shown_log;
 pub mod state_db;
 pub mod state_key;
 pub mod unshown;
