@@ -191,6 +191,17 @@ impl SendWindow {
             .min()
     }
 
+    /// Why and until when sending to `recipient` is paused now, if it is:
+    /// `"rate_limited"` (everything) or `"quota_exceeded"` (this recipient).
+    pub fn pause_of(&self, recipient: &Recipient, now: Instant) -> Option<(&'static str, Instant)> {
+        let ahead = |until: Option<Instant>| until.filter(|u| now < *u);
+        if let Some(until) = ahead(self.paused_until) {
+            return Some(("rate_limited", until));
+        }
+        let queue = self.queues.get(recipient)?;
+        ahead(queue.paused_until).map(|until| ("quota_exceeded", until))
+    }
+
     /// True if a message to `recipient` sent around the window now would overtake
     /// entries that wait, or go out during a pause.
     pub fn holds_back(&self, recipient: &Recipient, now: Instant) -> bool {

@@ -81,10 +81,30 @@ fn what_the_relay_did_not_store_in_time_is_reported_and_sent_at_the_next_start()
     assert_eq!(unsent["count"], 1);
     assert!(alice.events_of("sent").len() == 1, "only hello was stored");
 
+    // A script's `send` with no relay: the text is deferred (it is in the outbox), the
+    // step ends, and leaving reports it unsent.
+    let script = tmp.path().join("alice.script");
+    std::fs::write(&script, "send bob scripted while away\nquit\n").expect("script");
+    let mut scripted = AgentConfig::new("alice", relay.addr, &tmp.path().join("alice"))
+        .env("E2EE_LEAVE_WAIT_MS", "300")
+        .script(&script)
+        .start()
+        .expect("starts");
+    let status = scripted.wait_exit(WAIT).expect("the script ends");
+    assert!(status.success(), "{}", scripted.report());
+    let deferred = scripted.events_of("deferred");
+    assert_eq!(deferred.len(), 1, "{}", scripted.report());
+    assert_eq!(deferred[0]["code"], "not_connected");
+    let unsent = scripted.events_of("unsent");
+    assert_eq!(unsent.len(), 1, "{}", scripted.report());
+    assert_eq!(unsent[0]["count"], 2, "both texts wait in the outbox");
+
     // Next start, relay back: the outbox goes out.
     let relay = relay_on(&listen, &relay_dir);
     let mut alice = agent("alice", &relay, tmp.path(), "10000");
     alice.wait_event("sent", WAIT).expect("sent from the outbox");
     bob.wait_message("alice", "while away", WAIT).expect("delivered");
+    bob.wait_message("alice", "scripted while away", WAIT)
+        .expect("delivered");
     drop(alice);
 }

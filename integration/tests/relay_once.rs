@@ -169,3 +169,58 @@ async fn a_message_id_reused_for_another_recipient_is_refused_not_acknowledged()
         id_reused_for_another_recipient_is_refused(engine).await;
     }
 }
+
+/// An `Auth` that arrives late on a connection accepted before the identity's current
+/// one (an attempt its client gave up) does not replace the current connection: it is
+/// closed with `Replaced` itself, and the current one keeps receiving.
+#[tokio::test]
+async fn a_late_auth_of_an_older_connection_does_not_replace_the_newer_one() {
+    use e2ee_protocol::codec::FrameCodec;
+    use e2ee_protocol::frame::auth_message;
+    use futures_util::StreamExt;
+    use tokio_util::codec::Framed;
+
+    let (handle, _dir) = relay(StoreEngine::Sqlite);
+    let bob_id = IdentityKeyPair::generate(&mut OsRng);
+    let bob_key = *bob_id.public().as_bytes();
+    // The older attempt: challenged, its Auth held back.
+    let stream = tokio::net::TcpStream::connect(handle.addr)
+        .await
+        .expect("connect");
+    let mut older = Framed::new(stream, FrameCodec::default());
+    let Some(Ok(Frame::Challenge { relay_id, nonce })) = older.next().await else {
+        panic!("no challenge");
+    };
+    // The newer connection authenticates first.
+    let mut newer = RelayClient::connect(handle.addr, bob_id.clone())
+        .await
+        .expect("newer");
+    let signature = bob_id.sign(&auth_message(&relay_id, &nonce, &bob_key));
+    older
+        .send(Frame::Auth {
+            identity: bob_key,
+            signature,
+        })
+        .await
+        .expect("late auth");
+    match tokio::time::timeout(WAIT, older.next()).await.expect("an answer") {
+        Some(Ok(Frame::Error {
+            code: ErrorCode::Replaced,
+            ..
+        })) => {}
+        other => panic!("expected Replaced on the older connection, got {other:?}"),
+    }
+    let mut alice = RelayClient::connect(handle.addr, IdentityKeyPair::generate(&mut OsRng))
+        .await
+        .expect("alice");
+    let mut other = Vec::new();
+    alice
+        .send_message(bob_key, msg_id(1), b"still here".to_vec(), &mut other)
+        .await
+        .expect("stored");
+    let got = newer
+        .receive_messages(1, WAIT)
+        .await
+        .expect("the newer connection receives");
+    assert_eq!(got[0].2, b"still here".to_vec());
+}

@@ -77,6 +77,9 @@ pub struct Registered {
     /// Set when this connection replaces another of the same identity: signalled once
     /// that one's writes are queued for the store (or dropped if it stopped without).
     pub handover: Option<oneshot::Receiver<()>>,
+    /// A connection of this identity accepted later is registered already: this one
+    /// (an `Auth` that took long to arrive) must not replace it, and closes instead.
+    pub superseded: bool,
 }
 
 struct Client {
@@ -227,6 +230,16 @@ impl Handler<Register> for Router {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         self.unauthenticated.remove(&msg.conn_id);
+        // Connection ids grow in the order connections are accepted: the newer
+        // connection wins, whichever authenticates last (a delayed `Auth` of an
+        // abandoned attempt must not take over the client's live connection).
+        if (self.clients.get(&msg.identity)).is_some_and(|c| c.conn_id > msg.conn_id) {
+            return MessageResult(Registered {
+                rates: self.buckets_of(msg.identity),
+                handover: None,
+                superseded: true,
+            });
+        }
         self.table.set(msg.identity, msg.addr.clone());
         let new = Client {
             conn_id: msg.conn_id,
@@ -240,6 +253,7 @@ impl Handler<Register> for Router {
         MessageResult(Registered {
             rates: self.buckets_of(msg.identity),
             handover,
+            superseded: false,
         })
     }
 }

@@ -105,16 +105,18 @@ impl AgentActor {
         } else {
             self.window.rate_limited(msg_id, now, delay);
         }
-        self.report_deferred(msg_id, quota, delay_ms);
+        let code = if quota { "quota_exceeded" } else { "rate_limited" };
+        self.report_deferred(msg_id, code, delay_ms);
         self.pump();
         self.schedule_resume(ctx);
     }
 
-    /// A text the relay refused for now: one `deferred` event per message (it stays in
-    /// the outbox; `sent` follows when the relay stores it), and a script's `send` that
-    /// waits for it succeeds now (the message is the outbox's, not the script's, to
-    /// deliver: docs/AGENT.md 4).
-    fn report_deferred(&mut self, msg_id: [u8; 16], quota: bool, retry_after_ms: u32) {
+    /// A text that cannot be stored now (the relay refused it, its recipient or all
+    /// sending is paused, or there is no connection): one `deferred` event per message
+    /// (it stays in the outbox; `sent` follows when the relay stores it), and a script's
+    /// `send` that waits for it succeeds now (the message is the outbox's, not the
+    /// script's, to deliver: docs/AGENT.md 4).
+    pub(super) fn report_deferred(&mut self, msg_id: [u8; 16], code: &str, retry_after_ms: u32) {
         let Some(unacked) = self.unacked.get_mut(&msg_id) else {
             return;
         };
@@ -125,7 +127,6 @@ impl AgentActor {
             return;
         }
         unacked.deferred = true;
-        let code = if quota { "quota_exceeded" } else { "rate_limited" };
         let event = Event::Deferred {
             to: unacked.to.clone(),
             msg_id: msg_id_hex(&msg_id),
@@ -275,6 +276,14 @@ impl AgentActor {
             relay: self.settings.relay.clone(),
             attempt: retry.map(|(attempt, _)| attempt),
         });
+        // Texts a `send` step waits for: they stay in the outbox for the next connection.
+        let waiting: Vec<[u8; 16]> = (self.unacked.iter())
+            .filter(|(_, u)| u.reply.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for msg_id in waiting {
+            self.report_deferred(msg_id, "not_connected", 0);
+        }
         if replaced {
             self.emit(Event::error(format!(
                 "the relay closed this connection because another agent authenticated with this \

@@ -98,6 +98,15 @@ impl AgentActor {
                         deferred: false,
                     },
                 );
+                // Held back here rather than refused by the relay: told the same way.
+                let now = std::time::Instant::now();
+                if !self.connected {
+                    self.report_deferred(pending.msg_id, "not_connected", 0);
+                } else if let Some((code, until)) = self.window.pause_of(identity.as_bytes(), now) {
+                    let ms =
+                        u32::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u32::MAX);
+                    self.report_deferred(pending.msg_id, code, ms);
+                }
             }
             Err(err) if err.is_retryable() => {
                 let reason = format!("cannot save the message to {peer}, nothing was sent: {err}");

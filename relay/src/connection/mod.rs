@@ -407,10 +407,17 @@ impl Connection {
         ctx.wait(
             async move {
                 let registered = router.send(register).await.ok();
-                let (rates, handover) = match registered {
-                    Some(Registered { rates, handover }) => (Some(rates), handover),
-                    None => (None, None),
+                let (rates, handover, superseded) = match registered {
+                    Some(Registered {
+                        rates,
+                        handover,
+                        superseded,
+                    }) => (Some(rates), handover, superseded),
+                    None => (None, None, false),
                 };
+                if superseded {
+                    return (rates, None, true);
+                }
                 // Acknowledgements from this identity's previous connection are applied
                 // before its queue is read, so acknowledged messages are not sent again:
                 // the connection replaced hands its writes to the store first (bounded:
@@ -421,10 +428,14 @@ impl Connection {
                 }
                 let _ = committer.send(Flush).await;
                 let queued = store.send(QueueLen(identity)).await.ok().and_then(Result::ok);
-                (rates, queued)
+                (rates, queued, false)
             }
             .into_actor(self)
-            .map(move |(rates, queued), act, ctx| {
+            .map(move |(rates, queued, superseded), act, ctx| {
+                if superseded {
+                    let reason = "a newer connection authenticated as this identity";
+                    return act.close(ErrorCode::Replaced, reason, ctx);
+                }
                 // Without the Router (it stops only with the relay), buckets of its own.
                 let rates = rates.unwrap_or_else(|| Arc::new(Mutex::new(RateLimits::new(&act.relay.limits))));
                 act.state = State::Ready(identity, rates);
