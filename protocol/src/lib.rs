@@ -11,6 +11,7 @@
 //! - [`message`]: PreKey and Normal message encodings.
 //! - [`session`]: the Double Ratchet session with commit-on-success.
 //! - [`safety_number`]: numeric safety numbers and their compact QR form.
+//! - [`name`]: agent names, the characters and length allowed.
 //! - [`name_claim`]: a name signed by an identity key, published through the relay.
 //!
 //! Relay wire and application framing:
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod kdf;
 pub mod keys;
 pub mod message;
+pub mod name;
 pub mod name_claim;
 pub mod name_release;
 pub mod payload;

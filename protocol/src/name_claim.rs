@@ -12,14 +12,11 @@
 //! calls itself by a name: whether that key is the person a user means is what pinning
 //! and safety numbers decide. See `docs/PROTOCOL.md`, section 5.
 
-use thiserror::Error;
-
 use crate::consts::{KEY_LEN, SIGNATURE_LEN};
 use crate::frame::{MAX_CLAIM_LEN, MAX_NAME_LEN};
+pub use crate::name::{validate_name, NameClaimError};
+pub use crate::signed_name::NAME_CLAIM_VERSION;
 use crate::signed_name::{SignedName, Statement};
-
-/// Version byte of the claim encoding.
-pub const NAME_CLAIM_VERSION: u8 = 1;
 /// Domain separation prefix of the claim signature.
 pub const NAME_CLAIM_CONTEXT: &[u8] = b"e2ee-chat/name-claim/v1";
 /// The longest encoded claim (a name of [`MAX_NAME_LEN`] bytes).
@@ -29,45 +26,6 @@ pub const MAX_ENCODED_CLAIM_LEN: usize = 1 + KEY_LEN + 1 + MAX_NAME_LEN + 8 + SI
 const _: () = assert!(MAX_ENCODED_CLAIM_LEN <= MAX_CLAIM_LEN);
 // The name length travels in one byte.
 const _: () = assert!(MAX_NAME_LEN <= u8::MAX as usize);
-
-/// Why a name is not a valid agent name.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum NameClaimError {
-    /// The name is empty.
-    #[error("name is empty")]
-    Empty,
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("name is {len} bytes, over the limit of {MAX_NAME_LEN}")]
-    TooLong {
-        /// The name's length in bytes.
-        len: usize,
-    },
-    /// The name holds a character outside `[a-z0-9._-]`.
-    #[error("name contains {ch:?}: only lowercase a-z, digits 0-9, '.', '_' and '-' are allowed")]
-    InvalidChar {
-        /// The first character that is not allowed.
-        ch: char,
-    },
-}
-
-/// Checks that `name` is a valid agent name: 1..=64 bytes of `[a-z0-9._-]`.
-pub fn validate_name(name: &str) -> Result<(), NameClaimError> {
-    if name.is_empty() {
-        return Err(NameClaimError::Empty);
-    }
-    if let Some(ch) = name.chars().find(|&c| !is_name_char(c)) {
-        return Err(NameClaimError::InvalidChar { ch });
-    }
-    // Every allowed character is one byte, so this is also the character count.
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameClaimError::TooLong { len: name.len() });
-    }
-    Ok(())
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-}
 
 /// The statement "my name is `name`" ([`NAME_CLAIM_CONTEXT`]).
 #[derive(Debug)]

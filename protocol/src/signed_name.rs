@@ -14,8 +14,11 @@ use crate::consts::{KEY_LEN, SIGNATURE_LEN};
 use crate::error::{CryptoError, DecodeError};
 use crate::frame::{MAX_NAME_LEN, MIN_NAME_LEN};
 use crate::identity::{IdentityKey, IdentityKeyPair};
-use crate::name_claim::{validate_name, NameClaimError, NAME_CLAIM_VERSION};
+use crate::name::{validate_name, NameClaimError};
 use crate::reader::Reader;
+
+/// Version byte of the signed name encoding (claims and releases).
+pub const NAME_CLAIM_VERSION: u8 = 1;
 
 /// What a [`SignedName`] states: its signature context and its name in `Debug`.
 pub trait Statement {

@@ -9,6 +9,9 @@
 //! and not yet acknowledged (any other is ignored without a store write) and takes a
 //! token from the identity's ack bucket; and while the store's write queue is full, or
 //! the ack bucket is empty, the connection stops reading.
+//!
+//! Split by concern: `delivery` (draining and pushing deliveries), `directory`
+//! (prekeys and names) and `writes` (store writes and their outcomes).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -45,6 +48,9 @@ use crate::RelayContext;
 
 mod delivery;
 mod directory;
+mod writes;
+
+use writes::{Writes, Written};
 
 /// Messages loaded from the store per drain step.
 const DRAIN_PAGE: usize = 256;
@@ -109,44 +115,6 @@ pub struct Connection {
     recipients: RecipientCheck,
     /// Whether an invalid recipient was logged already (the next ones are counted only).
     invalid_recipient_logged: bool,
-}
-
-/// A write handed to the Committer (or about to be) whose outcome has not come back.
-enum Written {
-    /// A Send from this connection's client (`ack`), or one the adversary injects.
-    Message {
-        recipient: IdentityBytes,
-        msg_id: MsgId,
-        len: usize,
-        ack: bool,
-    },
-    /// The client's DeliveryAck for this (sender, id).
-    Ack((IdentityBytes, MsgId)),
-    /// The connection's identity seen now (for `QueryAway`).
-    Seen,
-}
-
-/// Writes of this connection. Those read in one burst of frames go to the Committer as
-/// one [`WriteBatch`]; their outcomes come back, in order, on one channel that the
-/// connection reads as a stream. (One spawned future per write would be polled on
-/// every wake-up of the connection, all of them, and could complete out of order.)
-#[derive(Default)]
-struct Writes {
-    /// Not yet handed to the Committer; sent at the end of the current burst.
-    unsent: Vec<WriteOp>,
-    /// Every write whose outcome is awaited, oldest first: the outcomes' order.
-    awaiting: VecDeque<Written>,
-    /// The sending half of the outcome channel, handed to the Committer. Made on the
-    /// first write: an idle connection does not pay for it.
-    outcomes: Option<Outcomes>,
-}
-
-impl Writes {
-    /// Whether a message from this connection is still being stored (the relay's
-    /// shutdown waits for its answer).
-    fn storing(&self) -> bool {
-        self.awaiting.iter().any(|w| matches!(w, Written::Message { .. }))
-    }
 }
 
 impl Connection {
@@ -574,145 +542,6 @@ impl Connection {
         self.write(op, Written::Seen, ctx);
     }
 
-    /// Queues a write; the writes of one burst of frames go to the Committer together.
-    fn write(&mut self, op: WriteOp, what: Written, ctx: &mut Context<Self>) {
-        if self.writes.outcomes.is_none() && self.relay.direct.is_none() {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-            self.writes.outcomes = Some(tx);
-        }
-        self.writes.awaiting.push_back(what);
-        if self.relay.direct.is_none() {
-            self.relay.backlog.add(op.queued_bytes());
-        }
-        if self.writes.unsent.is_empty() {
-            // Runs once the frames read so far are handled.
-            ctx.notify(SendWrites);
-        }
-        self.writes.unsent.push(op);
-    }
-
-    /// Commits the queued writes: hands them to the Committer, or, for the memory
-    /// store, commits them here and handles their outcomes at once.
-    fn send_writes(&mut self, ctx: &mut Context<Self>) {
-        if self.writes.unsent.is_empty() {
-            return;
-        }
-        if let Some(store) = &self.relay.direct {
-            let ops = std::mem::take(&mut self.writes.unsent);
-            let outcomes = commit_direct(store, &self.relay.routes, &self.relay.metrics, ops);
-            for outcome in outcomes {
-                self.on_outcome(outcome, ctx);
-            }
-            return;
-        }
-        let Some(outcomes) = self.writes.outcomes.clone() else {
-            return;
-        };
-        let ops = std::mem::take(&mut self.writes.unsent);
-        self.relay.committer.do_send(WriteBatch { ops, outcomes });
-    }
-
-    /// The outcome of the oldest write in flight.
-    fn on_outcome(&mut self, outcome: WriteOutcome, ctx: &mut Context<Self>) {
-        match self.writes.awaiting.pop_front() {
-            Some(Written::Message {
-                recipient,
-                msg_id,
-                len,
-                ack,
-            }) => {
-                self.on_stored(outcome, recipient, msg_id, len, ack, ctx);
-                if self.shutdown.is_some() && !self.writes.storing() {
-                    if let Some((code, reason)) = self.shutdown.take() {
-                        self.close(code, &reason, ctx);
-                    }
-                }
-            }
-            Some(Written::Ack(key)) => {
-                self.deliveries.acking.remove(&key);
-                if let Ok(WriteResult::Acked(true)) = outcome {
-                    self.relay.metrics.messages_acked.inc();
-                }
-            }
-            Some(Written::Seen) => {
-                // Only QueryAway answers depend on it: not worth closing the connection.
-                if let Err(err) = outcome {
-                    warn!(self.log, "seen time not stored"; "err" => %err);
-                }
-            }
-            None => {
-                warn!(self.log, "write outcome with no write in flight");
-            }
-        }
-    }
-
-    fn on_stored(
-        &mut self,
-        outcome: WriteOutcome,
-        recipient: IdentityBytes,
-        msg_id: MsgId,
-        len: usize,
-        ack: bool,
-        ctx: &mut Context<Self>,
-    ) {
-        if !ack {
-            // Injected by the adversary: the Committer has routed it, and no one is told.
-            return;
-        }
-        match outcome {
-            Ok(WriteResult::Appended { .. }) => {
-                // The Committer has pushed it to the recipient.
-                self.relay.metrics.messages_stored.inc();
-                // Hex only when the record is written: this runs for every message.
-                let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
-                debug!(self.log, "message stored"; "msg_id" => id, "len" => len);
-                self.send(Frame::SentAck { msg_id }, ctx);
-            }
-            Ok(WriteResult::Duplicate) => {
-                self.relay.metrics.messages_duplicate.inc();
-                self.send(Frame::SentAck { msg_id }, ctx);
-            }
-            Ok(WriteResult::IdReused) => {
-                // A SentAck would say it is stored: it is not. The connection stays open.
-                self.refuse(
-                    ErrorCode::MsgIdReused,
-                    &format!(
-                        "message id {} was used for another recipient; nothing was stored",
-                        hex::encode(msg_id)
-                    ),
-                    ctx,
-                );
-            }
-            Ok(WriteResult::QuotaExceeded(quota)) => {
-                let metrics = &self.relay.metrics;
-                match quota {
-                    Quota::RecipientQueue => metrics.quota_exceeded.inc(),
-                    Quota::SenderMessages | Quota::SenderBytes => metrics.sender_quota_exceeded.inc(),
-                    Quota::StorageBudget => metrics.storage_budget_exceeded.inc(),
-                }
-                let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
-                debug!(self.log, "message refused"; "quota" => quota.name(), "msg_id" => id);
-                let retry_after_ms = self.relay.limits.quota_retry_after_ms;
-                self.send(
-                    Frame::QuotaExceeded {
-                        msg_id,
-                        recipient,
-                        retry_after_ms,
-                    },
-                    ctx,
-                );
-            }
-            Ok(_) | Err(_) => {
-                self.close(
-                    ErrorCode::Internal,
-                    "message not stored; resend it after reconnecting",
-                    ctx,
-                );
-            }
-        }
-    }
-
     fn on_delivery_ack(
         &mut self,
         me: IdentityBytes,
@@ -919,28 +748,4 @@ impl Handler<ToConnection> for Connection {
             }
         }
     }
-}
-
-/// Hands the writes of the current burst to the Committer.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SendWrites;
-
-impl Handler<SendWrites> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, _: SendWrites, ctx: &mut Context<Self>) {
-        self.send_writes(ctx);
-    }
-}
-
-impl StreamHandler<Vec<WriteOutcome>> for Connection {
-    fn handle(&mut self, outcomes: Vec<WriteOutcome>, ctx: &mut Context<Self>) {
-        for outcome in outcomes {
-            self.on_outcome(outcome, ctx);
-        }
-    }
-
-    /// The connection holds the sending half, so this stream never ends before it does.
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }
