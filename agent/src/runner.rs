@@ -10,8 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, Flush, Leave, ListPeers, Online, Reject, SendText,
-    SetOwnName, Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName,
+    Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -85,10 +85,8 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
             None => run_stdin(&agent).await,
         };
         // What was written goes out first (bounded by `leave_wait_ms`); what could not
-        // is reported.
+        // is reported, and what waited for the state's sync is printed and sent.
         let _ = agent.send(Leave { wait: leave_wait }).await;
-        // What waits for the state's sync (group commit) is printed and sent.
-        let _ = agent.send(Flush).await;
         code
     });
     System::current().stop();

@@ -205,9 +205,7 @@ impl SendWindow {
     /// True if a message to `recipient` sent around the window now would overtake
     /// entries that wait, or go out during a pause.
     pub fn holds_back(&self, recipient: &Recipient, now: Instant) -> bool {
-        let paused = |until: Option<Instant>| until.is_some_and(|u| now < u);
-        paused(self.paused_until)
-            || (self.queues.get(recipient)).is_some_and(|q| !q.is_empty() || paused(q.paused_until))
+        self.pause_of(recipient, now).is_some() || self.queues.get(recipient).is_some_and(|q| !q.is_empty())
     }
 
     /// Entries sent and not answered.

@@ -24,7 +24,7 @@ impl EventSink {
 
     /// Prints one event.
     pub fn emit(&self, event: &Event) {
-        self.line(&self.render(event));
+        self.print(&self.render(event));
     }
 
     /// The line [`EventSink::emit`] prints for `event` (to prepare it before a step
@@ -37,19 +37,15 @@ impl EventSink {
         }
     }
 
-    /// Prints a line made by [`EventSink::render`].
-    pub fn print(&self, line: &str) {
-        self.line(line);
-    }
-
     /// Prints raw text (human mode only: e.g. a QR code).
     pub fn raw(&self, text: &str) {
         if !self.json {
-            self.line(text);
+            self.print(text);
         }
     }
 
-    fn line(&self, text: &str) {
+    /// Prints a line made by [`EventSink::render`] (or any one line).
+    pub fn print(&self, text: &str) {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let _ = writeln!(out, "{text}");

@@ -48,7 +48,8 @@ impl AgentActor {
         }
     }
 
-    /// Reports what is left on leaving; returns how many messages that is.
+    /// Reports what is left on leaving, and flushes (everything that waited for the
+    /// state's sync is printed and sent); returns how many messages are left.
     fn report_left(&mut self) -> usize {
         let unsent: Vec<String> = (self.state.outbox().into_iter())
             .filter(|entry| entry.text)
