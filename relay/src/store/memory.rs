@@ -265,9 +265,9 @@ impl MemoryStore {
                 let fingerprint = fingerprint(&self.fingerprint_keys, &m.sender, &m.msg_id);
                 let queue = self.queues.entry(m.recipient).or_default();
                 let shard = &mut self.known[shard_of(&self.shard_of, &m.sender, &m.msg_id)];
-                let recipient_hash = self.fingerprint_keys.0.hash_one(m.recipient);
                 if let Some((_, earlier)) = shard.acked.get(&fingerprint) {
-                    return same_recipient(*earlier == recipient_hash);
+                    // (The recipient is hashed only for an id seen before.)
+                    return same_recipient(*earlier == self.fingerprint_keys.0.hash_one(m.recipient));
                 }
                 let unacked = match shard.unacked.entry((m.sender, m.msg_id)) {
                     Entry::Occupied(earlier) => return same_recipient(earlier.get().0 == m.recipient),
