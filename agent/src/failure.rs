@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use e2ee_protocol::session_reset::ResetReason;
 use e2ee_protocol::CryptoError;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -120,6 +121,9 @@ pub struct DecryptFailure {
     /// redelivery after a crash or a lost `DeliveryAck`. The caller acknowledges it to
     /// the relay and need not report it as an attack.
     pub redelivery: bool,
+    /// The reason to ask the sender for a new session, when a new session would cure
+    /// the failure (docs/PROTOCOL.md 2.8); `None` otherwise.
+    pub cure: Option<ResetReason>,
 }
 
 impl DecryptFailure {
@@ -129,22 +133,28 @@ impl DecryptFailure {
             class,
             detail: detail.into(),
             redelivery: false,
+            cure: None,
         }
     }
 
     /// A relay redelivery of a message id already processed.
     pub fn redelivery() -> Self {
         Self {
-            class: FailureClass::Duplicate,
-            detail: "message id already received (relay redelivery)".into(),
             redelivery: true,
+            ..Self::new(
+                FailureClass::Duplicate,
+                "message id already received (relay redelivery)",
+            )
         }
     }
 }
 
 impl From<CryptoError> for DecryptFailure {
     fn from(err: CryptoError) -> Self {
-        Self::new(FailureClass::of(&err), err.to_string())
+        Self {
+            cure: ResetReason::of(&err),
+            ..Self::new(FailureClass::of(&err), err.to_string())
+        }
     }
 }
 

@@ -15,4 +15,7 @@ pub struct Incoming {
     pub late: bool,
     /// True if it started a new session (a PreKey message from a new handshake).
     pub new_session: bool,
+    /// Messages of this peer that can never be decrypted any more, given up by this
+    /// message (a closed chain's keys past the skip limit, evicted skipped keys).
+    pub given_up: u32,
 }

@@ -44,6 +44,7 @@ pub mod passphrase;
 pub mod pins;
 pub mod qr;
 pub mod receipt_budget;
+pub mod recovery;
 pub mod relay_link;
 pub mod runner;
 pub mod script;

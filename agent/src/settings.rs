@@ -190,6 +190,28 @@ impl Default for HeartbeatSettings {
     }
 }
 
+/// Session recovery (docs/PROTOCOL.md 2.8): how often a peer may be asked for, or be
+/// granted, a new session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySettings {
+    /// Ask peers for new sessions and grant their requests. Off: failures stay failures
+    /// (for demonstrations of the ratchet alone; leave it on otherwise).
+    pub enabled: bool,
+    /// At most one reset request sent to a peer, and at most one new session started at
+    /// a peer's request, per this many milliseconds (so two broken peers cannot loop).
+    pub min_interval_ms: u64,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_interval_ms: 30_000,
+        }
+    }
+}
+
 /// Every setting of the `e2ee-agent` binary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -230,6 +252,8 @@ pub struct AgentSettings {
     pub expect_timeout_ms: u64,
     /// Liveness of the relay link.
     pub heartbeat: HeartbeatSettings,
+    /// Session recovery.
+    pub recovery: RecoverySettings,
     /// On leaving (end of stdin, `/quit`, end of a script): how long the agent waits for
     /// the relay to store what is still in its outbox before it exits, in milliseconds
     /// (0: leave at once). What is still unsent then is reported (`unsent`) and stays in
@@ -256,6 +280,7 @@ impl Default for AgentSettings {
             expect_timeout_ms: 10_000,
             leave_wait_ms: 10_000,
             heartbeat: HeartbeatSettings::default(),
+            recovery: RecoverySettings::default(),
         }
     }
 }

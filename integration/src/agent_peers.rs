@@ -291,7 +291,7 @@ async fn peer_loop(
                     let text = format!("r-{sent}");
                     sent += 1;
                     let plaintext = Payload::text(id, now_ms(), &text).encode()?;
-                    let wire = session.encrypt(&plaintext)?;
+                    let wire = session.encrypt(&plaintext, &mut OsRng)?;
                     framed.feed(Frame::Send { recipient: *to.as_bytes(), msg_id: id, payload: wire }).await?;
                 }
                 SinkExt::<Frame>::flush(&mut framed).await?;

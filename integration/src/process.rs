@@ -224,3 +224,22 @@ pub fn spawn_relay(
     let handle = e2ee_relay::spawn(settings, e2ee_config::discard_logger())?;
     Ok((handle, dir))
 }
+
+/// Copies a directory tree (an agent's state directory) as a backup tool would, the
+/// copy private to its owner (directories 0700, files with their permissions).
+pub fn copy_private_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_private_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying to {}", target.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The security evidence scenarios of `make evidence`, shortened: confidentiality on the
 //! wire, the adversarial relay (tamper, drop, duplicate, replay, redeliver, reorder, delay), forward
-//! secrecy, post-compromise healing, MITM detection, impersonation (name takeover, a
+//! secrecy, post-compromise healing, recovery after a restore from backup, MITM
+//! detection, impersonation (name takeover, a
 //! substituted verified contact, a name re-claimed after its lease, relabelled message
 //! ids) and relay availability. Every verdict must pass.
 
@@ -17,7 +18,7 @@ fn every_security_property_holds() {
     assert!(failed.is_empty(), "failed: {failed:?}\n\n{}", report.markdown());
     assert_eq!(
         report.sections.len(),
-        16,
+        17,
         "one section per property and adversary mode"
     );
 }

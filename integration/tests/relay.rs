@@ -139,7 +139,7 @@ async fn two_clients_exchange_bundles_and_encrypted_messages_on(engine: StoreEng
     );
 
     let mut session = Session::initiate(&alice.identity, &fetched, &mut OsRng).expect("x3dh");
-    let wire = session.encrypt(b"hello bob").expect("encrypt");
+    let wire = session.encrypt(b"hello bob", &mut OsRng).expect("encrypt");
     let mut other = Vec::new();
     alice
         .send_message(bob.me(), msg_id(1), wire, &mut other)

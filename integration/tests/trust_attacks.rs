@@ -177,7 +177,7 @@ fn a_message_stored_while_offline_is_shown_on_the_next_connection_every_time() {
             let mut session = session_with(&mut client, &sender, victim).await;
             let payload = Payload::text(random_id(), now_ms(), &text);
             let wire = session
-                .encrypt(&payload.encode().expect("encodes"))
+                .encrypt(&payload.encode().expect("encodes"), &mut OsRng)
                 .expect("encrypts");
             let mut other = Vec::new();
             client
@@ -332,7 +332,7 @@ fn texts_from_an_identity_never_written_to_get_few_receipts_and_cannot_use_up_ou
         for i in 0..FLOOD {
             let payload = Payload::text(random_id(), now_ms(), &format!("spam {i}"));
             let wire = session
-                .encrypt(&payload.encode().expect("encodes"))
+                .encrypt(&payload.encode().expect("encodes"), &mut OsRng)
                 .expect("encrypts");
             // Mallory's own quota refuses it until alice has read enough: wait.
             loop {

@@ -22,7 +22,7 @@ fn established() -> Pair {
     let mut bob_prekeys = PreKeyStore::generate(&bob_id, 1, &mut OsRng);
     let bundle = bob_prekeys.bundle(bob_id.public());
     let mut alice = Session::initiate(&alice_id, &bundle, &mut OsRng).expect("initiate");
-    let first = alice.encrypt(b"hello").expect("encrypt");
+    let first = alice.encrypt(b"hello", &mut OsRng).expect("encrypt");
     let mut bob = receive(
         None,
         &bob_id,
@@ -35,7 +35,7 @@ fn established() -> Pair {
     .new_session
     .expect("session");
     // One reply, so both sides are past the handshake and send Normal messages.
-    let reply = bob.encrypt(b"hi").expect("encrypt");
+    let reply = bob.encrypt(b"hi", &mut OsRng).expect("encrypt");
     receive(
         Some(&mut alice),
         &alice_id,
@@ -63,7 +63,7 @@ fn x3dh_setup(c: &mut Criterion) {
             |mut prekeys| {
                 let bundle = prekeys.bundle(bob_id.public());
                 let mut alice = Session::initiate(&alice_id, &bundle, &mut OsRng).expect("initiate");
-                let first = alice.encrypt(b"hello").expect("encrypt");
+                let first = alice.encrypt(b"hello", &mut OsRng).expect("encrypt");
                 receive(None, &bob_id, &mut prekeys, alice_id.public(), &first, &mut OsRng).expect("accept")
             },
             BatchSize::SmallInput,
@@ -76,7 +76,7 @@ fn encrypt_decrypt_256(c: &mut Criterion) {
     let body = [0x61u8; 256];
     c.bench_function("encrypt_decrypt_256b_in_chain", |b| {
         b.iter(|| {
-            let wire = pair.alice.encrypt(&body).expect("encrypt");
+            let wire = pair.alice.encrypt(&body, &mut OsRng).expect("encrypt");
             let Ok(Message::Normal(m)) = Message::decode(&wire) else {
                 unreachable!("after a reply alice sends normal messages")
             };
@@ -90,7 +90,7 @@ fn dh_ratchet_step(c: &mut Criterion) {
     c.bench_function("dh_ratchet_step_round_trip", |b| {
         b.iter(|| {
             // Each direction change is one DH ratchet step on the receiving side.
-            let wire = pair.bob.encrypt(b"ping").expect("encrypt");
+            let wire = pair.bob.encrypt(b"ping", &mut OsRng).expect("encrypt");
             receive(
                 Some(&mut pair.alice),
                 &pair.alice_id,
@@ -100,7 +100,7 @@ fn dh_ratchet_step(c: &mut Criterion) {
                 &mut OsRng,
             )
             .expect("alice decrypts");
-            let wire = pair.alice.encrypt(b"pong").expect("encrypt");
+            let wire = pair.alice.encrypt(b"pong", &mut OsRng).expect("encrypt");
             receive(
                 Some(&mut pair.bob),
                 &pair.bob_id,

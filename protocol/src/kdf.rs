@@ -1,5 +1,6 @@
-//! The v1 key schedule: root key, chain key and message key, with KDF_RK, KDF_CK and
-//! the per-message AEAD (XChaCha20-Poly1305 keyed and nonced from the message key).
+//! The key schedule: root key, chain key and message key, with KDF_RK, KDF_CK and the
+//! per-message AEAD (XChaCha20-Poly1305 keyed and nonced from the message key, and in
+//! crypto v2 from the header's random salt too), docs/PROTOCOL.md 2.4.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::consts::{DR_AEAD_INFO, DR_ROOT_INFO, KEY_LEN, NONCE_LEN, TAG_LEN};
+use crate::consts::{DR_AEAD_INFO, DR_AEAD_INFO_V2, DR_ROOT_INFO, KEY_LEN, NONCE_LEN, SALT_LEN, TAG_LEN};
 use crate::error::CryptoError;
 use crate::keys::{Secret32, SharedSecret};
 
@@ -119,8 +120,14 @@ impl MessageKey {
         &self.0 .0
     }
 
-    fn aead_params(&self) -> AeadParams {
-        let mut okm: [u8; KEY_LEN + NONCE_LEN] = hkdf_sha256(&[0u8; KEY_LEN], &self.0 .0, DR_AEAD_INFO);
+    /// v1 (`salt` None): `HKDF(salt = 0x00×32, ikm = MK, info = "e2ee-chat/dr/v1/aead",
+    /// L = 56)`; v2: `HKDF(salt = the header's 16-byte salt, ikm = MK, info =
+    /// "e2ee-chat/dr/v2/aead", L = 56)`. Key = okm[0..32], nonce = okm[32..56].
+    fn aead_params(&self, salt: Option<&[u8; SALT_LEN]>) -> AeadParams {
+        let mut okm: [u8; KEY_LEN + NONCE_LEN] = match salt {
+            None => hkdf_sha256(&[0u8; KEY_LEN], &self.0 .0, DR_AEAD_INFO),
+            Some(salt) => hkdf_sha256(salt, &self.0 .0, DR_AEAD_INFO_V2),
+        };
         let mut params = AeadParams {
             key: [0; KEY_LEN],
             nonce: [0; NONCE_LEN],
@@ -132,25 +139,40 @@ impl MessageKey {
     }
 
     #[cfg(test)]
-    pub(crate) fn aead_key_and_nonce(&self) -> ([u8; KEY_LEN], [u8; NONCE_LEN]) {
-        let p = self.aead_params();
+    pub(crate) fn aead_key_and_nonce(
+        &self,
+        salt: Option<&[u8; SALT_LEN]>,
+    ) -> ([u8; KEY_LEN], [u8; NONCE_LEN]) {
+        let p = self.aead_params(salt);
         (p.key, p.nonce)
     }
 
     /// Encrypts `plaintext` with `aad`, consuming the key: ciphertext || 16-byte tag.
-    pub fn seal(self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let params = self.aead_params();
+    /// `salt` is the header's (v2) or `None` (v1).
+    pub fn seal(
+        self,
+        salt: Option<&[u8; SALT_LEN]>,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let params = self.aead_params(salt);
         XChaCha20Poly1305::new((&params.key).into())
             .encrypt(XNonce::from_slice(&params.nonce), Payload { msg: plaintext, aad })
             .map_err(|_| CryptoError::Aead)
     }
 
-    /// Decrypts and authenticates `ciphertext` (ciphertext || tag) with `aad`.
-    pub fn open(&self, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Decrypts and authenticates `ciphertext` (ciphertext || tag) with `aad`; `salt`
+    /// is the header's (v2) or `None` (v1).
+    pub fn open(
+        &self,
+        salt: Option<&[u8; SALT_LEN]>,
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         if ciphertext.len() < TAG_LEN {
             return Err(CryptoError::Aead);
         }
-        let params = self.aead_params();
+        let params = self.aead_params(salt);
         XChaCha20Poly1305::new((&params.key).into())
             .decrypt(
                 XNonce::from_slice(&params.nonce),

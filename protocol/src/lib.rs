@@ -1,15 +1,16 @@
 //! e2ee-chat protocol: everything two agents and a relay must agree on, without IO.
 //!
-//! Crypto v1 (byte-exact to `CRYPTO-V1.md`):
+//! End-to-end layer (docs/PROTOCOL.md 2; crypto v2 sent, v1 still read):
 //! - [`consts`]: sizes, labels and limits.
 //! - [`identity`]: Ed25519 identity keys, their X25519 forms and the key checks.
 //! - [`keys`]: raw X25519 key pairs and the DH with the all-zero check.
 //! - [`prekey`]: signed and one-time prekeys, the bundle encoding, the owner's prekey store.
 //! - [`x3dh`]: the X3DH key agreement for initiator and responder.
-//! - [`kdf`]: root, chain and message keys and the v1 KDFs; the message AEAD.
-//! - [`header`]: the 40-byte Double Ratchet header.
+//! - [`kdf`]: root, chain and message keys and their KDFs; the message AEAD.
+//! - [`header`]: the Double Ratchet header (40 bytes in v1, 56 with the v2 salt).
 //! - [`message`]: PreKey and Normal message encodings.
 //! - [`session`]: the Double Ratchet session with commit-on-success.
+//! - [`session_reset`]: the signed request for a new session, sent outside a broken one.
 //! - [`safety_number`]: numeric safety numbers and their compact QR form.
 //! - [`name`]: agent names, the characters and length allowed.
 //! - [`name_claim`]: a name signed by an identity key, published through the relay.
@@ -38,6 +39,7 @@ pub mod prekey;
 pub mod reader;
 pub mod safety_number;
 pub mod session;
+pub mod session_reset;
 pub mod signed_name;
 pub mod x3dh;
 

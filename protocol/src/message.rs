@@ -1,13 +1,19 @@
-//! The two encrypted message encodings: PreKey (carries the X3DH fields) and Normal.
+//! The two encrypted message encodings: PreKey (carries the X3DH fields) and Normal,
+//! each in crypto v1 (types 0x01, 0x02) and v2 (0x03, 0x04: salted header),
+//! docs/PROTOCOL.md 2.5.
 
-use crate::consts::{MAX_MESSAGE_LEN, MSG_TYPE_NORMAL, MSG_TYPE_PREKEY, PREKEY_FLAG_OPK, TAG_LEN};
+use crate::consts::{
+    MAX_MESSAGE_LEN, MSG_TYPE_NORMAL, MSG_TYPE_NORMAL_V2, MSG_TYPE_PREKEY, MSG_TYPE_PREKEY_V2,
+    PREKEY_FLAG_OPK, TAG_LEN,
+};
 use crate::error::DecodeError;
 use crate::header::Header;
 use crate::identity::IdentityKey;
 use crate::keys::PublicKey;
 use crate::reader::Reader;
 
-/// `0x01 || flags || IK_A || EK_A || SPK_B || [OPK_B] || header || ct`.
+/// `type || flags || IK_A || EK_A || SPK_B || [OPK_B] || header || ct`, type 0x01 (v1)
+/// or 0x03 (v2) as the header has no salt or one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreKeyMessage {
     /// The initiator's identity key IK_A.
@@ -22,7 +28,7 @@ pub struct PreKeyMessage {
     pub inner: NormalMessage,
 }
 
-/// `0x02 || header || ct`.
+/// `type || header || ct`, type 0x02 (v1) or 0x04 (v2) as the header has no salt or one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalMessage {
     /// The Double Ratchet header.
@@ -46,8 +52,8 @@ impl NormalMessage {
         out.extend_from_slice(&self.ciphertext);
     }
 
-    fn read_body(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let header = Header::read(reader)?;
+    fn read_body(reader: &mut Reader<'_>, salted: bool) -> Result<Self, DecodeError> {
+        let header = Header::read(reader, salted)?;
         let ciphertext = reader.rest();
         if ciphertext.len() < TAG_LEN {
             return Err(DecodeError::Invalid {
@@ -62,17 +68,39 @@ impl NormalMessage {
     }
 }
 
+/// True if `wire` starts with the type byte of a PreKey message (v1 or v2): the only
+/// messages that can start a session or use a one-time prekey.
+pub fn is_prekey_message(wire: &[u8]) -> bool {
+    matches!(wire.first(), Some(&(MSG_TYPE_PREKEY | MSG_TYPE_PREKEY_V2)))
+}
+
 impl Message {
+    /// The Double Ratchet header of either encoding.
+    pub fn header(&self) -> &Header {
+        match self {
+            Message::Normal(m) => &m.header,
+            Message::PreKey(m) => &m.inner.header,
+        }
+    }
+
     /// The wire bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         match self {
             Message::Normal(m) => {
-                out.push(MSG_TYPE_NORMAL);
+                out.push(if m.header.salt.is_some() {
+                    MSG_TYPE_NORMAL_V2
+                } else {
+                    MSG_TYPE_NORMAL
+                });
                 m.write_body(&mut out);
             }
             Message::PreKey(m) => {
-                out.push(MSG_TYPE_PREKEY);
+                out.push(if m.inner.header.salt.is_some() {
+                    MSG_TYPE_PREKEY_V2
+                } else {
+                    MSG_TYPE_PREKEY
+                });
                 out.push(if m.one_time_prekey.is_some() {
                     PREKEY_FLAG_OPK
                 } else {
@@ -93,9 +121,10 @@ impl Message {
     /// Length of [`Message::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Message::Normal(m) => 1 + 40 + m.ciphertext.len(),
+            Message::Normal(m) => 1 + m.header.encoded_len() + m.ciphertext.len(),
             Message::PreKey(m) => {
-                2 + 96 + if m.one_time_prekey.is_some() { 32 } else { 0 } + 40 + m.inner.ciphertext.len()
+                let opk = if m.one_time_prekey.is_some() { 32 } else { 0 };
+                2 + 96 + opk + m.inner.header.encoded_len() + m.inner.ciphertext.len()
             }
         }
     }
@@ -112,8 +141,11 @@ impl Message {
         }
         let mut reader = Reader::new(bytes);
         match reader.u8()? {
-            MSG_TYPE_NORMAL => Ok(Message::Normal(NormalMessage::read_body(&mut reader)?)),
-            MSG_TYPE_PREKEY => {
+            kind @ (MSG_TYPE_NORMAL | MSG_TYPE_NORMAL_V2) => Ok(Message::Normal(NormalMessage::read_body(
+                &mut reader,
+                kind == MSG_TYPE_NORMAL_V2,
+            )?)),
+            kind @ (MSG_TYPE_PREKEY | MSG_TYPE_PREKEY_V2) => {
                 let flags = reader.u8()?;
                 if flags & !PREKEY_FLAG_OPK != 0 {
                     return Err(DecodeError::Invalid {
@@ -133,7 +165,7 @@ impl Message {
                 } else {
                     None
                 };
-                let inner = NormalMessage::read_body(&mut reader)?;
+                let inner = NormalMessage::read_body(&mut reader, kind == MSG_TYPE_PREKEY_V2)?;
                 Ok(Message::PreKey(Box::new(PreKeyMessage {
                     identity,
                     base_key,
@@ -153,7 +185,33 @@ mod tests {
 
     #[test]
     fn rejects_unknown_message_type() {
-        assert_eq!(Message::decode(&[0x03; 80]), Err(DecodeError::UnknownType(3)));
+        assert_eq!(Message::decode(&[0x06; 80]), Err(DecodeError::UnknownType(6)));
+        // The reset request has its own decoder (`session_reset`).
+        assert_eq!(Message::decode(&[0x05; 80]), Err(DecodeError::UnknownType(5)));
+    }
+
+    #[test]
+    fn a_v2_message_round_trips_with_its_salt_and_v1_bytes_do_not_read_as_v2() {
+        let header = Header {
+            ratchet_key: PublicKey::from_bytes([7; 32]),
+            previous_chain_len: 3,
+            n: 9,
+            salt: Some([0xA5; 16]),
+        };
+        let message = Message::Normal(NormalMessage {
+            header,
+            ciphertext: vec![1; 20],
+        });
+        let wire = message.encode();
+        assert_eq!(wire.len(), 1 + 56 + 20);
+        assert_eq!(wire[0], MSG_TYPE_NORMAL_V2);
+        assert_eq!(&wire[41..57], &[0xA5; 16]);
+        assert_eq!(Message::decode(&wire), Ok(message.clone()));
+        let mut as_v1 = wire.clone();
+        as_v1[0] = MSG_TYPE_NORMAL;
+        let read = Message::decode(&as_v1).expect("decodes as v1");
+        assert_eq!(read.header().salt, None);
+        assert_ne!(read, message);
     }
 
     #[test]

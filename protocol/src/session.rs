@@ -1,4 +1,6 @@
-//! The Double Ratchet session (Signal's specification with the v1 KDFs).
+//! The Double Ratchet session (Signal's specification with the KDFs of
+//! docs/PROTOCOL.md 2.4). Messages are sent in crypto v2 (a random salt per message);
+//! v1 messages are still decrypted.
 //!
 //! Decryption computes every state change in locals and commits it only after the AEAD
 //! opened, so a rejected message leaves the session exactly as it was. Encryption
@@ -10,7 +12,7 @@ use std::collections::VecDeque;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::consts::{HEADER_LEN, KEY_LEN, MAX_SKIP, MAX_STORED_SKIPPED_KEYS};
+use crate::consts::{KEY_LEN, MAX_SKIP, MAX_STORED_SKIPPED_KEYS, SALT_LEN};
 use crate::error::CryptoError;
 use crate::header::Header;
 use crate::identity::{IdentityKey, IdentityKeyPair};
@@ -28,7 +30,9 @@ pub const RETIRED_RATCHET_KEYS: usize = 64;
 /// was discarded is reported as too old rather than as a duplicate.
 pub const DISCARDED_RANGES: usize = 64;
 
-const AAD_LEN: usize = 2 * KEY_LEN + HEADER_LEN;
+/// How many of our own past ratchet public keys a session remembers, so that a reset
+/// request naming a chain we sent on recently is recognised (docs/PROTOCOL.md 2.8).
+pub const RETIRED_OWN_RATCHET_KEYS: usize = 16;
 
 /// Message keys `from..until` of the chain of `ratchet` that the session gave up on:
 /// evicted from the skipped-key store, or never derived because the gap was over
@@ -77,6 +81,10 @@ pub struct Decrypted {
     pub newly_skipped: u32,
     /// True if the message was decrypted with a stored skipped key (it arrived late).
     pub late: bool,
+    /// How many message keys this message made the session give up: keys of the chain it
+    /// closed that were past `MAX_SKIP` (never derived), and stored skipped keys evicted
+    /// past `MAX_STORED_SKIPPED_KEYS`. Their messages can never be decrypted: lost.
+    pub given_up: u32,
 }
 
 /// One Double Ratchet session with one peer.
@@ -97,6 +105,8 @@ pub struct Session {
     retired_remote: VecDeque<PublicKey>,
     #[serde(default)]
     discarded: VecDeque<Discarded>,
+    #[serde(default)]
+    retired_own: VecDeque<PublicKey>,
     pending_prekey: Option<PreKeyFields>,
     accepted_from: Option<PreKeyFields>,
 }
@@ -174,6 +184,7 @@ impl Session {
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
             discarded: VecDeque::new(),
+            retired_own: VecDeque::new(),
             pending_prekey: Some(PreKeyFields {
                 base_key: agreed.base_key,
                 signed_prekey: bundle.signed_prekey,
@@ -231,6 +242,7 @@ impl Session {
             skipped: VecDeque::new(),
             retired_remote: VecDeque::new(),
             discarded: VecDeque::new(),
+            retired_own: VecDeque::new(),
             pending_prekey: None,
             accepted_from: Some(PreKeyFields::of(message)),
         };
@@ -272,33 +284,60 @@ impl Session {
         self.self_ratchet.public_key()
     }
 
-    /// `AD || header`.
-    fn aad(&self, header: &Header) -> [u8; AAD_LEN] {
+    /// True if `key` is our current ratchet public key or one of the last
+    /// [`RETIRED_OWN_RATCHET_KEYS`] we sent with in this session: a chain of ours that
+    /// a peer may still name in a reset request.
+    pub fn sent_with_ratchet_key(&self, key: &PublicKey) -> bool {
+        self.self_ratchet.public_key() == key || self.retired_own.contains(key)
+    }
+
+    /// `AD || header` (104 bytes in v1, 120 in v2).
+    fn aad(&self, header: &Header) -> Vec<u8> {
         let ad = if self.initiator {
             associated_data(&self.local, &self.remote)
         } else {
             associated_data(&self.remote, &self.local)
         };
-        let mut aad = [0u8; AAD_LEN];
-        aad[..2 * KEY_LEN].copy_from_slice(&ad);
-        aad[2 * KEY_LEN..].copy_from_slice(&header.encode());
+        let mut aad = Vec::with_capacity(2 * KEY_LEN + header.encoded_len());
+        aad.extend_from_slice(&ad);
+        aad.extend_from_slice(&header.encode());
         aad
     }
 
-    /// Encrypts `plaintext` into wire bytes (a PreKey message until a reply has
-    /// decrypted, a Normal message after). Advances the sending chain: persist the
-    /// session before the bytes leave the process.
-    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Encrypts `plaintext` into crypto v2 wire bytes (a PreKey message until a reply
+    /// has decrypted, a Normal message after), with a salt of 16 bytes drawn from
+    /// `rng`. Advances the sending chain: persist the session before the bytes leave
+    /// the process.
+    pub fn encrypt(
+        &mut self,
+        plaintext: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill_bytes(&mut salt);
+        self.encrypt_with_salt(plaintext, Some(salt))
+    }
+
+    /// [`Session::encrypt`] with a given salt: `Some` gives a crypto v2 message, `None` a
+    /// crypto v1 one. For known-answer tests and peers that read v1 only: a v1 message's
+    /// key and nonce depend on the chain position alone, so a sender whose state was
+    /// restored from a copy encrypts under a key and nonce it used before.
+    pub fn encrypt_with_salt(
+        &mut self,
+        plaintext: &[u8],
+        salt: Option<[u8; SALT_LEN]>,
+    ) -> Result<Vec<u8>, CryptoError> {
         let chain = self.sending.as_ref().ok_or(CryptoError::NoSession)?;
         let next_sent = self.sent.checked_add(1).ok_or(CryptoError::CounterOverflow)?;
         let header = Header {
             ratchet_key: *self.self_ratchet.public_key(),
             previous_chain_len: self.previous_sent,
             n: self.sent,
+            salt,
         };
         let message_key = chain.message_key();
         let next_chain = chain.next();
-        let ciphertext = message_key.seal(&self.aad(&header), plaintext)?;
+        let ciphertext = message_key.seal(header.salt.as_ref(), &self.aad(&header), plaintext)?;
         self.sending = Some(next_chain);
         self.sent = next_sent;
         let inner = NormalMessage { header, ciphertext };
@@ -329,13 +368,16 @@ impl Session {
             .iter()
             .position(|k| k.ratchet == header.ratchet_key && k.n == header.n)
         {
-            let plaintext = self.skipped[index].key.open(&aad, &message.ciphertext)?;
+            let plaintext = self.skipped[index]
+                .key
+                .open(header.salt.as_ref(), &aad, &message.ciphertext)?;
             self.skipped.remove(index);
             self.pending_prekey = None;
             return Ok(Decrypted {
                 plaintext,
                 newly_skipped: 0,
                 late: true,
+                given_up: 0,
             });
         }
 
@@ -364,16 +406,17 @@ impl Session {
         let next_received = header.n.checked_add(1).ok_or(CryptoError::CounterOverflow)?;
         let mut staged = Vec::new();
         let chain = skip_keys(chain, self.received, header.n, header.ratchet_key, &mut staged);
-        let plaintext = chain.message_key().open(aad, ciphertext)?;
+        let plaintext = chain.message_key().open(header.salt.as_ref(), aad, ciphertext)?;
 
         self.receiving = Some(chain.next());
         self.received = next_received;
-        self.store_skipped(staged);
+        let given_up = self.store_skipped(staged);
         self.pending_prekey = None;
         Ok(Decrypted {
             plaintext,
             newly_skipped: skip,
             late: false,
+            given_up,
         })
     }
 
@@ -417,7 +460,9 @@ impl Session {
         let self_ratchet = KeyPair::generate(rng);
         let (root, sending) = root.ratchet(&self_ratchet.diffie_hellman(&header.ratchet_key)?);
         let receiving = skip_keys(&receiving, 0, header.n, header.ratchet_key, &mut staged);
-        let plaintext = receiving.message_key().open(aad, ciphertext)?;
+        let plaintext = receiving
+            .message_key()
+            .open(header.salt.as_ref(), aad, ciphertext)?;
 
         let newly_skipped = u32::try_from(staged.len()).unwrap_or(u32::MAX);
         if let Some(old) = self.remote_ratchet.replace(header.ratchet_key) {
@@ -427,27 +472,34 @@ impl Session {
             self.retired_remote.push_back(old);
         }
         self.root = root;
+        if self.retired_own.len() >= RETIRED_OWN_RATCHET_KEYS {
+            self.retired_own.pop_front();
+        }
+        self.retired_own.push_back(*self.self_ratchet.public_key());
         self.self_ratchet = self_ratchet;
         self.previous_sent = self.sent;
         self.sent = 0;
         self.sending = Some(sending);
         self.receiving = Some(receiving.next());
         self.received = next_received;
+        let mut given_up = 0;
         if let Some(range) = never_derived {
+            given_up = range.until - range.from;
             self.discard(range);
         }
-        self.store_skipped(staged);
+        given_up = given_up.saturating_add(self.store_skipped(staged));
         self.pending_prekey = None;
         Ok(Decrypted {
             plaintext,
             newly_skipped,
             late: false,
+            given_up,
         })
     }
 
     /// Appends skipped keys, evicting the oldest past the storage limit (and
-    /// remembering which they were).
-    fn store_skipped(&mut self, keys: Vec<SkippedKey>) {
+    /// remembering which they were); returns how many were evicted.
+    fn store_skipped(&mut self, keys: Vec<SkippedKey>) -> u32 {
         self.skipped.extend(keys);
         let excess = self.skipped.len().saturating_sub(MAX_STORED_SKIPPED_KEYS);
         let evicted: Vec<(PublicKey, u32)> = self.skipped.drain(..excess).map(|k| (k.ratchet, k.n)).collect();
@@ -458,6 +510,7 @@ impl Session {
                 until: n.saturating_add(1),
             });
         }
+        u32::try_from(excess).unwrap_or(u32::MAX)
     }
 
     /// Remembers a range of discarded keys, joined to the last one when it continues it.

@@ -2,8 +2,10 @@
 //! out-of-order delivery, duplicates, tampering, skip limits, eviction, persistence.
 
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
+use e2ee_protocol::message::Message;
 use e2ee_protocol::prekey::PreKeyStore;
 use e2ee_protocol::session::{receive, Received, Session};
+use e2ee_protocol::session_reset::ResetReason;
 use e2ee_protocol::CryptoError;
 use proptest::prelude::*;
 use rand_core::OsRng;
@@ -34,7 +36,7 @@ impl Party {
         self.session
             .as_mut()
             .expect("a session")
-            .encrypt(text)
+            .encrypt(text, &mut OsRng)
             .expect("encrypt")
     }
 
@@ -531,4 +533,108 @@ fn handed_out_one_time_prekeys_age_out_after_the_grace_and_beyond_the_cap() {
     store.generate_one_time(10, &mut OsRng);
     assert_eq!(store.age_out_one_time(2, 0, 1_200, 1_000, 8), (12, 6));
     assert_eq!(store.one_time_count(), 8);
+}
+
+#[test]
+fn a_sender_restored_from_a_copy_never_reuses_a_key_and_nonce() {
+    let (mut alice, mut bob) = established();
+    let a = alice.public();
+    let backup = alice.session.clone();
+    let first = alice.send(b"attack at dawn");
+    alice.session = backup;
+    let second = alice.send(b"retreat at six");
+    let (Ok(Message::Normal(m1)), Ok(Message::Normal(m2))) =
+        (Message::decode(&first), Message::decode(&second))
+    else {
+        panic!("two Normal messages expected");
+    };
+    // Same chain position (the rolled-back state), different salts: other key and nonce.
+    assert_eq!(
+        (m1.header.ratchet_key, m1.header.n),
+        (m2.header.ratchet_key, m2.header.n)
+    );
+    assert!(m1.header.salt.is_some() && m1.header.salt != m2.header.salt);
+    let ct_xor: Vec<u8> = m1
+        .ciphertext
+        .iter()
+        .zip(&m2.ciphertext)
+        .map(|(x, y)| x ^ y)
+        .collect();
+    let pt_xor: Vec<u8> = b"attack at dawn"
+        .iter()
+        .zip(b"retreat at six")
+        .map(|(x, y)| x ^ y)
+        .collect();
+    assert_ne!(&ct_xor[..pt_xor.len()], &pt_xor[..]);
+    // The receiver reads the first and refuses the second as a reused chain position,
+    // a reason a new session cures.
+    assert_eq!(bob.receive(&a, &first).expect("first"), b"attack at dawn");
+    let err = bob.receive(&a, &second).expect_err("a reused position");
+    assert_eq!(ResetReason::of(&err), Some(ResetReason::ReusedPosition));
+}
+
+#[test]
+fn closing_a_chain_past_the_skip_limit_gives_up_its_keys_and_says_how_many() {
+    let (mut alice, mut bob) = established();
+    let (a, b) = (alice.public(), bob.public());
+    let first = alice.send(b"c1 0");
+    let lost = 1010;
+    for i in 1..=lost {
+        alice.send(format!("c1 {i}").as_bytes());
+    }
+    bob.receive(&a, &first).expect("c1 first");
+    let r = bob.send(b"turn");
+    alice.receive(&b, &r).expect("turn");
+    let next = alice.send(b"c2 0");
+    let received = receive(
+        bob.session.as_mut(),
+        &bob.identity,
+        &mut bob.prekeys,
+        &a,
+        &next,
+        &mut OsRng,
+    )
+    .expect("the new chain decrypts");
+    assert_eq!(received.decrypted.plaintext, b"c2 0");
+    assert_eq!(received.decrypted.given_up, lost);
+    // A gap within the limit gives nothing up.
+    let later = alice.send(b"c2 2 after one lost");
+    alice.send(b"c2 3");
+    let received = receive(
+        bob.session.as_mut(),
+        &bob.identity,
+        &mut bob.prekeys,
+        &a,
+        &later,
+        &mut OsRng,
+    )
+    .expect("decrypts");
+    assert_eq!(
+        (received.decrypted.newly_skipped, received.decrypted.given_up),
+        (0, 0)
+    );
+}
+
+#[test]
+fn a_session_recognises_its_own_recent_ratchet_keys_and_a_new_session_does_not() {
+    let (mut alice, mut bob) = established();
+    let (a, b) = (alice.public(), bob.public());
+    let first = alice.send(b"one");
+    let key = match Message::decode(&first) {
+        Ok(message) => message.header().ratchet_key,
+        Err(err) => panic!("decode: {err}"),
+    };
+    bob.receive(&a, &first).expect("one");
+    let session = alice.session.as_ref().expect("session");
+    assert!(session.sent_with_ratchet_key(&key));
+    // After a DH step the old key is still recognised (a reset request may name it).
+    let r = bob.send(b"turn");
+    alice.receive(&b, &r).expect("turn");
+    let session = alice.session.as_ref().expect("session");
+    assert!(session.sent_with_ratchet_key(&key));
+    assert_ne!(session.ratchet_key(), &key);
+    // A new session knows nothing of the old one's keys: an old request is stale.
+    let bundle = bob.prekeys.bundle(&b);
+    let fresh = Session::initiate(&alice.identity, &bundle, &mut OsRng).expect("initiate");
+    assert!(!fresh.sent_with_ratchet_key(&key));
 }

@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use clap::{Args, ValueEnum};
-use e2ee_protocol::consts::{MSG_TYPE_NORMAL, MSG_TYPE_PREKEY, TAG_LEN};
+use e2ee_protocol::consts::{MSG_TYPE_NORMAL, MSG_TYPE_NORMAL_V2, TAG_LEN};
 use e2ee_protocol::frame::Frame;
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
+use e2ee_protocol::message::is_prekey_message;
 use e2ee_protocol::name_claim::NameClaim;
 use e2ee_protocol::prekey::PreKeyStore;
 use rand_core::{OsRng, RngCore};
@@ -329,8 +330,10 @@ impl Adversary {
 
     fn eligible(&self, payload: &[u8]) -> bool {
         let kind_ok = match self.settings.target {
-            AdversaryTarget::Normal => payload.first() == Some(&MSG_TYPE_NORMAL),
-            AdversaryTarget::Prekey => payload.first() == Some(&MSG_TYPE_PREKEY),
+            AdversaryTarget::Normal => {
+                matches!(payload.first(), Some(&(MSG_TYPE_NORMAL | MSG_TYPE_NORMAL_V2)))
+            }
+            AdversaryTarget::Prekey => is_prekey_message(payload),
             AdversaryTarget::Any => true,
         };
         kind_ok && payload.len() >= self.settings.min_len
@@ -490,7 +493,7 @@ mod tests {
 
     fn message(id: u8, len: usize) -> Planned {
         let mut payload = vec![id; len];
-        payload[0] = MSG_TYPE_NORMAL;
+        payload[0] = MSG_TYPE_NORMAL_V2;
         Planned {
             sender: [1; 32],
             recipient: [2; 32],

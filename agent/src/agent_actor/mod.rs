@@ -26,6 +26,7 @@ use crate::held::{HeldMessage, HELD_PER_NAME};
 use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
 use crate::receipt_budget::ReceiptBudget;
+use crate::recovery::Recovery;
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::send_window::SendWindow;
 use crate::settings::{AgentSettings, IdentityPolicy};
@@ -39,6 +40,7 @@ mod link;
 mod names;
 mod outflow;
 mod receiving;
+mod recovery;
 mod sending;
 
 pub use commands::*;
@@ -191,11 +193,14 @@ pub struct AgentActor {
     resume_at: Option<std::time::Instant>,
     /// `Leave` requests waiting for the outbox to empty.
     leave_waiters: Vec<oneshot::Sender<()>>,
+    /// Session recovery: reset requests asked and granted (docs/PROTOCOL.md 2.8).
+    recovery: Recovery,
 }
 
 impl AgentActor {
     /// An agent over opened state; `link` is attached with [`AgentActor::attach`].
     pub fn new(state: AgentState, settings: AgentSettings, sink: EventSink, log: Logger) -> Self {
+        let recovery = Recovery::new(Duration::from_millis(settings.recovery.min_interval_ms));
         Self {
             state,
             settings,
@@ -232,6 +237,7 @@ impl AgentActor {
             window: SendWindow::default(),
             resume_at: None,
             leave_waiters: Vec::new(),
+            recovery,
         }
     }
 

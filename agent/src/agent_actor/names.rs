@@ -175,6 +175,12 @@ impl AgentActor {
             return;
         };
         self.fetch_in_flight.remove(&identity);
+        let reset = self.recovery.take_pending(&identity);
+        if reset.is_some() && bundle.is_none() {
+            self.emit(Event::error(format!(
+                "cannot start the new session {name} asked for: it has published no prekeys"
+            )));
+        }
         let Some(bytes) = bundle else {
             return self.fail_waiting(&name, "the peer has published no prekeys");
         };
@@ -194,7 +200,11 @@ impl AgentActor {
             )));
             return self.fail_waiting(&name, "prekey bundle of a different identity");
         }
-        if let Err(err) = self.state.start_session(&bundle, &mut OsRng) {
+        if let Some(reason) = reset {
+            if !self.finish_reset(&name, &bundle, reason) {
+                return self.fail_waiting(&name, "cannot start a new session");
+            }
+        } else if let Err(err) = self.state.start_session(&bundle, &mut OsRng) {
             return self.fail_waiting(&name, &format!("cannot start a session: {err}"));
         }
         let with_opk = if bundle.one_time_prekeys.is_empty() {

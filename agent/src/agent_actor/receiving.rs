@@ -233,10 +233,22 @@ impl AgentActor {
             msg_id,
         };
         let from = self.display_name(&identity);
+        if Self::is_reset_request(wire) {
+            self.on_reset_request(identity, wire);
+            self.to_relay(ack);
+            return true;
+        }
         match self.state.decrypt(&identity, msg_id, wire, &mut OsRng) {
             Ok(incoming) => {
                 crash_point::reached("receive.after_commit");
                 let new_session = incoming.new_session;
+                if incoming.given_up > 0 {
+                    self.emit(Event::MessagesLost {
+                        from: from.clone(),
+                        from_identity: identity_hex(&identity),
+                        count: incoming.given_up,
+                    });
+                }
                 self.on_plaintext(identity, incoming.payload, incoming.newly_skipped, incoming.late);
                 if new_session {
                     let from = self.display_name(&identity);
@@ -258,6 +270,9 @@ impl AgentActor {
             }
             Err(ReceiveError::Failed(failure)) => {
                 self.report_failure(from, identity_hex(&identity), failure.class, &failure.detail);
+                if let Some(reason) = failure.cure {
+                    self.request_reset(identity, wire, reason);
+                }
                 self.to_relay(ack);
                 true
             }

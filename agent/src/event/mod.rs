@@ -184,6 +184,36 @@ pub enum Event {
         /// A short description.
         detail: String,
     },
+    /// Session recovery (docs/PROTOCOL.md 2.8). `side: requested`: a message from the
+    /// peer could not be decrypted for `reason`, and we asked the peer, with a signed
+    /// reset request, to start a new session and send its recent messages again.
+    /// `side: restarted`: the peer asked, and we started a new session (X3DH) and sent
+    /// `resent` messages of our send log again (the peer shows those it had not shown).
+    SessionReset {
+        /// The peer's name, or its short identity if it has no pinned name.
+        peer: String,
+        /// The peer's identity, hex.
+        peer_identity: String,
+        /// `requested` or `restarted`.
+        side: String,
+        /// Why: `unknown_session`, `reused_position` (the sender's state was rolled
+        /// back), `skip_limit` or `unauthenticated`.
+        reason: String,
+        /// For `restarted`: how many sent messages went again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resent: Option<u32>,
+    },
+    /// Messages of a peer that can never be decrypted: the session gave up their keys
+    /// (a gap past the skip limit of 1000 in a chain that closed, or skipped keys past
+    /// the 2000 kept). Their texts are lost unless the peer sends them again.
+    MessagesLost {
+        /// The sender's name, or its short identity if it has no pinned name.
+        from: String,
+        /// The sender's identity, hex.
+        from_identity: String,
+        /// How many messages.
+        count: u32,
+    },
     /// The relay delivered a message again whose `(sender, msg_id)` was already
     /// processed (after a reconnect, or a replay by the relay): acknowledged and dropped.
     Redelivered {
@@ -497,6 +527,23 @@ impl Event {
             } => {
                 format!("! decrypt failure from {from}: {class} ({})", sanitize(detail))
             }
+            Self::SessionReset {
+                peer,
+                side,
+                reason,
+                resent,
+                ..
+            } => match resent {
+                Some(resent) if side == "restarted" => format!(
+                    "* {peer} could not read our messages ({reason}): new session started, {resent} recent \
+                     messages sent again"
+                ),
+                _ => format!("* cannot read {peer}'s messages ({reason}): asked {peer} for a new session"),
+            },
+            Self::MessagesLost { from, count, .. } => format!(
+                "! {count} messages from {from} can no longer be decrypted (too far behind): lost unless \
+                 {from} sends them again"
+            ),
             Self::Redelivered { from, msg_id, .. } => {
                 format!(
                     "  (a message from {from} came again from the relay, msg {}: already shown, dropped)",

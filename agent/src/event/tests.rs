@@ -99,6 +99,25 @@ fn all_events() -> Vec<Event> {
             from_identity: IK.into(),
             msg_id: ID.into(),
         },
+        Event::SessionReset {
+            peer: "bob".into(),
+            peer_identity: IK.into(),
+            side: "restarted".into(),
+            reason: "reused_position".into(),
+            resent: Some(3),
+        },
+        Event::SessionReset {
+            peer: "bob".into(),
+            peer_identity: IK.into(),
+            side: "requested".into(),
+            reason: "unauthenticated".into(),
+            resent: None,
+        },
+        Event::MessagesLost {
+            from: "bob".into(),
+            from_identity: IK.into(),
+            count: 1010,
+        },
         Event::MessageHeld {
             from: "bob".into(),
             from_identity: IK.into(),
@@ -260,6 +279,7 @@ fn constructors_fill_every_field() {
         newly_skipped: 1,
         late: true,
         new_session: false,
+        given_up: 0,
     };
     assert_eq!(
         Event::message("bob", &bob, &[1; 16], &incoming),

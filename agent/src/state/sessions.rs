@@ -19,10 +19,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use e2ee_protocol::consts::MSG_TYPE_PREKEY;
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::keys::PublicKey;
-use e2ee_protocol::message::Message;
+use e2ee_protocol::message::{is_prekey_message, Message};
 use e2ee_protocol::payload::{ContentType, Payload, MESSAGE_ID_LEN};
 use e2ee_protocol::prekey::PreKeyBundle;
 use e2ee_protocol::session::{self, Received, Session};
@@ -111,6 +110,16 @@ impl AgentState {
     /// True if a session with this identity exists.
     pub fn has_session(&self, peer: &IdentityKey) -> bool {
         self.peers.contains_key(peer)
+    }
+
+    /// True if `key` is a ratchet key we sent with recently in the current session with
+    /// `peer` or in one of the earlier sessions kept for it (a reset request naming it
+    /// names a chain of ours, docs/PROTOCOL.md 2.8).
+    pub fn sent_with_ratchet_key(&self, peer: &IdentityKey, key: &PublicKey) -> bool {
+        self.peers.get(peer).is_some_and(|p| {
+            p.session.sent_with_ratchet_key(key)
+                || p.archived.iter().any(|(_, s)| s.sent_with_ratchet_key(key))
+        })
     }
 
     /// True if we started the session with this peer and no reply has decrypted yet
@@ -204,6 +213,40 @@ impl AgentState {
         Ok(entry)
     }
 
+    /// Encrypts again, for `peer`, a payload sent before (from the send log) under the
+    /// relay message id `relay_msg_id`, and returns its outbox entry (not a text: its
+    /// `sent` was reported the first time). The send log and the history already hold
+    /// it. Persist before send, as [`AgentState::encrypt`].
+    pub fn encrypt_again(
+        &mut self,
+        peer: &IdentityKey,
+        payload: &Payload,
+        relay_msg_id: [u8; MESSAGE_ID_LEN],
+    ) -> Result<OutboxEntry, StateError> {
+        if self.outbox.contains(&relay_msg_id) {
+            return Err(StateError::DuplicateMsgId(hex::encode(relay_msg_id)));
+        }
+        let Sealed {
+            session, wire, bytes, ..
+        } = self.seal_for(peer, payload)?;
+        let mut entry = OutboxEntry::new(payload, *peer, wire);
+        entry.msg_id = relay_msg_id;
+        entry.text = false;
+        let row = entry.row();
+        self.db.transaction_with(|tx| {
+            tx.put_session(peer.as_bytes(), &bytes)?;
+            if !tx.outbox_put(&row)? {
+                return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
+            }
+            Ok(())
+        })?;
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.session = session;
+        }
+        self.outbox.push(entry.clone());
+        Ok(entry)
+    }
+
     /// True if we have written a text to `peer` (then, and only then, its texts get
     /// end-to-end receipts).
     pub fn is_correspondent(&self, peer: &IdentityKey) -> bool {
@@ -239,7 +282,7 @@ impl AgentState {
             .ok_or_else(|| StateError::NoSession(peer.short()))?
             .session
             .clone();
-        let wire = session.encrypt(&plaintext)?;
+        let wire = session.encrypt(&plaintext, &mut rand_core::OsRng)?;
         let bytes = session_bytes(&session, self.db.path())?;
         Ok(Sealed {
             plaintext,
@@ -289,7 +332,7 @@ impl AgentState {
             }
         };
         // Only a PreKey message can change the prekeys: work on a copy then.
-        let is_prekey = wire.first() == Some(&MSG_TYPE_PREKEY);
+        let is_prekey = is_prekey_message(wire);
         let mut prekeys_copy = is_prekey.then(|| self.prekeys.store.clone());
         let prekeys = match prekeys_copy.as_mut() {
             Some(copy) => copy,
@@ -443,6 +486,7 @@ impl AgentState {
             newly_skipped: decrypted.newly_skipped,
             late: decrypted.late,
             new_session: is_new_session,
+            given_up: decrypted.given_up,
         })
     }
 

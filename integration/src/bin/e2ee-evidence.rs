@@ -8,7 +8,8 @@ use clap::Parser;
 use e2ee_integration::evidence::{self, Options, SCENARIOS};
 
 /// Security evidence for e2ee-chat: confidentiality on the wire, an adversarial relay,
-/// forward secrecy, post-compromise healing, MITM detection and relay availability.
+/// forward secrecy, post-compromise healing, recovery after a restore from backup, MITM
+/// detection and relay availability.
 /// The relay and agent binaries are taken from this binary's directory.
 #[derive(Parser, Debug)]
 #[command(name = "e2ee-evidence", version)]
@@ -19,7 +20,7 @@ struct Cli {
     /// Shorter scenarios (what the integration test runs).
     #[arg(long)]
     quick: bool,
-    /// Only these scenario groups (comma-separated): confidentiality, adversary, secrecy,
+    /// Only these scenario groups (comma-separated): confidentiality, adversary, secrecy, recovery,
     /// mitm, impersonation, availability.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

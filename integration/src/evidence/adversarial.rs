@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::agents::{
-    adversary_actions, is_message, start_relay, wait_published, AdversaryConfig, Agent, Seen, WAIT,
+    adversary_actions, is_message, start_relay, wait_published, AdversaryConfig, Agent, AgentOptions, Seen,
+    WAIT,
 };
 use super::report::Section;
 use super::{guarded, median_max, short, Scale};
@@ -103,10 +104,16 @@ impl Pair {
     fn start(work: &Path, config: AdversaryConfig, s: &mut Section) -> anyhow::Result<Self> {
         let dir = work.join(config.mode);
         let relay = start_relay(&dir.join("relay"), Some(&config))?;
-        let mut bob = Agent::start("bob", relay.addr, &dir.join("bob"))?;
+        // Session recovery is off here: these scenarios show what the ratchet alone does
+        // with each altered message (the recovery section shows the agents heal).
+        let options = AgentOptions {
+            no_recovery: true,
+            ..AgentOptions::default()
+        };
+        let mut bob = Agent::start_with("bob", relay.addr, &dir.join("bob"), &options)?;
         bob.connected()?;
         wait_published(relay.addr, "bob")?;
-        let mut alice = Agent::start("alice", relay.addr, &dir.join("alice"))?;
+        let mut alice = Agent::start_with("alice", relay.addr, &dir.join("alice"), &options)?;
         alice.connected()?;
         let warm = "warm-up: alice opens an end-to-end session with bob";
         alice.send_text("bob", warm)?;

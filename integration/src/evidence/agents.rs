@@ -43,6 +43,9 @@ pub struct AgentOptions {
     pub policy: Option<String>,
     /// Run this script instead of reading commands from stdin.
     pub script: Option<PathBuf>,
+    /// Session recovery off (`recovery.enabled = false`): for scenarios that show what
+    /// the ratchet alone does with a message.
+    pub no_recovery: bool,
 }
 
 /// A running `e2ee-agent --json`.
@@ -84,6 +87,9 @@ impl Agent {
             .stderr(Stdio::piped());
         if let Some(policy) = &options.policy {
             command.args(["--identity-policy", policy]);
+        }
+        if options.no_recovery {
+            command.env("E2EE_RECOVERY__ENABLED", "false");
         }
         match &options.script {
             Some(script) => {

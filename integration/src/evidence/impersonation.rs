@@ -98,6 +98,7 @@ fn policy(name: &str) -> AgentOptions {
     AgentOptions {
         policy: Some(name.to_string()),
         script: None,
+        ..AgentOptions::default()
     }
 }
 

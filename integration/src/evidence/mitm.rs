@@ -67,6 +67,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     let block = AgentOptions {
         policy: Some("block".into()),
         script: None,
+        ..AgentOptions::default()
     };
     let mut alice = Agent::start_with("alice", honest.addr, &alice_dir, &block)?;
     alice.connected()?;
@@ -125,6 +126,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         &AgentOptions {
             policy: Some("block".into()),
             script: Some(script),
+            ..AgentOptions::default()
         },
     )?;
     let changed = alice.wait_for("identity_changed", WAIT, |e| e["event"] == "identity_changed")?;
@@ -169,6 +171,7 @@ fn body(_scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         &AgentOptions {
             policy: Some("warn".into()),
             script: Some(script),
+            ..AgentOptions::default()
         },
     )?;
     let change = warned.wait_for("identity_changed", WAIT, |e| e["event"] == "identity_changed")?;

@@ -9,6 +9,8 @@
 //! - [`adversarial`]: tamper, drop, duplicate, reorder, replay, delay.
 //! - [`secrecy`]: forward secrecy and post-compromise healing, shown by decrypting the
 //!   recorded ciphertexts with a stolen copy of an agent's state.
+//! - [`recovery`]: a state restored from an old copy reuses no key and nonce, and both
+//!   agents heal the conversation with reset requests.
 //! - [`mitm`]: a relay substituting its own bundle and claims: safety numbers differ, a
 //!   pinned identity triggers the identity-change policy.
 //! - [`impersonation`]: a second identity calling itself by a held name, a relay
@@ -25,6 +27,7 @@ pub mod availability;
 pub mod confidentiality;
 pub mod impersonation;
 pub mod mitm;
+pub mod recovery;
 pub mod report;
 pub mod search;
 pub mod secrecy;
@@ -39,10 +42,11 @@ use anyhow::Context as _;
 pub use report::{Report, Section, Verdict};
 
 /// The scenario groups, in report order.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "confidentiality",
     "adversary",
     "secrecy",
+    "recovery",
     "mitm",
     "impersonation",
     "availability",
@@ -159,6 +163,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             "confidentiality" => sections.push(confidentiality::run(scale, &dir)),
             "adversary" => sections.extend(adversarial::run(scale, &dir)),
             "secrecy" => sections.extend(secrecy::run(scale, &dir)),
+            "recovery" => sections.push(recovery::run(scale, &dir)),
             "mitm" => sections.push(mitm::run(scale, &dir)),
             "impersonation" => sections.extend(impersonation::run(scale, &dir)),
             "availability" => sections.push(availability::run(scale, &dir)),

@@ -268,7 +268,10 @@ fn opens(keys: &[MessageKey], payload: &[u8], alice: &IdentityKey, bob: &Identit
         .any(|ad| {
             let mut aad = ad.to_vec();
             aad.extend_from_slice(&header);
-            keys.iter().any(|k| k.open(&aad, &inner.ciphertext).is_ok())
+            keys.iter().any(|k| {
+                k.open(inner.header.salt.as_ref(), &aad, &inner.ciphertext)
+                    .is_ok()
+            })
         })
 }
 
@@ -523,7 +526,7 @@ fn body(scale: Scale, work: &Path, fs: &mut Section, heal: &mut Section) -> anyh
         .get(alice_key.as_bytes())
         .cloned()
         .ok_or_else(|| anyhow!("no stolen session"))?;
-    let control = control_session.encrypt(b"control: encrypted with the stolen sending chain")?;
+    let control = control_session.encrypt(b"control: encrypted with the stolen sending chain", &mut OsRng)?;
     let control_found = opens(&keys, &control, &alice_key, &bob_key);
     fs.did(format!(
         "Key search: every secret in the stolen state tried as a message key, and every root \

@@ -28,7 +28,7 @@ impl SenderCrypto {
     /// Encrypts one payload.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
         self.session
-            .encrypt(plaintext)
+            .encrypt(plaintext, &mut OsRng)
             .map_err(|e| anyhow!("encrypt failed: {e}"))
     }
 }

@@ -129,13 +129,13 @@ fn build_fixture() -> Fixture {
         &mut rng,
     )
     .expect("initiate");
-    let a0 = alice_session.encrypt(b"a0").expect("encrypt");
-    let a1 = alice_session.encrypt(b"a1 late prekey").expect("encrypt");
+    let a0 = alice_session.encrypt(b"a0", &mut rng).expect("encrypt");
+    let a1 = alice_session.encrypt(b"a1 late prekey", &mut rng).expect("encrypt");
 
     // Bob accepts a0 and replies; Alice reads the reply.
     let Received { new_session, .. } = recv(None, &bob, &mut bob_prekeys, &a, &a0, &mut rng);
     let mut bob_session = new_session.expect("a0 starts Bob's session");
-    let b0 = bob_session.encrypt(b"b0").expect("encrypt");
+    let b0 = bob_session.encrypt(b"b0", &mut rng).expect("encrypt");
     recv(
         Some(&mut alice_session),
         &alice,
@@ -146,14 +146,14 @@ fn build_fixture() -> Fixture {
     );
 
     // Alice's second chain; Bob reads only a4, so a1, a2 and a3 become skipped keys.
-    let a2 = alice_session.encrypt(b"a2 late").expect("encrypt");
-    let a3 = alice_session.encrypt(b"a3 late").expect("encrypt");
-    let a4 = alice_session.encrypt(b"a4").expect("encrypt");
-    let a5 = alice_session.encrypt(b"a5 current chain").expect("encrypt");
+    let a2 = alice_session.encrypt(b"a2 late", &mut rng).expect("encrypt");
+    let a3 = alice_session.encrypt(b"a3 late", &mut rng).expect("encrypt");
+    let a4 = alice_session.encrypt(b"a4", &mut rng).expect("encrypt");
+    let a5 = alice_session.encrypt(b"a5 current chain", &mut rng).expect("encrypt");
     recv(Some(&mut bob_session), &bob, &mut bob_prekeys, &a, &a4, &mut rng);
 
     // Bob replies again; Alice's third chain needs a DH step on Bob's side.
-    let b1 = bob_session.encrypt(b"b1").expect("encrypt");
+    let b1 = bob_session.encrypt(b"b1", &mut rng).expect("encrypt");
     recv(
         Some(&mut alice_session),
         &alice,
@@ -162,8 +162,8 @@ fn build_fixture() -> Fixture {
         &b1,
         &mut rng,
     );
-    let a6 = alice_session.encrypt(b"a6 dh step").expect("encrypt");
-    let a7 = alice_session.encrypt(b"a7 dh step and skip").expect("encrypt");
+    let a6 = alice_session.encrypt(b"a6 dh step", &mut rng).expect("encrypt");
+    let a7 = alice_session.encrypt(b"a7 dh step and skip", &mut rng).expect("encrypt");
 
     // A second handshake from Alice (a reinstall, say) with OPK2.
     let mut restart = Session::initiate(

@@ -18,14 +18,18 @@ use crate::x3dh;
 
 const VECTORS: &str = include_str!("../../tests/vectors/e2ee-chat-v1.json");
 
-struct Vectors(Value);
+pub(super) struct Vectors(Value);
 
 impl Vectors {
-    fn load() -> Self {
-        Self(serde_json::from_str(VECTORS).expect("vector file is JSON"))
+    pub(super) fn load() -> Self {
+        Self::parse(VECTORS)
     }
 
-    fn hex(&self, path: &str) -> Vec<u8> {
+    pub(super) fn parse(json: &str) -> Self {
+        Self(serde_json::from_str(json).expect("vector file is JSON"))
+    }
+
+    pub(super) fn hex(&self, path: &str) -> Vec<u8> {
         let mut v = &self.0;
         for part in path.split('.') {
             v = &v[part];
@@ -33,7 +37,7 @@ impl Vectors {
         hex::decode(v.as_str().unwrap_or_else(|| panic!("{path} is a string"))).expect("hex")
     }
 
-    fn key(&self, path: &str) -> [u8; 32] {
+    pub(super) fn key(&self, path: &str) -> [u8; 32] {
         self.hex(path).try_into().expect("32 bytes")
     }
 
@@ -46,15 +50,21 @@ impl Vectors {
     }
 }
 
-struct Parties {
-    alice: IdentityKeyPair,
-    bob: IdentityKeyPair,
+pub(super) struct Parties {
+    pub(super) alice: IdentityKeyPair,
+    pub(super) bob: IdentityKeyPair,
     spk: KeyPair,
     opk: KeyPair,
     ek: KeyPair,
 }
 
-fn parties(v: &Vectors) -> Parties {
+impl Parties {
+    pub(super) fn spk_public(&self) -> &PublicKey {
+        self.spk.public_key()
+    }
+}
+
+pub(super) fn parties(v: &Vectors) -> Parties {
     Parties {
         alice: IdentityKeyPair::from_seed(&v.key("inputs.ik_a_seed")),
         bob: IdentityKeyPair::from_seed(&v.key("inputs.ik_b_seed")),
@@ -64,7 +74,7 @@ fn parties(v: &Vectors) -> Parties {
     }
 }
 
-fn bob_store(p: &Parties) -> PreKeyStore {
+pub(super) fn bob_store(p: &Parties) -> PreKeyStore {
     PreKeyStore::from_parts(SignedPreKey::new(&p.bob, p.spk.clone()), vec![p.opk.clone()])
 }
 
@@ -194,7 +204,7 @@ fn check_message_keys(v: &Vectors, tag: &str, chain: &ChainKey) -> (MessageKey, 
         &v.key(&format!("double_ratchet.{tag}.ck_next")),
         "{tag} ck_next"
     );
-    let (key, nonce) = mk.aead_key_and_nonce();
+    let (key, nonce) = mk.aead_key_and_nonce(None);
     assert_eq!(
         key,
         v.key(&format!("double_ratchet.{tag}.aead_key")),
@@ -241,6 +251,7 @@ fn double_ratchet_key_schedule() {
             ratchet_key: *a0.public_key(),
             previous_chain_len: 0,
             n,
+            salt: None,
         };
         assert_eq!(
             header.encode().to_vec(),
@@ -251,7 +262,7 @@ fn double_ratchet_key_schedule() {
         if tag == "a0" {
             assert_eq!(aad, v.hex("double_ratchet.a0.aead_aad"));
         }
-        let ct = mk.seal(&aad, &v.hex(pt)).expect("seal");
+        let ct = mk.seal(None, &aad, &v.hex(pt)).expect("seal");
         assert_eq!(ct, v.hex(&format!("double_ratchet.{tag}.ciphertext")));
         chain = next;
     }
@@ -271,12 +282,13 @@ fn double_ratchet_key_schedule() {
         ratchet_key: *b0.public_key(),
         previous_chain_len: 0,
         n: 0,
+        salt: None,
     };
     assert_eq!(header.encode().to_vec(), v.hex("double_ratchet.b0.header"));
     let mut aad = ad.to_vec();
     aad.extend_from_slice(&header.encode());
     assert_eq!(
-        mk.seal(&aad, &v.hex("inputs.plaintext_b0")).expect("seal"),
+        mk.seal(None, &aad, &v.hex("inputs.plaintext_b0")).expect("seal"),
         v.hex("double_ratchet.b0.ciphertext")
     );
 }
@@ -295,8 +307,12 @@ fn sessions_reproduce_full_wire_bytes() {
         alice.sending_chain().map(|c| *c.bytes()),
         Some(v.key("double_ratchet.cks_a_0"))
     );
-    let wire_a0 = alice.encrypt(&v.hex("inputs.plaintext_a0")).expect("encrypt a0");
-    let wire_a1 = alice.encrypt(&v.hex("inputs.plaintext_a1")).expect("encrypt a1");
+    let wire_a0 = alice
+        .encrypt_with_salt(&v.hex("inputs.plaintext_a0"), None)
+        .expect("encrypt a0");
+    let wire_a1 = alice
+        .encrypt_with_salt(&v.hex("inputs.plaintext_a1"), None)
+        .expect("encrypt a1");
     assert_eq!(wire_a0, v.hex("double_ratchet.a0.wire_prekey_message"));
     assert_eq!(wire_a1, v.hex("double_ratchet.a1.wire_prekey_message"));
 
@@ -318,7 +334,9 @@ fn sessions_reproduce_full_wire_bytes() {
     assert_eq!(received.decrypted.plaintext, v.hex("inputs.plaintext_a1"));
     assert!(received.new_session.is_none(), "a1 belongs to the same session");
 
-    let wire_b0 = bob.encrypt(&v.hex("inputs.plaintext_b0")).expect("encrypt b0");
+    let wire_b0 = bob
+        .encrypt_with_salt(&v.hex("inputs.plaintext_b0"), None)
+        .expect("encrypt b0");
     assert_eq!(wire_b0, v.hex("double_ratchet.b0.wire_normal_message"));
     assert!(matches!(Message::decode(&wire_b0), Ok(Message::Normal(_))));
 
@@ -337,7 +355,9 @@ fn sessions_reproduce_full_wire_bytes() {
         !alice.awaiting_reply(),
         "after a reply alice sends normal messages"
     );
-    let next = alice.encrypt(b"after the reply").expect("encrypt");
+    let next = alice
+        .encrypt_with_salt(b"after the reply", None)
+        .expect("encrypt");
     assert_eq!(next[0], crate::consts::MSG_TYPE_NORMAL);
 }
 

@@ -2,4 +2,5 @@
 //! keys the public API does not expose) and a deterministic RNG for them.
 
 mod known_answers;
+mod known_answers_v2;
 mod queue_rng;

@@ -203,7 +203,7 @@ fn a_payload_that_does_not_parse_is_malformed_and_recorded() {
     let alice = open(&tmp.path().join("alice"), "alice");
     let mut bob = open(&tmp.path().join("bob"), "bob");
     let mut raw = Session::initiate(alice.identity(), &bob.bundle(), &mut OsRng).expect("initiate");
-    let wire = raw.encrypt(b"not a payload").expect("encrypt");
+    let wire = raw.encrypt(b"not a payload", &mut OsRng).expect("encrypt");
     let id = new_id();
     let f = failure(bob.decrypt(&ik(&alice), id, &wire, &mut OsRng));
     assert_eq!((f.class, f.redelivery), (FailureClass::Malformed, false));
