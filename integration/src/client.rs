@@ -64,6 +64,31 @@ impl RelayClient {
         })
     }
 
+    /// Connects with a socket receive buffer of about `bytes` (the kernel may round it),
+    /// so that what the client has not read backs up at the relay instead of in the
+    /// kernel; then authenticates.
+    pub async fn connect_with_receive_buffer(
+        addr: SocketAddr,
+        identity: IdentityKeyPair,
+        bytes: u32,
+    ) -> anyhow::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(bytes)?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut framed = Framed::new(stream, FrameCodec::default());
+        let queued = authenticate(&mut framed, &identity).await?;
+        Ok(Self {
+            identity,
+            queued,
+            framed,
+        })
+    }
+
     /// This client's identity bytes.
     pub fn me(&self) -> [u8; 32] {
         *self.identity.public().as_bytes()

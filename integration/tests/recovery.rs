@@ -169,3 +169,44 @@ fn both_sides_writing_at_once_after_a_restore_heal_and_lose_nothing() {
     say(&mut alice, &mut bob, "a6 on the new session");
     say(&mut bob, &mut alice, "b6 on the new session");
 }
+
+#[test]
+fn a_gap_of_1010_expired_messages_is_reported_lost_and_the_next_chain_decrypts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("E2EE_STORE__FSYNC", "false"),
+        ("E2EE_LIMITS__MESSAGE_TTL_SECS", "2"),
+    ];
+    let relay =
+        RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");
+    let mut bob = agent("bob", &relay, tmp.path());
+    relay.wait_log("name claimed", WAIT).expect("bob's name");
+    let mut alice = agent("alice", &relay, tmp.path());
+    say(&mut alice, &mut bob, "a1");
+    say(&mut bob, &mut alice, "b1");
+    receipts(&mut bob, 1);
+    stop(&mut bob);
+
+    // 1010 texts in one chain, stored at the relay, expire there unread.
+    let gap = 1010;
+    for i in 0..gap {
+        alice.send_line(&format!("/msg bob lost {i}")).expect("stdin");
+    }
+    alice
+        .wait_count("sent", gap + 1, Duration::from_secs(60), |e| e["event"] == "sent")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Bob comes back to nothing; he writes, alice answers on a new chain whose pn says
+    // 1011 messages were sent in the last one: bob gives those keys up and says so.
+    let mut bob = agent("bob", &relay, tmp.path());
+    say(&mut bob, &mut alice, "b2 back");
+    say(&mut alice, &mut bob, "a after the gap");
+    let lost = bob
+        .wait_event("messages_lost", WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lost["from"], "alice");
+    assert_eq!(lost["count"], gap as u64, "{lost}");
+    assert!(bob.events_of("decrypt_failure").is_empty(), "{}", bob.report());
+    say(&mut bob, &mut alice, "b3 still fine");
+}

@@ -1885,3 +1885,61 @@ async fn the_away_notice_period_is_set_through_the_environment_and_survives_a_re
         AWAY_NEVER
     );
 }
+
+#[tokio::test]
+async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
+    // A reader of about 800 KB/s behind a small receive buffer, a write timeout of
+    // 500 ms: half the 1 MiB output budget takes it over half a second to read, so
+    // pacing the drain by a deadline would cut it off once the backlog (6.4 MB) has
+    // filled the kernel's buffers; pacing by the budget alone does not.
+    const COUNT: u64 = 400;
+    const SIZE: usize = 16 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProcess::start_with_env(
+        "127.0.0.1:0",
+        dir.path(),
+        &[],
+        &[
+            ("E2EE_STORE__FSYNC", "false"),
+            ("E2EE_LIMITS__WRITE_TIMEOUT_MS", "500"),
+        ],
+    )
+    .expect("relay");
+    let bob_id = identity();
+    let bob_key = *bob_id.public().as_bytes();
+    let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
+    let mut other = Vec::new();
+    for n in 0..COUNT {
+        alice
+            .send_message(bob_key, msg_id(n), vec![0x5a; SIZE], &mut other)
+            .await
+            .expect("stored");
+    }
+    let mut bob = RelayClient::connect_with_receive_buffer(relay.addr, bob_id, 16 * 1024)
+        .await
+        .expect("bob");
+    assert_eq!(u64::from(bob.queued), COUNT);
+    let mut got = 0;
+    while got < COUNT {
+        let frame = match bob.recv(WAIT).await {
+            Ok(frame) => frame,
+            Err(e) => panic!(
+                "after {got} messages: {e}\nrelay log: {:?}",
+                relay.wait_log("closing connection", WAIT)
+            ),
+        };
+        if let Frame::Deliver { sender, msg_id, .. } = frame {
+            bob.send(Frame::DeliveryAck { sender, msg_id })
+                .await
+                .expect("ack");
+            got += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        relay
+            .wait_log("closing connection", Duration::from_millis(200))
+            .is_err(),
+        "the relay closed a connection"
+    );
+}

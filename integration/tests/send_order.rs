@@ -156,8 +156,16 @@ fn flood_arrives_complete(count: usize, offline: bool, limit: Limit) {
     let mut sorted = got.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(got.len(), count, "bob shows each message once");
-    assert!(sorted == expected, "bob does not show every message");
+    let missing: Vec<&String> = expected.iter().filter(|t| !got.contains(t)).collect();
+    let twice = got.len() - sorted.len();
+    assert!(
+        got.len() == count && sorted == expected,
+        "bob shows {} texts, {twice} of them twice, and misses {missing:?}\nalice's resets: {:?}\nbob's resets: {:?}\n{}",
+        got.len(),
+        alice.events_of("session_reset"),
+        bob.events_of("session_reset"),
+        bob.report()
+    );
     // Out of order by at most the send window: what a refused message is overtaken by.
     let displaced = (got.iter().enumerate())
         .map(|(shown, text)| {

@@ -29,29 +29,20 @@ impl Connection {
         self.write_delivery(delivery, ctx);
     }
 
-    /// Writes no stored message until the client has read enough of its output, then
-    /// drains the queue again (the messages not written stay stored). A client that does
-    /// not read that much within the write timeout is a slow consumer: it is cut off, and
-    /// its messages wait for its next connection.
+    /// Writes no stored message until the client has read enough of its output (below
+    /// half the budget), then drains the queue again; the messages not written stay
+    /// stored. However slowly the client reads, this only paces it: a client that stops
+    /// reading altogether is cut off by the writer task, whose every write must complete
+    /// within the write timeout (`SlowConsumer`), and its messages wait for its next
+    /// connection.
     pub(super) fn wait_for_output(&mut self, ctx: &mut Context<Self>) {
         if self.deliveries.waiting_output {
             return;
         }
         self.deliveries.waiting_output = true;
-        let limit = Duration::from_millis(self.relay.limits.write_timeout_ms);
-        let drained = tokio::time::timeout(limit, self.output.drained());
-        ctx.spawn(drained.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(self.output.drained().into_actor(self).map(|(), act, ctx| {
             act.deliveries.waiting_output = false;
-            match res {
-                Ok(()) => act.start_drain(ctx),
-                Err(_) => {
-                    let reason = format!(
-                        "{} bytes of output unread within the write timeout",
-                        act.output.pending_bytes()
-                    );
-                    act.close(ErrorCode::SlowConsumer, &reason, ctx);
-                }
-            }
+            act.start_drain(ctx);
         }));
     }
 
