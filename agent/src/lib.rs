@@ -35,6 +35,7 @@ pub mod away;
 pub mod command;
 pub mod crash_point;
 pub mod event;
+pub mod expiry_notices;
 pub mod failure;
 pub mod held;
 mod hex_serde;

@@ -53,7 +53,11 @@ pub async fn authenticate(
 impl RelayClient {
     /// Connects and authenticates.
     pub async fn connect(addr: SocketAddr, identity: IdentityKeyPair) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::over(TcpStream::connect(addr).await?, identity).await
+    }
+
+    /// Authenticates over a connected stream.
+    async fn over(stream: TcpStream, identity: IdentityKeyPair) -> anyhow::Result<Self> {
         stream.set_nodelay(true)?;
         let mut framed = Framed::new(stream, FrameCodec::default());
         let queued = authenticate(&mut framed, &identity).await?;
@@ -78,15 +82,7 @@ impl RelayClient {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_recv_buffer_size(bytes)?;
-        let stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut framed = Framed::new(stream, FrameCodec::default());
-        let queued = authenticate(&mut framed, &identity).await?;
-        Ok(Self {
-            identity,
-            queued,
-            framed,
-        })
+        Self::over(socket.connect(addr).await?, identity).await
     }
 
     /// This client's identity bytes.

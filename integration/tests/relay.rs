@@ -616,6 +616,80 @@ async fn messages_past_the_ttl_are_dropped_on(engine: StoreEngine) {
 }
 
 #[tokio::test]
+async fn the_sender_of_an_expired_message_is_told_until_it_acknowledges() {
+    on_both_engines(the_sender_of_an_expired_message_is_told_until_it_acknowledges_on).await;
+}
+
+/// The next `Expired` frame, skipping notices the relay may send on the way.
+async fn next_expired(client: &mut RelayClient) -> Frame {
+    loop {
+        match client.recv(WAIT).await.expect("a frame") {
+            frame @ Frame::Expired { .. } => return frame,
+            Frame::PreKeysLow { .. } | Frame::Ping { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn the_sender_of_an_expired_message_is_told_until_it_acknowledges_on(engine: StoreEngine) {
+    let (handle, _dir) = relay_on(engine, |s| {
+        s.limits.message_ttl_secs = 1;
+        s.limits.heartbeat_interval_ms = 400;
+    });
+    let alice_id = identity();
+    let mut alice = RelayClient::connect(handle.addr, alice_id.clone())
+        .await
+        .expect("alice");
+    let (bob, carol) = (*identity().public().as_bytes(), *identity().public().as_bytes());
+    let mut other = Vec::new();
+    for (recipient, n) in [(bob, 1), (carol, 2)] {
+        alice
+            .send_message(recipient, msg_id(n), vec![1], &mut other)
+            .await
+            .expect("stored");
+    }
+    // Subscribed before they expire: the notices come on this connection.
+    alice
+        .send(Frame::ExpiredAck { through: 0 })
+        .await
+        .expect("subscribe");
+    let Frame::Expired { through, notices } = next_expired(&mut alice).await else {
+        unreachable!()
+    };
+    let told: Vec<([u8; 32], [u8; 16])> = notices.iter().map(|n| (n.recipient, n.msg_id)).collect();
+    assert_eq!(told, vec![(bob, msg_id(1)), (carol, msg_id(2))]);
+    assert!(through > 0);
+    // Not acknowledged: the next connection is told again.
+    drop(alice);
+    let mut again = RelayClient::connect(handle.addr, alice_id.clone())
+        .await
+        .expect("alice");
+    again
+        .send(Frame::ExpiredAck { through: 0 })
+        .await
+        .expect("subscribe");
+    let Frame::Expired {
+        through: same,
+        notices,
+    } = next_expired(&mut again).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((same, notices.len()), (through, 2));
+    again.send(Frame::ExpiredAck { through }).await.expect("ack");
+    // Acknowledged: a later connection that asks hears nothing.
+    let mut quiet = RelayClient::connect(handle.addr, alice_id).await.expect("alice");
+    quiet
+        .send(Frame::ExpiredAck { through: 0 })
+        .await
+        .expect("subscribe");
+    match quiet.recv(Duration::from_millis(1500)).await {
+        Err(_) | Ok(Frame::PreKeysLow { .. } | Frame::Ping { .. }) => {}
+        Ok(other) => panic!("nothing expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_second_connection_replaces_the_first() {
     on_both_engines(a_second_connection_replaces_the_first_on).await;
 }

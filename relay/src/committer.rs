@@ -89,6 +89,7 @@ impl Expiry {
         WriteOp::Expire {
             before_ms: ago(self.ttl),
             acked_before_ms: ago(self.dedup_window.min(self.ttl)),
+            notices_before_ms: ago(self.ttl.saturating_mul(2)),
         }
     }
 }

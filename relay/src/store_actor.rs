@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
+use e2ee_protocol::frame::ExpiredNotice;
 
 use crate::lease::Lease;
 use crate::metrics::Gauge;
@@ -126,6 +127,25 @@ impl Handler<LoadPending> for StoreActor {
     type Result = Result<Vec<StoredMessage>, StoreError>;
     fn handle(&mut self, msg: LoadPending, _: &mut SyncContext<Self>) -> Self::Result {
         self.with(|s| s.pending(&msg.recipient, msg.after, msg.limit, msg.not_before_ms))
+    }
+}
+
+/// Load a page of a sender's expiry notices.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(u64, ExpiredNotice)>, StoreError>")]
+pub struct LoadExpired {
+    /// Whose notices.
+    pub sender: IdentityBytes,
+    /// Only notices with a larger sequence number.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Handler<LoadExpired> for StoreActor {
+    type Result = Result<Vec<(u64, ExpiredNotice)>, StoreError>;
+    fn handle(&mut self, msg: LoadExpired, _: &mut SyncContext<Self>) -> Self::Result {
+        self.with(|s| s.expired_notices(&msg.sender, msg.after, msg.limit))
     }
 }
 
@@ -338,6 +358,7 @@ mod tests {
         let expire = WriteOp::Expire {
             before_ms: 1_000,
             acked_before_ms: 1_000,
+            notices_before_ms: 0,
         };
         shared.commit(&[expire]).expect("expiry");
         assert_eq!(gauge.get(), 1, "message 2 expired, message 3 still waits");

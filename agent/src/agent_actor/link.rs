@@ -20,6 +20,9 @@ impl AgentActor {
             bundle: self.state.bundle_to_publish().encode(),
         });
         self.announce_own_name(false);
+        if self.expiry.ask() {
+            self.to_relay(Frame::ExpiredAck { through: 0 });
+        }
         // Everything the relay has not acknowledged goes again, with the same ids, in
         // outbox order and through the send window.
         let outbox = self.state.outbox();
@@ -416,8 +419,25 @@ impl AgentActor {
                 }
                 self.refused(msg_id, true, retry_after_ms, ctx);
             }
+            Frame::Expired { through, notices } => {
+                for notice in self.expiry.fresh(&notices) {
+                    let to = IdentityKey::from_bytes(notice.recipient)
+                        .map(|id| self.display_name(&id))
+                        .unwrap_or_else(|_| format!("#{}", hex::encode(&notice.recipient[..8])));
+                    self.emit(Event::Expired {
+                        to,
+                        msg_id: msg_id_hex(&notice.msg_id),
+                    });
+                }
+                self.to_relay(Frame::ExpiredAck { through });
+            }
             Frame::Error { code, reason } => {
                 self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
+                if self.expiry.relay_refused(code) {
+                    self.emit(Event::info(
+                        "the relay does not send expiry notices (it predates them): not asking it again",
+                    ));
+                }
                 if self.away.relay_refused(code) {
                     self.emit(Event::info(
                         "the relay does not answer away queries (it predates them): not asking it again",

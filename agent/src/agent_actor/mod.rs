@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::away::AwayChecks;
 use crate::crash_point;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
+use crate::expiry_notices::ExpiryNotices;
 use crate::failure::FailureClass;
 use crate::held::{HeldMessage, HELD_PER_NAME};
 use crate::own_name::{OnConnect, Outcome, OwnName};
@@ -195,6 +196,8 @@ pub struct AgentActor {
     leave_waiters: Vec<oneshot::Sender<()>>,
     /// Session recovery: reset requests asked and granted (docs/PROTOCOL.md 2.8).
     recovery: Recovery,
+    /// The relay's notices of messages that expired unread.
+    expiry: ExpiryNotices,
 }
 
 impl AgentActor {
@@ -238,6 +241,7 @@ impl AgentActor {
             resume_at: None,
             leave_waiters: Vec::new(),
             recovery,
+            expiry: ExpiryNotices::default(),
         }
     }
 

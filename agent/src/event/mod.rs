@@ -164,6 +164,14 @@ pub enum Event {
         /// The message id, hex.
         msg_id: String,
     },
+    /// A message the relay had stored (`sent`) expired there unread, at the relay's
+    /// message lifetime: it was never delivered and will not be (docs/PROTOCOL.md 1.6).
+    Expired {
+        /// The recipient's name (or its fingerprint label).
+        to: String,
+        /// The message id, hex.
+        msg_id: String,
+    },
     /// A message could not be sent (refused by the relay, no bundle, blocked peer).
     SendFailed {
         /// The recipient's name.
@@ -511,6 +519,10 @@ impl Event {
                 )
             }
             Self::Delivered { to, msg_id } => format!("  -> delivered to {to} (msg {})", short(msg_id)),
+            Self::Expired { to, msg_id } => format!(
+                "! message to {to} (msg {}) expired unread at the relay: it was not delivered",
+                short(msg_id)
+            ),
             Self::SendFailed { to, msg_id, reason } => {
                 if msg_id.is_empty() {
                     format!("! could not send to {to}: {}", sanitize(reason))

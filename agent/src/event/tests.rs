@@ -113,6 +113,10 @@ fn all_events() -> Vec<Event> {
             reason: "unauthenticated".into(),
             resent: None,
         },
+        Event::Expired {
+            to: "bob".into(),
+            msg_id: ID.into(),
+        },
         Event::MessagesLost {
             from: "bob".into(),
             from_identity: IK.into(),

@@ -128,6 +128,12 @@ impl fmt::Debug for Frame {
                 .field("sender", &Hex(sender))
                 .field("msg_id", &Hex(msg_id))
                 .finish(),
+            Frame::Expired { through, notices } => f
+                .debug_struct("Expired")
+                .field("through", through)
+                .field("notices", &notices.len())
+                .finish(),
+            Frame::ExpiredAck { through } => f.debug_struct("ExpiredAck").field("through", through).finish(),
             Frame::RateLimited {
                 msg_id,
                 retry_after_ms,

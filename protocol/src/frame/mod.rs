@@ -49,6 +49,8 @@ pub const AUTH_CONTEXT: &[u8] = b"e2ee-chat/relay-auth/v1";
 /// only frame a client may send before it is authenticated, so a relay reads no longer
 /// body until then (docs/PROTOCOL.md 1.2, 1.5).
 pub const AUTH_FRAME_LEN: usize = 2 + KEY_LEN + SIGNATURE_LEN;
+/// The most notices one `Expired` frame carries (48 KiB of notices).
+pub const MAX_EXPIRED_NOTICES: usize = 1000;
 /// `away_days` in an `Away` reply for an identity that has never authenticated at the
 /// relay (or that the relay has forgotten): `0xFFFF_FFFF`.
 pub const AWAY_NEVER: u32 = u32::MAX;
@@ -74,6 +76,8 @@ mod ty {
     pub const SENT_ACK: u8 = 0x21;
     pub const DELIVER: u8 = 0x22;
     pub const DELIVERY_ACK: u8 = 0x23;
+    pub const EXPIRED: u8 = 0x24;
+    pub const EXPIRED_ACK: u8 = 0x25;
     pub const RATE_LIMITED: u8 = 0x30;
     pub const QUOTA_EXCEEDED: u8 = 0x31;
     pub const QUERY_QUOTA: u8 = 0x32;
@@ -92,6 +96,16 @@ pub fn auth_message(relay_id: &[u8; 32], nonce: &[u8; 32], identity: &[u8; 32]) 
     out.extend_from_slice(nonce);
     out.extend_from_slice(identity);
     out
+}
+
+/// A message the relay dropped unread at its TTL: the `recipient` and `msg_id` of the
+/// sender's `Send` (docs/PROTOCOL.md 1.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExpiredNotice {
+    /// The recipient it was for.
+    pub recipient: [u8; 32],
+    /// The sender's message id.
+    pub msg_id: [u8; 16],
 }
 
 /// One relay wire frame. Fixed-size keys are `[u8; 32]`, signatures `[u8; 64]`,
@@ -235,6 +249,21 @@ pub enum Frame {
         /// The `msg_id` of the `Deliver`.
         msg_id: [u8; 16],
     },
+    /// 0x24, relay → client (only after the client's `ExpiredAck { through: 0 }`):
+    /// messages the client sent that expired unread at the relay. Sent again on the
+    /// next connection until acknowledged.
+    Expired {
+        /// The relay's sequence number of the last notice here; acknowledge it.
+        through: u64,
+        /// 1 to [`MAX_EXPIRED_NOTICES`] notices, oldest first.
+        notices: Vec<ExpiredNotice>,
+    },
+    /// 0x25, client → relay: the `Expired` notices up to `through` are read (the relay
+    /// deletes them). `through = 0` asks for notices on this connection.
+    ExpiredAck {
+        /// The `through` of an `Expired` frame, or 0 to ask for notices.
+        through: u64,
+    },
     /// 0x30, relay → client: a request was refused by the rate limiter.
     RateLimited {
         /// The refused `Send`, or `None` for another request.
@@ -319,6 +348,8 @@ impl Frame {
             Frame::SentAck { .. } => ty::SENT_ACK,
             Frame::Deliver { .. } => ty::DELIVER,
             Frame::DeliveryAck { .. } => ty::DELIVERY_ACK,
+            Frame::Expired { .. } => ty::EXPIRED,
+            Frame::ExpiredAck { .. } => ty::EXPIRED_ACK,
             Frame::RateLimited { .. } => ty::RATE_LIMITED,
             Frame::QuotaExceeded { .. } => ty::QUOTA_EXCEEDED,
             Frame::QueryQuota => ty::QUERY_QUOTA,
@@ -351,6 +382,8 @@ impl Frame {
             Frame::SentAck { .. } => "sent_ack",
             Frame::Deliver { .. } => "deliver",
             Frame::DeliveryAck { .. } => "delivery_ack",
+            Frame::Expired { .. } => "expired",
+            Frame::ExpiredAck { .. } => "expired_ack",
             Frame::RateLimited { .. } => "rate_limited",
             Frame::QuotaExceeded { .. } => "quota_exceeded",
             Frame::QueryQuota => "query_quota",
@@ -386,6 +419,8 @@ impl Frame {
             Frame::SentAck { .. } => MSG_ID_LEN,
             Frame::Deliver { payload, .. } => DeliverRef::fields_len(payload.len()),
             Frame::DeliveryAck { .. } => KEY_LEN + MSG_ID_LEN,
+            Frame::Expired { notices, .. } => U64 + 2 + notices.len() * (KEY_LEN + MSG_ID_LEN),
+            Frame::ExpiredAck { .. } => U64,
             Frame::RateLimited { msg_id, .. } => 1 + msg_id.map_or(0, |_| MSG_ID_LEN) + U32,
             Frame::QuotaExceeded { .. } => MSG_ID_LEN + KEY_LEN + U32,
             Frame::QueryQuota => 0,
@@ -417,6 +452,10 @@ impl Frame {
                 max("payload", payload.len(), MAX_PAYLOAD_LEN)
             }
             Frame::Error { reason, .. } => max("reason", reason.len(), MAX_REASON_LEN),
+            Frame::Expired { notices, .. } => {
+                max("notices", notices.len(), MAX_EXPIRED_NOTICES)?;
+                check_notices_not_empty(notices.len())
+            }
             _ => Ok(()),
         }
     }
@@ -504,6 +543,15 @@ impl Frame {
                 dst.put_slice(sender);
                 dst.put_slice(msg_id);
             }
+            Frame::Expired { through, notices } => {
+                dst.put_u64(*through);
+                dst.put_u16(u16::try_from(notices.len()).unwrap_or(u16::MAX));
+                for notice in notices {
+                    dst.put_slice(&notice.recipient);
+                    dst.put_slice(&notice.msg_id);
+                }
+            }
+            Frame::ExpiredAck { through } => dst.put_u64(*through),
             Frame::RateLimited {
                 msg_id,
                 retry_after_ms,
@@ -625,6 +673,21 @@ impl Frame {
                 sender: r.array()?,
                 msg_id: r.array()?,
             },
+            ty::EXPIRED => {
+                let through = r.u64()?;
+                let count = usize::from(r.u16()?);
+                max("notices", count, MAX_EXPIRED_NOTICES)?;
+                check_notices_not_empty(count)?;
+                let mut notices = Vec::with_capacity(count);
+                for _ in 0..count {
+                    notices.push(ExpiredNotice {
+                        recipient: r.array()?,
+                        msg_id: r.array()?,
+                    });
+                }
+                Frame::Expired { through, notices }
+            }
+            ty::EXPIRED_ACK => Frame::ExpiredAck { through: r.u64()? },
             ty::RATE_LIMITED => {
                 let msg_id = if read_presence(&mut r, "msg_id")? {
                     Some(r.array()?)
@@ -724,6 +787,16 @@ fn utf8(raw: &[u8], field: &'static str) -> Result<String, DecodeError> {
             reason: "not valid UTF-8",
         }),
     }
+}
+
+fn check_notices_not_empty(count: usize) -> Result<(), DecodeError> {
+    if count == 0 {
+        return Err(DecodeError::Invalid {
+            field: "notices",
+            reason: "empty",
+        });
+    }
+    Ok(())
 }
 
 fn check_name_not_empty(raw: &[u8]) -> Result<(), DecodeError> {

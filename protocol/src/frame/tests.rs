@@ -35,6 +35,43 @@ fn encodes_optional_bundle_with_presence_byte() {
 }
 
 #[test]
+fn encodes_expired_and_its_ack_byte_for_byte_and_bounds_the_notices() {
+    let notice = ExpiredNotice {
+        recipient: [0xAB; 32],
+        msg_id: [0xCD; 16],
+    };
+    let frame = Frame::Expired {
+        through: 0x0102,
+        notices: vec![notice],
+    };
+    let mut expected = vec![1, 0x24, 0, 0, 0, 0, 0, 0, 1, 2, 0, 1];
+    expected.extend_from_slice(&[0xAB; 32]);
+    expected.extend_from_slice(&[0xCD; 16]);
+    assert_eq!(body(&frame), expected);
+    assert_eq!(frame.encoded_len(), expected.len());
+    assert_eq!(Frame::decode(&expected), Ok(frame));
+    let ack = Frame::ExpiredAck { through: 7 };
+    let bytes = [1, 0x25, 0, 0, 0, 0, 0, 0, 0, 7];
+    assert_eq!(body(&ack), bytes);
+    assert_eq!(Frame::decode(&bytes), Ok(ack));
+    // No notices, or more than the limit: refused on both sides.
+    let empty = [1, 0x24, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+    assert!(Frame::decode(&empty).is_err());
+    let too_many = Frame::Expired {
+        through: 1,
+        notices: vec![notice; MAX_EXPIRED_NOTICES + 1],
+    };
+    assert!(too_many.validate().is_err());
+    assert!(Frame::decode(&body(&too_many)).is_err());
+    assert!(Frame::Expired {
+        through: 1,
+        notices: vec![notice; MAX_EXPIRED_NOTICES]
+    }
+    .validate()
+    .is_ok());
+}
+
+#[test]
 fn encodes_query_away_and_away_byte_for_byte() {
     let query = Frame::QueryAway {
         request_id: 0x0102_0304,

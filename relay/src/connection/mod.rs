@@ -41,15 +41,17 @@ use crate::store::{
     ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quota, ReleaseOutcome, StoredBundle, WriteOp, WriteResult,
 };
 use crate::store_actor::{
-    ClaimOf, FetchBundle, GetClaim, LastSeen, LoadPending, PrekeyCount, PublishPrekeys, PutClaim, QueueLen,
-    RecordAuth, ReleaseClaim,
+    ClaimOf, FetchBundle, GetClaim, LastSeen, LoadExpired, LoadPending, PrekeyCount, PublishPrekeys,
+    PutClaim, QueueLen, RecordAuth, ReleaseClaim,
 };
 use crate::RelayContext;
 
 mod delivery;
 mod directory;
+mod expiry_notices;
 mod writes;
 
+use expiry_notices::ExpiryNotices;
 use writes::{Writes, Written};
 
 /// Messages loaded from the store per drain step.
@@ -115,6 +117,8 @@ pub struct Connection {
     recipients: RecipientCheck,
     /// Whether an invalid recipient was logged already (the next ones are counted only).
     invalid_recipient_logged: bool,
+    /// Expiry notices for the client (`Expired`).
+    notices: ExpiryNotices,
 }
 
 impl Connection {
@@ -147,6 +151,7 @@ impl Connection {
             frame_limit,
             recipients: RecipientCheck::default(),
             invalid_recipient_logged: false,
+            notices: ExpiryNotices::default(),
         }
     }
 
@@ -250,6 +255,7 @@ impl Connection {
                 | Frame::PublishPreKeys { .. }
                 | Frame::PublishName { .. }
                 | Frame::ReleaseName { .. }
+                | Frame::ExpiredAck { .. }
         );
         if request {
             if let Err(wait) = self.take_token(|r| &mut r.requests) {
@@ -263,6 +269,7 @@ impl Connection {
                 payload,
             } => self.on_send(me, recipient, msg_id, payload, ctx),
             Frame::DeliveryAck { sender, msg_id } => self.on_delivery_ack(me, sender, msg_id, ctx),
+            Frame::ExpiredAck { through } => self.on_expired_ack(me, through, ctx),
             Frame::PublishPreKeys { bundle } => self.on_publish_prekeys(me, &bundle, ctx),
             Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),
             Frame::PublishName { claim } => self.on_publish_name(me, claim, ctx),
@@ -630,6 +637,7 @@ impl Actor for Connection {
         let heartbeat = Duration::from_millis(limits.heartbeat_interval_ms.max(10));
         let idle = Duration::from_millis(limits.idle_timeout_ms.max(10));
         ctx.run_interval(heartbeat.min(idle) / 2, move |act, ctx| {
+            act.check_notices(ctx);
             let silent = act.last_seen.elapsed();
             if silent >= idle {
                 act.close(ErrorCode::IdleTimeout, "no frames within the idle timeout", ctx);

@@ -18,6 +18,8 @@ pub(super) enum Written {
     Ack((IdentityBytes, MsgId)),
     /// The connection's identity seen now (for `QueryAway`).
     Seen,
+    /// The client read its expiry notices up to a sequence number.
+    NoticesRead,
 }
 
 /// Writes of this connection. Those read in one burst of frames go to the Committer as
@@ -105,6 +107,7 @@ impl Connection {
                     self.relay.metrics.messages_acked.inc();
                 }
             }
+            Some(Written::NoticesRead) => self.on_notices_read(outcome, ctx),
             Some(Written::Seen) => {
                 // Only QueryAway answers depend on it: not worth closing the connection.
                 if let Err(err) = outcome {

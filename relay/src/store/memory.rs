@@ -1,7 +1,9 @@
 //! An in-memory store: the same behaviour as SQLite without durability.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use e2ee_protocol::frame::ExpiredNotice;
 
 use ahash::RandomState;
 
@@ -164,6 +166,9 @@ pub struct MemoryStore {
     senders: HashMap<IdentityBytes, Usage, RandomState>,
     /// All unacknowledged messages.
     stored: Usage,
+    /// Expiry notices per sender: sequence number → (notice, the message's time).
+    notices: HashMap<IdentityBytes, BTreeMap<u64, (ExpiredNotice, u64)>>,
+    next_notice: u64,
 }
 
 /// Counts a message removed (acknowledged or expired) from its sender's usage and the
@@ -239,6 +244,8 @@ impl MemoryStore {
             seen: HashMap::new(),
             senders: HashMap::default(),
             stored: Usage::default(),
+            notices: HashMap::new(),
+            next_notice: 0,
         }
     }
 
@@ -316,8 +323,9 @@ impl MemoryStore {
             WriteOp::Expire {
                 before_ms,
                 acked_before_ms,
+                notices_before_ms,
             } => {
-                let mut expired = 0;
+                let mut dropped = Vec::new();
                 for shard in &mut self.known {
                     shard.unacked.retain(|_, (recipient, seq, ts)| {
                         if *ts >= *before_ms {
@@ -325,14 +333,43 @@ impl MemoryStore {
                         }
                         if let Some(m) = self.queues.get_mut(recipient).and_then(|q| q.remove(*seq)) {
                             uncount(&mut self.senders, &mut self.stored, &m);
-                            expired += 1;
+                            dropped.push((m.seq, *recipient, m));
                         }
                         false
                     });
                     shard.acked.retain(|_, (ts, _)| *ts >= *acked_before_ms);
                 }
                 self.queues.retain(|_, q| !q.is_empty());
+                for notices in self.notices.values_mut() {
+                    notices.retain(|_, (_, ts)| *ts >= *notices_before_ms);
+                }
+                // Notices in store order, as the SQLite engine writes them.
+                dropped.sort_unstable_by_key(|(seq, _, _)| *seq);
+                let expired = dropped.len() as u64;
+                for (_, recipient, m) in dropped {
+                    self.next_notice += 1;
+                    let notice = ExpiredNotice {
+                        recipient,
+                        msg_id: m.msg_id,
+                    };
+                    let of_sender = self.notices.entry(m.sender).or_default();
+                    of_sender.insert(self.next_notice, (notice, m.timestamp_ms));
+                }
+                self.notices.retain(|_, n| !n.is_empty());
                 WriteResult::Expired(expired)
+            }
+            WriteOp::AckExpired { sender, through } => {
+                let mut removed = 0;
+                if let Entry::Occupied(mut notices) = self.notices.entry(*sender) {
+                    let kept = notices.get_mut().split_off(&through.saturating_add(1));
+                    removed = notices.get().len() as u64;
+                    if kept.is_empty() {
+                        notices.remove();
+                    } else {
+                        *notices.get_mut() = kept;
+                    }
+                }
+                WriteResult::NoticesAcked(removed)
             }
             WriteOp::Seen {
                 identity,
@@ -384,6 +421,24 @@ impl Store for MemoryStore {
 
     fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
         Ok(self.queues.get(recipient).map_or(0, |q| q.len() as u64))
+    }
+
+    fn expired_notices(
+        &mut self,
+        sender: &IdentityBytes,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ExpiredNotice)>, StoreError> {
+        Ok(self
+            .notices
+            .get(sender)
+            .map(|n| {
+                n.range(after.saturating_add(1)..)
+                    .take(limit)
+                    .map(|(seq, (notice, _))| (*seq, *notice))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn publish_prekeys(

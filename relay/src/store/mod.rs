@@ -7,6 +7,7 @@ pub mod memory;
 pub mod sqlite;
 
 use bytes::Bytes;
+use e2ee_protocol::frame::ExpiredNotice;
 use e2ee_protocol::name_claim::NameClaim;
 use thiserror::Error;
 
@@ -197,6 +198,16 @@ pub enum WriteOp {
         before_ms: u64,
         /// Cut-off time for acknowledged messages (ms since the Unix epoch).
         acked_before_ms: u64,
+        /// Expiry notices (docs/PROTOCOL.md 1.6) of messages stored before this are
+        /// dropped unread (ms since the Unix epoch; a TTL after they expired).
+        notices_before_ms: u64,
+    },
+    /// `sender` read its expiry notices up to sequence number `through`.
+    AckExpired {
+        /// Whose notices.
+        sender: IdentityBytes,
+        /// The last notice read.
+        through: u64,
     },
 }
 
@@ -229,8 +240,10 @@ pub enum WriteResult {
     QuotaExceeded(Quota),
     /// The acknowledgement removed a message (false if there was none).
     Acked(bool),
-    /// How many messages expired.
+    /// How many messages expired (each now has an expiry notice for its sender).
     Expired(u64),
+    /// How many expiry notices an acknowledgement removed.
+    NoticesAcked(u64),
     /// A seen time was recorded (or the one recorded was recent enough).
     Seen,
 }
@@ -357,6 +370,14 @@ pub trait Store: Send {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Up to `limit` expiry notices for `sender` with a sequence number above `after`,
+    /// oldest first, each with its sequence number.
+    fn expired_notices(
+        &mut self,
+        sender: &IdentityBytes,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ExpiredNotice)>, StoreError>;
     /// How many unacknowledged messages await `recipient`.
     fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError>;
     /// Replaces the signed prekey and adds one-time prekeys (up to `max_prekeys` held).
@@ -578,6 +599,79 @@ pub(crate) mod contract {
 
         check_names(store);
         check_last_seen(store);
+        check_expiry_notices(store);
+    }
+
+    fn check_expiry_notices(store: &mut dyn Store) {
+        let (alice, bob, carol) = (40u8, 41u8, 42u8);
+        let notices =
+            |store: &mut dyn Store, after| store.expired_notices(&[alice; 32], after, 10).expect("notices");
+        // Alice writes to bob and carol; bob reads one; the rest expire unread.
+        commit_ok(
+            store,
+            &[
+                msg(bob, alice, 1, 1_000),
+                msg(carol, alice, 2, 1_001),
+                msg(bob, alice, 3, 1_002),
+                msg(bob, alice, 4, 5_000),
+            ],
+            10,
+        );
+        let ack = WriteOp::Ack {
+            recipient: [bob; 32],
+            sender: [alice; 32],
+            msg_id: [3; 16],
+        };
+        commit_ok(store, &[ack], 10);
+        assert!(notices(store, 0).is_empty());
+        let expire = |before_ms, notices_before_ms| WriteOp::Expire {
+            before_ms,
+            acked_before_ms: before_ms,
+            notices_before_ms,
+        };
+        // (Messages of the checks before, all older, expire too.)
+        let r = commit_ok(store, &[expire(2_000, 0)], 10);
+        assert!(matches!(r[..], [WriteResult::Expired(n)] if n >= 2), "{r:?}");
+        let got = notices(store, 0);
+        let ids: Vec<([u8; 32], u8)> = got.iter().map(|(_, n)| (n.recipient, n.msg_id[0])).collect();
+        assert_eq!(
+            ids,
+            vec![([bob; 32], 1), ([carol; 32], 2)],
+            "the unread ones, in order"
+        );
+        assert!(got[0].0 < got[1].0);
+        assert!(
+            store
+                .expired_notices(&[bob; 32], 0, 10)
+                .expect("notices")
+                .is_empty(),
+            "the sender's only"
+        );
+        assert_eq!(notices(store, got[0].0), vec![got[1]], "after a sequence number");
+        // Reading the first removes it; acknowledging again removes nothing.
+        let read = |through| WriteOp::AckExpired {
+            sender: [alice; 32],
+            through,
+        };
+        assert_eq!(
+            commit_ok(store, &[read(got[0].0)], 10),
+            vec![WriteResult::NoticesAcked(1)]
+        );
+        assert_eq!(
+            commit_ok(store, &[read(got[0].0)], 10),
+            vec![WriteResult::NoticesAcked(0)]
+        );
+        assert_eq!(notices(store, 0), vec![got[1]]);
+        // A notice left unread goes once its message is older than the cut-off.
+        commit_ok(store, &[expire(2_000, 1_001)], 10);
+        assert_eq!(notices(store, 0), vec![got[1]], "stored at 1 001: kept");
+        commit_ok(store, &[expire(2_000, 1_002)], 10);
+        assert!(notices(store, 0).is_empty());
+        assert_eq!(
+            store.queue_len(&[bob; 32]).expect("len"),
+            1,
+            "the later message stays"
+        );
     }
 
     fn check_last_seen(store: &mut dyn Store) {
@@ -728,6 +822,7 @@ pub(crate) mod contract {
         WriteOp::Expire {
             before_ms,
             acked_before_ms,
+            notices_before_ms: 0,
         }
     }
 

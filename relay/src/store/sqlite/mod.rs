@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use e2ee_protocol::frame::ExpiredNotice;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{
@@ -50,7 +51,25 @@ CREATE TABLE IF NOT EXISTS last_seen (
     identity BLOB PRIMARY KEY,
     seen_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expired_notices (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender    BLOB    NOT NULL,
+    recipient BLOB    NOT NULL,
+    msg_id    BLOB    NOT NULL,
+    ts        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS expired_notices_sender ON expired_notices (sender, seq);
+CREATE INDEX IF NOT EXISTS expired_notices_ts ON expired_notices (ts);
 ";
+
+/// Expiry notices for the unacknowledged messages an expiry drops (?1: its cut-off), in
+/// store order.
+const NOTICES_OF_EXPIRING_SQL: &str = "INSERT INTO expired_notices (sender, recipient, msg_id, ts)
+     SELECT sender, recipient, msg_id, ts FROM messages WHERE ts < ?1 AND acked = 0 ORDER BY seq";
+
+/// A page of a sender's expiry notices.
+const NOTICES_SQL: &str = "SELECT seq, recipient, msg_id FROM expired_notices
+     WHERE sender = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 /// Columns that databases from before name leases lack, added on open. A claim stored
 /// before then counts as stored at the time of the upgrade, so no lease has run out
@@ -359,13 +378,26 @@ impl SqliteStore {
                 counts.acked(recipient, sender, stored_size(len));
                 Ok(WriteResult::Acked(true))
             }
+            WriteOp::AckExpired { sender, through } => {
+                let removed = tx
+                    .prepare_cached("DELETE FROM expired_notices WHERE sender = ?1 AND seq <= ?2")?
+                    .execute(params![&sender[..], i64::try_from(*through).unwrap_or(i64::MAX)])?;
+                Ok(WriteResult::NoticesAcked(removed as u64))
+            }
             WriteOp::Expire {
                 before_ms,
                 acked_before_ms,
+                notices_before_ms,
             } => {
                 let before = i64::try_from(*before_ms).unwrap_or(i64::MAX);
                 let acked_before = i64::try_from(*acked_before_ms).unwrap_or(i64::MAX);
                 let expired = usage_of(tx.query_row(EXPIRING_SQL, params![before], usage_row)?);
+                tx.prepare_cached(NOTICES_OF_EXPIRING_SQL)?
+                    .execute(params![before])?;
+                tx.execute(
+                    "DELETE FROM expired_notices WHERE ts < ?1",
+                    params![i64::try_from(*notices_before_ms).unwrap_or(i64::MAX)],
+                )?;
                 tx.execute("DELETE FROM messages WHERE ts < ?1", params![before])?;
                 tx.execute(
                     "DELETE FROM messages WHERE acked = 1 AND ts < ?1",
@@ -432,6 +464,44 @@ impl Store for SqliteStore {
 
     fn stored_usage(&mut self) -> Result<Usage, StoreError> {
         Ok(usage_of(self.conn.query_row(STORED_USAGE_SQL, [], usage_row)?))
+    }
+
+    fn expired_notices(
+        &mut self,
+        sender: &IdentityBytes,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ExpiredNotice)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(NOTICES_SQL)?;
+        let rows = stmt.query_map(
+            params![
+                &sender[..],
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, recipient, msg_id) = row?;
+            let msg_id: [u8; 16] = msg_id
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("expiry notice id is not 16 bytes"))?;
+            out.push((
+                u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq"))?,
+                ExpiredNotice {
+                    recipient: key32(recipient)?,
+                    msg_id,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     fn pending(
