@@ -1,123 +1,153 @@
 //! [`Recovery`]: the bookkeeping of session recovery (docs/PROTOCOL.md 2.8,
-//! docs/AGENT.md "Session recovery"): which peers we asked for a new session and when,
-//! which peers we started one for and when, and the new sessions waiting for a bundle.
+//! docs/AGENT.md 2 "Sessions"): which peers we asked for a new session and when, which
+//! peers we started one for and when, and the new sessions waiting for a bundle.
 //!
-//! Both directions are limited per peer to one per `min_interval`, so two agents whose
-//! sessions are broken in a way a new session does not cure (or a relay that replays
-//! requests) cause at most one request and one new session per peer and interval. A
-//! request is never sent twice for the same chain of a peer (ratchet key), and a request
-//! naming a chain is granted at most once (until a restart).
+//! Both directions back off per peer: the first request (or grant) may go at once, the
+//! next one after `min_interval`, then after twice that, four times, up to 2^[`MAX_BACKOFF`]
+//! times; requests start again from the first when a message from the peer decrypts
+//! ([`Recovery::healed`]), grants when none was made for the longest back-off. So two
+//! agents whose sessions stay broken whatever they do (a relay that alters every
+//! message, a stale bundle) exchange fewer and fewer requests, and each grant costs a
+//! new session and a resend of the send log only that often. A
+//! request for the same chain of a peer is repeated under the same back-off (the grant
+//! may have been lost: a dropped link, a crash, a missing bundle). A grant counts only
+//! once its new session is saved ([`Recovery::granted`]); one that cannot be finished is
+//! dropped ([`Recovery::abandon`]) and the peer asks again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::session_reset::ResetReason;
 
-/// How many (peer, ratchet key) pairs already asked about, and already granted, are
-/// remembered (each).
-const KEYS_KEPT: usize = 1024;
+/// The largest back-off, as a multiple of the interval (2^6 = 64: 32 minutes with the
+/// default 30 s).
+pub const MAX_BACKOFF: u32 = 6;
+/// Peers tracked in each direction; past it the entries that no longer hold anything
+/// back are forgotten.
+const PEERS_KEPT: usize = 4096;
 
-/// A bounded set of (peer, ratchet key) pairs, oldest forgotten first.
-#[derive(Debug, Default)]
-struct KeySet {
-    order: VecDeque<(IdentityKey, PublicKey)>,
-    set: HashSet<(IdentityKey, PublicKey)>,
+/// When the next request (or grant) for one peer may go.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    last: Instant,
+    /// Requests (or grants) since the peer's messages last decrypted.
+    count: u32,
 }
 
-impl KeySet {
-    fn contains(&self, key: &(IdentityKey, PublicKey)) -> bool {
-        self.set.contains(key)
+impl Backoff {
+    fn wait(&self, interval: Duration) -> Duration {
+        interval.saturating_mul(1 << self.count.saturating_sub(1).min(MAX_BACKOFF))
     }
 
-    fn insert(&mut self, key: (IdentityKey, PublicKey)) {
-        if self.order.len() >= KEYS_KEPT {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        if self.set.insert(key) {
-            self.order.push_back(key);
-        }
+    fn due(&self, now: Instant, interval: Duration) -> bool {
+        now.saturating_duration_since(self.last) >= self.wait(interval)
     }
 }
 
-/// Session recovery state of one agent (in memory: a restart starts afresh).
+/// A granted new session waiting for the peer's bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingGrant {
+    /// Why the peer asked.
+    pub reason: ResetReason,
+    /// The chain of ours the request named.
+    pub ratchet_key: PublicKey,
+}
+
+/// Session recovery state of one agent (in memory: a restart starts afresh; what must
+/// survive a restart, that a session was replaced at the peer's request, is stored
+/// with the session).
 #[derive(Debug)]
 pub struct Recovery {
     min_interval: Duration,
-    /// When we last asked each peer for a new session.
-    asked: HashMap<IdentityKey, Instant>,
-    /// The chains we asked about.
-    asked_keys: KeySet,
-    /// When we last started a new session at each peer's request.
-    granted: HashMap<IdentityKey, Instant>,
-    /// The chains of ours that requests we granted named.
-    granted_keys: KeySet,
-    /// New sessions granted and waiting for the peer's bundle, with the reason.
-    pending: HashMap<IdentityKey, ResetReason>,
+    asked: HashMap<IdentityKey, Backoff>,
+    granted: HashMap<IdentityKey, Backoff>,
+    pending: HashMap<IdentityKey, PendingGrant>,
 }
 
 impl Recovery {
-    /// Recovery limited to one request and one new session per peer per `min_interval`.
+    /// Recovery backing off from `min_interval` per peer.
     pub fn new(min_interval: Duration) -> Self {
         Self {
             min_interval,
             asked: HashMap::new(),
-            asked_keys: KeySet::default(),
             granted: HashMap::new(),
-            granted_keys: KeySet::default(),
             pending: HashMap::new(),
         }
     }
 
-    fn due(last: Option<&Instant>, now: Instant, interval: Duration) -> bool {
-        last.is_none_or(|last| now.saturating_duration_since(*last) >= interval)
+    /// Records a request (or grant) for `peer` at `now`: one more in a row, or the first
+    /// again when the last is older than the longest back-off.
+    fn record(map: &mut HashMap<IdentityKey, Backoff>, peer: IdentityKey, now: Instant, interval: Duration) {
+        if map.len() >= PEERS_KEPT {
+            map.retain(|_, b| !b.due(now, interval));
+        }
+        let longest = interval.saturating_mul(1 << MAX_BACKOFF);
+        let count = match map.get(&peer) {
+            Some(b) if now.saturating_duration_since(b.last) <= longest => b.count.saturating_add(1),
+            _ => 1,
+        };
+        map.insert(peer, Backoff { last: now, count });
     }
 
-    /// True (and recorded) if `peer` may be asked now for a new session because of a
-    /// message in its chain `ratchet_key`: not asked within the interval, and never
-    /// about that chain.
-    pub fn may_ask(&mut self, peer: IdentityKey, ratchet_key: PublicKey, now: Instant) -> bool {
-        let key = (peer, ratchet_key);
-        if self.asked_keys.contains(&key) || !Self::due(self.asked.get(&peer), now, self.min_interval) {
+    /// True (and recorded) if `peer` may be asked now for a new session.
+    pub fn may_ask(&mut self, peer: IdentityKey, now: Instant) -> bool {
+        if self
+            .asked
+            .get(&peer)
+            .is_some_and(|b| !b.due(now, self.min_interval))
+        {
             return false;
         }
-        self.asked.insert(peer, now);
-        self.asked_keys.insert(key);
+        Self::record(&mut self.asked, peer, now, self.min_interval);
         true
     }
 
-    /// True (and recorded as pending) if a new session may be started now at `peer`'s
-    /// request naming our chain `ratchet_key`: none started for it within the interval,
-    /// and no request naming that chain granted before (a replayed request).
-    pub fn may_grant(
-        &mut self,
-        peer: IdentityKey,
-        ratchet_key: PublicKey,
-        reason: ResetReason,
-        now: Instant,
-    ) -> bool {
-        let key = (peer, ratchet_key);
-        if self.granted_keys.contains(&key) || !Self::due(self.granted.get(&peer), now, self.min_interval) {
+    /// True if a new session may be started now at `peer`'s request (none granted
+    /// within the back-off, none waiting for a bundle); the grant is then pending until
+    /// [`Recovery::granted`] or [`Recovery::abandon`].
+    pub fn may_grant(&mut self, peer: IdentityKey, grant: PendingGrant, now: Instant) -> bool {
+        if self.pending.contains_key(&peer)
+            || self
+                .granted
+                .get(&peer)
+                .is_some_and(|b| !b.due(now, self.min_interval))
+        {
             return false;
         }
-        self.granted.insert(peer, now);
-        self.granted_keys.insert(key);
-        self.pending.insert(peer, reason);
+        self.pending.insert(peer, grant);
         true
     }
 
-    /// The reason of a granted new session with `peer` that waits for its bundle,
-    /// removing it.
-    pub fn take_pending(&mut self, peer: &IdentityKey) -> Option<ResetReason> {
-        self.pending.remove(peer)
+    /// The grant waiting for `peer`'s bundle, if any (it stays pending).
+    pub fn pending(&self, peer: &IdentityKey) -> Option<PendingGrant> {
+        self.pending.get(peer).copied()
     }
 
-    /// True if a granted new session with `peer` waits for its bundle.
-    pub fn is_pending(&self, peer: &IdentityKey) -> bool {
-        self.pending.contains_key(peer)
+    /// The peers whose granted new session waits for a bundle (fetched again after a
+    /// reconnection).
+    pub fn pending_peers(&self) -> Vec<IdentityKey> {
+        self.pending.keys().copied().collect()
+    }
+
+    /// The new session for `peer` is saved: the grant counts (and backs off the next).
+    pub fn granted(&mut self, peer: IdentityKey, now: Instant) {
+        self.pending.remove(&peer);
+        Self::record(&mut self.granted, peer, now, self.min_interval);
+    }
+
+    /// The grant for `peer` cannot be finished (no bundle, or it could not be used):
+    /// dropped without counting; the peer asks again.
+    pub fn abandon(&mut self, peer: &IdentityKey) {
+        self.pending.remove(peer);
+    }
+
+    /// A message from `peer` decrypted: the next request to it may go at once. (Not the
+    /// next grant: the peer's messages may decrypt in another session than the one a
+    /// grant started, as when a stale bundle makes every new session useless.)
+    pub fn healed(&mut self, peer: &IdentityKey) {
+        self.asked.remove(peer);
     }
 }
 
@@ -130,61 +160,88 @@ mod tests {
         *IdentityKeyPair::from_seed(&[seed; 32]).public()
     }
 
+    fn grant(key: u8) -> PendingGrant {
+        PendingGrant {
+            reason: ResetReason::ReusedPosition,
+            ratchet_key: PublicKey::from_bytes([key; 32]),
+        }
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
     #[test]
-    fn one_request_per_peer_and_interval_and_never_twice_for_a_chain() {
+    fn requests_back_off_per_peer_until_the_peer_is_heard_again() {
         let mut r = Recovery::new(Duration::from_secs(30));
         let t0 = Instant::now();
         let (bob, carol) = (peer(2), peer(3));
-        let (k1, k2) = (PublicKey::from_bytes([1; 32]), PublicKey::from_bytes([2; 32]));
-        assert!(r.may_ask(bob, k1, t0));
-        assert!(
-            !r.may_ask(bob, k2, t0 + Duration::from_secs(29)),
-            "within the interval"
-        );
-        assert!(r.may_ask(carol, k1, t0), "another peer has its own interval");
-        assert!(
-            !r.may_ask(bob, k1, t0 + Duration::from_secs(31)),
-            "the same chain again"
-        );
-        assert!(r.may_ask(bob, k2, t0 + Duration::from_secs(31)));
+        assert!(r.may_ask(bob, t0), "the first at once");
+        assert!(!r.may_ask(bob, t0 + 29 * S));
+        assert!(r.may_ask(carol, t0), "another peer has its own");
+        assert!(r.may_ask(bob, t0 + 30 * S), "then after the interval");
+        assert!(!r.may_ask(bob, t0 + 89 * S), "then after twice the interval");
+        assert!(r.may_ask(bob, t0 + 90 * S));
+        let mut at = t0 + 90 * S;
+        for _ in 0..10 {
+            at += 30 * S * (1 << MAX_BACKOFF);
+            assert!(r.may_ask(bob, at), "never more than {MAX_BACKOFF} doublings");
+        }
+        let longest = 30 * S * (1 << MAX_BACKOFF);
+        assert!(!r.may_ask(bob, at + longest - S), "capped, and reached");
+        assert!(r.may_ask(bob, at + longest));
+        at += longest;
+        r.healed(&bob);
+        assert!(r.may_ask(bob, at + S), "heard again: at once");
     }
 
     #[test]
-    fn one_new_session_per_peer_and_interval_pending_until_taken() {
+    fn a_grant_counts_once_saved_and_one_that_cannot_finish_is_dropped() {
         let mut r = Recovery::new(Duration::from_secs(30));
         let t0 = Instant::now();
         let bob = peer(2);
-        let (k1, k2) = (PublicKey::from_bytes([1; 32]), PublicKey::from_bytes([2; 32]));
-        assert!(r.may_grant(bob, k1, ResetReason::ReusedPosition, t0));
-        assert!(r.is_pending(&bob));
-        assert!(!r.may_grant(
-            bob,
-            k2,
-            ResetReason::Unauthenticated,
-            t0 + Duration::from_secs(10)
-        ));
-        assert_eq!(r.take_pending(&bob), Some(ResetReason::ReusedPosition));
-        assert_eq!(r.take_pending(&bob), None);
+        assert!(r.may_grant(bob, grant(1), t0));
+        assert_eq!(r.pending(&bob), Some(grant(1)));
+        assert!(!r.may_grant(bob, grant(2), t0), "one pending at a time");
+        assert_eq!(r.pending_peers(), vec![bob]);
+        r.abandon(&bob);
         assert!(
-            !r.may_grant(bob, k1, ResetReason::ReusedPosition, t0 + Duration::from_secs(60)),
-            "a request naming a chain already granted is a replay"
+            r.may_grant(bob, grant(2), t0 + S),
+            "an abandoned grant does not count"
         );
-        assert!(r.may_grant(bob, k2, ResetReason::SkipLimit, t0 + Duration::from_secs(30)));
+        r.granted(bob, t0 + S);
+        assert_eq!(r.pending(&bob), None);
+        assert!(
+            !r.may_grant(bob, grant(3), t0 + 30 * S),
+            "backs off from the saved grant"
+        );
+        assert!(r.may_grant(bob, grant(3), t0 + 31 * S));
+        r.granted(bob, t0 + 31 * S);
+        assert!(
+            !r.may_grant(bob, grant(4), t0 + 90 * S),
+            "twice the interval after the second"
+        );
+        r.healed(&bob);
+        assert!(
+            !r.may_grant(bob, grant(4), t0 + 90 * S),
+            "hearing the peer does not reset grants"
+        );
+        assert!(r.may_grant(bob, grant(4), t0 + 91 * S));
+        r.granted(bob, t0 + 91 * S);
+        // Long after, the next grant is the first of a new run.
+        let later = t0 + 91 * S + 30 * S * (1 << MAX_BACKOFF) + S;
+        assert!(r.may_grant(bob, grant(5), later));
+        r.granted(bob, later);
+        assert!(r.may_grant(bob, grant(6), later + 30 * S));
     }
 
     #[test]
-    fn the_chains_asked_about_are_bounded() {
-        let mut r = Recovery::new(Duration::ZERO);
+    fn the_peers_tracked_are_bounded() {
+        let mut r = Recovery::new(Duration::from_secs(1));
         let t0 = Instant::now();
-        let bob = peer(2);
-        for i in 0..(KEYS_KEPT as u32 + 10) {
-            let mut key = [0u8; 32];
-            key[..4].copy_from_slice(&i.to_be_bytes());
-            assert!(r.may_ask(bob, PublicKey::from_bytes(key), t0));
+        for i in 0..(PEERS_KEPT as u32 + 10) {
+            let seed: [u8; 32] = std::array::from_fn(|j| (i >> (8 * (j % 4))) as u8 ^ j as u8);
+            let id = *IdentityKeyPair::from_seed(&seed).public();
+            r.may_ask(id, t0 + S * (i / 1000));
         }
-        assert_eq!(r.asked_keys.order.len(), KEYS_KEPT);
-        assert_eq!(r.asked_keys.set.len(), KEYS_KEPT);
-        // The oldest was forgotten: it may be asked about again.
-        assert!(r.may_ask(bob, PublicKey::from_bytes([0; 32]), t0));
+        assert!(r.asked.len() <= PEERS_KEPT);
     }
 }

@@ -128,6 +128,11 @@ impl Default for HistorySettings {
     }
 }
 
+/// The most sent payloads the send log may keep per peer: half of the message ids a
+/// receiver remembers per peer (`RECEIVED_IDS_KEPT`, 4096, receipts included), so that
+/// what a session reset sends again is recognised as already shown.
+pub const MAX_SEND_LOG_KEEP: u32 = 2048;
+
 /// The send log kept in the state (sealed): recent sent payloads per peer, so that a
 /// session established again can carry them again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +330,15 @@ pub enum InvalidSettings {
     /// `expect_timeout_ms` is zero.
     #[error("expect_timeout_ms must be above 0")]
     ExpectTimeout,
+    /// The send log keeps more texts per peer than a receiver remembers message ids of,
+    /// so a session reset could show old texts again.
+    #[error("send_log.keep is {keep}: at most {max} (half the message ids a receiver remembers per peer)")]
+    SendLogKeep {
+        /// `send_log.keep`.
+        keep: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// A heartbeat time is zero.
     #[error("heartbeat: need interval_ms and timeout_ms above 0 (got {interval} and {timeout})")]
     Heartbeat {
@@ -381,6 +395,12 @@ impl AgentSettings {
         }
         if self.expect_timeout_ms == 0 {
             return Err(InvalidSettings::ExpectTimeout);
+        }
+        if self.send_log.keep > MAX_SEND_LOG_KEEP {
+            return Err(InvalidSettings::SendLogKeep {
+                keep: self.send_log.keep,
+                max: MAX_SEND_LOG_KEEP,
+            });
         }
         let h = &self.heartbeat;
         if h.interval_ms == 0 || h.timeout_ms == 0 {

@@ -107,6 +107,10 @@ pub struct Session {
     discarded: VecDeque<Discarded>,
     #[serde(default)]
     retired_own: VecDeque<PublicKey>,
+    /// Replaced by a new session at the peer's request (docs/PROTOCOL.md 2.8): its
+    /// chains are never named in a granted request again.
+    #[serde(default)]
+    replaced_by_reset: bool,
     pending_prekey: Option<PreKeyFields>,
     accepted_from: Option<PreKeyFields>,
 }
@@ -185,6 +189,7 @@ impl Session {
             retired_remote: VecDeque::new(),
             discarded: VecDeque::new(),
             retired_own: VecDeque::new(),
+            replaced_by_reset: false,
             pending_prekey: Some(PreKeyFields {
                 base_key: agreed.base_key,
                 signed_prekey: bundle.signed_prekey,
@@ -243,6 +248,7 @@ impl Session {
             retired_remote: VecDeque::new(),
             discarded: VecDeque::new(),
             retired_own: VecDeque::new(),
+            replaced_by_reset: false,
             pending_prekey: None,
             accepted_from: Some(PreKeyFields::of(message)),
         };
@@ -285,10 +291,17 @@ impl Session {
     }
 
     /// True if `key` is our current ratchet public key or one of the last
-    /// [`RETIRED_OWN_RATCHET_KEYS`] we sent with in this session: a chain of ours that
-    /// a peer may still name in a reset request.
+    /// [`RETIRED_OWN_RATCHET_KEYS`] we sent with in this session, and the session was
+    /// not replaced at the peer's request: a chain of ours that a reset request may
+    /// still name (docs/PROTOCOL.md 2.8).
     pub fn sent_with_ratchet_key(&self, key: &PublicKey) -> bool {
-        self.self_ratchet.public_key() == key || self.retired_own.contains(key)
+        !self.replaced_by_reset && (self.self_ratchet.public_key() == key || self.retired_own.contains(key))
+    }
+
+    /// Marks the session as replaced by a new one at the peer's request: a reset request
+    /// naming one of its chains (a replay) is never granted again.
+    pub fn mark_replaced_by_reset(&mut self) {
+        self.replaced_by_reset = true;
     }
 
     /// `AD || header` (104 bytes in v1, 120 in v2).
@@ -472,10 +485,14 @@ impl Session {
             self.retired_remote.push_back(old);
         }
         self.root = root;
-        if self.retired_own.len() >= RETIRED_OWN_RATCHET_KEYS {
-            self.retired_own.pop_front();
+        // Only a key we sent with (a responder's first ratchet key is its signed prekey,
+        // which never had a sending chain).
+        if self.sending.is_some() {
+            if self.retired_own.len() >= RETIRED_OWN_RATCHET_KEYS {
+                self.retired_own.pop_front();
+            }
+            self.retired_own.push_back(*self.self_ratchet.public_key());
         }
-        self.retired_own.push_back(*self.self_ratchet.public_key());
         self.self_ratchet = self_ratchet;
         self.previous_sent = self.sent;
         self.sent = 0;

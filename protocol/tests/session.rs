@@ -638,3 +638,25 @@ fn a_session_recognises_its_own_recent_ratchet_keys_and_a_new_session_does_not()
     let fresh = Session::initiate(&alice.identity, &bundle, &mut OsRng).expect("initiate");
     assert!(!fresh.sent_with_ratchet_key(&key));
 }
+
+#[test]
+fn a_session_replaced_by_a_reset_names_no_chain_and_a_responder_never_names_its_signed_prekey() {
+    let (mut alice, mut bob) = established();
+    let (a, b) = (alice.public(), bob.public());
+    let first = alice.send(b"one");
+    bob.receive(&a, &first).expect("one");
+    let key = *alice.session.as_ref().expect("session").ratchet_key();
+    let mut replaced = alice.session.clone().expect("session");
+    assert!(replaced.sent_with_ratchet_key(&key));
+    replaced.mark_replaced_by_reset();
+    assert!(!replaced.sent_with_ratchet_key(&key));
+    // Survives a save and restore (it is stored with the archived session).
+    let saved = serde_json::to_string(&replaced).expect("save");
+    let restored: Session = serde_json::from_str(&saved).expect("restore");
+    assert!(!restored.sent_with_ratchet_key(&key));
+    // Bob answered alice's first message as responder: his signed prekey was his first
+    // ratchet key, never sent with.
+    let spk = *bob.prekeys.bundle(&b).signed_prekey.as_bytes();
+    let spk = e2ee_protocol::keys::PublicKey::from_bytes(spk);
+    assert!(!bob.session.as_ref().expect("session").sent_with_ratchet_key(&spk));
+}

@@ -249,25 +249,23 @@ pub async fn serve(
     Ok(())
 }
 
-/// The most bytes a connection's socket holds not yet sent (`TCP_NOTSENT_LOWAT`).
+/// Limits what an accepted connection's socket keeps unsent to `lowat` bytes
+/// (`TCP_NOTSENT_LOWAT`; Linux, elsewhere nothing; 0 leaves the kernel's default).
 ///
 /// Without it the kernel grows a socket's send buffer to megabytes and, once full, wakes
 /// a blocked write only when a third of it is free: a client reading a large backlog
 /// slowly (but steadily) then shows no progress for seconds, and the writer's write
 /// timeout takes it for a client that stopped reading. With it, the kernel keeps at most
-/// this much unsent per connection (kernel memory bounded per client), the relay's own
+/// `lowat` unsent per connection (kernel memory bounded per client), the relay's own
 /// output budget holds the rest, and every write completes as soon as the client has
-/// read this much.
-pub const NOTSENT_LOWAT: u32 = 128 * 1024;
-
-/// Applies [`NOTSENT_LOWAT`] to an accepted connection (Linux; elsewhere nothing).
-fn limit_unsent(stream: &TcpStream) {
+/// read that much.
+fn limit_unsent(stream: &TcpStream, lowat: u32) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    if lowat > 0 {
+        let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(lowat);
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = stream;
+    let _ = (stream, lowat);
 }
 
 async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>, workers: Vec<ArbiterHandle>) {
@@ -290,7 +288,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>, workers:
         }
         context.metrics.connections_open.inc();
         let _ = stream.set_nodelay(true);
-        limit_unsent(&stream);
+        limit_unsent(&stream, context.limits.notsent_lowat_bytes);
         let id = ids.fetch_add(1, Ordering::Relaxed);
         if workers.is_empty() {
             start_connection(stream, peer, id, context.clone());

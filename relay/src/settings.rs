@@ -113,6 +113,10 @@ pub struct Limits {
     pub opk_handout_refill_per_hour: u32,
     /// A stuck write to a client is abandoned after this many milliseconds.
     pub write_timeout_ms: u64,
+    /// The most bytes a client's socket keeps unsent in the kernel
+    /// (`TCP_NOTSENT_LOWAT`, Linux); 0 leaves the kernel's default (it then buffers
+    /// megabytes per slow client, and a steady slow reader can look stuck).
+    pub notsent_lowat_bytes: u32,
 }
 
 /// Message store settings.
@@ -329,6 +333,7 @@ impl Default for Limits {
             opk_handout_capacity: 50,
             opk_handout_refill_per_hour: 120,
             write_timeout_ms: 10_000,
+            notsent_lowat_bytes: 128 * 1024,
         }
     }
 }

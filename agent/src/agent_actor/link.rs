@@ -47,6 +47,7 @@ impl AgentActor {
         );
         self.pump();
         self.resolve_pending(ctx);
+        self.refetch_pending_grants();
     }
 
     /// Looks up every peer that messages or `wait-peer` steps are waiting for.

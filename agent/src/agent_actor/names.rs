@@ -175,8 +175,9 @@ impl AgentActor {
             return;
         };
         self.fetch_in_flight.remove(&identity);
-        let reset = self.recovery.take_pending(&identity);
+        let reset = self.recovery.pending(&identity);
         if reset.is_some() && bundle.is_none() {
+            self.recovery.abandon(&identity);
             self.emit(Event::error(format!(
                 "cannot start the new session {name} asked for: it has published no prekeys"
             )));
@@ -187,11 +188,13 @@ impl AgentActor {
         let bundle = match PreKeyBundle::decode_verified(&bytes) {
             Ok(bundle) => bundle,
             Err(err) => {
+                self.recovery.abandon(&identity);
                 self.emit(Event::error(format!("invalid prekey bundle for {name}: {err}")));
                 return self.fail_waiting(&name, "invalid prekey bundle");
             }
         };
         if bundle.identity != identity {
+            self.recovery.abandon(&identity);
             // The relay handed out a bundle of another identity than the name's pin.
             self.emit(Event::error(format!(
                 "the relay answered a bundle request for {name} ({}) with the bundle of another identity ({}): refused",

@@ -241,6 +241,7 @@ impl AgentActor {
         match self.state.decrypt(&identity, msg_id, wire, &mut OsRng) {
             Ok(incoming) => {
                 crash_point::reached("receive.after_commit");
+                self.recovery.healed(&identity);
                 let new_session = incoming.new_session;
                 if incoming.given_up > 0 {
                     self.emit(Event::MessagesLost {

@@ -1,11 +1,13 @@
-//! Session recovery (docs/PROTOCOL.md 2.8, docs/AGENT.md 5.6): asking a peer whose
-//! message a new session would make readable for one, and granting such a request by
-//! starting a new session and sending the send log again. The limits are in
-//! [`crate::recovery::Recovery`].
+//! Session recovery (docs/PROTOCOL.md 2.8, docs/AGENT.md 2 "Sessions"): asking a peer
+//! whose message a new session would make readable for one, and granting such a request
+//! by starting a new session and sending the send log again. The limits and back-off
+//! are in [`crate::recovery::Recovery`].
 
 use e2ee_protocol::consts::MSG_TYPE_RESET;
 use e2ee_protocol::message::Message;
 use e2ee_protocol::session_reset::{ResetReason, ResetRequest, ResetRequestError};
+
+use crate::recovery::PendingGrant;
 
 use super::*;
 
@@ -16,8 +18,10 @@ impl AgentActor {
     }
 
     /// A message from `identity` failed for a reason a new session cures: ask the peer
-    /// for one (signed, outside the broken session), within the limits. Only peers we
-    /// know (a session or a pinned name) are asked, so strangers cannot make us send.
+    /// for one (signed, outside the broken session), within the per-peer back-off. Only
+    /// peers with a session or a pinned name are asked (a pin can be any name in the
+    /// relay's registry, so the back-off per peer is what bounds what others make us
+    /// send: one request per peer and interval, fewer and fewer).
     pub(super) fn request_reset(&mut self, identity: IdentityKey, wire: &[u8], reason: ResetReason) {
         let known = self.state.has_session(&identity) || self.state.name_of(&identity).is_some();
         if !self.settings.recovery.enabled || !self.connected || !known {
@@ -27,10 +31,7 @@ impl AgentActor {
             return;
         };
         let header = *message.header();
-        if !self
-            .recovery
-            .may_ask(identity, header.ratchet_key, std::time::Instant::now())
-        {
+        if !self.recovery.may_ask(identity, std::time::Instant::now()) {
             debug!(self.log, "no reset request: asked recently"; "peer" => identity.short());
             return;
         }
@@ -57,8 +58,9 @@ impl AgentActor {
 
     /// A reset request delivered from `identity`: granted if it is signed by the sender,
     /// meant for us, names a chain of ours in a session with the sender that we still
-    /// keep (current or archived; else it is stale), was not granted before (a replay),
-    /// and no new session was granted to the sender within the interval. The new session starts when the sender's bundle arrives
+    /// keep (current or archived) and that was not replaced at its request already (else
+    /// it is stale or a replay), and no new session for the sender is pending or within
+    /// its back-off. The new session starts when the sender's bundle arrives
     /// ([`AgentActor::finish_reset`]).
     pub(super) fn on_reset_request(&mut self, identity: IdentityKey, wire: &[u8]) {
         let from = self.display_name(&identity);
@@ -85,9 +87,12 @@ impl AgentActor {
                 "peer" => &from, "reason" => request.reason.as_str());
             return;
         }
-        let now = std::time::Instant::now();
-        if !(self.recovery).may_grant(identity, request.ratchet_key, request.reason, now) {
-            warn!(self.log, "reset request ignored: granted before, or a new session was started for this peer recently";
+        let grant = PendingGrant {
+            reason: request.reason,
+            ratchet_key: request.ratchet_key,
+        };
+        if !(self.recovery).may_grant(identity, grant, std::time::Instant::now()) {
+            warn!(self.log, "reset request ignored: a new session for this peer is pending or was started recently";
                 "peer" => &from, "reason" => request.reason.as_str());
             return;
         }
@@ -97,72 +102,69 @@ impl AgentActor {
     }
 
     /// The bundle for a granted reset arrived (`bundle`, already checked): start the new
-    /// session and send the send log again. A reset for an unknown session starts
-    /// without the bundle's one-time prekey: the requester may be a copy restored from
-    /// a backup that does not hold the prekeys published after it.
-    pub(super) fn finish_reset(&mut self, name: &str, bundle: &PreKeyBundle, reason: ResetReason) -> bool {
-        let bundle = match reason {
+    /// session and encrypt the send log on it, in one transaction, then send. A reset
+    /// for an unknown session starts without the bundle's one-time prekey: the requester
+    /// may be a copy restored from a backup that does not hold the prekeys published
+    /// after it. On failure the grant is dropped (the peer asks again).
+    pub(super) fn finish_reset(&mut self, name: &str, bundle: &PreKeyBundle, grant: PendingGrant) -> bool {
+        let identity = bundle.identity;
+        let bundle = match grant.reason {
             ResetReason::UnknownSession => bundle.with_one_time_prekey(None),
             _ => bundle.clone(),
         };
-        if let Err(err) = self.state.start_session(&bundle, &mut OsRng) {
-            self.emit(Event::error(format!(
-                "cannot start the new session {name} asked for: {err}"
-            )));
-            return false;
+        let resend: Vec<Payload> = match self.state.send_log(&identity) {
+            Ok(logged) => logged
+                .iter()
+                .filter_map(|entry| Payload::decode(&entry.payload).ok())
+                .collect(),
+            Err(err) => {
+                self.emit(Event::error(format!(
+                    "cannot read the send log for {name}: {err}"
+                )));
+                Vec::new()
+            }
+        };
+        let entries = match self.state.restart_session(&bundle, &mut OsRng, &resend) {
+            Ok(entries) => entries,
+            Err(err) => {
+                self.recovery.abandon(&identity);
+                self.emit(Event::error(format!(
+                    "cannot start the new session {name} asked for: {err}"
+                )));
+                return false;
+            }
+        };
+        self.recovery.granted(identity, std::time::Instant::now());
+        let resent = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        for entry in entries {
+            self.window.push(entry.msg_id, *identity.as_bytes());
+            self.unacked.insert(
+                entry.msg_id,
+                Unacked {
+                    to: name.to_string(),
+                    visible: false,
+                    reply: None,
+                    deferred: false,
+                },
+            );
         }
-        let identity = bundle.identity;
-        let resent = self.resend_logged(name, identity);
+        self.pump();
         self.emit(Event::SessionReset {
             peer: name.to_string(),
             peer_identity: identity_hex(&identity),
             side: "restarted".into(),
-            reason: reason.as_str().into(),
+            reason: grant.reason.as_str().into(),
             resent: Some(resent),
         });
         true
     }
 
-    /// Encrypts the send log for `identity` again in the current session and sends it,
-    /// oldest first, under new relay ids; returns how many went.
-    fn resend_logged(&mut self, name: &str, identity: IdentityKey) -> u32 {
-        let logged = match self.state.send_log(&identity) {
-            Ok(logged) => logged,
-            Err(err) => {
-                self.emit(Event::error(format!(
-                    "cannot read the send log for {name}: {err}"
-                )));
-                return 0;
-            }
-        };
-        let mut resent = 0;
-        for entry in logged {
-            let Ok(payload) = Payload::decode(&entry.payload) else {
-                continue;
-            };
-            match self.state.encrypt_again(&identity, &payload, random_id()) {
-                Ok(out) => {
-                    self.window.push(out.msg_id, *identity.as_bytes());
-                    self.unacked.insert(
-                        out.msg_id,
-                        Unacked {
-                            to: name.to_string(),
-                            visible: false,
-                            reply: None,
-                            deferred: false,
-                        },
-                    );
-                    resent += 1;
-                }
-                Err(err) => {
-                    self.emit(Event::error(format!(
-                        "cannot send the messages {name} could not read again: {err}"
-                    )));
-                    break;
-                }
-            }
+    /// After a reconnection: the bundles of granted new sessions still waiting for one
+    /// are fetched again (the fetch in flight was lost with the link).
+    pub(super) fn refetch_pending_grants(&mut self) {
+        for identity in self.recovery.pending_peers() {
+            let name = self.display_name(&identity);
+            self.fetch(name, identity);
         }
-        self.pump();
-        resent
     }
 }

@@ -54,6 +54,7 @@ struct Sealed {
 /// How many received message ids are remembered per peer (of each kind) to recognise
 /// redeliveries.
 pub const RECEIVED_IDS_KEPT: usize = 4096;
+const _: () = assert!(crate::settings::MAX_SEND_LOG_KEEP as usize * 2 <= RECEIVED_IDS_KEPT);
 /// How many earlier sessions per peer are kept to decrypt with when the current one
 /// fails (when both sides start a session at the same time, each side's messages
 /// arrive for the other's handshake; the session that decrypts becomes current).
@@ -136,25 +137,74 @@ impl AgentState {
         bundle: &PreKeyBundle,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(), StateError> {
-        let session = Session::initiate(&self.identity, bundle, rng)?;
+        self.replace_session(bundle, rng, &[], false).map(|_| ())
+    }
+
+    /// Starts a new session with the owner of `bundle` at its request (a granted reset
+    /// request, docs/PROTOCOL.md 2.8) and encrypts `resend` on it, oldest first, each
+    /// under a new random relay id (not texts for `sent` events: those were reported
+    /// the first time). The session, its outbox entries and the replaced session
+    /// (archived, marked so that no request naming its chains is granted again) commit
+    /// in one transaction: a crash leaves either the old session alone or the new one
+    /// with everything it owes the peer.
+    pub fn restart_session(
+        &mut self,
+        bundle: &PreKeyBundle,
+        rng: &mut impl CryptoRngCore,
+        resend: &[Payload],
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        self.replace_session(bundle, rng, resend, true)
+    }
+
+    fn replace_session(
+        &mut self,
+        bundle: &PreKeyBundle,
+        rng: &mut impl CryptoRngCore,
+        resend: &[Payload],
+        by_reset: bool,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut session = Session::initiate(&self.identity, bundle, rng)?;
         let peer = bundle.identity;
+        let mut entries = Vec::with_capacity(resend.len());
+        for payload in resend {
+            let wire = session.encrypt(&payload.encode()?, rng)?;
+            let mut entry = OutboxEntry::new(payload, peer, wire);
+            rng.fill_bytes(&mut entry.msg_id);
+            entry.text = false;
+            entries.push(entry);
+        }
+        let rows: Vec<_> = entries.iter().map(OutboxEntry::row).collect();
         let path = self.db.path().to_path_buf();
         let bytes = session_bytes(&session, &path)?;
-        let previous = self.peers.get(&peer);
-        let old_bytes = previous.map(|p| session_bytes(&p.session, &path)).transpose()?;
+        let old = self.peers.get(&peer).map(|p| {
+            let mut old = p.session.clone();
+            if by_reset {
+                old.mark_replaced_by_reset();
+            }
+            old
+        });
+        let old_bytes = old.as_ref().map(|s| session_bytes(s, &path)).transpose()?;
         let seq = self.db.transaction_with(|tx| {
             tx.put_session(peer.as_bytes(), &bytes)?;
+            for row in &rows {
+                if !tx.outbox_put(row)? {
+                    return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
+                }
+            }
             match &old_bytes {
-                Some(old) => tx.archive_session(peer.as_bytes(), old, ARCHIVED_SESSIONS),
+                Some(old) => Ok(tx.archive_session(peer.as_bytes(), old, ARCHIVED_SESSIONS)?),
                 None => Ok(None),
             }
         })?;
-        let archived = match self.peers.remove(&peer) {
-            Some(p) => archive(p.archived, seq, p.session),
-            None => Vec::new(),
+        let archived = match (self.peers.remove(&peer), old) {
+            (Some(p), Some(old)) => archive(p.archived, seq, old),
+            _ => Vec::new(),
         };
         self.peers.insert(peer, PeerState { session, archived });
-        Ok(())
+        for entry in &entries {
+            self.outbox.push(entry.clone());
+        }
+        Ok(entries)
     }
 
     /// Encrypts `payload` for `peer` and returns the outbox entry to send.
@@ -208,40 +258,6 @@ impl AgentState {
         }
         if text.is_some() {
             self.correspondents.insert(*peer);
-        }
-        self.outbox.push(entry.clone());
-        Ok(entry)
-    }
-
-    /// Encrypts again, for `peer`, a payload sent before (from the send log) under the
-    /// relay message id `relay_msg_id`, and returns its outbox entry (not a text: its
-    /// `sent` was reported the first time). The send log and the history already hold
-    /// it. Persist before send, as [`AgentState::encrypt`].
-    pub fn encrypt_again(
-        &mut self,
-        peer: &IdentityKey,
-        payload: &Payload,
-        relay_msg_id: [u8; MESSAGE_ID_LEN],
-    ) -> Result<OutboxEntry, StateError> {
-        if self.outbox.contains(&relay_msg_id) {
-            return Err(StateError::DuplicateMsgId(hex::encode(relay_msg_id)));
-        }
-        let Sealed {
-            session, wire, bytes, ..
-        } = self.seal_for(peer, payload)?;
-        let mut entry = OutboxEntry::new(payload, *peer, wire);
-        entry.msg_id = relay_msg_id;
-        entry.text = false;
-        let row = entry.row();
-        self.db.transaction_with(|tx| {
-            tx.put_session(peer.as_bytes(), &bytes)?;
-            if !tx.outbox_put(&row)? {
-                return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
-            }
-            Ok(())
-        })?;
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.session = session;
         }
         self.outbox.push(entry.clone());
         Ok(entry)

@@ -390,3 +390,54 @@ fn sent_and_received_texts_go_to_the_history_and_sent_ones_to_the_send_log() {
         "nothing new logged"
     );
 }
+
+#[test]
+fn a_restart_at_the_peers_request_commits_the_session_and_the_resent_texts_together() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let alice_dir = tmp.path().join("alice");
+    let mut alice = open(&alice_dir, "alice");
+    let mut bob = open(&tmp.path().join("bob"), "bob");
+    let (a, b) = (ik(&alice), ik(&bob));
+    let m1 = send(&mut alice, &bob, "one");
+    assert_eq!(recv_text(&mut bob, &a, &m1), "one");
+    let reply = send(&mut bob, &alice, "ack");
+    assert_eq!(recv_text(&mut alice, &b, &reply), "ack");
+    let m2 = send(&mut alice, &bob, "two");
+    let key = match Message::decode(&m2.wire) {
+        Ok(message) => message.header().ratchet_key,
+        Err(err) => panic!("decode: {err}"),
+    };
+    assert!(alice.sent_with_ratchet_key(&b, &key));
+
+    // Bob asked (his copy lost "two"): a new session, with the send log on it.
+    let logged: Vec<_> = (alice.send_log(&b).expect("log").iter())
+        .map(|l| e2ee_protocol::payload::Payload::decode(&l.payload).expect("payload"))
+        .collect();
+    assert_eq!(logged.len(), 2);
+    let entries = alice
+        .restart_session(&bob.bundle(), &mut OsRng, &logged)
+        .expect("restart");
+    assert_eq!(entries.len(), 2);
+    assert!(entries
+        .iter()
+        .all(|e| !e.text && e.msg_id != m1.msg_id && e.msg_id != m2.msg_id));
+    assert!(
+        !alice.sent_with_ratchet_key(&b, &key),
+        "a replayed request is refused"
+    );
+
+    // All of it is on disk: the mark on the replaced session, the entries in the outbox.
+    drop(alice);
+    let alice = open(&alice_dir, "alice");
+    assert!(!alice.sent_with_ratchet_key(&b, &key), "after a restart too");
+    let outbox = alice.outbox();
+    for entry in &entries {
+        assert!(outbox.contains(entry), "{entry:?} in the outbox");
+    }
+    // Bob reads the resent texts on the new session: "one" again is recognised, "two" shown.
+    assert!(matches!(
+        recv(&mut bob, &a, &entries[0]).map_err(|e| failure(Err(e))),
+        Err(f) if f.redelivery
+    ));
+    assert_eq!(recv_text(&mut bob, &a, &entries[1]), "two");
+}
