@@ -10,7 +10,7 @@ use e2ee_config::{LogFormat, LogLevel, LogTarget, OverrideValue};
 /// Ratchet sessions, driven interactively from stdin or by a script.
 ///
 /// Settings are layered: built-in defaults, then the TOML file given with --config,
-/// then E2EE_* environment variables (nested keys with "__"), then these flags.
+/// then E2EE_AGENT_* environment variables (nested keys with "__"), then these flags.
 /// Interactive commands: /msg <peer> <text>, /peers, /verify <peer>,
 /// /trust <peer> <digits>, /reject <peer>, /release-name, /claim-name, /help, /quit.
 #[derive(Parser, Debug)]
@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long = "state", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Seal the state under the passphrase in this file (its first line) instead of
-    /// the key file `state.key` in the state directory (env E2EE_PASSPHRASE_FILE).
+    /// the key file `state.key` in the state directory (env E2EE_AGENT_PASSPHRASE_FILE).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
     /// Ask for the passphrase on the terminal (twice for a new state) instead of
@@ -95,8 +95,12 @@ fn main() -> anyhow::Result<()> {
         e2ee_agent::passphrase::PASSPHRASE_ENV,
     ];
     let env = std::env::vars_os().filter(|(key, _)| !hooks.iter().any(|hook| key == hook));
-    let settings: AgentSettings =
-        e2ee_config::load_with_env(cli.config.as_deref(), e2ee_config::ENV_PREFIX, env, &overrides)?;
+    let settings: AgentSettings = e2ee_config::load_with_env(
+        cli.config.as_deref(),
+        e2ee_config::AGENT_ENV_PREFIX,
+        env,
+        &overrides,
+    )?;
     if cli.print_config {
         print!("{}", e2ee_config::to_toml(&settings)?);
         return Ok(());

@@ -1,5 +1,5 @@
 //! The agent's settings: one struct loaded in layers by `e2ee_config::load`
-//! (defaults → TOML file → `E2EE_` environment → flags). Unknown keys are errors.
+//! (defaults → TOML file → `E2EE_AGENT_` environment → flags). Unknown keys are errors.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -424,7 +424,12 @@ mod tests {
             std::fs::write(&path, text).expect("write config");
         }
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        e2ee_config::load_with_env(toml.map(|_| path.as_path()), e2ee_config::ENV_PREFIX, env, &[])
+        e2ee_config::load_with_env(
+            toml.map(|_| path.as_path()),
+            e2ee_config::AGENT_ENV_PREFIX,
+            env,
+            &[],
+        )
     }
 
     #[test]
@@ -455,9 +460,9 @@ mod tests {
         let s = load(
             Some("name = \"alice\"\nidentity_policy = \"block\"\n[prekeys]\nreplenish_to = 80\n"),
             &[
-                ("E2EE_RECONNECT__MAX_MS", "9000"),
-                ("E2EE_JSON", "true"),
-                ("E2EE_IDENTITY_POLICY", "Accept"),
+                ("E2EE_AGENT_RECONNECT__MAX_MS", "9000"),
+                ("E2EE_AGENT_JSON", "true"),
+                ("E2EE_AGENT_IDENTITY_POLICY", "Accept"),
             ],
         )
         .expect("load");

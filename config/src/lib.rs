@@ -2,7 +2,7 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`settings`] | layered loading of a binary's settings struct: defaults → TOML file → `E2EE_` environment → flags ([`load`], [`load_with_env`], [`to_toml`], [`OverrideValue`], [`SettingsError`]) |
+//! | [`settings`] | layered loading of a binary's settings struct: defaults → TOML file → `E2EE_RELAY_` / `E2EE_AGENT_` environment → flags ([`load`], [`load_with_env`], [`to_toml`], [`OverrideValue`], [`SettingsError`]) |
 //! | [`logging`] | the root slog logger: term or JSON drain, async, filtered by level ([`build_logger`], [`discard_logger`], [`LogFormat`], [`LogLevel`], [`LogTarget`], [`LoggerGuard`]) |
 //!
 //! # A binary's `main`
@@ -97,4 +97,7 @@ pub mod settings;
 pub use logging::{
     build_logger, discard_logger, LogFormat, LogLevel, LogTarget, LoggerGuard, ParseLogOptionError,
 };
-pub use settings::{load, load_with_env, to_toml, Layer, OverrideValue, SettingsError, ENV_PREFIX};
+pub use settings::{
+    load, load_with_env, to_toml, Layer, OverrideValue, SettingsError, AGENT_ENV_PREFIX, ENV_PREFIX,
+    RELAY_ENV_PREFIX,
+};

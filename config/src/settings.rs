@@ -22,8 +22,15 @@ use config::{Config, ConfigError, Environment, FileFormat, Format, Map, Source, 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The environment prefix the e2ee-chat binaries use (`E2EE_LISTEN`, `E2EE_LIMITS__...`).
+/// The prefix shared by the e2ee-chat binaries' environment variables. Each binary
+/// reads settings under its own: [`RELAY_ENV_PREFIX`], [`AGENT_ENV_PREFIX`].
 pub const ENV_PREFIX: &str = "E2EE";
+/// The relay's settings prefix (`E2EE_RELAY_LISTEN`, `E2EE_RELAY_LIMITS__...`).
+pub const RELAY_ENV_PREFIX: &str = "E2EE_RELAY";
+/// The agent's settings prefix (`E2EE_AGENT_NAME`, `E2EE_AGENT_RECONNECT__...`).
+pub const AGENT_ENV_PREFIX: &str = "E2EE_AGENT";
+/// Every binary's own prefix, so that one binary does not read another's settings.
+const BINARY_PREFIXES: [&str; 2] = [RELAY_ENV_PREFIX, AGENT_ENV_PREFIX];
 
 /// Joins the prefix to the first key segment in a variable name: `E2EE` `_` `LISTEN`.
 const ENV_PREFIX_SEPARATOR: &str = "_";
@@ -182,6 +189,16 @@ pub enum SettingsError {
         /// The variable's name.
         var: String,
     },
+    /// A variable under the shared `E2EE_` prefix names one of this binary's settings,
+    /// as the releases before the per-binary prefixes did: it is refused (it would be
+    /// ignored otherwise), naming the variable to use instead.
+    #[error("environment variable `{var}` uses the old prefix `E2EE_`: this setting is now `{instead}`")]
+    OldEnvPrefix {
+        /// The variable as set.
+        var: String,
+        /// The name under this binary's prefix.
+        instead: String,
+    },
     /// A command-line override key is not a valid dotted key.
     #[error("invalid setting key `{key}` in a command-line override: {reason}")]
     BadOverrideKey {
@@ -276,11 +293,16 @@ where
     V: Into<OsString>,
 {
     let prefix = env_prefix.trim_end_matches(ENV_PREFIX_SEPARATOR);
-    let mut origins = Origins::default();
+    let mut origins = Origins {
+        prefix: prefix.to_owned(),
+        ..Origins::default()
+    };
 
     let defaults = Config::try_from(&S::default()).map_err(|err| SettingsError::Defaults {
         reason: err.to_string(),
     })?;
+    let env: Vec<(OsString, OsString)> = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    refuse_old_prefix(prefix, &defaults, &env)?;
     let mut builder = Config::builder().add_source(defaults);
 
     if let Some(path) = file {
@@ -368,6 +390,43 @@ fn read_toml(path: &Path) -> Result<(String, Map<String, Value>), SettingsError>
 /// each one's dotted key paired with its name.
 type EnvVars = (Map<String, String>, Vec<(String, String)>);
 
+/// For a binary's own prefix (`E2EE_RELAY`, `E2EE_AGENT`): refuses a variable directly
+/// under the shared `E2EE_` prefix whose first segment is one of the binary's top-level
+/// settings (`E2EE_LIMITS__MAX_CONNECTIONS` for the relay). Other `E2EE_` variables (the
+/// other binary's, test hooks, `E2EE_PASSPHRASE`) are left alone.
+fn refuse_old_prefix(
+    prefix: &str,
+    defaults: &Config,
+    env: &[(OsString, OsString)],
+) -> Result<(), SettingsError> {
+    let prefix_upper = prefix.to_uppercase();
+    if !BINARY_PREFIXES.contains(&prefix_upper.as_str()) {
+        return Ok(());
+    }
+    let Ok(top) = defaults.cache.clone().into_table() else {
+        return Ok(());
+    };
+    let shared = format!("{ENV_PREFIX}{ENV_PREFIX_SEPARATOR}").to_lowercase();
+    for (name, _) in env {
+        let Some(name) = name.to_str() else { continue };
+        let lower = name.to_lowercase();
+        let Some(rest) = lower.strip_prefix(&shared) else {
+            continue;
+        };
+        let own = BINARY_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(&format!("{}{ENV_PREFIX_SEPARATOR}", p.to_lowercase())));
+        let first = rest.split(ENV_SEPARATOR).next().unwrap_or(rest);
+        if !own && top.contains_key(first) {
+            return Err(SettingsError::OldEnvPrefix {
+                var: name.to_owned(),
+                instead: format!("{prefix_upper}{ENV_PREFIX_SEPARATOR}{}", &name[shared.len()..]),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn collect_env<I, K, V>(prefix: &str, env: I) -> Result<EnvVars, SettingsError>
 where
     I: IntoIterator<Item = (K, V)>,
@@ -407,6 +466,8 @@ struct Origins {
     env: Vec<(String, String)>,
     /// Dotted keys of the command-line overrides.
     flags: Vec<String>,
+    /// The environment prefix (for the name of a variable not seen).
+    prefix: String,
 }
 
 impl Origins {
@@ -415,7 +476,8 @@ impl Origins {
         let found = lookup(tree, key).and_then(first_origin);
         match found {
             Some(ENV_ORIGIN) => Some(Layer::Env(
-                self.env_var(key).unwrap_or_else(|| fallback_env_name(key)),
+                self.env_var(key)
+                    .unwrap_or_else(|| fallback_env_name(&self.prefix, key)),
             )),
             Some(origin) => match &self.file {
                 Some((label, path)) if label == origin => Some(Layer::File(path.clone())),
@@ -445,9 +507,10 @@ fn related(a: &str, b: &str) -> bool {
     under(a, b) || under(b, a)
 }
 
-fn fallback_env_name(key: &str) -> String {
+fn fallback_env_name(prefix: &str, key: &str) -> String {
     format!(
-        "{ENV_PREFIX}{ENV_PREFIX_SEPARATOR}{}",
+        "{}{ENV_PREFIX_SEPARATOR}{}",
+        prefix.to_uppercase(),
         key.replace('.', ENV_SEPARATOR).to_uppercase()
     )
 }
@@ -846,5 +909,35 @@ mod tests {
         let file = toml_file(&text);
         let got = load_test(Some(file.path()), &[], &[]).expect("load rendered");
         assert_eq!(got, settings);
+    }
+
+    #[test]
+    fn a_binary_prefix_refuses_its_settings_under_the_old_prefix_and_ignores_the_rest() {
+        let load = |env: &[(&str, &str)]| {
+            load_with_env::<TestSettings, _, _, _>(None, RELAY_ENV_PREFIX, env.iter().copied(), &[])
+        };
+        let err = load(&[("E2EE_LIMITS__MAX_CONNECTIONS", "10")]).expect_err("old prefix");
+        assert!(
+            matches!(&err, SettingsError::OldEnvPrefix { var, instead }
+                if var == "E2EE_LIMITS__MAX_CONNECTIONS" && instead == "E2EE_RELAY_LIMITS__MAX_CONNECTIONS"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("E2EE_RELAY_LIMITS__MAX_CONNECTIONS"),
+            "{err}"
+        );
+        // Another binary's settings, hooks and unknown names under E2EE_ are not ours.
+        let got = load(&[
+            ("E2EE_AGENT_NAME", "alice"),
+            ("E2EE_PASSPHRASE", "secret"),
+            ("E2EE_CRASH_AT", "x"),
+            ("E2EE_RELAY_LIMITS__MAX_CONNECTIONS", "7"),
+        ])
+        .expect("loads");
+        assert_eq!(got.limits.max_connections, 7);
+        // The shared prefix itself keeps reading E2EE_ directly.
+        let got: TestSettings =
+            load_with_env(None, ENV_PREFIX, [("E2EE_LIMITS__MAX_CONNECTIONS", "9")], &[]).expect("shared");
+        assert_eq!(got.limits.max_connections, 9);
     }
 }

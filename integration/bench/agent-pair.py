@@ -37,9 +37,9 @@ def start_relay(binary, data):
     # agents, not the relay's rate limit (default 2 000, refilled by 1 000 a second).
     # Likewise the sender's quota of unacknowledged messages (default 10 000), which a
     # pipelined sender faster than its receiver reaches.
-    env = dict(os.environ, E2EE_LIMITS__RATE_CAPACITY="1000000",
-               E2EE_LIMITS__RATE_REFILL_PER_SEC="1000000",
-               E2EE_LIMITS__SENDER_QUOTA_MESSAGES="1000000")
+    env = dict(os.environ, E2EE_RELAY_LIMITS__RATE_CAPACITY="1000000",
+               E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC="1000000",
+               E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES="1000000")
     proc = subprocess.Popen(
         [binary, "--listen", "127.0.0.1:0", "--data-dir", data, "--log-format", "json"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -59,7 +59,7 @@ def start_relay(binary, data):
 
 
 def agent(binary, name, relay, state, extra=(), stdin=subprocess.DEVNULL):
-    env = dict(os.environ, E2EE_LOG_LEVEL="warn")
+    env = dict(os.environ, E2EE_AGENT_LOG_LEVEL="warn", E2EE_RELAY_LOG_LEVEL="warn")
     return subprocess.Popen(
         [binary, "--name", name, "--relay", relay, "--state", state, "--json", *extra],
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)

@@ -112,7 +112,7 @@ pub fn run(config: PeersConfig, dir: &Path) -> anyhow::Result<PeersReport> {
 
     let state_dir = dir.join("hub");
     let mut hub = AgentConfig::new("hub", relay.addr, &state_dir)
-        .env("E2EE_LOG_LEVEL", "warn")
+        .env("E2EE_AGENT_LOG_LEVEL", "warn")
         .start()?;
     hub.wait_event("connection", Duration::from_secs(30))?;
 

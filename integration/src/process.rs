@@ -59,7 +59,7 @@ impl RelayProcess {
     /// Starts on `listen` for a test: without fsync (a test does not need the relay's
     /// durability against a power loss; `kill -9` loses nothing either way).
     pub fn start_for_test(listen: &str, data_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with_env(listen, data_dir, &[], &[("E2EE_STORE__FSYNC", "false")])
+        Self::start_with_env(listen, data_dir, &[], &[("E2EE_RELAY_STORE__FSYNC", "false")])
     }
 
     /// Starts with extra `E2EE_…` environment settings.

@@ -22,8 +22,8 @@ fn start_relay(listen: &str, data_dir: &Path) -> RelayProcess {
 /// An agent with fast reconnection (the relay-restart test waits for it).
 fn agent(name: &str, relay: SocketAddr, state_dir: &Path) -> AgentConfig {
     AgentConfig::new(name, relay, state_dir)
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "300")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "300")
 }
 
 fn start(config: AgentConfig) -> AgentProcess {
@@ -688,7 +688,10 @@ fn identity_change_after_the_lease(policy: &str, verified: bool, decision: &str)
         "127.0.0.1:0",
         &tmp.path().join("relay"),
         &[],
-        &[("E2EE_STORE__FSYNC", "false"), ("E2EE_NAMES__LEASE_SECS", "1")],
+        &[
+            ("E2EE_RELAY_STORE__FSYNC", "false"),
+            ("E2EE_RELAY_NAMES__LEASE_SECS", "1"),
+        ],
     )
     .expect("relay starts");
     let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
@@ -1055,8 +1058,8 @@ fn a_sender_is_told_when_the_recipient_has_been_away_past_the_notice_period() {
         &tmp.path().join("relay"),
         &[],
         &[
-            ("E2EE_STORE__FSYNC", "false"),
-            ("E2EE_NAMES__AWAY_NOTICE_SECS", "1"),
+            ("E2EE_RELAY_STORE__FSYNC", "false"),
+            ("E2EE_RELAY_NAMES__AWAY_NOTICE_SECS", "1"),
         ],
     )
     .expect("relay starts");

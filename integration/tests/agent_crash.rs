@@ -130,8 +130,8 @@ impl World {
 
 fn agent_config(name: &str, relay: SocketAddr, dir: &Path) -> AgentConfig {
     AgentConfig::new(name, relay, dir)
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "300")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "300")
 }
 
 fn text(event: &Value) -> &str {
@@ -404,9 +404,9 @@ fn sender_aborts_after_a_message_left_before_its_sent_ack() {
 /// Small prekey stocks, so that bob replenishes on his first connection: the relay
 /// answers his first publication with 2 < 3.
 const SMALL_STOCK: [(&str, &str); 3] = [
-    ("E2EE_PREKEYS__INITIAL_ONE_TIME", "2"),
-    ("E2EE_PREKEYS__REPLENISH_BELOW", "3"),
-    ("E2EE_PREKEYS__REPLENISH_TO", "4"),
+    ("E2EE_AGENT_PREKEYS__INITIAL_ONE_TIME", "2"),
+    ("E2EE_AGENT_PREKEYS__REPLENISH_BELOW", "3"),
+    ("E2EE_AGENT_PREKEYS__REPLENISH_TO", "4"),
 ];
 
 fn with_env(mut config: AgentConfig, env: &[(&str, &str)]) -> AgentConfig {
@@ -490,7 +490,7 @@ fn receiver_aborts_after_rotating_the_signed_prekey_before_publishing_it() {
     prekey_crash(
         &world,
         "prekeys.after_rotation:1",
-        &[("E2EE_PREKEYS__SIGNED_ROTATION_SECS", "1")],
+        &[("E2EE_AGENT_PREKEYS__SIGNED_ROTATION_SECS", "1")],
         &[],
     );
 }

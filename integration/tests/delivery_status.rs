@@ -12,8 +12,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn agent(name: &str, relay: &RelayProcess, dir: &Path) -> AgentProcess {
     AgentConfig::new(name, relay.addr, &dir.join(name))
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
         .start()
         .expect("agent starts")
 }
@@ -22,9 +22,9 @@ fn agent(name: &str, relay: &RelayProcess, dir: &Path) -> AgentProcess {
 fn a_message_that_expires_at_the_relay_is_reported_expired_to_its_sender_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let env = [
-        ("E2EE_STORE__FSYNC", "false"),
-        ("E2EE_LIMITS__MESSAGE_TTL_SECS", "2"),
-        ("E2EE_LIMITS__HEARTBEAT_INTERVAL_MS", "400"),
+        ("E2EE_RELAY_STORE__FSYNC", "false"),
+        ("E2EE_RELAY_LIMITS__MESSAGE_TTL_SECS", "2"),
+        ("E2EE_RELAY_LIMITS__HEARTBEAT_INTERVAL_MS", "400"),
     ];
     let relay =
         RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");

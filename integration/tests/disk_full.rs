@@ -65,7 +65,7 @@ fn fill(path: &Path) -> u64 {
 
 fn agent(name: &str, relay: &RelayProcess, dir: &Path) -> AgentProcess {
     AgentConfig::new(name, relay.addr, dir)
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
         .start()
         .expect("agent starts")
 }

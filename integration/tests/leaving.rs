@@ -17,9 +17,9 @@ fn relay_on(listen: &str, dir: &Path) -> RelayProcess {
 
 fn agent(name: &str, relay: &RelayProcess, dir: &Path, leave_wait_ms: &str) -> AgentProcess {
     AgentConfig::new(name, relay.addr, &dir.join(name))
-        .env("E2EE_LEAVE_WAIT_MS", leave_wait_ms)
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .env("E2EE_AGENT_LEAVE_WAIT_MS", leave_wait_ms)
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
         .start()
         .expect("agent starts")
 }
@@ -86,7 +86,7 @@ fn what_the_relay_did_not_store_in_time_is_reported_and_sent_at_the_next_start()
     let script = tmp.path().join("alice.script");
     std::fs::write(&script, "send bob scripted while away\nquit\n").expect("script");
     let mut scripted = AgentConfig::new("alice", relay.addr, &tmp.path().join("alice"))
-        .env("E2EE_LEAVE_WAIT_MS", "300")
+        .env("E2EE_AGENT_LEAVE_WAIT_MS", "300")
         .script(&script)
         .start()
         .expect("starts");

@@ -98,10 +98,10 @@ fn pipe(from: &TcpStream, to: &TcpStream, frozen: Arc<AtomicBool>, stop: Arc<Ato
 
 fn agent(name: &str, relay: SocketAddr, dir: &std::path::Path) -> AgentProcess {
     AgentConfig::new(name, relay, &dir.join(name))
-        .env("E2EE_HEARTBEAT__INTERVAL_MS", "300")
-        .env("E2EE_HEARTBEAT__TIMEOUT_MS", "300")
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .env("E2EE_AGENT_HEARTBEAT__INTERVAL_MS", "300")
+        .env("E2EE_AGENT_HEARTBEAT__TIMEOUT_MS", "300")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
         .start()
         .expect("agent starts")
 }
@@ -159,8 +159,8 @@ fn two_copies_of_one_state_are_reported_and_do_not_fight() {
     let mut first = agent("alice", relay.addr, tmp.path());
     first.wait_event("connection", WAIT).expect("connects");
     let mut copy = AgentConfig::new("alice", relay.addr, &tmp.path().join("copy"))
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
         .start()
         .expect("the copy starts");
     copy.wait_event("connection", WAIT).expect("the copy connects");

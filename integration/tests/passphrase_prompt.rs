@@ -20,7 +20,7 @@ fn agent(state: &Path, prompt: bool) -> Session {
     if prompt {
         command.arg("--passphrase-prompt");
     }
-    command.env("E2EE_RECONNECT__INITIAL_MS", "1000");
+    command.env("E2EE_AGENT_RECONNECT__INITIAL_MS", "1000");
     let mut session = Session::spawn(command).expect("spawn on a pty");
     session.set_expect_timeout(Some(WAIT));
     session

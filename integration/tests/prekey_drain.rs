@@ -83,9 +83,9 @@ fn ten_throwaway_identities_over_replacing_connections_get_a_bounded_share_and_t
         &tmp.path().join("relay"),
         &[],
         &[
-            ("E2EE_STORE__FSYNC", "false"),
-            ("E2EE_LIMITS__OPK_HANDOUT_CAPACITY", &CAPACITY.to_string()),
-            ("E2EE_LIMITS__OPK_HANDOUT_REFILL_PER_HOUR", "120"),
+            ("E2EE_RELAY_STORE__FSYNC", "false"),
+            ("E2EE_RELAY_LIMITS__OPK_HANDOUT_CAPACITY", &CAPACITY.to_string()),
+            ("E2EE_RELAY_LIMITS__OPK_HANDOUT_REFILL_PER_HOUR", "120"),
         ],
     )
     .expect("relay starts");

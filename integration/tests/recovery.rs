@@ -12,8 +12,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn agent(name: &str, relay: &RelayProcess, dir: &Path) -> AgentProcess {
     AgentConfig::new(name, relay.addr, &dir.join(name))
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "200")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
         .start()
         .expect("agent starts")
 }
@@ -174,8 +174,8 @@ fn both_sides_writing_at_once_after_a_restore_heal_and_lose_nothing() {
 fn a_gap_of_1010_expired_messages_is_reported_lost_and_the_next_chain_decrypts() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let env = [
-        ("E2EE_STORE__FSYNC", "false"),
-        ("E2EE_LIMITS__MESSAGE_TTL_SECS", "2"),
+        ("E2EE_RELAY_STORE__FSYNC", "false"),
+        ("E2EE_RELAY_LIMITS__MESSAGE_TTL_SECS", "2"),
     ];
     let relay =
         RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");

@@ -846,11 +846,11 @@ async fn a_client_that_never_reads_is_cut_off_and_keeps_its_messages() {
         dir.path(),
         &[],
         &[
-            ("E2EE_LIMITS__MAX_UNACKED", "1000000"),
-            ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-            ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
-            ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "1000000"),
-            ("E2EE_LIMITS__SENDER_QUOTA_BYTES", "1000000000"),
+            ("E2EE_RELAY_LIMITS__MAX_UNACKED", "1000000"),
+            ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000"),
+            ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+            ("E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES", "1000000"),
+            ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", "1000000000"),
         ],
     )
     .expect("relay");
@@ -1069,7 +1069,7 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     // Defaults, then the environment, then flags.
     let printed = Command::new(&bin)
         .args(["--print-config", "--listen", "127.0.0.1:7999"])
-        .env("E2EE_LIMITS__QUEUE_QUOTA", "77")
+        .env("E2EE_RELAY_LIMITS__QUEUE_QUOTA", "77")
         .output()
         .expect("--print-config");
     let text = String::from_utf8_lossy(&printed.stdout);
@@ -1112,7 +1112,7 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
     let out = Command::new(&bin)
         .current_dir(dir.path())
         .args(["--listen", "127.0.0.1:0"])
-        .env("E2EE_NAMES__LEASE_DAYS", "0")
+        .env("E2EE_RELAY_NAMES__LEASE_DAYS", "0")
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("runs");
@@ -1604,7 +1604,7 @@ async fn holder_and_login_survive_a_restart() -> bool {
     const LEASE: Duration = RENEWED_LEASE;
     let dir = tempfile::tempdir().expect("tempdir");
     let lease = LEASE.as_secs().to_string();
-    let env = [("E2EE_NAMES__LEASE_SECS", lease.as_str())];
+    let env = [("E2EE_RELAY_NAMES__LEASE_SECS", lease.as_str())];
     let start = || RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &env).expect("relay");
     let mut relay = start();
     let alice_id = identity();
@@ -1935,7 +1935,7 @@ async fn away_queries_take_tokens_from_the_request_bucket() {
 async fn the_away_notice_period_is_set_through_the_environment_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let notice = AWAY_NOTICE.as_secs().to_string();
-    let env = [("E2EE_NAMES__AWAY_NOTICE_SECS", notice.as_str())];
+    let env = [("E2EE_RELAY_NAMES__AWAY_NOTICE_SECS", notice.as_str())];
     let start = || RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &[], &env).expect("relay");
     let mut relay = start();
     let bob_id = identity();
@@ -1974,8 +1974,8 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
         dir.path(),
         &[],
         &[
-            ("E2EE_STORE__FSYNC", "false"),
-            ("E2EE_LIMITS__WRITE_TIMEOUT_MS", "500"),
+            ("E2EE_RELAY_STORE__FSYNC", "false"),
+            ("E2EE_RELAY_LIMITS__WRITE_TIMEOUT_MS", "500"),
         ],
     )
     .expect("relay");

@@ -54,7 +54,7 @@ impl Relay {
             .expect("a free port");
         let metrics = format!("127.0.0.1:{metrics_port}");
         let mut env = env.to_vec();
-        env.push(("E2EE_SUMMARY_INTERVAL_SECS", "0"));
+        env.push(("E2EE_RELAY_SUMMARY_INTERVAL_SECS", "0"));
         let process =
             RelayProcess::start_with_env("127.0.0.1:0", dir.path(), &["--metrics-listen", &metrics], &env)
                 .expect("relay starts");
@@ -288,8 +288,8 @@ async fn an_ack_flood_is_ignored_without_store_writes_while_a_pair_keeps_talking
     // Acks are read at up to 100 000 a second (the default, 4 096, would stretch the
     // flood to over a minute).
     let relay = Relay::start(&[
-        ("E2EE_LIMITS__ACK_RATE_CAPACITY", "10000"),
-        ("E2EE_LIMITS__ACK_RATE_REFILL_PER_SEC", "100000"),
+        ("E2EE_RELAY_LIMITS__ACK_RATE_CAPACITY", "10000"),
+        ("E2EE_RELAY_LIMITS__ACK_RATE_REFILL_PER_SEC", "100000"),
     ]);
     let pair = Pair::start(&relay).await;
     let before = relay.metrics().await;
@@ -365,8 +365,8 @@ async fn an_ack_flood_is_ignored_without_store_writes_while_a_pair_keeps_talking
 async fn acknowledgements_wait_for_tokens_of_the_ack_bucket() {
     const ACKS: u64 = 1_100;
     let relay = Relay::start(&[
-        ("E2EE_LIMITS__ACK_RATE_CAPACITY", "100"),
-        ("E2EE_LIMITS__ACK_RATE_REFILL_PER_SEC", "1000"),
+        ("E2EE_RELAY_LIMITS__ACK_RATE_CAPACITY", "100"),
+        ("E2EE_RELAY_LIMITS__ACK_RATE_REFILL_PER_SEC", "1000"),
     ]);
     let pair = Pair::start(&relay).await;
     let mut flooder = RelayClient::connect(relay.addr(), identity())
@@ -402,7 +402,7 @@ async fn acknowledgements_wait_for_tokens_of_the_ack_bucket() {
 async fn a_thousand_large_frame_headers_before_login_are_refused_at_once() {
     const CONNECTIONS: usize = 1_000;
     const RSS_BOUND_MIB: u64 = 32;
-    let relay = Relay::start(&[("E2EE_LIMITS__AUTH_TIMEOUT_MS", "3000")]);
+    let relay = Relay::start(&[("E2EE_RELAY_LIMITS__AUTH_TIMEOUT_MS", "3000")]);
     let pair = Pair::start(&relay).await;
     let rss_before = relay.rss_kib();
     let peak = RssPeak::watch(relay.pid());
@@ -504,11 +504,11 @@ async fn a_sender_storing_to_many_random_recipients_hits_its_quota() {
     const QUOTA_BYTES: usize = 8 * 1024 * 1024;
     const RSS_BOUND_MIB: u64 = 48;
     let relay = Relay::start(&[
-        ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "2000"),
-        ("E2EE_LIMITS__SENDER_QUOTA_BYTES", "8388608"),
-        ("E2EE_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
-        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+        ("E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES", "2000"),
+        ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", "8388608"),
+        ("E2EE_RELAY_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
+        ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000"),
+        ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
     ]);
     let pair = Pair::start(&relay).await;
     let rss_before = relay.rss_kib();
@@ -612,10 +612,10 @@ async fn the_storage_budget_refuses_everyone_until_messages_are_read() {
     const BUDGET: usize = 2 * 1024 * 1024;
     const RSS_BOUND_MIB: u64 = 32;
     let relay = Relay::start(&[
-        ("E2EE_STORE__MAX_STORED_BYTES", "2097152"),
-        ("E2EE_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
-        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+        ("E2EE_RELAY_STORE__MAX_STORED_BYTES", "2097152"),
+        ("E2EE_RELAY_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
+        ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000"),
+        ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
     ]);
     let rss_before = relay.rss_kib();
     let peak = RssPeak::watch(relay.pid());
@@ -721,8 +721,8 @@ async fn sends_to_invalid_recipient_keys_are_refused() {
     const ROUNDS: u64 = 400;
     const RSS_BOUND_MIB: u64 = 16;
     let relay = Relay::start(&[
-        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+        ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000"),
+        ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
     ]);
     let pair = Pair::start(&relay).await;
     let rss_before = relay.rss_kib();
@@ -814,11 +814,11 @@ async fn a_flood_of_sends_waits_for_the_bounded_store_queue() {
     const SIZE: usize = 32 * 1024;
     const RSS_BOUND_MIB: u64 = 32;
     let relay = Relay::start(&[
-        ("E2EE_STORE__MAX_QUEUED_WRITES", "8"),
-        ("E2EE_STORE__MAX_QUEUED_BYTES", "262144"),
-        ("E2EE_LIMITS__RATE_CAPACITY", "1000000"),
-        ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
-        ("E2EE_LIMITS__SENDER_QUOTA_BYTES", "1000000000"),
+        ("E2EE_RELAY_STORE__MAX_QUEUED_WRITES", "8"),
+        ("E2EE_RELAY_STORE__MAX_QUEUED_BYTES", "262144"),
+        ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000"),
+        ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000"),
+        ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", "1000000000"),
     ]);
     let pair = Pair::start(&relay).await;
     let rss_before = relay.rss_kib();

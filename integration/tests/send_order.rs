@@ -79,12 +79,12 @@ impl Limit {
     fn env(self) -> [(&'static str, &'static str); 2] {
         match self {
             Limit::SendBucket => [
-                ("E2EE_LIMITS__RATE_CAPACITY", "20"),
-                ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "400"),
+                ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "20"),
+                ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "400"),
             ],
             Limit::SenderQuota => [
-                ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "300"),
-                ("E2EE_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
+                ("E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES", "300"),
+                ("E2EE_RELAY_LIMITS__QUOTA_RETRY_AFTER_MS", "200"),
             ],
         }
     }
@@ -113,7 +113,7 @@ fn flood_arrives_complete(count: usize, offline: bool, limit: Limit) {
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let [a, b] = limit.env();
-    let env = [("E2EE_STORE__FSYNC", "false"), a, b];
+    let env = [("E2EE_RELAY_STORE__FSYNC", "false"), a, b];
     let relay = RelayProcess::start_with_env(
         "127.0.0.1:0",
         &tmp.path().join("relay"),

@@ -30,15 +30,15 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn relay(dir: &Path, env: &[(&str, &str)]) -> RelayProcess {
-    let mut all = vec![("E2EE_STORE__FSYNC", "false")];
+    let mut all = vec![("E2EE_RELAY_STORE__FSYNC", "false")];
     all.extend_from_slice(env);
     RelayProcess::start_with_env("127.0.0.1:0", dir, &[], &all).expect("relay starts")
 }
 
 fn agent(name: &str, relay: SocketAddr, dir: &Path) -> AgentConfig {
     AgentConfig::new(name, relay, dir)
-        .env("E2EE_RECONNECT__INITIAL_MS", "50")
-        .env("E2EE_RECONNECT__MAX_MS", "300")
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "300")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -201,7 +201,10 @@ fn a_flood_past_the_held_limit_is_discarded_and_other_senders_still_get_through(
     const HELD_LIMIT: usize = 1000;
     const FLOOD: usize = HELD_LIMIT + 150;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let relay = relay(&tmp.path().join("relay"), &[("E2EE_NAMES__LEASE_SECS", "1")]);
+    let relay = relay(
+        &tmp.path().join("relay"),
+        &[("E2EE_RELAY_NAMES__LEASE_SECS", "1")],
+    );
     let mut alice = agent("alice", relay.addr, &tmp.path().join("alice"))
         .start()
         .expect("alice starts");
@@ -300,7 +303,7 @@ fn texts_from_an_identity_never_written_to_get_few_receipts_and_cannot_use_up_ou
     // A sender quota below the flood: receipts to the flooder would use it up.
     let relay = relay(
         &tmp.path().join("relay"),
-        &[("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "40")],
+        &[("E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES", "40")],
     );
     let mut alice = agent("alice", relay.addr, &tmp.path().join("alice"))
         .start()
@@ -387,7 +390,10 @@ fn a_flood_of_unnamed_senders_does_not_hold_back_a_known_peer() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A window of unacknowledged messages smaller than the flood: deliveries the agent
     // keeps unacknowledged while it looks their senders up would fill it.
-    let relay = relay(&tmp.path().join("relay"), &[("E2EE_LIMITS__MAX_UNACKED", "300")]);
+    let relay = relay(
+        &tmp.path().join("relay"),
+        &[("E2EE_RELAY_LIMITS__MAX_UNACKED", "300")],
+    );
     let alice_dir = tmp.path().join("alice");
     let mut alice = agent("alice", relay.addr, &alice_dir)
         .start()

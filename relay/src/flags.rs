@@ -65,9 +65,13 @@ impl RelayFlags {
         overrides
     }
 
-    /// The effective settings: defaults, the TOML file, `E2EE_` environment variables,
+    /// The effective settings: defaults, the TOML file, `E2EE_RELAY_` environment variables,
     /// then these flags.
     pub fn load(&self) -> Result<RelaySettings, SettingsError> {
-        e2ee_config::load(self.config.as_deref(), e2ee_config::ENV_PREFIX, &self.overrides())
+        e2ee_config::load(
+            self.config.as_deref(),
+            e2ee_config::RELAY_ENV_PREFIX,
+            &self.overrides(),
+        )
     }
 }

@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// authenticated identities. It never sees plaintext or secret keys.
 ///
 /// Settings are layered: built-in defaults, then the TOML file given with --config,
-/// then E2EE_* environment variables (nested keys with "__", e.g.
-/// E2EE_LIMITS__MAX_CONNECTIONS=100), then these flags.
+/// then E2EE_RELAY_* environment variables (nested keys with "__", e.g.
+/// E2EE_RELAY_LIMITS__MAX_CONNECTIONS=100), then these flags.
 #[derive(Parser, Debug)]
 #[command(name = "e2ee-relay", version)]
 struct Cli {

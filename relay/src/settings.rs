@@ -1,4 +1,4 @@
-//! The relay's settings: built-in defaults → TOML file → `E2EE_` environment → flags.
+//! The relay's settings: built-in defaults → TOML file → `E2EE_RELAY_` environment → flags.
 
 use std::path::PathBuf;
 
@@ -371,7 +371,7 @@ mod tests {
         let path = dir.path().join("relay.toml");
         std::fs::write(&path, toml).expect("write config");
         let env: [(String, String); 0] = [];
-        e2ee_config::load_with_env(Some(path.as_path()), e2ee_config::ENV_PREFIX, env, &[])
+        e2ee_config::load_with_env(Some(path.as_path()), e2ee_config::RELAY_ENV_PREFIX, env, &[])
     }
 
     #[test]

@@ -82,14 +82,14 @@ impl Agent {
             .args(["--log-level", "warn", "--log-format", "json"])
             .arg("--state")
             .arg(state_dir)
-            .env("E2EE_RECONNECT__MAX_MS", "1000")
+            .env("E2EE_AGENT_RECONNECT__MAX_MS", "1000")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(policy) = &options.policy {
             command.args(["--identity-policy", policy]);
         }
         if options.no_recovery {
-            command.env("E2EE_RECOVERY__ENABLED", "false");
+            command.env("E2EE_AGENT_RECOVERY__ENABLED", "false");
         }
         match &options.script {
             Some(script) => {
@@ -365,13 +365,13 @@ pub fn start_relay(data_dir: &Path, adversary: Option<&AdversaryConfig>) -> anyh
     start_relay_with(data_dir, adversary, &[])
 }
 
-/// [`start_relay`] with extra `E2EE_…` settings, e.g. `("E2EE_NAMES__LEASE_SECS", "1")`.
+/// [`start_relay`] with extra `E2EE_…` settings, e.g. `("E2EE_RELAY_NAMES__LEASE_SECS", "1")`.
 pub fn start_relay_with(
     data_dir: &Path,
     adversary: Option<&AdversaryConfig>,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<RelayProcess> {
-    let mut env: Vec<(&str, String)> = vec![("E2EE_STORE__FSYNC", "false".into())];
+    let mut env: Vec<(&str, String)> = vec![("E2EE_RELAY_STORE__FSYNC", "false".into())];
     env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let Some(adversary) = adversary else {

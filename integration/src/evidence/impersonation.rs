@@ -642,7 +642,7 @@ fn lease(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     let relay = start_relay_with(
         &dir.join("relay"),
         None,
-        &[("E2EE_NAMES__LEASE_SECS", LEASE_SECS)],
+        &[("E2EE_RELAY_NAMES__LEASE_SECS", LEASE_SECS)],
     )?;
     let bob_dir = dir.join("bob");
     let mut bob = registered("bob", &relay, &bob_dir, &AgentOptions::default())?;
@@ -659,7 +659,7 @@ fn lease(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     let registry = wait_bound(relay.addr, "bob", Some(&new_bob))
         .unwrap_or_else(|_| wait_published(relay.addr, "bob").unwrap_or_default());
     s.did(format!(
-        "A relay with a {LEASE_SECS} s name lease (`E2EE_NAMES__LEASE_SECS={LEASE_SECS}`); Alice \
+        "A relay with a {LEASE_SECS} s name lease (`E2EE_RELAY_NAMES__LEASE_SECS={LEASE_SECS}`); Alice \
          (policy `block`) and Bob exchanged a message. Bob quit, his state directory was \
          deleted, and after 1.5 s a new Bob (a new identity) started under the same name."
     ));

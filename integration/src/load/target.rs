@@ -92,20 +92,20 @@ impl TargetSpec {
 /// Relay settings that a load run needs: limits raised so that the run measures the
 /// relay, not its abuse protection.
 pub const RELAY_LOAD_ENV: &[(&str, &str)] = &[
-    ("E2EE_LIMITS__RATE_CAPACITY", "1000000000"),
-    ("E2EE_LIMITS__RATE_REFILL_PER_SEC", "1000000000"),
-    ("E2EE_LIMITS__REQUEST_RATE_CAPACITY", "1000000000"),
-    ("E2EE_LIMITS__REQUEST_RATE_REFILL_PER_SEC", "1000000000"),
-    ("E2EE_LIMITS__MAX_PENDING_OUTPUT_BYTES", "67108864"),
-    ("E2EE_LIMITS__QUEUE_QUOTA", "100000000"),
-    ("E2EE_LIMITS__ACK_RATE_CAPACITY", "1000000000"),
-    ("E2EE_LIMITS__ACK_RATE_REFILL_PER_SEC", "1000000000"),
-    ("E2EE_LIMITS__SENDER_QUOTA_MESSAGES", "100000000"),
-    ("E2EE_LIMITS__SENDER_QUOTA_BYTES", "1000000000000"),
-    ("E2EE_STORE__MAX_STORED_BYTES", "1000000000000"),
-    ("E2EE_LIMITS__MAX_CONNECTIONS", "200000"),
-    ("E2EE_LIMITS__MAX_UNACKED", "4096"),
-    ("E2EE_SUMMARY_INTERVAL_SECS", "0"),
+    ("E2EE_RELAY_LIMITS__RATE_CAPACITY", "1000000000"),
+    ("E2EE_RELAY_LIMITS__RATE_REFILL_PER_SEC", "1000000000"),
+    ("E2EE_RELAY_LIMITS__REQUEST_RATE_CAPACITY", "1000000000"),
+    ("E2EE_RELAY_LIMITS__REQUEST_RATE_REFILL_PER_SEC", "1000000000"),
+    ("E2EE_RELAY_LIMITS__MAX_PENDING_OUTPUT_BYTES", "67108864"),
+    ("E2EE_RELAY_LIMITS__QUEUE_QUOTA", "100000000"),
+    ("E2EE_RELAY_LIMITS__ACK_RATE_CAPACITY", "1000000000"),
+    ("E2EE_RELAY_LIMITS__ACK_RATE_REFILL_PER_SEC", "1000000000"),
+    ("E2EE_RELAY_LIMITS__SENDER_QUOTA_MESSAGES", "100000000"),
+    ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", "1000000000000"),
+    ("E2EE_RELAY_STORE__MAX_STORED_BYTES", "1000000000000"),
+    ("E2EE_RELAY_LIMITS__MAX_CONNECTIONS", "200000"),
+    ("E2EE_RELAY_LIMITS__MAX_UNACKED", "4096"),
+    ("E2EE_RELAY_SUMMARY_INTERVAL_SECS", "0"),
 ];
 
 /// A running target; a server started here is stopped when this is dropped.
@@ -142,7 +142,7 @@ impl Server {
                 let memory = *spec == TargetSpec::RelayMemory;
                 let dir = scratch_dir("relay")?;
                 let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
-                env.push(("E2EE_STORE__FSYNC", "true"));
+                env.push(("E2EE_RELAY_STORE__FSYNC", "true"));
                 let store = if memory { "memory" } else { "sqlite" };
                 let relay = RelayProcess::start_with_env("127.0.0.1:0", &dir, &["--store", store], &env)?;
                 let mut server = bare(Kind::Relay, relay.addr);
