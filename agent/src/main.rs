@@ -101,11 +101,16 @@ fn main() -> anyhow::Result<()> {
         env,
         &overrides,
     )?;
+    // What `--print-config` prints is what would run: invalid settings are an error.
+    settings.validate()?;
     if cli.print_config {
-        print!("{}", e2ee_config::to_toml(&settings)?);
+        let optional = [(
+            "passphrase_file",
+            "the state is sealed under the key file state.key, or E2EE_PASSPHRASE, or a prompt",
+        )];
+        print!("{}", e2ee_config::to_toml_with_unset(&settings, &optional)?);
         return Ok(());
     }
-    settings.validate()?;
     let (log, guard) = e2ee_config::build_logger(settings.log_format, settings.log_level, LogTarget::Stderr);
     let code = e2ee_agent::runner::run(settings, cli.script.as_deref(), log)?;
     drop(guard);

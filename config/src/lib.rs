@@ -98,6 +98,6 @@ pub use logging::{
     build_logger, discard_logger, LogFormat, LogLevel, LogTarget, LoggerGuard, ParseLogOptionError,
 };
 pub use settings::{
-    load, load_with_env, to_toml, Layer, OverrideValue, SettingsError, AGENT_ENV_PREFIX, ENV_PREFIX,
-    RELAY_ENV_PREFIX,
+    load, load_with_env, to_toml, to_toml_with_unset, Layer, OverrideValue, SettingsError, AGENT_ENV_PREFIX,
+    ENV_PREFIX, RELAY_ENV_PREFIX,
 };

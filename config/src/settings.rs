@@ -350,6 +350,33 @@ pub fn to_toml<S: Serialize>(settings: &S) -> Result<String, SettingsError> {
     toml::to_string_pretty(settings).map_err(|source| SettingsError::ToToml { source })
 }
 
+/// [`to_toml`] for `--print-config`, with the optional top-level settings that are not
+/// set shown too, as comments (`# metrics_listen = (not set: what that means)`), so
+/// that every setting appears. `optional` lists each optional top-level key and what
+/// leaving it unset means; a key that is set is printed as a value, not repeated.
+pub fn to_toml_with_unset<S: Serialize>(
+    settings: &S,
+    optional: &[(&str, &str)],
+) -> Result<String, SettingsError> {
+    let text = to_toml(settings)?;
+    let set: Value = Config::try_from(settings)
+        .map_err(|err| SettingsError::Defaults {
+            reason: err.to_string(),
+        })?
+        .cache;
+    let set = set.into_table().unwrap_or_default();
+    let unset: String = optional
+        .iter()
+        .filter(|(key, _)| set.get(*key).is_none_or(|v| matches!(v.kind, ValueKind::Nil)))
+        .map(|(key, meaning)| format!("# {key} = (not set: {meaning})\n"))
+        .collect();
+    // Top-level values come before the first table in the output: the comments go there.
+    Ok(match text.find("\n[") {
+        Some(at) => format!("{}\n{unset}{}", &text[..at], &text[at..]),
+        None => format!("{text}{unset}"),
+    })
+}
+
 /// A TOML file already read and parsed, as a `config` source.
 #[derive(Clone, Debug)]
 struct ParsedFile(Map<String, Value>);
@@ -939,5 +966,39 @@ mod tests {
         let got: TestSettings =
             load_with_env(None, ENV_PREFIX, [("E2EE_LIMITS__MAX_CONNECTIONS", "9")], &[]).expect("shared");
         assert_eq!(got.limits.max_connections, 9);
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct WithOptional {
+        listen: String,
+        metrics: Option<String>,
+        table: Table,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Table {
+        size: u32,
+    }
+
+    #[test]
+    fn unset_optional_settings_are_shown_as_comments_and_the_output_loads_back() {
+        let settings = WithOptional {
+            listen: "x".into(),
+            ..WithOptional::default()
+        };
+        let text = to_toml_with_unset(&settings, &[("metrics", "no metrics")]).expect("toml");
+        let comment = text.find("# metrics = (not set: no metrics)").expect("shown");
+        assert!(comment < text.find("[table]").expect("table"), "{text}");
+        let back: toml::Value = toml::from_str(&text).expect("loads back");
+        assert!(back.get("metrics").is_none());
+        let set = WithOptional {
+            metrics: Some("127.0.0.1:9".into()),
+            ..settings
+        };
+        let text = to_toml_with_unset(&set, &[("metrics", "no metrics")]).expect("toml");
+        assert!(
+            text.contains("metrics = \"127.0.0.1:9\"") && !text.contains("not set"),
+            "{text}"
+        );
     }
 }

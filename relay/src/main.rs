@@ -27,7 +27,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.flags.load()?;
     if cli.flags.print_config {
-        print!("{}", e2ee_config::to_toml(&settings)?);
+        // What is printed is what would run: invalid settings are an error here too.
+        settings.validate()?;
+        let optional = [("metrics_listen", "no metrics endpoint")];
+        print!("{}", e2ee_config::to_toml_with_unset(&settings, &optional)?);
         return Ok(());
     }
     let (log, _guard) = e2ee_config::build_logger(settings.log_format, settings.log_level, LogTarget::Stderr);
