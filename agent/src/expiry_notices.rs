@@ -1,7 +1,9 @@
 //! [`ExpiryNotices`]: the agent's side of the relay's expiry notices (docs/PROTOCOL.md
 //! 1.6, frames `Expired` and `ExpiredAck`): whether to ask for them on a connection, and
-//! which were reported already (the relay repeats notices until their acknowledgement
-//! is stored, so one can come twice across a reconnection).
+//! which were reported already in this run (the relay repeats notices until their
+//! acknowledgement is stored, so one can come twice across a reconnection; across a
+//! restart of the agent before the relay stored the acknowledgement, it is reported
+//! again).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -16,7 +18,8 @@ pub struct ExpiryNotices {
     /// The relay does not know the frames (it closed the connection that asked with
     /// `Malformed`): not asked again in this run.
     unsupported: bool,
-    /// Asked on the current connection, and no `Expired` came yet.
+    /// Asked on the current connection, and neither an `Expired` nor the answer to a
+    /// later frame came yet.
     asked: bool,
     seen: HashSet<ExpiredNotice>,
     order: VecDeque<ExpiredNotice>,
@@ -27,6 +30,12 @@ impl ExpiryNotices {
     pub fn ask(&mut self) -> bool {
         self.asked = !self.unsupported;
         self.asked
+    }
+
+    /// The relay answered a frame sent after the question (the question was read and
+    /// understood: a relay that does not know it closes the connection at once).
+    pub fn answered(&mut self) {
+        self.asked = false;
     }
 
     /// The notices of an `Expired` frame that were not reported before (to report now).
@@ -92,6 +101,11 @@ mod tests {
         assert!(!notices.relay_refused(ErrorCode::IdleTimeout));
         assert!(notices.relay_refused(ErrorCode::Malformed));
         assert!(!notices.ask());
+        // The answer to a later frame shows the question was understood.
+        let mut understood = ExpiryNotices::default();
+        assert!(understood.ask());
+        understood.answered();
+        assert!(!understood.relay_refused(ErrorCode::Malformed));
         // A relay that answered with notices knows the frames.
         let mut knows = ExpiryNotices::default();
         assert!(knows.ask());

@@ -27,6 +27,9 @@ pub const MAX_BACKOFF: u32 = 6;
 /// Peers tracked in each direction; past it the entries that no longer hold anything
 /// back are forgotten.
 const PEERS_KEPT: usize = 4096;
+/// A granted new session whose bundle has not come after this long is dropped (its
+/// fetch was lost: a refused request, a lost link), so that it does not block the next.
+pub const PENDING_GRANT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When the next request (or grant) for one peer may go.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +66,8 @@ pub struct Recovery {
     min_interval: Duration,
     asked: HashMap<IdentityKey, Backoff>,
     granted: HashMap<IdentityKey, Backoff>,
-    pending: HashMap<IdentityKey, PendingGrant>,
+    /// Granted new sessions waiting for a bundle, with when they were granted.
+    pending: HashMap<IdentityKey, (PendingGrant, Instant)>,
 }
 
 impl Recovery {
@@ -108,21 +112,18 @@ impl Recovery {
     /// within the back-off, none waiting for a bundle); the grant is then pending until
     /// [`Recovery::granted`] or [`Recovery::abandon`].
     pub fn may_grant(&mut self, peer: IdentityKey, grant: PendingGrant, now: Instant) -> bool {
-        if self.pending.contains_key(&peer)
-            || self
-                .granted
-                .get(&peer)
-                .is_some_and(|b| !b.due(now, self.min_interval))
-        {
+        let waiting = (self.pending.get(&peer))
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < PENDING_GRANT_TIMEOUT);
+        if waiting || (self.granted.get(&peer)).is_some_and(|b| !b.due(now, self.min_interval)) {
             return false;
         }
-        self.pending.insert(peer, grant);
+        self.pending.insert(peer, (grant, now));
         true
     }
 
     /// The grant waiting for `peer`'s bundle, if any (it stays pending).
     pub fn pending(&self, peer: &IdentityKey) -> Option<PendingGrant> {
-        self.pending.get(peer).copied()
+        self.pending.get(peer).map(|(grant, _)| *grant)
     }
 
     /// The peers whose granted new session waits for a bundle (fetched again after a
@@ -207,6 +208,9 @@ mod tests {
             r.may_grant(bob, grant(2), t0 + S),
             "an abandoned grant does not count"
         );
+        // One whose bundle never comes stops blocking after a while.
+        assert!(!r.may_grant(bob, grant(3), t0 + PENDING_GRANT_TIMEOUT));
+        assert!(r.may_grant(bob, grant(2), t0 + S + PENDING_GRANT_TIMEOUT));
         r.granted(bob, t0 + S);
         assert_eq!(r.pending(&bob), None);
         assert!(

@@ -1074,7 +1074,10 @@ fn the_relay_explains_its_options_prints_its_settings_and_starts_without_a_confi
         .expect("--print-config");
     let text = String::from_utf8_lossy(&printed.stdout);
     assert!(printed.status.success(), "{text}");
-    assert!(text.contains("# metrics_listen = (not set"), "every setting shown:\n{text}");
+    assert!(
+        text.contains("# metrics_listen = (not set"),
+        "every setting shown:\n{text}"
+    );
     for line in [
         "listen = \"127.0.0.1:7999\"",
         "queue_quota = 77",

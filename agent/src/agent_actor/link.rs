@@ -16,13 +16,15 @@ impl AgentActor {
         // PreKeysStored answer says how many one-time prekeys it holds.
         self.stock_checked = false;
         self.maintain_prekeys();
+        // Asked before the publication: its answer (PreKeysStored) then shows that the
+        // relay read the question and knows the frame (ExpiryNotices::answered).
+        if self.expiry.ask() {
+            self.to_relay(Frame::ExpiredAck { through: 0 });
+        }
         self.to_relay(Frame::PublishPreKeys {
             bundle: self.state.bundle_to_publish().encode(),
         });
         self.announce_own_name(false);
-        if self.expiry.ask() {
-            self.to_relay(Frame::ExpiredAck { through: 0 });
-        }
         // Everything the relay has not acknowledged goes again, with the same ids, in
         // outbox order and through the send window.
         let outbox = self.state.outbox();
@@ -356,6 +358,7 @@ impl AgentActor {
             }
             Frame::PreKeysStored { opks } => {
                 debug!(self.log, "prekeys stored at the relay"; "opks" => opks);
+                self.expiry.answered();
                 if let Err(err) = self.state.mark_published() {
                     self.emit(Event::error(format!("cannot save prekey state: {err}")));
                 }
@@ -392,6 +395,8 @@ impl AgentActor {
                         if act.connected {
                             act.forget_requests();
                             act.resolve_pending(ctx);
+                            // The bundle of a granted new session is asked again too.
+                            act.refetch_pending_grants();
                             // A claim someone waits for is confirmed again by a lookup.
                             let check = (act.waiters.iter())
                                 .any(|w| matches!(w.what, WaitFor::OwnName { bound: true }));

@@ -184,6 +184,22 @@ impl AgentState {
             old
         });
         let old_bytes = old.as_ref().map(|s| session_bytes(s, &path)).transpose()?;
+        // At the peer's request, every session kept for it is marked: a request naming
+        // any of their chains is a replay from now on.
+        let mut archived_marked = Vec::new();
+        if by_reset {
+            for (seq, session) in self
+                .peers
+                .get(&peer)
+                .map(|p| p.archived.as_slice())
+                .unwrap_or_default()
+            {
+                let mut session = session.clone();
+                session.mark_replaced_by_reset();
+                let bytes = session_bytes(&session, &path)?;
+                archived_marked.push((*seq, session, bytes));
+            }
+        }
         let seq = self.db.transaction_with(|tx| {
             tx.put_session(peer.as_bytes(), &bytes)?;
             for row in &rows {
@@ -191,13 +207,23 @@ impl AgentState {
                     return Err(StateError::DuplicateMsgId(hex::encode(row.msg_id)));
                 }
             }
+            for (seq, _, bytes) in &archived_marked {
+                tx.rewrite_archived_session(peer.as_bytes(), *seq, bytes)?;
+            }
             match &old_bytes {
                 Some(old) => Ok(tx.archive_session(peer.as_bytes(), old, ARCHIVED_SESSIONS)?),
                 None => Ok(None),
             }
         })?;
         let archived = match (self.peers.remove(&peer), old) {
-            (Some(p), Some(old)) => archive(p.archived, seq, old),
+            (Some(mut p), Some(old)) => {
+                for (seq, session, _) in archived_marked {
+                    if let Some(entry) = p.archived.iter_mut().find(|(s, _)| *s == seq) {
+                        entry.1 = session;
+                    }
+                }
+                archive(p.archived, seq, old)
+            }
             _ => Vec::new(),
         };
         self.peers.insert(peer, PeerState { session, archived });

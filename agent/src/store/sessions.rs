@@ -177,6 +177,22 @@ impl Tx<'_> {
         Ok(Some(u64_of(seq)))
     }
 
+    /// Rewrites the archived session `seq` of `peer` with `state`; false if absent.
+    pub fn rewrite_archived_session(&self, peer: &Key32, seq: u64, state: &[u8]) -> Result<bool, StoreError> {
+        let sealed = self.seal(
+            ARCHIVED,
+            &seq_key(peer, i64::try_from(seq).unwrap_or(i64::MAX)),
+            state,
+        )?;
+        self.conn
+            .execute(
+                "UPDATE archived_sessions SET state = ?3 WHERE peer = ?1 AND seq = ?2",
+                params![&peer[..], sql_u64(seq), sealed],
+            )
+            .map(|n| n > 0)
+            .map_err(self.fail("rewrite an archived session"))
+    }
+
     /// Deletes one archived session (promoted to current); false if absent.
     pub fn remove_archived_session(&self, peer: &Key32, seq: u64) -> Result<bool, StoreError> {
         self.conn

@@ -16,14 +16,18 @@ pub(super) struct ExpiryNotices {
     loading: bool,
     /// The last notice sent on this connection (pages after it are loaded next).
     sent_through: u64,
+    /// The last notice the client acknowledged on this connection.
+    acked_through: u64,
     /// The relay's count of expired messages when notices were last loaded: the
     /// heartbeat tick loads again only when it changed.
     expired_seen: u64,
 }
 
 impl Connection {
-    /// `ExpiredAck { through }`: 0 subscribes this connection; otherwise the notices up
-    /// to `through` are deleted and the next page follows.
+    /// `ExpiredAck { through }`: 0 subscribes this connection (once); otherwise the
+    /// notices up to `through` (at most the last one sent here) are deleted and the next
+    /// page follows. Free of request tokens, so never refused: what a client can make
+    /// the relay do with it is one load per connection and one write per page sent.
     pub(super) fn on_expired_ack(&mut self, me: IdentityBytes, through: u64, ctx: &mut Context<Self>) {
         if through == 0 {
             if !self.notices.subscribed {
@@ -32,6 +36,11 @@ impl Connection {
             }
             return;
         }
+        let through = through.min(self.notices.sent_through);
+        if through <= self.notices.acked_through {
+            return;
+        }
+        self.notices.acked_through = through;
         self.write(
             WriteOp::AckExpired { sender: me, through },
             Written::NoticesRead,

@@ -255,7 +255,6 @@ impl Connection {
                 | Frame::PublishPreKeys { .. }
                 | Frame::PublishName { .. }
                 | Frame::ReleaseName { .. }
-                | Frame::ExpiredAck { .. }
         );
         if request {
             if let Err(wait) = self.take_token(|r| &mut r.requests) {

@@ -408,6 +408,12 @@ fn a_restart_at_the_peers_request_commits_the_session_and_the_resent_texts_toget
         Err(err) => panic!("decode: {err}"),
     };
     assert!(alice.sent_with_ratchet_key(&b, &key));
+    // A session started meanwhile (crossing handshakes) archives the one "two" went in,
+    // unmarked: a request naming its chain is still honest.
+    alice
+        .start_session(&bob.bundle(), &mut OsRng)
+        .expect("another session");
+    assert!(alice.sent_with_ratchet_key(&b, &key), "an archived chain of ours");
 
     // Bob asked (his copy lost "two"): a new session, with the send log on it.
     let logged: Vec<_> = (alice.send_log(&b).expect("log").iter())
@@ -423,7 +429,7 @@ fn a_restart_at_the_peers_request_commits_the_session_and_the_resent_texts_toget
         .all(|e| !e.text && e.msg_id != m1.msg_id && e.msg_id != m2.msg_id));
     assert!(
         !alice.sent_with_ratchet_key(&b, &key),
-        "a replayed request is refused"
+        "a replayed request is refused, whichever kept session it names"
     );
 
     // All of it is on disk: the mark on the replaced session, the entries in the outbox.
