@@ -85,6 +85,31 @@ fn encrypt_decrypt_256(c: &mut Criterion) {
     });
 }
 
+/// Crypto v1 (key and nonce from the message key alone) against v2 (a random salt per
+/// message, drawn from the OS, feeds the key and nonce), side by side.
+fn encrypt_decrypt_256_v1_vs_v2(c: &mut Criterion) {
+    let body = [0x61u8; 256];
+    let mut group = c.benchmark_group("encrypt_decrypt_256b");
+    for (name, v2) in [("v1", false), ("v2", true)] {
+        let mut pair = established();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let wire = if v2 {
+                    pair.alice.encrypt(&body, &mut OsRng)
+                } else {
+                    pair.alice.encrypt_with_salt(&body, None)
+                }
+                .expect("encrypt");
+                let Ok(Message::Normal(m)) = Message::decode(&wire) else {
+                    unreachable!("after a reply alice sends normal messages")
+                };
+                pair.bob.decrypt(&m, &mut OsRng).expect("decrypt")
+            })
+        });
+    }
+    group.finish();
+}
+
 fn dh_ratchet_step(c: &mut Criterion) {
     let mut pair = established();
     c.bench_function("dh_ratchet_step_round_trip", |b| {
@@ -114,5 +139,11 @@ fn dh_ratchet_step(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, x3dh_setup, encrypt_decrypt_256, dh_ratchet_step);
+criterion_group!(
+    benches,
+    x3dh_setup,
+    encrypt_decrypt_256,
+    encrypt_decrypt_256_v1_vs_v2,
+    dh_ratchet_step
+);
 criterion_main!(benches);
