@@ -84,8 +84,15 @@ impl Recovery {
     /// Records a request (or grant) for `peer` at `now`: one more in a row, or the first
     /// again when the last is older than the longest back-off.
     fn record(map: &mut HashMap<IdentityKey, Backoff>, peer: IdentityKey, now: Instant, interval: Duration) {
-        if map.len() >= PEERS_KEPT {
+        if map.len() >= PEERS_KEPT && !map.contains_key(&peer) {
             map.retain(|_, b| !b.due(now, interval));
+            // Still full (that many peers within one back-off): the oldest goes, so the
+            // map stays bounded; that peer may be asked again sooner than its back-off.
+            if map.len() >= PEERS_KEPT {
+                if let Some(oldest) = map.iter().min_by_key(|(_, b)| b.last).map(|(k, _)| *k) {
+                    map.remove(&oldest);
+                }
+            }
         }
         let longest = interval.saturating_mul(1 << MAX_BACKOFF);
         let count = match map.get(&peer) {
@@ -247,5 +254,12 @@ mod tests {
             r.may_ask(id, t0 + S * (i / 1000));
         }
         assert!(r.asked.len() <= PEERS_KEPT);
+        // Even when all of them are within their back-off.
+        let mut r = Recovery::new(Duration::from_secs(3600));
+        for i in 0..(PEERS_KEPT as u32 + 10) {
+            let seed: [u8; 32] = std::array::from_fn(|j| (i >> (8 * (j % 4))) as u8 ^ j as u8);
+            r.may_ask(*IdentityKeyPair::from_seed(&seed).public(), t0);
+        }
+        assert_eq!(r.asked.len(), PEERS_KEPT);
     }
 }
