@@ -71,6 +71,10 @@ fn answer(replies: Vec<Reply>, outcomes: Vec<WriteOutcome>) {
     }
 }
 
+/// How long an expiry notice nobody asked for is kept at least, after its message
+/// expired (PROTOCOL.md 1.6): a sender that is offline for a while still learns of it.
+pub const MIN_NOTICE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// When stored messages expire and acknowledged ids are forgotten.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {
@@ -89,7 +93,7 @@ impl Expiry {
         WriteOp::Expire {
             before_ms: ago(self.ttl),
             acked_before_ms: ago(self.dedup_window.min(self.ttl)),
-            notices_before_ms: ago(self.ttl.saturating_mul(2)),
+            notices_before_ms: ago(self.ttl.saturating_add(self.ttl.max(MIN_NOTICE_RETENTION))),
         }
     }
 }
@@ -362,5 +366,37 @@ impl Handler<Flush> for Committer {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notices_before(ttl: Duration, now_ms: u64) -> u64 {
+        let expiry = Expiry {
+            ttl,
+            dedup_window: ttl,
+            every: Duration::from_secs(1),
+        };
+        match expiry.op(now_ms) {
+            WriteOp::Expire {
+                notices_before_ms, ..
+            } => notices_before_ms,
+            other => panic!("not an expiry: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_notice_outlives_its_message_by_a_ttl_and_at_least_a_day() {
+        let now = 10 * 24 * 3600 * 1000;
+        let day = 24 * 3600 * 1000;
+        // A TTL of one second (tests): notices are kept a day after their message expired.
+        assert_eq!(notices_before(Duration::from_secs(1), now), now - 1000 - day);
+        // The default TTL of seven days: notices are kept another seven days.
+        assert_eq!(
+            notices_before(Duration::from_secs(7 * 24 * 3600), now),
+            now.saturating_sub(14 * day)
+        );
     }
 }
