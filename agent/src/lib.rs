@@ -47,6 +47,7 @@ pub mod qr;
 pub mod receipt_budget;
 pub mod recovery;
 pub mod relay_link;
+pub mod relay_transport;
 pub mod runner;
 pub mod script;
 pub mod send_window;

@@ -46,6 +46,13 @@ struct Cli {
     /// What to do when a pinned peer's identity changes.
     #[arg(long, value_name = "POLICY")]
     identity_policy: Option<IdentityPolicy>,
+    /// The relay's TLS key pin, sha256:<64 hex digits> (what e2ee-relay --print-pin
+    /// prints); without it the key seen on the first connection is pinned.
+    #[arg(long, value_name = "PIN")]
+    relay_pin: Option<String>,
+    /// Talk plain TCP to a relay started with --insecure-plaintext (local benchmarks).
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Log format (logs go to stderr; events to stdout).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -77,6 +84,12 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.json {
         overrides.push(("json", true.into()));
+    }
+    if let Some(pin) = &cli.relay_pin {
+        overrides.push(("relay_pin", pin.as_str().into()));
+    }
+    if cli.insecure_plaintext {
+        overrides.push(("insecure_plaintext", true.into()));
     }
     if let Some(policy) = cli.identity_policy {
         overrides.push(("identity_policy", policy.as_str().into()));

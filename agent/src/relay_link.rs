@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use e2ee_net::RelayPin;
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{auth_message, channel_bound_auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use slog::{debug, info, Logger};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
+
+use crate::relay_transport::{RelayTransport, TransportError};
 
 /// What the link tells the Agent.
 #[derive(Message, Debug)]
@@ -35,6 +37,11 @@ pub enum LinkEvent {
     },
     /// A frame from the relay.
     Frame(Frame),
+    /// The first connection's relay key, now pinned (trust on first use): to keep in
+    /// the state, so that later connections require it.
+    RelayPinned(RelayPin),
+    /// The relay presented another key than the pinned one: the link stays offline.
+    RelayKeyChanged(String),
 }
 
 /// Write a frame to the relay (dropped while disconnected; the Agent resends what
@@ -56,7 +63,14 @@ struct Ended {
     reason: String,
     /// The relay closed it because another connection authenticated as this identity.
     replaced: bool,
+    /// The relay presented another TLS key than the pinned one.
+    key_changed: bool,
 }
+
+/// The key seen on the first TLS connection is pinned from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pinned(RelayPin);
 
 /// The relay's `Error(Replaced)`: another connection authenticated as this identity (a
 /// copy of this state running elsewhere). The link does not reconnect by itself: two
@@ -121,6 +135,7 @@ pub struct RelayLink {
     generation: u64,
     online: bool,
     attempt: u32,
+    transport: RelayTransport,
 }
 
 impl RelayLink {
@@ -130,6 +145,7 @@ impl RelayLink {
         identity: IdentityKeyPair,
         agent: Recipient<LinkEvent>,
         (backoff, liveness): (Backoff, Liveness),
+        transport: RelayTransport,
         log: Logger,
     ) -> Self {
         Self {
@@ -144,6 +160,7 @@ impl RelayLink {
             generation: 0,
             online: true,
             attempt: 0,
+            transport,
         }
     }
 
@@ -158,6 +175,7 @@ impl RelayLink {
         let identity = self.identity.clone();
         let agent = self.agent.clone();
         let liveness = self.liveness;
+        let transport = self.transport.clone();
         self.task = Some(actix::spawn(async move {
             let link = Link {
                 generation,
@@ -165,14 +183,20 @@ impl RelayLink {
                 agent: &agent,
                 liveness,
             };
-            let (reason, replaced) = match connection(&relay, &identity, link, rx).await {
-                Ok(()) => ("closed".to_string(), false),
-                Err(err) => (err.to_string(), err.is::<Replaced>()),
+            let (reason, replaced, key_changed) = match connection(&relay, &transport, &identity, link, rx)
+                .await
+            {
+                Ok(()) => ("closed".to_string(), false, false),
+                Err(err) => {
+                    let key_changed = matches!(err.downcast_ref(), Some(TransportError::KeyChanged { .. }));
+                    (err.to_string(), err.is::<Replaced>(), key_changed)
+                }
             };
             me.do_send(Ended {
                 generation,
                 reason,
                 replaced,
+                key_changed,
             });
         }));
     }
@@ -198,13 +222,17 @@ struct Link<'a> {
 /// (a half-open TCP connection passes no bytes and reports no error).
 async fn connection(
     relay: &str,
+    transport: &RelayTransport,
     identity: &IdentityKeyPair,
     link: Link<'_>,
     mut rx: mpsc::UnboundedReceiver<Frame>,
 ) -> anyhow::Result<()> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(relay)).await??;
-    stream.set_nodelay(true)?;
-    let mut framed = Framed::new(stream, FrameCodec::default());
+    let connected = tokio::time::timeout(Duration::from_secs(5), transport.connect(relay)).await??;
+    if let Some(pin) = connected.first_pin {
+        link.me.do_send(Pinned(pin));
+    }
+    let binding = connected.channel_binding;
+    let mut framed = Framed::new(connected.stream, FrameCodec::default());
     let challenge = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("relay closed before the challenge"))??;
@@ -212,7 +240,10 @@ async fn connection(
         anyhow::bail!("relay refused: {challenge:?}");
     };
     let me = *identity.public().as_bytes();
-    let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+    let signature = identity.sign(&match &binding {
+        Some(binding) => channel_bound_auth_message(&relay_id, &nonce, &me, binding),
+        None => auth_message(&relay_id, &nonce, &me),
+    });
     framed
         .send(Frame::Auth {
             identity: me,
@@ -320,9 +351,12 @@ impl Handler<Ended> for RelayLink {
         }
         self.tx = None;
         self.task = None;
-        if msg.replaced {
+        if msg.replaced || msg.key_changed {
             // Until told to go online again (`reconnect` step).
             self.online = false;
+        }
+        if msg.key_changed {
+            self.agent.do_send(LinkEvent::RelayKeyChanged(msg.reason.clone()));
         }
         let retry = if self.online {
             self.attempt = self.attempt.saturating_add(1);
@@ -343,6 +377,20 @@ impl Handler<Ended> for RelayLink {
             retry,
             replaced: msg.replaced,
         });
+    }
+}
+
+impl Handler<Pinned> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pinned, _: &mut Context<Self>) {
+        if let RelayTransport::Tls { pin } = &mut self.transport {
+            if pin.is_none() {
+                *pin = Some(msg.0);
+                info!(self.log, "pinned the relay's TLS key (first connection)"; "pin" => %msg.0);
+                self.agent.do_send(LinkEvent::RelayPinned(msg.0));
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::agent_actor::{
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
 use crate::relay_link::{Backoff, Liveness, RelayLink};
+use crate::relay_transport::RelayTransport;
 use crate::script::{parse_script, ScriptStep, Step};
 use crate::settings::AgentSettings;
 use crate::sink::EventSink;
@@ -52,6 +53,20 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         send_log_max_age_ms: settings.send_log.max_age_secs.saturating_mul(1000),
     });
     let notices = state_notices(&state);
+    let transport = if settings.insecure_plaintext {
+        RelayTransport::Plain
+    } else {
+        let configured: Option<e2ee_net::RelayPin> =
+            settings.relay_pin.as_deref().map(str::parse).transpose()?;
+        let stored = state.relay_pin(&settings.relay)?;
+        if let Some(pin) = configured.filter(|pin| Some(*pin) != stored) {
+            // Given by the user: it replaces what was pinned before.
+            state.set_relay_pin(&settings.relay, pin)?;
+        }
+        RelayTransport::Tls {
+            pin: configured.or(stored),
+        }
+    };
     let system = System::new();
     let code = system.block_on(async move {
         let sink = EventSink::new(settings.json);
@@ -73,6 +88,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
             identity,
             agent.clone().recipient(),
             (backoff, liveness),
+            transport,
             log,
         )
         .start();

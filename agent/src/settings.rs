@@ -259,6 +259,12 @@ pub struct AgentSettings {
     pub heartbeat: HeartbeatSettings,
     /// Session recovery.
     pub recovery: RecoverySettings,
+    /// The relay's TLS key pin (`sha256:` and 64 hex digits, as `e2ee-relay
+    /// --print-pin` prints it). Without it the key the relay shows on the first
+    /// connection is pinned (trust on first use) and kept in the state.
+    pub relay_pin: Option<String>,
+    /// Talk plain TCP to a relay that serves no TLS (local benchmarks only).
+    pub insecure_plaintext: bool,
     /// On leaving (end of stdin, `/quit`, end of a script): how long the agent waits for
     /// the relay to store what is still in its outbox before it exits, in milliseconds
     /// (0: leave at once). What is still unsent then is reported (`unsent`) and stays in
@@ -286,6 +292,8 @@ impl Default for AgentSettings {
             leave_wait_ms: 10_000,
             heartbeat: HeartbeatSettings::default(),
             recovery: RecoverySettings::default(),
+            relay_pin: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -339,6 +347,12 @@ pub enum InvalidSettings {
         /// The largest allowed.
         max: u32,
     },
+    /// `relay_pin` does not parse.
+    #[error("relay_pin: {0}")]
+    RelayPin(String),
+    /// A pin without TLS.
+    #[error("relay_pin is for TLS: it cannot go with insecure_plaintext")]
+    PinWithoutTls,
     /// A heartbeat time is zero.
     #[error("heartbeat: need interval_ms and timeout_ms above 0 (got {interval} and {timeout})")]
     Heartbeat {
@@ -395,6 +409,13 @@ impl AgentSettings {
         }
         if self.expect_timeout_ms == 0 {
             return Err(InvalidSettings::ExpectTimeout);
+        }
+        if let Some(pin) = &self.relay_pin {
+            if self.insecure_plaintext {
+                return Err(InvalidSettings::PinWithoutTls);
+            }
+            pin.parse::<e2ee_net::RelayPin>()
+                .map_err(|err| InvalidSettings::RelayPin(err.to_string()))?;
         }
         if self.send_log.keep > MAX_SEND_LOG_KEEP {
             return Err(InvalidSettings::SendLogKeep {

@@ -5,12 +5,29 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use e2ee_agent::relay_transport::{LinkStream, RelayTransport};
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{auth_message, channel_bound_auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+/// A connection to the relay, framed: TLS (or plain TCP to a relay that serves it).
+pub type LinkFramed = Framed<Box<dyn LinkStream>, FrameCodec>;
+
+/// A TLS connection to the relay at `addr` (its key taken on first use), framed, not
+/// authenticated; with the channel binding its login must sign. For tests that send
+/// what they like before logging in.
+pub async fn open_link(addr: SocketAddr) -> anyhow::Result<(LinkFramed, Option<[u8; 32]>)> {
+    let connected = RelayTransport::Tls { pin: None }
+        .connect(&addr.to_string())
+        .await?;
+    Ok((
+        Framed::new(connected.stream, FrameCodec::default()),
+        connected.channel_binding,
+    ))
+}
 
 /// An authenticated connection to a relay.
 pub struct RelayClient {
@@ -18,13 +35,15 @@ pub struct RelayClient {
     pub identity: IdentityKeyPair,
     /// How many stored messages the relay said were waiting at login.
     pub queued: u32,
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: LinkFramed,
 }
 
-/// Reads the relay's challenge, signs it and waits for `AuthOk`.
+/// Reads the relay's challenge, signs it (bound to `channel_binding` over TLS) and waits
+/// for `AuthOk`.
 pub async fn authenticate(
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut LinkFramed,
     identity: &IdentityKeyPair,
+    channel_binding: Option<&[u8; 32]>,
 ) -> anyhow::Result<u32> {
     let first = tokio::time::timeout(Duration::from_secs(10), framed.next())
         .await
@@ -34,7 +53,7 @@ pub async fn authenticate(
         bail!("expected a challenge, got {first:?}");
     };
     let me = *identity.public().as_bytes();
-    let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+    let signature = identity.sign(&login_message(&relay_id, &nonce, &me, channel_binding));
     framed
         .send(Frame::Auth {
             identity: me,
@@ -50,17 +69,52 @@ pub async fn authenticate(
     }
 }
 
+/// The bytes a login signs: channel-bound over TLS, the plain form otherwise.
+pub fn login_message(
+    relay_id: &[u8; 32],
+    nonce: &[u8; 32],
+    me: &[u8; 32],
+    binding: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    match binding {
+        Some(binding) => channel_bound_auth_message(relay_id, nonce, me, binding),
+        None => auth_message(relay_id, nonce, me),
+    }
+}
+
 impl RelayClient {
-    /// Connects and authenticates.
+    /// Connects over TLS (the relay's key taken on first use) and authenticates.
     pub async fn connect(addr: SocketAddr, identity: IdentityKeyPair) -> anyhow::Result<Self> {
-        Self::over(TcpStream::connect(addr).await?, identity).await
+        Self::over(
+            TcpStream::connect(addr).await?,
+            addr,
+            identity,
+            &RelayTransport::Tls { pin: None },
+        )
+        .await
     }
 
-    /// Authenticates over a connected stream.
-    async fn over(stream: TcpStream, identity: IdentityKeyPair) -> anyhow::Result<Self> {
-        stream.set_nodelay(true)?;
-        let mut framed = Framed::new(stream, FrameCodec::default());
-        let queued = authenticate(&mut framed, &identity).await?;
+    /// Connects over plain TCP (to a relay started with `insecure_plaintext`).
+    pub async fn connect_plaintext(addr: SocketAddr, identity: IdentityKeyPair) -> anyhow::Result<Self> {
+        Self::over(
+            TcpStream::connect(addr).await?,
+            addr,
+            identity,
+            &RelayTransport::Plain,
+        )
+        .await
+    }
+
+    /// Authenticates over a connected stream, set up as `transport` says.
+    async fn over(
+        stream: TcpStream,
+        addr: SocketAddr,
+        identity: IdentityKeyPair,
+        transport: &RelayTransport,
+    ) -> anyhow::Result<Self> {
+        let connected = transport.establish(stream, &addr.to_string()).await?;
+        let mut framed = Framed::new(connected.stream, FrameCodec::default());
+        let queued = authenticate(&mut framed, &identity, connected.channel_binding.as_ref()).await?;
         Ok(Self {
             identity,
             queued,
@@ -82,7 +136,13 @@ impl RelayClient {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_recv_buffer_size(bytes)?;
-        Self::over(socket.connect(addr).await?, identity).await
+        Self::over(
+            socket.connect(addr).await?,
+            addr,
+            identity,
+            &RelayTransport::Tls { pin: None },
+        )
+        .await
     }
 
     /// This client's identity bytes.
@@ -273,12 +333,12 @@ impl RelayClient {
     }
 
     /// The framed stream, for splitting into independent send and receive halves.
-    pub fn into_framed(self) -> Framed<TcpStream, FrameCodec> {
+    pub fn into_framed(self) -> LinkFramed {
         self.framed
     }
 
     /// The raw framed stream (for tests that misbehave on purpose).
-    pub fn framed(&mut self) -> &mut Framed<TcpStream, FrameCodec> {
+    pub fn framed(&mut self) -> &mut LinkFramed {
         &mut self.framed
     }
 }

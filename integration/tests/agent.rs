@@ -557,7 +557,15 @@ fn a_relay_that_lost_its_data_gets_bundles_back_and_new_peers_can_start_sessions
     // A new relay on the same address with an empty data directory: no bundles, no
     // names, no queues.
     relay.kill9().expect("kill the relay");
-    let relay = start_relay(&addr.to_string(), &tmp.path().join("relay-new"));
+    // (It keeps its TLS key, as an operator restoring a relay would: agents pinned it.)
+    let new_dir = tmp.path().join("relay-new");
+    e2ee_integration::process::copy_private_dir(&tmp.path().join("relay"), &tmp.path().join("old-relay"))
+        .expect("copy");
+    std::fs::create_dir_all(&new_dir).expect("mkdir");
+    for file in ["tls-cert.pem", "tls-key.pem"] {
+        std::fs::copy(tmp.path().join("relay").join(file), new_dir.join(file)).expect("keep the key");
+    }
+    let relay = start_relay(&addr.to_string(), &new_dir);
     let ids: Vec<String> = [&mut alice, &mut bob]
         .into_iter()
         .map(|a| a.identity(WAIT).expect("identity"))

@@ -58,8 +58,14 @@ struct World {
 impl World {
     fn new() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let relay =
-            RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay starts");
+        // Plain TCP: the proxy records the frames the relay sees (which message keys were
+        // used); what is tested does not rest on the link's TLS.
+        let env = [
+            ("E2EE_RELAY_STORE__FSYNC", "false"),
+            ("E2EE_RELAY_INSECURE_PLAINTEXT", "true"),
+        ];
+        let relay = RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env)
+            .expect("relay starts");
         let proxy = RecordingProxy::start(relay.addr).expect("proxy starts");
         Self { tmp, relay, proxy }
     }
@@ -132,6 +138,7 @@ fn agent_config(name: &str, relay: SocketAddr, dir: &Path) -> AgentConfig {
     AgentConfig::new(name, relay, dir)
         .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
         .env("E2EE_AGENT_RECONNECT__MAX_MS", "300")
+        .env("E2EE_AGENT_INSECURE_PLAINTEXT", "true")
 }
 
 fn text(event: &Value) -> &str {

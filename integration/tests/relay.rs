@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2ee_integration::client::{msg_id, RelayClient};
+use e2ee_integration::client::{login_message, msg_id, open_link, RelayClient};
 use e2ee_integration::process::{rss_kib, spawn_relay, RelayProcess};
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame, AWAY_NEVER};
+use e2ee_protocol::frame::{ErrorCode, Frame, AWAY_NEVER};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::name_claim::NameClaim;
 use e2ee_protocol::name_release::NameRelease;
@@ -19,7 +19,6 @@ use e2ee_relay::{RelayHandle, RelaySettings};
 use futures_util::{SinkExt, StreamExt};
 use rand_core::OsRng;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -61,7 +60,10 @@ async fn connect(handle: &RelayHandle) -> RelayClient {
 }
 
 /// Expects the relay to answer with an error frame of `code` and then close.
-async fn expect_closed_with(framed: &mut Framed<TcpStream, FrameCodec>, code: ErrorCode) {
+async fn expect_closed_with<S>(framed: &mut Framed<S, FrameCodec>, code: ErrorCode)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let frame = tokio::time::timeout(WAIT, framed.next())
         .await
         .expect("an answer in time");
@@ -312,15 +314,14 @@ async fn a_burst_of_bundle_fetches_is_rate_limited_and_cannot_drain_one_time_pre
 async fn wrong_signature_and_early_frames_are_refused() {
     let (handle, _dir) = relay(|_| {});
     // Signing with a key other than the one claimed.
-    let stream = TcpStream::connect(handle.addr).await.expect("connect");
-    let mut framed = Framed::new(stream, FrameCodec::default());
+    let (mut framed, _binding) = open_link(handle.addr).await.expect("connect");
     let Some(Ok(Frame::Challenge { relay_id, nonce })) = framed.next().await else {
         panic!("challenge");
     };
     let claimed = identity();
     let signer = identity();
     let me = *claimed.public().as_bytes();
-    let signature = signer.sign(&auth_message(&relay_id, &nonce, &me));
+    let signature = signer.sign(&login_message(&relay_id, &nonce, &me, _binding.as_ref()));
     framed
         .send(Frame::Auth {
             identity: me,
@@ -331,8 +332,7 @@ async fn wrong_signature_and_early_frames_are_refused() {
     expect_closed_with(&mut framed, ErrorCode::AuthFailed).await;
 
     // A frame other than Auth first.
-    let stream = TcpStream::connect(handle.addr).await.expect("connect");
-    let mut framed = Framed::new(stream, FrameCodec::default());
+    let (mut framed, _binding) = open_link(handle.addr).await.expect("connect");
     framed.next().await.expect("challenge").expect("frame");
     framed
         .send(Frame::Send {
@@ -723,29 +723,36 @@ async fn abusive_clients_get_their_documented_reaction_while_a_pair_keeps_talkin
     let mut bob = connect(&handle).await;
 
     // Garbage bytes: a valid length prefix with an unknown version.
-    let mut garbage = TcpStream::connect(handle.addr).await.expect("connect");
+    let (mut garbage, _) = open_link(handle.addr).await.expect("connect");
     garbage
+        .get_mut()
         .write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef])
         .await
         .expect("write");
-    let mut garbage = Framed::new(garbage, FrameCodec::default());
+    garbage.get_mut().flush().await.expect("flush");
     garbage.next().await.expect("challenge").expect("frame");
     expect_closed_with(&mut garbage, ErrorCode::Malformed).await;
     pair_exchange(&mut alice, &mut bob, 1).await;
 
     // An oversized length prefix.
-    let mut big = TcpStream::connect(handle.addr).await.expect("connect");
-    big.write_all(&[0x7f, 0xff, 0xff, 0xff]).await.expect("write");
-    let mut big = Framed::new(big, FrameCodec::default());
+    let (mut big, _) = open_link(handle.addr).await.expect("connect");
+    big.get_mut()
+        .write_all(&[0x7f, 0xff, 0xff, 0xff])
+        .await
+        .expect("write");
+    big.get_mut().flush().await.expect("flush");
     big.next().await.expect("challenge").expect("frame");
     expect_closed_with(&mut big, ErrorCode::FrameTooLarge).await;
     pair_exchange(&mut alice, &mut bob, 2).await;
 
     // Half a frame that never completes, before authentication: auth timeout. (Its
     // length is within the 98 bytes of an Auth: a longer one is refused at once.)
-    let mut half = TcpStream::connect(handle.addr).await.expect("connect");
-    half.write_all(&[0, 0, 0, 90, 1, 2]).await.expect("write");
-    let mut half = Framed::new(half, FrameCodec::default());
+    let (mut half, _) = open_link(handle.addr).await.expect("connect");
+    half.get_mut()
+        .write_all(&[0, 0, 0, 90, 1, 2])
+        .await
+        .expect("write");
+    half.get_mut().flush().await.expect("flush");
     half.next().await.expect("challenge").expect("frame");
     expect_closed_with(&mut half, ErrorCode::AuthTimeout).await;
 
@@ -992,8 +999,7 @@ async fn sigterm_closes_connections_with_a_reason_and_exits_cleanly() {
     }
     alice.flush().await.expect("flush");
     // A client that has not authenticated yet is told as well.
-    let stream = TcpStream::connect(relay.addr).await.expect("connect");
-    let mut unauthenticated = Framed::new(stream, FrameCodec::default());
+    let (mut unauthenticated, _binding) = open_link(relay.addr).await.expect("connect");
     let challenge = tokio::time::timeout(WAIT, unauthenticated.next())
         .await
         .expect("in time");

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use e2ee_integration::client::{msg_id, RelayClient};
 use e2ee_integration::process::{rss_kib, RelayProcess};
-use e2ee_protocol::codec::FrameCodec;
 use e2ee_protocol::frame::{ErrorCode, Frame, MAX_PAYLOAD_LEN};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
@@ -23,7 +22,6 @@ use rand_core::{OsRng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
 
 /// The longest the pair's SentAck or delivery may take while an abuse runs.
 const PAIR_WAIT: Duration = Duration::from_secs(10);
@@ -416,6 +414,7 @@ async fn a_thousand_large_frame_headers_before_login_are_refused_at_once() {
             let mut bytes = (128u32 * 1024).to_be_bytes().to_vec();
             bytes.extend_from_slice(&[0x5a; 1024]);
             framed.get_mut().write_all(&bytes).await.expect("write");
+            framed.get_mut().flush().await.expect("flush");
             let answer = tokio::time::timeout(WAIT, framed.next())
                 .await
                 .expect("answered in time");
@@ -431,7 +430,7 @@ async fn a_thousand_large_frame_headers_before_login_are_refused_at_once() {
 
     // An Auth announced (98 bytes) and half written: held until the auth timeout. (In
     // batches, like the refused ones: the relay's listen backlog is 128.)
-    let mut held: Vec<Framed<TcpStream, FrameCodec>> = Vec::new();
+    let mut held: Vec<e2ee_integration::client::LinkFramed> = Vec::new();
     for _ in 0..CONNECTIONS / 100 {
         let opened = (0..100).map(|_| async move {
             let mut framed = challenged(addr).await;
@@ -439,6 +438,7 @@ async fn a_thousand_large_frame_headers_before_login_are_refused_at_once() {
             bytes.extend_from_slice(&[1, 2]);
             bytes.extend_from_slice(&[0; 48]);
             framed.get_mut().write_all(&bytes).await.expect("write");
+            framed.get_mut().flush().await.expect("flush");
             framed
         });
         held.extend(futures_util::future::join_all(opened).await);
@@ -485,9 +485,8 @@ async fn a_thousand_large_frame_headers_before_login_are_refused_at_once() {
 }
 
 /// A raw connection that has read its Challenge.
-async fn challenged(addr: std::net::SocketAddr) -> Framed<TcpStream, FrameCodec> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let mut framed = Framed::new(stream, FrameCodec::default());
+async fn challenged(addr: std::net::SocketAddr) -> e2ee_integration::client::LinkFramed {
+    let (mut framed, _) = e2ee_integration::client::open_link(addr).await.expect("connect");
     let first = tokio::time::timeout(WAIT, framed.next())
         .await
         .expect("challenge in time");

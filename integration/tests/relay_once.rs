@@ -175,19 +175,14 @@ async fn a_message_id_reused_for_another_recipient_is_refused_not_acknowledged()
 /// closed with `Replaced` itself, and the current one keeps receiving.
 #[tokio::test]
 async fn a_late_auth_of_an_older_connection_does_not_replace_the_newer_one() {
-    use e2ee_protocol::codec::FrameCodec;
-    use e2ee_protocol::frame::auth_message;
+    use e2ee_integration::client::{login_message, open_link};
     use futures_util::StreamExt;
-    use tokio_util::codec::Framed;
 
     let (handle, _dir) = relay(StoreEngine::Sqlite);
     let bob_id = IdentityKeyPair::generate(&mut OsRng);
     let bob_key = *bob_id.public().as_bytes();
     // The older attempt: challenged, its Auth held back.
-    let stream = tokio::net::TcpStream::connect(handle.addr)
-        .await
-        .expect("connect");
-    let mut older = Framed::new(stream, FrameCodec::default());
+    let (mut older, binding) = open_link(handle.addr).await.expect("connect");
     let Some(Ok(Frame::Challenge { relay_id, nonce })) = older.next().await else {
         panic!("no challenge");
     };
@@ -195,7 +190,7 @@ async fn a_late_auth_of_an_older_connection_does_not_replace_the_newer_one() {
     let mut newer = RelayClient::connect(handle.addr, bob_id.clone())
         .await
         .expect("newer");
-    let signature = bob_id.sign(&auth_message(&relay_id, &nonce, &bob_key));
+    let signature = bob_id.sign(&login_message(&relay_id, &nonce, &bob_key, binding.as_ref()));
     older
         .send(Frame::Auth {
             identity: bob_key,

@@ -454,7 +454,9 @@ fn a_relay_that_never_answers_reverse_lookups_does_not_hold_messages_for_good() 
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("listen");
     let addr = listener.local_addr().expect("addr");
+    // (The stand-in relay speaks plain TCP.)
     let mut alice = agent("alice", addr, &tmp.path().join("alice"))
+        .env("E2EE_AGENT_INSECURE_PLAINTEXT", "true")
         .start()
         .expect("alice starts");
     // A relay that logs alice in, delivers junk from unnamed senders, answers nothing.

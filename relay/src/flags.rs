@@ -35,9 +35,24 @@ pub struct RelayFlags {
     /// Message store: sqlite (durable, group commit) or memory.
     #[arg(long, value_name = "ENGINE")]
     pub store: Option<String>,
+    /// PEM certificate chain for TLS (with --tls-key); without both, a self-signed
+    /// certificate is made on first start and kept in the data directory.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain TCP without TLS (local benchmarks only: the link can be read and
+    /// altered on the path; clients must say --insecure-plaintext too).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Print the pin of the relay's TLS key (sha256:..., what clients pin) and exit;
+    /// makes the self-signed certificate if there is none yet.
+    #[arg(long)]
+    pub print_pin: bool,
 }
 
 impl RelayFlags {
@@ -61,6 +76,15 @@ impl RelayFlags {
         }
         if let Some(engine) = &self.store {
             overrides.push(("store.engine", engine.as_str().into()));
+        }
+        if let Some(path) = &self.tls_cert {
+            overrides.push(("tls.cert_file", path.display().to_string().into()));
+        }
+        if let Some(path) = &self.tls_key {
+            overrides.push(("tls.key_file", path.display().to_string().into()));
+        }
+        if self.insecure_plaintext {
+            overrides.push(("insecure_plaintext", true.into()));
         }
         overrides
     }

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use actix::Addr;
 use slog::Logger;
 
-pub use server::{run, spawn, RelayHandle};
+pub use server::{run, spawn, tls_pin, RelayHandle};
 pub use settings::RelaySettings;
 
 /// What every connection shares.
@@ -56,6 +56,8 @@ pub struct RelayContext {
     pub limits: settings::Limits,
     /// This relay's id, bound into every authentication signature.
     pub relay_id: [u8; 32],
+    /// TLS on accepted connections (`None`: plain TCP, `insecure_plaintext`).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The Router.

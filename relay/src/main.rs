@@ -26,6 +26,10 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.flags.load()?;
+    if cli.flags.print_pin {
+        println!("{}", e2ee_relay::tls_pin(&settings)?);
+        return Ok(());
+    }
     if cli.flags.print_config {
         // What is printed is what would run: invalid settings are an error here too.
         settings.validate()?;

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub messages_acked: Counter,
     /// Messages dropped by the TTL.
     pub messages_expired: Counter,
+    /// TLS handshakes that failed or did not finish within the authentication timeout.
+    pub tls_handshake_failures: Counter,
     /// Messages stored and waiting: neither acknowledged nor expired. Read from the
     /// store when the relay starts (so it counts what a previous run left), then kept
     /// current by every commit.
@@ -163,6 +165,7 @@ impl Default for Metrics {
             messages_delivered: Counter::default(),
             messages_acked: Counter::default(),
             messages_expired: Counter::default(),
+            tls_handshake_failures: Counter::default(),
             stored_messages: Gauge::default(),
             database_bytes: Gauge::default(),
             rate_limited: Counter::default(),
@@ -230,7 +233,7 @@ impl Metrics {
             Unit::Bytes,
             self.database_bytes.0.clone(),
         );
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             ("connections", "Connections accepted.", &self.connections_total),
             (
                 "messages_stored",
@@ -256,6 +259,11 @@ impl Metrics {
                 "messages_expired",
                 "Messages dropped by the TTL.",
                 &self.messages_expired,
+            ),
+            (
+                "tls_handshake_failures",
+                "TLS handshakes that failed or did not finish in time.",
+                &self.tls_handshake_failures,
             ),
             (
                 "rate_limited",
@@ -502,6 +510,7 @@ mod tests {
             "messages_delivered_total",
             "messages_acked_total",
             "messages_expired_total",
+            "tls_handshake_failures_total",
             "rate_limited_total",
             "quota_exceeded_total",
             "sender_quota_exceeded_total",

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use e2ee_net::{channel_binding, RelayCertificate, RelayPin};
 use e2ee_protocol::codec::FrameCodec;
 use e2ee_protocol::frame::{ErrorCode, Frame};
 use futures_util::SinkExt;
 use rand_core::{OsRng, RngCore};
 use slog::{error, info, Logger};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedWrite;
@@ -111,6 +113,18 @@ pub async fn serve(
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     let data_dir = DataDir::open(&settings.data_dir).map_err(io::Error::other)?;
     let relay_id = relay_id(&data_dir)?;
+    let tls = if settings.insecure_plaintext {
+        slog::warn!(
+            log,
+            "serving plain TCP without TLS (insecure_plaintext): for local benchmarks only"
+        );
+        None
+    } else {
+        let (certificate, made) = relay_certificate(&settings, &data_dir)?;
+        info!(log, "relay TLS key"; "pin" => %certificate.pin(),
+              "certificate" => if settings.tls.cert_file.is_some() { "configured" } else if made { "self-signed, made now" } else { "self-signed" });
+        Some(certificate.server_config().map_err(io::Error::other)?)
+    };
     let shared = Arc::new(
         SharedStore::new(
             open_store(&settings, &data_dir)?,
@@ -194,6 +208,7 @@ pub async fn serve(
     let context = Arc::new(RelayContext {
         limits: settings.limits.clone(),
         relay_id,
+        tls,
         metrics: metrics.clone(),
         router: router.clone(),
         routes,
@@ -310,9 +325,68 @@ async fn accept_loop(listener: TcpListener, context: Arc<RelayContext>, workers:
     }
 }
 
-/// Starts the Connection actor (and its writer task) on the current arbiter.
+/// The relay's TLS certificate: the configured files, or the self-signed one kept in
+/// the data directory (made now if there is none: the second value).
+fn relay_certificate(settings: &RelaySettings, data_dir: &DataDir) -> io::Result<(RelayCertificate, bool)> {
+    match (&settings.tls.cert_file, &settings.tls.key_file) {
+        (Some(cert), Some(key)) => Ok((
+            RelayCertificate::from_files(cert, key).map_err(io::Error::other)?,
+            false,
+        )),
+        _ => RelayCertificate::self_signed_in(data_dir.path()).map_err(io::Error::other),
+    }
+}
+
+/// The pin of the relay's TLS key (`--print-pin`): of the configured certificate, or of
+/// the self-signed one in the data directory, made now if there is none.
+pub fn tls_pin(settings: &RelaySettings) -> io::Result<RelayPin> {
+    settings
+        .validate()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    let data_dir = DataDir::open(&settings.data_dir).map_err(io::Error::other)?;
+    Ok(relay_certificate(settings, &data_dir)?.0.pin())
+}
+
+/// Starts a connection on the current arbiter: over TLS (the handshake first, bounded by
+/// the authentication timeout) or plain TCP.
 fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<RelayContext>) {
-    let (read, write) = stream.into_split();
+    let Some(tls) = context.tls.clone() else {
+        let (read, write) = stream.into_split();
+        return start_connection_over(read, write, peer, id, context, None);
+    };
+    let timeout = Duration::from_millis(context.limits.auth_timeout_ms);
+    actix::spawn(async move {
+        let accepted =
+            tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await;
+        let bound = accepted.ok().and_then(Result::ok).and_then(|stream| {
+            let binding = channel_binding(stream.get_ref().1).ok()?;
+            Some((stream, binding))
+        });
+        match bound {
+            Some((stream, binding)) => {
+                let (read, write) = tokio::io::split(stream);
+                start_connection_over(read, write, peer, id, context, Some(binding));
+            }
+            None => {
+                context.metrics.tls_handshake_failures.inc();
+                context.metrics.connections_open.dec();
+            }
+        }
+    });
+}
+
+/// Starts the Connection actor (and its writer task) over a connected stream's halves.
+fn start_connection_over<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
+    id: u64,
+    context: Arc<RelayContext>,
+    binding: Option<[u8; 32]>,
+) where
+    R: AsyncRead + Unpin + 'static,
+    W: AsyncWrite + Unpin + 'static,
+{
     let (output, done) = Output::start(
         write,
         context.limits.max_pending_output_bytes,
@@ -322,7 +396,7 @@ fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<R
     let limit = FrameLimit::before_login();
     Connection::create(move |ctx| {
         ctx.add_stream(InputCodec::reader(read, limit.clone()));
-        Connection::new(id, peer, context, output, done, limit)
+        Connection::new(id, peer, context, output, done, limit, binding)
     });
 }
 

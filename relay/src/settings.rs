@@ -46,6 +46,24 @@ pub struct RelaySettings {
     pub store: StoreSettings,
     /// The name registry.
     pub names: NameSettings,
+    /// TLS on the listener (docs/PROTOCOL.md 1.1).
+    pub tls: TlsSettings,
+    /// Serve plain TCP, without TLS: the link is readable and alterable by anyone on
+    /// the path, and the login is not bound to the connection. For local benchmarks
+    /// only (flag `--insecure-plaintext`; clients must say it too).
+    pub insecure_plaintext: bool,
+}
+
+/// The relay's TLS certificate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first (an operator's certificate). Without it (and
+    /// `key_file`), the relay makes a self-signed certificate on first start and keeps
+    /// it in its data directory; clients then pin its key.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate in `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Connection and abuse limits.
@@ -186,6 +204,12 @@ impl NameSettings {
 /// Merged settings that serde accepts but the relay cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InvalidSettings {
+    /// One of `tls.cert_file` and `tls.key_file` without the other.
+    #[error("tls: give both cert_file and key_file, or neither (a self-signed certificate is made)")]
+    TlsFiles,
+    /// `insecure_plaintext` with a certificate.
+    #[error("insecure_plaintext serves no TLS: leave tls.cert_file and tls.key_file unset")]
+    PlaintextWithCertificate,
     /// `names.lease_days` is zero.
     #[error("names.lease_days must be above 0")]
     LeaseDays,
@@ -238,6 +262,13 @@ pub enum InvalidSettings {
 impl RelaySettings {
     /// Checks what serde cannot: values that must not be zero.
     pub fn validate(&self) -> Result<(), InvalidSettings> {
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(InvalidSettings::TlsFiles);
+        }
+        if self.insecure_plaintext && tls.cert_file.is_some() {
+            return Err(InvalidSettings::PlaintextWithCertificate);
+        }
         if self.names.lease_days == 0 {
             return Err(InvalidSettings::LeaseDays);
         }
@@ -302,6 +333,8 @@ impl Default for RelaySettings {
             limits: Limits::default(),
             store: StoreSettings::default(),
             names: NameSettings::default(),
+            tls: TlsSettings::default(),
+            insecure_plaintext: false,
         }
     }
 }

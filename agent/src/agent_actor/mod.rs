@@ -415,6 +415,19 @@ impl Handler<LinkEvent> for AgentActor {
                 replaced,
             } => self.on_disconnected(reason, retry, replaced),
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
+            LinkEvent::RelayPinned(pin) => {
+                let relay = self.settings.relay.clone();
+                match self.state.set_relay_pin(&relay, pin) {
+                    Ok(()) => self.emit(Event::info(format!(
+                        "pinned the relay's TLS key {pin} (first connection to {relay}); compare it with \
+                         what the relay's operator gets from e2ee-relay --print-pin"
+                    ))),
+                    Err(err) => self.emit(Event::error(format!("cannot save the relay's key pin: {err}"))),
+                }
+            }
+            LinkEvent::RelayKeyChanged(reason) => {
+                self.emit(Event::error(format!("{reason}; not reconnecting")))
+            }
         }
         self.flush_if_full();
         self.settle_leave();

@@ -50,6 +50,7 @@ mod import_v1;
 pub mod inspect;
 mod outbox;
 mod prekeys;
+mod relay_pins;
 mod retention;
 mod sessions;
 mod trust;

@@ -20,6 +20,10 @@ struct Cli {
     /// Worker threads of the load generator (1 leaves the other core to the server).
     #[arg(long, default_value_t = 1, global = true)]
     threads: usize,
+    /// Relay targets without TLS: a relay started here serves plain TCP
+    /// (--insecure-plaintext) and clients speak it (to compare with TLS).
+    #[arg(long, global = true)]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -233,6 +237,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    e2ee_integration::load::target::set_relay_plaintext(cli.insecure_plaintext);
     let runtime = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -46,6 +46,9 @@ pub struct AgentOptions {
     /// Session recovery off (`recovery.enabled = false`): for scenarios that show what
     /// the ratchet alone does with a message.
     pub no_recovery: bool,
+    /// Plain TCP to a relay without TLS ([`start_plaintext_relay`]): for scenarios that
+    /// record the frames the relay sees.
+    pub plaintext: bool,
 }
 
 /// A running `e2ee-agent --json`.
@@ -69,6 +72,15 @@ impl Agent {
         Self::start_with(name, relay, state_dir, &AgentOptions::default())
     }
 
+    /// Starts an interactive agent that talks plain TCP (to [`start_plaintext_relay`]).
+    pub fn start_plaintext(name: &str, relay: SocketAddr, state_dir: &Path) -> anyhow::Result<Self> {
+        let options = AgentOptions {
+            plaintext: true,
+            ..AgentOptions::default()
+        };
+        Self::start_with(name, relay, state_dir, &options)
+    }
+
     /// Starts an agent and waits for its `started` event.
     pub fn start_with(
         name: &str,
@@ -90,6 +102,9 @@ impl Agent {
         }
         if options.no_recovery {
             command.env("E2EE_AGENT_RECOVERY__ENABLED", "false");
+        }
+        if options.plaintext {
+            command.env("E2EE_AGENT_INSECURE_PLAINTEXT", "true");
         }
         match &options.script {
             Some(script) => {
@@ -359,6 +374,13 @@ pub struct AdversaryConfig {
     pub delay_ms: u64,
 }
 
+/// Starts `e2ee-relay` without TLS (`insecure_plaintext`), for scenarios that record
+/// the link through a proxy and must see the frames the relay itself sees: the
+/// end-to-end properties they show do not rest on the link's TLS.
+pub fn start_plaintext_relay(data_dir: &Path) -> anyhow::Result<RelayProcess> {
+    start_relay_with(data_dir, None, &[("E2EE_RELAY_INSECURE_PLAINTEXT", "true")])
+}
+
 /// Starts `e2ee-relay` on a free loopback port, or `e2ee-relay-adversary --adversary
 /// MODE` when an adversary is given.
 pub fn start_relay(data_dir: &Path, adversary: Option<&AdversaryConfig>) -> anyhow::Result<RelayProcess> {
@@ -430,11 +452,30 @@ pub fn wait_published(relay: SocketAddr, name: &str) -> anyhow::Result<String> {
     wait_bound(relay, name, None)
 }
 
+/// [`wait_published`] for a relay without TLS ([`start_plaintext_relay`]).
+pub fn wait_published_plaintext(relay: SocketAddr, name: &str) -> anyhow::Result<String> {
+    wait_bound_over(relay, name, None, true)
+}
+
 /// Waits until the relay's registry binds `name` (to `identity`, hex, when given: the
 /// name may still be bound to an earlier holder). Returns the bound identity (hex).
 pub fn wait_bound(relay: SocketAddr, name: &str, identity: Option<&str>) -> anyhow::Result<String> {
+    wait_bound_over(relay, name, identity, false)
+}
+
+fn wait_bound_over(
+    relay: SocketAddr,
+    name: &str,
+    identity: Option<&str>,
+    plaintext: bool,
+) -> anyhow::Result<String> {
     runtime()?.block_on(async {
-        let mut client = RelayClient::connect(relay, IdentityKeyPair::generate(&mut OsRng)).await?;
+        let me = IdentityKeyPair::generate(&mut OsRng);
+        let mut client = if plaintext {
+            RelayClient::connect_plaintext(relay, me).await?
+        } else {
+            RelayClient::connect(relay, me).await?
+        };
         let deadline = Instant::now() + WAIT;
         for request_id in 1u32.. {
             client

@@ -10,20 +10,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use rand_core::{OsRng, RngCore};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
 use super::agents::{is_message, runtime, start_relay, wait_published, Agent, WAIT};
 use super::report::Section;
 use super::{guarded, median_max, Scale};
-use crate::client::{msg_id, RelayClient};
+use crate::client::{login_message, msg_id, open_link, RelayClient};
 use crate::process::rss_kib;
 
 /// Runs the scenario.
@@ -136,8 +133,7 @@ const GARBAGE: [(&str, Option<ErrorCode>); 8] = [
 /// Sends garbage of kind `kind`; returns the error code the relay closed with (None if it
 /// closed silently or we hung up first).
 async fn garbage(addr: SocketAddr, kind: usize) -> anyhow::Result<Option<ErrorCode>> {
-    let stream = TcpStream::connect(addr).await?;
-    let mut framed = Framed::new(stream, FrameCodec::default());
+    let (mut framed, binding) = open_link(addr).await?;
     let challenge = tokio::time::timeout(WAIT, framed.next())
         .await?
         .ok_or_else(|| anyhow!("closed before the challenge"))??;
@@ -157,7 +153,7 @@ async fn garbage(addr: SocketAddr, kind: usize) -> anyhow::Result<Option<ErrorCo
         4 => {
             let identity = IdentityKeyPair::generate(&mut OsRng);
             let me = *identity.public().as_bytes();
-            let mut signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+            let mut signature = identity.sign(&login_message(&relay_id, &nonce, &me, binding.as_ref()));
             signature[0] ^= 1;
             framed
                 .send(Frame::Auth {
@@ -170,7 +166,7 @@ async fn garbage(addr: SocketAddr, kind: usize) -> anyhow::Result<Option<ErrorCo
         6 => {
             let identity = IdentityKeyPair::generate(&mut OsRng);
             let me = *identity.public().as_bytes();
-            let signature = identity.sign(&auth_message(&relay_id, &nonce, &me));
+            let signature = identity.sign(&login_message(&relay_id, &nonce, &me, binding.as_ref()));
             framed
                 .send(Frame::Auth {
                     identity: me,
@@ -184,11 +180,13 @@ async fn garbage(addr: SocketAddr, kind: usize) -> anyhow::Result<Option<ErrorCo
                 .get_mut()
                 .write_all(&[0, 0, 0, 40, 1, 0x20, 1, 2, 3])
                 .await?;
+            framed.get_mut().flush().await?;
             return Ok(None);
         }
     }
     if !bytes.is_empty() {
         framed.get_mut().write_all(&bytes).await?;
+        framed.get_mut().flush().await?;
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -9,7 +9,7 @@ use e2ee_protocol::frame::Frame;
 use e2ee_protocol::message::Message;
 use e2ee_protocol::payload::BUCKETS;
 
-use super::agents::{is_message, start_relay, wait_published, Agent, WAIT};
+use super::agents::{is_message, start_plaintext_relay, wait_published_plaintext, Agent, WAIT};
 use super::report::Section;
 use super::search::{encodings, Haystack};
 use super::state_files::{public_keys_of, secrets_of, Secrets};
@@ -73,16 +73,16 @@ fn padded_lengths() -> Vec<usize> {
 }
 
 fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
-    let mut relay = start_relay(&work.join("relay"), None)?;
+    let mut relay = start_plaintext_relay(&work.join("relay"))?;
     let proxy = RecordingProxy::start(relay.addr)?;
     s.did(
         "Started `e2ee-relay` and a recording TCP proxy in front of it; both agents connect \
          through the proxy, which keeps a copy of every byte in both directions.",
     );
-    let mut bob = Agent::start("bob", proxy.addr, &work.join("bob"))?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &work.join("bob"))?;
     bob.connected()?;
-    wait_published(relay.addr, "bob")?;
-    let mut alice = Agent::start("alice", proxy.addr, &work.join("alice"))?;
+    wait_published_plaintext(relay.addr, "bob")?;
+    let mut alice = Agent::start_plaintext("alice", proxy.addr, &work.join("alice"))?;
     alice.connected()?;
 
     let texts = plaintexts(scale.pick(6, 16), scale.pick(20, 80));
@@ -107,7 +107,7 @@ fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
         e["event"] == "sent"
     })?;
     snapshot(&mut secrets, [&alice, &bob])?;
-    let mut bob = Agent::start("bob", proxy.addr, &work.join("bob"))?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &work.join("bob"))?;
     for text in offline_texts {
         bob.wait_for("a stored message", WAIT, is_message(text))?;
     }

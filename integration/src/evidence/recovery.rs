@@ -11,7 +11,7 @@ use e2ee_protocol::frame::Frame;
 use e2ee_protocol::message::{Message, NormalMessage};
 use e2ee_protocol::payload::PAYLOAD_HEADER_LEN;
 
-use super::agents::{is_message, start_relay, wait_published, Agent, WAIT};
+use super::agents::{is_message, start_plaintext_relay, wait_published_plaintext, Agent, WAIT};
 use super::report::Section;
 use super::{guarded, Scale};
 use crate::process::copy_private_dir;
@@ -79,14 +79,14 @@ fn body_xor(a: &NormalMessage, b: &NormalMessage, len: usize) -> Vec<u8> {
 }
 
 fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
-    let relay = start_relay(&work.join("relay"), None)?;
+    let relay = start_plaintext_relay(&work.join("relay"))?;
     let proxy = RecordingProxy::start(relay.addr)?;
     let rounds = scale.pick(3, 6);
     let bob_dir = work.join("bob");
-    let mut bob = Agent::start("bob", proxy.addr, &bob_dir)?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &bob_dir)?;
     bob.connected()?;
-    wait_published(relay.addr, "bob")?;
-    let mut alice = Agent::start("alice", proxy.addr, &work.join("alice"))?;
+    wait_published_plaintext(relay.addr, "bob")?;
+    let mut alice = Agent::start_plaintext("alice", proxy.addr, &work.join("alice"))?;
     alice.connected()?;
     deliver(&mut alice, &mut bob, "a1: hello bob")?;
     deliver(&mut bob, &mut alice, "b1: hello alice")?;
@@ -95,7 +95,7 @@ fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
     bob.wait_for("alice's receipt", WAIT, |e| e["event"] == "delivered")?;
     bob.quit()?;
     copy_private_dir(&bob_dir, &work.join("bob-backup"))?;
-    let mut bob = Agent::start("bob", proxy.addr, &bob_dir)?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &bob_dir)?;
     bob.connected()?;
     deliver(&mut bob, &mut alice, BEFORE)?;
     for round in 2..2 + rounds {
@@ -115,7 +115,7 @@ fn body(scale: Scale, work: &Path, s: &mut Section) -> anyhow::Result<()> {
          back from the copy."
     ));
 
-    let mut bob = Agent::start("bob", proxy.addr, &bob_dir)?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &bob_dir)?;
     bob.connected()?;
     let (alice_mark, bob_mark) = (alice.mark(), bob.mark());
     bob.send_text("alice", AFTER)?;

@@ -23,7 +23,7 @@ use e2ee_protocol::x3dh::associated_data;
 use rand_core::OsRng;
 use serde_json::Value;
 
-use super::agents::{is_message, start_relay, wait_published, Agent, WAIT};
+use super::agents::{is_message, start_plaintext_relay, wait_published_plaintext, Agent, WAIT};
 use super::report::Section;
 use super::state_files::{copy_dir, Secrets, Stolen};
 use super::{failure, Scale};
@@ -289,13 +289,13 @@ fn identity(hex_text: &str) -> anyhow::Result<IdentityKey> {
 }
 
 fn body(scale: Scale, work: &Path, fs: &mut Section, heal: &mut Section) -> anyhow::Result<()> {
-    let relay = start_relay(&work.join("relay"), None)?;
+    let relay = start_plaintext_relay(&work.join("relay"))?;
     let proxy = RecordingProxy::start(relay.addr)?;
     let bob_dir = work.join("bob");
-    let mut bob = Agent::start("bob", proxy.addr, &bob_dir)?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &bob_dir)?;
     bob.connected()?;
-    wait_published(relay.addr, "bob")?;
-    let mut alice = Agent::start("alice", proxy.addr, &work.join("alice"))?;
+    wait_published_plaintext(relay.addr, "bob")?;
+    let mut alice = Agent::start_plaintext("alice", proxy.addr, &work.join("alice"))?;
     alice.connected()?;
     let alice_key = identity(&alice.identity)?;
     let bob_key = identity(&bob.identity)?;
@@ -333,7 +333,7 @@ fn body(scale: Scale, work: &Path, fs: &mut Section, heal: &mut Section) -> anyh
         alice.send_text("bob", text)?;
     }
     alice.wait_count(mark, "sent", window, WAIT, |e| e["event"] == "sent")?;
-    let mut bob = Agent::start("bob", proxy.addr, &bob_dir)?;
+    let mut bob = Agent::start_plaintext("bob", proxy.addr, &bob_dir)?;
     for text in &window_texts {
         bob.wait_for("a stored message", WAIT, is_message(text))?;
     }

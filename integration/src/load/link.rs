@@ -20,7 +20,8 @@ use super::nats::{NatsCodec, NatsIn, NatsOut};
 use super::probe;
 use super::resp::{Command, Resp, RespCodec};
 use super::target::{self, Kind};
-use crate::client::authenticate;
+use crate::client::{authenticate, LinkFramed};
+use e2ee_agent::relay_transport::RelayTransport;
 
 /// How long connecting and the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ pub enum Event {
 /// An open connection.
 pub enum Link {
     /// To the relay.
-    Relay(Framed<TcpStream, FrameCodec>),
+    Relay(LinkFramed),
     /// To nats-server.
     Nats(Framed<TcpStream, NatsCodec>),
     /// To redis-server; `published` holds the sequence numbers of `PUBLISH`es whose
@@ -104,8 +105,14 @@ impl Link {
         let stream = target::connect(addr, source).await?;
         match kind {
             Kind::Relay => {
-                let mut framed = Framed::new(stream, FrameCodec::default());
-                let queued = authenticate(&mut framed, identity).await?;
+                let transport = if target::relay_plaintext() {
+                    RelayTransport::Plain
+                } else {
+                    RelayTransport::Tls { pin: None }
+                };
+                let connected = transport.establish(stream, &addr.to_string()).await?;
+                let mut framed = Framed::new(connected.stream, FrameCodec::default());
+                let queued = authenticate(&mut framed, identity, connected.channel_binding.as_ref()).await?;
                 Ok((Self::Relay(framed), queued))
             }
             Kind::Nats => {
@@ -212,7 +219,7 @@ impl Link {
     }
 
     /// The relay connection, for setup requests (prekeys).
-    pub fn relay(&mut self) -> anyhow::Result<&mut Framed<TcpStream, FrameCodec>> {
+    pub fn relay(&mut self) -> anyhow::Result<&mut LinkFramed> {
         match self {
             Self::Relay(framed) => Ok(framed),
             _ => Err(anyhow!("not a relay connection")),

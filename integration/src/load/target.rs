@@ -108,6 +108,19 @@ pub const RELAY_LOAD_ENV: &[(&str, &str)] = &[
     ("E2EE_RELAY_SUMMARY_INTERVAL_SECS", "0"),
 ];
 
+/// Whether relay targets speak plain TCP instead of TLS (`e2ee-load --insecure-plaintext`).
+static RELAY_PLAINTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Relay targets without TLS: relays started here serve plain TCP and clients speak it.
+pub fn set_relay_plaintext(plaintext: bool) {
+    RELAY_PLAINTEXT.store(plaintext, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True if relay targets speak plain TCP ([`set_relay_plaintext`]).
+pub fn relay_plaintext() -> bool {
+    RELAY_PLAINTEXT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A running target; a server started here is stopped when this is dropped.
 pub struct Server {
     /// Protocol.
@@ -144,7 +157,11 @@ impl Server {
                 let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
                 env.push(("E2EE_RELAY_STORE__FSYNC", "true"));
                 let store = if memory { "memory" } else { "sqlite" };
-                let relay = RelayProcess::start_with_env("127.0.0.1:0", &dir, &["--store", store], &env)?;
+                let mut args = vec!["--store", store];
+                if relay_plaintext() {
+                    args.push("--insecure-plaintext");
+                }
+                let relay = RelayProcess::start_with_env("127.0.0.1:0", &dir, &args, &env)?;
                 let mut server = bare(Kind::Relay, relay.addr);
                 server.pid = Some(relay.child.id());
                 server.relay = Some(relay);

@@ -43,8 +43,10 @@ pub const MAX_PAYLOAD_LEN: usize = 64 * 1024;
 pub const MAX_REASON_LEN: usize = 256;
 /// Length of a message id.
 pub const MSG_ID_LEN: usize = 16;
-/// Domain separation prefix of the bytes a client signs to authenticate.
+/// Domain separation prefix of the bytes a client signs to authenticate over plain TCP.
 pub const AUTH_CONTEXT: &[u8] = b"e2ee-chat/relay-auth/v1";
+/// Domain separation prefix of the channel-bound login, over TLS (docs/PROTOCOL.md 1.5).
+pub const AUTH_CONTEXT_V2: &[u8] = b"e2ee-chat/relay-auth/v2";
 /// Body length of an `Auth` frame (version, type, identity, signature): 98 bytes. The
 /// only frame a client may send before it is authenticated, so a relay reads no longer
 /// body until then (docs/PROTOCOL.md 1.2, 1.5).
@@ -85,6 +87,25 @@ mod ty {
     pub const PING: u8 = 0x40;
     pub const PONG: u8 = 0x41;
     pub const ERROR: u8 = 0x7F;
+}
+
+/// The bytes a client signs with its Ed25519 identity key to answer a `Challenge` on a
+/// TLS connection: `AUTH_CONTEXT_V2 || relay_id || nonce || identity || channel_binding`
+/// (151 bytes), where `channel_binding` is the connection's RFC 9266 `tls-exporter`
+/// value, so the signature is good on this one connection only.
+pub fn channel_bound_auth_message(
+    relay_id: &[u8; 32],
+    nonce: &[u8; 32],
+    identity: &[u8; 32],
+    channel_binding: &[u8; 32],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(AUTH_CONTEXT_V2.len() + 4 * KEY_LEN);
+    out.extend_from_slice(AUTH_CONTEXT_V2);
+    out.extend_from_slice(relay_id);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(identity);
+    out.extend_from_slice(channel_binding);
+    out
 }
 
 /// The bytes a client signs with its Ed25519 identity key to answer a `Challenge`:

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use e2ee_protocol::codec::CodecError;
-use e2ee_protocol::frame::{auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{auth_message, channel_bound_auth_message, ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKey;
 use e2ee_protocol::keys::PublicKey;
 use e2ee_protocol::name_claim::NameClaim;
@@ -119,6 +119,8 @@ pub struct Connection {
     invalid_recipient_logged: bool,
     /// Expiry notices for the client (`Expired`).
     notices: ExpiryNotices,
+    /// The TLS channel binding the login must sign (`None` over plain TCP).
+    channel_binding: Option<[u8; 32]>,
 }
 
 impl Connection {
@@ -130,6 +132,7 @@ impl Connection {
         output: Output,
         writer_done: tokio::sync::oneshot::Receiver<WriterExit>,
         frame_limit: FrameLimit,
+        channel_binding: Option<[u8; 32]>,
     ) -> Self {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
@@ -152,6 +155,7 @@ impl Connection {
             recipients: RecipientCheck::default(),
             invalid_recipient_logged: false,
             notices: ExpiryNotices::default(),
+            channel_binding,
         }
     }
 
@@ -356,7 +360,12 @@ impl Connection {
         let Ok(key) = IdentityKey::from_bytes(identity) else {
             return self.close(ErrorCode::AuthFailed, "invalid identity key", ctx);
         };
-        let signed = auth_message(&self.relay.relay_id, &self.nonce, &identity);
+        let signed = match &self.channel_binding {
+            Some(binding) => {
+                channel_bound_auth_message(&self.relay.relay_id, &self.nonce, &identity, binding)
+            }
+            None => auth_message(&self.relay.relay_id, &self.nonce, &identity),
+        };
         if key.verify(&signed, &signature).is_err() {
             return self.close(ErrorCode::AuthFailed, "bad signature", ctx);
         }
