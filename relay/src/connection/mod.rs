@@ -631,6 +631,8 @@ impl Actor for Connection {
                     act.relay.metrics.reject(ErrorCode::SlowConsumer);
                     warn!(act.log, "closing connection"; "reason" => "write timed out",
                           "code" => ErrorCode::SlowConsumer.name());
+                } else if exit == Ok(WriterExit::Failed) && !act.closing {
+                    info!(act.log, "connection lost"; "reason" => "a write failed");
                 }
                 act.closing = true;
                 ctx.stop();
