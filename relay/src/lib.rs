@@ -41,6 +41,7 @@ pub mod settings;
 pub mod store;
 pub mod store_actor;
 pub mod store_backlog;
+pub mod tls_link;
 
 use std::sync::Arc;
 

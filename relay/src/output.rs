@@ -45,7 +45,7 @@ impl Outgoing {
 
 /// Encodes [`Outgoing`] items with the protocol's frame codec.
 #[derive(Default)]
-struct OutputCodec(FrameCodec);
+pub(crate) struct OutputCodec(FrameCodec);
 
 impl Encoder<Outgoing> for OutputCodec {
     type Error = CodecError;
@@ -76,7 +76,7 @@ pub enum WriterExit {
 }
 
 /// Runs one write of the writer task within `limit`.
-async fn bounded(
+pub(crate) async fn bounded(
     limit: Duration,
     write: impl Future<Output = Result<(), CodecError>>,
 ) -> Result<(), WriterExit> {
@@ -103,7 +103,55 @@ pub struct Output {
     flushed: Arc<Notify>,
 }
 
+/// The writer's side of an [`Output`] whose writes another task performs (the TLS link,
+/// which reads and writes one stream in one task: `crate::tls_link`).
+pub(crate) struct OutputQueue {
+    rx: mpsc::UnboundedReceiver<(Outgoing, usize)>,
+    pending: Arc<AtomicUsize>,
+    flushed: Arc<Notify>,
+}
+
+impl OutputQueue {
+    /// The next item, or `None` once the [`Output`] is gone.
+    pub(crate) async fn recv(&mut self) -> Option<(Outgoing, usize)> {
+        self.rx.recv().await
+    }
+
+    /// An item already queued, if any.
+    pub(crate) fn try_recv(&mut self) -> Option<(Outgoing, usize)> {
+        self.rx.try_recv().ok()
+    }
+
+    /// `bytes` were handed to the socket.
+    pub(crate) fn written(&self, bytes: usize, metrics: &Metrics) {
+        self.pending.fetch_sub(bytes, Ordering::Relaxed);
+        self.flushed.notify_waiters();
+        metrics.bytes_out.add(bytes as u64);
+    }
+}
+
 impl Output {
+    /// An output whose writes the returned queue's owner performs.
+    pub(crate) fn queued(budget: usize) -> (Self, OutputQueue) {
+        let (tx, rx) = mpsc::unbounded_channel::<(Outgoing, usize)>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let flushed = Arc::new(Notify::new());
+        let queue = OutputQueue {
+            rx,
+            pending: pending.clone(),
+            flushed: flushed.clone(),
+        };
+        (
+            Self {
+                tx,
+                pending,
+                budget,
+                flushed,
+            },
+            queue,
+        )
+    }
+
     /// Starts the writer task for `sink`; the receiver resolves when the task ends.
     pub fn start<W>(
         sink: W,

@@ -35,6 +35,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::store_actor::{SharedStore, StoreActor};
 use crate::store_backlog::StoreBacklog;
+use crate::tls_link::start_tls_link;
 use crate::RelayContext;
 
 /// Loads this relay's id from `relay-id` in the data directory, creating it (owner-only)
@@ -364,8 +365,19 @@ fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<R
         });
         match bound {
             Some((stream, binding)) => {
-                let (read, write) = tokio::io::split(stream);
-                start_connection_over(read, write, peer, id, context, Some(binding));
+                // One task reads and writes the TLS stream (a split one can stall).
+                let limit = FrameLimit::before_login();
+                let (output, done, frames) = start_tls_link(
+                    stream,
+                    limit.clone(),
+                    context.limits.max_pending_output_bytes,
+                    Duration::from_millis(context.limits.write_timeout_ms),
+                    context.metrics.clone(),
+                );
+                Connection::create(move |ctx| {
+                    ctx.add_stream(frames);
+                    Connection::new(id, peer, context, output, done, limit, Some(binding))
+                });
             }
             None => {
                 context.metrics.tls_handshake_failures.inc();
@@ -375,7 +387,7 @@ fn start_connection(stream: TcpStream, peer: SocketAddr, id: u64, context: Arc<R
     });
 }
 
-/// Starts the Connection actor (and its writer task) over a connected stream's halves.
+/// Starts the Connection actor (and its writer task) over a plain TCP stream's halves.
 fn start_connection_over<R, W>(
     read: R,
     write: W,
