@@ -15,10 +15,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use e2ee_protocol::codec::{CodecError, FrameCodec};
 use e2ee_protocol::frame::{Frame, LENGTH_PREFIX_LEN};
-use futures_util::SinkExt;
+use futures_util::{Sink, SinkExt};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::codec::{Encoder, FramedWrite};
+use tokio_util::codec::{Encoder, Framed, FramedWrite};
 
 use crate::metrics::Metrics;
 use crate::router::Delivery;
@@ -85,6 +85,56 @@ pub(crate) async fn bounded(
         Ok(Err(_)) => Err(WriterExit::Failed),
         Err(_) => Err(WriterExit::TimedOut),
     }
+}
+
+/// A framed sink whose write buffer can be inspected ([`feed_bounded`]).
+pub(crate) trait WriteBuffer {
+    /// Bytes encoded and not yet handed to the stream below.
+    fn buffered(&self) -> usize;
+    /// The buffer size at which `poll_ready` starts writing (its backpressure boundary).
+    fn boundary(&self) -> usize;
+}
+
+impl<T, U> WriteBuffer for FramedWrite<T, U> {
+    fn buffered(&self) -> usize {
+        self.write_buffer().len()
+    }
+
+    fn boundary(&self) -> usize {
+        self.backpressure_boundary()
+    }
+}
+
+impl<T, U> WriteBuffer for Framed<T, U> {
+    fn buffered(&self) -> usize {
+        self.write_buffer().len()
+    }
+
+    fn boundary(&self) -> usize {
+        self.backpressure_boundary()
+    }
+}
+
+/// Queues `item` in `sink`'s write buffer; once the buffer has reached its boundary, it
+/// is first flushed (written out and the stream below flushed) within `limit`.
+///
+/// Not `bounded(limit, sink.feed(item))`: a framed sink's `poll_ready` writes only while
+/// its own buffer is over the boundary. Over TLS the buffer passes whole into rustls and
+/// the flush of the TLS stream is what waits for the socket; polled again, `poll_ready`
+/// finds its buffer empty and is ready, although nothing more reached the socket. The
+/// timeout's own wake-up is such a poll, and `tokio::time::timeout` polls the future
+/// before its deadline: the feed then completed when its timer fired (every write timeout)
+/// instead of timing out, and a TLS client that never reads was never cut off. A flush
+/// polls the stream below every time, so it completes only once the bytes are written.
+pub(crate) async fn feed_bounded<S>(sink: &mut S, item: Outgoing, limit: Duration) -> Result<(), WriterExit>
+where
+    S: Sink<Outgoing, Error = CodecError> + WriteBuffer + Unpin,
+{
+    if sink.buffered() >= sink.boundary() {
+        bounded(limit, SinkExt::<Outgoing>::flush(sink)).await?;
+    }
+    // Below the boundary: `poll_ready` is ready at once, this only encodes.
+    bounded(limit, sink.feed(item)).await
 }
 
 /// The budget for pending output was exceeded.
@@ -180,7 +230,7 @@ impl Output {
                 let mut written = len;
                 // Feeding writes to the socket once the buffer passes its boundary, so it
                 // is bounded in time like the flush.
-                if let Err(exit) = bounded(write_timeout, framed.feed(frame)).await {
+                if let Err(exit) = feed_bounded(&mut framed, frame, write_timeout).await {
                     break exit;
                 }
                 // Coalesce whatever is queued into one flush.
@@ -188,7 +238,7 @@ impl Output {
                 for _ in 0..256 {
                     let Ok((frame, len)) = rx.try_recv() else { break };
                     written += len;
-                    if let Err(exit) = bounded(write_timeout, framed.feed(frame)).await {
+                    if let Err(exit) = feed_bounded(&mut framed, frame, write_timeout).await {
                         failed = Some(exit);
                         break;
                     }

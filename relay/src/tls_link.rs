@@ -6,6 +6,7 @@
 //! of one, so the connection still paces its reading) and writes what the connection's
 //! [`Output`] queues, with the same bounds as the plain TCP writer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use crate::input::{FrameLimit, InputCodec, READ_BUFFER_START};
 use crate::metrics::Metrics;
-use crate::output::{bounded, Outgoing, Output, OutputCodec, WriterExit, WRITE_BATCH_BYTES};
+use crate::output::{bounded, feed_bounded, Outgoing, Output, OutputCodec, WriterExit, WRITE_BATCH_BYTES};
 
 /// Reads frames with the connection's [`InputCodec`], writes [`Outgoing`] items.
 struct LinkCodec {
@@ -67,6 +68,13 @@ where
     let (output, mut queue) = Output::queued(budget);
     let (done_tx, done_rx) = oneshot::channel();
     let (read_tx, read_rx) = mpsc::channel::<Result<Frame, CodecError>>(1);
+    // Set when reading ends (end of stream, or a read error handed over): only then do
+    // the frames end. A link that stops because a write timed out or failed says so
+    // through `done` alone, as the plain TCP writer does while its reader goes on: were
+    // the frames to end too, the connection would take that for the client's end of
+    // stream and stop without hearing why (the two arrive together).
+    let read_ended = Arc::new(AtomicBool::new(false));
+    let ended = read_ended.clone();
     let codec = LinkCodec {
         input: InputCodec::new(limit),
         output: OutputCodec::default(),
@@ -85,14 +93,14 @@ where
                 item = queue.recv() => {
                     let Some((item, len)) = item else { break WriterExit::Finished };
                     let mut written = len;
-                    if let Err(exit) = bounded(write_timeout, framed.feed(item)).await {
+                    if let Err(exit) = feed_bounded(&mut framed, item, write_timeout).await {
                         break exit;
                     }
                     let mut failed = None;
                     for _ in 0..256 {
                         let Some((item, len)) = queue.try_recv() else { break };
                         written += len;
-                        if let Err(exit) = bounded(write_timeout, framed.feed(item)).await {
+                        if let Err(exit) = feed_bounded(&mut framed, item, write_timeout).await {
                             failed = Some(exit);
                             break;
                         }
@@ -113,9 +121,10 @@ where
                 }, if can_hand => {
                     match (permit, held.take()) {
                         (Some(permit), Some(item)) => {
-                            let ended = item.is_err();
+                            let last = item.is_err();
                             permit.send(item);
-                            if ended {
+                            if last {
+                                read_ended.store(true, Ordering::Release);
                                 reader = None;
                             }
                         }
@@ -126,16 +135,26 @@ where
                 next = framed.next(), if can_read => match next {
                     Some(item) => held = Some(item),
                     // End of the stream: the connection's reading ends too.
-                    None => reader = None,
+                    None => {
+                        read_ended.store(true, Ordering::Release);
+                        reader = None;
+                    }
                 },
             }
         };
         let _ = done_tx.send(exit);
     });
-    let frames =
-        futures_util::stream::unfold(
-            read_rx,
-            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-        );
+    let frames = futures_util::stream::unfold(read_rx, move |mut rx| {
+        let ended = ended.clone();
+        async move {
+            match rx.recv().await {
+                Some(item) => Some((item, rx)),
+                None if ended.load(Ordering::Acquire) => None,
+                // The link stopped for its writing: `done` tells the connection, which
+                // stops on it.
+                None => std::future::pending().await,
+            }
+        }
+    });
     (output, done_rx, frames)
 }
