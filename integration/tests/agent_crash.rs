@@ -274,7 +274,7 @@ fn check_outcome(
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut replayer = RelayClient::connect(world.relay.addr, alice_identity)
+        let mut replayer = RelayClient::connect_plaintext(world.relay.addr, alice_identity)
             .await
             .expect("alice's identity logs in");
         let mut other = Vec::new();
