@@ -51,6 +51,7 @@ pub mod relay_transport;
 pub mod runner;
 pub mod script;
 pub mod send_window;
+pub mod sent_requests;
 pub mod settings;
 pub mod sink;
 pub mod state;

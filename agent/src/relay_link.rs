@@ -7,7 +7,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use e2ee_net::RelayPin;
 use e2ee_protocol::codec::FrameCodec;
-use e2ee_protocol::frame::{auth_message, channel_bound_auth_message, ErrorCode, Frame};
+use e2ee_protocol::frame::{
+    auth_message, channel_bound_auth_message, ErrorCode, Frame, FEATURE_NAMED_REFUSALS,
+};
 use e2ee_protocol::identity::IdentityKeyPair;
 use futures_util::{SinkExt, StreamExt};
 use slog::{debug, info, Logger};
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
 use crate::relay_transport::{RelayTransport, TransportError};
+use crate::sent_requests::{SentRequest, SentRequests};
 
 /// What the link tells the Agent.
 #[derive(Message, Debug)]
@@ -37,6 +40,17 @@ pub enum LinkEvent {
     },
     /// A frame from the relay.
     Frame(Frame),
+    /// The relay refused a request (`Refused`, docs/PROTOCOL.md 1.11).
+    Refused {
+        /// The refused request, or `None` if the link does not know it (too old).
+        request: Option<SentRequest>,
+        /// Why; [`ErrorCode::is_retryable`] tells whether to send it again.
+        code: ErrorCode,
+        /// For a retryable code, the least wait before sending it again (ms).
+        retry_after_ms: u32,
+        /// The relay's words.
+        reason: String,
+    },
     /// The first connection's relay key, now pinned (trust on first use): to keep in
     /// the state, so that later connections require it.
     RelayPinned(RelayPin),
@@ -65,6 +79,8 @@ struct Ended {
     replaced: bool,
     /// The relay presented another TLS key than the pinned one.
     key_changed: bool,
+    /// The relay does not know `Features` (revision 7 or earlier).
+    no_features: bool,
 }
 
 /// The key seen on the first TLS connection is pinned from now on.
@@ -85,6 +101,19 @@ impl std::fmt::Display for Replaced {
 }
 
 impl std::error::Error for Replaced {}
+
+/// The relay closed the connection at our `Features` frame: it predates revision 8, and
+/// is not asked again (refusals then come as `Error`, `RateLimited`, `QuotaExceeded`).
+#[derive(Debug)]
+struct NoFeatures;
+
+impl std::fmt::Display for NoFeatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the relay does not know the Features frame (revision 7 or earlier): reconnecting without it")
+    }
+}
+
+impl std::error::Error for NoFeatures {}
 
 /// A connection task authenticated.
 #[derive(Message)]
@@ -136,6 +165,8 @@ pub struct RelayLink {
     online: bool,
     attempt: u32,
     transport: RelayTransport,
+    /// Whether to ask for named refusals (false once the relay showed it predates them).
+    features: bool,
 }
 
 impl RelayLink {
@@ -161,6 +192,7 @@ impl RelayLink {
             online: true,
             attempt: 0,
             transport,
+            features: true,
         }
     }
 
@@ -176,27 +208,29 @@ impl RelayLink {
         let agent = self.agent.clone();
         let liveness = self.liveness;
         let transport = self.transport.clone();
+        let features = self.features;
         self.task = Some(actix::spawn(async move {
             let link = Link {
                 generation,
                 me: &me,
                 agent: &agent,
                 liveness,
+                features,
             };
-            let (reason, replaced, key_changed) = match connection(&relay, &transport, &identity, link, rx)
-                .await
-            {
-                Ok(()) => ("closed".to_string(), false, false),
-                Err(err) => {
-                    let key_changed = matches!(err.downcast_ref(), Some(TransportError::KeyChanged { .. }));
-                    (err.to_string(), err.is::<Replaced>(), key_changed)
-                }
-            };
+            let (reason, replaced, key_changed, no_features) =
+                match connection(&relay, &transport, &identity, link, rx).await {
+                    Ok(()) => ("closed".to_string(), false, false, false),
+                    Err(err) => {
+                        let key_changed = matches!(err.downcast_ref(), Some(TransportError::KeyChanged { .. }));
+                        (err.to_string(), err.is::<Replaced>(), key_changed, err.is::<NoFeatures>())
+                    }
+                };
             me.do_send(Ended {
                 generation,
                 reason,
                 replaced,
                 key_changed,
+                no_features,
             });
         }));
     }
@@ -215,6 +249,8 @@ struct Link<'a> {
     me: &'a Addr<RelayLink>,
     agent: &'a Recipient<LinkEvent>,
     liveness: Liveness,
+    /// Ask for named refusals (`Features`).
+    features: bool,
 }
 
 /// One connection's life: connect, authenticate, then pump frames both ways, pinging
@@ -268,6 +304,22 @@ async fn connection(
     let mut last_heard = tokio::time::Instant::now();
     let mut pinged = false;
     let mut nonce = 0u64;
+    let mut sent = SentRequests::new();
+    // `Features`, then a Ping: its Pong proves the relay read and understood `Features`
+    // (a relay that does not know the frame closes the connection at it, with
+    // `Error(Malformed)`, before it reads the Ping).
+    let mut probe = None;
+    if link.features {
+        nonce = nonce.wrapping_add(1);
+        let features = Frame::Features {
+            flags: FEATURE_NAMED_REFUSALS,
+        };
+        sent.sent(&features);
+        framed.feed(features).await?;
+        sent.sent(&Frame::Ping { nonce });
+        framed.send(Frame::Ping { nonce }).await?;
+        probe = Some(nonce);
+    }
     loop {
         let quiet_until = last_heard + if pinged { interval + timeout } else { interval };
         tokio::select! {
@@ -275,12 +327,29 @@ async fn connection(
                 last_heard = tokio::time::Instant::now();
                 pinged = false;
                 match incoming {
-                    Some(Ok(Frame::Ping { nonce })) => tokio::time::timeout(timeout, framed.send(Frame::Pong { nonce }))
-                        .await
-                        .map_err(|_| dead("a write did not complete"))??,
-                    Some(Ok(Frame::Pong { .. })) => {}
+                    Some(Ok(Frame::Ping { nonce })) => {
+                        sent.sent(&Frame::Pong { nonce });
+                        tokio::time::timeout(timeout, framed.send(Frame::Pong { nonce }))
+                            .await
+                            .map_err(|_| dead("a write did not complete"))??
+                    }
+                    Some(Ok(Frame::Pong { nonce })) => {
+                        if probe == Some(nonce) {
+                            probe = None;
+                        }
+                    }
                     Some(Ok(Frame::Error { code: ErrorCode::Replaced, reason })) => {
                         return Err(Replaced(reason).into());
+                    }
+                    Some(Ok(Frame::Error { code: ErrorCode::Malformed, .. })) if probe.is_some() => {
+                        return Err(NoFeatures.into());
+                    }
+                    Some(Ok(Frame::Refused { request_seq, code, retry_after_ms, reason, .. })) => {
+                        let request = sent.answered(request_seq);
+                        link.agent.do_send(LinkEvent::Refused { request, code, retry_after_ms, reason });
+                    }
+                    Some(Ok(Frame::Accepted { request_seq })) => {
+                        sent.answered(request_seq);
                     }
                     Some(Ok(frame)) => link.agent.do_send(LinkEvent::Frame(frame)),
                     Some(Err(err)) => return Err(err.into()),
@@ -290,8 +359,10 @@ async fn connection(
             outgoing = rx.recv() => match outgoing {
                 Some(frame) => {
                     let write = async {
+                        sent.sent(&frame);
                         framed.feed(frame).await?;
                         while let Ok(more) = rx.try_recv() {
+                            sent.sent(&more);
                             framed.feed(more).await?;
                         }
                         SinkExt::<Frame>::flush(&mut framed).await
@@ -308,6 +379,7 @@ async fn connection(
                     return Err(dead(&format!("nothing from the relay for {silent} ms, not even an answer to a ping")));
                 }
                 nonce = nonce.wrapping_add(1);
+                sent.sent(&Frame::Ping { nonce });
                 tokio::time::timeout(timeout, framed.send(Frame::Ping { nonce }))
                     .await
                     .map_err(|_| dead("a write did not complete"))??;
@@ -351,6 +423,10 @@ impl Handler<Ended> for RelayLink {
         }
         self.tx = None;
         self.task = None;
+        if msg.no_features {
+            self.features = false;
+            info!(self.log, "the relay predates named refusals: not asking it again");
+        }
         if msg.replaced || msg.key_changed {
             // Until told to go online again (`reconnect` step).
             self.online = false;

@@ -36,6 +36,9 @@ pub struct RelayClient {
     /// How many stored messages the relay said were waiting at login.
     pub queued: u32,
     framed: LinkFramed,
+    /// Frames sent through [`RelayClient::send`] and [`RelayClient::feed`], the `Auth`
+    /// included: the `request_seq` of the next one (docs/PROTOCOL.md 1.11).
+    sent: u32,
 }
 
 /// Reads the relay's challenge, signs it (bound to `channel_binding` over TLS) and waits
@@ -119,6 +122,7 @@ impl RelayClient {
             identity,
             queued,
             framed,
+            sent: 1,
         })
     }
 
@@ -145,6 +149,12 @@ impl RelayClient {
         .await
     }
 
+    /// The `request_seq` the next frame sent through this client will have (frames
+    /// written through [`RelayClient::framed`] are not counted).
+    pub fn next_seq(&self) -> u32 {
+        self.sent
+    }
+
     /// This client's identity bytes.
     pub fn me(&self) -> [u8; 32] {
         *self.identity.public().as_bytes()
@@ -153,12 +163,14 @@ impl RelayClient {
     /// Writes one frame.
     pub async fn send(&mut self, frame: Frame) -> anyhow::Result<()> {
         self.framed.send(frame).await?;
+        self.sent = self.sent.wrapping_add(1);
         Ok(())
     }
 
     /// Queues a frame without flushing (for pipelining).
     pub async fn feed(&mut self, frame: Frame) -> anyhow::Result<()> {
         self.framed.feed(frame).await?;
+        self.sent = self.sent.wrapping_add(1);
         Ok(())
     }
 

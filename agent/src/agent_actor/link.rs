@@ -379,11 +379,140 @@ impl AgentActor {
             Frame::RateLimited {
                 msg_id: None,
                 retry_after_ms,
-            } => {
-                // A lookup, fetch or publication was refused; which one is not said, so
-                // every request in flight is asked again after the delay: once, however
-                // many refusals come meanwhile (each refusal re-asking everything would
-                // multiply the requests and keep the bucket empty for good).
+            } => self.retry_requests_later(retry_after_ms, ctx),
+            Frame::QuotaExceeded {
+                msg_id,
+                retry_after_ms,
+                ..
+            } => self.quota_refused(msg_id, retry_after_ms, ctx),
+            Frame::Expired { through, notices } => {
+                for notice in self.expiry.fresh(&notices) {
+                    let to = IdentityKey::from_bytes(notice.recipient)
+                        .map(|id| self.display_name(&id))
+                        .unwrap_or_else(|_| format!("#{}", hex::encode(&notice.recipient[..8])));
+                    self.emit(Event::Expired {
+                        to,
+                        msg_id: msg_id_hex(&notice.msg_id),
+                    });
+                }
+                self.to_relay(Frame::ExpiredAck { through });
+            }
+            Frame::Error { code, reason } => {
+                self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
+                if self.expiry.relay_refused(code) {
+                    self.emit(Event::info(
+                        "the relay does not send expiry notices (it predates them): not asking it again",
+                    ));
+                }
+                if self.away.relay_refused(code) {
+                    self.emit(Event::info(
+                        "the relay does not answer away queries (it predates them): not asking it again",
+                    ));
+                }
+                if code == ErrorCode::NotOwner {
+                    self.not_owner();
+                }
+            }
+            other => debug!(self.log, "ignored frame"; "kind" => other.kind()),
+        }
+    }
+
+    /// The relay refused a request it names (`Refused`, docs/PROTOCOL.md 1.11): a Send
+    /// that may be retried is deferred, one refused for good leaves the outbox and is
+    /// reported `send_failed` with the code; another request is asked again after a rate
+    /// limit, or reported.
+    pub(super) fn on_refused(
+        &mut self,
+        request: Option<SentRequest>,
+        code: ErrorCode,
+        retry_after_ms: u32,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        match (request, code) {
+            (Some(SentRequest { msg_id: Some(msg_id), .. }), ErrorCode::RateLimited) => {
+                self.refused(msg_id, false, retry_after_ms, ctx)
+            }
+            (Some(SentRequest { msg_id: Some(msg_id), .. }), ErrorCode::QuotaExceeded) => {
+                self.quota_refused(msg_id, retry_after_ms, ctx)
+            }
+            (Some(SentRequest { msg_id: Some(msg_id), .. }), code) => self.refused_for_good(msg_id, code, reason),
+            (Some(_), ErrorCode::RateLimited) => self.retry_requests_later(retry_after_ms, ctx),
+            (Some(request), code) => {
+                self.emit(Event::error(format!(
+                    "relay refused {}: {}: {reason}",
+                    request.kind,
+                    code.name()
+                )));
+                if code == ErrorCode::NotOwner {
+                    self.not_owner();
+                }
+            }
+            (None, code) => {
+                self.emit(Event::error(format!("relay refused a request: {}: {reason}", code.name())));
+                if code == ErrorCode::RateLimited {
+                    self.retry_requests_later(retry_after_ms, ctx);
+                }
+            }
+        }
+    }
+
+    /// A Send the relay refused for good (an invalid recipient, a reused message id, a
+    /// code this agent does not know): sending it again cannot succeed, so it leaves the
+    /// outbox, and whoever waits for it is told, once, with the code.
+    fn refused_for_good(&mut self, msg_id: [u8; 16], code: ErrorCode, reason: &str) {
+        self.window.answered(&msg_id);
+        self.pump();
+        match self.state.refused_for_good(&msg_id) {
+            Ok(true) => {}
+            // Not in the outbox: a receipt or control message, or already answered.
+            Ok(false) => return,
+            Err(err) => self.emit(Event::error(format!("cannot update the outbox: {err}"))),
+        }
+        let unacked = self.unacked.remove(&msg_id);
+        let to = match &unacked {
+            Some(unacked) => unacked.to.clone(),
+            None => String::new(),
+        };
+        let reason = format!("the relay refused it: {reason}");
+        if unacked.as_ref().is_none_or(|u| u.visible) {
+            self.emit(Event::SendFailed {
+                to,
+                msg_id: msg_id_hex(&msg_id),
+                reason: reason.clone(),
+                code: Some(code.name().to_string()),
+            });
+        }
+        if let Some(reply) = unacked.and_then(|u| u.reply) {
+            let _ = reply.send(Err(reason));
+        }
+    }
+
+    /// `NotOwner`: a name claim or release of ours was refused.
+    fn not_owner(&mut self) {
+        if let Some(outcome) = self.own_name.on_not_owner() {
+            self.on_own_name(outcome);
+        }
+    }
+
+    /// A Send refused because a storage quota is full: deferred (a message not in the
+    /// outbox, a best-effort receipt, is dropped with nothing to say).
+    fn quota_refused(&mut self, msg_id: [u8; 16], retry_after_ms: u32, ctx: &mut Context<Self>) {
+        if !self.state.outbox_contains(&msg_id) {
+            self.window.answered(&msg_id);
+            self.pump();
+            return;
+        }
+        self.refused(msg_id, true, retry_after_ms, ctx);
+    }
+
+    /// A lookup, fetch or publication was refused by the rate limiter: every request in
+    /// flight is asked again after the delay (a relay of revision 7 or earlier does not
+    /// say which one was refused; one of revision 8 does, but the requests in flight are
+    /// few, and asking them together keeps one timer): once, however many refusals come
+    /// meanwhile (each refusal re-asking everything would multiply the requests and keep
+    /// the bucket empty for good).
+    fn retry_requests_later(&mut self, retry_after_ms: u32, ctx: &mut Context<Self>) {
                 if !self.retry_scheduled {
                     self.retry_scheduled = true;
                     self.emit(Event::info(format!(
@@ -412,50 +541,5 @@ impl AgentActor {
                     });
                 }
             }
-            Frame::QuotaExceeded {
-                msg_id,
-                retry_after_ms,
-                ..
-            } => {
-                // Not in the outbox (a best-effort receipt): dropped, nothing to say.
-                if !self.state.outbox_contains(&msg_id) {
-                    self.window.answered(&msg_id);
-                    self.pump();
-                    return;
-                }
-                self.refused(msg_id, true, retry_after_ms, ctx);
-            }
-            Frame::Expired { through, notices } => {
-                for notice in self.expiry.fresh(&notices) {
-                    let to = IdentityKey::from_bytes(notice.recipient)
-                        .map(|id| self.display_name(&id))
-                        .unwrap_or_else(|_| format!("#{}", hex::encode(&notice.recipient[..8])));
-                    self.emit(Event::Expired {
-                        to,
-                        msg_id: msg_id_hex(&notice.msg_id),
-                    });
-                }
-                self.to_relay(Frame::ExpiredAck { through });
-            }
-            Frame::Error { code, reason } => {
-                self.emit(Event::error(format!("relay: {}: {reason}", code.name())));
-                if self.expiry.relay_refused(code) {
-                    self.emit(Event::info(
-                        "the relay does not send expiry notices (it predates them): not asking it again",
-                    ));
-                }
-                if self.away.relay_refused(code) {
-                    self.emit(Event::info(
-                        "the relay does not answer away queries (it predates them): not asking it again",
-                    ));
-                }
-                if code == ErrorCode::NotOwner {
-                    if let Some(outcome) = self.own_name.on_not_owner() {
-                        self.on_own_name(outcome);
-                    }
-                }
-            }
-            other => debug!(self.log, "ignored frame"; "kind" => other.kind()),
-        }
-    }
+
 }

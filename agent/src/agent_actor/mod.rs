@@ -28,6 +28,7 @@ use crate::own_name::{OnConnect, Outcome, OwnName};
 use crate::pins::{parse_digits, KeyRole};
 use crate::receipt_budget::ReceiptBudget;
 use crate::recovery::Recovery;
+use crate::sent_requests::SentRequest;
 use crate::relay_link::{LinkEvent, Outbound, RelayLink, SetOnline};
 use crate::send_window::SendWindow;
 use crate::settings::{AgentSettings, IdentityPolicy};
@@ -415,6 +416,12 @@ impl Handler<LinkEvent> for AgentActor {
                 replaced,
             } => self.on_disconnected(reason, retry, replaced),
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
+            LinkEvent::Refused {
+                request,
+                code,
+                retry_after_ms,
+                reason,
+            } => self.on_refused(request, code, retry_after_ms, &reason, ctx),
             LinkEvent::RelayPinned(pin) => {
                 let relay = self.settings.relay.clone();
                 match self.state.set_relay_pin(&relay, pin) {

@@ -42,6 +42,7 @@ impl AgentActor {
                 to: peer.to_string(),
                 msg_id: msg_id_hex(&pending.msg_id),
                 reason: reason.to_string(),
+                code: None,
             });
         }
         if let Some(reply) = pending.reply {

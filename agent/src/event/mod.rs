@@ -180,6 +180,11 @@ pub enum Event {
         msg_id: String,
         /// Why.
         reason: String,
+        /// The relay's refusal code (`invalid_recipient`, `msg_id_reused`, …) when the
+        /// relay refused the message for good (docs/PROTOCOL.md 1.11); absent when the
+        /// agent did not send it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
     /// A received message was not shown.
     DecryptFailure {
@@ -523,7 +528,7 @@ impl Event {
                 "! message to {to} (msg {}) expired unread at the relay: it was not delivered",
                 short(msg_id)
             ),
-            Self::SendFailed { to, msg_id, reason } => {
+            Self::SendFailed { to, msg_id, reason, .. } => {
                 if msg_id.is_empty() {
                     format!("! could not send to {to}: {}", sanitize(reason))
                 } else {

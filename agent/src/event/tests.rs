@@ -44,6 +44,13 @@ fn all_events() -> Vec<Event> {
             to: "bob".into(),
             msg_id: ID.into(),
             reason: "quota exceeded".into(),
+            code: None,
+        },
+        Event::SendFailed {
+            to: "bob".into(),
+            msg_id: ID.into(),
+            reason: "the recipient is not a valid identity key".into(),
+            code: Some("invalid_recipient".into()),
         },
         Event::DecryptFailure {
             from: "bob".into(),

@@ -158,6 +158,13 @@ impl AgentState {
         Ok(true)
     }
 
+    /// The relay refused message `msg_id` for good (docs/PROTOCOL.md 1.11): removes it
+    /// from the outbox, so it is not sent again. Returns false if it was not there.
+    pub fn refused_for_good(&mut self, msg_id: &[u8; MESSAGE_ID_LEN]) -> Result<bool, StateError> {
+        // The same write as an acknowledgement: both end the message's life in the outbox.
+        self.acked(msg_id)
+    }
+
     /// Messages not yet acknowledged by the relay, oldest first: send them again after
     /// a restart or reconnect (the relay deduplicates by message id).
     pub fn outbox(&self) -> Vec<OutboxEntry> {

@@ -163,6 +163,22 @@ impl fmt::Debug for Frame {
                 .field("capacity", capacity)
                 .field("refill_per_sec", refill_per_sec)
                 .finish(),
+            Frame::Refused {
+                request_seq,
+                request_type,
+                code,
+                retry_after_ms,
+                reason,
+            } => f
+                .debug_struct("Refused")
+                .field("request_seq", request_seq)
+                .field("request_type", request_type)
+                .field("code", code)
+                .field("retry_after_ms", retry_after_ms)
+                .field("reason", reason)
+                .finish(),
+            Frame::Accepted { request_seq } => f.debug_struct("Accepted").field("request_seq", request_seq).finish(),
+            Frame::Features { flags } => f.debug_struct("Features").field("flags", flags).finish(),
             Frame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
             Frame::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),
             Frame::Error { code, reason } => f

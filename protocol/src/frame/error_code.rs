@@ -44,6 +44,13 @@ pub enum ErrorCode {
     /// A `Send` reuses a message id that this sender used for another recipient:
     /// nothing was stored.
     MsgIdReused,
+    /// `Refused` only: the request was refused by the rate limiter; send it again after
+    /// `retry_after_ms`.
+    RateLimited,
+    /// `Refused` only: a `Send` was refused because a storage quota is full (the
+    /// recipient's queue, the sender's quota or the relay's budget); send it again after
+    /// `retry_after_ms`.
+    QuotaExceeded,
     /// A code this version does not define, kept for forward compatibility.
     /// Never holds one of the defined codes when produced by [`ErrorCode::from_u16`].
     UnknownCode(u16),
@@ -70,6 +77,8 @@ impl ErrorCode {
             15 => Self::InvalidClaim,
             16 => Self::InvalidRecipient,
             17 => Self::MsgIdReused,
+            18 => Self::RateLimited,
+            19 => Self::QuotaExceeded,
             other => Self::UnknownCode(other),
         }
     }
@@ -94,6 +103,8 @@ impl ErrorCode {
             Self::InvalidClaim => 15,
             Self::InvalidRecipient => 16,
             Self::MsgIdReused => 17,
+            Self::RateLimited => 18,
+            Self::QuotaExceeded => 19,
             Self::UnknownCode(code) => code,
         }
     }
@@ -118,8 +129,19 @@ impl ErrorCode {
             Self::InvalidClaim => "invalid_claim",
             Self::InvalidRecipient => "invalid_recipient",
             Self::MsgIdReused => "msg_id_reused",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::UnknownCode(_) => "unknown",
         }
+    }
+}
+
+impl ErrorCode {
+    /// Whether a request refused with this code may succeed if sent again later
+    /// ([`ErrorCode::RateLimited`], [`ErrorCode::QuotaExceeded`]); every other refusal is
+    /// final for that request.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::RateLimited | Self::QuotaExceeded)
     }
 }
 

@@ -53,6 +53,9 @@ pub const AUTH_CONTEXT_V2: &[u8] = b"e2ee-chat/relay-auth/v2";
 pub const AUTH_FRAME_LEN: usize = 2 + KEY_LEN + SIGNATURE_LEN;
 /// The most notices one `Expired` frame carries (48 KiB of notices).
 pub const MAX_EXPIRED_NOTICES: usize = 1000;
+/// `Features` flag: refusals are sent as `Refused` frames naming the refused request,
+/// and a stored `PublishName` is answered `Accepted` (docs/PROTOCOL.md 1.11).
+pub const FEATURE_NAMED_REFUSALS: u32 = 1;
 /// `away_days` in an `Away` reply for an identity that has never authenticated at the
 /// relay (or that the relay has forgotten): `0xFFFF_FFFF`.
 pub const AWAY_NEVER: u32 = u32::MAX;
@@ -62,6 +65,7 @@ mod ty {
     pub const CHALLENGE: u8 = 0x01;
     pub const AUTH: u8 = 0x02;
     pub const AUTH_OK: u8 = 0x03;
+    pub const FEATURES: u8 = 0x04;
     pub const PUBLISH_PREKEYS: u8 = 0x10;
     pub const FETCH_BUNDLE: u8 = 0x11;
     pub const BUNDLE: u8 = 0x12;
@@ -84,6 +88,8 @@ mod ty {
     pub const QUOTA_EXCEEDED: u8 = 0x31;
     pub const QUERY_QUOTA: u8 = 0x32;
     pub const QUOTA: u8 = 0x33;
+    pub const REFUSED: u8 = 0x34;
+    pub const ACCEPTED: u8 = 0x35;
     pub const PING: u8 = 0x40;
     pub const PONG: u8 = 0x41;
     pub const ERROR: u8 = 0x7F;
@@ -313,6 +319,40 @@ pub enum Frame {
         /// Tokens added per second.
         refill_per_sec: u32,
     },
+    /// 0x34, relay → client (only after `Features` with [`FEATURE_NAMED_REFUSALS`]): the
+    /// request the client sent as its `request_seq`-th frame on this connection is
+    /// refused (docs/PROTOCOL.md 1.11). Every refusal that does not close the connection
+    /// takes this form then, in place of `Error`, `RateLimited` and `QuotaExceeded`.
+    Refused {
+        /// The refused frame's position among the frames the client sent on this
+        /// connection, its `Auth` being 0.
+        request_seq: u32,
+        /// The refused frame's type byte.
+        request_type: u8,
+        /// Why: [`ErrorCode::RateLimited`] and [`ErrorCode::QuotaExceeded`] may be
+        /// retried after `retry_after_ms`; any other code is final for that request.
+        code: ErrorCode,
+        /// For a retryable code, wait at least this long (ms) before sending the same
+        /// request again; 0 otherwise.
+        retry_after_ms: u32,
+        /// Human-readable detail, at most [`MAX_REASON_LEN`] bytes of UTF-8.
+        reason: String,
+    },
+    /// 0x35, relay → client (only after `Features` with [`FEATURE_NAMED_REFUSALS`]): the
+    /// request sent as frame `request_seq`, one that has no reply of its own
+    /// (`PublishName`), was carried out.
+    Accepted {
+        /// As in `Refused`.
+        request_seq: u32,
+    },
+    /// 0x04, client → relay: the optional behaviours the client asks for on this
+    /// connection, from its next frame on (bit flags; unknown bits are ignored). Not
+    /// answered. A relay of revision 7 or earlier closes the connection with
+    /// `Error(Malformed)`.
+    Features {
+        /// [`FEATURE_NAMED_REFUSALS`], or 0.
+        flags: u32,
+    },
     /// 0x40, either direction: liveness check; answered by `Pong` with the same nonce.
     Ping {
         /// Echoed in the `Pong`.
@@ -375,10 +415,52 @@ impl Frame {
             Frame::QuotaExceeded { .. } => ty::QUOTA_EXCEEDED,
             Frame::QueryQuota => ty::QUERY_QUOTA,
             Frame::Quota { .. } => ty::QUOTA,
+            Frame::Refused { .. } => ty::REFUSED,
+            Frame::Accepted { .. } => ty::ACCEPTED,
+            Frame::Features { .. } => ty::FEATURES,
             Frame::Ping { .. } => ty::PING,
             Frame::Pong { .. } => ty::PONG,
             Frame::Error { .. } => ty::ERROR,
         }
+    }
+
+    /// A `Refused` frame for the request `request_seq` of type `request_type`, its
+    /// reason cut like [`Frame::error`]'s.
+    pub fn refused(
+        request_seq: u32,
+        request_type: u8,
+        code: ErrorCode,
+        retry_after_ms: u32,
+        reason: impl Into<String>,
+    ) -> Self {
+        let Frame::Error { reason, .. } = Frame::error(code, reason) else {
+            unreachable!("Frame::error makes an Error")
+        };
+        Frame::Refused {
+            request_seq,
+            request_type,
+            code,
+            retry_after_ms,
+            reason,
+        }
+    }
+
+    /// Whether this client frame is a request the relay answers exactly once (its reply,
+    /// `Accepted` or `Refused`, docs/PROTOCOL.md 1.11), and so worth remembering by its
+    /// position until then.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Frame::PublishPreKeys { .. }
+                | Frame::FetchBundle { .. }
+                | Frame::PublishName { .. }
+                | Frame::LookupName { .. }
+                | Frame::LookupIdentity { .. }
+                | Frame::ReleaseName { .. }
+                | Frame::QueryAway { .. }
+                | Frame::Send { .. }
+                | Frame::QueryQuota
+        )
     }
 
     /// A constant snake_case name of the frame type, for logs and metrics.
@@ -409,6 +491,9 @@ impl Frame {
             Frame::QuotaExceeded { .. } => "quota_exceeded",
             Frame::QueryQuota => "query_quota",
             Frame::Quota { .. } => "quota",
+            Frame::Refused { .. } => "refused",
+            Frame::Accepted { .. } => "accepted",
+            Frame::Features { .. } => "features",
             Frame::Ping { .. } => "ping",
             Frame::Pong { .. } => "pong",
             Frame::Error { .. } => "error",
@@ -446,6 +531,8 @@ impl Frame {
             Frame::QuotaExceeded { .. } => MSG_ID_LEN + KEY_LEN + U32,
             Frame::QueryQuota => 0,
             Frame::Quota { .. } => 3 * U32,
+            Frame::Refused { reason, .. } => U32 + 1 + 2 + U32 + 2 + reason.len(),
+            Frame::Accepted { .. } | Frame::Features { .. } => U32,
             Frame::Ping { .. } | Frame::Pong { .. } => U64,
             Frame::Error { reason, .. } => 2 + 2 + reason.len(),
         };
@@ -472,7 +559,9 @@ impl Frame {
             Frame::Send { payload, .. } | Frame::Deliver { payload, .. } => {
                 max("payload", payload.len(), MAX_PAYLOAD_LEN)
             }
-            Frame::Error { reason, .. } => max("reason", reason.len(), MAX_REASON_LEN),
+            Frame::Error { reason, .. } | Frame::Refused { reason, .. } => {
+                max("reason", reason.len(), MAX_REASON_LEN)
+            }
             Frame::Expired { notices, .. } => {
                 max("notices", notices.len(), MAX_EXPIRED_NOTICES)?;
                 check_notices_not_empty(notices.len())
@@ -605,6 +694,21 @@ impl Frame {
                 dst.put_u32(*capacity);
                 dst.put_u32(*refill_per_sec);
             }
+            Frame::Refused {
+                request_seq,
+                request_type,
+                code,
+                retry_after_ms,
+                reason,
+            } => {
+                dst.put_u32(*request_seq);
+                dst.put_u8(*request_type);
+                dst.put_u16(code.to_u16());
+                dst.put_u32(*retry_after_ms);
+                put_bytes_u16(dst, reason.as_bytes());
+            }
+            Frame::Accepted { request_seq } => dst.put_u32(*request_seq),
+            Frame::Features { flags } => dst.put_u32(*flags),
             Frame::Ping { nonce } | Frame::Pong { nonce } => dst.put_u64(*nonce),
             Frame::Error { code, reason } => {
                 dst.put_u16(code.to_u16());
@@ -731,6 +835,22 @@ impl Frame {
                 capacity: r.u32()?,
                 refill_per_sec: r.u32()?,
             },
+            ty::REFUSED => {
+                let request_seq = r.u32()?;
+                let request_type = r.u8()?;
+                let code = ErrorCode::from_u16(r.u16()?);
+                let retry_after_ms = r.u32()?;
+                let raw = r.bytes_u16(MAX_REASON_LEN, "reason")?;
+                Frame::Refused {
+                    request_seq,
+                    request_type,
+                    code,
+                    retry_after_ms,
+                    reason: utf8(raw, "reason")?,
+                }
+            }
+            ty::ACCEPTED => Frame::Accepted { request_seq: r.u32()? },
+            ty::FEATURES => Frame::Features { flags: r.u32()? },
             ty::PING => Frame::Ping { nonce: r.u64()? },
             ty::PONG => Frame::Pong { nonce: r.u64()? },
             ty::ERROR => {

@@ -270,3 +270,68 @@ fn encodes_msg_id_reused_as_code_17() {
     assert_eq!(ErrorCode::from_u16(17), ErrorCode::MsgIdReused);
     assert_eq!(ErrorCode::MsgIdReused.name(), "msg_id_reused");
 }
+
+#[test]
+fn encodes_refused_accepted_and_features_byte_for_byte() {
+    let refused = Frame::refused(7, 0x20, ErrorCode::QuotaExceeded, 1000, "full");
+    assert_eq!(
+        body(&refused),
+        vec![1, 0x34, 0, 0, 0, 7, 0x20, 0, 19, 0, 0, 0x03, 0xE8, 0, 4, b'f', b'u', b'l', b'l']
+    );
+    assert_eq!(body(&Frame::Accepted { request_seq: 258 }), vec![1, 0x35, 0, 0, 1, 2]);
+    assert_eq!(
+        body(&Frame::Features {
+            flags: FEATURE_NAMED_REFUSALS
+        }),
+        vec![1, 0x04, 0, 0, 0, 1]
+    );
+    for frame in [refused, Frame::Accepted { request_seq: 1 }, Frame::Features { flags: u32::MAX }] {
+        let bytes = body(&frame);
+        assert_eq!(bytes.len(), frame.encoded_len());
+        assert_eq!(Frame::decode(&bytes), Ok(frame));
+        // A byte short is incomplete, a byte more is trailing: both refused.
+        assert!(Frame::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(Frame::decode(&padded).is_err());
+    }
+}
+
+#[test]
+fn refused_cuts_its_reason_and_keeps_unknown_codes() {
+    let long = "é".repeat(MAX_REASON_LEN);
+    let Frame::Refused { reason, .. } = Frame::refused(1, 0x10, ErrorCode::NotOwner, 0, long) else {
+        panic!("not a Refused frame");
+    };
+    assert!(reason.len() <= MAX_REASON_LEN && reason.len() >= MAX_REASON_LEN - 1);
+    let bytes = [1, 0x34, 0, 0, 0, 1, 0x20, 0x12, 0x34, 0, 0, 0, 0, 0, 0];
+    assert!(matches!(
+        Frame::decode(&bytes),
+        Ok(Frame::Refused {
+            code: ErrorCode::UnknownCode(0x1234),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn only_rate_limits_and_full_quotas_are_retryable() {
+    let retryable: Vec<u16> = (0..=u16::MAX)
+        .filter(|c| ErrorCode::from_u16(*c).is_retryable())
+        .collect();
+    assert_eq!(retryable, vec![18, 19]);
+}
+
+#[test]
+fn requests_are_the_frames_answered_exactly_once() {
+    assert!(Frame::QueryQuota.is_request());
+    assert!(Frame::PublishName { claim: vec![] }.is_request());
+    assert!(!Frame::Ping { nonce: 1 }.is_request());
+    assert!(!Frame::ExpiredAck { through: 0 }.is_request());
+    assert!(!Frame::DeliveryAck {
+        sender: [0; 32],
+        msg_id: [0; 16]
+    }
+    .is_request());
+    assert!(!Frame::Features { flags: 1 }.is_request());
+}

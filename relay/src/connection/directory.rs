@@ -8,10 +8,10 @@ impl Connection {
     pub(super) fn on_publish_prekeys(&mut self, me: IdentityBytes, bytes: &[u8], ctx: &mut Context<Self>) {
         let bundle = match PreKeyBundle::decode_verified(bytes) {
             Ok(bundle) => bundle,
-            Err(err) => return self.refuse(ErrorCode::InvalidBundle, &err.to_string(), ctx),
+            Err(err) => return self.refuse(self.requests.current(), ErrorCode::InvalidBundle, &err.to_string(), ctx),
         };
         if bundle.identity.as_bytes() != &me {
-            return self.refuse(ErrorCode::NotOwner, "bundle of another identity", ctx);
+            return self.refuse(self.requests.current(), ErrorCode::NotOwner, "bundle of another identity", ctx);
         }
         let publish = PublishPrekeys {
             owner: me,
@@ -86,10 +86,10 @@ impl Connection {
     pub(super) fn on_publish_name(&mut self, me: IdentityBytes, bytes: Vec<u8>, ctx: &mut Context<Self>) {
         let claim = match NameClaim::decode_verified(&bytes) {
             Ok(claim) => claim,
-            Err(err) => return self.refuse(ErrorCode::InvalidClaim, &err.to_string(), ctx),
+            Err(err) => return self.refuse(self.requests.current(), ErrorCode::InvalidClaim, &err.to_string(), ctx),
         };
         if claim.identity.as_bytes() != &me {
-            return self.refuse(ErrorCode::NotOwner, "claim of another identity", ctx);
+            return self.refuse(self.requests.current(), ErrorCode::NotOwner, "claim of another identity", ctx);
         }
         let put = PutClaim {
             name: claim.name,
@@ -98,18 +98,23 @@ impl Connection {
             now_ms: crate::now_ms(),
             lease: self.relay.lease,
         };
+        let request = self.requests.current();
         ctx.spawn(
             self.relay
                 .store
                 .send(put)
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(Ok(ClaimOutcome::Stored)) => info!(act.log, "name claimed"),
+                .map(move |res, act, ctx| match res {
+                    Ok(Ok(ClaimOutcome::Stored)) => {
+                        info!(act.log, "name claimed");
+                        act.accepted(request, ctx);
+                    }
                     Ok(Ok(ClaimOutcome::TakenOver { .. })) => {
-                        info!(act.log, "name claimed"; "reason" => "the previous holder's lease ran out")
+                        info!(act.log, "name claimed"; "reason" => "the previous holder's lease ran out");
+                        act.accepted(request, ctx);
                     }
                     Ok(Ok(ClaimOutcome::HeldByAnother)) => {
-                        act.refuse(ErrorCode::NotOwner, "name held by another identity", ctx)
+                        act.refuse(request, ErrorCode::NotOwner, "name held by another identity", ctx)
                     }
                     _ => act.close(ErrorCode::Internal, "store failure", ctx),
                 }),
@@ -182,16 +187,17 @@ impl Connection {
     ) {
         let release = match NameRelease::decode_verified(bytes) {
             Ok(release) => release,
-            Err(err) => return self.refuse(ErrorCode::InvalidClaim, &err.to_string(), ctx),
+            Err(err) => return self.refuse(self.requests.current(), ErrorCode::InvalidClaim, &err.to_string(), ctx),
         };
         if release.identity.as_bytes() != &me {
-            return self.refuse(ErrorCode::NotOwner, "release of another identity", ctx);
+            return self.refuse(self.requests.current(), ErrorCode::NotOwner, "release of another identity", ctx);
         }
         let release = ReleaseClaim {
             name: release.name,
             owner: me,
             issued_ms: release.issued_ms,
         };
+        let request = self.requests.current();
         ctx.spawn(
             self.relay
                 .store
@@ -209,9 +215,10 @@ impl Connection {
                         );
                     }
                     Ok(Ok(ReleaseOutcome::NotHeld)) => {
-                        act.refuse(ErrorCode::NotOwner, "name not held by this identity", ctx)
+                        act.refuse(request, ErrorCode::NotOwner, "name not held by this identity", ctx)
                     }
                     Ok(Ok(ReleaseOutcome::OlderThanClaim { .. })) => act.refuse(
+                        request,
                         ErrorCode::NotOwner,
                         "release is older than the claim it would remove (issued_ms)",
                         ctx,

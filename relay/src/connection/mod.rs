@@ -49,9 +49,11 @@ use crate::RelayContext;
 mod delivery;
 mod directory;
 mod expiry_notices;
+mod refusals;
 mod writes;
 
 use expiry_notices::ExpiryNotices;
+use refusals::{RequestLog, RequestRef};
 use writes::{Writes, Written};
 
 /// Messages loaded from the store per drain step.
@@ -121,6 +123,8 @@ pub struct Connection {
     notices: ExpiryNotices,
     /// The TLS channel binding the login must sign (`None` over plain TCP).
     channel_binding: Option<[u8; 32]>,
+    /// The frames read so far, and how refusals are sent.
+    requests: RequestLog,
 }
 
 impl Connection {
@@ -156,6 +160,7 @@ impl Connection {
             invalid_recipient_logged: false,
             notices: ExpiryNotices::default(),
             channel_binding,
+            requests: RequestLog::default(),
         }
     }
 
@@ -222,26 +227,6 @@ impl Connection {
         ctx.stop();
     }
 
-    /// Refuses one request without closing the connection.
-    fn refuse(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
-        self.relay.metrics.reject(code);
-        warn!(self.log, "request refused"; "reason" => reason, "code" => code.name());
-        self.send(Frame::error(code, reason), ctx);
-    }
-
-    /// Refuses a request (the Send `msg_id`, or another request) for `wait`.
-    fn rate_limited(&mut self, msg_id: Option<MsgId>, wait: Duration, ctx: &mut Context<Self>) {
-        self.relay.metrics.rate_limited.inc();
-        let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
-        self.send(
-            Frame::RateLimited {
-                msg_id,
-                retry_after_ms,
-            },
-            ctx,
-        );
-    }
-
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let Some(me) = self.identity() else {
             return self.authenticate(frame, ctx);
@@ -262,7 +247,8 @@ impl Connection {
         );
         if request {
             if let Err(wait) = self.take_token(|r| &mut r.requests) {
-                return self.rate_limited(None, wait, ctx);
+                let request = self.requests.current();
+                return self.rate_limited(request, None, wait, ctx);
             }
         }
         match frame {
@@ -322,6 +308,7 @@ impl Connection {
             Frame::Ping { nonce } => {
                 self.send(Frame::Pong { nonce }, ctx);
             }
+            Frame::Features { flags } => self.requests.features(flags),
             Frame::Pong { .. } => {}
             other => {
                 let reason = format!("unexpected {} frame", other.kind());
@@ -338,16 +325,18 @@ impl Connection {
         // for may be its own writes.
         self.send_writes(ctx);
         let backlog = self.relay.backlog.clone();
+        let request = self.requests.current();
         ctx.wait(
             async move { backlog.wait_for_room().await }
                 .into_actor(self)
-                .map(move |(), act, ctx| act.resume(frame, ctx)),
+                .map(move |(), act, ctx| act.resume(request, frame, ctx)),
         );
     }
 
     /// Handles a frame whose reading was paused, unless the connection is ending.
-    fn resume(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+    fn resume(&mut self, request: RequestRef, frame: Frame, ctx: &mut Context<Self>) {
         if !self.closing && self.shutdown.is_none() {
+            self.requests.resume(request);
             self.on_frame(frame, ctx);
         }
     }
@@ -465,7 +454,8 @@ impl Connection {
         ctx: &mut Context<Self>,
     ) {
         if let Err(wait) = self.take_token(|r| &mut r.sends) {
-            return self.rate_limited(Some(msg_id), wait, ctx);
+            let request = self.requests.current();
+            return self.rate_limited(request, Some(msg_id), wait, ctx);
         }
         if !self.recipients.is_valid(&recipient) {
             return self.invalid_recipient(msg_id, ctx);
@@ -512,7 +502,8 @@ impl Connection {
             warn!(self.log, "request refused"; "reason" => reason, "msg_id" => id,
                   "code" => ErrorCode::InvalidRecipient.name());
         }
-        self.send(Frame::error(ErrorCode::InvalidRecipient, reason), ctx);
+        let request = self.requests.current();
+        self.send_refusal(request, ErrorCode::InvalidRecipient, reason, ctx);
     }
 
     /// Stores a message from `me`, then routes it to its recipient. `ack` tells this
@@ -542,6 +533,7 @@ impl Connection {
                 msg_id,
                 len,
                 ack,
+                request: self.requests.current(),
             },
             ctx,
         );
@@ -705,6 +697,7 @@ impl StreamHandler<Result<Frame, CodecError>> for Connection {
                     .metrics
                     .bytes_in
                     .add((frame.encoded_len() + e2ee_protocol::frame::LENGTH_PREFIX_LEN) as u64);
+                self.requests.read(&frame);
                 self.on_frame(frame, ctx);
             }
             Err(CodecError::FrameTooLarge { len, max }) => {

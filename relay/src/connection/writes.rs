@@ -13,6 +13,8 @@ pub(super) enum Written {
         msg_id: MsgId,
         len: usize,
         ack: bool,
+        /// The Send frame, to answer.
+        request: RequestRef,
     },
     /// The client's DeliveryAck for this (sender, id).
     Ack((IdentityBytes, MsgId)),
@@ -93,8 +95,9 @@ impl Connection {
                 msg_id,
                 len,
                 ack,
+                request,
             }) => {
-                self.on_stored(outcome, recipient, msg_id, len, ack, ctx);
+                self.on_stored(outcome, request, recipient, msg_id, len, ack, ctx);
                 if self.shutdown.is_some() && !self.writes.storing() {
                     if let Some((code, reason)) = self.shutdown.take() {
                         self.close(code, &reason, ctx);
@@ -123,6 +126,7 @@ impl Connection {
     fn on_stored(
         &mut self,
         outcome: WriteOutcome,
+        request: RequestRef,
         recipient: IdentityBytes,
         msg_id: MsgId,
         len: usize,
@@ -149,6 +153,7 @@ impl Connection {
             Ok(WriteResult::IdReused) => {
                 // A SentAck would say it is stored: it is not. The connection stays open.
                 self.refuse(
+                    request,
                     ErrorCode::MsgIdReused,
                     &format!(
                         "message id {} was used for another recipient; nothing was stored",
@@ -166,15 +171,7 @@ impl Connection {
                 }
                 let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
                 debug!(self.log, "message refused"; "quota" => quota.name(), "msg_id" => id);
-                let retry_after_ms = self.relay.limits.quota_retry_after_ms;
-                self.send(
-                    Frame::QuotaExceeded {
-                        msg_id,
-                        recipient,
-                        retry_after_ms,
-                    },
-                    ctx,
-                );
+                self.quota_exceeded(request, msg_id, recipient, quota, ctx);
             }
             Ok(_) | Err(_) => {
                 self.close(
