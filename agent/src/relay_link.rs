@@ -109,7 +109,9 @@ struct NoFeatures;
 
 impl std::fmt::Display for NoFeatures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the relay does not know the Features frame (revision 7 or earlier): reconnecting without it")
+        f.write_str(
+            "the relay does not know the Features frame (revision 7 or earlier): reconnecting without it",
+        )
     }
 }
 
@@ -221,8 +223,14 @@ impl RelayLink {
                 match connection(&relay, &transport, &identity, link, rx).await {
                     Ok(()) => ("closed".to_string(), false, false, false),
                     Err(err) => {
-                        let key_changed = matches!(err.downcast_ref(), Some(TransportError::KeyChanged { .. }));
-                        (err.to_string(), err.is::<Replaced>(), key_changed, err.is::<NoFeatures>())
+                        let key_changed =
+                            matches!(err.downcast_ref(), Some(TransportError::KeyChanged { .. }));
+                        (
+                            err.to_string(),
+                            err.is::<Replaced>(),
+                            key_changed,
+                            err.is::<NoFeatures>(),
+                        )
                     }
                 };
             me.do_send(Ended {

@@ -131,6 +131,8 @@ mod tests {
         assert_eq!(sent.by_seq.len(), REMEMBERED);
         assert_eq!(sent.answered(1), None);
         assert!(sent.answered(11).is_some());
-        assert!(sent.answered(u32::try_from(REMEMBERED + 10).unwrap()).is_some());
+        assert!(sent
+            .answered(u32::try_from(REMEMBERED + 10).expect("small"))
+            .is_some());
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,9 @@ fn identity() -> IdentityKeyPair {
 
 /// A client that asked for named refusals.
 async fn named(handle: &RelayHandle) -> RelayClient {
-    let mut client = RelayClient::connect(handle.addr, identity()).await.expect("connect");
+    let mut client = RelayClient::connect(handle.addr, identity())
+        .await
+        .expect("connect");
     client
         .send(Frame::Features {
             flags: FEATURE_NAMED_REFUSALS,
@@ -82,8 +84,12 @@ async fn pipelined_requests_each_get_one_answer_and_refusals_name_theirs() {
     let bob = identity();
     let bob_key = *bob.public().as_bytes();
     let carol_key = *identity().public().as_bytes();
-    let claim = NameClaim::sign(&alice.identity, "alice", 1).expect("claim").encode();
-    let others_bundle = PreKeyStore::generate(&bob, 2, &mut OsRng).bundle(bob.public()).encode();
+    let claim = NameClaim::sign(&alice.identity, "alice", 1)
+        .expect("claim")
+        .encode();
+    let others_bundle = PreKeyStore::generate(&bob, 2, &mut OsRng)
+        .bundle(bob.public())
+        .encode();
 
     // Written in one go, answered as the relay gets to them.
     let requests = [
@@ -98,7 +104,9 @@ async fn pipelined_requests_each_get_one_answer_and_refusals_name_theirs() {
             payload: vec![2],
         },
         Frame::PublishName { claim: vec![9; 40] },
-        Frame::PublishPreKeys { bundle: others_bundle },
+        Frame::PublishPreKeys {
+            bundle: others_bundle,
+        },
         Frame::Send {
             recipient: carol_key,
             msg_id: msg_id(1),
@@ -119,7 +127,10 @@ async fn pipelined_requests_each_get_one_answer_and_refusals_name_theirs() {
     let got = answers(&mut alice, 8).await;
 
     assert!(got.contains(&Frame::SentAck { msg_id: msg_id(1) }), "{got:?}");
-    assert_eq!(refusal_of(&got, first + 1), (0x20, ErrorCode::InvalidRecipient, 0));
+    assert_eq!(
+        refusal_of(&got, first + 1),
+        (0x20, ErrorCode::InvalidRecipient, 0)
+    );
     assert_eq!(refusal_of(&got, first + 2), (0x15, ErrorCode::InvalidClaim, 0));
     assert_eq!(refusal_of(&got, first + 3), (0x10, ErrorCode::NotOwner, 0));
     assert_eq!(refusal_of(&got, first + 4), (0x20, ErrorCode::MsgIdReused, 0));
@@ -188,8 +199,10 @@ async fn rate_limited_and_over_quota_requests_are_named_with_their_delay() {
         assert_eq!(refusal_of(&got, seq), (0x20, ErrorCode::QuotaExceeded, 1234));
     }
     assert!(
-        !got.iter()
-            .any(|f| matches!(f, Frame::RateLimited { .. } | Frame::QuotaExceeded { .. } | Frame::Error { .. })),
+        !got.iter().any(|f| matches!(
+            f,
+            Frame::RateLimited { .. } | Frame::QuotaExceeded { .. } | Frame::Error { .. }
+        )),
         "only named refusals: {got:?}"
     );
 }
@@ -197,7 +210,9 @@ async fn rate_limited_and_over_quota_requests_are_named_with_their_delay() {
 #[tokio::test]
 async fn a_client_that_does_not_ask_gets_the_frames_of_revision_7() {
     let (handle, _dir) = relay(|_| {});
-    let mut old = RelayClient::connect(handle.addr, identity()).await.expect("connect");
+    let mut old = RelayClient::connect(handle.addr, identity())
+        .await
+        .expect("connect");
     old.send(Frame::Send {
         recipient: [0; 32],
         msg_id: msg_id(1),
@@ -209,19 +224,31 @@ async fn a_client_that_does_not_ask_gets_the_frames_of_revision_7() {
         panic!("an Error frame");
     };
     assert_eq!(code, ErrorCode::InvalidRecipient);
-    old.send(Frame::PublishName { claim: NameClaim::sign(&old.identity, "olga", 1).expect("claim").encode() })
-        .await
-        .expect("claim");
+    old.send(Frame::PublishName {
+        claim: NameClaim::sign(&old.identity, "olga", 1).expect("claim").encode(),
+    })
+    .await
+    .expect("claim");
     // A stored claim has no answer before revision 8: the Ping's Pong comes next.
     old.send(Frame::Ping { nonce: 1 }).await.expect("ping");
     assert_eq!(old.recv(WAIT).await.expect("pong"), Frame::Pong { nonce: 1 });
 }
 
-/// A frame-level proxy between an agent and the relay (plain TCP) that, while `spoil`
-/// is set, rewrites the recipient of every Send to bytes that are not an identity key:
-/// the relay then refuses that Send for good. Frames pass one for one, so positions are
-/// kept.
-async fn spoiling_proxy(upstream: SocketAddr, spoil: Arc<AtomicBool>) -> SocketAddr {
+/// What the proxy in front of the relay does to an agent's frames.
+#[derive(Default)]
+struct Tamper {
+    /// Rewrite the recipient of every Send to bytes that are not an identity key: the
+    /// relay then refuses that Send for good.
+    spoil: AtomicBool,
+    /// Play a relay of revision 7: answer `Features` with `Error(Malformed)` and close.
+    old_relay: AtomicBool,
+    /// `Features` frames seen.
+    features_seen: AtomicUsize,
+}
+
+/// A frame-level proxy between an agent and the relay (plain TCP) that tampers as
+/// `tamper` says. Frames pass one for one, so their positions are kept.
+async fn tampering_proxy(upstream: SocketAddr, tamper: Arc<Tamper>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -229,16 +256,27 @@ async fn spoiling_proxy(upstream: SocketAddr, spoil: Arc<AtomicBool>) -> SocketA
             let Ok(relay) = TcpStream::connect(upstream).await else {
                 continue;
             };
-            let spoil = spoil.clone();
+            let tamper = tamper.clone();
             tokio::spawn(async move {
-                let (mut to_client, mut from_client) = Framed::new(client, FrameCodec::default()).split();
+                let (to_client, mut from_client) = Framed::new(client, FrameCodec::default()).split();
+                let to_client = tokio::sync::Mutex::new(to_client);
                 let (mut to_relay, mut from_relay) = Framed::new(relay, FrameCodec::default()).split();
                 let up = async {
                     while let Some(Ok(mut frame)) = from_client.next().await {
-                        if let Frame::Send { recipient, .. } = &mut frame {
-                            if spoil.load(Ordering::SeqCst) {
+                        match &mut frame {
+                            Frame::Send { recipient, .. } if tamper.spoil.load(Ordering::SeqCst) => {
                                 *recipient = [0; 32];
                             }
+                            Frame::Features { .. } => {
+                                tamper.features_seen.fetch_add(1, Ordering::SeqCst);
+                                if tamper.old_relay.load(Ordering::SeqCst) {
+                                    let refusal =
+                                        Frame::error(ErrorCode::Malformed, "unknown frame type 0x04");
+                                    let _ = to_client.lock().await.send(refusal).await;
+                                    break;
+                                }
+                            }
+                            _ => {}
                         }
                         if to_relay.send(frame).await.is_err() {
                             break;
@@ -247,7 +285,7 @@ async fn spoiling_proxy(upstream: SocketAddr, spoil: Arc<AtomicBool>) -> SocketA
                 };
                 let down = async {
                     while let Some(Ok(frame)) = from_relay.next().await {
-                        if to_client.send(frame).await.is_err() {
+                        if to_client.lock().await.send(frame).await.is_err() {
                             break;
                         }
                     }
@@ -278,8 +316,9 @@ fn a_message_the_relay_refuses_for_good_is_reported_once_with_its_code_and_leave
     let relay =
         RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let spoil = Arc::new(AtomicBool::new(false));
-    let proxy = runtime.block_on(spoiling_proxy(relay.addr, spoil.clone()));
+    let tamper = Arc::new(Tamper::default());
+    let spoil = &tamper.spoil;
+    let proxy = runtime.block_on(tampering_proxy(relay.addr, tamper.clone()));
 
     let mut bob = agent("bob", relay.addr, tmp.path());
     relay.wait_log("name claimed", WAIT).expect("bob's name");
@@ -292,7 +331,10 @@ fn a_message_the_relay_refuses_for_good_is_reported_once_with_its_code_and_leave
     let failed = alice.wait_event("send_failed", WAIT).expect("told");
     assert_eq!(failed["code"], "invalid_recipient", "{failed}");
     assert_eq!(failed["to"], "bob", "{failed}");
-    assert!(!failed["msg_id"].as_str().unwrap_or_default().is_empty(), "{failed}");
+    assert!(
+        !failed["msg_id"].as_str().unwrap_or_default().is_empty(),
+        "{failed}"
+    );
     spoil.store(false, Ordering::SeqCst);
 
     alice.send_line("/msg bob after").expect("stdin");
@@ -303,8 +345,46 @@ fn a_message_the_relay_refuses_for_good_is_reported_once_with_its_code_and_leave
     assert!(alice.wait_exit(WAIT).expect("alice exits").success());
     assert!(alice.events_of("unsent").is_empty(), "{}", alice.report());
     assert_eq!(alice.events_of("send_failed").len(), 1, "{}", alice.report());
-    let texts: Vec<String> = bob.events_of("message").iter().map(|e| e["text"].to_string()).collect();
+    let texts: Vec<String> = bob
+        .events_of("message")
+        .iter()
+        .map(|e| e["text"].to_string())
+        .collect();
     assert!(!texts.iter().any(|t| t.contains("spoiled")), "{texts:?}");
+    bob.close_stdin();
+    bob.wait_exit(WAIT).expect("bob exits");
+}
+
+#[test]
+fn an_agent_behind_a_relay_of_revision_7_stops_asking_and_carries_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("E2EE_RELAY_STORE__FSYNC", "false"),
+        ("E2EE_RELAY_INSECURE_PLAINTEXT", "true"),
+    ];
+    let relay =
+        RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let tamper = Arc::new(Tamper::default());
+    tamper.old_relay.store(true, Ordering::SeqCst);
+    let proxy = runtime.block_on(tampering_proxy(relay.addr, tamper.clone()));
+
+    let mut bob = agent("bob", relay.addr, tmp.path());
+    relay.wait_log("name claimed", WAIT).expect("bob's name");
+    let mut alice = agent("alice", proxy, tmp.path());
+    alice.send_line("/msg bob hello").expect("stdin");
+    bob.wait_message("alice", "hello", WAIT)
+        .expect("delivered through the old relay");
+    bob.send_line("/msg alice hi back").expect("stdin");
+    alice.wait_message("bob", "hi back", WAIT).expect("and back");
+    assert_eq!(
+        tamper.features_seen.load(Ordering::SeqCst),
+        1,
+        "asked once, then not again: {}",
+        alice.report()
+    );
+    alice.close_stdin();
+    assert!(alice.wait_exit(WAIT).expect("alice exits").success());
     bob.close_stdin();
     bob.wait_exit(WAIT).expect("bob exits");
 }

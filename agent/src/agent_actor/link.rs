@@ -430,13 +430,24 @@ impl AgentActor {
         ctx: &mut Context<Self>,
     ) {
         match (request, code) {
-            (Some(SentRequest { msg_id: Some(msg_id), .. }), ErrorCode::RateLimited) => {
-                self.refused(msg_id, false, retry_after_ms, ctx)
-            }
-            (Some(SentRequest { msg_id: Some(msg_id), .. }), ErrorCode::QuotaExceeded) => {
-                self.quota_refused(msg_id, retry_after_ms, ctx)
-            }
-            (Some(SentRequest { msg_id: Some(msg_id), .. }), code) => self.refused_for_good(msg_id, code, reason),
+            (
+                Some(SentRequest {
+                    msg_id: Some(msg_id), ..
+                }),
+                ErrorCode::RateLimited,
+            ) => self.refused(msg_id, false, retry_after_ms, ctx),
+            (
+                Some(SentRequest {
+                    msg_id: Some(msg_id), ..
+                }),
+                ErrorCode::QuotaExceeded,
+            ) => self.quota_refused(msg_id, retry_after_ms, ctx),
+            (
+                Some(SentRequest {
+                    msg_id: Some(msg_id), ..
+                }),
+                code,
+            ) => self.refused_for_good(msg_id, code, reason),
             (Some(_), ErrorCode::RateLimited) => self.retry_requests_later(retry_after_ms, ctx),
             (Some(request), code) => {
                 self.emit(Event::error(format!(
@@ -449,7 +460,10 @@ impl AgentActor {
                 }
             }
             (None, code) => {
-                self.emit(Event::error(format!("relay refused a request: {}: {reason}", code.name())));
+                self.emit(Event::error(format!(
+                    "relay refused a request: {}: {reason}",
+                    code.name()
+                )));
                 if code == ErrorCode::RateLimited {
                     self.retry_requests_later(retry_after_ms, ctx);
                 }
@@ -513,33 +527,32 @@ impl AgentActor {
     /// meanwhile (each refusal re-asking everything would multiply the requests and keep
     /// the bucket empty for good).
     fn retry_requests_later(&mut self, retry_after_ms: u32, ctx: &mut Context<Self>) {
-                if !self.retry_scheduled {
-                    self.retry_scheduled = true;
-                    self.emit(Event::info(format!(
-                        "the relay rate-limited a request: asking again in {retry_after_ms} ms"
-                    )));
-                    let delay = Duration::from_millis(u64::from(retry_after_ms).max(MIN_RETRY_MS));
-                    ctx.run_later(delay, |act, ctx| {
-                        act.retry_scheduled = false;
-                        if act.connected {
-                            act.forget_requests();
-                            act.resolve_pending(ctx);
-                            // The bundle of a granted new session is asked again too.
-                            act.refetch_pending_grants();
-                            // A claim someone waits for is confirmed again by a lookup.
-                            let check = (act.waiters.iter())
-                                .any(|w| matches!(w.what, WaitFor::OwnName { bound: true }));
-                            act.announce_own_name(check);
-                            // A refused publication (a rotated signed prekey, fresh
-                            // one-time prekeys) is not left for the next connection.
-                            if act.state.needs_publish() {
-                                act.to_relay(Frame::PublishPreKeys {
-                                    bundle: act.state.bundle_to_publish().encode(),
-                                });
-                            }
-                        }
-                    });
+        if !self.retry_scheduled {
+            self.retry_scheduled = true;
+            self.emit(Event::info(format!(
+                "the relay rate-limited a request: asking again in {retry_after_ms} ms"
+            )));
+            let delay = Duration::from_millis(u64::from(retry_after_ms).max(MIN_RETRY_MS));
+            ctx.run_later(delay, |act, ctx| {
+                act.retry_scheduled = false;
+                if act.connected {
+                    act.forget_requests();
+                    act.resolve_pending(ctx);
+                    // The bundle of a granted new session is asked again too.
+                    act.refetch_pending_grants();
+                    // A claim someone waits for is confirmed again by a lookup.
+                    let check =
+                        (act.waiters.iter()).any(|w| matches!(w.what, WaitFor::OwnName { bound: true }));
+                    act.announce_own_name(check);
+                    // A refused publication (a rotated signed prekey, fresh
+                    // one-time prekeys) is not left for the next connection.
+                    if act.state.needs_publish() {
+                        act.to_relay(Frame::PublishPreKeys {
+                            bundle: act.state.bundle_to_publish().encode(),
+                        });
+                    }
                 }
-            }
-
+            });
+        }
+    }
 }

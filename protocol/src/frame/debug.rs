@@ -177,7 +177,10 @@ impl fmt::Debug for Frame {
                 .field("retry_after_ms", retry_after_ms)
                 .field("reason", reason)
                 .finish(),
-            Frame::Accepted { request_seq } => f.debug_struct("Accepted").field("request_seq", request_seq).finish(),
+            Frame::Accepted { request_seq } => f
+                .debug_struct("Accepted")
+                .field("request_seq", request_seq)
+                .finish(),
             Frame::Features { flags } => f.debug_struct("Features").field("flags", flags).finish(),
             Frame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
             Frame::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),

@@ -849,7 +849,9 @@ impl Frame {
                     reason: utf8(raw, "reason")?,
                 }
             }
-            ty::ACCEPTED => Frame::Accepted { request_seq: r.u32()? },
+            ty::ACCEPTED => Frame::Accepted {
+                request_seq: r.u32()?,
+            },
             ty::FEATURES => Frame::Features { flags: r.u32()? },
             ty::PING => Frame::Ping { nonce: r.u64()? },
             ty::PONG => Frame::Pong { nonce: r.u64()? },

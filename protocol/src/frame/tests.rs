@@ -278,14 +278,21 @@ fn encodes_refused_accepted_and_features_byte_for_byte() {
         body(&refused),
         vec![1, 0x34, 0, 0, 0, 7, 0x20, 0, 19, 0, 0, 0x03, 0xE8, 0, 4, b'f', b'u', b'l', b'l']
     );
-    assert_eq!(body(&Frame::Accepted { request_seq: 258 }), vec![1, 0x35, 0, 0, 1, 2]);
+    assert_eq!(
+        body(&Frame::Accepted { request_seq: 258 }),
+        vec![1, 0x35, 0, 0, 1, 2]
+    );
     assert_eq!(
         body(&Frame::Features {
             flags: FEATURE_NAMED_REFUSALS
         }),
         vec![1, 0x04, 0, 0, 0, 1]
     );
-    for frame in [refused, Frame::Accepted { request_seq: 1 }, Frame::Features { flags: u32::MAX }] {
+    for frame in [
+        refused,
+        Frame::Accepted { request_seq: 1 },
+        Frame::Features { flags: u32::MAX },
+    ] {
         let bytes = body(&frame);
         assert_eq!(bytes.len(), frame.encoded_len());
         assert_eq!(Frame::decode(&bytes), Ok(frame));

@@ -54,7 +54,7 @@ mod writes;
 
 use expiry_notices::ExpiryNotices;
 use refusals::{RequestLog, RequestRef};
-use writes::{Writes, Written};
+use writes::{MessageWrite, Writes, Written};
 
 /// Messages loaded from the store per drain step.
 const DRAIN_PAGE: usize = 256;
@@ -528,13 +528,13 @@ impl Connection {
         });
         self.write(
             op,
-            Written::Message {
+            Written::Message(MessageWrite {
                 recipient,
                 msg_id,
                 len,
                 ack,
                 request: self.requests.current(),
-            },
+            }),
             ctx,
         );
     }
@@ -565,10 +565,11 @@ impl Connection {
         if let Err(wait) = token {
             self.relay.metrics.ack_rate_waits.inc();
             self.send_writes(ctx);
+            let request = self.requests.current();
             ctx.wait(
                 actix::clock::sleep(wait)
                     .into_actor(self)
-                    .map(move |(), act, ctx| act.resume(Frame::DeliveryAck { sender, msg_id }, ctx)),
+                    .map(move |(), act, ctx| act.resume(request, Frame::DeliveryAck { sender, msg_id }, ctx)),
             );
             return;
         }

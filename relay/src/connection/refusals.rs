@@ -63,7 +63,13 @@ impl RequestLog {
 impl Connection {
     /// Refuses `request` for good (a code that is not retryable) without closing the
     /// connection.
-    pub(super) fn refuse(&mut self, request: RequestRef, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+    pub(super) fn refuse(
+        &mut self,
+        request: RequestRef,
+        code: ErrorCode,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) {
         self.relay.metrics.reject(code);
         warn!(self.log, "request refused"; "reason" => reason, "code" => code.name(),
               "request_seq" => request.seq);
@@ -71,7 +77,13 @@ impl Connection {
     }
 
     /// Sends the refusal of `request` in the form the client understands.
-    pub(super) fn send_refusal(&mut self, request: RequestRef, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+    pub(super) fn send_refusal(
+        &mut self,
+        request: RequestRef,
+        code: ErrorCode,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) {
         let frame = if self.requests.named() {
             Frame::refused(request.seq, request.request_type, code, 0, reason)
         } else {
@@ -92,7 +104,13 @@ impl Connection {
         let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
         let frame = if self.requests.named() {
             let reason = "rate limit: send it again later";
-            Frame::refused(request.seq, request.request_type, ErrorCode::RateLimited, retry_after_ms, reason)
+            Frame::refused(
+                request.seq,
+                request.request_type,
+                ErrorCode::RateLimited,
+                retry_after_ms,
+                reason,
+            )
         } else {
             Frame::RateLimited {
                 msg_id,
@@ -114,7 +132,13 @@ impl Connection {
         let retry_after_ms = self.relay.limits.quota_retry_after_ms;
         let frame = if self.requests.named() {
             let reason = format!("{} is full: send it again later", quota.name());
-            Frame::refused(request.seq, request.request_type, ErrorCode::QuotaExceeded, retry_after_ms, reason)
+            Frame::refused(
+                request.seq,
+                request.request_type,
+                ErrorCode::QuotaExceeded,
+                retry_after_ms,
+                reason,
+            )
         } else {
             Frame::QuotaExceeded {
                 msg_id,
@@ -129,7 +153,12 @@ impl Connection {
     /// for a client that asked for named refusals, nothing otherwise.
     pub(super) fn accepted(&mut self, request: RequestRef, ctx: &mut Context<Self>) {
         if self.requests.named() {
-            self.send(Frame::Accepted { request_seq: request.seq }, ctx);
+            self.send(
+                Frame::Accepted {
+                    request_seq: request.seq,
+                },
+                ctx,
+            );
         }
     }
 }
@@ -145,7 +174,13 @@ mod tests {
             identity: [0; 32],
             signature: [0; 64],
         });
-        assert_eq!(log.current(), RequestRef { seq: 0, request_type: 0x02 });
+        assert_eq!(
+            log.current(),
+            RequestRef {
+                seq: 0,
+                request_type: 0x02
+            }
+        );
         log.read(&Frame::Features { flags: 3 });
         log.features(3);
         assert!(log.named());
@@ -156,6 +191,12 @@ mod tests {
         log.read(&Frame::Ping { nonce: 1 });
         assert_eq!(log.current().seq, 3);
         log.resume(paused);
-        assert_eq!(log.current(), RequestRef { seq: 2, request_type: 0x32 });
+        assert_eq!(
+            log.current(),
+            RequestRef {
+                seq: 2,
+                request_type: 0x32
+            }
+        );
     }
 }

@@ -8,20 +8,25 @@ use super::*;
 /// A write handed to the Committer (or about to be) whose outcome has not come back.
 pub(super) enum Written {
     /// A Send from this connection's client (`ack`), or one the adversary injects.
-    Message {
-        recipient: IdentityBytes,
-        msg_id: MsgId,
-        len: usize,
-        ack: bool,
-        /// The Send frame, to answer.
-        request: RequestRef,
-    },
+    Message(MessageWrite),
     /// The client's DeliveryAck for this (sender, id).
     Ack((IdentityBytes, MsgId)),
     /// The connection's identity seen now (for `QueryAway`).
     Seen,
     /// The client read its expiry notices up to a sequence number.
     NoticesRead,
+}
+
+/// A message being stored, and what answering its Send takes.
+pub(super) struct MessageWrite {
+    pub(super) recipient: IdentityBytes,
+    pub(super) msg_id: MsgId,
+    /// Payload bytes (for the log).
+    pub(super) len: usize,
+    /// Whether the client is told (false only for a message the adversary injects).
+    pub(super) ack: bool,
+    /// The Send frame, to answer.
+    pub(super) request: RequestRef,
 }
 
 /// Writes of this connection. Those read in one burst of frames go to the Committer as
@@ -43,7 +48,7 @@ impl Writes {
     /// Whether a message from this connection is still being stored (the relay's
     /// shutdown waits for its answer).
     pub(super) fn storing(&self) -> bool {
-        self.awaiting.iter().any(|w| matches!(w, Written::Message { .. }))
+        self.awaiting.iter().any(|w| matches!(w, Written::Message(_)))
     }
 }
 
@@ -90,14 +95,8 @@ impl Connection {
     /// The outcome of the oldest write in flight.
     pub(super) fn on_outcome(&mut self, outcome: WriteOutcome, ctx: &mut Context<Self>) {
         match self.writes.awaiting.pop_front() {
-            Some(Written::Message {
-                recipient,
-                msg_id,
-                len,
-                ack,
-                request,
-            }) => {
-                self.on_stored(outcome, request, recipient, msg_id, len, ack, ctx);
+            Some(Written::Message(message)) => {
+                self.on_stored(outcome, message, ctx);
                 if self.shutdown.is_some() && !self.writes.storing() {
                     if let Some((code, reason)) = self.shutdown.take() {
                         self.close(code, &reason, ctx);
@@ -123,16 +122,14 @@ impl Connection {
         }
     }
 
-    fn on_stored(
-        &mut self,
-        outcome: WriteOutcome,
-        request: RequestRef,
-        recipient: IdentityBytes,
-        msg_id: MsgId,
-        len: usize,
-        ack: bool,
-        ctx: &mut Context<Self>,
-    ) {
+    fn on_stored(&mut self, outcome: WriteOutcome, message: MessageWrite, ctx: &mut Context<Self>) {
+        let MessageWrite {
+            recipient,
+            msg_id,
+            len,
+            ack,
+            request,
+        } = message;
         if !ack {
             // Injected by the adversary: the Committer has routed it, and no one is told.
             return;
