@@ -46,12 +46,6 @@ fn all_events() -> Vec<Event> {
             reason: "quota exceeded".into(),
             code: None,
         },
-        Event::SendFailed {
-            to: "bob".into(),
-            msg_id: ID.into(),
-            reason: "the recipient is not a valid identity key".into(),
-            code: Some("invalid_recipient".into()),
-        },
         Event::DecryptFailure {
             from: "bob".into(),
             from_identity: IK.into(),
@@ -157,6 +151,12 @@ fn all_events() -> Vec<Event> {
             away_days: None,
         },
         Event::NameClaimed { name: "alice".into() },
+        Event::SendFailed {
+            to: "bob".into(),
+            msg_id: ID.into(),
+            reason: "the recipient is not a valid identity key".into(),
+            code: Some("invalid_recipient".into()),
+        },
     ]
 }
 
@@ -188,6 +188,13 @@ fn json_field_names_are_the_documented_ones() {
     assert_eq!(
         (changed["policy"].as_str(), changed["action"].as_str()),
         (Some("block"), Some("held"))
+    );
+    let refused = all_events().pop().expect("events");
+    let refused: Value = serde_json::from_str(&refused.to_json_line()).expect("json");
+    assert_eq!(
+        refused,
+        json!({"event": "send_failed", "to": "bob", "msg_id": ID,
+               "reason": "the recipient is not a valid identity key", "code": "invalid_recipient"})
     );
     let connected: Value = serde_json::from_str(&all_events()[2].to_json_line()).expect("json");
     assert_eq!(
