@@ -50,6 +50,10 @@ struct Cli {
     /// prints); without it the key seen on the first connection is pinned.
     #[arg(long, value_name = "PIN")]
     relay_pin: Option<String>,
+    /// Trust the relay by certificate authorities instead of a pin: a PEM file of CA
+    /// certificates, or `system` for the operating system's (not with --relay-pin).
+    #[arg(long, value_name = "FILE|system")]
+    relay_ca: Option<String>,
     /// Talk plain TCP to a relay started with --insecure-plaintext (local benchmarks).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -88,6 +92,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(pin) = &cli.relay_pin {
         overrides.push(("relay_pin", pin.as_str().into()));
     }
+    if let Some(ca) = &cli.relay_ca {
+        overrides.push(("relay_ca", ca.as_str().into()));
+    }
     if cli.insecure_plaintext {
         overrides.push(("insecure_plaintext", true.into()));
     }
@@ -117,10 +124,20 @@ fn main() -> anyhow::Result<()> {
     // What `--print-config` prints is what would run: invalid settings are an error.
     settings.validate()?;
     if cli.print_config {
-        let optional = [(
-            "passphrase_file",
-            "the state is sealed under the key file state.key, or E2EE_PASSPHRASE, or a prompt",
-        )];
+        let optional = [
+            (
+                "passphrase_file",
+                "the state is sealed under the key file state.key, or E2EE_PASSPHRASE, or a prompt",
+            ),
+            (
+                "relay_pin",
+                "the relay's key seen on the first connection is pinned (trust on first use)",
+            ),
+            (
+                "relay_ca",
+                "the relay is trusted by its pin, not by certificate authorities",
+            ),
+        ];
         print!("{}", e2ee_config::to_toml_with_unset(&settings, &optional)?);
         return Ok(());
     }

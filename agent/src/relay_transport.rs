@@ -50,6 +50,10 @@ pub enum RelayTransport {
         /// The pinned key, if any yet.
         pin: Option<RelayPin>,
     },
+    /// TLS, trusting a relay whose certificate chain leads to one of these authorities
+    /// and names the host connected to ([`RelayTrust::Roots`], setting `relay_ca`): an
+    /// operator's certificate, renewed without telling the agents.
+    Authorities(RelayTrust),
 }
 
 /// A connection's stream, its channel binding (TLS) and the key it pinned now (trust on
@@ -74,7 +78,7 @@ impl RelayTransport {
     /// is the TLS server name).
     pub async fn establish(&self, tcp: TcpStream, relay: &str) -> Result<Connected, TransportError> {
         tcp.set_nodelay(true)?;
-        let pin = match self {
+        let (trust, pin) = match self {
             RelayTransport::Plain => {
                 return Ok(Connected {
                     stream: Box::new(tcp),
@@ -82,9 +86,10 @@ impl RelayTransport {
                     first_pin: None,
                 })
             }
-            RelayTransport::Tls { pin } => *pin,
+            RelayTransport::Tls { pin } => (pin.map_or(RelayTrust::FirstUse, RelayTrust::Pinned), *pin),
+            RelayTransport::Authorities(trust) => (trust.clone(), None),
         };
-        let trust = pin.map_or(RelayTrust::FirstUse, RelayTrust::Pinned);
+        let first_use = matches!(trust, RelayTrust::FirstUse);
         let (config, seen): (Arc<ClientConfig>, PinSeen) = client_config(trust)?;
         let host = relay.rsplit_once(':').map_or(relay, |(host, _)| host);
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -109,7 +114,7 @@ impl RelayTransport {
         Ok(Connected {
             stream: Box::new(tls),
             channel_binding: Some(binding),
-            first_pin: if pin.is_none() { seen.get() } else { None },
+            first_pin: if first_use { seen.get() } else { None },
         })
     }
 }

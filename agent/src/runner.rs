@@ -55,6 +55,11 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
     let notices = state_notices(&state);
     let transport = if settings.insecure_plaintext {
         RelayTransport::Plain
+    } else if let Some(ca) = &settings.relay_ca {
+        RelayTransport::Authorities(match ca.as_str() {
+            "system" => e2ee_net::RelayTrust::system_roots()?,
+            file => e2ee_net::RelayTrust::roots_from_pem(std::path::Path::new(file))?,
+        })
     } else {
         let configured: Option<e2ee_net::RelayPin> =
             settings.relay_pin.as_deref().map(str::parse).transpose()?;

@@ -263,6 +263,11 @@ pub struct AgentSettings {
     /// --print-pin` prints it). Without it the key the relay shows on the first
     /// connection is pinned (trust on first use) and kept in the state.
     pub relay_pin: Option<String>,
+    /// Trust the relay by certificate authorities instead of a pin: the path of a PEM
+    /// file of CA certificates, or `system` for the operating system's. The relay's
+    /// certificate must then lead to one of them and name the host in `relay`. Not with
+    /// `relay_pin`.
+    pub relay_ca: Option<String>,
     /// Talk plain TCP to a relay that serves no TLS (local benchmarks only).
     pub insecure_plaintext: bool,
     /// On leaving (end of stdin, `/quit`, end of a script): how long the agent waits for
@@ -293,6 +298,7 @@ impl Default for AgentSettings {
             heartbeat: HeartbeatSettings::default(),
             recovery: RecoverySettings::default(),
             relay_pin: None,
+            relay_ca: None,
             insecure_plaintext: false,
         }
     }
@@ -350,7 +356,13 @@ pub enum InvalidSettings {
     /// `relay_pin` does not parse.
     #[error("relay_pin: {0}")]
     RelayPin(String),
-    /// A pin without TLS.
+    /// `relay_ca` with `insecure_plaintext`.
+    #[error("relay_ca is for TLS: it cannot go with insecure_plaintext")]
+    CaWithoutTls,
+    /// Both `relay_pin` and `relay_ca`.
+    #[error("relay_pin and relay_ca are two ways to trust the relay: give one")]
+    PinAndCa,
+    /// `relay_pin` with `insecure_plaintext`.
     #[error("relay_pin is for TLS: it cannot go with insecure_plaintext")]
     PinWithoutTls,
     /// A heartbeat time is zero.
@@ -409,6 +421,14 @@ impl AgentSettings {
         }
         if self.expect_timeout_ms == 0 {
             return Err(InvalidSettings::ExpectTimeout);
+        }
+        if self.relay_ca.is_some() {
+            if self.insecure_plaintext {
+                return Err(InvalidSettings::CaWithoutTls);
+            }
+            if self.relay_pin.is_some() {
+                return Err(InvalidSettings::PinAndCa);
+            }
         }
         if let Some(pin) = &self.relay_pin {
             if self.insecure_plaintext {

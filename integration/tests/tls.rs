@@ -188,3 +188,82 @@ async fn a_login_signed_for_one_connection_is_refused_on_another() {
             .is_err()
     );
 }
+
+/// A certificate authority and a relay certificate it signed for 127.0.0.1, written as
+/// `ca.pem`, `chain.pem` and `key.pem` in `dir`.
+fn ca_signed_certificate(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("chain.pem"), format!("{}{}", leaf.pem(), ca.pem())).expect("write");
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("write");
+}
+
+#[test]
+fn an_agent_trusts_a_relay_certificate_signed_by_its_ca_and_refuses_another_ca() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pki, other) = (tmp.path().join("pki"), tmp.path().join("other-pki"));
+    ca_signed_certificate(&pki);
+    ca_signed_certificate(&other);
+    let chain = pki.join("chain.pem").display().to_string();
+    let key = pki.join("key.pem").display().to_string();
+    let env = [
+        ("E2EE_RELAY_STORE__FSYNC", "false"),
+        ("E2EE_RELAY_TLS__CERT_FILE", chain.as_str()),
+        ("E2EE_RELAY_TLS__KEY_FILE", key.as_str()),
+    ];
+    let relay =
+        RelayProcess::start_with_env("127.0.0.1:0", &tmp.path().join("relay"), &[], &env).expect("relay");
+    let ca = pki.join("ca.pem").display().to_string();
+    let mut bob = agent("bob", &relay, tmp.path(), &[("E2EE_AGENT_RELAY_CA", ca.as_str())]);
+    relay
+        .wait_log("name claimed", WAIT)
+        .expect("bob's name, over the CA-checked link");
+    let mut alice = agent(
+        "alice",
+        &relay,
+        tmp.path(),
+        &[("E2EE_AGENT_RELAY_CA", ca.as_str())],
+    );
+    alice.send_line("/msg bob checked by a ca").expect("stdin");
+    bob.wait_message("alice", "checked by a ca", WAIT)
+        .expect("delivered");
+    assert!(
+        !alice.events_of("info").iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pinned the relay's TLS key"))),
+        "nothing pinned under a CA: {}",
+        alice.report()
+    );
+
+    // An agent that trusts another authority does not log in: it keeps retrying (the
+    // operator may be replacing the certificate) and never connects.
+    let wrong = other.join("ca.pem").display().to_string();
+    let mut mallory = agent(
+        "mallory",
+        &relay,
+        tmp.path(),
+        &[("E2EE_AGENT_RELAY_CA", wrong.as_str())],
+    );
+    mallory
+        .wait_for("a second attempt", WAIT, |e| {
+            e["event"] == "connection" && e["attempt"].as_u64().is_some_and(|n| n >= 2)
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", mallory.report()));
+    assert!(
+        !mallory
+            .events_of("connection")
+            .iter()
+            .any(|e| e["state"] == "connected"),
+        "{}",
+        mallory.report()
+    );
+}

@@ -2,8 +2,7 @@
 //! relay identified by the pin of its key, and the RFC 9266 channel binding for a login
 //! signature that is good on one connection only. IO-free: it builds rustls
 //! configurations and reads values of established connections; the relay and the
-//! clients are to run them over their own sockets (tokio-rustls). Not wired into the
-//! relay link yet: the relay and the agent still speak plain TCP (docs/PROTOCOL.md 1).
+//! clients run them over their own sockets (tokio-rustls, docs/PROTOCOL.md 1.0).
 //!
 //! - [`relay_pin`]: [`RelayPin`], SHA-256 of the relay certificate's key, `sha256:<hex>`.
 //! - [`relay_certificate`]: [`RelayCertificate`], the relay's chain and key (files, or a

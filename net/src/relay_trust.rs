@@ -3,6 +3,8 @@
 //! pin seen is recorded for the caller to keep), or certificate authorities (an
 //! operator's certificate under the system roots or a configured CA).
 
+use std::io::BufReader;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -24,6 +26,53 @@ pub enum RelayTrust {
     FirstUse,
     /// A certificate chain to one of these roots, valid for the name connected to.
     Roots(Arc<RootCertStore>),
+}
+
+impl RelayTrust {
+    /// The certificate authorities in the PEM file `path` (one or more `CERTIFICATE`
+    /// blocks): a relay whose chain leads to one of them, for the name connected to, is
+    /// trusted. Errors name the file.
+    pub fn roots_from_pem(path: &Path) -> Result<Self, NetError> {
+        let bytes = std::fs::read(path).map_err(|source| NetError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let certs = rustls_pemfile::certs(&mut BufReader::new(&bytes[..]))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| NetError::Certificate(format!("{}: {err}", path.display())))?;
+        if certs.is_empty() {
+            return Err(NetError::Certificate(format!(
+                "{}: no certificate in the file",
+                path.display()
+            )));
+        }
+        let mut roots = RootCertStore::empty();
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|err| NetError::Certificate(format!("{}: {err}", path.display())))?;
+        }
+        Ok(Self::Roots(Arc::new(roots)))
+    }
+
+    /// The operating system's certificate authorities (rustls-native-certs: on Linux the
+    /// files `SSL_CERT_FILE`, `SSL_CERT_DIR` or the distribution's bundle name). An error
+    /// if none can be loaded.
+    pub fn system_roots() -> Result<Self, NetError> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_string(), ToString::to_string);
+            return Err(NetError::Certificate(format!(
+                "no system certificate authority could be loaded: {why}"
+            )));
+        }
+        Ok(Self::Roots(Arc::new(roots)))
+    }
 }
 
 /// The pin of the key the relay presented on the last handshake (for the caller to

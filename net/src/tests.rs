@@ -121,6 +121,11 @@ fn an_operator_certificate_is_checked_against_the_roots_and_the_name() {
     roots.add(ca.der().clone()).expect("root");
     let (client, _) = client_config(RelayTrust::Roots(Arc::new(roots))).expect("client");
     handshake(server.clone(), client.clone(), "relay.example").expect("the right name");
+    // The same roots read from a PEM file, as the agent's relay_ca setting gives them.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write");
+    let (from_file, _) = client_config(RelayTrust::roots_from_pem(&ca_file).expect("roots")).expect("client");
+    handshake(server.clone(), from_file, "relay.example").expect("roots from the file");
     assert!(
         handshake(server, client.clone(), "other.example").is_err(),
         "another name"
@@ -132,6 +137,25 @@ fn an_operator_certificate_is_checked_against_the_roots_and_the_name() {
         "relay.example"
     )
     .is_err());
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let err = RelayTrust::roots_from_pem(&empty)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("empty.pem") && err.contains("no certificate"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.pem");
+    let err = RelayTrust::roots_from_pem(&missing)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("missing.pem"), "{err}");
 }
 
 #[test]
