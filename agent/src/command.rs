@@ -15,8 +15,19 @@ pub enum Command {
         /// The text, as typed after the peer name (inner spacing kept).
         text: String,
     },
-    /// `/peers`: list pinned peers.
+    /// `/peers`: list pinned peers, with unread counts and last activity.
     Peers,
+    /// `/history <peer> [n]`: the last `n` messages with a peer (default
+    /// [`HISTORY_DEFAULT`]), from the encrypted store.
+    History {
+        /// The peer's name.
+        peer: String,
+        /// How many messages, 1 to [`HISTORY_MAX`].
+        count: usize,
+    },
+    /// `/status`: the relay link (address, how it is trusted, connected or since when
+    /// and why not), the outbox and what the relay held at login.
+    Status,
     /// `/verify <peer>`: show the safety number (digits and QR code) with a peer.
     Verify {
         /// The peer's name.
@@ -54,6 +65,8 @@ impl fmt::Display for Command {
         match self {
             Self::Msg { peer, text } => write!(f, "/msg {peer} {text}"),
             Self::Peers => f.write_str("/peers"),
+            Self::History { peer, count } => write!(f, "/history {peer} {count}"),
+            Self::Status => f.write_str("/status"),
             Self::Verify { peer } => write!(f, "/verify {peer}"),
             Self::Trust { peer, digits: None } => write!(f, "/trust {peer}"),
             Self::Trust {
@@ -92,6 +105,9 @@ pub enum CommandError {
         /// The command's usage line.
         usage: &'static str,
     },
+    /// The count after `/history <peer>` is not a number from 1 to [`HISTORY_MAX`].
+    #[error("the number of messages is 1 to {HISTORY_MAX}: usage: {USAGE_HISTORY}")]
+    BadCount,
     /// The digits after `/trust <peer>` are not a safety number.
     #[error("a safety number is 60 digits (spaces allowed): usage: {USAGE_TRUST}")]
     BadSafetyNumber,
@@ -110,12 +126,20 @@ const USAGE_MSG: &str = "/msg <peer> <text>";
 const USAGE_VERIFY: &str = "/verify <peer>";
 const USAGE_TRUST: &str = "/trust <peer> <digits>";
 const USAGE_REJECT: &str = "/reject <peer>";
+const USAGE_HISTORY: &str = "/history <peer> [n]";
+
+/// Messages `/history <peer>` shows without a count.
+pub const HISTORY_DEFAULT: usize = 20;
+/// The most messages one `/history` shows.
+pub const HISTORY_MAX: usize = 1000;
 
 /// The help text shown by `/help` (several lines, no trailing newline).
 pub fn help_text() -> &'static str {
     "commands:\n\
      \x20 /msg <peer> <text>   send an end-to-end encrypted message to <peer>\n\
-     \x20 /peers               list known peers (identity, verified, session)\n\
+     \x20 /peers               list known peers (verified, session, unread, last activity)\n\
+     \x20 /history <peer> [n]  show the last n messages with <peer> (default 20)\n\
+     \x20 /status              the relay link, the outbox and what waits at the relay\n\
      \x20 /verify <peer>       show the safety number and QR code shared with <peer>;\n\
      \x20                      compare it with the peer in person or over a trusted channel\n\
      \x20 /trust <peer> <digits>\n\
@@ -199,6 +223,24 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             }
         }
         "peers" => no_args(rest, Command::Peers, "/peers")?,
+        "status" => no_args(rest, Command::Status, "/status")?,
+        "history" => {
+            let (peer, count) = split_word(rest);
+            let peer = peer_arg(peer, USAGE_HISTORY)?;
+            let (count, extra) = split_word(count);
+            if !extra.is_empty() {
+                return Err(CommandError::TooManyArguments { usage: USAGE_HISTORY });
+            }
+            let count = match count {
+                "" => HISTORY_DEFAULT,
+                n => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_MAX).contains(n))
+                    .ok_or(CommandError::BadCount)?,
+            };
+            Command::History { peer, count }
+        }
         "verify" => Command::Verify {
             peer: single_peer(rest, USAGE_VERIFY)?,
         },

@@ -10,7 +10,7 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName, ShowHistory, ShowStatus,
     Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
@@ -239,23 +239,18 @@ async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
         };
         let outcome: Result<(), String> = match command {
             Command::Msg { peer, text } => {
-                // Queued now, so messages go out in the order typed; the answer waits for
-                // the relay, so it is awaited in a task while reading goes on.
-                let sent = agent.send(SendText {
-                    peer: peer.clone(),
-                    text,
-                });
-                let agent = agent.clone();
-                actix::spawn(async move {
-                    if let Ok(Err(reason)) = sent.await {
-                        let _ = agent
-                            .send(Emit(Event::error(format!("/msg {peer}: {reason}"))))
-                            .await;
-                    }
-                });
+                // Queued now, so messages go out in the order typed. Its outcome is
+                // reported by the agent, once (`sent`, `deferred` or `send_failed`).
+                agent.do_send(SendText { peer, text });
                 Ok(())
             }
             Command::Peers => agent.send(ListPeers).await.map_err(|e| e.to_string()),
+            Command::Status => agent.send(ShowStatus).await.map_err(|e| e.to_string()),
+            Command::History { peer, count } => agent
+                .send(ShowHistory { peer, count })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
             Command::Verify { peer } => agent
                 .send(Verify { peer })
                 .await
@@ -286,7 +281,9 @@ async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
                 Ok(())
             }
             Command::Help => agent
-                .send(Emit(Event::info(help_text())))
+                .send(Emit(Event::Help {
+                    text: help_text().to_string(),
+                }))
                 .await
                 .map_err(|e| e.to_string()),
             Command::Quit => break,

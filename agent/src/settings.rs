@@ -319,6 +319,9 @@ pub enum InvalidSettings {
     /// `relay` is empty.
     #[error("relay address is empty")]
     EmptyRelay,
+    /// `relay` is not `host:port`.
+    #[error("relay address {0:?} is not host:port (for example 127.0.0.1:7300, relay.example:7300 or [::1]:7300)")]
+    BadRelay(String),
     /// `prekeys.replenish_to` is not above `prekeys.replenish_below`, or
     /// `prekeys.initial_one_time` is zero.
     #[error(
@@ -384,6 +387,23 @@ pub enum InvalidSettings {
     },
 }
 
+/// `relay` must be `host:port`: a port from 1 to 65535 after the last colon, a host
+/// without spaces before it (an IPv6 address in brackets).
+fn check_relay_address(relay: &str) -> Result<(), InvalidSettings> {
+    let bad = || InvalidSettings::BadRelay(relay.to_string());
+    let (host, port) = relay.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']').is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace),
+    };
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
 impl AgentSettings {
     /// Checks what serde cannot: a valid name, a relay address, consistent prekey and
     /// backoff numbers.
@@ -395,6 +415,7 @@ impl AgentSettings {
         if self.relay.trim().is_empty() {
             return Err(InvalidSettings::EmptyRelay);
         }
+        check_relay_address(&self.relay)?;
         let p = &self.prekeys;
         if p.initial_one_time == 0 || p.replenish_to <= p.replenish_below {
             return Err(InvalidSettings::Prekeys {
@@ -581,6 +602,16 @@ mod tests {
         let mut s = good.clone();
         s.relay = " ".into();
         assert_eq!(s.validate(), Err(InvalidSettings::EmptyRelay));
+        for bad in ["nonsense", "127.0.0.1", "host:", ":7300", "host:port", "host:70000", "a b:1", "[::1:7300"] {
+            let mut s = good.clone();
+            s.relay = bad.into();
+            assert_eq!(s.validate(), Err(InvalidSettings::BadRelay(bad.into())), "{bad}");
+        }
+        for fine in ["127.0.0.1:7300", "relay.example:7300", "[::1]:7300", "localhost:1"] {
+            let mut s = good.clone();
+            s.relay = fine.into();
+            assert_eq!(s.validate(), Ok(()), "{fine}");
+        }
         let mut s = good;
         s.expect_timeout_ms = 0;
         assert_eq!(s.validate(), Err(InvalidSettings::ExpectTimeout));

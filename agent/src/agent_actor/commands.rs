@@ -17,6 +17,7 @@ impl Handler<SendText> for AgentActor {
 
     fn handle(&mut self, msg: SendText, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        self.overview.read(&msg.peer);
         let pending = PendingSend {
             body: Body::Text(msg.text),
             msg_id: random_id(),
@@ -147,7 +148,8 @@ impl Handler<Verify> for AgentActor {
         let candidates = self.state.candidates(&msg.peer);
         if candidates.is_empty() {
             return Err(format!(
-                "no identity pinned for {}: exchange a message or wait-peer first",
+                "no identity pinned for {0}: send {0} a message first (/msg {0} <text>), or wait \
+                 until {0} writes to you",
                 msg.peer
             ));
         }
@@ -159,7 +161,8 @@ impl Handler<Verify> for AgentActor {
                 &candidate.number,
             ));
             if !self.sink.is_json() {
-                match crate::qr::render(&candidate.number.scannable()) {
+                // The 60 digits as text: any phone's QR reader shows them, to compare.
+                match crate::qr::render(candidate.number.digits().as_bytes()) {
                     Ok(qr) => self.raw(qr),
                     Err(err) => self.emit(Event::error(format!("cannot draw the QR code: {err}"))),
                 }
@@ -354,16 +357,6 @@ impl Handler<SetOwnName> for AgentActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ListPeers;
-
-impl Handler<ListPeers> for AgentActor {
-    type Result = ();
-
-    fn handle(&mut self, _: ListPeers, _: &mut Context<Self>) {
-        self.emit(Event::Peers {
-            peers: self.state.peer_list(),
-        });
-    }
-}
 
 /// Go offline or online.
 #[derive(Message)]

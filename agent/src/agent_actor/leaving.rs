@@ -72,6 +72,9 @@ impl AgentActor {
             let reason = format!("the agent left before {peer} could be reached; nothing was sent");
             self.fail_send(&peer, pending, &reason);
         }
+        self.emit(Event::Goodbye {
+            unsent: self.state.outbox().iter().filter(|e| e.text).count(),
+        });
         self.flush();
         left
     }

@@ -10,6 +10,8 @@ impl AgentActor {
             state: ConnectionState::Connected,
             relay: self.settings.relay.clone(),
             attempt: None,
+            retry_in_ms: None,
+            reason: None,
         });
         // Every connection publishes the signed prekey (and any one-time prekeys not
         // yet confirmed): a relay that lost its data gets the bundle back, and its
@@ -263,6 +265,7 @@ impl AgentActor {
     }
 
     pub(super) fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>, replaced: bool) {
+        self.overview.disconnected(&reason, self.connected);
         self.connected = false;
         // Answers to these requests are lost; they are asked again after reconnecting.
         self.forget_requests();
@@ -281,6 +284,8 @@ impl AgentActor {
             },
             relay: self.settings.relay.clone(),
             attempt: retry.map(|(attempt, _)| attempt),
+            retry_in_ms: retry.map(|(_, delay)| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+            reason: Some(reason.clone()),
         });
         // Texts a `send` step waits for: they stay in the outbox for the next connection.
         let waiting: Vec<[u8; 16]> = (self.unacked.iter())

@@ -41,12 +41,14 @@ mod leaving;
 mod link;
 mod names;
 mod outflow;
+mod overview;
 mod receiving;
 mod recovery;
 mod sending;
 
 pub use commands::*;
 pub use leaving::Leave;
+pub use overview::{ShowHistory, ShowStatus};
 pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
@@ -199,6 +201,8 @@ pub struct AgentActor {
     recovery: Recovery,
     /// The relay's notices of messages that expired unread.
     expiry: ExpiryNotices,
+    /// The link's story and unread counts, for `/status` and `/peers`.
+    overview: overview::Overview,
 }
 
 impl AgentActor {
@@ -243,6 +247,7 @@ impl AgentActor {
             leave_waiters: Vec::new(),
             recovery,
             expiry: ExpiryNotices::default(),
+            overview: overview::Overview::default(),
         }
     }
 
@@ -409,7 +414,10 @@ impl Handler<LinkEvent> for AgentActor {
 
     fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
         match msg {
-            LinkEvent::Connected { .. } => self.on_connected(ctx),
+            LinkEvent::Connected { queued } => {
+                self.overview.connected(queued);
+                self.on_connected(ctx)
+            }
             LinkEvent::Disconnected {
                 reason,
                 retry,

@@ -88,6 +88,9 @@ impl AgentActor {
 
     /// Shows a received text (`event`): recorded as shown just before it is printed.
     pub(super) fn show(&mut self, sender: IdentityKey, message_id: [u8; 16], event: Event) {
+        if let Event::Message { from, .. } = &event {
+            self.overview.received(from);
+        }
         let out = Out::Shown {
             sender: Box::new(sender),
             message_id,

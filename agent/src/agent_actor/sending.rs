@@ -36,11 +36,13 @@ impl AgentActor {
         }
     }
 
+    /// A text that was never encrypted nor sent fails: one `send_failed`, without an id
+    /// (the id it would have had names nothing the relay or the peer ever saw).
     pub(super) fn fail_send(&self, peer: &str, pending: PendingSend, reason: &str) {
         if matches!(pending.body, Body::Text(_)) {
             self.emit(Event::SendFailed {
                 to: peer.to_string(),
-                msg_id: msg_id_hex(&pending.msg_id),
+                msg_id: String::new(),
                 reason: reason.to_string(),
                 code: None,
             });

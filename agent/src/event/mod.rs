@@ -16,6 +16,10 @@ use crate::failure::{DecryptFailure, FailureClass};
 use crate::incoming::Incoming;
 use crate::settings::IdentityPolicy;
 
+mod views;
+
+pub use views::{utc, HistoryLine, LinkStatus};
+
 /// The relay connection's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +86,13 @@ pub struct PeerInfo {
     /// Messages held (undecrypted) from the pending identity.
     #[serde(default)]
     pub held: usize,
+    /// Messages received from this peer in this run and not yet looked at (with
+    /// `/history`) or answered (with `/msg`).
+    #[serde(default)]
+    pub unread: usize,
+    /// When the last message with this peer was written, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_ms: Option<u64>,
 }
 
 /// One thing to report. Serialized with an `"event"` tag:
@@ -105,6 +116,13 @@ pub enum Event {
         /// For `reconnecting`: the attempt number, from 1.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
+        /// For `reconnecting`: how long until the attempt, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+        /// For `disconnected` and `reconnecting`: why the connection ended or could not
+        /// be made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A text message decrypted.
     Message {
@@ -358,10 +376,29 @@ pub enum Event {
         /// Their message ids, hex, oldest first.
         msg_ids: Vec<String>,
     },
-    /// Information for the user (`print`, help, notices).
+    /// Information for the user (`print`, notices).
     Info {
         /// The text.
         message: String,
+    },
+    /// The answer to `/help`: the commands, one per line (shown as is).
+    Help {
+        /// The lines.
+        text: String,
+    },
+    /// The answer to `/history <peer> [n]`: the last messages with `peer`, oldest first.
+    History {
+        /// The peer's name.
+        peer: String,
+        /// The messages.
+        messages: Vec<HistoryLine>,
+    },
+    /// The answer to `/status`.
+    Status(LinkStatus),
+    /// The agent is leaving (end of input, `/quit`, Ctrl-C): the last line it prints.
+    Goodbye {
+        /// Texts still in the outbox, sent at the next start.
+        unsent: usize,
     },
 }
 
@@ -378,6 +415,15 @@ pub fn identity_hex(identity: &IdentityKey) -> String {
 /// The first 16 hex characters of a hex identity or id, for readable output.
 fn short(hex: &str) -> &str {
     hex.get(..16).unwrap_or(hex)
+}
+
+/// `ms` as seconds for people: `0.2 s`, `5 s`.
+fn seconds(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
+    }
 }
 
 /// Makes peer-supplied text safe to print on a terminal: control characters (escape
@@ -484,14 +530,23 @@ impl Event {
                 state,
                 relay,
                 attempt,
-            } => match state {
-                ConnectionState::Connected => format!("* connected to relay {relay}"),
-                ConnectionState::Disconnected => format!("* disconnected from relay {relay}"),
-                ConnectionState::Reconnecting => match attempt {
-                    Some(n) => format!("* reconnecting to relay {relay} (attempt {n})"),
-                    None => format!("* reconnecting to relay {relay}"),
-                },
-            },
+                retry_in_ms,
+                reason,
+            } => {
+                let why = reason.as_ref().map_or(String::new(), |r| format!(": {}", sanitize(r)));
+                match state {
+                    ConnectionState::Connected => format!("* connected to relay {relay}"),
+                    ConnectionState::Disconnected => format!("* disconnected from relay {relay}{why}"),
+                    ConnectionState::Reconnecting => {
+                        let when = match (attempt, retry_in_ms) {
+                            (Some(n), Some(ms)) => format!(" (attempt {n} in {})", seconds(*ms)),
+                            (Some(n), None) => format!(" (attempt {n})"),
+                            (None, _) => String::new(),
+                        };
+                        format!("* reconnecting to relay {relay}{when}{why}")
+                    }
+                }
+            }
             Self::Message {
                 from,
                 text,
@@ -659,6 +714,12 @@ impl Event {
                     if p.pending_change {
                         let _ = write!(out, ", identity change pending ({} held)", p.held);
                     }
+                    if p.unread > 0 {
+                        let _ = write!(out, ", {} unread", p.unread);
+                    }
+                    if let Some(at) = p.last_activity_ms {
+                        let _ = write!(out, ", last message {} UTC", utc(at));
+                    }
                 }
                 out
             }
@@ -680,6 +741,13 @@ impl Event {
                 "* leaving with {count} message(s) not yet stored at the relay: kept, sent at the next start"
             ),
             Self::Info { message } => format!("* {}", sanitize(message)),
+            Self::Help { text } => text.clone(),
+            Self::History { peer, messages } => views::history_human(peer, messages),
+            Self::Status(status) => views::status_human(status),
+            Self::Goodbye { unsent: 0 } => "* goodbye".into(),
+            Self::Goodbye { unsent } => {
+                format!("* goodbye ({unsent} messages wait in the outbox for the next start)")
+            }
         }
     }
 }

@@ -361,6 +361,8 @@ impl AgentState {
                 first_seen_ms: pin.first_seen_ms,
                 pending_change: !self.book.pending(name).is_empty(),
                 held: self.held_count(name),
+                unread: 0,
+                last_activity_ms: None,
             })
             .collect()
     }
