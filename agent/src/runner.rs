@@ -10,8 +10,8 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName, ShowHistory, ShowStatus,
-    Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName,
+    ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;

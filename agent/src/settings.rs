@@ -320,7 +320,9 @@ pub enum InvalidSettings {
     #[error("relay address is empty")]
     EmptyRelay,
     /// `relay` is not `host:port`.
-    #[error("relay address {0:?} is not host:port (for example 127.0.0.1:7300, relay.example:7300 or [::1]:7300)")]
+    #[error(
+        "relay address {0:?} is not host:port (for example 127.0.0.1:7300, relay.example:7300 or [::1]:7300)"
+    )]
     BadRelay(String),
     /// `prekeys.replenish_to` is not above `prekeys.replenish_below`, or
     /// `prekeys.initial_one_time` is zero.
@@ -394,7 +396,9 @@ fn check_relay_address(relay: &str) -> Result<(), InvalidSettings> {
     let (host, port) = relay.rsplit_once(':').ok_or_else(bad)?;
     let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
     let host_ok = match host.strip_prefix('[') {
-        Some(v6) => v6.strip_suffix(']').is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
         None => !host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace),
     };
     if port_ok && host_ok {
@@ -602,12 +606,26 @@ mod tests {
         let mut s = good.clone();
         s.relay = " ".into();
         assert_eq!(s.validate(), Err(InvalidSettings::EmptyRelay));
-        for bad in ["nonsense", "127.0.0.1", "host:", ":7300", "host:port", "host:70000", "a b:1", "[::1:7300"] {
+        for bad in [
+            "nonsense",
+            "127.0.0.1",
+            "host:",
+            ":7300",
+            "host:port",
+            "host:70000",
+            "a b:1",
+            "[::1:7300",
+        ] {
             let mut s = good.clone();
             s.relay = bad.into();
             assert_eq!(s.validate(), Err(InvalidSettings::BadRelay(bad.into())), "{bad}");
         }
-        for fine in ["127.0.0.1:7300", "relay.example:7300", "[::1]:7300", "localhost:1"] {
+        for fine in [
+            "127.0.0.1:7300",
+            "relay.example:7300",
+            "[::1]:7300",
+            "localhost:1",
+        ] {
             let mut s = good.clone();
             s.relay = fine.into();
             assert_eq!(s.validate(), Ok(()), "{fine}");

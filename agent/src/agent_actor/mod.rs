@@ -48,8 +48,8 @@ mod sending;
 
 pub use commands::*;
 pub use leaving::Leave;
-pub use overview::{ShowHistory, ShowStatus};
 pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
+pub use overview::{ShowHistory, ShowStatus};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
 /// own name claim. A receiver concludes nothing from them (names come from the relay's

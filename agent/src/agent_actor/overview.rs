@@ -91,7 +91,11 @@ impl Handler<ShowStatus> for AgentActor {
             trust,
             connected: self.connected,
             since_ms: overview.since_ms,
-            reason: if self.connected { None } else { overview.reason.clone() },
+            reason: if self.connected {
+                None
+            } else {
+                overview.reason.clone()
+            },
             outbox: self.state.outbox().iter().filter(|e| e.text).count(),
             queued_at_login: overview.queued_at_login,
         };
@@ -114,7 +118,10 @@ impl Handler<ShowHistory> for AgentActor {
 
     fn handle(&mut self, msg: ShowHistory, _: &mut Context<Self>) -> Self::Result {
         let Some(identity) = self.state.pin(&msg.peer).map(|pin| pin.identity) else {
-            return Err(format!("no conversation with {}: no identity pinned under that name", msg.peer));
+            return Err(format!(
+                "no conversation with {}: no identity pinned under that name",
+                msg.peer
+            ));
         };
         let entries = (self.state.history(&identity, msg.count))
             .map_err(|err| format!("cannot read the history: {err}"))?;

@@ -419,7 +419,7 @@ fn short(hex: &str) -> &str {
 
 /// `ms` as seconds for people: `0.2 s`, `5 s`.
 fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{}.{} s", ms / 1000, (ms % 1000) / 100)

@@ -88,7 +88,10 @@ pub fn status_human(status: &LinkStatus) -> String {
     if status.connected {
         let _ = write!(out, "\n* connected since {} UTC", utc(status.since_ms));
     } else {
-        let why = status.reason.as_ref().map_or(String::new(), |r| format!(": {}", sanitize(r)));
+        let why = status
+            .reason
+            .as_ref()
+            .map_or(String::new(), |r| format!(": {}", sanitize(r)));
         let _ = write!(out, "\n* not connected since {} UTC{why}", utc(status.since_ms));
     }
     let _ = write!(out, "\n* outbox: {} not yet stored at the relay", status.outbox);
