@@ -33,6 +33,7 @@
 pub mod agent_actor;
 pub mod away;
 pub mod command;
+pub mod command_tags;
 pub mod crash_point;
 pub mod event;
 pub mod expiry_notices;
@@ -40,6 +41,7 @@ pub mod failure;
 pub mod held;
 mod hex_serde;
 pub mod incoming;
+pub mod json_command;
 pub mod own_name;
 pub mod passphrase;
 pub mod pins;

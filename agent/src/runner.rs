@@ -14,6 +14,7 @@ use crate::agent_actor::{
     ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
+use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
 use crate::event::Event;
 use crate::relay_link::{Backoff, Liveness, RelayLink};
 use crate::relay_transport::RelayTransport;
@@ -87,6 +88,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
             timeout: Duration::from_millis(settings.heartbeat.timeout_ms),
         };
         let leave_wait = Duration::from_millis(settings.leave_wait_ms);
+        let bot = settings.json;
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
         let link = RelayLink::new(
             relay,
@@ -103,7 +105,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         }
         let code = match steps {
             Some(steps) => run_script(&agent, steps, expect_timeout).await,
-            None => run_stdin(&agent).await,
+            None => run_stdin(&agent, bot).await,
         };
         // What was written goes out first (bounded by `leave_wait_ms`); what could not
         // is reported, and what waited for the state's sync is printed and sent.
@@ -225,10 +227,35 @@ async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -
     }
 }
 
-async fn run_stdin(agent: &Addr<AgentActor>) -> i32 {
+/// Runs one bot command (a JSON line, `bot` mode): `true` to leave (`quit`).
+async fn run_json_command(agent: &Addr<AgentActor>, line: &str) -> bool {
+    match parse_json_command(line) {
+        Err(JsonCommandError { id, reason }) => {
+            let _ = agent.send(EmitTagged(Event::error(reason), id)).await;
+            false
+        }
+        Ok(JsonCommand {
+            command: Command::Quit, ..
+        }) => true,
+        Ok(JsonCommand { id, command }) => {
+            if let Ok(Err(reason)) = agent.send(RunCommand { command, id: id.clone() }).await {
+                let _ = agent.send(EmitTagged(Event::error(reason), id)).await;
+            }
+            false
+        }
+    }
+}
+
+async fn run_stdin(agent: &Addr<AgentActor>, bot: bool) -> i32 {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let _ = agent.send(Emit(Event::info("type /help for commands"))).await;
     while let Ok(Some(line)) = lines.next_line().await {
+        if bot && line.trim_start().starts_with('{') {
+            if run_json_command(agent, &line).await {
+                break;
+            }
+            continue;
+        }
         let command = match parse_command(&line) {
             Ok(Some(command)) => command,
             Ok(None) => continue,

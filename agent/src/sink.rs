@@ -27,6 +27,15 @@ impl EventSink {
         self.print(&self.render(event));
     }
 
+    /// Prints one event that answers the bot command `id` (its JSON carries the id; a
+    /// person's line is the same as without).
+    pub fn emit_tagged(&self, event: &Event, id: Option<&serde_json::Value>) {
+        match id {
+            Some(id) if self.json => self.print(&event.to_json_line_with_id(id)),
+            _ => self.emit(event),
+        }
+    }
+
     /// The line [`EventSink::emit`] prints for `event` (to prepare it before a step
     /// that must come just before the print: [`EventSink::print`]).
     pub fn render(&self, event: &Event) -> String {

@@ -22,6 +22,7 @@ impl Handler<SendText> for AgentActor {
             body: Body::Text(msg.text),
             msg_id: random_id(),
             reply: Some(tx),
+            tag: self.tags.current().cloned(),
         };
         self.queue_send(msg.peer, pending, ctx);
         self.flush_if_full();

@@ -19,6 +19,7 @@ use slog::{debug, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::away::AwayChecks;
+use crate::command_tags::CommandTags;
 use crate::crash_point;
 use crate::event::{identity_hex, msg_id_hex, ConnectionState, Event, IdentityAction};
 use crate::expiry_notices::ExpiryNotices;
@@ -42,6 +43,7 @@ mod link;
 mod names;
 mod outflow;
 mod overview;
+mod run_command;
 mod receiving;
 mod recovery;
 mod sending;
@@ -50,6 +52,7 @@ pub use commands::*;
 pub use leaving::Leave;
 pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
 pub use overview::{ShowHistory, ShowStatus};
+pub use run_command::{EmitTagged, RunCommand};
 
 /// Control payloads that earlier releases sent first in a session, carrying the sender's
 /// own name claim. A receiver concludes nothing from them (names come from the relay's
@@ -115,6 +118,8 @@ struct PendingSend {
     body: Body,
     msg_id: [u8; 16],
     reply: Option<Reply<String>>,
+    /// The bot command that asked for it (bot mode), for its events.
+    tag: Option<serde_json::Value>,
 }
 
 struct Unacked {
@@ -203,6 +208,8 @@ pub struct AgentActor {
     expiry: ExpiryNotices,
     /// The link's story and unread counts, for `/status` and `/peers`.
     overview: overview::Overview,
+    /// Which bot command events answer.
+    tags: CommandTags,
 }
 
 impl AgentActor {
@@ -248,6 +255,7 @@ impl AgentActor {
             recovery,
             expiry: ExpiryNotices::default(),
             overview: overview::Overview::default(),
+            tags: CommandTags::default(),
         }
     }
 

@@ -31,7 +31,8 @@ pub const EXIT_SYNC_FAILED: i32 = 3;
 
 /// One output of the agent.
 enum Out {
-    Event(Event),
+    /// An event, and the id of the bot command it answers.
+    Event(Event, Option<serde_json::Value>),
     /// A received text: recorded as shown, then printed.
     Shown {
         sender: Box<IdentityKey>,
@@ -73,7 +74,16 @@ impl Handler<Flush> for AgentActor {
 impl AgentActor {
     /// Prints `event` (once the state is synced).
     pub(super) fn emit(&self, event: Event) {
-        self.out(Out::Event(event));
+        let tags = &self.tags;
+        let id = (tags.current())
+            .or_else(|| event.sent_msg_id().and_then(|msg_id| tags.of_message(msg_id)))
+            .cloned();
+        self.out(Out::Event(event, id));
+    }
+
+    /// Prints `event` as the answer to the bot command `id`.
+    pub(super) fn emit_tagged(&self, event: Event, id: Option<serde_json::Value>) {
+        self.out(Out::Event(event, id));
     }
 
     /// Sends `frame` to the relay (once the state is synced).
@@ -191,7 +201,8 @@ impl AgentActor {
 
     fn deliver(&self, out: Out) {
         match out {
-            Out::Event(event) | Out::Shown { event, .. } => self.sink.emit(&event),
+            Out::Event(event, id) => self.sink.emit_tagged(&event, id.as_ref()),
+            Out::Shown { event, .. } => self.sink.emit(&event),
             Out::Frame(frame) => {
                 if let Some(link) = &self.link {
                     link.do_send(Outbound(frame));

@@ -369,6 +369,7 @@ impl AgentActor {
                         body: Body::Receipt(payload.message_id),
                         msg_id: random_id(),
                         reply: None,
+                        tag: None,
                     };
                     self.send_now(&from, sender, receipt);
                 }

@@ -40,12 +40,13 @@ impl AgentActor {
     /// (the id it would have had names nothing the relay or the peer ever saw).
     pub(super) fn fail_send(&self, peer: &str, pending: PendingSend, reason: &str) {
         if matches!(pending.body, Body::Text(_)) {
-            self.emit(Event::SendFailed {
+            let event = Event::SendFailed {
                 to: peer.to_string(),
                 msg_id: String::new(),
                 reason: reason.to_string(),
                 code: None,
-            });
+            };
+            self.emit_tagged(event, pending.tag.clone());
         }
         if let Some(reply) = pending.reply {
             let _ = reply.send(Err(reason.to_string()));
@@ -92,6 +93,9 @@ impl AgentActor {
                 crash_point::reached("send.after_commit");
                 self.window.push(entry.msg_id, *identity.as_bytes());
                 self.pump();
+                if let Some(id) = pending.tag {
+                    self.tags.sent(msg_id_hex(&pending.msg_id), id);
+                }
                 self.unacked.insert(
                     pending.msg_id,
                     Unacked {

@@ -443,6 +443,30 @@ pub fn sanitize(text: &str) -> String {
 }
 
 impl Event {
+    /// The id (hex) of the message this event is about, for events about a message
+    /// this agent sent (`sent`, `delivered`, `deferred`, `send_failed`, `expired`).
+    pub fn sent_msg_id(&self) -> Option<&str> {
+        match self {
+            Self::Sent { msg_id, .. }
+            | Self::Delivered { msg_id, .. }
+            | Self::Deferred { msg_id, .. }
+            | Self::SendFailed { msg_id, .. }
+            | Self::Expired { msg_id, .. } => Some(msg_id).filter(|id| !id.is_empty()).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The JSON line of this event with `"id": id` added (bot mode, docs/AGENT.md 4.1).
+    pub fn to_json_line_with_id(&self, id: &serde_json::Value) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut fields)) => {
+                fields.insert("id".into(), id.clone());
+                serde_json::Value::Object(fields).to_string()
+            }
+            _ => self.to_json_line(),
+        }
+    }
+
     /// An [`Event::Info`].
     pub fn info(message: impl Into<String>) -> Self {
         Self::Info {
