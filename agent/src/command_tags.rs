@@ -68,7 +68,11 @@ mod tests {
         for n in 0..REMEMBERED + 1 {
             tags.sent(format!("{n:032x}"), json!(n));
         }
-        assert_eq!(tags.of_message(&format!("{:032x}", 0)), None, "the oldest is forgotten");
+        assert_eq!(
+            tags.of_message(&format!("{:032x}", 0)),
+            None,
+            "the oldest is forgotten"
+        );
         assert_eq!(tags.of_message(&format!("{:032x}", 1)), Some(&json!(1)));
         assert_eq!(tags.by_msg.len(), REMEMBERED);
     }

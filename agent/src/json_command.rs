@@ -32,8 +32,9 @@ pub struct JsonCommandError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fields {
-    #[serde(default)]
-    id: Option<Value>,
+    /// Read before, from the raw value; listed so that it is not an unknown field.
+    #[serde(default, rename = "id")]
+    _id: Option<Value>,
     cmd: String,
     #[serde(default)]
     peer: Option<String>,
@@ -52,7 +53,10 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
         reason: format!("not a JSON command: {err}"),
     })?;
     let id = value.get("id").cloned().filter(|id| !id.is_null());
-    let fail = |reason: String| JsonCommandError { id: id.clone(), reason };
+    let fail = |reason: String| JsonCommandError {
+        id: id.clone(),
+        reason,
+    };
     if let Some(id) = &id {
         if !(id.is_number() || id.is_string()) {
             return Err(fail("`id` must be a number or a string".into()));
@@ -149,14 +153,42 @@ mod tests {
     #[test]
     fn bad_commands_say_why_and_keep_the_id_they_could_read() {
         let cases = [
-            (r#"{"id": 1, "cmd": "send", "peer": "bob"}"#, Some(json!(1)), "text"),
-            (r#"{"id": 2, "cmd": "send", "text": "hi"}"#, Some(json!(2)), "peer"),
+            (
+                r#"{"id": 1, "cmd": "send", "peer": "bob"}"#,
+                Some(json!(1)),
+                "text",
+            ),
+            (
+                r#"{"id": 2, "cmd": "send", "text": "hi"}"#,
+                Some(json!(2)),
+                "peer",
+            ),
             (r#"{"id": 3, "cmd": "fly"}"#, Some(json!(3)), "unknown cmd"),
-            (r#"{"id": 4, "cmd": "peers", "colour": "red"}"#, Some(json!(4)), "colour"),
-            (r#"{"id": 5, "cmd": "history", "peer": "bob", "count": 0}"#, Some(json!(5)), "count"),
-            (r#"{"id": [1], "cmd": "peers"}"#, Some(json!([1])), "number or a string"),
-            (r#"{"id": 6, "cmd": "send", "peer": "b b", "text": "x"}"#, Some(json!(6)), "invalid peer"),
-            (r#"{"id": 8, "cmd": "trust", "peer": "bob", "digits": "12"}"#, Some(json!(8)), "60 digits"),
+            (
+                r#"{"id": 4, "cmd": "peers", "colour": "red"}"#,
+                Some(json!(4)),
+                "colour",
+            ),
+            (
+                r#"{"id": 5, "cmd": "history", "peer": "bob", "count": 0}"#,
+                Some(json!(5)),
+                "count",
+            ),
+            (
+                r#"{"id": [1], "cmd": "peers"}"#,
+                Some(json!([1])),
+                "number or a string",
+            ),
+            (
+                r#"{"id": 6, "cmd": "send", "peer": "b b", "text": "x"}"#,
+                Some(json!(6)),
+                "invalid peer",
+            ),
+            (
+                r#"{"id": 8, "cmd": "trust", "peer": "bob", "digits": "12"}"#,
+                Some(json!(8)),
+                "60 digits",
+            ),
             (r#"{"id": 9, "cmd": "send""#, None, "not a JSON command"),
             ("[1, 2]", None, "bad command"),
         ];

@@ -10,12 +10,12 @@ use slog::Logger;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, Expect, ExpectFailure, Leave, ListPeers, Online, Reject, SendText, SetOwnName,
-    ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, EmitTagged, Expect, ExpectFailure, Leave, ListPeers, Online, Reject,
+    RunCommand, SendText, SetOwnName, ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
-use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
 use crate::event::Event;
+use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
 use crate::relay_link::{Backoff, Liveness, RelayLink};
 use crate::relay_transport::RelayTransport;
 use crate::script::{parse_script, ScriptStep, Step};
@@ -235,10 +235,17 @@ async fn run_json_command(agent: &Addr<AgentActor>, line: &str) -> bool {
             false
         }
         Ok(JsonCommand {
-            command: Command::Quit, ..
+            command: Command::Quit,
+            ..
         }) => true,
         Ok(JsonCommand { id, command }) => {
-            if let Ok(Err(reason)) = agent.send(RunCommand { command, id: id.clone() }).await {
+            if let Ok(Err(reason)) = agent
+                .send(RunCommand {
+                    command,
+                    id: id.clone(),
+                })
+                .await
+            {
                 let _ = agent.send(EmitTagged(Event::error(reason), id)).await;
             }
             false

@@ -951,7 +951,12 @@ fn interactive_session_over_stdin_handles_commands_and_bad_input() {
     bob.close_stdin();
     assert!(bob.wait_exit(WAIT).expect("bob stops at end of input").success());
     // One per bad line, and the wrong digits: the failed /msg was a send_failed only.
-    assert_eq!(alice.events_of("error").len(), bad.len() + 1, "{}", alice.report());
+    assert_eq!(
+        alice.events_of("error").len(),
+        bad.len() + 1,
+        "{}",
+        alice.report()
+    );
     assert_eq!(alice.events_of("unparsed_output").len(), 0);
     assert!(alice.events_of("decrypt_failure").is_empty());
     assert_clean(&mut bob);

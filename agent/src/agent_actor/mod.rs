@@ -43,9 +43,9 @@ mod link;
 mod names;
 mod outflow;
 mod overview;
-mod run_command;
 mod receiving;
 mod recovery;
+mod run_command;
 mod sending;
 
 pub use commands::*;
