@@ -2,9 +2,13 @@
 //! reading and its writing. A TLS stream is not full-duplex safe when split into a read
 //! half and a write half polled by two tasks (tokio-rs/tls#40): reading can need to write
 //! and takes the write waker, and the writer then misses that the socket became
-//! writable. So here one task reads frames (handed to the connection through a channel
-//! of one, so the connection still paces its reading) and writes what the connection's
-//! [`Output`] queues, with the same bounds as the plain TCP writer.
+//! writable. So here one task reads frames and writes what the connection's [`Output`]
+//! queues, with the same bounds as the plain TCP writer. Frames go to the connection in
+//! batches of what one read brought (at most [`READ_BATCH_FRAMES`] frames, about
+//! [`READ_BATCH_BYTES`]), through a channel of one batch, so the connection still paces
+//! the reading and handles a burst in one turn, as it does over plain TCP: handing over
+//! one frame at a time made it answer, and the link write, one frame per turn (measured:
+//! 1.5 writes per delivered message, a quarter of the plain TCP peak).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use e2ee_protocol::codec::CodecError;
 use e2ee_protocol::frame::Frame;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Decoder, Encoder, Framed};
@@ -21,6 +25,14 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 use crate::input::{FrameLimit, InputCodec, READ_BUFFER_START};
 use crate::metrics::Metrics;
 use crate::output::{bounded, feed_bounded, Outgoing, Output, OutputCodec, WriterExit, WRITE_BATCH_BYTES};
+
+/// The most frames handed to the connection at once.
+pub const READ_BATCH_FRAMES: usize = 64;
+/// A batch ends once its frames reach this many bytes (it holds at least one frame).
+pub const READ_BATCH_BYTES: usize = 64 * 1024;
+
+/// Frames read in one go, the last possibly the error that ended reading.
+type Batch = Vec<Result<Frame, CodecError>>;
 
 /// Reads frames with the connection's [`InputCodec`], writes [`Outgoing`] items.
 struct LinkCodec {
@@ -67,7 +79,7 @@ where
 {
     let (output, mut queue) = Output::queued(budget);
     let (done_tx, done_rx) = oneshot::channel();
-    let (read_tx, read_rx) = mpsc::channel::<Result<Frame, CodecError>>(1);
+    let (read_tx, read_rx) = mpsc::channel::<Batch>(1);
     // Set when reading ends (end of stream, or a read error handed over): only then do
     // the frames end. A link that stops because a write timed out or failed says so
     // through `done` alone, as the plain TCP writer does while its reader goes on: were
@@ -83,8 +95,10 @@ where
         let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER_START);
         framed.set_backpressure_boundary(WRITE_BATCH_BYTES);
         let mut reader = Some(read_tx);
-        // A frame read, waiting for room in the channel to the connection.
-        let mut held: Option<Result<Frame, CodecError>> = None;
+        // Frames read, waiting for room in the channel to the connection.
+        let mut held: Option<Batch> = None;
+        // The stream ended after the held batch was read.
+        let mut eof_after_held = false;
         let exit = loop {
             let can_read = reader.is_some() && held.is_none();
             let can_hand = reader.is_some() && held.is_some();
@@ -120,9 +134,9 @@ where
                     }
                 }, if can_hand => {
                     match (permit, held.take()) {
-                        (Some(permit), Some(item)) => {
-                            let last = item.is_err();
-                            permit.send(item);
+                        (Some(permit), Some(batch)) => {
+                            let last = eof_after_held || batch.last().is_some_and(Result::is_err);
+                            permit.send(batch);
                             if last {
                                 read_ended.store(true, Ordering::Release);
                                 reader = None;
@@ -133,7 +147,11 @@ where
                     }
                 }
                 next = framed.next(), if can_read => match next {
-                    Some(item) => held = Some(item),
+                    Some(first) => {
+                        let (batch, eof) = more_read(&mut framed, first);
+                        held = Some(batch);
+                        eof_after_held = eof;
+                    }
                     // End of the stream: the connection's reading ends too.
                     None => {
                         read_ended.store(true, Ordering::Release);
@@ -144,11 +162,11 @@ where
         };
         let _ = done_tx.send(exit);
     });
-    let frames = futures_util::stream::unfold(read_rx, move |mut rx| {
+    let batches = futures_util::stream::unfold(read_rx, move |mut rx| {
         let ended = ended.clone();
         async move {
             match rx.recv().await {
-                Some(item) => Some((item, rx)),
+                Some(batch) => Some((futures_util::stream::iter(batch), rx)),
                 None if ended.load(Ordering::Acquire) => None,
                 // The link stopped for its writing: `done` tells the connection, which
                 // stops on it.
@@ -156,5 +174,34 @@ where
             }
         }
     });
-    (output, done_rx, frames)
+    (output, done_rx, batches.flatten())
+}
+
+/// `first` and the frames that follow it without waiting (already in the read buffer,
+/// or in the socket now), up to the batch bounds; an error ends the batch. The second
+/// value is true if the stream ended right after the batch.
+fn more_read<S>(framed: &mut Framed<S, LinkCodec>, first: Result<Frame, CodecError>) -> (Batch, bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut bytes = first.as_ref().map_or(0, Frame::encoded_len);
+    let mut batch = vec![first];
+    // Nothing after an `Auth` until the connection has handled it: its frame limit
+    // (`FrameLimit`) grows then, and what follows is read under the new one.
+    let more = |batch: &Batch, bytes: usize| {
+        batch.len() < READ_BATCH_FRAMES
+            && bytes < READ_BATCH_BYTES
+            && matches!(batch.last(), Some(Ok(frame)) if !matches!(frame, Frame::Auth { .. }))
+    };
+    while more(&batch, bytes) {
+        match framed.next().now_or_never() {
+            Some(Some(item)) => {
+                bytes += item.as_ref().map_or(0, Frame::encoded_len);
+                batch.push(item);
+            }
+            Some(None) => return (batch, true),
+            None => break,
+        }
+    }
+    (batch, false)
 }
