@@ -1978,9 +1978,15 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
     // A reader of about 800 KB/s behind a small receive buffer, a write timeout of
     // 500 ms: half the 1 MiB output budget takes it over half a second to read, so
     // pacing the drain by a deadline would cut it off once the backlog (6.4 MB) has
-    // filled the kernel's buffers; pacing by the budget alone does not.
-    const COUNT: u64 = 400;
+    // filled the kernel's buffers; pacing by the budget alone does not. The backlog can
+    // be made larger for a one-off run: E2EE_TEST_SLOW_READER_MESSAGES=5000 is the
+    // issue's 80 MB (about 100 s).
     const SIZE: usize = 16 * 1024;
+    let count: u64 = std::env::var("E2EE_TEST_SLOW_READER_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400);
+    let quota = (count * SIZE as u64 * 2).max(64 << 20).to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let relay = RelayProcess::start_with_env(
         "127.0.0.1:0",
@@ -1989,6 +1995,7 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
         &[
             ("E2EE_RELAY_STORE__FSYNC", "false"),
             ("E2EE_RELAY_LIMITS__WRITE_TIMEOUT_MS", "500"),
+            ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", quota.as_str()),
         ],
     )
     .expect("relay");
@@ -1996,7 +2003,7 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
     let bob_key = *bob_id.public().as_bytes();
     let mut alice = RelayClient::connect(relay.addr, identity()).await.expect("alice");
     let mut other = Vec::new();
-    for n in 0..COUNT {
+    for n in 0..count {
         alice
             .send_message(bob_key, msg_id(n), vec![0x5a; SIZE], &mut other)
             .await
@@ -2005,9 +2012,9 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
     let mut bob = RelayClient::connect_with_receive_buffer(relay.addr, bob_id, 16 * 1024)
         .await
         .expect("bob");
-    assert_eq!(u64::from(bob.queued), COUNT);
+    assert_eq!(u64::from(bob.queued), count);
     let mut got = 0;
-    while got < COUNT {
+    while got < count {
         let frame = match bob.recv(WAIT).await {
             Ok(frame) => frame,
             Err(e) => panic!(

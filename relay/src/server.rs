@@ -170,14 +170,8 @@ pub async fn serve(
         })
     };
 
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .map_err(|err| setting_error("listen", &settings.listen, err))?;
-    let addr = listener.local_addr()?;
-    info!(log, "relay listening"; "addr" => %addr, "store" => ?settings.store.engine,
-          "data_dir" => %settings.data_dir.display());
-    bound(addr);
-
+    // The metrics endpoint is up before the relay says it listens: whoever waits for
+    // that line (an operator's script, the tests) can scrape at once.
     if let Some(metrics_addr) = &settings.metrics_listen {
         let metrics_listener = TcpListener::bind(metrics_addr)
             .await
@@ -185,6 +179,13 @@ pub async fn serve(
         info!(log, "metrics listening"; "addr" => %metrics_listener.local_addr()?);
         actix::spawn(metrics::serve(metrics_listener, metrics.clone()));
     }
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|err| setting_error("listen", &settings.listen, err))?;
+    let addr = listener.local_addr()?;
+    info!(log, "relay listening"; "addr" => %addr, "store" => ?settings.store.engine,
+          "data_dir" => %settings.data_dir.display());
+    bound(addr);
     if settings.summary_interval_secs > 0 {
         let every = Duration::from_secs(settings.summary_interval_secs);
         let (log, metrics) = (log.clone(), metrics.clone());
