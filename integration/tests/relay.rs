@@ -1987,6 +1987,7 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(400);
     let quota = (count * SIZE as u64 * 2).max(64 << 20).to_string();
+    let burst = count.max(2_000).to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let relay = RelayProcess::start_with_env(
         "127.0.0.1:0",
@@ -1996,6 +1997,7 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
             ("E2EE_RELAY_STORE__FSYNC", "false"),
             ("E2EE_RELAY_LIMITS__WRITE_TIMEOUT_MS", "500"),
             ("E2EE_RELAY_LIMITS__SENDER_QUOTA_BYTES", quota.as_str()),
+            ("E2EE_RELAY_LIMITS__RATE_CAPACITY", burst.as_str()),
         ],
     )
     .expect("relay");
@@ -2030,10 +2032,11 @@ async fn a_slow_reader_drains_a_large_backlog_without_being_cut_off() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert!(
-        relay
-            .wait_log("closing connection", Duration::from_millis(200))
-            .is_err(),
-        "the relay closed a connection"
-    );
+    // No connection was cut off as a slow consumer. (In a long run alice, idle since her
+    // sends, may be closed for her idle timeout: that is not the point here.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cut: Vec<String> = (relay.drain_log().into_iter())
+        .filter(|line| line.contains("closing connection") && line.contains("slow_consumer"))
+        .collect();
+    assert!(cut.is_empty(), "the relay cut a reader off: {cut:?}");
 }
