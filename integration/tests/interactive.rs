@@ -114,6 +114,9 @@ fn a_pasted_10_kb_line_arrives_whole() {
         .send(format!("{PASTE_START}/msg bob {text}{PASTE_END}"))
         .expect("paste");
     alice.send("\r").expect("Enter");
+    // Read the screen meanwhile (the pasted line is drawn again, 10 KB): a pty holds
+    // only so much output that nobody reads.
+    alice.expect("-> sent to bob").expect("sent");
     let got = bob.wait_message("alice", &text, WAIT).expect("the whole line");
     assert_eq!(got["text"].as_str().map(str::len), Some(10_240));
 
