@@ -11,15 +11,19 @@
 //! edited and writes them straight to stdout otherwise. The agent never waits for the
 //! terminal: a print only queues the line.
 //!
-//! Known gap: `rustyline` reads a key before an external print that is ready at the
-//! same moment, and a line that is handed to it in the instant the key that ends a
-//! `readline` is read stays in its queue until the next `readline`. After an ordinary
-//! line that is at once (the editor reads again right away); after the last one
-//! (Ctrl-D, Ctrl-C, `/quit`) there is no next `readline`, so such a line is lost from
-//! the screen. The editor gives no way to drain its queue or to end a `readline` from
-//! outside.
+//! `rustyline` reads a key before an external print that is ready at the same moment,
+//! and a text handed to it in the instant the key that ends a `readline` is read stays
+//! in its queue until the next `readline`. So the editor never stops reading while the
+//! agent runs: after the last line (Ctrl-D, Ctrl-C, `/quit`) it goes on with an empty
+//! prompt whose input is ignored (its first turn prints what was left in the queue), and
+//! [`LineEditor::close`] ends it: it waits until the goodbye is drawn (two invisible
+//! probes after it: the editor's queue holds one text, so handing over the second means
+//! it has finished the goodbye), then puts the terminal back as it was. Ctrl-C while
+//! the agent leaves stops it at once (exit code 130), as a Ctrl-C in a cooked terminal
+//! would.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -34,6 +38,15 @@ use crate::input::Input;
 
 /// Lines kept in the input history (in memory, for this run only).
 const HISTORY_LINES: usize = 1000;
+/// A text for the editor that shows nothing: the cursor goes up a row and comes back
+/// down (the editor adds no newline to a text that ends with one).
+const PROBE: &str = "\x1b[A\n";
+/// What the editor turns on and leaves on if the process ends while it reads:
+/// bracketed paste and synchronized output.
+const MODES_OFF: &str = "\x1b[?2004l\x1b[?2026l";
+/// The exit code after Ctrl-C while the agent leaves (128 + SIGINT, as a shell shows
+/// a process that SIGINT ended).
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// The line editor could not be started (e.g. the terminal is not supported).
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +69,9 @@ impl LineEditorError {
 enum ToPrinter {
     /// Print this (one or more lines, without the final newline).
     Line(String),
-    /// Answer once everything asked before is printed.
-    Flush(mpsc::Sender<()>),
+    /// Answer once everything asked before is drawn (the editor reads its last, empty
+    /// line by then).
+    Close(mpsc::Sender<()>),
 }
 
 /// Prints above the line being edited; cheap to clone, never blocks.
@@ -74,11 +88,13 @@ impl EditorPrinter {
     }
 }
 
-/// The running line editor: its lines, and its printer.
+/// The running line editor: its lines, its printer, and the terminal's settings from
+/// before it started.
 #[derive(Debug)]
 pub struct LineEditor {
     inputs: UnboundedReceiver<Input>,
     printer: EditorPrinter,
+    terminal: Option<rustix::termios::Termios>,
 }
 
 impl LineEditor {
@@ -90,6 +106,7 @@ impl LineEditor {
 
     /// Starts the editor and printer threads; the editor shows `prompt` at once.
     pub fn start(prompt: String) -> Result<Self, LineEditorError> {
+        let terminal = rustix::termios::tcgetattr(std::io::stdin().as_fd()).ok();
         let (ready_tx, ready) = mpsc::channel();
         let (input_tx, inputs) = unbounded_channel();
         let (lines, to_print) = mpsc::channel();
@@ -113,6 +130,7 @@ impl LineEditor {
             Ok(Ok(())) => Ok(Self {
                 inputs,
                 printer: EditorPrinter { lines },
+                terminal,
             }),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(LineEditorError::new("the editor thread ended")),
@@ -124,19 +142,28 @@ impl LineEditor {
         self.printer.clone()
     }
 
-    /// The next line typed; [`Input::End`] after Ctrl-D on an empty line or Ctrl-C,
-    /// and after `/quit` (the editor stops reading at once, so the terminal is back in
-    /// its normal mode while the agent leaves).
+    /// The next line typed; [`Input::End`] after Ctrl-D on an empty line or Ctrl-C.
+    /// After it, and after `/quit`, the editor shows an empty prompt and ignores what
+    /// is typed while the agent leaves.
     pub async fn next(&mut self) -> Input {
         self.inputs.recv().await.unwrap_or(Input::End)
     }
 
-    /// Waits (at most `wait`) until everything queued for printing is printed.
-    pub fn flush(&self, wait: Duration) {
+    /// Waits (at most `wait`) until everything queued for printing is on the screen,
+    /// then puts the terminal back as it was before the editor: the process may end.
+    pub fn close(&self, wait: Duration) {
         let (done, printed) = mpsc::channel();
-        if self.printer.lines.send(ToPrinter::Flush(done)).is_ok() {
+        if self.printer.lines.send(ToPrinter::Close(done)).is_ok() {
             let _ = printed.recv_timeout(wait);
         }
+        // The editor thread still reads (in raw mode); the process ends next.
+        let stdin = std::io::stdin();
+        if let Some(terminal) = &self.terminal {
+            let _ =
+                rustix::termios::tcsetattr(stdin.as_fd(), rustix::termios::OptionalActions::Now, terminal);
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(MODES_OFF.as_bytes()).and_then(|()| out.flush());
     }
 }
 
@@ -161,8 +188,23 @@ fn open_editor(to_print: mpsc::Receiver<ToPrinter>) -> Result<LineEditorInner, L
     Ok(editor)
 }
 
-/// The editor thread: reads lines until the end of input or `/quit`.
+/// The editor thread: reads lines until the end of input or `/quit`, then reads on
+/// with an empty prompt, ignoring what is typed, until the process ends (Ctrl-C ends
+/// it at once).
 fn read_lines(editor: &mut LineEditorInner, prompt: &str, inputs: &UnboundedSender<Input>) {
+    read_commands(editor, prompt, inputs);
+    loop {
+        match editor.readline("") {
+            Ok(_) | Err(ReadlineError::Eof) => {}
+            Err(ReadlineError::Interrupted) => std::process::exit(EXIT_INTERRUPTED),
+            // The terminal is gone: nothing more can be drawn.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads commands until the end of input or `/quit`.
+fn read_commands(editor: &mut LineEditorInner, prompt: &str, inputs: &UnboundedSender<Input>) {
     loop {
         let input = match editor.readline(prompt) {
             Ok(line) => Input::Line(line),
@@ -194,7 +236,11 @@ fn print_lines<P: ExternalPrinter>(mut printer: P, to_print: mpsc::Receiver<ToPr
                     let _ = err;
                 }
             }
-            ToPrinter::Flush(done) => {
+            ToPrinter::Close(done) => {
+                // The editor's queue holds one text: once the second probe is in it,
+                // the first was taken, so the text before them is drawn.
+                let _ = printer.print(PROBE.to_owned());
+                let _ = printer.print(PROBE.to_owned());
                 let _ = done.send(());
             }
         }

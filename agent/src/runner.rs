@@ -151,7 +151,7 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
         // is reported, and what waited for the state's sync is printed and sent.
         let _ = agent.send(Leave { wait: leave_wait }).await;
         if let Some(InputSource::Editor(editor)) = &input {
-            editor.flush(LAST_PRINT_WAIT);
+            editor.close(LAST_PRINT_WAIT);
         }
         code
     });
