@@ -16,21 +16,27 @@
 //! in its queue until the next `readline`. So the editor never stops reading while the
 //! agent runs: after the last line (Ctrl-D, Ctrl-C, `/quit`) it goes on with an empty
 //! prompt whose input is ignored (its first turn prints what was left in the queue), and
-//! [`LineEditor::close`] ends it: it waits until the goodbye is drawn (two invisible
-//! probes after it: the editor's queue holds one text, so handing over the second means
-//! it has finished the goodbye), then puts the terminal back as it was. Ctrl-C while
-//! the agent leaves stops it at once (exit code 130), as a Ctrl-C in a cooked terminal
-//! would.
+//! [`LineEditor::close`] ends it: it waits until that last `readline` has begun (the
+//! terminal in raw mode: it asks its helper for a hint as it draws the prompt), then
+//! until the goodbye is drawn (two invisible probes after it: the editor's queue holds
+//! one text, so handing over the second means it has finished the goodbye), then puts
+//! the terminal back as it was. Ctrl-C while the agent leaves stops it at once (exit
+//! code 130), as a Ctrl-C in a cooked terminal would.
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
 use rustyline::history::MemHistory;
-use rustyline::{Config, Editor, ExternalPrinter};
+use rustyline::validate::Validator;
+use rustyline::{Config, Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::command::{parse_command, Command};
@@ -88,14 +94,82 @@ impl EditorPrinter {
     }
 }
 
-/// The running line editor: its lines, its printer, and the terminal's settings from
-/// before it started.
+/// The running line editor: its lines, its printer, the terminal's settings from
+/// before it started, and how far its last `readline` is.
 #[derive(Debug)]
 pub struct LineEditor {
     inputs: UnboundedReceiver<Input>,
     printer: EditorPrinter,
     terminal: Option<rustix::termios::Termios>,
+    last_line: LastLine,
 }
+
+/// The editor's last `readline`, after the last command: whether it has begun (then
+/// the terminal is in raw mode and the editor reads its queue of texts), and whether
+/// the agent is closing (then the editor does not begin another).
+#[derive(Debug, Clone, Default)]
+struct LastLine {
+    state: Arc<LastLineState>,
+}
+
+#[derive(Debug, Default)]
+struct LastLineState {
+    /// Set before the last `readline` is called.
+    armed: AtomicBool,
+    /// Set once it has drawn its prompt.
+    begun: Mutex<bool>,
+    begun_changed: Condvar,
+    /// Set by [`LineEditor::close`].
+    closing: AtomicBool,
+}
+
+impl LastLine {
+    /// Called by the editor as it draws a line (in raw mode).
+    fn drawing(&self) {
+        if self.state.armed.load(Ordering::SeqCst) {
+            if let Ok(mut begun) = self.state.begun.lock() {
+                *begun = true;
+                self.state.begun_changed.notify_all();
+            }
+        }
+    }
+
+    /// Waits, at most `wait`, until the last `readline` has begun.
+    fn wait_begun(&self, wait: Duration) {
+        if let Ok(begun) = self.state.begun.lock() {
+            let _ = self
+                .state
+                .begun_changed
+                .wait_timeout_while(begun, wait, |begun| !*begun);
+        }
+    }
+}
+
+/// The editor's helper: no completion, hints, colours or validation; it only tells
+/// [`LastLine`] when a line is drawn.
+#[derive(Debug)]
+struct EditorHelper {
+    last_line: LastLine,
+}
+
+impl Completer for EditorHelper {
+    type Candidate = String;
+}
+
+impl Hinter for EditorHelper {
+    type Hint = String;
+
+    fn hint(&self, _line: &str, _pos: usize, _ctx: &Context<'_>) -> Option<String> {
+        self.last_line.drawing();
+        None
+    }
+}
+
+impl Highlighter for EditorHelper {}
+
+impl Validator for EditorHelper {}
+
+impl Helper for EditorHelper {}
 
 impl LineEditor {
     /// True when the agent should read commands with the line editor: interactive
@@ -110,10 +184,12 @@ impl LineEditor {
         let (ready_tx, ready) = mpsc::channel();
         let (input_tx, inputs) = unbounded_channel();
         let (lines, to_print) = mpsc::channel();
+        let last_line = LastLine::default();
+        let watch = last_line.clone();
         thread::Builder::new()
             .name("e2ee-line-editor".to_owned())
             .spawn(move || {
-                let mut editor = match open_editor(to_print) {
+                let mut editor = match open_editor(to_print, watch.clone()) {
                     Ok(editor) => {
                         let _ = ready_tx.send(Ok(()));
                         editor
@@ -123,7 +199,7 @@ impl LineEditor {
                         return;
                     }
                 };
-                read_lines(&mut editor, &prompt, &input_tx);
+                read_lines(&mut editor, &prompt, &input_tx, &watch);
             })
             .map_err(LineEditorError::new)?;
         match ready.recv() {
@@ -131,6 +207,7 @@ impl LineEditor {
                 inputs,
                 printer: EditorPrinter { lines },
                 terminal,
+                last_line,
             }),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(LineEditorError::new("the editor thread ended")),
@@ -152,11 +229,13 @@ impl LineEditor {
     /// Waits (at most `wait`) until everything queued for printing is on the screen,
     /// then puts the terminal back as it was before the editor: the process may end.
     pub fn close(&self, wait: Duration) {
+        self.last_line.wait_begun(wait);
         let (done, printed) = mpsc::channel();
         if self.printer.lines.send(ToPrinter::Close(done)).is_ok() {
             let _ = printed.recv_timeout(wait);
         }
         // The editor thread still reads (in raw mode); the process ends next.
+        self.last_line.state.closing.store(true, Ordering::SeqCst);
         let stdin = std::io::stdin();
         if let Some(terminal) = &self.terminal {
             let _ =
@@ -167,11 +246,14 @@ impl LineEditor {
     }
 }
 
-type LineEditorInner = Editor<(), MemHistory>;
+type LineEditorInner = Editor<EditorHelper, MemHistory>;
 
 /// Opens the editor on the terminal and starts the printer thread with its external
 /// printer.
-fn open_editor(to_print: mpsc::Receiver<ToPrinter>) -> Result<LineEditorInner, LineEditorError> {
+fn open_editor(
+    to_print: mpsc::Receiver<ToPrinter>,
+    last_line: LastLine,
+) -> Result<LineEditorInner, LineEditorError> {
     let config = Config::builder()
         .auto_add_history(true)
         .max_history_size(HISTORY_LINES)
@@ -179,6 +261,7 @@ fn open_editor(to_print: mpsc::Receiver<ToPrinter>) -> Result<LineEditorInner, L
         .build();
     let history = MemHistory::with_config(&config);
     let mut editor = Editor::with_history(config, history).map_err(LineEditorError::new)?;
+    editor.set_helper(Some(EditorHelper { last_line }));
     // Fails when stdin or stdout is not a terminal, or the terminal is not supported.
     let printer = editor.create_external_printer().map_err(LineEditorError::new)?;
     thread::Builder::new()
@@ -191,9 +274,15 @@ fn open_editor(to_print: mpsc::Receiver<ToPrinter>) -> Result<LineEditorInner, L
 /// The editor thread: reads lines until the end of input or `/quit`, then reads on
 /// with an empty prompt, ignoring what is typed, until the process ends (Ctrl-C ends
 /// it at once).
-fn read_lines(editor: &mut LineEditorInner, prompt: &str, inputs: &UnboundedSender<Input>) {
+fn read_lines(
+    editor: &mut LineEditorInner,
+    prompt: &str,
+    inputs: &UnboundedSender<Input>,
+    last_line: &LastLine,
+) {
     read_commands(editor, prompt, inputs);
-    loop {
+    last_line.state.armed.store(true, Ordering::SeqCst);
+    while !last_line.state.closing.load(Ordering::SeqCst) {
         match editor.readline("") {
             Ok(_) | Err(ReadlineError::Eof) => {}
             Err(ReadlineError::Interrupted) => std::process::exit(EXIT_INTERRUPTED),
@@ -229,11 +318,10 @@ fn print_lines<P: ExternalPrinter>(mut printer: P, to_print: mpsc::Receiver<ToPr
         match request {
             ToPrinter::Line(mut text) => {
                 text.push('\n');
-                if let Err(err) = printer.print(text.clone()) {
+                if printer.print(text.clone()).is_err() {
                     // The editor is gone: straight to stdout, as it would have done.
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-                    let _ = err;
                 }
             }
             ToPrinter::Close(done) => {
