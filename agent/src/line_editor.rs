@@ -80,10 +80,14 @@ enum ToPrinter {
     Close(mpsc::Sender<()>),
 }
 
-/// Prints above the line being edited; cheap to clone, never blocks.
+/// Prints above the line being edited; cheap to clone, never blocks. It also puts the
+/// terminal back as it was (the terminal's settings from before the editor started)
+/// before the process ends.
 #[derive(Debug, Clone)]
 pub struct EditorPrinter {
     lines: mpsc::Sender<ToPrinter>,
+    terminal: Option<rustix::termios::Termios>,
+    last_line: LastLine,
 }
 
 impl EditorPrinter {
@@ -92,16 +96,40 @@ impl EditorPrinter {
         // The printer thread ends only with the process.
         let _ = self.lines.send(ToPrinter::Line(text.to_owned()));
     }
+
+    /// For an agent that stops on an error while a command may be half typed: waits
+    /// (at most `wait`) until what is queued is drawn, puts the terminal back and moves
+    /// below the line being typed, which is left as it is. The process ends next.
+    pub fn close_now(&self, wait: Duration) {
+        self.put_back(wait);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(b"\r\n").and_then(|()| out.flush());
+    }
+
+    /// Waits (at most `wait`) until everything queued is drawn, then puts the terminal
+    /// back as it was before the editor.
+    fn put_back(&self, wait: Duration) {
+        let (done, printed) = mpsc::channel();
+        if self.lines.send(ToPrinter::Close(done)).is_ok() {
+            let _ = printed.recv_timeout(wait);
+        }
+        // The editor thread still reads (in raw mode); the process ends next.
+        self.last_line.state.closing.store(true, Ordering::SeqCst);
+        let stdin = std::io::stdin();
+        if let Some(terminal) = &self.terminal {
+            let _ =
+                rustix::termios::tcsetattr(stdin.as_fd(), rustix::termios::OptionalActions::Now, terminal);
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(MODES_OFF.as_bytes()).and_then(|()| out.flush());
+    }
 }
 
-/// The running line editor: its lines, its printer, the terminal's settings from
-/// before it started, and how far its last `readline` is.
+/// The running line editor: its lines and its printer.
 #[derive(Debug)]
 pub struct LineEditor {
     inputs: UnboundedReceiver<Input>,
     printer: EditorPrinter,
-    terminal: Option<rustix::termios::Termios>,
-    last_line: LastLine,
 }
 
 /// The editor's last `readline`, after the last command: whether it has begun (then
@@ -205,9 +233,11 @@ impl LineEditor {
         match ready.recv() {
             Ok(Ok(())) => Ok(Self {
                 inputs,
-                printer: EditorPrinter { lines },
-                terminal,
-                last_line,
+                printer: EditorPrinter {
+                    lines,
+                    terminal,
+                    last_line,
+                },
             }),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(LineEditorError::new("the editor thread ended")),
@@ -226,23 +256,12 @@ impl LineEditor {
         self.inputs.recv().await.unwrap_or(Input::End)
     }
 
-    /// Waits (at most `wait`) until everything queued for printing is on the screen,
-    /// then puts the terminal back as it was before the editor: the process may end.
+    /// Waits (at most `wait`) until the editor reads its last, empty line and
+    /// everything queued for printing is on the screen, then puts the terminal back as
+    /// it was before the editor: the process may end.
     pub fn close(&self, wait: Duration) {
-        self.last_line.wait_begun(wait);
-        let (done, printed) = mpsc::channel();
-        if self.printer.lines.send(ToPrinter::Close(done)).is_ok() {
-            let _ = printed.recv_timeout(wait);
-        }
-        // The editor thread still reads (in raw mode); the process ends next.
-        self.last_line.state.closing.store(true, Ordering::SeqCst);
-        let stdin = std::io::stdin();
-        if let Some(terminal) = &self.terminal {
-            let _ =
-                rustix::termios::tcsetattr(stdin.as_fd(), rustix::termios::OptionalActions::Now, terminal);
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(MODES_OFF.as_bytes()).and_then(|()| out.flush());
+        self.printer.last_line.wait_begun(wait);
+        self.printer.put_back(wait);
     }
 }
 

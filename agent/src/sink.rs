@@ -2,10 +2,15 @@
 //! for bots (`--json`); in the line editor, above the line being typed.
 
 use std::io::Write;
+use std::time::Duration;
 
 use crate::event::Event;
 use crate::line_editor::EditorPrinter;
 use crate::palette::Palette;
+
+/// How long the last lines may take to reach the terminal when the agent stops on an
+/// error.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Prints events.
 #[derive(Debug, Clone)]
@@ -72,6 +77,14 @@ impl EventSink {
     pub fn raw(&self, text: &str) {
         if !self.json {
             self.print(text);
+        }
+    }
+
+    /// Before the process ends on an error: in the line editor, waits until what was
+    /// printed is on the screen and puts the terminal back as it was.
+    pub fn close_terminal(&self) {
+        if let Some(editor) = &self.editor {
+            editor.close_now(CLOSE_WAIT);
         }
     }
 
