@@ -15,8 +15,8 @@ use crate::agent_actor::{
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
-use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
 use crate::input::{Input, InputSource};
+use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
 use crate::line_editor::LineEditor;
 use crate::palette::Palette;
 use crate::relay_link::{Backoff, Liveness, RelayLink};
