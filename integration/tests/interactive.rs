@@ -32,12 +32,20 @@ fn relay_and_bob(dir: &Path) -> (RelayProcess, AgentProcess) {
 /// alice, readable output, on a pty; returns once she is connected and her name is
 /// claimed at the relay.
 fn alice_on_a_terminal(relay: &RelayProcess, dir: &Path) -> Session {
+    alice_on_a_terminal_with(relay, dir, None)
+}
+
+/// As [`alice_on_a_terminal`], with `NO_COLOR` set to this value.
+fn alice_on_a_terminal_with(relay: &RelayProcess, dir: &Path, no_color: Option<&str>) -> Session {
     let mut command = Command::new(binary("e2ee-agent").expect("agent binary"));
     command.args(["--name", "alice", "--relay", &relay.addr.to_string()]);
     command.arg("--state").arg(dir.join("alice"));
     command.env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50");
     command.env("TERM", "xterm");
-    command.env_remove("NO_COLOR");
+    match no_color {
+        Some(value) => command.env("NO_COLOR", value),
+        None => command.env_remove("NO_COLOR"),
+    };
     let mut alice = Session::spawn(command).expect("spawn on a pty");
     alice.set_expect_timeout(Some(WAIT));
     alice.expect("alice> ").expect("a prompt");
@@ -135,6 +143,23 @@ fn ctrl_d_on_an_empty_line_says_goodbye_and_exits_0() {
     let mut alice = alice_on_a_terminal(&_relay, tmp.path());
     alice.send("\x04").expect("Ctrl-D");
     exits_with_goodbye(alice);
+}
+
+#[test]
+fn no_color_turns_the_colours_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (relay, mut bob) = relay_and_bob(tmp.path());
+    let mut alice = alice_on_a_terminal_with(&relay, tmp.path(), Some("1"));
+    let mut screen = String::new();
+    bob.send_line("/msg alice plain please").expect("bob sends");
+    let before = expect_on(&mut alice, "[bob] plain please", &mut screen);
+    alice.send("\x04").expect("Ctrl-D");
+    screen.push_str(&exits_with_goodbye(alice));
+    assert!(!before.ends_with('m'), "no colour before the message: {before:?}");
+    assert!(
+        !screen.contains("\x1b[1;36m") && !screen.contains("\x1b[2m") && !screen.contains("\x1b[0m"),
+        "no colour with NO_COLOR: {screen:?}"
+    );
 }
 
 #[test]
