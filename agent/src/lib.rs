@@ -26,6 +26,13 @@
 //! - [`agent_actor`]: the Agent actor, owner of the state, one session per peer.
 //! - [`relay_link`]: the RelayLink actor, the relay connection with reconnect backoff.
 //! - [`runner`]: starts the actors and drives them from a script or stdin.
+//! - [`input`]: [`input::InputSource`], where interactive commands come from.
+//! - [`stdin_lines`]: [`stdin_lines::StdinLines`], commands read from a pipe or file,
+//!   one per line (a line that is not UTF-8 is reported and skipped).
+//! - [`line_editor`]: [`line_editor::LineEditor`], the line editor on a terminal
+//!   (prompt, history in memory, events printed above the line being typed).
+//! - [`log_file`]: the log file in the state directory, for the line editor.
+//! - [`palette`]: [`palette::Palette`], modest colours on a terminal.
 //! - [`sink`]: prints events for people or as JSON lines.
 //!
 //! See `docs/AGENT.md` for the state layout, the script format and the event schema.
@@ -41,8 +48,12 @@ pub mod failure;
 pub mod held;
 mod hex_serde;
 pub mod incoming;
+pub mod input;
 pub mod json_command;
+pub mod line_editor;
+pub mod log_file;
 pub mod own_name;
+pub mod palette;
 pub mod passphrase;
 pub mod pins;
 pub mod qr;
@@ -57,5 +68,6 @@ pub mod sent_requests;
 pub mod settings;
 pub mod sink;
 pub mod state;
+pub mod stdin_lines;
 pub mod store;
 pub mod write_retry;

@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Parser;
+use e2ee_agent::line_editor::LineEditor;
+use e2ee_agent::log_file::open_log_file;
+use e2ee_agent::runner::Driver;
 use e2ee_agent::settings::{AgentSettings, IdentityPolicy};
 use e2ee_config::{LogFormat, LogLevel, LogTarget, OverrideValue};
 
@@ -57,7 +61,8 @@ struct Cli {
     /// Talk plain TCP to a relay started with --insecure-plaintext (local benchmarks).
     #[arg(long)]
     insecure_plaintext: bool,
-    /// Log format (logs go to stderr; events to stdout).
+    /// Log format (logs go to stderr, or to agent.log in the state directory when
+    /// commands are typed in the line editor on a terminal; events go to stdout).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
     /// Lowest log level shown.
@@ -141,8 +146,21 @@ fn main() -> anyhow::Result<()> {
         print!("{}", e2ee_config::to_toml_with_unset(&settings, &optional)?);
         return Ok(());
     }
-    let (log, guard) = e2ee_config::build_logger(settings.log_format, settings.log_level, LogTarget::Stderr);
-    let code = e2ee_agent::runner::run(settings, cli.script.as_deref(), log)?;
+    // The line editor owns the terminal: logs go to a file in the state directory.
+    let (target, log_path) = if LineEditor::wanted(settings.json, cli.script.is_some()) {
+        let (file, path) = open_log_file(&settings.state_dir)
+            .with_context(|| format!("cannot open the log file in {}", settings.state_dir.display()))?;
+        (LogTarget::Writer(Box::new(file)), Some(path))
+    } else {
+        (LogTarget::Stderr, None)
+    };
+    let (log, guard) = e2ee_config::build_logger(settings.log_format, settings.log_level, target);
+    let driver = match (&cli.script, &log_path) {
+        (Some(script), _) => Driver::Script(script),
+        (None, Some(log_file)) => Driver::LineEditor { log_file },
+        (None, None) => Driver::Stdin,
+    };
+    let code = e2ee_agent::runner::run(settings, driver, log)?;
     drop(guard);
     std::process::exit(code);
 }

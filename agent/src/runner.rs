@@ -1,5 +1,6 @@
 //! Running an agent: open the state, start the Agent and RelayLink actors, then drive
-//! them from a script (`--script FILE`) or from stdin (interactive commands).
+//! them from a script (`--script FILE`) or from interactive commands: lines of stdin,
+//! or the line editor when stdin and stdout are terminals.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use rand_core::OsRng;
 use slog::Logger;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent_actor::{
     AgentActor, Attach, Emit, EmitTagged, Expect, ExpectFailure, Leave, ListPeers, Online, Reject,
@@ -15,7 +15,10 @@ use crate::agent_actor::{
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
+use crate::input::{Input, InputSource};
 use crate::json_command::{parse_json_command, JsonCommand, JsonCommandError};
+use crate::line_editor::LineEditor;
+use crate::palette::Palette;
 use crate::relay_link::{Backoff, Liveness, RelayLink};
 use crate::relay_transport::RelayTransport;
 use crate::script::{parse_script, ScriptStep, Step};
@@ -27,14 +30,31 @@ use crate::state::{AgentState, Retention};
 const MAX_SLEEP_MS: u64 = 60_000;
 /// How long `/release-name` and `/claim-name` wait for the relay's confirmation (ms).
 const NAME_TIMEOUT_MS: u64 = 30_000;
+/// How long the last lines (the goodbye) may take to reach the terminal on leaving.
+const LAST_PRINT_WAIT: Duration = Duration::from_secs(2);
+
+/// What drives the agent.
+#[derive(Debug, Clone, Copy)]
+pub enum Driver<'a> {
+    /// The steps of this script file.
+    Script(&'a Path),
+    /// Commands from stdin, one per line (a pipe or a file).
+    Stdin,
+    /// Commands typed in the line editor (stdin and stdout are terminals,
+    /// [`LineEditor::wanted`]); the logs go to `log_file`, not to the screen.
+    LineEditor {
+        /// Where the logs go.
+        log_file: &'a Path,
+    },
+}
 
 /// Runs an agent until the script ends, `/quit`, or stdin closes. Returns the process
 /// exit code: 0 on success, 1 when a script step failed, 2 for unusable input (and the
 /// agent ends the process with [`crate::agent_actor::EXIT_SYNC_FAILED`], 3, when its
 /// state cannot be synced to disk).
-pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyhow::Result<i32> {
-    let steps = match script {
-        Some(path) => {
+pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::Result<i32> {
+    let steps = match driver {
+        Driver::Script(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;
             match parse_script(&text) {
@@ -45,7 +65,7 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
                 }
             }
         }
-        None => None,
+        Driver::Stdin | Driver::LineEditor { .. } => None,
     };
     let mut state = crate::passphrase::open_state(&settings, &mut OsRng)?;
     state.set_retention(Retention {
@@ -53,7 +73,23 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         send_log_keep: settings.send_log.keep as usize,
         send_log_max_age_ms: settings.send_log.max_age_secs.saturating_mul(1000),
     });
-    let notices = state_notices(&state);
+    let mut notices = Vec::new();
+    // Started after the passphrase prompt, which needs the terminal as it is.
+    let mut input = match driver {
+        Driver::Script(_) => None,
+        Driver::Stdin => Some(InputSource::stdin()),
+        Driver::LineEditor { log_file } => {
+            notices.push(format!("logs go to {}", log_file.display()));
+            match LineEditor::start(format!("{}> ", settings.name)) {
+                Ok(editor) => Some(InputSource::Editor(editor)),
+                Err(err) => {
+                    notices.push(format!("{err}; reading plain lines"));
+                    Some(InputSource::stdin())
+                }
+            }
+        }
+    };
+    notices.extend(state_notices(&state));
     let transport = if settings.insecure_plaintext {
         RelayTransport::Plain
     } else if let Some(ca) = &settings.relay_ca {
@@ -75,7 +111,10 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
     };
     let system = System::new();
     let code = system.block_on(async move {
-        let sink = EventSink::new(settings.json);
+        let mut sink = EventSink::new(settings.json).with_palette(Palette::for_stdout());
+        if let Some(InputSource::Editor(editor)) = &input {
+            sink = sink.with_editor(editor.printer());
+        }
         let backoff = Backoff {
             initial: Duration::from_millis(settings.reconnect.initial_ms.max(1)),
             max: Duration::from_millis(settings.reconnect.max_ms.max(1)),
@@ -103,13 +142,17 @@ pub fn run(settings: AgentSettings, script: Option<&Path>, log: Logger) -> anyho
         for notice in notices {
             agent.do_send(Emit(Event::info(notice)));
         }
-        let code = match steps {
-            Some(steps) => run_script(&agent, steps, expect_timeout).await,
-            None => run_stdin(&agent, bot).await,
+        let code = match (steps, &mut input) {
+            (Some(steps), _) => run_script(&agent, steps, expect_timeout).await,
+            (None, Some(input)) => run_commands(&agent, input, bot).await,
+            (None, None) => 0,
         };
         // What was written goes out first (bounded by `leave_wait_ms`); what could not
         // is reported, and what waited for the state's sync is printed and sent.
         let _ = agent.send(Leave { wait: leave_wait }).await;
+        if let Some(InputSource::Editor(editor)) = &input {
+            editor.close(LAST_PRINT_WAIT);
+        }
         code
     });
     System::current().stop();
@@ -253,10 +296,25 @@ async fn run_json_command(agent: &Addr<AgentActor>, line: &str) -> bool {
     }
 }
 
-async fn run_stdin(agent: &Addr<AgentActor>, bot: bool) -> i32 {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+/// Reads and runs interactive commands until the end of input or `/quit`. A line that
+/// cannot be used (not UTF-8) is reported and skipped: nothing but the end of input or
+/// `/quit` ends the loop. In `bot` mode (`--json`) a line starting with `{` is a JSON
+/// command.
+async fn run_commands(agent: &Addr<AgentActor>, input: &mut InputSource, bot: bool) -> i32 {
     let _ = agent.send(Emit(Event::info("type /help for commands"))).await;
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        let line = match input.next().await {
+            Input::Line(line) => line,
+            Input::Skipped(message) => {
+                let _ = agent.send(Emit(Event::error(message))).await;
+                continue;
+            }
+            Input::Failed(message) => {
+                let _ = agent.send(Emit(Event::error(message))).await;
+                break;
+            }
+            Input::End => break,
+        };
         if bot && line.trim_start().starts_with('{') {
             if run_json_command(agent, &line).await {
                 break;

@@ -1,20 +1,47 @@
 //! Where events go: stdout, as readable lines for people or one JSON object per line
-//! for bots (`--json`).
+//! for bots (`--json`); in the line editor, above the line being typed.
 
 use std::io::Write;
+use std::time::Duration;
 
 use crate::event::Event;
+use crate::line_editor::EditorPrinter;
+use crate::palette::Palette;
+
+/// How long the last lines may take to reach the terminal when the agent stops on an
+/// error.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Prints events.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EventSink {
     json: bool,
+    palette: Palette,
+    editor: Option<EditorPrinter>,
 }
 
 impl EventSink {
-    /// JSON lines when `json`, readable text otherwise.
+    /// JSON lines when `json`, readable text otherwise; to stdout, without colours.
     pub fn new(json: bool) -> Self {
-        Self { json }
+        Self {
+            json,
+            palette: Palette::PLAIN,
+            editor: None,
+        }
+    }
+
+    /// Readable lines in these colours (not in JSON mode).
+    pub fn with_palette(mut self, palette: Palette) -> Self {
+        if !self.json {
+            self.palette = palette;
+        }
+        self
+    }
+
+    /// Prints through the line editor, above the line being typed.
+    pub fn with_editor(mut self, printer: EditorPrinter) -> Self {
+        self.editor = Some(printer);
+        self
     }
 
     /// True in JSON mode.
@@ -42,7 +69,7 @@ impl EventSink {
         if self.json {
             event.to_json_line()
         } else {
-            event.to_human()
+            self.palette.paint(event, event.to_human())
         }
     }
 
@@ -53,8 +80,20 @@ impl EventSink {
         }
     }
 
+    /// Before the process ends on an error: in the line editor, waits until what was
+    /// printed is on the screen and puts the terminal back as it was.
+    pub fn close_terminal(&self) {
+        if let Some(editor) = &self.editor {
+            editor.close_now(CLOSE_WAIT);
+        }
+    }
+
     /// Prints a line made by [`EventSink::render`] (or any one line).
     pub fn print(&self, text: &str) {
+        if let Some(editor) = &self.editor {
+            editor.print(text);
+            return;
+        }
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let _ = writeln!(out, "{text}");

@@ -155,11 +155,18 @@ impl AgentProcess {
 
     /// Writes one line to the agent's stdin (interactive mode).
     pub fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.send_bytes(format!("{line}\n").as_bytes())
+    }
+
+    /// Writes raw bytes to the agent's stdin (e.g. a line that is not UTF-8).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let stdin = self
             .stdin
             .as_mut()
             .ok_or_else(|| anyhow!("{}: stdin is not a pipe (script mode) or was closed", self.name))?;
-        writeln!(stdin, "{line}").with_context(|| format!("{}: writing to stdin", self.name))?;
+        stdin
+            .write_all(bytes)
+            .with_context(|| format!("{}: writing to stdin", self.name))?;
         stdin.flush()?;
         Ok(())
     }

@@ -125,6 +125,7 @@ impl AgentActor {
                 "cannot sync the state to disk: {err}; stopping, without sending, acknowledging \
                  or showing what depends on it (a restart takes up from what is on disk)"
             )));
+            self.sink.close_terminal();
             std::process::exit(EXIT_SYNC_FAILED);
         }
         loop {
