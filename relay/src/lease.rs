@@ -18,6 +18,12 @@ impl Lease {
         }
     }
 
+    /// The lease's length in ms (for the Redis engine's claim script, which applies
+    /// [`Lease::expired`]'s rule inside Redis).
+    pub fn ms(self) -> u64 {
+        self.ms
+    }
+
     /// Whether a claim stored at `stored_ms`, whose holder last authenticated at
     /// `last_auth_ms` (`None`: not since the claim was stored, or not recorded), has
     /// run out at `now_ms`: strictly more than the lease has passed since the later of

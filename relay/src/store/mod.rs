@@ -1,9 +1,11 @@
-//! The message store behind a trait, so another engine can be added later:
-//! [`sqlite::SqliteStore`] (durable, WAL) and [`memory::MemoryStore`].
+//! The message store behind a trait: [`sqlite::SqliteStore`] (durable, WAL),
+//! [`redis::RedisStore`] (durable with AOF `appendfsync always`, shared by several relays)
+//! and [`memory::MemoryStore`].
 //!
 //! Writes come in batches, each committed atomically (one fsync for the whole batch).
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use bytes::Bytes;
@@ -300,6 +302,15 @@ pub enum StoreError {
     /// The data directory could not be prepared.
     #[error("store io error: {0}")]
     Io(#[from] std::io::Error),
+    /// Redis could not be reached or refused a command; the relay refuses writes with a
+    /// retry until it answers again.
+    #[error("redis {endpoint}: {reason}")]
+    Redis {
+        /// The Redis address(es) the relay uses.
+        endpoint: String,
+        /// What failed (the client's or server's message).
+        reason: String,
+    },
     /// Stored data is not what the relay wrote.
     #[error("corrupt store: {0}")]
     Corrupt(&'static str),

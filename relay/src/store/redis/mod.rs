@@ -1,0 +1,496 @@
+//! The Redis store engine: the relay's messages, prekeys, names and presence in Redis
+//! (a single server, or a Redis Cluster), so several relays serve one deployment.
+//!
+//! Every write of a batch runs in one Lua script (`commit.lua`): a batch is applied
+//! atomically, in order, in one round trip, as a SQLite transaction would be. With the
+//! server's `appendonly yes` and `appendfsync always`, Redis writes the script's effects
+//! to its append-only file and fsyncs it before it answers, so a `SentAck` sent after the
+//! commit means the message survives a `kill -9` of Redis (docs/RELAY.md, "Redis").
+//!
+//! ## Key layout
+//! Every key starts with `{<prefix>}:` (default `{e2ee}:`), one hash tag: a deployment's
+//! keys live in one cluster slot, so each script touches one slot, as Redis Cluster
+//! requires. (A cluster then gives failover to a replica and spreads the relays'
+//! pub/sub and connections, not the storage: see docs/RELAY.md.) `R`, `S`, `O` are
+//! 32-byte identities, `id` a 16-byte message id.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `seq`, `nseq` | counter | last message / expiry-notice sequence number |
+//! | `q:R` | sorted set | R's queue: `S‖id` scored by sequence number |
+//! | `m:R`, `t:R` | hash | `S‖id` → payload, → receive time (ms) |
+//! | `u` | hash | unacknowledged `S‖id` → R |
+//! | `x` | sorted set | unacknowledged `S‖id` scored by receive time (expiry) |
+//! | `a`, `ax` | hash, sorted set | acknowledged `S‖id` → R, scored by receive time |
+//! | `us`, `ub`, `tot` | hash | per-sender messages, bytes; total `m`, `b` |
+//! | `n:S`, `nt` | sorted set | S's expiry notices `R‖id‖nseq` by nseq; `S‖nseq` by time |
+//! | `seen` | hash | identity → last seen (ms) |
+//! | `pk:O`, `opk:O`, `opks:O` | hash, list, set | signed prekey, one-time prekeys |
+//! | `cl`, `cl_owner`, `cl_stored`, `cl_issued` | hash | name → claim, holder, times |
+//! | `names:O`, `auth` | list, hash | O's names; holder → last authentication (ms) |
+//! | `presence`, `presence_gen` | hash, counter | identity → `node\0generation` |
+//!
+//! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: `W‖R` (a message
+//! for R is waiting) and `R‖R‖generation` (R's connection of that generation was
+//! replaced on another node).
+
+mod connection;
+mod server;
+
+use std::time::Duration;
+
+use ::redis::{Script, Value};
+use e2ee_protocol::frame::ExpiredNotice;
+
+pub use self::connection::{RedisEndpoint, RedisLink};
+pub use self::server::RedisServer;
+use super::{
+    claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, Quota, Quotas, ReleaseOutcome, Store, StoreError,
+    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+};
+use crate::lease::Lease;
+
+/// The store's Lua scripts, loaded once per Redis server (`EVALSHA`, `EVAL` after a
+/// restart emptied the script cache).
+struct Scripts {
+    commit: Script,
+    pending: Script,
+    publish_prekeys: Script,
+    fetch_bundle: Script,
+    put_claim: Script,
+    release_claim: Script,
+    record_auth: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            commit: Script::new(include_str!("commit.lua")),
+            pending: Script::new(include_str!("pending.lua")),
+            publish_prekeys: Script::new(include_str!("publish_prekeys.lua")),
+            fetch_bundle: Script::new(include_str!("fetch_bundle.lua")),
+            put_claim: Script::new(include_str!("put_claim.lua")),
+            release_claim: Script::new(include_str!("release_claim.lua")),
+            record_auth: Script::new(include_str!("record_auth.lua")),
+        }
+    }
+}
+
+/// Messages, prekeys and names in Redis.
+pub struct RedisStore {
+    link: RedisLink,
+    /// `{prefix}:`, the start of every key.
+    prefix: String,
+    /// This relay's node name, whose connections need no "message waiting" notice.
+    node: String,
+    scripts: Scripts,
+}
+
+/// A quota as the scripts take it: -1 for no bound.
+fn quota_arg(bound: u64) -> i64 {
+    i64::try_from(bound).unwrap_or(-1)
+}
+
+fn corrupt(what: &'static str) -> StoreError {
+    StoreError::Corrupt(what)
+}
+
+fn bytes_of(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn u64_of(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn array<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    bytes.try_into().ok()
+}
+
+/// One result string of `commit.lua`.
+fn write_result(answer: &str) -> Result<WriteResult, StoreError> {
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| corrupt("commit script answered a bad number"))
+    };
+    Ok(match answer.split_once(':') {
+        None if answer == "D" => WriteResult::Duplicate,
+        None if answer == "I" => WriteResult::IdReused,
+        None if answer == "S" => WriteResult::Seen,
+        Some(("A", seq)) => WriteResult::Appended { seq: number(seq)? },
+        Some(("K", n)) => WriteResult::Acked(n == "1"),
+        Some(("X", n)) => WriteResult::Expired(number(n)?),
+        Some(("N", n)) => WriteResult::NoticesAcked(number(n)?),
+        Some(("Q", quota)) => WriteResult::QuotaExceeded(match quota {
+            "recipient_queue" => Quota::RecipientQueue,
+            "sender_messages" => Quota::SenderMessages,
+            "sender_bytes" => Quota::SenderBytes,
+            "storage_budget" => Quota::StorageBudget,
+            _ => return Err(corrupt("commit script answered an unknown quota")),
+        }),
+        _ => return Err(corrupt("commit script answered an unknown result")),
+    })
+}
+
+impl RedisStore {
+    /// Connects to `endpoint` (checked for durability, see [`RedisLink::open`]) as relay
+    /// node `node`, with keys under `{prefix}:`.
+    ///
+    /// # Errors
+    /// [`StoreError::Redis`] when Redis cannot be reached or does not fsync every write
+    /// while the endpoint requires it.
+    pub fn open(endpoint: RedisEndpoint, prefix: &str, node: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            link: RedisLink::open(endpoint)?,
+            prefix: format!("{{{prefix}}}:"),
+            node: node.to_owned(),
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// The key `name` of this deployment.
+    fn key(&self, name: &str) -> Vec<u8> {
+        let mut key = self.prefix.clone().into_bytes();
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    /// The key `name` followed by the bytes `of` (e.g. `q:` and a recipient).
+    fn key_of(&self, name: &str, of: &[u8]) -> Vec<u8> {
+        let mut key = self.key(name);
+        key.extend_from_slice(of);
+        key
+    }
+
+    /// Runs `script` with the anchor key (the slot) and `args` after the prefix.
+    fn run(&mut self, script: fn(&Scripts) -> &Script, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let anchor = self.key("seq");
+        let prefix = self.prefix.clone();
+        let scripts = &self.scripts;
+        self.link.with(|con| {
+            let mut call = script(scripts).key(&anchor);
+            call.arg(prefix.as_bytes());
+            for arg in args {
+                call.arg(*arg);
+            }
+            call.invoke(con)
+        })
+    }
+
+    fn command<T: ::redis::FromRedisValue>(&mut self, cmd: ::redis::Cmd) -> Result<T, StoreError> {
+        self.link.with(|con| cmd.query(con))
+    }
+}
+
+impl Store for RedisStore {
+    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args: Vec<Vec<u8>> = vec![
+            self.node.clone().into_bytes(),
+            quota_arg(quotas.queue).to_string().into_bytes(),
+            quota_arg(quotas.sender_messages).to_string().into_bytes(),
+            quota_arg(quotas.sender_bytes).to_string().into_bytes(),
+            quota_arg(quotas.stored_bytes).to_string().into_bytes(),
+        ];
+        let num = |n: u64| n.to_string().into_bytes();
+        for op in ops {
+            match op {
+                WriteOp::Append(m) => args.extend([
+                    b"A".to_vec(),
+                    m.recipient.to_vec(),
+                    m.sender.to_vec(),
+                    m.msg_id.to_vec(),
+                    num(m.timestamp_ms),
+                    m.payload.to_vec(),
+                ]),
+                WriteOp::Ack {
+                    recipient,
+                    sender,
+                    msg_id,
+                } => args.extend([
+                    b"K".to_vec(),
+                    recipient.to_vec(),
+                    sender.to_vec(),
+                    msg_id.to_vec(),
+                ]),
+                WriteOp::Seen {
+                    identity,
+                    at_ms,
+                    precision_ms,
+                } => args.extend([b"S".to_vec(), identity.to_vec(), num(*at_ms), num(*precision_ms)]),
+                WriteOp::Expire {
+                    before_ms,
+                    acked_before_ms,
+                    notices_before_ms,
+                } => args.extend([
+                    b"E".to_vec(),
+                    num(*before_ms),
+                    num(*acked_before_ms),
+                    num(*notices_before_ms),
+                ]),
+                WriteOp::AckExpired { sender, through } => {
+                    args.extend([b"N".to_vec(), sender.to_vec(), num(*through)])
+                }
+            }
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let Value::Array(answers) = self.run(|s| &s.commit, &args)? else {
+            return Err(corrupt("commit script did not answer a list"));
+        };
+        if answers.len() != ops.len() {
+            return Err(corrupt("commit script answered a result per write"));
+        }
+        self.link.wait_replicas()?;
+        answers
+            .iter()
+            .map(|a| {
+                let text = bytes_of(a).and_then(|b| std::str::from_utf8(b).ok());
+                write_result(text.ok_or(corrupt("commit script answered a non-string"))?)
+            })
+            .collect()
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        let (us, ub) = (self.key("us"), self.key("ub"));
+        let messages: Option<u64> = self.command(::redis::cmd("HGET").arg(us).arg(sender).clone())?;
+        let bytes: Option<u64> = self.command(::redis::cmd("HGET").arg(ub).arg(sender).clone())?;
+        Ok(Usage {
+            messages: messages.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+        })
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        let tot = self.key("tot");
+        let (messages, bytes): (Option<u64>, Option<u64>) =
+            self.command(::redis::cmd("HMGET").arg(tot).arg("m").arg("b").clone())?;
+        Ok(Usage {
+            messages: messages.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+        })
+    }
+
+    fn pending(
+        &mut self,
+        recipient: &IdentityBytes,
+        after: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let (after, limit, not_before) = (after.to_string(), limit.to_string(), not_before_ms.to_string());
+        let args: [&[u8]; 4] = [
+            recipient,
+            after.as_bytes(),
+            limit.as_bytes(),
+            not_before.as_bytes(),
+        ];
+        let Value::Array(flat) = self.run(|s| &s.pending, &args)? else {
+            return Err(corrupt("pending script did not answer a list"));
+        };
+        flat.chunks(4)
+            .map(|row| {
+                let [seq, key, ts, payload] = row else {
+                    return Err(corrupt("pending script answered a short row"));
+                };
+                let key = bytes_of(key).ok_or(corrupt("stored message key"))?;
+                let (sender, msg_id) = key.split_at_checked(32).ok_or(corrupt("stored message key"))?;
+                Ok(StoredMessage {
+                    seq: u64_of(seq).ok_or(corrupt("stored sequence number"))?,
+                    sender: array(sender).ok_or(corrupt("stored sender"))?,
+                    msg_id: array::<16>(msg_id).ok_or(corrupt("stored message id"))? as MsgId,
+                    timestamp_ms: u64_of(ts).ok_or(corrupt("stored receive time"))?,
+                    payload: bytes_of(payload)
+                        .ok_or(corrupt("stored payload"))?
+                        .to_vec()
+                        .into(),
+                })
+            })
+            .collect()
+    }
+
+    fn expired_notices(
+        &mut self,
+        sender: &IdentityBytes,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ExpiredNotice)>, StoreError> {
+        let key = self.key_of("n:", sender);
+        let flat: Vec<(Vec<u8>, u64)> = self.command(
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(format!("({after}"))
+                .arg("+inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .clone(),
+        )?;
+        flat.into_iter()
+            .map(|(member, seq)| {
+                let recipient = member.get(..32).and_then(array).ok_or(corrupt("stored notice"))?;
+                let msg_id = member
+                    .get(32..48)
+                    .and_then(array)
+                    .ok_or(corrupt("stored notice"))?;
+                Ok((seq, ExpiredNotice { recipient, msg_id }))
+            })
+            .collect()
+    }
+
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
+        let key = self.key_of("q:", recipient);
+        self.command(::redis::cmd("ZCARD").arg(key).clone())
+    }
+
+    fn publish_prekeys(
+        &mut self,
+        owner: &IdentityBytes,
+        signed_prekey: &[u8; 32],
+        signature: &[u8],
+        one_time: &[[u8; 32]],
+        max_prekeys: u32,
+    ) -> Result<u32, StoreError> {
+        let most = max_prekeys.to_string();
+        let mut args: Vec<&[u8]> = vec![owner, signed_prekey, signature, most.as_bytes()];
+        args.extend(one_time.iter().map(|k| k.as_slice()));
+        let held = self.run(|s| &s.publish_prekeys, &args)?;
+        u64_of(&held)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(corrupt("prekey script answered a bad count"))
+    }
+
+    fn fetch_bundle(
+        &mut self,
+        owner: &IdentityBytes,
+        take_one_time: bool,
+    ) -> Result<Option<StoredBundle>, StoreError> {
+        let take: &[u8] = if take_one_time { b"1" } else { b"0" };
+        match self.run(|s| &s.fetch_bundle, &[owner, take])? {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            Value::Array(parts) => {
+                let [spk, sig, opk, left] = &parts[..] else {
+                    return Err(corrupt("bundle script answered a short bundle"));
+                };
+                let opk = bytes_of(opk).ok_or(corrupt("stored one-time prekey"))?;
+                Ok(Some(StoredBundle {
+                    signed_prekey: bytes_of(spk)
+                        .and_then(array)
+                        .ok_or(corrupt("stored signed prekey"))?,
+                    signature: bytes_of(sig).ok_or(corrupt("stored signature"))?.to_vec(),
+                    one_time_prekey: if opk.is_empty() {
+                        None
+                    } else {
+                        Some(array(opk).ok_or(corrupt("stored one-time prekey"))?)
+                    },
+                    remaining: u64_of(left)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or(corrupt("stored prekey count"))?,
+                }))
+            }
+            _ => Err(corrupt("bundle script answered neither a bundle nor nothing")),
+        }
+    }
+
+    fn prekey_count(&mut self, owner: &IdentityBytes) -> Result<Option<u32>, StoreError> {
+        let (pk, opk) = (self.key_of("pk:", owner), self.key_of("opk:", owner));
+        let published: bool = self.command(::redis::cmd("EXISTS").arg(pk).clone())?;
+        if !published {
+            return Ok(None);
+        }
+        let held: u32 = self.command(::redis::cmd("LLEN").arg(opk).clone())?;
+        Ok(Some(held))
+    }
+
+    fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError> {
+        let at = at_ms.to_string();
+        self.run(|s| &s.record_auth, &[identity, at.as_bytes()])?;
+        Ok(())
+    }
+
+    fn last_seen(&mut self, identity: &IdentityBytes) -> Result<Option<u64>, StoreError> {
+        let key = self.key("seen");
+        self.command(::redis::cmd("HGET").arg(key).arg(identity).clone())
+    }
+
+    fn put_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        claim: &[u8],
+        now_ms: u64,
+        lease: Lease,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let (now, lease, issued) = (
+            now_ms.to_string(),
+            lease.ms().to_string(),
+            claim_issued_ms(claim)?.to_string(),
+        );
+        let args: [&[u8]; 6] = [
+            name.as_bytes(),
+            owner,
+            claim,
+            now.as_bytes(),
+            lease.as_bytes(),
+            issued.as_bytes(),
+        ];
+        let answer = self.run(|s| &s.put_claim, &args)?;
+        match bytes_of(&answer).ok_or(corrupt("claim script answered a non-string"))? {
+            b"S" => Ok(ClaimOutcome::Stored),
+            b"H" => Ok(ClaimOutcome::HeldByAnother),
+            [b'T', from @ ..] => Ok(ClaimOutcome::TakenOver {
+                from: array(from).ok_or(corrupt("stored name holder"))?,
+            }),
+            _ => Err(corrupt("claim script answered an unknown outcome")),
+        }
+    }
+
+    fn get_claim(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key("cl");
+        self.command(::redis::cmd("HGET").arg(key).arg(name).clone())
+    }
+
+    fn claim_of(&mut self, identity: &IdentityBytes) -> Result<Option<Vec<u8>>, StoreError> {
+        let names = self.key_of("names:", identity);
+        let last: Option<Vec<u8>> = self.command(::redis::cmd("LINDEX").arg(names).arg(-1).clone())?;
+        let Some(name) = last else { return Ok(None) };
+        let key = self.key("cl");
+        self.command(::redis::cmd("HGET").arg(key).arg(name).clone())
+    }
+
+    fn release_claim(
+        &mut self,
+        name: &str,
+        owner: &IdentityBytes,
+        issued_ms: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let issued = issued_ms.to_string();
+        let answer = self.run(|s| &s.release_claim, &[name.as_bytes(), owner, issued.as_bytes()])?;
+        match bytes_of(&answer).ok_or(corrupt("release script answered a non-string"))? {
+            b"R" => Ok(ReleaseOutcome::Released),
+            b"N" => Ok(ReleaseOutcome::NotHeld),
+            [b'O', ms @ ..] => Ok(ReleaseOutcome::OlderThanClaim {
+                claim_issued_ms: std::str::from_utf8(ms)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(corrupt("stored claim time"))?,
+            }),
+            _ => Err(corrupt("release script answered an unknown outcome")),
+        }
+    }
+}
+
+/// How long a Redis command may take before the store reports Redis unavailable.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! A throwaway `redis-server` on a loopback port, for tests, `make cluster` trials and
+//! benchmarks: durable like a production setting (AOF, `appendfsync always`), its files in
+//! a directory of the caller's, stopped (by its process id) when dropped.
+
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` process this program started.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// How long a new server may take to answer `PING`.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+impl RedisServer {
+    /// Starts `redis-server` (from `PATH`) on a free loopback port, keeping its AOF in
+    /// `dir` (created if missing), with `appendonly yes` and `appendfsync always`.
+    ///
+    /// # Errors
+    /// When `redis-server` is not installed (the error says how to install it) or does
+    /// not answer within 10 s.
+    pub fn start(dir: &Path) -> io::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start_on(dir, port)
+    }
+
+    /// As [`RedisServer::start`], on `port` (to restart a server where it was).
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_on(dir: &Path, port: u16) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args(["--protected-mode", "no", "--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot start redis-server ({err}); install it: apt-get install redis-server"),
+                )
+            })?;
+        let mut server = Self {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let ping = super::connection::single(&self.url(), Duration::from_secs(1))
+                .and_then(|mut conn| ::redis::cmd("PING").query::<String>(&mut conn));
+            match ping {
+                Ok(_) => return Ok(()),
+                Err(err) if Instant::now() > deadline => {
+                    return Err(io::Error::other(format!(
+                        "redis-server on port {} did not answer: {err} (see {})",
+                        self.port,
+                        self.dir.join("redis.log").display()
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(io::Error::other(format!(
+                    "redis-server on port {} exited at start ({status}); see {}",
+                    self.port,
+                    self.dir.join("redis.log").display()
+                )));
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server at once (`SIGKILL`): what it acknowledged is in its AOF.
+    ///
+    /// # Errors
+    /// When the process cannot be signalled.
+    pub fn kill9(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}

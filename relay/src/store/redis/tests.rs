@@ -1,0 +1,102 @@
+//! The Redis engine against a `redis-server` of its own: the shared store contract, a
+//! restart of Redis, the durability check, and a Redis that goes away.
+
+use super::*;
+use crate::store::contract;
+
+fn endpoint(server: &RedisServer) -> RedisEndpoint {
+    RedisEndpoint {
+        urls: vec![server.url()],
+        cluster: false,
+        require_fsync: true,
+        wait_replicas: 0,
+    }
+}
+
+fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::open(endpoint(server), "e2ee-test", "node-a").expect("open")
+}
+
+#[test]
+fn redis_store_meets_the_store_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    contract::check(&mut store(&server));
+}
+
+#[test]
+fn redis_store_meets_the_quota_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    contract::check_quotas(&mut store(&server));
+}
+
+#[test]
+fn what_was_committed_survives_a_kill_9_of_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = RedisServer::start(dir.path()).expect("redis-server");
+    let port = server.port();
+    let mut store = store(&server);
+    let appends: Vec<WriteOp> = (0..50u8)
+        .map(|i| {
+            WriteOp::Append(crate::store::NewMessage {
+                recipient: [1; 32],
+                sender: [2; 32],
+                msg_id: [i; 16],
+                timestamp_ms: 1_000 + u64::from(i),
+                payload: vec![i; 100].into(),
+            })
+        })
+        .collect();
+    let results = store.commit(&appends, &Quotas::UNLIMITED).expect("commit");
+    assert!(results.iter().all(|r| matches!(r, WriteResult::Appended { .. })));
+    server.kill9().expect("kill");
+    // Redis away: a clear error naming it, no answer made up.
+    let err = store.queue_len(&[1; 32]).expect_err("redis is down");
+    assert!(err.to_string().contains(&server.url()), "{err}");
+    let _server = RedisServer::start_on(dir.path(), port).expect("restart");
+    // The same store reconnects by itself.
+    assert_eq!(store.queue_len(&[1; 32]).expect("len"), 50);
+    let pending = store.pending(&[1; 32], 0, 100, 0).expect("pending");
+    assert_eq!(pending.len(), 50);
+    assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    assert_eq!(pending[49].payload.as_ref(), &[49u8; 100][..]);
+}
+
+#[test]
+fn a_redis_that_does_not_fsync_every_write_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut conn = connection::single(&server.url(), REDIS_TIMEOUT).expect("conn");
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("everysec")
+        .query(&mut conn)
+        .expect("config");
+    let err = RedisStore::open(endpoint(&server), "p", "n")
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("appendfsync \"everysec\""), "{err}");
+    let relaxed = RedisEndpoint {
+        require_fsync: false,
+        ..endpoint(&server)
+    };
+    assert!(RedisStore::open(relaxed, "p", "n").is_ok());
+}
+
+#[test]
+fn a_store_without_redis_fails_to_open_with_the_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let endpoint = RedisEndpoint {
+        urls: vec![format!("redis://127.0.0.1:{port}")],
+        cluster: false,
+        require_fsync: false,
+        wait_replicas: 0,
+    };
+    let err = RedisStore::open(endpoint, "p", "n").err().expect("no redis");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+}
