@@ -3,6 +3,7 @@
 //! - [`server`]: binds, accepts, wires the actors together, shuts down cleanly.
 //! - [`connection`]: the Connection actor, one per TCP connection.
 //! - [`router`]: the Router actor, the map identity → connection.
+//! - [`cluster`]: several relays as one service on a shared Redis (presence, notices).
 //! - [`committer`]: group commit in front of the store (SQLite); the memory store is
 //!   written by connections directly.
 //! - [`store_actor`]: the store on a SyncArbiter thread; [`store`]: the engines and
@@ -24,6 +25,7 @@
 #[cfg(feature = "adversary")]
 pub mod adversary;
 pub mod away;
+pub mod cluster;
 pub mod committer;
 pub mod connection;
 pub mod data_dir;

@@ -14,6 +14,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use e2ee_protocol::frame::{DeliverRef, ErrorCode, Frame};
 
+use slog::Logger;
+
+use crate::cluster::presence::{Arrive, Leave, Presence};
+use crate::cluster::{listener, ClusterNode};
 use crate::rate_limit::{self, RateLimits, SharedRateLimits};
 use crate::settings::Limits;
 use crate::store::{IdentityBytes, MsgId};
@@ -61,6 +65,9 @@ pub enum ToConnection {
         /// Readable reason.
         reason: String,
     },
+    /// A message may be waiting in the store (stored through another relay node, or a
+    /// notice may have been missed): read the queue.
+    Waiting,
     /// A newer connection authenticated as this identity: close with `Replaced`, and
     /// signal `handover` once the writes read so far (acknowledgements above all) are
     /// handed to the store, so that the newer connection reads the queue after them.
@@ -85,6 +92,8 @@ pub struct Registered {
 struct Client {
     conn_id: u64,
     addr: Recipient<ToConnection>,
+    /// Its presence generation in the cluster, once granted.
+    generation: Option<u64>,
 }
 
 /// A read-only view of the Router's map identity → connection. Only the Router writes
@@ -160,6 +169,12 @@ pub struct Router {
     sweep_at: usize,
     /// Bucket sizes.
     limits: Limits,
+    /// This relay's node of a cluster, if it is one.
+    cluster: Option<(ClusterNode, Logger)>,
+    /// Records presence in the cluster (started with the Router).
+    presence: Option<Addr<Presence>>,
+    /// Generations replaced on another node before their grant arrived here.
+    replaced_elsewhere: HashMap<IdentityBytes, u64>,
 }
 
 /// Buckets held before the first sweep.
@@ -175,7 +190,25 @@ impl Router {
             buckets: HashMap::new(),
             sweep_at: FIRST_SWEEP_AT,
             limits,
+            cluster: None,
+            presence: None,
+            replaced_elsewhere: HashMap::new(),
         }
+    }
+
+    /// Makes this Router a node of a relay cluster: it records its identities'
+    /// presence in Redis and hears about the rest of the cluster (crate::cluster).
+    pub fn with_cluster(mut self, node: ClusterNode, log: Logger) -> Self {
+        self.cluster = Some((node, log));
+        self
+    }
+
+    /// Closes `identity`'s connection here: a newer one is on another node.
+    fn close_replaced(client: &Client) {
+        client.addr.do_send(ToConnection::Close {
+            code: ErrorCode::Replaced,
+            reason: "replaced by a newer connection on another relay".into(),
+        });
     }
 
     /// The buckets of `identity`: those its other connections use, or that a recent
@@ -209,6 +242,16 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1 << 16);
+        if let Some((node, log)) = self.cluster.clone() {
+            let router = ctx.address();
+            let (presence_node, presence_log) = (node.clone(), log.clone());
+            self.presence = Some(SyncArbiter::start(1, move || {
+                Presence::new(presence_node.clone(), router.clone(), presence_log.clone())
+            }));
+            if let Err(err) = listener::spawn(node, ctx.address(), log.clone()) {
+                slog::error!(log, "cannot start the cluster listener"; "error" => %err);
+            }
+        }
     }
 }
 
@@ -244,12 +287,19 @@ impl Handler<Register> for Router {
         let new = Client {
             conn_id: msg.conn_id,
             addr: msg.addr,
+            generation: None,
         };
         let handover = self.clients.insert(msg.identity, new).map(|old| {
             let (handover, done) = oneshot::channel();
             old.addr.do_send(ToConnection::Replaced { handover });
             done
         });
+        if let Some(presence) = &self.presence {
+            presence.do_send(Arrive {
+                identity: msg.identity,
+                conn_id: msg.conn_id,
+            });
+        }
         MessageResult(Registered {
             rates: self.buckets_of(msg.identity),
             handover,
@@ -311,8 +361,99 @@ impl Handler<Unregister> for Router {
             .get(&msg.identity)
             .is_some_and(|c| c.conn_id == msg.conn_id)
         {
-            self.clients.remove(&msg.identity);
+            let gone = self.clients.remove(&msg.identity);
             self.table.remove(&msg.identity);
+            if let (Some(presence), Some(generation)) = (&self.presence, gone.and_then(|c| c.generation)) {
+                presence.do_send(Leave {
+                    identity: msg.identity,
+                    generation,
+                });
+            }
+        }
+    }
+}
+
+/// The cluster recorded an identity's presence on this node under `generation`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceGranted {
+    /// The identity.
+    pub identity: IdentityBytes,
+    /// The connection it was recorded for.
+    pub conn_id: u64,
+    /// The presence generation.
+    pub generation: u64,
+}
+
+impl Handler<PresenceGranted> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceGranted, _: &mut Context<Self>) {
+        let replaced = self.replaced_elsewhere.remove(&msg.identity);
+        let Some(client) = self.clients.get_mut(&msg.identity) else {
+            return;
+        };
+        if client.conn_id != msg.conn_id {
+            return;
+        }
+        client.generation = Some(msg.generation);
+        if replaced.is_some_and(|g| g >= msg.generation) {
+            return Self::close_replaced(client);
+        }
+        // A message stored through another node before the presence was recorded was
+        // not announced here: read the queue once more.
+        client.addr.do_send(ToConnection::Waiting);
+    }
+}
+
+/// What another node of the cluster told this one (crate::cluster::listener).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ClusterNotice {
+    /// A message for `identity` was stored through another node.
+    Waiting {
+        /// The recipient.
+        identity: IdentityBytes,
+    },
+    /// `identity` authenticated on another node: its connection of `generation` here
+    /// is replaced.
+    ReplacedElsewhere {
+        /// The identity.
+        identity: IdentityBytes,
+        /// The generation replaced.
+        generation: u64,
+    },
+    /// The subscription was lost and is back: notices may have been missed.
+    Resubscribed,
+}
+
+impl Handler<ClusterNotice> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClusterNotice, _: &mut Context<Self>) {
+        match msg {
+            ClusterNotice::Waiting { identity } => {
+                if let Some(client) = self.clients.get(&identity) {
+                    client.addr.do_send(ToConnection::Waiting);
+                }
+            }
+            ClusterNotice::ReplacedElsewhere { identity, generation } => {
+                let Some(client) = self.clients.get(&identity) else {
+                    return;
+                };
+                match client.generation {
+                    Some(g) if g == generation => Self::close_replaced(client),
+                    Some(_) => {}
+                    None => {
+                        self.replaced_elsewhere.insert(identity, generation);
+                    }
+                }
+            }
+            ClusterNotice::Resubscribed => {
+                for client in self.clients.values() {
+                    client.addr.do_send(ToConnection::Waiting);
+                }
+            }
         }
     }
 }

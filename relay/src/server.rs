@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedWrite;
 
+use crate::cluster::ClusterNode;
 use crate::committer::{Committer, Expiry, Flush};
 use crate::connection::Connection;
 use crate::data_dir::{DataDir, RELAY_ID_FILE};
@@ -31,6 +32,7 @@ use crate::output::Output;
 use crate::router::{CloseAll, Router};
 use crate::settings::{RelaySettings, StoreEngine};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::store_actor::{SharedStore, StoreActor};
@@ -71,9 +73,13 @@ fn file_error(path: &Path, err: io::Error) -> io::Error {
     io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
-fn open_store(settings: &RelaySettings, data_dir: &DataDir) -> io::Result<Box<dyn Store>> {
+fn open_store(settings: &RelaySettings, data_dir: &DataDir, node: &str) -> io::Result<Box<dyn Store>> {
     Ok(match settings.store.engine {
         StoreEngine::Memory => Box::new(MemoryStore::new()),
+        StoreEngine::Redis => Box::new(
+            RedisStore::open(settings.redis_endpoint(), &settings.store.redis_prefix, node)
+                .map_err(io::Error::other)?,
+        ),
         // The error names the file: "cannot open the store /…/relay.db: …".
         StoreEngine::Sqlite => {
             Box::new(SqliteStore::open(data_dir.path(), settings.store.fsync).map_err(io::Error::other)?)
@@ -126,9 +132,22 @@ pub async fn serve(
               "certificate" => if settings.tls.cert_file.is_some() { "configured" } else if made { "self-signed, made now" } else { "self-signed" });
         Some(certificate.server_config().map_err(io::Error::other)?)
     };
+    // A relay on Redis is a node of a cluster (alone, it is a cluster of one).
+    let node = (settings.store.engine == StoreEngine::Redis).then(|| ClusterNode {
+        endpoint: settings.redis_endpoint(),
+        key_prefix: format!("{{{}}}:", settings.store.redis_prefix),
+        name: if settings.store.node_name.is_empty() {
+            let mut name = [0u8; 8];
+            OsRng.fill_bytes(&mut name);
+            hex::encode(name)
+        } else {
+            settings.store.node_name.clone()
+        },
+    });
+    let node_name = node.as_ref().map_or("", |n| n.name.as_str());
     let shared = Arc::new(
         SharedStore::new(
-            open_store(&settings, &data_dir)?,
+            open_store(&settings, &data_dir, node_name)?,
             settings.quotas(),
             metrics.stored_messages.clone(),
         )
@@ -148,7 +167,11 @@ pub async fn serve(
         dedup_window,
         every: (ttl.min(dedup_window) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
     };
-    let router = Router::new(settings.limits.clone());
+    let mut router = Router::new(settings.limits.clone());
+    if let Some(node) = node.clone() {
+        info!(log, "relay cluster node"; "node" => %node.name, "redis" => %node.endpoint.describe());
+        router = router.with_cluster(node, log.clone());
+    }
     let routes = router.table();
     let router = router.start();
     // Group commit gets its own event loop, so batching never waits behind connections;

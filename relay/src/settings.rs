@@ -19,6 +19,10 @@ pub enum StoreEngine {
     /// In memory only: fast, nothing survives a restart. Connections apply their writes
     /// directly (no group commit: there is nothing to make durable).
     Memory,
+    /// Redis (one server or a Redis Cluster, `redis_urls`), shared by the relays of a
+    /// cluster: durable with `appendonly yes` and `appendfsync always` (checked at start
+    /// unless `redis_require_fsync = false`).
+    Redis,
 }
 
 /// Every setting of the relay.
@@ -141,7 +145,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// `sqlite` (durable) or `memory`.
+    /// `sqlite` (durable), `redis` (durable, shared by a relay cluster) or `memory`.
     pub engine: StoreEngine,
     /// Most writes committed in one transaction (one fsync; SQLite only).
     pub max_batch: usize,
@@ -158,6 +162,22 @@ pub struct StoreSettings {
     /// Past it every Send is refused with `QuotaExceeded` until messages are
     /// acknowledged or expire.
     pub max_stored_bytes: u64,
+    /// Redis addresses (`redis://host:port`): the server, or seed nodes of a Redis
+    /// Cluster (engine `redis` only).
+    pub redis_urls: Vec<String>,
+    /// The addresses are nodes of a Redis Cluster (commands routed by slot).
+    pub redis_cluster: bool,
+    /// The hash tag of the deployment's keys: every key starts with `{<prefix>}:`.
+    pub redis_prefix: String,
+    /// Refuse to start unless each address has `appendonly yes` and `appendfsync
+    /// always`, so that an acknowledged message survives `kill -9` of Redis.
+    pub redis_require_fsync: bool,
+    /// After each commit, wait until this many replicas have it (`WAIT`; one server,
+    /// not a cluster). 0: do not wait.
+    pub redis_wait_replicas: u32,
+    /// This relay's name among the relays on the same Redis (letters, digits, `.`, `_`,
+    /// `-`); empty: a random name at each start.
+    pub node_name: String,
 }
 
 /// The name registry (docs/PROTOCOL.md 1.8).
@@ -204,6 +224,15 @@ impl NameSettings {
 /// Merged settings that serde accepts but the relay cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InvalidSettings {
+    /// `store.node_name` is not a valid node name.
+    #[error("store.node_name = {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    NodeName(String),
+    /// `store.redis_prefix` cannot be a hash tag.
+    #[error("store.redis_prefix = {0:?}: use 1 to 64 characters without '{{', '}}' or spaces")]
+    RedisPrefix(String),
+    /// Engine `redis` with no address.
+    #[error("store.engine = \"redis\" needs at least one address in store.redis_urls")]
+    RedisUrls,
     /// One of `tls.cert_file` and `tls.key_file` without the other.
     #[error("tls: give both cert_file and key_file, or neither (a self-signed certificate is made)")]
     TlsFiles,
@@ -306,7 +335,27 @@ impl RelaySettings {
                 bytes: store.max_queued_bytes,
             });
         }
+        if !store.node_name.is_empty() && !crate::cluster::valid_node_name(&store.node_name) {
+            return Err(InvalidSettings::NodeName(store.node_name.clone()));
+        }
+        let prefix = &store.redis_prefix;
+        if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}', ' ']) {
+            return Err(InvalidSettings::RedisPrefix(prefix.clone()));
+        }
+        if store.engine == StoreEngine::Redis && store.redis_urls.is_empty() {
+            return Err(InvalidSettings::RedisUrls);
+        }
         Ok(())
+    }
+
+    /// The Redis the `redis` engine uses, as the settings give it.
+    pub fn redis_endpoint(&self) -> crate::store::redis::RedisEndpoint {
+        crate::store::redis::RedisEndpoint {
+            urls: self.store.redis_urls.clone(),
+            cluster: self.store.redis_cluster,
+            require_fsync: self.store.redis_require_fsync,
+            wait_replicas: self.store.redis_wait_replicas,
+        }
     }
 
     /// The storage bounds a commit checks before it stores a message.
@@ -380,6 +429,12 @@ impl Default for StoreSettings {
             max_queued_writes: 16_384,
             max_queued_bytes: 32 * 1024 * 1024,
             max_stored_bytes: 4 * 1024 * 1024 * 1024,
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            redis_cluster: false,
+            redis_prefix: "e2ee".into(),
+            redis_require_fsync: true,
+            redis_wait_replicas: 0,
+            node_name: String::new(),
         }
     }
 }

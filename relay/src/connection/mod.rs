@@ -743,6 +743,10 @@ impl Handler<ToConnection> for Connection {
                 self.shutdown = Some((code, reason));
             }
             ToConnection::Close { code, reason } => self.close(code, &reason, ctx),
+            ToConnection::Waiting => {
+                self.deliveries.missed = true;
+                self.start_drain(ctx);
+            }
             ToConnection::Replaced { handover } => {
                 // Nothing more is delivered here, but what the client sent before it
                 // connected again (acknowledgements above all) is still read: until its

@@ -133,12 +133,16 @@ fn connect(endpoint: &RedisEndpoint) -> RedisResult<Conn> {
             .build()?;
         Ok(Box::new(client.get_connection()?))
     } else {
-        Ok(Box::new(single(&endpoint.urls[0], REDIS_TIMEOUT)?))
+        Ok(Box::new(connection_to(&endpoint.urls[0], REDIS_TIMEOUT)?))
     }
 }
 
-/// A connection to the one server at `url`.
-pub(crate) fn single(url: &str, timeout: Duration) -> RedisResult<::redis::Connection> {
+/// A connection to the one server at `url`, with `timeout` on connecting and on each
+/// command.
+///
+/// # Errors
+/// When the address is not a Redis URL or the server cannot be reached.
+pub fn connection_to(url: &str, timeout: Duration) -> RedisResult<::redis::Connection> {
     let conn = Client::open(url)?.get_connection_with_timeout(timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
@@ -149,7 +153,7 @@ pub(crate) fn single(url: &str, timeout: Duration) -> RedisResult<::redis::Conne
 /// answering.
 fn check_fsync(endpoint: &RedisEndpoint, url: &str) -> Result<(), StoreError> {
     let fail = |reason: String| endpoint.error(format!("{url}: {reason}"));
-    let mut conn = single(url, REDIS_TIMEOUT).map_err(|err| fail(err.to_string()))?;
+    let mut conn = connection_to(url, REDIS_TIMEOUT).map_err(|err| fail(err.to_string()))?;
     let get = |conn: &mut ::redis::Connection, name: &str| -> Result<String, StoreError> {
         let pair: Vec<String> = ::redis::cmd("CONFIG")
             .arg("GET")

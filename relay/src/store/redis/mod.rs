@@ -42,7 +42,7 @@ use std::time::Duration;
 use ::redis::{Script, Value};
 use e2ee_protocol::frame::ExpiredNotice;
 
-pub use self::connection::{RedisEndpoint, RedisLink};
+pub use self::connection::{connection_to, RedisEndpoint, RedisLink};
 pub use self::server::RedisServer;
 use super::{
     claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, Quota, Quotas, ReleaseOutcome, Store, StoreError,

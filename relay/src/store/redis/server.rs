@@ -64,7 +64,7 @@ impl RedisServer {
     fn wait_ready(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + START_WAIT;
         loop {
-            let ping = super::connection::single(&self.url(), Duration::from_secs(1))
+            let ping = super::connection::connection_to(&self.url(), Duration::from_secs(1))
                 .and_then(|mut conn| ::redis::cmd("PING").query::<String>(&mut conn));
             match ping {
                 Ok(_) => return Ok(()),

@@ -67,7 +67,7 @@ fn what_was_committed_survives_a_kill_9_of_redis() {
 fn a_redis_that_does_not_fsync_every_write_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = RedisServer::start(dir.path()).expect("redis-server");
-    let mut conn = connection::single(&server.url(), REDIS_TIMEOUT).expect("conn");
+    let mut conn = connection::connection_to(&server.url(), REDIS_TIMEOUT).expect("conn");
     let _: () = ::redis::cmd("CONFIG")
         .arg("SET")
         .arg("appendfsync")
