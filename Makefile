@@ -6,7 +6,7 @@ JOBS ?= 2
 CARGO_FLAGS ?= -j$(JOBS)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release test lint fmt demo relay agent load bench bench-relay evidence fuzz clean
+.PHONY: all build release test lint fmt demo cluster demo-cluster relay agent load bench bench-relay evidence fuzz clean
 
 all: build
 
@@ -33,6 +33,17 @@ test: lint
 ## demo: a relay and two scripted agents (Alice and Bob) on loopback
 demo: release
 	./integration/demo/run-demo.sh
+
+## cluster: a 3-primary Redis Cluster (AOF, appendfsync always; redis-server installed
+## from Debian if missing) and three relays on it, on loopback, until Ctrl-C; prints how
+## to point agents at them (docs/RELAY.md, "A relay cluster")
+cluster: release
+	./integration/cluster/run-cluster.sh
+
+## demo-cluster: the cluster, with scripted agents Alice on relay 1, Bob on relay 2 and
+## Carol on relay 3
+demo-cluster: release
+	./integration/cluster/run-demo-cluster.sh
 
 ## relay / agent: run one from a shell (see README for flags)
 relay: release

@@ -32,7 +32,9 @@ pub struct RelayFlags {
     /// 127.0.0.1:9300.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
-    /// Message store: sqlite (durable, group commit) or memory.
+    /// Message store: sqlite (durable, group commit), redis (durable with AOF
+    /// `appendfsync always`, shared by a relay cluster; see the `store.redis_*` settings)
+    /// or memory.
     #[arg(long, value_name = "ENGINE")]
     pub store: Option<String>,
     /// PEM certificate chain for TLS (with --tls-key); without both, a self-signed

@@ -91,7 +91,7 @@ impl Workload {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// relay://HOST:PORT, nats://HOST:PORT, redis://HOST:PORT, or relay-memory,
-    /// relay-sqlite, nats, redis to start one on a free loopback port.
+    /// relay-sqlite, relay-redis, nats, redis to start one on a free loopback port.
     #[arg(long, default_value = "relay-memory")]
     target: String,
     /// Total offered rate, messages per second (open loop).

@@ -37,6 +37,9 @@ pub enum TargetSpec {
     RelayMemory,
     /// A relay started by e2ee-load with SQLite and fsync at every group commit.
     RelaySqlite,
+    /// A relay started by e2ee-load on a redis-server of its own (AOF, `appendfsync
+    /// always`): the Redis store engine of a relay cluster, with one relay.
+    RelayRedis,
     /// A nats-server started by e2ee-load.
     Nats,
     /// A redis-server started by e2ee-load.
@@ -45,11 +48,12 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     /// Parses `relay://host:port`, `nats://…`, `redis://…`, or one of `relay-memory`,
-    /// `relay-sqlite`, `nats`, `redis` (started here).
+    /// `relay-sqlite`, `relay-redis`, `nats`, `redis` (started here).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let spawned = match text {
             "relay-memory" => Some(Self::RelayMemory),
             "relay-sqlite" => Some(Self::RelaySqlite),
+            "relay-redis" => Some(Self::RelayRedis),
             "nats" => Some(Self::Nats),
             "redis" => Some(Self::Redis),
             _ => None,
@@ -83,6 +87,7 @@ impl TargetSpec {
             Self::Url { kind, addr } => format!("{kind:?}@{addr}").to_lowercase(),
             Self::RelayMemory => "relay (memory)".into(),
             Self::RelaySqlite => "relay (sqlite, fsync)".into(),
+            Self::RelayRedis => "relay (redis, appendfsync always)".into(),
             Self::Nats => "nats-server".into(),
             Self::Redis => "redis-server".into(),
         }
@@ -132,6 +137,8 @@ pub struct Server {
     /// Label for reports.
     pub label: String,
     relay: Option<RelayProcess>,
+    /// The redis-server under a `relay-redis` target (stopped after the relay).
+    store: Option<e2ee_relay::store::redis::RedisServer>,
     child: Option<Child>,
     data_dir: Option<PathBuf>,
 }
@@ -146,18 +153,31 @@ impl Server {
             pid: server_pid,
             label: label.clone(),
             relay: None,
+            store: None,
             child: None,
             data_dir: None,
         };
         match spec {
             TargetSpec::Url { kind, addr } => Ok(bare(*kind, *addr)),
-            TargetSpec::RelayMemory | TargetSpec::RelaySqlite => {
-                let memory = *spec == TargetSpec::RelayMemory;
+            TargetSpec::RelayMemory | TargetSpec::RelaySqlite | TargetSpec::RelayRedis => {
                 let dir = scratch_dir("relay")?;
                 let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
                 env.push(("E2EE_RELAY_STORE__FSYNC", "true"));
-                let store = if memory { "memory" } else { "sqlite" };
+                let (store, redis) = match spec {
+                    TargetSpec::RelayMemory => ("memory", None),
+                    TargetSpec::RelaySqlite => ("sqlite", None),
+                    _ => {
+                        let redis = e2ee_relay::store::redis::RedisServer::start(&dir.join("redis"))?;
+                        let config = dir.join("relay.toml");
+                        std::fs::write(&config, format!("[store]\nredis_urls = [{:?}]\n", redis.url()))?;
+                        ("redis", Some((redis, config)))
+                    }
+                };
+                let config = redis.as_ref().map(|(_, config)| config.display().to_string());
                 let mut args = vec!["--store", store];
+                if let Some(config) = &config {
+                    args.extend(["--config", config.as_str()]);
+                }
                 if relay_plaintext() {
                     args.push("--insecure-plaintext");
                 }
@@ -165,6 +185,7 @@ impl Server {
                 let mut server = bare(Kind::Relay, relay.addr);
                 server.pid = Some(relay.child.id());
                 server.relay = Some(relay);
+                server.store = redis.map(|(redis, _)| redis);
                 server.data_dir = Some(dir);
                 Ok(server)
             }
@@ -226,6 +247,7 @@ impl Drop for Server {
             let _ = child.wait();
         }
         drop(self.relay.take());
+        drop(self.store.take());
         if let Some(dir) = self.data_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
