@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use e2ee_integration::client::{msg_id, RelayClient};
-use e2ee_integration::process::spawn_relay;
+use e2ee_integration::process::{spawn_relay, RelayProcess};
 use e2ee_protocol::frame::{ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
@@ -261,4 +261,108 @@ async fn a_relay_without_redis_does_not_start() {
     .err()
     .expect("no Redis, no relay");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+/// A relay process on `redis`, named `node`.
+fn relay_process(dir: &std::path::Path, redis: &RedisServer, node: &str) -> RelayProcess {
+    std::fs::create_dir_all(dir).expect("dir");
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nengine = \"redis\"\nredis_urls = [{:?}]\nnode_name = {node:?}\n",
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    RelayProcess::start(&dir.join("data"), &["--config", &config]).expect("relay starts")
+}
+
+/// Connects to the first of `relays` that answers, starting at `*at` (moved on past the
+/// ones that do not).
+async fn connect_any(relays: &[std::net::SocketAddr], at: &mut usize, seed: &[u8; 32]) -> RelayClient {
+    for _ in 0..50 {
+        let addr = relays[*at % relays.len()];
+        match RelayClient::connect(addr, IdentityKeyPair::from_seed(seed)).await {
+            Ok(client) => return client,
+            Err(_) => *at += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no relay of {relays:?} answers");
+}
+
+#[tokio::test]
+async fn a_relay_killed_under_load_loses_nothing_its_clients_move_to_another() {
+    const MESSAGES: u64 = 300;
+    const KILL_AT: u64 = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(&dir.path().join("redis")).expect("redis-server");
+    let mut relay_a = relay_process(&dir.path().join("a"), &redis, "relay-a");
+    let relay_b = relay_process(&dir.path().join("b"), &redis, "relay-b");
+    let relays = [relay_a.addr, relay_b.addr];
+    let (a, b) = (identity(), identity());
+    let bob_key = key_of(&b);
+
+    // Bob receives on relay A, and moves to B when A is gone.
+    let receiver = tokio::spawn(async move {
+        let mut at = 0;
+        let mut bob = connect_any(&relays, &mut at, &b).await;
+        let (mut seen, mut deliveries) = (std::collections::BTreeSet::new(), 0u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while (seen.len() as u64) < MESSAGES && tokio::time::Instant::now() < deadline {
+            match bob.recv(Duration::from_secs(1)).await {
+                Ok(Frame::Deliver { sender, msg_id, .. }) => {
+                    deliveries += 1;
+                    seen.insert(msg_id);
+                    if bob.send(Frame::DeliveryAck { sender, msg_id }).await.is_err() {
+                        at += 1;
+                        bob = connect_any(&relays, &mut at, &b).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) if err.to_string().contains("timed out") => {}
+                Err(_) => {
+                    at += 1;
+                    bob = connect_any(&relays, &mut at, &b).await;
+                }
+            }
+        }
+        (seen, deliveries)
+    });
+
+    // Alice sends on relay A; each message until its SentAck, again on the next relay
+    // after a failure (same id: the store deduplicates).
+    let mut at = 0;
+    let mut alice = connect_any(&relays, &mut at, &a).await;
+    let mut acked = Vec::new();
+    for n in 1..=MESSAGES {
+        if n == KILL_AT {
+            relay_a.kill9().expect("kill -9 relay A");
+        }
+        loop {
+            let mut other = Vec::new();
+            let sent = alice
+                .send_message(bob_key, msg_id(n), format!("m{n}").into_bytes(), &mut other)
+                .await;
+            if sent.is_ok() {
+                acked.push(msg_id(n));
+                break;
+            }
+            at += 1;
+            alice = connect_any(&relays, &mut at, &a).await;
+        }
+    }
+    let (seen, deliveries) = receiver.await.expect("receiver");
+    println!(
+        "relay killed at message {KILL_AT}: {} acknowledged, {} received ({deliveries} deliveries)",
+        acked.len(),
+        seen.len()
+    );
+    assert_eq!(acked.len() as u64, MESSAGES);
+    for id in &acked {
+        assert!(seen.contains(id), "acknowledged message {id:?} not delivered");
+    }
+    drop(relay_b);
 }

@@ -410,10 +410,13 @@ impl Handler<PresenceGranted> for Router {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum ClusterNotice {
-    /// A message for `identity` was stored through another node.
-    Waiting {
+    /// A message for `recipient` was stored through another node: pushed to its
+    /// connection here like one stored here (it stays in the store either way).
+    Stored {
         /// The recipient.
-        identity: IdentityBytes,
+        recipient: IdentityBytes,
+        /// The stored message.
+        delivery: Delivery,
     },
     /// `identity` authenticated on another node: its connection of `generation` here
     /// is replaced.
@@ -432,10 +435,8 @@ impl Handler<ClusterNotice> for Router {
 
     fn handle(&mut self, msg: ClusterNotice, _: &mut Context<Self>) {
         match msg {
-            ClusterNotice::Waiting { identity } => {
-                if let Some(client) = self.clients.get(&identity) {
-                    client.addr.do_send(ToConnection::Waiting);
-                }
+            ClusterNotice::Stored { recipient, delivery } => {
+                self.table.route_all([(recipient, delivery)]);
             }
             ClusterNotice::ReplacedElsewhere { identity, generation } => {
                 let Some(client) = self.clients.get(&identity) else {

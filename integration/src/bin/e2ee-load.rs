@@ -10,7 +10,7 @@ use e2ee_integration::load::bench::{bench, relay_kept_its_promise, BenchConfig};
 use e2ee_integration::load::idle::{idle, IdleConfig};
 use e2ee_integration::load::run::parse_duration;
 use e2ee_integration::load::target::{auto_spread, Server, TargetSpec};
-use e2ee_integration::load::{plot, run, ChurnSpec, Endpoint, LoadConfig};
+use e2ee_integration::load::{plot, run, ChurnSpec, LoadConfig};
 
 /// Load generator for the e2ee-chat relay, with NATS and Redis pub/sub for comparison.
 /// Loopback targets only.
@@ -167,15 +167,6 @@ fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> anyhow::Result<(
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn endpoint(server: &Server) -> Endpoint {
-    Endpoint {
-        kind: server.kind,
-        addr: server.addr,
-        label: server.label.clone(),
-        pid: server.pid,
-    }
-}
-
 async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Cmd::Run(args) => {
@@ -183,7 +174,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             let mut cfg = args.workload.config();
             cfg.rate = (!args.max).then_some(args.rate);
             cfg.churn = args.churn;
-            let report = run(&cfg, &endpoint(&server)).await?;
+            let report = run(&cfg, &server.endpoint()).await?;
             print!("{}", report.summary());
             if let Some(path) = &args.json {
                 write_json(path, &report)?;
@@ -201,7 +192,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 spread: args.spread,
                 progress: !args.no_progress,
             };
-            let report = idle(&cfg, &endpoint(&server)).await;
+            let report = idle(&cfg, &server.endpoint()).await;
             print!("{}", report.summary());
             if let Some(path) = &args.json {
                 write_json(path, &report)?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::idle::{idle, IdleConfig, IdleReport};
 use super::plot;
 use super::report::{table, LoadReport};
-use super::run::{run, ChurnSpec, Endpoint, LoadConfig};
+use super::run::{run, ChurnSpec, LoadConfig};
 use super::target::{Kind, Server, TargetSpec};
 
 /// The shape of a bench.
@@ -56,15 +56,6 @@ pub struct BenchReport {
     pub table: String,
 }
 
-fn endpoint(server: &Server) -> Endpoint {
-    Endpoint {
-        kind: server.kind,
-        addr: server.addr,
-        label: server.label.clone(),
-        pid: server.pid,
-    }
-}
-
 /// Runs the bench; prints progress lines to stderr.
 pub async fn bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
     std::fs::create_dir_all(&cfg.out_dir).with_context(|| format!("creating {}", cfg.out_dir.display()))?;
@@ -78,7 +69,7 @@ pub async fn bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                 rate: None,
                 ..cfg.load.clone()
             };
-            run(&load, &endpoint(&server)).await?
+            run(&load, &server.endpoint()).await?
         };
         eprint!("{}", peak.summary());
         let half_rate = (peak.delivered_rate / 2.0).max(1.0);
@@ -88,7 +79,7 @@ pub async fn bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                 rate: Some(half_rate),
                 ..cfg.load.clone()
             };
-            run(&load, &endpoint(&server)).await?
+            run(&load, &server.endpoint()).await?
         };
         eprint!("{}", half.summary());
         let churn = {
@@ -98,7 +89,7 @@ pub async fn bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                 churn: Some(cfg.churn),
                 ..cfg.load.clone()
             };
-            run(&load, &endpoint(&server)).await?
+            run(&load, &server.endpoint()).await?
         };
         eprint!("{}", churn.summary());
         let idle_report = if cfg.idle_connections > 0 {
@@ -112,7 +103,7 @@ pub async fn bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                     spread: cfg.load.spread.max(16),
                     progress: cfg.load.progress,
                 },
-                &endpoint(&server),
+                &server.endpoint(),
             )
             .await;
             eprint!("{}", report.summary());

@@ -40,6 +40,10 @@ pub enum TargetSpec {
     /// A relay started by e2ee-load on a redis-server of its own (AOF, `appendfsync
     /// always`): the Redis store engine of a relay cluster, with one relay.
     RelayRedis,
+    /// Two relays on one redis-server (as `RelayRedis`): senders on the first,
+    /// recipients on the second, so every message crosses relays; with `--churn`, a
+    /// client that reconnects moves to the other relay.
+    RelayRedisCross,
     /// A nats-server started by e2ee-load.
     Nats,
     /// A redis-server started by e2ee-load.
@@ -48,12 +52,14 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     /// Parses `relay://host:port`, `nats://…`, `redis://…`, or one of `relay-memory`,
-    /// `relay-sqlite`, `relay-redis`, `nats`, `redis` (started here).
+    /// `relay-sqlite`, `relay-redis`, `relay-redis-cross`, `nats`, `redis` (started
+    /// here).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let spawned = match text {
             "relay-memory" => Some(Self::RelayMemory),
             "relay-sqlite" => Some(Self::RelaySqlite),
             "relay-redis" => Some(Self::RelayRedis),
+            "relay-redis-cross" => Some(Self::RelayRedisCross),
             "nats" => Some(Self::Nats),
             "redis" => Some(Self::Redis),
             _ => None,
@@ -88,6 +94,7 @@ impl TargetSpec {
             Self::RelayMemory => "relay (memory)".into(),
             Self::RelaySqlite => "relay (sqlite, fsync)".into(),
             Self::RelayRedis => "relay (redis, appendfsync always)".into(),
+            Self::RelayRedisCross => "2 relays on redis (across relays)".into(),
             Self::Nats => "nats-server".into(),
             Self::Redis => "redis-server".into(),
         }
@@ -137,7 +144,9 @@ pub struct Server {
     /// Label for reports.
     pub label: String,
     relay: Option<RelayProcess>,
-    /// The redis-server under a `relay-redis` target (stopped after the relay).
+    /// Further relays of a cluster target.
+    others: Vec<RelayProcess>,
+    /// The redis-server under a `relay-redis` target (stopped after the relays).
     store: Option<e2ee_relay::store::redis::RedisServer>,
     child: Option<Child>,
     data_dir: Option<PathBuf>,
@@ -153,13 +162,17 @@ impl Server {
             pid: server_pid,
             label: label.clone(),
             relay: None,
+            others: Vec::new(),
             store: None,
             child: None,
             data_dir: None,
         };
         match spec {
             TargetSpec::Url { kind, addr } => Ok(bare(*kind, *addr)),
-            TargetSpec::RelayMemory | TargetSpec::RelaySqlite | TargetSpec::RelayRedis => {
+            TargetSpec::RelayMemory
+            | TargetSpec::RelaySqlite
+            | TargetSpec::RelayRedis
+            | TargetSpec::RelayRedisCross => {
                 let dir = scratch_dir("relay")?;
                 let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
                 env.push(("E2EE_RELAY_STORE__FSYNC", "true"));
@@ -185,6 +198,11 @@ impl Server {
                 let mut server = bare(Kind::Relay, relay.addr);
                 server.pid = Some(relay.child.id());
                 server.relay = Some(relay);
+                if *spec == TargetSpec::RelayRedisCross {
+                    let other =
+                        RelayProcess::start_with_env("127.0.0.1:0", &dir.join("relay-2"), &args, &env)?;
+                    server.others.push(other);
+                }
                 server.store = redis.map(|(redis, _)| redis);
                 server.data_dir = Some(dir);
                 Ok(server)
@@ -226,6 +244,23 @@ impl Server {
         }
     }
 
+    /// What a run is pointed at: this server (every relay of a cluster target).
+    pub fn endpoint(&self) -> super::run::Endpoint {
+        let relays = match &self.relay {
+            Some(first) if !self.others.is_empty() => std::iter::once(first.addr)
+                .chain(self.others.iter().map(|r| r.addr))
+                .collect(),
+            _ => Vec::new(),
+        };
+        super::run::Endpoint {
+            kind: self.kind,
+            addr: self.addr,
+            label: self.label.clone(),
+            pid: self.pid,
+            relays,
+        }
+    }
+
     fn started(mut server: Self, child: Child) -> anyhow::Result<Self> {
         server.pid = Some(child.id());
         server.child = Some(child);
@@ -247,6 +282,7 @@ impl Drop for Server {
             let _ = child.wait();
         }
         drop(self.relay.take());
+        self.others.clear();
         drop(self.store.take());
         if let Some(dir) = self.data_dir.take() {
             let _ = std::fs::remove_dir_all(dir);

@@ -1,6 +1,8 @@
-//! Listens on this node's Redis channel and tells the Router: a message is waiting for
-//! one of its identities (`W‖identity`), or an identity's connection was replaced by a
-//! newer one on another node (`R‖identity‖generation`). A thread of its own with a
+//! Listens on this node's Redis channel and tells the Router: a message stored through
+//! another node for one of its identities
+//! (`D‖recipient‖sender‖msg_id‖seq:timestamp_ms:payload`, pushed like a message stored
+//! here), or an identity's connection replaced by a newer one on another node
+//! (`R‖identity‖generation`). A thread of its own with a
 //! blocking subscription; it resubscribes after Redis goes away, and then has every
 //! connection read its queue again (a notice may have been missed meanwhile). It ends
 //! when the Router stops.
@@ -9,10 +11,11 @@ use std::thread;
 use std::time::Duration;
 
 use actix::Addr;
+use bytes::Bytes;
 use slog::{info, warn, Logger};
 
 use super::ClusterNode;
-use crate::router::{ClusterNotice, Router};
+use crate::router::{ClusterNotice, Delivery, Router};
 use crate::store::redis::connection_to;
 
 /// How long one wait for a notice lasts (the thread checks the Router is alive between).
@@ -23,9 +26,26 @@ const RETRY: Duration = Duration::from_millis(500);
 /// What a notice payload says.
 fn parse(payload: &[u8]) -> Option<ClusterNotice> {
     match payload {
-        [b'W', identity @ ..] => Some(ClusterNotice::Waiting {
-            identity: identity.try_into().ok()?,
-        }),
+        [b'D', rest @ ..] if rest.len() > 80 => {
+            let (recipient, rest) = rest.split_at(32);
+            let (sender, rest) = rest.split_at(32);
+            let (msg_id, rest) = rest.split_at(16);
+            let mut fields = rest.splitn(3, |b| *b == b':');
+            let number =
+                |field: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(field?).ok()?.parse().ok() };
+            let (seq, timestamp_ms) = (number(fields.next())?, number(fields.next())?);
+            let payload = fields.next()?;
+            Some(ClusterNotice::Stored {
+                recipient: recipient.try_into().ok()?,
+                delivery: Delivery {
+                    seq,
+                    sender: sender.try_into().ok()?,
+                    msg_id: msg_id.try_into().ok()?,
+                    timestamp_ms,
+                    payload: Bytes::copy_from_slice(payload),
+                },
+            })
+        }
         [b'R', rest @ ..] if rest.len() > 32 => {
             let (identity, generation) = rest.split_at(32);
             Some(ClusterNotice::ReplacedElsewhere {
@@ -90,9 +110,20 @@ mod tests {
 
     #[test]
     fn notices_parse_and_junk_does_not() {
-        let mut waiting = vec![b'W'];
-        waiting.extend([7u8; 32]);
-        assert!(matches!(parse(&waiting), Some(ClusterNotice::Waiting { identity }) if identity == [7; 32]));
+        let mut stored = vec![b'D'];
+        stored.extend([7u8; 32]);
+        stored.extend([6u8; 32]);
+        stored.extend([5u8; 16]);
+        stored.extend(b"12:1700000000000:pay:load");
+        match parse(&stored) {
+            Some(ClusterNotice::Stored { recipient, delivery }) => {
+                assert_eq!(recipient, [7; 32]);
+                assert_eq!((delivery.sender, delivery.msg_id), ([6; 32], [5; 16]));
+                assert_eq!((delivery.seq, delivery.timestamp_ms), (12, 1_700_000_000_000));
+                assert_eq!(&delivery.payload[..], b"pay:load", "a payload may hold ':'");
+            }
+            other => panic!("{other:?}"),
+        }
         let mut replaced = vec![b'R'];
         replaced.extend([8u8; 32]);
         replaced.extend(b"42");
@@ -100,7 +131,17 @@ mod tests {
             parse(&replaced),
             Some(ClusterNotice::ReplacedElsewhere { identity, generation: 42 }) if identity == [8; 32]
         ));
-        for junk in [&b""[..], b"W", b"Wshort", b"X", &replaced[..33]] {
+        let mut no_time = stored[..81].to_vec();
+        no_time.extend(b"12");
+        for junk in [
+            &b""[..],
+            b"D",
+            b"Dshort",
+            b"X",
+            &replaced[..33],
+            &no_time,
+            &stored[..40],
+        ] {
             assert!(parse(junk).is_none(), "{junk:?}");
         }
     }

@@ -95,6 +95,21 @@ pub struct Endpoint {
     pub label: String,
     /// Server process, for CPU and memory.
     pub pid: Option<u32>,
+    /// Every relay of a cluster target, `addr` first (empty: `addr` only). Senders
+    /// connect to the first and recipients to the second, so that every message crosses
+    /// from one relay to another; a client that reconnects moves to the next relay.
+    pub relays: Vec<SocketAddr>,
+}
+
+impl Endpoint {
+    /// The `k`-th relay of the target, round robin (`addr` for a single server).
+    pub fn at(&self, k: usize) -> SocketAddr {
+        if self.relays.is_empty() {
+            self.addr
+        } else {
+            self.relays[k % self.relays.len()]
+        }
+    }
 }
 
 struct PairShared {
@@ -111,6 +126,8 @@ struct Shared {
     counters: Counters,
     recorder: Mutex<Recorder>,
     pairs: Vec<PairShared>,
+    /// Reconnections so far, to spread reconnecting clients over a cluster's relays.
+    moves: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -142,12 +159,15 @@ impl Shared {
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Link> {
         let ep = &self.endpoint;
-        let source = source_ip(&ep.addr, index, self.cfg.spread);
         for _ in 0..10_000 {
             if *stop.borrow() {
                 return None;
             }
-            match Link::open(ep.kind, ep.addr, source, identity, subscribe).await {
+            // On a cluster, each reconnection goes to another relay than the last.
+            let moved = self.moves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let addr = ep.at(index % 2 + moved);
+            let source = source_ip(&addr, index, self.cfg.spread);
+            match Link::open(ep.kind, addr, source, identity, subscribe).await {
                 Ok((link, _)) => {
                     Counters::add(&self.counters.reconnects_ok, 1);
                     let us = u64::try_from(dropped_at.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -250,8 +270,8 @@ async fn set_up_pair(endpoint: Endpoint, cfg: LoadConfig, pair: usize, run_id: u
     };
     let (mut receiver_link, _) = Link::open(
         endpoint.kind,
-        endpoint.addr,
-        source_ip(&endpoint.addr, 2 * pair + 1, cfg.spread),
+        endpoint.at(1),
+        source_ip(&endpoint.at(1), 2 * pair + 1, cfg.spread),
         &receiver_identity,
         subscribe.as_deref(),
     )
@@ -259,8 +279,8 @@ async fn set_up_pair(endpoint: Endpoint, cfg: LoadConfig, pair: usize, run_id: u
     .context("connecting a recipient")?;
     let (mut sender_link, _) = Link::open(
         endpoint.kind,
-        endpoint.addr,
-        source_ip(&endpoint.addr, 2 * pair, cfg.spread),
+        endpoint.at(0),
+        source_ip(&endpoint.at(0), 2 * pair, cfg.spread),
         &sender_identity,
         None,
     )
@@ -364,6 +384,7 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
                 churn_receiver: Notify::new(),
             })
             .collect(),
+        moves: std::sync::atomic::AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

@@ -84,11 +84,14 @@ while i <= #ARGV do
         redis.call('HINCRBY', P .. 'ub', s, size)
         redis.call('HINCRBY', P .. 'tot', 'm', 1)
         redis.call('HINCRBY', P .. 'tot', 'b', size)
-        -- (presence: "<node>\0<generation>", see presence.lua)
+        -- The message itself to the node that holds the recipient's connection, if
+        -- another (presence: "<node>\0<generation>", see presence_arrive.lua).
         local where = redis.call('HGET', P .. 'presence', r)
         if where then
           local node = string.sub(where, 1, string.find(where, '\0', 1, true) - 1)
-          if node ~= me then notify[node .. '\0' .. r] = true end
+          if node ~= me then
+            notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
+          end
         end
         out[#out + 1] = 'A:' .. int(seq)
       end
@@ -162,9 +165,9 @@ while i <= #ARGV do
   end
 end
 
--- "A message is waiting" to the relays that hold the recipients' connections.
-for target, _ in pairs(notify) do
-  local sep = string.find(target, '\0', 1, true)
-  redis.call('PUBLISH', P .. 'relay:' .. string.sub(target, 1, sep - 1), 'W' .. string.sub(target, sep + 1))
+-- Each message stored for a recipient connected to another node, to that node, in
+-- store order.
+for _, n in ipairs(notify) do
+  redis.call('PUBLISH', P .. 'relay:' .. n[1], n[2])
 end
 return out

@@ -30,9 +30,9 @@
 //! | `names:O`, `auth` | list, hash | O's names; holder → last authentication (ms) |
 //! | `presence`, `presence_gen` | hash, counter | identity → `node\0generation` |
 //!
-//! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: `W‖R` (a message
-//! for R is waiting) and `R‖R‖generation` (R's connection of that generation was
-//! replaced on another node).
+//! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: each message stored
+//! for an R present on that node (`D‖R‖S‖id‖seq:time:payload`), and `R‖R‖generation`
+//! (R's connection of that generation was replaced on another node).
 
 mod connection;
 mod server;
