@@ -102,3 +102,39 @@ async fn e2e_and_closed_loop_runs_decrypt_everything() {
     assert!(report.delivered > 0);
     assert_eq!(report.all_acked_delivered, Some(true));
 }
+
+/// The durable peers the bench compares the relay with, and the relay cluster: Redis
+/// streams (XADD acknowledged after the AOF fsync) and two relays on one Redis with
+/// churned clients moving between them. Every acknowledged message is delivered.
+#[tokio::test]
+async fn redis_streams_and_a_two_relay_cluster_deliver_every_acknowledged_message() {
+    use e2ee_integration::load::target::{Server, TargetSpec};
+    for (target, churn) in [("redis-streams", None), ("relay-redis-cross", Some("25%/500ms"))] {
+        let spec = TargetSpec::parse(target).expect("target");
+        let server = tokio::task::spawn_blocking(move || Server::start(&spec, None))
+            .await
+            .expect("join")
+            .expect("target starts");
+        let cfg = LoadConfig {
+            duration: Duration::from_secs(3),
+            churn: churn.map(|c| ChurnSpec::parse(c).expect("churn spec")),
+            ..small(400.0)
+        };
+        let report = run(&cfg, &server.endpoint()).await.expect("run");
+        assert_eq!(
+            report.all_acked_delivered,
+            Some(true),
+            "{target}: {}",
+            report.summary()
+        );
+        assert_eq!(report.acked, Some(report.sent), "{target}: {}", report.summary());
+        assert_eq!(report.delivered, report.sent, "{target}");
+        if churn.is_some() {
+            let availability = report.availability.as_ref().expect("churn results");
+            assert!(availability.drops >= 4, "{target}: drops {}", availability.drops);
+        }
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .expect("stopped");
+    }
+}

@@ -75,6 +75,45 @@ pub enum Link {
         /// Outstanding publishes.
         published: VecDeque<u64>,
     },
+    /// To redis-server's streams: a sender `XADD`s to the recipient's stream (the reply,
+    /// after the AOF fsync, is the acknowledgement); a recipient reads its stream with a
+    /// consumer group and `XACK`s each read batch with its next read.
+    RedisStreams(Box<StreamLink>),
+}
+
+/// The state of a [`Link::RedisStreams`].
+pub struct StreamLink {
+    framed: Framed<TcpStream, RespCodec>,
+    /// Sequence numbers of `XADD`s whose replies are outstanding.
+    added: VecDeque<u64>,
+    /// A recipient's stream.
+    stream: Option<String>,
+    /// Entries read and not yet handed out.
+    inbox: VecDeque<(Bytes, Bytes)>,
+    /// Ids handed out, acknowledged with the next read.
+    read: Vec<Bytes>,
+    /// An `XREADGROUP` is outstanding.
+    reading: bool,
+    /// `XACK` replies outstanding.
+    acks: usize,
+}
+
+impl StreamLink {
+    /// Acknowledges what was handed out and waits for more.
+    async fn read_more(&mut self) -> anyhow::Result<()> {
+        let Some(stream) = self.stream.clone() else {
+            return Ok(());
+        };
+        if !self.read.is_empty() {
+            self.framed
+                .feed(Command::xack(&stream, std::mem::take(&mut self.read)))
+                .await?;
+            self.acks += 1;
+        }
+        self.framed.send(Command::xreadgroup(&stream)).await?;
+        self.reading = true;
+        Ok(())
+    }
 }
 
 impl Link {
@@ -162,6 +201,26 @@ impl Link {
                     0,
                 ))
             }
+            Kind::RedisStreams => {
+                let mut link = StreamLink {
+                    framed: Framed::new(stream, RespCodec),
+                    added: VecDeque::new(),
+                    stream: subscribe.map(str::to_owned),
+                    inbox: VecDeque::new(),
+                    read: Vec::new(),
+                    reading: false,
+                    acks: 0,
+                };
+                if let Some(stream) = subscribe {
+                    link.framed.send(Command::xgroup_create(stream)).await?;
+                    match link.framed.next().await {
+                        Some(Ok(Resp::Simple(_))) => {}
+                        other => bail!("redis XGROUP CREATE failed: {other:?}"),
+                    }
+                    link.read_more().await?;
+                }
+                Ok((Self::RedisStreams(Box::new(link)), 0))
+            }
         }
     }
 
@@ -195,6 +254,10 @@ impl Link {
                 framed.feed(Command::publish(channel, payload)).await?;
                 published.push_back(seq);
             }
+            (Self::RedisStreams(link), Address::Channel(stream)) => {
+                link.framed.feed(Command::xadd(stream, payload)).await?;
+                link.added.push_back(seq);
+            }
             _ => bail!("address does not fit the target"),
         }
         Ok(())
@@ -214,6 +277,13 @@ impl Link {
             Self::Relay(framed) => SinkExt::<Frame>::flush(framed).await?,
             Self::Nats(framed) => SinkExt::<NatsOut>::flush(framed).await?,
             Self::Redis { framed, .. } => SinkExt::<Command>::flush(framed).await?,
+            Self::RedisStreams(link) => {
+                // A recipient that handed out all it read acknowledges it and reads on.
+                if link.stream.is_some() && !link.reading && link.inbox.is_empty() {
+                    link.read_more().await?;
+                }
+                SinkExt::<Command>::flush(&mut link.framed).await?
+            }
         }
         Ok(())
     }
@@ -309,6 +379,38 @@ impl Link {
                     Some(Err(_)) => return Event::Closed("read_failed"),
                     None => return Event::Closed("closed_by_server"),
                 },
+                Self::RedisStreams(link) => {
+                    if let Some((id, payload)) = link.inbox.pop_front() {
+                        link.read.push(id);
+                        return Event::Delivered { payload, ack: None };
+                    }
+                    match link.framed.next().await {
+                        // An XADD's reply: the entry's id, once it is in the AOF.
+                        Some(Ok(Resp::Bulk(Some(_)))) if link.stream.is_none() => {
+                            let Some(seq) = link.added.pop_front() else {
+                                return Event::Notice("unexpected_reply");
+                            };
+                            return Event::Acked(seq);
+                        }
+                        Some(Ok(Resp::Error(_))) if link.stream.is_none() => {
+                            return Event::Refused {
+                                seq: link.added.pop_front(),
+                                kind: "server_error",
+                            };
+                        }
+                        // An XACK's reply.
+                        Some(Ok(Resp::Integer(_))) if link.acks > 0 => link.acks -= 1,
+                        Some(Ok(reply)) => match reply.into_stream_entries() {
+                            Some(entries) => {
+                                link.reading = false;
+                                link.inbox.extend(entries);
+                            }
+                            None => return Event::Notice("unexpected_reply"),
+                        },
+                        Some(Err(_)) => return Event::Closed("read_failed"),
+                        None => return Event::Closed("closed_by_server"),
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
-//! The part of RESP (the Redis protocol) that pub/sub needs: commands out as arrays of
-//! bulk strings (`SUBSCRIBE`, `PUBLISH`, `PING`), and replies in: integers (a
-//! `PUBLISH` answers with the number of subscribers reached), errors, simple strings and
-//! arrays of bulk strings and integers (`subscribe` confirmations, `message` pushes).
+//! The part of RESP (the Redis protocol) that pub/sub and streams need: commands out as
+//! arrays of bulk strings (`SUBSCRIBE`, `PUBLISH`, `XADD`, `XREADGROUP`, `XACK`), and
+//! replies in: integers (a `PUBLISH` answers with the number of subscribers reached),
+//! errors, simple strings, bulk strings and nested arrays (`subscribe` confirmations,
+//! `message` pushes, the entries an `XREADGROUP` read).
 //! Hand-written over a codec instead of the `redis` crate, whose async pub/sub pulls in
 //! a connection manager, a URL parser and its own runtime glue for four commands.
 
@@ -12,8 +13,12 @@ use tokio_util::codec::{Decoder, Encoder};
 const MAX_BULK: usize = 1024 * 1024;
 /// Longest header line accepted.
 const MAX_LINE: usize = 1024;
-/// Most elements in an array reply.
-const MAX_ARRAY: usize = 16;
+/// Most elements in an array reply (a stream read of [`STREAM_READ_COUNT`] entries).
+const MAX_ARRAY: usize = 1024;
+/// Deepest nesting of arrays (a stream read: streams, entries, entry, fields).
+const MAX_DEPTH: u8 = 4;
+/// Most entries one `XREADGROUP` reads.
+pub const STREAM_READ_COUNT: usize = 512;
 
 /// A reply from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,39 @@ pub enum Resp {
 }
 
 impl Resp {
+    /// The entries of an `XREADGROUP` reply, `(id, payload)` each:
+    /// `[[stream, [[id, ["p", payload]], ...]]]`. `None` if the reply is not one.
+    pub fn into_stream_entries(self) -> Option<Vec<(Bytes, Bytes)>> {
+        let Resp::Array(Some(streams)) = self else {
+            return None;
+        };
+        let mut out = Vec::new();
+        for stream in streams {
+            let Resp::Array(Some(parts)) = stream else {
+                return None;
+            };
+            let Some(Resp::Array(Some(entries))) = parts.into_iter().nth(1) else {
+                return None;
+            };
+            for entry in entries {
+                let Resp::Array(Some(entry)) = entry else {
+                    return None;
+                };
+                let mut entry = entry.into_iter();
+                let (Some(Resp::Bulk(Some(id))), Some(Resp::Array(Some(fields)))) =
+                    (entry.next(), entry.next())
+                else {
+                    return None;
+                };
+                let Some(Resp::Bulk(Some(payload))) = fields.into_iter().nth(1) else {
+                    return None;
+                };
+                out.push((id, payload));
+            }
+        }
+        Some(out)
+    }
+
     /// A pub/sub `message` push: `["message", channel, payload]`.
     pub fn into_message(self) -> Option<Bytes> {
         let Resp::Array(Some(items)) = self else {
@@ -106,7 +144,7 @@ fn parse(buf: &[u8], pos: usize, depth: u8) -> Result<Option<(Resp, usize)>, Res
                 return Ok(Some((Resp::Array(None), next)));
             }
             let len = usize::try_from(len).map_err(|_| RespError::Protocol("bad length"))?;
-            if len > MAX_ARRAY || depth > 2 {
+            if len > MAX_ARRAY || depth > MAX_DEPTH {
                 return Err(RespError::Protocol("array too large or too deep"));
             }
             let mut items = Vec::with_capacity(len);
@@ -153,6 +191,57 @@ impl Command {
         ])
     }
 
+    /// Arguments as given.
+    fn of(args: &[&[u8]]) -> Self {
+        Self(args.iter().map(|a| Bytes::copy_from_slice(a)).collect())
+    }
+
+    /// `XADD stream * p payload`: appends an entry (the reply is its id).
+    pub fn xadd(stream: &str, payload: Bytes) -> Self {
+        let mut command = Self::of(&[b"XADD", stream.as_bytes(), b"*", b"p"]);
+        command.0.push(payload);
+        command
+    }
+
+    /// `XGROUP CREATE stream e2ee-load $ MKSTREAM`: the consumer group a recipient reads
+    /// its stream with.
+    pub fn xgroup_create(stream: &str) -> Self {
+        Self::of(&[
+            b"XGROUP",
+            b"CREATE",
+            stream.as_bytes(),
+            b"e2ee-load",
+            b"$",
+            b"MKSTREAM",
+        ])
+    }
+
+    /// `XREADGROUP GROUP e2ee-load c COUNT n BLOCK 0 STREAMS stream >`: waits for new
+    /// entries.
+    pub fn xreadgroup(stream: &str) -> Self {
+        let count = STREAM_READ_COUNT.to_string();
+        Self::of(&[
+            b"XREADGROUP",
+            b"GROUP",
+            b"e2ee-load",
+            b"c",
+            b"COUNT",
+            count.as_bytes(),
+            b"BLOCK",
+            b"0",
+            b"STREAMS",
+            stream.as_bytes(),
+            b">",
+        ])
+    }
+
+    /// `XACK stream e2ee-load id...`.
+    pub fn xack(stream: &str, ids: Vec<Bytes>) -> Self {
+        let mut command = Self::of(&[b"XACK", stream.as_bytes(), b"e2ee-load"]);
+        command.0.extend(ids);
+        command
+    }
+
     /// `SUBSCRIBE channel`.
     pub fn subscribe(channel: &str) -> Self {
         Self(vec![
@@ -190,6 +279,17 @@ mod tests {
         let push = codec.decode(&mut buf).expect("push").expect("complete");
         assert_eq!(push.into_message(), Some(Bytes::from_static(b"abc")));
         assert_eq!(codec.decode(&mut buf).expect("int"), Some(Resp::Integer(1)));
+    }
+
+    #[test]
+    fn decodes_a_stream_read() {
+        let wire = b"*1\r\n*2\r\n$1\r\ns\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\np\r\n$2\r\nab\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\np\r\n$1\r\nc\r\n";
+        let mut buf = BytesMut::from(&wire[..]);
+        let read = RespCodec.decode(&mut buf).expect("read").expect("complete");
+        let entries = read.into_stream_entries().expect("entries");
+        let got: Vec<(&[u8], &[u8])> = entries.iter().map(|(i, p)| (&i[..], &p[..])).collect();
+        assert_eq!(got, vec![(&b"1-0"[..], &b"ab"[..]), (&b"1-1"[..], &b"c"[..])]);
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Kind {
     Nats,
     /// redis-server pub/sub (one channel per recipient).
     Redis,
+    /// redis-server streams (one stream per recipient, `XADD`, `XREADGROUP`, `XACK`).
+    RedisStreams,
 }
 
 /// A parsed `--target`.
@@ -48,6 +50,9 @@ pub enum TargetSpec {
     Nats,
     /// A redis-server started by e2ee-load.
     Redis,
+    /// A redis-server started by e2ee-load with `appendonly yes` and `appendfsync
+    /// always`, driven through streams: a durable peer of the relay.
+    RedisStreams,
 }
 
 impl TargetSpec {
@@ -62,6 +67,7 @@ impl TargetSpec {
             "relay-redis-cross" => Some(Self::RelayRedisCross),
             "nats" => Some(Self::Nats),
             "redis" => Some(Self::Redis),
+            "redis-streams" => Some(Self::RedisStreams),
             _ => None,
         };
         if let Some(spec) = spawned {
@@ -74,6 +80,7 @@ impl TargetSpec {
             "relay" => Kind::Relay,
             "nats" => Kind::Nats,
             "redis" => Kind::Redis,
+            "redis-streams" => Kind::RedisStreams,
             other => bail!("unknown target scheme {other:?}"),
         };
         let hostport = rest.trim_end_matches('/');
@@ -97,6 +104,7 @@ impl TargetSpec {
             Self::RelayRedisCross => "2 relays on redis (across relays)".into(),
             Self::Nats => "nats-server".into(),
             Self::Redis => "redis-server".into(),
+            Self::RedisStreams => "redis streams (appendfsync always)".into(),
         }
     }
 }
@@ -218,12 +226,26 @@ impl Server {
                     .context("starting nats-server")?;
                 Self::started(bare(Kind::Nats, local(port)), child)
             }
-            TargetSpec::Redis => {
+            TargetSpec::Redis | TargetSpec::RedisStreams => {
+                let streams = *spec == TargetSpec::RedisStreams;
                 let port = free_port()?;
                 let dir = scratch_dir("redis")?;
+                let (appendonly, kind) = if streams {
+                    ("yes", Kind::RedisStreams)
+                } else {
+                    ("no", Kind::Redis)
+                };
                 let child = Command::new(find_binary("redis-server")?)
                     .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                    .args([
+                        "--save",
+                        "",
+                        "--appendonly",
+                        appendonly,
+                        "--appendfsync",
+                        "always",
+                    ])
+                    .args(["--protected-mode", "no"])
                     .args([
                         "--client-output-buffer-limit",
                         "pubsub 0 0 0",
@@ -237,7 +259,7 @@ impl Server {
                     .stderr(Stdio::null())
                     .spawn()
                     .context("starting redis-server")?;
-                let mut server = Self::started(bare(Kind::Redis, local(port)), child)?;
+                let mut server = Self::started(bare(kind, local(port)), child)?;
                 server.data_dir = Some(dir);
                 Ok(server)
             }
