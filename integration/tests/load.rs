@@ -104,12 +104,19 @@ async fn e2e_and_closed_loop_runs_decrypt_everything() {
 }
 
 /// The durable peers the bench compares the relay with, and the relay cluster: Redis
-/// streams (XADD acknowledged after the AOF fsync) and two relays on one Redis with
-/// churned clients moving between them. Every acknowledged message is delivered.
+/// streams (XADD acknowledged after the AOF fsync), NATS JetStream (acknowledged
+/// publishes, a durable pull consumer per recipient, churned), and two relays on one
+/// Redis with churned clients moving between them. Every acknowledged message is
+/// delivered.
 #[tokio::test]
-async fn redis_streams_and_a_two_relay_cluster_deliver_every_acknowledged_message() {
+async fn durable_peers_and_a_two_relay_cluster_deliver_every_acknowledged_message() {
     use e2ee_integration::load::target::{Server, TargetSpec};
-    for (target, churn) in [("redis-streams", None), ("relay-redis-cross", Some("25%/500ms"))] {
+    let runs = [
+        ("redis-streams", None),
+        ("nats-jetstream", Some("25%/500ms")),
+        ("relay-redis-cross", Some("25%/500ms")),
+    ];
+    for (target, churn) in runs {
         let spec = TargetSpec::parse(target).expect("target");
         let server = tokio::task::spawn_blocking(move || Server::start(&spec, None))
             .await

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::link::{Event, Link};
 use super::run::Endpoint;
 use super::sysinfo::ProcSample;
-use super::target::source_ip;
+use super::target::{source_ip, Kind};
 
 /// Connections being opened at once.
 const CONNECT_CONCURRENCY: usize = 256;
@@ -134,8 +134,14 @@ pub async fn idle(cfg: &IdleConfig, endpoint: &Endpoint) -> IdleReport {
             let permit = gate.acquire_owned().await;
             let identity = IdentityKeyPair::generate(&mut OsRng);
             let subscribe = format!("idle.{index}");
-            let opened_link =
-                Link::open(endpoint.kind, endpoint.addr, source, &identity, Some(&subscribe)).await;
+            let opened_link = Link::open(
+                idle_kind(endpoint.kind),
+                endpoint.addr,
+                source,
+                &identity,
+                Some(&subscribe),
+            )
+            .await;
             drop(permit);
             bar.inc(1);
             let mut link = match opened_link {
@@ -200,5 +206,15 @@ pub async fn idle(cfg: &IdleConfig, endpoint: &Endpoint) -> IdleReport {
         rss_kib_held: held_rss,
         kb_per_connection: kb,
         first_error,
+    }
+}
+
+/// What an idle connection to a target speaks: the durable kinds' servers are held as
+/// plain subscribers (an idle recipient of a stream holds a connection, not storage).
+fn idle_kind(kind: Kind) -> Kind {
+    match kind {
+        Kind::NatsJetStream => Kind::Nats,
+        Kind::RedisStreams => Kind::Redis,
+        other => other,
     }
 }

@@ -16,7 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use super::nats::{NatsCodec, NatsIn, NatsOut};
+use super::jetstream::JetStreamLink;
+use super::nats::{self, NatsCodec, NatsIn, NatsOut};
 use super::probe;
 use super::resp::{Command, Resp, RespCodec};
 use super::target::{self, Kind};
@@ -79,6 +80,8 @@ pub enum Link {
     /// after the AOF fsync, is the acknowledgement); a recipient reads its stream with a
     /// consumer group and `XACK`s each read batch with its next read.
     RedisStreams(Box<StreamLink>),
+    /// To nats-server's JetStream: see [`JetStreamLink`].
+    JetStream(Box<JetStreamLink>),
 }
 
 /// The state of a [`Link::RedisStreams`].
@@ -155,34 +158,13 @@ impl Link {
                 Ok((Self::Relay(framed), queued))
             }
             Kind::Nats => {
-                let mut framed = Framed::new(stream, NatsCodec);
-                match framed.next().await {
-                    Some(Ok(NatsIn::Info)) => {}
-                    other => bail!("expected INFO from nats-server, got {other:?}"),
-                }
-                framed.feed(NatsOut::Connect).await?;
-                if let Some(subject) = subscribe {
-                    framed
-                        .feed(NatsOut::Sub {
-                            subject: subject.to_owned(),
-                            sid: 1,
-                        })
-                        .await?;
-                }
-                // The PONG proves that CONNECT and SUB were processed.
-                framed.send(NatsOut::Ping).await?;
-                loop {
-                    match framed.next().await {
-                        Some(Ok(NatsIn::Pong)) => break,
-                        Some(Ok(NatsIn::Ping)) => framed.send(NatsOut::Pong).await?,
-                        Some(Ok(NatsIn::Err(err))) => bail!("nats-server refused: {err}"),
-                        Some(Ok(_)) => {}
-                        Some(Err(err)) => return Err(err.into()),
-                        None => bail!("nats-server closed during the handshake"),
-                    }
-                }
-                Ok((Self::Nats(framed), 0))
+                let subscriptions: Vec<(&str, u32)> = subscribe.map(|s| (s, 1)).into_iter().collect();
+                Ok((Self::Nats(nats::handshake(stream, &subscriptions).await?), 0))
             }
+            Kind::NatsJetStream => Ok((
+                Self::JetStream(Box::new(JetStreamLink::open(stream, subscribe).await?)),
+                0,
+            )),
             Kind::Redis => {
                 let mut framed = Framed::new(stream, RespCodec);
                 if let Some(channel) = subscribe {
@@ -246,6 +228,7 @@ impl Link {
                 framed
                     .feed(NatsOut::Pub {
                         subject: subject.clone(),
+                        reply: None,
                         payload,
                     })
                     .await?;
@@ -253,6 +236,9 @@ impl Link {
             (Self::Redis { framed, published }, Address::Channel(channel)) => {
                 framed.feed(Command::publish(channel, payload)).await?;
                 published.push_back(seq);
+            }
+            (Self::JetStream(link), Address::Channel(subject)) => {
+                link.feed_message(subject, seq, payload).await?
             }
             (Self::RedisStreams(link), Address::Channel(stream)) => {
                 link.framed.feed(Command::xadd(stream, payload)).await?;
@@ -277,6 +263,7 @@ impl Link {
             Self::Relay(framed) => SinkExt::<Frame>::flush(framed).await?,
             Self::Nats(framed) => SinkExt::<NatsOut>::flush(framed).await?,
             Self::Redis { framed, .. } => SinkExt::<Command>::flush(framed).await?,
+            Self::JetStream(link) => link.flush().await?,
             Self::RedisStreams(link) => {
                 // A recipient that handed out all it read acknowledges it and reads on.
                 if link.stream.is_some() && !link.reading && link.inbox.is_empty() {
@@ -339,7 +326,7 @@ impl Link {
                     None => return Event::Closed("closed_by_server"),
                 },
                 Self::Nats(framed) => match framed.next().await {
-                    Some(Ok(NatsIn::Msg { payload })) => return Event::Delivered { payload, ack: None },
+                    Some(Ok(NatsIn::Msg { payload, .. })) => return Event::Delivered { payload, ack: None },
                     Some(Ok(NatsIn::Ping)) => {
                         if framed.send(NatsOut::Pong).await.is_err() {
                             return Event::Closed("write_failed");
@@ -379,6 +366,7 @@ impl Link {
                     Some(Err(_)) => return Event::Closed("read_failed"),
                     None => return Event::Closed("closed_by_server"),
                 },
+                Self::JetStream(link) => return link.next_event().await,
                 Self::RedisStreams(link) => {
                     if let Some((id, payload)) = link.inbox.pop_front() {
                         link.read.push(id);

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod churn;
 pub mod e2e;
 pub mod idle;
+pub mod jetstream;
 pub mod link;
 pub mod nats;
 pub mod plot;

@@ -1,11 +1,14 @@
-//! The few lines of the NATS client protocol that a core pub/sub benchmark needs:
-//! `CONNECT`, `SUB`, `PUB`, `PING`/`PONG` out; `INFO`, `MSG`, `PING`/`PONG`, `+OK`,
-//! `-ERR` in. Written over a tokio-util codec instead of pulling in a NATS client crate
+//! The few lines of the NATS client protocol that a pub/sub benchmark needs, and the
+//! JetStream requests (JSON over request/reply subjects) of a durable one: `CONNECT`,
+//! `SUB`, `PUB` (with a reply subject), `PING`/`PONG` out; `INFO`, `MSG` (with its
+//! subject and reply subject), `PING`/`PONG`, `+OK`, `-ERR` in. Written over a tokio-util codec instead of pulling in a NATS client crate
 //! (async-nats brings its own TLS stack, JetStream and dozens of crates): the wire
 //! format is plain text and the subset below is all a publish/subscribe run uses.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
 /// Longest control line accepted from the server (an `INFO` line is the longest).
 const MAX_LINE: usize = 64 * 1024;
@@ -24,10 +27,12 @@ pub enum NatsOut {
         /// Subscription id.
         sid: u32,
     },
-    /// `PUB <subject> <len>` and the payload.
+    /// `PUB <subject> [reply] <len>` and the payload.
     Pub {
         /// The subject.
         subject: String,
+        /// Where the answer goes (a JetStream acknowledgement, a request's reply).
+        reply: Option<String>,
         /// The payload.
         payload: Bytes,
     },
@@ -44,6 +49,10 @@ pub enum NatsIn {
     Info,
     /// `MSG <subject> <sid> [reply] <len>` and the payload.
     Msg {
+        /// The subject it was published to.
+        subject: String,
+        /// The reply subject (a JetStream message's acknowledgement subject).
+        reply: Option<String>,
         /// The payload.
         payload: Bytes,
     },
@@ -55,6 +64,43 @@ pub enum NatsIn {
     Ok,
     /// `-ERR '<text>'`.
     Err(String),
+}
+
+/// Completes the handshake on a connection to nats-server (`INFO`, `CONNECT`) and
+/// subscribes to each `(subject, sid)`; returns once the server answered a `PING` after
+/// them (so they are in effect).
+///
+/// # Errors
+/// When the server refuses, closes, or sends something outside the subset.
+pub async fn handshake(
+    stream: TcpStream,
+    subscriptions: &[(&str, u32)],
+) -> anyhow::Result<Framed<TcpStream, NatsCodec>> {
+    let mut framed = Framed::new(stream, NatsCodec);
+    match framed.next().await {
+        Some(Ok(NatsIn::Info)) => {}
+        other => anyhow::bail!("expected INFO from nats-server, got {other:?}"),
+    }
+    framed.feed(NatsOut::Connect).await?;
+    for (subject, sid) in subscriptions {
+        framed
+            .feed(NatsOut::Sub {
+                subject: (*subject).to_owned(),
+                sid: *sid,
+            })
+            .await?;
+    }
+    framed.send(NatsOut::Ping).await?;
+    loop {
+        match framed.next().await {
+            Some(Ok(NatsIn::Pong)) => return Ok(framed),
+            Some(Ok(NatsIn::Ping)) => framed.send(NatsOut::Pong).await?,
+            Some(Ok(NatsIn::Err(err))) => anyhow::bail!("nats-server refused: {err}"),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+            None => anyhow::bail!("nats-server closed during the handshake"),
+        }
+    }
 }
 
 /// Why the server's bytes could not be read.
@@ -91,11 +137,16 @@ impl Decoder for NatsCodec {
         if line.starts_with(b"MSG ") {
             let text =
                 std::str::from_utf8(line).map_err(|_| NatsError::Protocol("MSG line not UTF-8".into()))?;
-            let len: usize = text
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| NatsError::Protocol("MSG without a length".into()))?;
+            let fields: Vec<&str> = text.split(' ').collect();
+            let (subject, reply, len) = match fields[..] {
+                [_, subject, _, len] => (subject, None, len),
+                [_, subject, _, reply, len] => (subject, Some(reply.to_owned()), len),
+                _ => return Err(NatsError::Protocol("MSG line with wrong fields".into())),
+            };
+            let subject = subject.to_owned();
+            let len: usize = len
+                .parse()
+                .map_err(|_| NatsError::Protocol("MSG without a length".into()))?;
             if len > MAX_PAYLOAD {
                 return Err(NatsError::Protocol("MSG payload too large".into()));
             }
@@ -107,7 +158,11 @@ impl Decoder for NatsCodec {
             buf.advance(eol + 2);
             let payload = buf.split_to(len).freeze();
             buf.advance(2);
-            return Ok(Some(NatsIn::Msg { payload }));
+            return Ok(Some(NatsIn::Msg {
+                subject,
+                reply,
+                payload,
+            }));
         }
         let item = if line == b"PING" {
             NatsIn::Ping
@@ -141,10 +196,18 @@ impl Encoder<NatsOut> for NatsCodec {
             NatsOut::Sub { subject, sid } => {
                 dst.put_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
             }
-            NatsOut::Pub { subject, payload } => {
-                dst.reserve(subject.len() + payload.len() + 24);
+            NatsOut::Pub {
+                subject,
+                reply,
+                payload,
+            } => {
+                dst.reserve(subject.len() + payload.len() + 64);
                 dst.put_slice(b"PUB ");
                 dst.put_slice(subject.as_bytes());
+                if let Some(reply) = reply {
+                    dst.put_slice(b" ");
+                    dst.put_slice(reply.as_bytes());
+                }
                 dst.put_slice(format!(" {}\r\n", payload.len()).as_bytes());
                 dst.put_slice(&payload);
                 dst.put_slice(b"\r\n");
@@ -170,11 +233,22 @@ mod tests {
         assert_eq!(
             codec.decode(&mut buf).expect("msg"),
             Some(NatsIn::Msg {
+                subject: "a.b".into(),
+                reply: None,
                 payload: Bytes::from_static(b"hello")
             })
         );
         assert_eq!(codec.decode(&mut buf).expect("ping"), Some(NatsIn::Ping));
         assert!(buf.is_empty());
+        buf.put_slice(b"MSG d.1 1 $JS.ACK.s.c.1.2.3.4.5 2\r\nhi\r\n");
+        assert_eq!(
+            codec.decode(&mut buf).expect("msg with reply"),
+            Some(NatsIn::Msg {
+                subject: "d.1".into(),
+                reply: Some("$JS.ACK.s.c.1.2.3.4.5".into()),
+                payload: Bytes::from_static(b"hi")
+            })
+        );
     }
 
     #[test]
@@ -184,11 +258,24 @@ mod tests {
             .encode(
                 NatsOut::Pub {
                     subject: "s".into(),
+                    reply: None,
                     payload: Bytes::from_static(b"xy"),
                 },
                 &mut out,
             )
             .expect("encode");
         assert_eq!(&out[..], b"PUB s 2\r\nxy\r\n");
+        out.clear();
+        NatsCodec
+            .encode(
+                NatsOut::Pub {
+                    subject: "s".into(),
+                    reply: Some("_INBOX.a.7".into()),
+                    payload: Bytes::new(),
+                },
+                &mut out,
+            )
+            .expect("encode");
+        assert_eq!(&out[..], b"PUB s _INBOX.a.7 0\r\n\r\n");
     }
 }

@@ -19,6 +19,9 @@ pub enum Kind {
     Relay,
     /// nats-server, core pub/sub (one subject per recipient).
     Nats,
+    /// nats-server's JetStream (a file-backed stream and durable consumer per recipient,
+    /// acknowledged publishes).
+    NatsJetStream,
     /// redis-server pub/sub (one channel per recipient).
     Redis,
     /// redis-server streams (one stream per recipient, `XADD`, `XREADGROUP`, `XACK`).
@@ -48,6 +51,9 @@ pub enum TargetSpec {
     RelayRedisCross,
     /// A nats-server started by e2ee-load.
     Nats,
+    /// A nats-server started by e2ee-load with JetStream on file storage, as durable as
+    /// the installed version can be told to be (`sync_interval: always` from 2.10 on).
+    NatsJetStream,
     /// A redis-server started by e2ee-load.
     Redis,
     /// A redis-server started by e2ee-load with `appendonly yes` and `appendfsync
@@ -66,6 +72,7 @@ impl TargetSpec {
             "relay-redis" => Some(Self::RelayRedis),
             "relay-redis-cross" => Some(Self::RelayRedisCross),
             "nats" => Some(Self::Nats),
+            "nats-jetstream" => Some(Self::NatsJetStream),
             "redis" => Some(Self::Redis),
             "redis-streams" => Some(Self::RedisStreams),
             _ => None,
@@ -79,6 +86,7 @@ impl TargetSpec {
         let kind = match scheme {
             "relay" => Kind::Relay,
             "nats" => Kind::Nats,
+            "nats-jetstream" => Kind::NatsJetStream,
             "redis" => Kind::Redis,
             "redis-streams" => Kind::RedisStreams,
             other => bail!("unknown target scheme {other:?}"),
@@ -103,6 +111,7 @@ impl TargetSpec {
             Self::RelayRedis => "relay (redis, appendfsync always)".into(),
             Self::RelayRedisCross => "2 relays on redis (across relays)".into(),
             Self::Nats => "nats-server".into(),
+            Self::NatsJetStream => "nats jetstream (file)".into(),
             Self::Redis => "redis-server".into(),
             Self::RedisStreams => "redis streams (appendfsync always)".into(),
         }
@@ -215,6 +224,24 @@ impl Server {
                 server.data_dir = Some(dir);
                 Ok(server)
             }
+            TargetSpec::NatsJetStream => {
+                let port = free_port()?;
+                let dir = scratch_dir("jetstream")?;
+                let binary = find_binary("nats-server")?;
+                let (config, fsync) = jetstream_config(&binary, &dir)?;
+                let child = Command::new(binary)
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"])
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting nats-server with JetStream")?;
+                let mut server = Self::started(bare(Kind::NatsJetStream, local(port)), child)?;
+                server.label = format!("nats jetstream (file, {fsync})");
+                server.data_dir = Some(dir);
+                Ok(server)
+            }
             TargetSpec::Nats => {
                 let port = free_port()?;
                 let child = Command::new(find_binary("nats-server")?)
@@ -314,6 +341,45 @@ impl Drop for Server {
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// The JetStream configuration file for a server keeping its streams in `dir`, with
+/// the strongest fsync setting `binary`'s version offers, and that setting in words.
+fn jetstream_config(binary: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<(PathBuf, String)> {
+    let version = Command::new(binary)
+        .arg("--version")
+        .output()
+        .context("asking nats-server its version")?;
+    let text = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    // "nats-server: v2.9.10"
+    let numbers: Vec<u32> = text
+        .rsplit('v')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let per_write = numbers.len() >= 2 && (numbers[0], numbers[1]) >= (2, 10);
+    let (sync, fsync) = if per_write {
+        (
+            "  sync_interval: always\n",
+            format!("{text}, sync_interval always"),
+        )
+    } else {
+        (
+            "",
+            format!("{text}: no per-write fsync setting before 2.10; its default fsyncs every 2 min"),
+        )
+    };
+    let config = dir.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{\n  store_dir: {:?}\n{sync}}}\n",
+            dir.display().to_string()
+        ),
+    )?;
+    Ok((config, fsync))
 }
 
 /// A loopback port that was free a moment ago.

@@ -263,7 +263,7 @@ async fn set_up_pair(endpoint: Endpoint, cfg: LoadConfig, pair: usize, run_id: u
     let receiver_identity = IdentityKeyPair::from_seed(&receiver_seed);
     let (to, subscribe) = match endpoint.kind {
         Kind::Relay => (Address::Identity(*receiver_identity.public().as_bytes()), None),
-        Kind::Nats | Kind::Redis | Kind::RedisStreams => {
+        Kind::Nats | Kind::NatsJetStream | Kind::Redis | Kind::RedisStreams => {
             let channel = format!("e2ee-load.{run_id:x}.{pair}");
             (Address::Channel(channel.clone()), Some(channel))
         }
@@ -462,7 +462,9 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
         );
         let done = match endpoint.kind {
             Kind::Nats => delivered + refused >= sent,
-            Kind::Relay | Kind::Redis | Kind::RedisStreams => acked + refused >= sent && delivered >= acked,
+            Kind::Relay | Kind::Redis | Kind::RedisStreams | Kind::NatsJetStream => {
+                acked + refused >= sent && delivered >= acked
+            }
         };
         if done || drain_started.elapsed() >= cfg.drain {
             break;
@@ -502,10 +504,15 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
     let acked = Counters::get(&c.acked);
     let delivered = Counters::get(&c.delivered);
     // NATS core has no acknowledgement; a Redis PUBLISH reply counts subscribers, which
-    // promises nothing about delivery; the relay's SentAck and an XADD's reply (with the
-    // AOF fsynced, the entry waits in the stream until read) are delivery promises.
+    // promises nothing about delivery; the relay's SentAck, an XADD's reply (with the
+    // AOF fsynced, the entry waits in the stream until read) and JetStream's publish
+    // acknowledgement (in the stream, kept until the consumer acknowledges it) are
+    // delivery promises.
     let ack_meaningful = endpoint.kind != Kind::Nats;
-    let promise = matches!(endpoint.kind, Kind::Relay | Kind::RedisStreams);
+    let promise = matches!(
+        endpoint.kind,
+        Kind::Relay | Kind::RedisStreams | Kind::NatsJetStream
+    );
     let availability = cfg.churn.map(|churn| Availability {
         churn,
         drops: Counters::get(&c.drops),
