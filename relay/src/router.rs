@@ -16,7 +16,7 @@ use e2ee_protocol::frame::{DeliverRef, ErrorCode, Frame};
 
 use slog::Logger;
 
-use crate::cluster::presence::{Arrive, Leave, Presence};
+use crate::cluster::presence::{Arrive, Heartbeat, Leave, Presence, HEARTBEAT_EVERY};
 use crate::cluster::{listener, ClusterNode};
 use crate::rate_limit::{self, RateLimits, SharedRateLimits};
 use crate::settings::Limits;
@@ -245,9 +245,16 @@ impl Actor for Router {
         if let Some((node, log)) = self.cluster.clone() {
             let router = ctx.address();
             let (presence_node, presence_log) = (node.clone(), log.clone());
-            self.presence = Some(SyncArbiter::start(1, move || {
+            let presence = SyncArbiter::start(1, move || {
                 Presence::new(presence_node.clone(), router.clone(), presence_log.clone())
-            }));
+            });
+            presence.do_send(Heartbeat);
+            ctx.run_interval(HEARTBEAT_EVERY, |act, _| {
+                if let Some(presence) = &act.presence {
+                    presence.do_send(Heartbeat);
+                }
+            });
+            self.presence = Some(presence);
             if let Err(err) = listener::spawn(node, ctx.address(), log.clone()) {
                 slog::error!(log, "cannot start the cluster listener"; "error" => %err);
             }

@@ -85,11 +85,12 @@ while i <= #ARGV do
         redis.call('HINCRBY', P .. 'tot', 'm', 1)
         redis.call('HINCRBY', P .. 'tot', 'b', size)
         -- The message itself to the node that holds the recipient's connection, if
-        -- another (presence: "<node>\0<generation>", see presence_arrive.lua).
+        -- another and alive (presence: "<node>\0<generation>", see
+        -- presence_arrive.lua; a node is alive while its heartbeat key lives).
         local where = redis.call('HGET', P .. 'presence', r)
         if where then
           local node = string.sub(where, 1, string.find(where, '\0', 1, true) - 1)
-          if node ~= me then
+          if node ~= me and redis.call('EXISTS', P .. 'alive:' .. node) == 1 then
             notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
           end
         end

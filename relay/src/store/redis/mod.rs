@@ -29,6 +29,7 @@
 //! | `cl`, `cl_owner`, `cl_stored`, `cl_issued` | hash | name → claim, holder, times |
 //! | `names:O`, `auth` | list, hash | O's names; holder → last authentication (ms) |
 //! | `presence`, `presence_gen` | hash, counter | identity → `node\0generation` |
+//! | `alive:<node>` | string with a TTL | a relay node's heartbeat (crate::cluster::presence) |
 //!
 //! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: each message stored
 //! for an R present on that node (`D‖R‖S‖id‖seq:time:payload`), and `R‖R‖generation`
