@@ -91,7 +91,8 @@ impl Workload {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// relay://HOST:PORT, nats://HOST:PORT, redis://HOST:PORT, or relay-memory,
-    /// relay-sqlite, relay-redis, relay-redis-cross, nats, redis, redis-streams to start one on
+    /// relay-sqlite, relay-redis, relay-redis-cross, relay-redis-cluster, nats, nats-jetstream,
+    /// redis, redis-streams to start one on
     /// a free loopback port.
     #[arg(long, default_value = "relay-memory")]
     target: String,

@@ -45,10 +45,13 @@ pub enum TargetSpec {
     /// A relay started by e2ee-load on a redis-server of its own (AOF, `appendfsync
     /// always`): the Redis store engine of a relay cluster, with one relay.
     RelayRedis,
-    /// Two relays on one redis-server (as `RelayRedis`): senders on the first,
-    /// recipients on the second, so every message crosses relays; with `--churn`, a
-    /// client that reconnects moves to the other relay.
+    /// Two relays on one redis-server (as `RelayRedis`): each pair's sender on one and
+    /// recipient on the other, so every message crosses relays; with `--churn`, a client
+    /// that reconnects moves to the other relay.
     RelayRedisCross,
+    /// Three relays on a 3-primary Redis Cluster (each primary durable like
+    /// `RelayRedis`), pairs spread over them as in `RelayRedisCross`.
+    RelayRedisCluster,
     /// A nats-server started by e2ee-load.
     Nats,
     /// A nats-server started by e2ee-load with JetStream on file storage, as durable as
@@ -71,6 +74,7 @@ impl TargetSpec {
             "relay-sqlite" => Some(Self::RelaySqlite),
             "relay-redis" => Some(Self::RelayRedis),
             "relay-redis-cross" => Some(Self::RelayRedisCross),
+            "relay-redis-cluster" => Some(Self::RelayRedisCluster),
             "nats" => Some(Self::Nats),
             "nats-jetstream" => Some(Self::NatsJetStream),
             "redis" => Some(Self::Redis),
@@ -110,6 +114,7 @@ impl TargetSpec {
             Self::RelaySqlite => "relay (sqlite, fsync)".into(),
             Self::RelayRedis => "relay (redis, appendfsync always)".into(),
             Self::RelayRedisCross => "2 relays on redis (across relays)".into(),
+            Self::RelayRedisCluster => "3 relays on a 3-primary redis cluster".into(),
             Self::Nats => "nats-server".into(),
             Self::NatsJetStream => "nats jetstream (file)".into(),
             Self::Redis => "redis-server".into(),
@@ -165,6 +170,8 @@ pub struct Server {
     others: Vec<RelayProcess>,
     /// The redis-server under a `relay-redis` target (stopped after the relays).
     store: Option<e2ee_relay::store::redis::RedisServer>,
+    /// The Redis Cluster under a `relay-redis-cluster` target.
+    store_cluster: Option<e2ee_relay::store::redis::RedisCluster>,
     child: Option<Child>,
     data_dir: Option<PathBuf>,
 }
@@ -181,6 +188,7 @@ impl Server {
             relay: None,
             others: Vec::new(),
             store: None,
+            store_cluster: None,
             child: None,
             data_dir: None,
         };
@@ -189,21 +197,37 @@ impl Server {
             TargetSpec::RelayMemory
             | TargetSpec::RelaySqlite
             | TargetSpec::RelayRedis
-            | TargetSpec::RelayRedisCross => {
+            | TargetSpec::RelayRedisCross
+            | TargetSpec::RelayRedisCluster => {
                 let dir = scratch_dir("relay")?;
                 let mut env: Vec<(&str, &str)> = RELAY_LOAD_ENV.to_vec();
                 env.push(("E2EE_RELAY_STORE__FSYNC", "true"));
-                let (store, redis) = match spec {
-                    TargetSpec::RelayMemory => ("memory", None),
-                    TargetSpec::RelaySqlite => ("sqlite", None),
+                let (mut redis, mut redis_cluster) = (None, None);
+                let store = match spec {
+                    TargetSpec::RelayMemory => "memory",
+                    TargetSpec::RelaySqlite => "sqlite",
+                    TargetSpec::RelayRedisCluster => {
+                        let cluster = e2ee_relay::store::redis::RedisCluster::start(&dir.join("redis"), 3)?;
+                        let config = format!(
+                            "[store]\nredis_urls = {:?}\nredis_cluster = true\n",
+                            cluster.urls()
+                        );
+                        std::fs::write(dir.join("relay.toml"), config)?;
+                        redis_cluster = Some(cluster);
+                        "redis"
+                    }
                     _ => {
-                        let redis = e2ee_relay::store::redis::RedisServer::start(&dir.join("redis"))?;
-                        let config = dir.join("relay.toml");
-                        std::fs::write(&config, format!("[store]\nredis_urls = [{:?}]\n", redis.url()))?;
-                        ("redis", Some((redis, config)))
+                        let server = e2ee_relay::store::redis::RedisServer::start(&dir.join("redis"))?;
+                        std::fs::write(
+                            dir.join("relay.toml"),
+                            format!("[store]\nredis_urls = [{:?}]\n", server.url()),
+                        )?;
+                        redis = Some(server);
+                        "redis"
                     }
                 };
-                let config = redis.as_ref().map(|(_, config)| config.display().to_string());
+                let on_redis = store == "redis";
+                let config = on_redis.then(|| dir.join("relay.toml").display().to_string());
                 let mut args = vec!["--store", store];
                 if let Some(config) = &config {
                     args.extend(["--config", config.as_str()]);
@@ -215,12 +239,19 @@ impl Server {
                 let mut server = bare(Kind::Relay, relay.addr);
                 server.pid = Some(relay.child.id());
                 server.relay = Some(relay);
-                if *spec == TargetSpec::RelayRedisCross {
-                    let other =
-                        RelayProcess::start_with_env("127.0.0.1:0", &dir.join("relay-2"), &args, &env)?;
-                    server.others.push(other);
+                let more = match spec {
+                    TargetSpec::RelayRedisCross => 1,
+                    TargetSpec::RelayRedisCluster => 2,
+                    _ => 0,
+                };
+                for n in 0..more {
+                    let data = dir.join(format!("relay-{}", n + 2));
+                    server
+                        .others
+                        .push(RelayProcess::start_with_env("127.0.0.1:0", &data, &args, &env)?);
                 }
-                server.store = redis.map(|(redis, _)| redis);
+                server.store = redis;
+                server.store_cluster = redis_cluster;
                 server.data_dir = Some(dir);
                 Ok(server)
             }
@@ -333,6 +364,7 @@ impl Drop for Server {
         drop(self.relay.take());
         self.others.clear();
         drop(self.store.take());
+        drop(self.store_cluster.take());
         if let Some(dir) = self.data_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }

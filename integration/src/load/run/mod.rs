@@ -95,9 +95,10 @@ pub struct Endpoint {
     pub label: String,
     /// Server process, for CPU and memory.
     pub pid: Option<u32>,
-    /// Every relay of a cluster target, `addr` first (empty: `addr` only). Senders
-    /// connect to the first and recipients to the second, so that every message crosses
-    /// from one relay to another; a client that reconnects moves to the next relay.
+    /// Every relay of a cluster target, `addr` first (empty: `addr` only). Pair p's
+    /// sender connects to relay p and its recipient to relay p + 1 (round robin), so
+    /// that every message crosses from one relay to another; a client that reconnects
+    /// moves to another relay.
     pub relays: Vec<SocketAddr>,
 }
 
@@ -270,8 +271,8 @@ async fn set_up_pair(endpoint: Endpoint, cfg: LoadConfig, pair: usize, run_id: u
     };
     let (mut receiver_link, _) = Link::open(
         endpoint.kind,
-        endpoint.at(1),
-        source_ip(&endpoint.at(1), 2 * pair + 1, cfg.spread),
+        endpoint.at(pair + 1),
+        source_ip(&endpoint.at(pair + 1), 2 * pair + 1, cfg.spread),
         &receiver_identity,
         subscribe.as_deref(),
     )
@@ -279,8 +280,8 @@ async fn set_up_pair(endpoint: Endpoint, cfg: LoadConfig, pair: usize, run_id: u
     .context("connecting a recipient")?;
     let (mut sender_link, _) = Link::open(
         endpoint.kind,
-        endpoint.at(0),
-        source_ip(&endpoint.at(0), 2 * pair, cfg.spread),
+        endpoint.at(pair),
+        source_ip(&endpoint.at(pair), 2 * pair, cfg.spread),
         &sender_identity,
         None,
     )

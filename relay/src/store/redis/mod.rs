@@ -44,7 +44,7 @@ use ::redis::{Script, Value};
 use e2ee_protocol::frame::ExpiredNotice;
 
 pub use self::connection::{connection_to, RedisEndpoint, RedisLink};
-pub use self::server::RedisServer;
+pub use self::server::{RedisCluster, RedisServer};
 use super::{
     claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, Quota, Quotas, ReleaseOutcome, Store, StoreError,
     StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,

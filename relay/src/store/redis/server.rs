@@ -35,6 +35,14 @@ impl RedisServer {
     /// # Errors
     /// As [`RedisServer::start`].
     pub fn start_on(dir: &Path, port: u16) -> io::Result<Self> {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// As [`RedisServer::start_on`], with more `redis-server` arguments.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -42,6 +50,7 @@ impl RedisServer {
             .arg(dir)
             .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
             .args(["--protected-mode", "no", "--logfile", "redis.log"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,5 +122,74 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.kill9();
+    }
+}
+
+/// A throwaway Redis Cluster of `n` primaries (no replicas) on loopback ports, each
+/// durable like [`RedisServer`], made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) cluster-enabled servers under `dir` and joins them.
+    ///
+    /// # Errors
+    /// When a server does not start, `redis-cli` is missing or fails, or the cluster is
+    /// not `cluster_state:ok` within 10 s.
+    pub fn start(dir: &Path, n: usize) -> io::Result<Self> {
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let node_dir = dir.join(format!("node-{i}"));
+            nodes.push(RedisServer::start_with(
+                &node_dir,
+                port,
+                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+            )?);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot run redis-cli ({err})")))?;
+        if !created.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stdout)
+            )));
+        }
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            let ok = cluster.nodes.iter().all(|node| {
+                super::connection::connection_to(&node.url(), Duration::from_secs(1))
+                    .and_then(|mut conn| ::redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn))
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(cluster);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(
+                    "the Redis Cluster did not reach cluster_state:ok",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every node's `redis://` address.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes (e.g. to kill one).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
     }
 }

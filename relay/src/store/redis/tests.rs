@@ -32,6 +32,33 @@ fn redis_store_meets_the_quota_contract() {
 }
 
 #[test]
+fn redis_store_meets_the_store_contract_on_a_redis_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = RedisCluster::start(dir.path(), 3).expect("redis cluster");
+    let endpoint = RedisEndpoint {
+        urls: cluster.urls(),
+        cluster: true,
+        require_fsync: true,
+        wait_replicas: 0,
+    };
+    let mut store = RedisStore::open(endpoint, "e2ee-test", "node-a").expect("open");
+    contract::check(&mut store);
+    contract::check_quotas(
+        &mut RedisStore::open(
+            RedisEndpoint {
+                urls: cluster.urls(),
+                cluster: true,
+                require_fsync: true,
+                wait_replicas: 0,
+            },
+            "e2ee-quotas",
+            "node-a",
+        )
+        .expect("open"),
+    );
+}
+
+#[test]
 fn what_was_committed_survives_a_kill_9_of_redis() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = RedisServer::start(dir.path()).expect("redis-server");
