@@ -14,6 +14,8 @@ local P, me = ARGV[1], ARGV[2]
 local q_queue, q_msgs, q_bytes, q_stored =
   tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local OVERHEAD = 128
+-- Most messages, acknowledged ids and notices one expiry pass removes, each.
+local EXPIRE_STEP = 10000
 
 local function num(v) return tonumber(v or 0) or 0 end
 local function int(n) return string.format('%d', n) end
@@ -121,10 +123,13 @@ while i <= #ARGV do
   elseif op == 'E' then
     local before, acked_before, notices_before = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     i = i + 4
+    -- At most EXPIRE_STEP of each kind per pass, so that one script never holds Redis
+    -- for long; the relay's next pass (at most a minute later) takes the rest.
     -- Unacknowledged messages past the TTL: dropped, each an expiry notice for its
     -- sender, in store order.
     local dropped = {}
-    for _, key in ipairs(redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', '(' .. before)) do
+    local due = redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', '(' .. before, 'LIMIT', 0, EXPIRE_STEP)
+    for _, key in ipairs(due) do
       local r = redis.call('HGET', P .. 'u', key)
       if r then
         local seq, ts = unstore(r, key)
@@ -141,16 +146,18 @@ while i <= #ARGV do
       redis.call('ZADD', P .. 'nt', ts, s .. nseq)
     end
     -- Acknowledged ids past the deduplication window are forgotten.
-    for _, key in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ax', '-inf', '(' .. acked_before)) do
+    local forgotten = redis.call('ZRANGEBYSCORE', P .. 'ax', '-inf', '(' .. acked_before, 'LIMIT', 0, EXPIRE_STEP)
+    for _, key in ipairs(forgotten) do
       redis.call('HDEL', P .. 'a', key)
+      redis.call('ZREM', P .. 'ax', key)
     end
-    redis.call('ZREMRANGEBYSCORE', P .. 'ax', '-inf', '(' .. acked_before)
     -- Notices left unread past their own cut-off.
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', P .. 'nt', '-inf', '(' .. notices_before)) do
+    local stale = redis.call('ZRANGEBYSCORE', P .. 'nt', '-inf', '(' .. notices_before, 'LIMIT', 0, EXPIRE_STEP)
+    for _, member in ipairs(stale) do
       local nseq = string.sub(member, 33)
       redis.call('ZREMRANGEBYSCORE', P .. 'n:' .. string.sub(member, 1, 32), nseq, nseq)
+      redis.call('ZREM', P .. 'nt', member)
     end
-    redis.call('ZREMRANGEBYSCORE', P .. 'nt', '-inf', '(' .. notices_before)
     out[#out + 1] = 'X:' .. int(#dropped)
   elseif op == 'N' then
     local s, through = ARGV[i + 1], ARGV[i + 2]

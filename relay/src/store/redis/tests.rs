@@ -127,3 +127,47 @@ fn a_store_without_redis_fails_to_open_with_the_address() {
     let err = RedisStore::open(endpoint, "p", "n").err().expect("no redis");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[test]
+fn an_expiry_pass_removes_a_bounded_number_and_the_next_takes_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut store = store(&server);
+    let appends: Vec<WriteOp> = (0..25_000u32)
+        .map(|i| {
+            let mut msg_id = [0u8; 16];
+            msg_id[..4].copy_from_slice(&i.to_be_bytes());
+            WriteOp::Append(crate::store::NewMessage {
+                recipient: [1 + (i % 7) as u8; 32],
+                sender: [9; 32],
+                msg_id,
+                timestamp_ms: 1_000,
+                payload: vec![0; 8].into(),
+            })
+        })
+        .collect();
+    store.commit(&appends, &Quotas::UNLIMITED).expect("commit");
+    let expire = WriteOp::Expire {
+        before_ms: 2_000,
+        acked_before_ms: 2_000,
+        notices_before_ms: 0,
+    };
+    let passes: Vec<WriteResult> = (0..4)
+        .map(|_| {
+            store
+                .commit(std::slice::from_ref(&expire), &Quotas::UNLIMITED)
+                .expect("expire")[0]
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        passes,
+        [10_000, 10_000, 5_000, 0].map(WriteResult::Expired).to_vec()
+    );
+    assert_eq!(store.stored_usage().expect("usage"), Usage::default());
+    assert_eq!(store.sender_usage(&[9; 32]).expect("usage"), Usage::default());
+    assert_eq!(
+        store.expired_notices(&[9; 32], 0, 30_000).expect("notices").len(),
+        25_000
+    );
+}
