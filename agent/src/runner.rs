@@ -100,13 +100,8 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
     } else {
         let configured: Option<e2ee_net::RelayPin> =
             settings.relay_pin.as_deref().map(str::parse).transpose()?;
-        let stored = state.relay_pin(&settings.relay)?;
-        if let Some(pin) = configured.filter(|pin| Some(*pin) != stored) {
-            // Given by the user: it replaces what was pinned before.
-            state.set_relay_pin(&settings.relay, pin)?;
-        }
         RelayTransport::Tls {
-            pin: configured.or(stored),
+            pin: cluster_pin(&mut state, &settings.relays(), configured)?,
         }
     };
     let system = System::new();
@@ -119,7 +114,7 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
             initial: Duration::from_millis(settings.reconnect.initial_ms.max(1)),
             max: Duration::from_millis(settings.reconnect.max_ms.max(1)),
         };
-        let relay = settings.relay.clone();
+        let relays = settings.relays();
         let identity = state.identity().clone();
         let expect_timeout = settings.expect_timeout_ms;
         let liveness = Liveness {
@@ -130,7 +125,7 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
         let bot = settings.json;
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
         let link = RelayLink::new(
-            relay,
+            relays,
             identity,
             agent.clone().recipient(),
             (backoff, liveness),
@@ -160,6 +155,47 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
 }
 
 /// What to tell the user about the state when the agent starts.
+/// The TLS pin the link requires of every relay in `relays` (the relays of one list are
+/// one cluster serving one key), kept in the state under each address: `configured`
+/// (`relay_pin`) replaces what was pinned before; else the pin stored under any of the
+/// addresses, which must all agree (a list of relays pinned to different keys is an
+/// error at start, naming them); else none (the first key seen is pinned).
+pub fn cluster_pin(
+    state: &mut AgentState,
+    relays: &[String],
+    configured: Option<e2ee_net::RelayPin>,
+) -> anyhow::Result<Option<e2ee_net::RelayPin>> {
+    let mut stored = Vec::with_capacity(relays.len());
+    for relay in relays {
+        stored.push(state.relay_pin(relay)?);
+    }
+    let pin = match configured {
+        Some(pin) => Some(pin),
+        None => {
+            let mut pinned = relays.iter().zip(&stored).filter_map(|(r, p)| p.map(|p| (r, p)));
+            let first = pinned.next();
+            if let Some((relay, pin)) = first {
+                if let Some((other, other_pin)) = pinned.find(|(_, p)| *p != pin) {
+                    anyhow::bail!(
+                        "the relays of the list are pinned to different TLS keys ({relay}: {pin}, \
+                         {other}: {other_pin}); the relays of one list must serve one key: if they do, \
+                         start with --relay-pin and the key e2ee-relay --print-pin prints"
+                    );
+                }
+            }
+            first.map(|(_, pin)| pin)
+        }
+    };
+    if let Some(pin) = pin {
+        for (relay, was) in relays.iter().zip(stored) {
+            if was != Some(pin) {
+                state.set_relay_pin(relay, pin)?;
+            }
+        }
+    }
+    Ok(pin)
+}
+
 fn state_notices(state: &AgentState) -> Vec<String> {
     let mut notices = Vec::new();
     if state.was_imported() {

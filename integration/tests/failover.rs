@@ -1,0 +1,205 @@
+//! An agent given several relay addresses (`--relay a,b`: the relays of one cluster,
+//! serving one TLS key) uses one at a time and moves to the next when the one it tries
+//! cannot be reached or its link drops (docs/AGENT.md, `relay`):
+//!
+//! - the first address is dead (a loopback port bound, then closed): the agent goes on
+//!   to the second at once, talks through it, and `/status` names it;
+//! - the relay in use (A) is killed: the agent goes on to the other relay of its list
+//!   (B) at once and talks to a peer of B; then B is killed too, the agent writes with
+//!   no relay at all (the text waits in its outbox), and when B comes back the agent
+//!   finds it going round its list and resends its outbox there.
+//!
+//! Relays of a real cluster share one store; these two (SQLite, one data directory
+//! each) do not, so the peer lives on B only, and the agent's first contact with it
+//! happens after the failover (the agent publishes its prekeys and its name on every
+//! connection, so the peer can answer it there). B serves A's certificate and key, as
+//! the relays of one cluster do.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use e2ee_integration::agent_process::{AgentConfig, AgentProcess};
+use e2ee_integration::process::RelayProcess;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A loopback address nothing listens on: a port bound, then closed.
+fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn agent(name: &str, relays: &str, dir: &Path) -> AgentProcess {
+    // Any address stands in for the relay here: `relays` replaces it.
+    let placeholder: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+    AgentConfig::new(name, placeholder, &dir.join(name))
+        .relays(relays)
+        .env("E2EE_AGENT_RECONNECT__INITIAL_MS", "50")
+        .env("E2EE_AGENT_RECONNECT__MAX_MS", "200")
+        .start()
+        .expect("agent starts")
+}
+
+fn connected_to(agent: &mut AgentProcess, relay: &str) -> Value {
+    agent
+        .wait_for(&format!("connected to {relay}"), WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "connected" && e["relay"] == relay
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn status(agent: &mut AgentProcess) -> Value {
+    agent.send_line("/status").expect("stdin");
+    agent.wait_event("status", WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Relay B of the cluster: A's certificate and key (A made them on its first start).
+fn relay_b(listen: &str, dir: &Path, a_dir: &Path) -> RelayProcess {
+    let cert = a_dir.join("tls-cert.pem");
+    let key = a_dir.join("tls-key.pem");
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    RelayProcess::start_with_env(
+        listen,
+        dir,
+        &["--tls-cert", &cert, "--tls-key", &key],
+        &[("E2EE_RELAY_STORE__FSYNC", "false")],
+    )
+    .expect("relay B starts")
+}
+
+#[test]
+fn a_dead_first_address_is_passed_over_for_the_next() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay")).expect("relay");
+    let live = relay.addr.to_string();
+    let dead = dead_address().to_string();
+    let mut bob = agent("bob", &live, tmp.path());
+    connected_to(&mut bob, &live);
+    relay.wait_log("name claimed", WAIT).expect("bob's name");
+
+    let mut alice = agent("alice", &format!("{dead},{live}"), tmp.path());
+    let failed = alice
+        .wait_for("the dead address given up", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "reconnecting" && e["relay"] == dead.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(failed["next_relay"], live.as_str(), "{failed}");
+    assert_eq!(failed["retry_in_ms"], 0, "the next address at once: {failed}");
+    connected_to(&mut alice, &live);
+
+    alice
+        .send_line("/msg bob through the second relay")
+        .expect("stdin");
+    bob.wait_message("alice", "through the second relay", WAIT)
+        .expect("delivered");
+    let status = status(&mut alice);
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["relay"], live.as_str(), "{status}");
+    assert_eq!(
+        status["relays"],
+        serde_json::json!([dead.as_str(), live.as_str()]),
+        "{status}"
+    );
+    // One address: no list in the status, as before.
+    let bob_status = self::status(&mut bob);
+    assert!(bob_status.get("relays").is_none(), "{bob_status}");
+}
+
+#[test]
+fn a_killed_relay_is_replaced_by_the_next_of_the_list() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a_dir = tmp.path().join("relay-a");
+    let b_dir = tmp.path().join("relay-b");
+    let mut relay_a = RelayProcess::start_for_test("127.0.0.1:0", &a_dir).expect("relay A");
+    let a = relay_a.addr.to_string();
+    let mut b_relay = relay_b("127.0.0.1:0", &b_dir, &a_dir);
+    let b = b_relay.addr.to_string();
+
+    // bob lives on B only.
+    let mut bob = agent("bob", &b, tmp.path());
+    connected_to(&mut bob, &b);
+    b_relay.wait_log("name claimed", WAIT).expect("bob's name on B");
+
+    // alice is given both and starts on A; the key she pins there is pinned for B too.
+    let mut alice = agent("alice", &format!("{a},{b}"), tmp.path());
+    connected_to(&mut alice, &a);
+    let pinned = alice
+        .wait_for("the key pinned", WAIT, |e| {
+            e["event"] == "info"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("pinned the relay's TLS key"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = pinned["message"].as_str().unwrap_or_default();
+    assert!(said.contains(&a) && said.contains(&b), "{said}");
+
+    // A dies: alice goes on to B at once, and her first contact with bob is there.
+    relay_a.kill9().expect("A stops");
+    let lost = alice
+        .wait_for("A lost", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "reconnecting" && e["relay"] == a.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lost["next_relay"], b.as_str(), "{lost}");
+    assert_eq!(lost["retry_in_ms"], 0, "the next address at once: {lost}");
+    connected_to(&mut alice, &b);
+    let up = status(&mut alice);
+    assert_eq!(
+        (up["connected"].as_bool(), up["relay"].as_str()),
+        (Some(true), Some(b.as_str())),
+        "{up}"
+    );
+    assert!(
+        up["trust"].as_str().is_some_and(|t| t.contains("pinned")),
+        "B is trusted by the pin taken on A: {up}"
+    );
+    alice
+        .send_line("/msg bob hello after the failover")
+        .expect("stdin");
+    bob.wait_message("alice", "hello after the failover", WAIT)
+        .expect("delivered through B");
+    // bob answers: alice's name and prekeys were published on B when she connected.
+    bob.send_line("/msg alice got it on B").expect("stdin");
+    alice
+        .wait_message("bob", "got it on B", WAIT)
+        .expect("answer through B");
+
+    // B dies too: alice has no relay at all, and what she writes waits in her outbox.
+    b_relay.kill9().expect("B stops");
+    alice
+        .wait_for("B lost", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "reconnecting" && e["relay"] == b.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    alice
+        .send_line("/msg bob written while no relay answered")
+        .expect("stdin");
+    let deferred = alice
+        .wait_for("the text deferred", WAIT, |e| {
+            e["event"] == "deferred" && e["code"] == "not_connected"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let msg_id = deferred["msg_id"].clone();
+    let down = status(&mut alice);
+    assert_eq!(
+        (down["connected"].as_bool(), down["outbox"].as_u64()),
+        (Some(false), Some(1)),
+        "{down}"
+    );
+
+    // B comes back (A stays dead): alice finds it going round her list, resends her
+    // outbox there, and bob gets the text.
+    let b_relay = relay_b(&b, &b_dir, &a_dir);
+    connected_to(&mut alice, &b);
+    bob.wait_message("alice", "written while no relay answered", WAIT)
+        .expect("resent through B");
+    alice
+        .wait_for("stored at B", WAIT, |e| {
+            e["event"] == "sent" && e["msg_id"] == msg_id
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(b_relay);
+}
