@@ -422,3 +422,58 @@ async fn run_commands(agent: &Addr<AgentActor>, input: &mut InputSource, bot: bo
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use e2ee_net::RelayPin;
+
+    use super::*;
+
+    fn pin(byte: &str) -> RelayPin {
+        format!("sha256:{}", byte.repeat(32)).parse().expect("pin")
+    }
+
+    #[test]
+    fn the_relays_of_a_list_share_one_pin_kept_under_each_address() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut state = AgentState::open(&tmp.path().join("alice"), "alice", 5, &mut OsRng).expect("state");
+        let (a, b, c) = (
+            "10.0.0.1:7300".to_string(),
+            "10.0.0.2:7300".to_string(),
+            "10.0.0.3:7300".to_string(),
+        );
+        // Nothing pinned yet: the first key seen will be.
+        assert_eq!(
+            cluster_pin(&mut state, &[a.clone(), b.clone()], None).expect("pin"),
+            None
+        );
+        // A pin kept for one address (a single relay used before) holds for the list.
+        state.set_relay_pin(&a, pin("ab")).expect("save");
+        let relays = [a.clone(), b.clone()];
+        assert_eq!(
+            cluster_pin(&mut state, &relays, None).expect("pin"),
+            Some(pin("ab"))
+        );
+        assert_eq!(
+            state.relay_pin(&b).expect("read"),
+            Some(pin("ab")),
+            "kept under B too"
+        );
+        // Different pins kept for two addresses of a list: an error naming both.
+        state.set_relay_pin(&c, pin("cd")).expect("save");
+        let err = cluster_pin(&mut state, &[a.clone(), c.clone()], None)
+            .expect_err("two keys")
+            .to_string();
+        assert!(err.contains(&a) && err.contains(&c), "{err}");
+        // A given pin replaces them all.
+        let given = cluster_pin(&mut state, &[a.clone(), c.clone()], Some(pin("ef"))).expect("pin");
+        assert_eq!(given, Some(pin("ef")));
+        assert_eq!(state.relay_pin(&a).expect("read"), Some(pin("ef")));
+        assert_eq!(state.relay_pin(&c).expect("read"), Some(pin("ef")));
+        assert_eq!(
+            state.relay_pin(&b).expect("read"),
+            Some(pin("ab")),
+            "not in the list"
+        );
+    }
+}
