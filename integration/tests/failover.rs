@@ -7,7 +7,9 @@
 //! - the relay in use (A) is killed: the agent goes on to the other relay of its list
 //!   (B) at once and talks to a peer of B; then B is killed too, the agent writes with
 //!   no relay at all (the text waits in its outbox), and when B comes back the agent
-//!   finds it going round its list and resends its outbox there.
+//!   finds it going round its list and resends its outbox there;
+//! - a relay of the list presents another TLS key than the one pinned: it is refused
+//!   and reported, and the agent stays offline instead of going round the list.
 //!
 //! Relays of a real cluster share one store; these two (SQLite, one data directory
 //! each) do not, so the peer lives on B only, and the agent's first contact with it
@@ -202,4 +204,51 @@ fn a_killed_relay_is_replaced_by_the_next_of_the_list() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     drop(b_relay);
+}
+
+#[test]
+fn a_relay_of_the_list_with_another_key_is_reported_and_not_gone_round() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut relay_a =
+        RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay-a")).expect("relay A");
+    let a = relay_a.addr.to_string();
+    // B makes its own certificate: not a relay of A's cluster.
+    let stranger = RelayProcess::start_for_test("127.0.0.1:0", &tmp.path().join("relay-b")).expect("relay B");
+    let b = stranger.addr.to_string();
+
+    let mut alice = agent("alice", &format!("{a},{b}"), tmp.path());
+    connected_to(&mut alice, &a);
+    relay_a.kill9().expect("A stops");
+    let error = alice
+        .wait_for("B's key refused", WAIT, |e| {
+            e["event"] == "error"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("TLS key changed"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not reconnecting")),
+        "{error}"
+    );
+    let stopped = alice
+        .wait_for("the link offline", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "disconnected" && e["relay"] == b.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(stopped.get("next_relay").is_none(), "{stopped}");
+    // It stays offline: no more attempts at A or B.
+    let attempts = alice.events_of("connection").len();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        alice.events_of("connection").len(),
+        attempts,
+        "{}",
+        alice.report()
+    );
+    let status = status(&mut alice);
+    assert_eq!(status["connected"], false, "{status}");
+    drop(stranger);
 }
