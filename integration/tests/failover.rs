@@ -11,11 +11,14 @@
 //! - a relay of the list presents another TLS key than the one pinned: it is refused
 //!   and reported, and the agent stays offline instead of going round the list.
 //!
-//! Relays of a real cluster share one store; these two (SQLite, one data directory
-//! each) do not, so the peer lives on B only, and the agent's first contact with it
+//! The second scenario runs on two SQLite relays (one data directory each), which do
+//! not share a store, so the peer lives on B only, and the agent's first contact with it
 //! happens after the failover (the agent publishes its prekeys and its name on every
 //! connection, so the peer can answer it there). B serves A's certificate and key, as
-//! the relays of one cluster do.
+//! the relays of one cluster do. A last scenario runs a real cluster, relays on one
+//! Redis (`redis-server` must be installed, as for `tests/cluster.rs`): the agent's
+//! relay dies, what it writes with no relay and what its peer writes meanwhile both
+//! arrive once it reaches another relay of the cluster.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -251,4 +254,118 @@ fn a_relay_of_the_list_with_another_key_is_reported_and_not_gone_round() {
     let status = status(&mut alice);
     assert_eq!(status["connected"], false, "{status}");
     drop(stranger);
+}
+
+/// A relay of a cluster on the Redis at `redis_url`, named `node`, serving the
+/// certificate and key in `tls_dir` (made there by the first relay) when given.
+fn cluster_relay(
+    listen: &str,
+    dir: &Path,
+    redis_url: &str,
+    node: &str,
+    tls_dir: Option<&Path>,
+) -> RelayProcess {
+    std::fs::create_dir_all(dir).expect("relay dir");
+    let config = dir.join("relay.toml");
+    let mut text =
+        format!("[store]\nengine = \"redis\"\nredis_urls = [{redis_url:?}]\nnode_name = {node:?}\n");
+    if let Some(tls) = tls_dir {
+        text.push_str(&format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            tls.join("tls-cert.pem"),
+            tls.join("tls-key.pem")
+        ));
+    }
+    std::fs::write(&config, text).expect("relay config");
+    let config = config.to_string_lossy();
+    RelayProcess::start_with_env(listen, &dir.join("data"), &["--config", &config], &[])
+        .unwrap_or_else(|e| panic!("relay {node} starts: {e}"))
+}
+
+#[test]
+fn on_a_redis_cluster_what_was_written_during_the_failover_arrives() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let redis =
+        e2ee_relay::store::redis::RedisServer::start(&tmp.path().join("redis")).expect("redis-server starts");
+    let url = redis.url();
+    // A and C run now; B's address is kept free until B starts.
+    let a_dir = tmp.path().join("relay-a");
+    let mut relay_a = cluster_relay("127.0.0.1:0", &a_dir, &url, "relay-a", None);
+    let a = relay_a.addr.to_string();
+    let tls = a_dir.join("data");
+    let relay_c = cluster_relay(
+        "127.0.0.1:0",
+        &tmp.path().join("relay-c"),
+        &url,
+        "relay-c",
+        Some(&tls),
+    );
+    let c = relay_c.addr.to_string();
+    let b = dead_address().to_string();
+
+    // bob stays on C; alice is given A and B, and starts on A.
+    let mut bob = agent("bob", &c, tmp.path());
+    connected_to(&mut bob, &c);
+    relay_c.wait_log("name claimed", WAIT).expect("bob's name");
+    let mut alice = agent("alice", &format!("{a},{b}"), tmp.path());
+    connected_to(&mut alice, &a);
+    alice.send_line("/msg bob hello from A").expect("stdin");
+    bob.wait_message("alice", "hello from A", WAIT).expect("A to C");
+    bob.send_line("/msg alice hello from C").expect("stdin");
+    alice.wait_message("bob", "hello from C", WAIT).expect("C to A");
+
+    // A dies and B is not up yet: alice has no relay. She writes (the text waits in her
+    // outbox), and bob writes to her (the cluster keeps it).
+    relay_a.kill9().expect("A stops");
+    alice
+        .wait_for("A lost", WAIT, |e| {
+            e["event"] == "connection" && e["state"] == "reconnecting" && e["relay"] == a.as_str()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    alice.send_line("/msg bob written with no relay").expect("stdin");
+    let deferred = alice
+        .wait_for("the text deferred", WAIT, |e| {
+            e["event"] == "deferred" && e["code"] == "not_connected"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    bob.send_line("/msg alice written while you were away")
+        .expect("stdin");
+    bob.wait_count("texts to alice stored", 2, WAIT, |e| {
+        e["event"] == "sent" && e["to"] == "alice"
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // B starts: alice reaches it going round her list; both texts arrive, once.
+    let relay_b = cluster_relay(&b, &tmp.path().join("relay-b"), &url, "relay-b", Some(&tls));
+    connected_to(&mut alice, &b);
+    bob.wait_message("alice", "written with no relay", WAIT)
+        .expect("resent through B");
+    alice
+        .wait_for("stored through B", WAIT, |e| {
+            e["event"] == "sent" && e["msg_id"] == deferred["msg_id"]
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    alice
+        .wait_message("bob", "written while you were away", WAIT)
+        .expect("the queue read through B");
+    let status = status(&mut alice);
+    assert_eq!(
+        (status["connected"].as_bool(), status["relay"].as_str()),
+        (Some(true), Some(b.as_str())),
+        "{status}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        bob.events_of("message").len(),
+        2,
+        "nothing twice: {}",
+        bob.report()
+    );
+    assert_eq!(
+        alice.events_of("message").len(),
+        2,
+        "nothing twice: {}",
+        alice.report()
+    );
+    drop((relay_b, relay_c, redis));
 }
