@@ -26,8 +26,9 @@ struct Cli {
     /// This agent's name (published, signed by its identity key).
     #[arg(long)]
     name: Option<String>,
-    /// Relay address, e.g. 127.0.0.1:7300.
-    #[arg(long, value_name = "ADDR")]
+    /// Relay address, e.g. 127.0.0.1:7300, or several relays of one cluster separated by
+    /// commas (a:7300,b:7300): the next one is used when one cannot be reached.
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
     relay: Option<String>,
     /// State directory (the state database and its key file; owner-only).
     #[arg(long = "state", value_name = "DIR")]

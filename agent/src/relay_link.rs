@@ -1,6 +1,11 @@
 //! The RelayLink actor: one authenticated connection to the relay at a time. It
 //! reconnects with exponential backoff, hands every incoming frame to the Agent and
 //! writes the Agent's frames. It knows nothing of sessions or plaintext.
+//!
+//! Given several relay addresses (the relays of one cluster), it uses one at a time:
+//! an attempt that fails, or a link that drops, moves it to the next address in the
+//! list (round robin). The next address is tried at once; the backoff delay is waited
+//! only after a whole round of addresses failed ([`next_attempt`]).
 
 use std::time::Duration;
 
@@ -27,6 +32,8 @@ pub enum LinkEvent {
     Connected {
         /// Messages the relay holds for us.
         queued: u32,
+        /// The address connected to.
+        relay: String,
     },
     /// The connection ended; `retry_in` is set when a reconnect is scheduled.
     Disconnected {
@@ -37,6 +44,10 @@ pub enum LinkEvent {
         /// Another connection authenticated as this identity (`Error(Replaced)`): the
         /// link stays offline.
         replaced: bool,
+        /// The address whose connection ended (or could not be made).
+        relay: String,
+        /// The address of the next attempt, when reconnecting.
+        next: Option<String>,
     },
     /// A frame from the relay.
     Frame(Frame),
@@ -52,8 +63,8 @@ pub enum LinkEvent {
         reason: String,
     },
     /// The first connection's relay key, now pinned (trust on first use): to keep in
-    /// the state, so that later connections require it.
-    RelayPinned(RelayPin),
+    /// the state, so that later connections require it. With the address that showed it.
+    RelayPinned(RelayPin, String),
     /// The relay presented another key than the pinned one: the link stays offline.
     RelayKeyChanged(String),
 }
@@ -86,7 +97,7 @@ struct Ended {
 /// The key seen on the first TLS connection is pinned from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Pinned(RelayPin);
+struct Pinned(RelayPin, String);
 
 /// The relay's `Error(Replaced)`: another connection authenticated as this identity (a
 /// copy of this state running elsewhere). The link does not reconnect by itself: two
@@ -153,9 +164,30 @@ impl Backoff {
     }
 }
 
+/// After `failures` attempts in a row failed (or the link dropped), the last one at
+/// address `current` of `count`: the address of the next attempt and the delay before
+/// it. The next address is the one after `current` (round robin); it is tried at once
+/// unless a whole round of `count` addresses has just failed, and then after the
+/// backoff delay of that round (the first round waits `initial`, the next twice that,
+/// up to `max`). With one address: that address, after `backoff.delay(failures)`.
+pub fn next_attempt(backoff: &Backoff, current: usize, count: usize, failures: u32) -> (usize, Duration) {
+    let count = count.max(1);
+    let next = (current + 1) % count;
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    let delay = if failures.is_multiple_of(count) {
+        backoff.delay(failures / count)
+    } else {
+        Duration::ZERO
+    };
+    (next, delay)
+}
+
 /// The connection to the relay.
 pub struct RelayLink {
-    relay: String,
+    /// The addresses, tried in turn (at least one).
+    relays: Vec<String>,
+    /// The address of the current (or next) connection.
+    current: usize,
     identity: IdentityKeyPair,
     agent: Recipient<LinkEvent>,
     backoff: Backoff,
@@ -172,17 +204,24 @@ pub struct RelayLink {
 }
 
 impl RelayLink {
-    /// A link to `relay` authenticating as `identity`.
+    /// A link to the relays at `relays` (at least one address; the first is tried
+    /// first) authenticating as `identity`.
     pub fn new(
-        relay: String,
+        relays: Vec<String>,
         identity: IdentityKeyPair,
         agent: Recipient<LinkEvent>,
         (backoff, liveness): (Backoff, Liveness),
         transport: RelayTransport,
         log: Logger,
     ) -> Self {
+        let relays = if relays.is_empty() {
+            vec!["127.0.0.1:7300".to_string()]
+        } else {
+            relays
+        };
         Self {
-            relay,
+            relays,
+            current: 0,
             identity,
             agent,
             backoff,
@@ -205,7 +244,7 @@ impl RelayLink {
         let (tx, rx) = mpsc::unbounded_channel();
         self.tx = Some(tx);
         let me = ctx.address();
-        let relay = self.relay.clone();
+        let relay = self.relay().to_string();
         let identity = self.identity.clone();
         let agent = self.agent.clone();
         let liveness = self.liveness;
@@ -213,6 +252,7 @@ impl RelayLink {
         let features = self.features;
         self.task = Some(actix::spawn(async move {
             let link = Link {
+                relay: &relay,
                 generation,
                 me: &me,
                 agent: &agent,
@@ -243,6 +283,11 @@ impl RelayLink {
         }));
     }
 
+    /// The address of the current (or next) connection.
+    fn relay(&self) -> &str {
+        &self.relays[self.current]
+    }
+
     fn drop_connection(&mut self) {
         self.tx = None;
         if let Some(task) = self.task.take() {
@@ -253,6 +298,8 @@ impl RelayLink {
 
 /// What a connection task reports to, and how it judges the connection alive.
 struct Link<'a> {
+    /// The address connected to.
+    relay: &'a str,
     generation: u64,
     me: &'a Addr<RelayLink>,
     agent: &'a Recipient<LinkEvent>,
@@ -273,7 +320,7 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let connected = tokio::time::timeout(Duration::from_secs(5), transport.connect(relay)).await??;
     if let Some(pin) = connected.first_pin {
-        link.me.do_send(Pinned(pin));
+        link.me.do_send(Pinned(pin, link.relay.to_string()));
     }
     let binding = connected.channel_binding;
     let mut framed = Framed::new(connected.stream, FrameCodec::default());
@@ -417,8 +464,12 @@ impl Handler<Up> for RelayLink {
             return;
         }
         self.attempt = 0;
-        info!(self.log, "connected to relay"; "relay" => &self.relay, "queue_len" => msg.queued);
-        self.agent.do_send(LinkEvent::Connected { queued: msg.queued });
+        let relay = self.relay().to_string();
+        info!(self.log, "connected to relay"; "relay" => &relay, "queue_len" => msg.queued);
+        self.agent.do_send(LinkEvent::Connected {
+            queued: msg.queued,
+            relay,
+        });
     }
 }
 
@@ -442,9 +493,18 @@ impl Handler<Ended> for RelayLink {
         if msg.key_changed {
             self.agent.do_send(LinkEvent::RelayKeyChanged(msg.reason.clone()));
         }
+        let ended = self.relay().to_string();
+        self.attempt = self.attempt.saturating_add(1);
+        let (next, delay) = if msg.no_features {
+            // The same relay again, without `Features`.
+            (self.current, self.backoff.delay(1))
+        } else {
+            next_attempt(&self.backoff, self.current, self.relays.len(), self.attempt)
+        };
+        // A relay that showed another key, or replaced this connection, leaves the link
+        // offline; going online again (`reconnect`) tries the next address.
+        self.current = next;
         let retry = if self.online {
-            self.attempt = self.attempt.saturating_add(1);
-            let delay = self.backoff.delay(self.attempt);
             let generation = self.generation;
             ctx.run_later(delay, move |act, ctx| {
                 if act.online && act.generation == generation && act.tx.is_none() {
@@ -455,11 +515,14 @@ impl Handler<Ended> for RelayLink {
         } else {
             None
         };
-        debug!(self.log, "relay connection ended"; "reason" => &msg.reason);
+        debug!(self.log, "relay connection ended"; "relay" => &ended, "reason" => &msg.reason);
+        let next = retry.map(|_| self.relay().to_string());
         self.agent.do_send(LinkEvent::Disconnected {
             reason: msg.reason,
             retry,
             replaced: msg.replaced,
+            relay: ended,
+            next,
         });
     }
 }
@@ -471,8 +534,8 @@ impl Handler<Pinned> for RelayLink {
         if let RelayTransport::Tls { pin } = &mut self.transport {
             if pin.is_none() {
                 *pin = Some(msg.0);
-                info!(self.log, "pinned the relay's TLS key (first connection)"; "pin" => %msg.0);
-                self.agent.do_send(LinkEvent::RelayPinned(msg.0));
+                info!(self.log, "pinned the relay's TLS key (first connection)"; "pin" => %msg.0, "relay" => &msg.1);
+                self.agent.do_send(LinkEvent::RelayPinned(msg.0, msg.1));
             }
         }
     }
@@ -505,6 +568,8 @@ impl Handler<SetOnline> for RelayLink {
                 reason: "disconnected on request".into(),
                 retry: None,
                 replaced: false,
+                relay: self.relay().to_string(),
+                next: None,
             });
         }
     }
@@ -525,5 +590,47 @@ mod tests {
         assert_eq!(b.delay(4), Duration::from_millis(800));
         assert_eq!(b.delay(5), Duration::from_millis(1000));
         assert_eq!(b.delay(40), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn one_address_backs_off_as_before() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        for failures in 1..=8 {
+            assert_eq!(next_attempt(&b, 0, 1, failures), (0, b.delay(failures)));
+        }
+    }
+
+    #[test]
+    fn several_addresses_go_round_and_back_off_after_each_round() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        let zero = Duration::ZERO;
+        // Three addresses, every attempt failing from the first one on.
+        let mut current = 0;
+        let mut seen = Vec::new();
+        for failures in 1..=7 {
+            let (next, delay) = next_attempt(&b, current, 3, failures);
+            seen.push((next, delay));
+            current = next;
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, zero),
+                (2, zero),
+                (0, Duration::from_millis(100)),
+                (1, zero),
+                (2, zero),
+                (0, Duration::from_millis(200)),
+                (1, zero),
+            ]
+        );
+        // A link that was up and drops (failures back to 1): the next address at once.
+        assert_eq!(next_attempt(&b, 2, 3, 1), (0, zero));
     }
 }

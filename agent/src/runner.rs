@@ -100,13 +100,8 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
     } else {
         let configured: Option<e2ee_net::RelayPin> =
             settings.relay_pin.as_deref().map(str::parse).transpose()?;
-        let stored = state.relay_pin(&settings.relay)?;
-        if let Some(pin) = configured.filter(|pin| Some(*pin) != stored) {
-            // Given by the user: it replaces what was pinned before.
-            state.set_relay_pin(&settings.relay, pin)?;
-        }
         RelayTransport::Tls {
-            pin: configured.or(stored),
+            pin: cluster_pin(&mut state, &settings.relays(), configured)?,
         }
     };
     let system = System::new();
@@ -119,7 +114,7 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
             initial: Duration::from_millis(settings.reconnect.initial_ms.max(1)),
             max: Duration::from_millis(settings.reconnect.max_ms.max(1)),
         };
-        let relay = settings.relay.clone();
+        let relays = settings.relays();
         let identity = state.identity().clone();
         let expect_timeout = settings.expect_timeout_ms;
         let liveness = Liveness {
@@ -130,7 +125,7 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
         let bot = settings.json;
         let agent = AgentActor::new(state, settings, sink, log.clone()).start();
         let link = RelayLink::new(
-            relay,
+            relays,
             identity,
             agent.clone().recipient(),
             (backoff, liveness),
@@ -160,6 +155,47 @@ pub fn run(settings: AgentSettings, driver: Driver<'_>, log: Logger) -> anyhow::
 }
 
 /// What to tell the user about the state when the agent starts.
+/// The TLS pin the link requires of every relay in `relays` (the relays of one list are
+/// one cluster serving one key), kept in the state under each address: `configured`
+/// (`relay_pin`) replaces what was pinned before; else the pin stored under any of the
+/// addresses, which must all agree (a list of relays pinned to different keys is an
+/// error at start, naming them); else none (the first key seen is pinned).
+pub fn cluster_pin(
+    state: &mut AgentState,
+    relays: &[String],
+    configured: Option<e2ee_net::RelayPin>,
+) -> anyhow::Result<Option<e2ee_net::RelayPin>> {
+    let mut stored = Vec::with_capacity(relays.len());
+    for relay in relays {
+        stored.push(state.relay_pin(relay)?);
+    }
+    let pin = match configured {
+        Some(pin) => Some(pin),
+        None => {
+            let mut pinned = relays.iter().zip(&stored).filter_map(|(r, p)| p.map(|p| (r, p)));
+            let first = pinned.next();
+            if let Some((relay, pin)) = first {
+                if let Some((other, other_pin)) = pinned.find(|(_, p)| *p != pin) {
+                    anyhow::bail!(
+                        "the relays of the list are pinned to different TLS keys ({relay}: {pin}, \
+                         {other}: {other_pin}); the relays of one list must serve one key: if they do, \
+                         start with --relay-pin and the key e2ee-relay --print-pin prints"
+                    );
+                }
+            }
+            first.map(|(_, pin)| pin)
+        }
+    };
+    if let Some(pin) = pin {
+        for (relay, was) in relays.iter().zip(stored) {
+            if was != Some(pin) {
+                state.set_relay_pin(relay, pin)?;
+            }
+        }
+    }
+    Ok(pin)
+}
+
 fn state_notices(state: &AgentState) -> Vec<String> {
     let mut notices = Vec::new();
     if state.was_imported() {
@@ -385,4 +421,59 @@ async fn run_commands(agent: &Addr<AgentActor>, input: &mut InputSource, bot: bo
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use e2ee_net::RelayPin;
+
+    use super::*;
+
+    fn pin(byte: &str) -> RelayPin {
+        format!("sha256:{}", byte.repeat(32)).parse().expect("pin")
+    }
+
+    #[test]
+    fn the_relays_of_a_list_share_one_pin_kept_under_each_address() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut state = AgentState::open(&tmp.path().join("alice"), "alice", 5, &mut OsRng).expect("state");
+        let (a, b, c) = (
+            "10.0.0.1:7300".to_string(),
+            "10.0.0.2:7300".to_string(),
+            "10.0.0.3:7300".to_string(),
+        );
+        // Nothing pinned yet: the first key seen will be.
+        assert_eq!(
+            cluster_pin(&mut state, &[a.clone(), b.clone()], None).expect("pin"),
+            None
+        );
+        // A pin kept for one address (a single relay used before) holds for the list.
+        state.set_relay_pin(&a, pin("ab")).expect("save");
+        let relays = [a.clone(), b.clone()];
+        assert_eq!(
+            cluster_pin(&mut state, &relays, None).expect("pin"),
+            Some(pin("ab"))
+        );
+        assert_eq!(
+            state.relay_pin(&b).expect("read"),
+            Some(pin("ab")),
+            "kept under B too"
+        );
+        // Different pins kept for two addresses of a list: an error naming both.
+        state.set_relay_pin(&c, pin("cd")).expect("save");
+        let err = cluster_pin(&mut state, &[a.clone(), c.clone()], None)
+            .expect_err("two keys")
+            .to_string();
+        assert!(err.contains(&a) && err.contains(&c), "{err}");
+        // A given pin replaces them all.
+        let given = cluster_pin(&mut state, &[a.clone(), c.clone()], Some(pin("ef"))).expect("pin");
+        assert_eq!(given, Some(pin("ef")));
+        assert_eq!(state.relay_pin(&a).expect("read"), Some(pin("ef")));
+        assert_eq!(state.relay_pin(&c).expect("read"), Some(pin("ef")));
+        assert_eq!(
+            state.relay_pin(&b).expect("read"),
+            Some(pin("ab")),
+            "not in the list"
+        );
+    }
 }

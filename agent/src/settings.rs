@@ -223,7 +223,11 @@ impl Default for RecoverySettings {
 pub struct AgentSettings {
     /// This agent's name (`[a-z0-9._-]`, 1..=64 bytes). Required: the default is empty.
     pub name: String,
-    /// The relay's address, `host:port`.
+    /// The relay's address, `host:port`, or several (the relays of one cluster, all
+    /// serving one TLS key) separated by commas: `host:port,host:port`. The agent uses
+    /// one at a time and moves to the next when it cannot be reached or its link drops.
+    /// A config file may also give a list of strings (`relay = ["a:7300", "b:7300"]`).
+    #[serde(deserialize_with = "relay_list")]
     pub relay: String,
     /// The directory holding the state database (identity, prekeys, sessions, pins,
     /// outbox) and, without a passphrase, its key file `state.key`.
@@ -319,7 +323,13 @@ pub enum InvalidSettings {
     /// `relay` is empty.
     #[error("relay address is empty")]
     EmptyRelay,
-    /// `relay` is not `host:port`.
+    /// `relay` is a list with an empty entry (`a:1,,b:2`, a trailing comma).
+    #[error("relay list {0:?} has an empty entry")]
+    EmptyRelayEntry(String),
+    /// `relay` names one address twice.
+    #[error("relay address {0:?} is listed twice")]
+    DuplicateRelay(String),
+    /// `relay` (or an address of its list) is not `host:port`.
     #[error(
         "relay address {0:?} is not host:port (for example 127.0.0.1:7300, relay.example:7300 or [::1]:7300)"
     )]
@@ -389,6 +399,38 @@ pub enum InvalidSettings {
     },
 }
 
+/// `relay` as the agent reads it: one string, the addresses separated by commas, or a list
+/// of strings (each of which may hold commas too), joined with commas.
+fn relay_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a relay address host:port, several separated by commas, or a list of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut all: Vec<String> = Vec::new();
+            while let Some(one) = seq.next_element::<String>()? {
+                all.push(one);
+            }
+            Ok(all.join(","))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
+/// The addresses of a `relay` setting, in order: split at commas, spaces around each
+/// trimmed (an empty entry stays, for [`AgentSettings::validate`] to refuse).
+pub fn split_relays(relay: &str) -> Vec<String> {
+    relay.split(',').map(|one| one.trim().to_string()).collect()
+}
+
 /// `relay` must be `host:port`: a port from 1 to 65535 after the last colon, a host
 /// without spaces before it (an IPv6 address in brackets).
 fn check_relay_address(relay: &str) -> Result<(), InvalidSettings> {
@@ -409,6 +451,11 @@ fn check_relay_address(relay: &str) -> Result<(), InvalidSettings> {
 }
 
 impl AgentSettings {
+    /// The relay addresses, in the order they are tried (one for a single address).
+    pub fn relays(&self) -> Vec<String> {
+        split_relays(&self.relay)
+    }
+
     /// Checks what serde cannot: a valid name, a relay address, consistent prekey and
     /// backoff numbers.
     pub fn validate(&self) -> Result<(), InvalidSettings> {
@@ -419,7 +466,16 @@ impl AgentSettings {
         if self.relay.trim().is_empty() {
             return Err(InvalidSettings::EmptyRelay);
         }
-        check_relay_address(&self.relay)?;
+        let relays = self.relays();
+        for (i, relay) in relays.iter().enumerate() {
+            if relay.is_empty() {
+                return Err(InvalidSettings::EmptyRelayEntry(self.relay.clone()));
+            }
+            check_relay_address(relay)?;
+            if relays[..i].contains(relay) {
+                return Err(InvalidSettings::DuplicateRelay(relay.clone()));
+            }
+        }
         let p = &self.prekeys;
         if p.initial_one_time == 0 || p.replenish_to <= p.replenish_below {
             return Err(InvalidSettings::Prekeys {
@@ -584,6 +640,30 @@ mod tests {
     }
 
     #[test]
+    fn relay_takes_one_address_a_comma_list_or_a_toml_list() {
+        let one = load(Some("name = \"alice\"\nrelay = \"10.0.0.1:7300\"\n"), &[]).expect("load");
+        assert_eq!(one.relays(), ["10.0.0.1:7300"]);
+        let listed = load(
+            Some("name = \"alice\"\nrelay = [\"10.0.0.1:7300\", \"10.0.0.2:7300\"]\n"),
+            &[],
+        )
+        .expect("load a list");
+        assert_eq!(listed.relay, "10.0.0.1:7300,10.0.0.2:7300");
+        assert_eq!(listed.relays(), ["10.0.0.1:7300", "10.0.0.2:7300"]);
+        assert_eq!(listed.validate(), Ok(()));
+        let env = load(
+            Some("name = \"alice\"\n"),
+            &[("E2EE_AGENT_RELAY", "10.0.0.1:7300, [::1]:7301")],
+        )
+        .expect("load from the environment");
+        assert_eq!(env.relays(), ["10.0.0.1:7300", "[::1]:7301"]);
+        assert_eq!(env.validate(), Ok(()));
+        // What --print-config prints loads back the same.
+        let text = e2ee_config::to_toml(&listed).expect("to toml");
+        assert_eq!(load(Some(&text), &[]).expect("load back"), listed);
+    }
+
+    #[test]
     fn validate_catches_inconsistent_settings() {
         let good = AgentSettings {
             name: "alice".into(),
@@ -630,6 +710,22 @@ mod tests {
             s.relay = fine.into();
             assert_eq!(s.validate(), Ok(()), "{fine}");
         }
+        let mut s = good.clone();
+        s.relay = "127.0.0.1:7300,relay.example:7300,[::1]:7300".into();
+        assert_eq!(s.validate(), Ok(()));
+        let mut s = good.clone();
+        s.relay = "127.0.0.1:7300,nonsense,[::1]:7300".into();
+        assert_eq!(s.validate(), Err(InvalidSettings::BadRelay("nonsense".into())));
+        let mut s = good.clone();
+        s.relay = "127.0.0.1:7300,,[::1]:7300".into();
+        assert!(matches!(s.validate(), Err(InvalidSettings::EmptyRelayEntry(_))));
+        s.relay = "127.0.0.1:7300,".into();
+        assert!(matches!(s.validate(), Err(InvalidSettings::EmptyRelayEntry(_))));
+        s.relay = "127.0.0.1:7300, 127.0.0.1:7300".into();
+        assert_eq!(
+            s.validate(),
+            Err(InvalidSettings::DuplicateRelay("127.0.0.1:7300".into()))
+        );
         let mut s = good;
         s.expect_timeout_ms = 0;
         assert_eq!(s.validate(), Err(InvalidSettings::ExpectTimeout));

@@ -17,6 +17,7 @@ Point agents at it, each on any relay, or at all three (the agent moves to anoth
 relay when one is unreachable):
   $BIN/e2ee-agent --name alice --state /tmp/alice --relay ${RELAY_ADDRS[0]} --relay-pin $PIN
   $BIN/e2ee-agent --name bob   --state /tmp/bob   --relay ${RELAY_ADDRS[1]} --relay-pin $PIN
+  $BIN/e2ee-agent --name carol --state /tmp/carol --relay $RELAYS --relay-pin $PIN
 
 Press Ctrl-C to stop the relays and Redis.
 TEXT

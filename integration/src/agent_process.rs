@@ -54,6 +54,13 @@ impl AgentConfig {
         }
     }
 
+    /// `--relay` as given: several addresses separated by commas (the agent fails over
+    /// from one to the next), instead of the one address of [`AgentConfig::new`].
+    pub fn relays(mut self, relays: &str) -> Self {
+        self.relay = relays.to_string();
+        self
+    }
+
     /// Runs this script file instead of reading stdin.
     pub fn script(mut self, path: &Path) -> Self {
         self.script = Some(path.to_path_buf());

@@ -4,11 +4,12 @@
 use super::*;
 
 impl AgentActor {
-    pub(super) fn on_connected(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn on_connected(&mut self, relay: String, ctx: &mut Context<Self>) {
         self.connected = true;
         self.emit(Event::Connection {
             state: ConnectionState::Connected,
-            relay: self.settings.relay.clone(),
+            relay,
+            next_relay: None,
             attempt: None,
             retry_in_ms: None,
             reason: None,
@@ -264,8 +265,16 @@ impl AgentActor {
         self.away.forget_in_flight();
     }
 
-    pub(super) fn on_disconnected(&mut self, reason: String, retry: Option<(u32, Duration)>, replaced: bool) {
-        self.overview.disconnected(&reason, self.connected);
+    /// The connection to `relay` ended (or an attempt failed); `next` is the address of
+    /// the next attempt, when reconnecting.
+    pub(super) fn on_disconnected(
+        &mut self,
+        reason: String,
+        retry: Option<(u32, Duration)>,
+        replaced: bool,
+        (relay, next): (String, Option<String>),
+    ) {
+        self.overview.disconnected(&reason, self.connected, &relay);
         self.connected = false;
         // Answers to these requests are lost; they are asked again after reconnecting.
         self.forget_requests();
@@ -282,7 +291,9 @@ impl AgentActor {
             } else {
                 ConnectionState::Disconnected
             },
-            relay: self.settings.relay.clone(),
+            // Named only when it is another relay than the one that just failed.
+            next_relay: next.filter(|next| *next != relay),
+            relay,
             attempt: retry.map(|(attempt, _)| attempt),
             retry_in_ms: retry.map(|(_, delay)| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
             reason: Some(reason.clone()),

@@ -422,15 +422,17 @@ impl Handler<LinkEvent> for AgentActor {
 
     fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
         match msg {
-            LinkEvent::Connected { queued } => {
-                self.overview.connected(queued);
-                self.on_connected(ctx)
+            LinkEvent::Connected { queued, relay } => {
+                self.overview.connected(queued, &relay);
+                self.on_connected(relay, ctx)
             }
             LinkEvent::Disconnected {
                 reason,
                 retry,
                 replaced,
-            } => self.on_disconnected(reason, retry, replaced),
+                relay,
+                next,
+            } => self.on_disconnected(reason, retry, replaced, (relay, next)),
             LinkEvent::Frame(frame) => self.on_frame(frame, ctx),
             LinkEvent::Refused {
                 request,
@@ -438,12 +440,20 @@ impl Handler<LinkEvent> for AgentActor {
                 retry_after_ms,
                 reason,
             } => self.on_refused(request, code, retry_after_ms, &reason, ctx),
-            LinkEvent::RelayPinned(pin) => {
-                let relay = self.settings.relay.clone();
-                match self.state.set_relay_pin(&relay, pin) {
+            LinkEvent::RelayPinned(pin, relay) => {
+                // The relays of a list are one cluster serving one key: it is pinned for
+                // every address of the list.
+                let relays = self.settings.relays();
+                let saved = (relays.iter()).try_for_each(|address| self.state.set_relay_pin(address, pin));
+                let others = if relays.len() > 1 {
+                    format!(", and for every relay of the list: {}", relays.join(", "))
+                } else {
+                    String::new()
+                };
+                match saved {
                     Ok(()) => self.emit(Event::info(format!(
-                        "pinned the relay's TLS key {pin} (first connection to {relay}); compare it with \
-                         what the relay's operator gets from e2ee-relay --print-pin"
+                        "pinned the relay's TLS key {pin} (first connection to {relay}){others}; compare it \
+                         with what the relay's operator gets from e2ee-relay --print-pin"
                     ))),
                     Err(err) => self.emit(Event::error(format!("cannot save the relay's key pin: {err}"))),
                 }

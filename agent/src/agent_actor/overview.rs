@@ -16,6 +16,8 @@ pub(super) struct Overview {
     reason: Option<String>,
     /// What the relay held for us at the last login.
     queued_at_login: Option<u32>,
+    /// The relay address connected to, or the last one tried (`None` before any).
+    relay: Option<String>,
     /// Messages received per peer name since the user last looked or answered.
     unread: HashMap<String, usize>,
 }
@@ -26,6 +28,7 @@ impl Default for Overview {
             since_ms: now_ms(),
             reason: None,
             queued_at_login: None,
+            relay: None,
             unread: HashMap::new(),
         }
     }
@@ -38,20 +41,22 @@ fn now_ms() -> u64 {
 }
 
 impl Overview {
-    /// Logged in; the relay held `queued` messages for us.
-    pub(super) fn connected(&mut self, queued: u32) {
+    /// Logged in to the relay at `relay`; it held `queued` messages for us.
+    pub(super) fn connected(&mut self, queued: u32, relay: &str) {
         self.since_ms = now_ms();
         self.reason = None;
         self.queued_at_login = Some(queued);
+        self.relay = Some(relay.to_string());
     }
 
-    /// The connection ended, or an attempt failed, for `reason`. `was_connected`: the
-    /// link was up until now (else the time it went down stays).
-    pub(super) fn disconnected(&mut self, reason: &str, was_connected: bool) {
+    /// The connection to `relay` ended, or an attempt at it failed, for `reason`.
+    /// `was_connected`: the link was up until now (else the time it went down stays).
+    pub(super) fn disconnected(&mut self, reason: &str, was_connected: bool, relay: &str) {
         if was_connected {
             self.since_ms = now_ms();
         }
         self.reason = Some(reason.to_string());
+        self.relay = Some(relay.to_string());
     }
 
     /// A message from `peer` was shown.
@@ -74,12 +79,16 @@ impl Handler<ShowStatus> for AgentActor {
     type Result = ();
 
     fn handle(&mut self, _: ShowStatus, _: &mut Context<Self>) {
+        let relays = self.settings.relays();
+        let relay = (self.overview.relay.clone())
+            .or_else(|| relays.first().cloned())
+            .unwrap_or_default();
         let trust = if self.settings.insecure_plaintext {
             "plain TCP (no TLS)".to_string()
         } else if let Some(ca) = &self.settings.relay_ca {
             format!("TLS, certificate authorities of {ca}")
         } else {
-            match self.state.relay_pin(&self.settings.relay) {
+            match self.state.relay_pin(&relay) {
                 Ok(Some(pin)) => format!("TLS, key pinned {pin}"),
                 Ok(None) => "TLS, key to be pinned on the first connection".to_string(),
                 Err(err) => format!("TLS, pin unreadable: {err}"),
@@ -87,7 +96,8 @@ impl Handler<ShowStatus> for AgentActor {
         };
         let overview = &self.overview;
         let status = LinkStatus {
-            relay: self.settings.relay.clone(),
+            relay,
+            relays: if relays.len() > 1 { relays } else { Vec::new() },
             trust,
             connected: self.connected,
             since_ms: overview.since_ms,

@@ -111,8 +111,13 @@ pub enum Event {
     Connection {
         /// The new state.
         state: ConnectionState,
-        /// The relay address.
+        /// The relay address: the one connected to, or whose connection ended or could
+        /// not be made.
         relay: String,
+        /// For `reconnecting` with several relay addresses: the address the next attempt
+        /// goes to, when it is another than `relay`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_relay: Option<String>,
         /// For `reconnecting`: the attempt number, from 1.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
@@ -553,6 +558,7 @@ impl Event {
             Self::Connection {
                 state,
                 relay,
+                next_relay,
                 attempt,
                 retry_in_ms,
                 reason,
@@ -567,7 +573,10 @@ impl Event {
                             (Some(n), None) => format!(" (attempt {n})"),
                             (None, _) => String::new(),
                         };
-                        format!("* reconnecting to relay {relay}{when}{why}")
+                        match next_relay {
+                            Some(next) => format!("* reconnecting to relay {next}{when}, relay {relay} failed{why}"),
+                            None => format!("* reconnecting to relay {relay}{when}{why}"),
+                        }
                     }
                 }
             }

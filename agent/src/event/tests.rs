@@ -16,6 +16,7 @@ fn all_events() -> Vec<Event> {
         Event::Connection {
             state: ConnectionState::Reconnecting,
             relay: "127.0.0.1:7300".into(),
+            next_relay: None,
             attempt: Some(2),
             retry_in_ms: None,
             reason: None,
@@ -23,6 +24,7 @@ fn all_events() -> Vec<Event> {
         Event::Connection {
             state: ConnectionState::Connected,
             relay: "127.0.0.1:7300".into(),
+            next_relay: None,
             attempt: None,
             retry_in_ms: None,
             reason: None,
@@ -360,4 +362,33 @@ fn human_output_escapes_peer_text() {
         event.to_human(),
         "[bob] hi\\u{1b}[2J\\r\\nthere\\u{202e}  (arrived late)"
     );
+}
+
+#[test]
+fn a_failover_names_both_relays_and_one_relay_reads_as_before() {
+    let failover = Event::Connection {
+        state: ConnectionState::Reconnecting,
+        relay: "127.0.0.1:7300".into(),
+        next_relay: Some("127.0.0.1:7301".into()),
+        attempt: Some(1),
+        retry_in_ms: Some(0),
+        reason: Some("connection refused".into()),
+    };
+    let value: Value = serde_json::from_str(&failover.to_json_line()).expect("json");
+    assert_eq!(
+        value,
+        json!({"event": "connection", "state": "reconnecting", "relay": "127.0.0.1:7300",
+               "next_relay": "127.0.0.1:7301", "attempt": 1, "retry_in_ms": 0,
+               "reason": "connection refused"})
+    );
+    assert_eq!(
+        serde_json::from_value::<Event>(value).expect("round trip"),
+        failover
+    );
+    assert_eq!(
+        failover.to_human(),
+        "* reconnecting to relay 127.0.0.1:7301 (attempt 1 in 0 s), relay 127.0.0.1:7300 failed: connection refused"
+    );
+    let single: Value = serde_json::from_str(&all_events()[1].to_json_line()).expect("json");
+    assert!(single.get("next_relay").is_none(), "{single}");
 }

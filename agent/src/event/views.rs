@@ -23,8 +23,13 @@ pub struct HistoryLine {
 /// The relay link as `/status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkStatus {
-    /// The relay address.
+    /// The relay address in use: connected to, or (when not connected) the last one
+    /// tried.
     pub relay: String,
+    /// Every relay address configured, in the order they are tried, when there are
+    /// several (absent for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
     /// How the relay is trusted: `pinned sha256:…`, `pin on first use`,
     /// `certificate authorities` or `plain TCP (no TLS)`.
     pub trust: String,
@@ -85,6 +90,13 @@ pub fn history_human(peer: &str, messages: &[HistoryLine]) -> String {
 /// The lines of `/status`.
 pub fn status_human(status: &LinkStatus) -> String {
     let mut out = format!("* relay {} ({})", status.relay, status.trust);
+    if !status.relays.is_empty() {
+        let _ = write!(
+            out,
+            "\n* relays: {} (the next one is tried when one cannot be reached)",
+            status.relays.join(", ")
+        );
+    }
     if status.connected {
         let _ = write!(out, "\n* connected since {} UTC", utc(status.since_ms));
     } else {
