@@ -99,6 +99,9 @@ pub struct StreamLink {
     reading: bool,
     /// `XACK` replies outstanding.
     acks: usize,
+    /// Still reading what this consumer read on an earlier connection and did not
+    /// acknowledge (a recipient's first reads, until one comes back empty).
+    pending: bool,
 }
 
 impl StreamLink {
@@ -113,7 +116,9 @@ impl StreamLink {
                 .await?;
             self.acks += 1;
         }
-        self.framed.send(Command::xreadgroup(&stream)).await?;
+        self.framed
+            .send(Command::xreadgroup(&stream, self.pending))
+            .await?;
         self.reading = true;
         Ok(())
     }
@@ -192,11 +197,14 @@ impl Link {
                     read: Vec::new(),
                     reading: false,
                     acks: 0,
+                    pending: true,
                 };
                 if let Some(stream) = subscribe {
                     link.framed.send(Command::xgroup_create(stream)).await?;
                     match link.framed.next().await {
                         Some(Ok(Resp::Simple(_))) => {}
+                        // A recipient that reconnects: its group is there.
+                        Some(Ok(Resp::Error(e))) if e.starts_with("BUSYGROUP") => {}
                         other => bail!("redis XGROUP CREATE failed: {other:?}"),
                     }
                     link.read_more().await?;
@@ -391,6 +399,14 @@ impl Link {
                         Some(Ok(reply)) => match reply.into_stream_entries() {
                             Some(entries) => {
                                 link.reading = false;
+                                if entries.is_empty() && link.pending {
+                                    // Nothing left from before: new entries from now on
+                                    // (the one write here; a read must be outstanding).
+                                    link.pending = false;
+                                    if link.read_more().await.is_err() {
+                                        return Event::Closed("write_failed");
+                                    }
+                                }
                                 link.inbox.extend(entries);
                             }
                             None => return Event::Notice("unexpected_reply"),

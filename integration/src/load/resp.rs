@@ -217,9 +217,11 @@ impl Command {
     }
 
     /// `XREADGROUP GROUP e2ee-load c COUNT n BLOCK 0 STREAMS stream >`: waits for new
-    /// entries.
-    pub fn xreadgroup(stream: &str) -> Self {
+    /// entries; with `pending`, `… STREAMS stream 0` instead: the entries this consumer
+    /// read before and did not acknowledge (a recipient that reconnects).
+    pub fn xreadgroup(stream: &str, pending: bool) -> Self {
         let count = STREAM_READ_COUNT.to_string();
+        let from: &[u8] = if pending { b"0" } else { b">" };
         Self::of(&[
             b"XREADGROUP",
             b"GROUP",
@@ -231,7 +233,7 @@ impl Command {
             b"0",
             b"STREAMS",
             stream.as_bytes(),
-            b">",
+            from,
         ])
     }
 
