@@ -20,33 +20,108 @@ local EXPIRE_STEP = 10000
 local function num(v) return tonumber(v or 0) or 0 end
 local function int(n) return string.format('%d', n) end
 
--- Counts a removed message off its sender's usage and the total.
-local function uncount(sender, size)
-  local left = redis.call('HINCRBY', P .. 'us', sender, -1)
-  if left <= 0 then
-    redis.call('HDEL', P .. 'us', sender)
-    redis.call('HDEL', P .. 'ub', sender)
-  else
-    redis.call('HINCRBY', P .. 'ub', sender, -size)
-  end
-  redis.call('HINCRBY', P .. 'tot', 'm', -1)
-  redis.call('HINCRBY', P .. 'tot', 'b', -size)
+-- The record of a message id (key = sender .. msg_id) in `k`: "u" .. recipient ..
+-- "seq:time:size" while unacknowledged, "a" .. recipient once acknowledged. Returns
+-- state, recipient, seq, time, size (the last three for "u" only), or nil.
+local function record(key)
+  local rec = redis.call('HGET', P .. 'k', key)
+  if not rec then return nil end
+  local state, r = string.sub(rec, 1, 1), string.sub(rec, 2, 33)
+  if state ~= 'u' then return state, r end
+  local seq, ts, size = string.match(string.sub(rec, 34), '^(%d+):(%d+):(%d+)$')
+  return state, r, tonumber(seq), tonumber(ts), tonumber(size)
 end
 
--- Removes a stored message (key = sender .. msg_id) from its recipient's queue;
--- returns its sequence number, timestamp and payload size, or nil.
-local function unstore(recipient, key)
-  local seq = redis.call('ZSCORE', P .. 'q:' .. recipient, key)
-  if not seq then return nil end
-  local ts = num(redis.call('HGET', P .. 't:' .. recipient, key))
-  local len = redis.call('HSTRLEN', P .. 'm:' .. recipient, key)
-  redis.call('ZREM', P .. 'q:' .. recipient, key)
-  redis.call('HDEL', P .. 'm:' .. recipient, key)
-  redis.call('HDEL', P .. 't:' .. recipient, key)
-  redis.call('HDEL', P .. 'u', key)
+-- Counters are read once per batch and written back once at its end (fewer Redis
+-- calls per message; the script is atomic, so nothing else changes them meanwhile):
+-- each sender's usage, the total, each recipient's queue length, the sequence number.
+local senders = {}      -- sender -> { m = messages, b = bytes }
+local queues = {}       -- recipient -> queue length
+local total = nil       -- { m = messages, b = bytes }
+local next_seq = nil
+
+local function usage_of(sender)
+  local u = senders[sender]
+  if not u then
+    local got = redis.call('HMGET', P .. 'su', sender .. 'm', sender .. 'b')
+    u = { m = num(got[1]), b = num(got[2]) }
+    senders[sender] = u
+  end
+  return u
+end
+
+local function total_usage()
+  if not total then
+    local got = redis.call('HMGET', P .. 'tot', 'm', 'b')
+    total = { m = num(got[1]), b = num(got[2]) }
+  end
+  return total
+end
+
+local function queue_len(r)
+  local n = queues[r]
+  if not n then
+    n = redis.call('ZCARD', P .. 'q:' .. r)
+    queues[r] = n
+  end
+  return n
+end
+
+-- Counts a message of `size` on (delta 1) or off (delta -1) its sender, the total and
+-- its recipient's queue.
+local function count(sender, r, size, delta)
+  local u, t = usage_of(sender), total_usage()
+  u.m, u.b = u.m + delta, u.b + delta * size
+  t.m, t.b = t.m + delta, t.b + delta * size
+  queues[r] = queue_len(r) + delta
+end
+
+-- Removes an unacknowledged message from its recipient's queue and the expiry index.
+local function unstore(r, key, size)
+  redis.call('ZREM', P .. 'q:' .. r, key)
+  redis.call('HDEL', P .. 'm:' .. r, key)
   redis.call('ZREM', P .. 'x', key)
-  uncount(string.sub(key, 1, 32), len + OVERHEAD)
-  return tonumber(seq), ts, len
+  count(string.sub(key, 1, 32), r, size, -1)
+end
+
+-- The node that holds recipient r's connection if it is another one and alive, else
+-- false; looked up once per recipient and node per batch.
+local remote = {}
+local alive = {}
+local function remote_node(r)
+  local node = remote[r]
+  if node == nil then
+    node = false
+    local where = redis.call('HGET', P .. 'presence', r)
+    if where then
+      local name = string.sub(where, 1, string.find(where, '\0', 1, true) - 1)
+      if name ~= me then
+        if alive[name] == nil then
+          alive[name] = redis.call('EXISTS', P .. 'alive:' .. name) == 1
+        end
+        if alive[name] then node = name end
+      end
+    end
+    remote[r] = node
+  end
+  return node
+end
+
+-- Writes the counters back.
+local function write_counters()
+  for sender, u in pairs(senders) do
+    if u.m <= 0 then
+      redis.call('HDEL', P .. 'su', sender .. 'm', sender .. 'b')
+    else
+      redis.call('HSET', P .. 'su', sender .. 'm', int(u.m), sender .. 'b', int(u.b))
+    end
+  end
+  if total then
+    redis.call('HSET', P .. 'tot', 'm', int(total.m), 'b', int(total.b))
+  end
+  if next_seq then
+    redis.call('SET', P .. 'seq', int(next_seq))
+  end
 end
 
 local notify = {}
@@ -58,15 +133,15 @@ while i <= #ARGV do
     local r, s, id, ts, payload = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
     i = i + 6
     local key = s .. id
-    local earlier = redis.call('HGET', P .. 'a', key) or redis.call('HGET', P .. 'u', key)
-    if earlier then
+    local state, earlier = record(key)
+    if state then
       out[#out + 1] = (earlier == r) and 'D' or 'I'
     else
       local size = #payload + OVERHEAD
-      local qlen = redis.call('ZCARD', P .. 'q:' .. r)
-      local smsgs = num(redis.call('HGET', P .. 'us', s))
-      local sbytes = num(redis.call('HGET', P .. 'ub', s))
-      local stored = num(redis.call('HGET', P .. 'tot', 'b'))
+      local qlen = queue_len(r)
+      local usage = usage_of(s)
+      local smsgs, sbytes = usage.m, usage.b
+      local stored = total_usage().b
       local refused = nil
       if q_queue >= 0 and qlen >= q_queue then refused = 'recipient_queue'
       elseif q_msgs >= 0 and smsgs >= q_msgs then refused = 'sender_messages'
@@ -76,25 +151,19 @@ while i <= #ARGV do
       if refused then
         out[#out + 1] = 'Q:' .. refused
       else
-        local seq = redis.call('INCR', P .. 'seq')
+        next_seq = (next_seq or num(redis.call('GET', P .. 'seq'))) + 1
+        local seq = next_seq
         redis.call('ZADD', P .. 'q:' .. r, seq, key)
         redis.call('HSET', P .. 'm:' .. r, key, payload)
-        redis.call('HSET', P .. 't:' .. r, key, int(ts))
-        redis.call('HSET', P .. 'u', key, r)
+        redis.call('HSET', P .. 'k', key, 'u' .. r .. int(seq) .. ':' .. int(ts) .. ':' .. int(size))
         redis.call('ZADD', P .. 'x', ts, key)
-        redis.call('HINCRBY', P .. 'us', s, 1)
-        redis.call('HINCRBY', P .. 'ub', s, size)
-        redis.call('HINCRBY', P .. 'tot', 'm', 1)
-        redis.call('HINCRBY', P .. 'tot', 'b', size)
+        count(s, r, size, 1)
         -- The message itself to the node that holds the recipient's connection, if
         -- another and alive (presence: "<node>\0<generation>", see
         -- presence_arrive.lua; a node is alive while its heartbeat key lives).
-        local where = redis.call('HGET', P .. 'presence', r)
-        if where then
-          local node = string.sub(where, 1, string.find(where, '\0', 1, true) - 1)
-          if node ~= me and redis.call('EXISTS', P .. 'alive:' .. node) == 1 then
-            notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
-          end
+        local node = remote_node(r)
+        if node then
+          notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
         end
         out[#out + 1] = 'A:' .. int(seq)
       end
@@ -103,11 +172,11 @@ while i <= #ARGV do
     local r, s, id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     i = i + 4
     local key = s .. id
-    if redis.call('HGET', P .. 'u', key) == r then
-      local _, ts = unstore(r, key)
-      redis.call('HDEL', P .. 'u', key)
-      redis.call('HSET', P .. 'a', key, r)
-      redis.call('ZADD', P .. 'ax', ts or 0, key)
+    local state, held, _, ts, size = record(key)
+    if state == 'u' and held == r then
+      unstore(r, key, size)
+      redis.call('HSET', P .. 'k', key, 'a' .. r)
+      redis.call('ZADD', P .. 'ax', ts, key)
       out[#out + 1] = 'K:1'
     else
       out[#out + 1] = 'K:0'
@@ -130,12 +199,15 @@ while i <= #ARGV do
     local dropped = {}
     local due = redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', '(' .. before, 'LIMIT', 0, EXPIRE_STEP)
     for _, key in ipairs(due) do
-      local r = redis.call('HGET', P .. 'u', key)
-      if r then
-        local seq, ts = unstore(r, key)
-        if seq then dropped[#dropped + 1] = { seq, key, r, ts } end
+      local state, r, seq, ts, size = record(key)
+      if state == 'u' then
+        unstore(r, key, size)
+        -- Forgotten: a retransmission of an expired message is a new message.
+        redis.call('HDEL', P .. 'k', key)
+        dropped[#dropped + 1] = { seq, key, r, ts }
+      else
+        redis.call('ZREM', P .. 'x', key)
       end
-      redis.call('ZREM', P .. 'x', key)
     end
     table.sort(dropped, function(a, b) return a[1] < b[1] end)
     for _, d in ipairs(dropped) do
@@ -148,7 +220,10 @@ while i <= #ARGV do
     -- Acknowledged ids past the deduplication window are forgotten.
     local forgotten = redis.call('ZRANGEBYSCORE', P .. 'ax', '-inf', '(' .. acked_before, 'LIMIT', 0, EXPIRE_STEP)
     for _, key in ipairs(forgotten) do
-      redis.call('HDEL', P .. 'a', key)
+      local rec = redis.call('HGET', P .. 'k', key)
+      if rec and string.sub(rec, 1, 1) == 'a' then
+        redis.call('HDEL', P .. 'k', key)
+      end
       redis.call('ZREM', P .. 'ax', key)
     end
     -- Notices left unread past their own cut-off.
@@ -169,9 +244,12 @@ while i <= #ARGV do
     redis.call('ZREMRANGEBYSCORE', P .. 'n:' .. s, '-inf', through)
     out[#out + 1] = 'N:' .. int(#read / 2)
   else
+    write_counters()
     return redis.error_reply('unknown store operation ' .. tostring(op))
   end
 end
+
+write_counters()
 
 -- Each message stored for a recipient connected to another node, to that node, in
 -- store order.

@@ -18,11 +18,11 @@
 //! |---|---|---|
 //! | `seq`, `nseq` | counter | last message / expiry-notice sequence number |
 //! | `q:R` | sorted set | R's queue: `S‖id` scored by sequence number |
-//! | `m:R`, `t:R` | hash | `S‖id` → payload, → receive time (ms) |
-//! | `u` | hash | unacknowledged `S‖id` → R |
+//! | `m:R` | hash | `S‖id` → payload |
+//! | `k` | hash | `S‖id` → `u‖R‖seq:time:size` (unacknowledged) or `a‖R` (acknowledged) |
 //! | `x` | sorted set | unacknowledged `S‖id` scored by receive time (expiry) |
-//! | `a`, `ax` | hash, sorted set | acknowledged `S‖id` → R, scored by receive time |
-//! | `us`, `ub`, `tot` | hash | per-sender messages, bytes; total `m`, `b` |
+//! | `ax` | sorted set | acknowledged `S‖id` scored by receive time (deduplication window) |
+//! | `su`, `tot` | hash | per sender `S‖m`, `S‖b`: messages, bytes; total `m`, `b` |
 //! | `n:S`, `nt` | sorted set | S's expiry notices `R‖id‖nseq` by nseq; `S‖nseq` by time |
 //! | `seen` | hash | identity → last seen (ms) |
 //! | `pk:O`, `opk:O`, `opks:O` | hash, list, set | signed prekey, one-time prekeys |
@@ -261,9 +261,10 @@ impl Store for RedisStore {
     }
 
     fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
-        let (us, ub) = (self.key("us"), self.key("ub"));
-        let messages: Option<u64> = self.command(::redis::cmd("HGET").arg(us).arg(sender).clone())?;
-        let bytes: Option<u64> = self.command(::redis::cmd("HGET").arg(ub).arg(sender).clone())?;
+        let su = self.key("su");
+        let (m, b) = ([&sender[..], b"m"].concat(), [&sender[..], b"b"].concat());
+        let (messages, bytes): (Option<u64>, Option<u64>) =
+            self.command(::redis::cmd("HMGET").arg(su).arg(m).arg(b).clone())?;
         Ok(Usage {
             messages: messages.unwrap_or(0),
             bytes: bytes.unwrap_or(0),

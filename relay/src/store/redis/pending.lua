@@ -9,7 +9,9 @@ while n < limit do
   if #page == 0 then break end
   for j = 1, #page, 2 do
     local key, seq = page[j], page[j + 1]
-    local ts = tonumber(redis.call('HGET', P .. 't:' .. r, key) or 0)
+    -- The message's record in `k` (commit.lua): "u" .. recipient .. "seq:time:size".
+    local rec = redis.call('HGET', P .. 'k', key) or ''
+    local ts = tonumber(string.match(string.sub(rec, 34), '^%d+:(%d+):') or 0)
     if ts >= not_before then
       out[#out + 1] = seq
       out[#out + 1] = key
