@@ -1,8 +1,9 @@
 //! Several relays on one Redis as one service (docs/RELAY.md, "A relay cluster"):
 //! delivery across relays both ways, an offline queue read through another relay,
 //! replacement across relays, one-time prekeys handed out once through three relays,
-//! Redis killed and restarted with nothing acknowledged lost, and a relay whose Redis is
-//! gone acknowledging nothing.
+//! Redis (one server, or the primary of a Redis Cluster) killed and restarted with
+//! nothing acknowledged lost, a relay whose Redis is gone acknowledging nothing, and a
+//! relay killed under load whose clients move to another.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use e2ee_protocol::frame::{ErrorCode, Frame};
 use e2ee_protocol::identity::IdentityKeyPair;
 use e2ee_protocol::prekey::{PreKeyBundle, PreKeyStore};
 use e2ee_relay::settings::StoreEngine;
-use e2ee_relay::store::redis::{RedisEndpoint, RedisServer, RedisStore};
+use e2ee_relay::store::redis::{RedisCluster, RedisEndpoint, RedisServer, RedisStore};
 use e2ee_relay::store::Store;
 use e2ee_relay::RelayHandle;
 use rand_core::OsRng;
@@ -365,4 +366,67 @@ async fn a_relay_killed_under_load_loses_nothing_its_clients_move_to_another() {
         assert!(seen.contains(id), "acknowledged message {id:?} not delivered");
     }
     drop(relay_b);
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_cluster_primary_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut redis = RedisCluster::start(&dir.path().join("redis"), 3).expect("redis cluster");
+    let relays: Vec<_> = (1..=2)
+        .map(|i| {
+            let urls = redis.urls();
+            spawn_relay(move |s| {
+                s.store.engine = StoreEngine::Redis;
+                s.store.redis_urls = urls;
+                s.store.redis_cluster = true;
+                s.store.node_name = format!("relay-{i}");
+            })
+            .expect("relay starts")
+        })
+        .collect();
+    let (a, b) = (identity(), identity());
+    let bob_key = key_of(&b);
+    let mut alice = connect(relays[0].0.addr, &a).await;
+    for n in 1..=100 {
+        send(&mut alice, bob_key, n).await;
+    }
+    // The primary that holds the deployment's slot (all its keys share one).
+    let primary = redis.node_of("e2ee").expect("slot owner");
+    let restart = tokio::task::spawn_blocking(move || {
+        redis.restart9(primary).expect("kill -9 and restart the primary");
+        redis
+    });
+    let _redis = restart.await.expect("restarted");
+    // Relay 1 reconnects to the cluster by itself; a client that lost its connection
+    // meanwhile sends again on a new one (same ids: the store deduplicates).
+    let mut n = 101;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while n <= 120 {
+        assert!(std::time::Instant::now() < deadline, "the relay stores again");
+        let mut other = Vec::new();
+        let sent = alice
+            .send_message(
+                bob_key,
+                msg_id(n),
+                format!("message {n}").into_bytes(),
+                &mut other,
+            )
+            .await;
+        if sent.is_ok() {
+            n += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            alice = connect(relays[0].0.addr, &a).await;
+        }
+    }
+    let mut bob = connect(relays[1].0.addr, &b).await;
+    let got = bob.receive_messages(120, WAIT).await.expect("all of them");
+    let mut ids: Vec<[u8; 16]> = got.iter().map(|m| m.1).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids,
+        (1..=120).map(msg_id).collect::<Vec<_>>(),
+        "every acknowledged message, once"
+    );
 }

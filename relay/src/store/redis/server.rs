@@ -125,6 +125,9 @@ impl Drop for RedisServer {
     }
 }
 
+/// What makes a [`RedisServer`] a cluster node.
+const CLUSTER_NODE_ARGS: &[&str] = &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+
 /// A throwaway Redis Cluster of `n` primaries (no replicas) on loopback ports, each
 /// durable like [`RedisServer`], made with `redis-cli --cluster create`.
 pub struct RedisCluster {
@@ -142,11 +145,7 @@ impl RedisCluster {
         for i in 0..n {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let node_dir = dir.join(format!("node-{i}"));
-            nodes.push(RedisServer::start_with(
-                &node_dir,
-                port,
-                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-            )?);
+            nodes.push(RedisServer::start_with(&node_dir, port, CLUSTER_NODE_ARGS)?);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let created = Command::new("redis-cli")
@@ -188,8 +187,55 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// The nodes (e.g. to kill one).
-    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
-        &mut self.nodes
+    /// Kills node `i` at once (`SIGKILL`) and starts it again on its port and files; it
+    /// rejoins the cluster from its `nodes.conf`, with what its AOF holds.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn restart9(&mut self, i: usize) -> io::Result<()> {
+        let node = &mut self.nodes[i];
+        node.kill9()?;
+        let (dir, port) = (node.dir.clone(), node.port);
+        *node = RedisServer::start_with(&dir, port, CLUSTER_NODE_ARGS)?;
+        Ok(())
+    }
+
+    /// The index of the node that serves the slot of the keys under `{prefix}`.
+    ///
+    /// # Errors
+    /// When the cluster cannot be asked.
+    pub fn node_of(&self, prefix: &str) -> io::Result<usize> {
+        let ask = |node: &RedisServer| -> ::redis::RedisResult<(i64, Vec<::redis::Value>)> {
+            let mut conn = super::connection::connection_to(&node.url(), Duration::from_secs(2))?;
+            let slot: i64 = ::redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{{{prefix}}}"))
+                .query(&mut conn)?;
+            let slots: Vec<::redis::Value> = ::redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+            Ok((slot, slots))
+        };
+        let (slot, ranges) = ask(&self.nodes[0]).map_err(io::Error::other)?;
+        for range in ranges {
+            let ::redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let number = |v: Option<&::redis::Value>| match v {
+                Some(::redis::Value::Int(n)) => *n,
+                _ => -1,
+            };
+            let (from, to) = (number(parts.first()), number(parts.get(1)));
+            let port = match parts.get(2) {
+                Some(::redis::Value::Array(primary)) => number(primary.get(1)),
+                _ => -1,
+            };
+            if (from..=to).contains(&slot) {
+                if let Some(i) = self.nodes.iter().position(|n| i64::from(n.port) == port) {
+                    return Ok(i);
+                }
+            }
+        }
+        Err(io::Error::other(format!(
+            "no node serves the slot of {{{prefix}}}"
+        )))
     }
 }
