@@ -171,3 +171,47 @@ fn an_expiry_pass_removes_a_bounded_number_and_the_next_takes_the_rest() {
         25_000
     );
 }
+
+#[test]
+fn with_wait_replicas_a_commit_waits_for_a_replica_and_fails_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary = RedisServer::start(&dir.path().join("primary")).expect("primary");
+    let replica_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let primary_port = primary.port().to_string();
+    let mut replica = RedisServer::start_with(
+        &dir.path().join("replica"),
+        replica_port,
+        &["--replicaof", "127.0.0.1", &primary_port],
+    )
+    .expect("replica");
+    let endpoint = RedisEndpoint {
+        wait_replicas: 1,
+        ..endpoint(&primary)
+    };
+    let mut store = RedisStore::open(endpoint, "e2ee-test", "node-a").expect("open");
+    let append = |i: u8| {
+        WriteOp::Append(crate::store::NewMessage {
+            recipient: [1; 32],
+            sender: [2; 32],
+            msg_id: [i; 16],
+            timestamp_ms: 1_000,
+            payload: vec![i; 10].into(),
+        })
+    };
+    // The replica may still be syncing: the first commits wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.commit(&[append(1)], &Quotas::UNLIMITED).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the replica acknowledges");
+    }
+    // Acknowledged by the replica: it holds the message.
+    let mut on_replica = RedisStore::open(endpoint(&replica), "e2ee-test", "reader").expect("replica");
+    assert_eq!(on_replica.queue_len(&[1; 32]).expect("len"), 1);
+    replica.kill9().expect("kill the replica");
+    let err = store
+        .commit(&[append(2)], &Quotas::UNLIMITED)
+        .expect_err("no replica to acknowledge");
+    assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
+}
