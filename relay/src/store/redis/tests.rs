@@ -187,11 +187,11 @@ fn with_wait_replicas_a_commit_waits_for_a_replica_and_fails_without_one() {
         &["--replicaof", "127.0.0.1", &primary_port],
     )
     .expect("replica");
-    let endpoint = RedisEndpoint {
+    let waiting = RedisEndpoint {
         wait_replicas: 1,
         ..endpoint(&primary)
     };
-    let mut store = RedisStore::open(endpoint, "e2ee-test", "node-a").expect("open");
+    let mut store = RedisStore::open(waiting, "e2ee-test", "node-a").expect("open");
     let append = |i: u8| {
         WriteOp::Append(crate::store::NewMessage {
             recipient: [1; 32],
