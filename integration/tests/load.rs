@@ -27,6 +27,7 @@ fn endpoint(handle: &RelayHandle) -> Endpoint {
         addr: handle.addr,
         label: "relay (test)".into(),
         pid: None,
+        companions: Vec::new(),
         relays: Vec::new(),
     }
 }

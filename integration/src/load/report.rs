@@ -61,6 +61,17 @@ pub struct ServerStats {
     pub rss_kib_max: u64,
 }
 
+/// CPU of one of the target's other processes (a further relay, a Redis server).
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanionStats {
+    /// What it is.
+    pub label: String,
+    /// Its pid.
+    pub pid: u32,
+    /// CPU over the measured window, percent of one core.
+    pub cpu_percent: f64,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -128,7 +139,9 @@ pub struct LoadReport {
     pub loadgen_cpu_percent: Option<f64>,
     /// The whole machine's busy CPU over the measured window (percent of one core).
     pub machine_busy_percent: Option<f64>,
-    /// CPU used by other processes than the server and the load generator over the
+    /// The target's other processes (further relays, Redis under relays).
+    pub companions: Vec<CompanionStats>,
+    /// CPU used by other processes than the target's and the load generator over the
     /// window: a noisy neighbour makes a run slower and says so here.
     pub other_cpu_percent: Option<f64>,
     /// Per-second figures.
@@ -237,6 +250,18 @@ impl LoadReport {
                 sv.rss_kib_max / 1024
             );
         }
+        for c in &self.companions {
+            let per_msg = if self.delivered_rate > 0.0 {
+                c.cpu_percent / 100.0 * 1e6 / self.delivered_rate
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                s,
+                "  + {} pid {}  cpu {:.0}% ({per_msg:.1} µs cpu per delivered message)",
+                c.label, c.pid, c.cpu_percent
+            );
+        }
         if let Some(cpu) = self.loadgen_cpu_percent {
             let lag = &self.send_lag_us;
             let _ = write!(s, "loadgen  cpu {cpu:.0}%");
@@ -257,17 +282,27 @@ impl LoadReport {
     }
 }
 
+impl LoadReport {
+    /// CPU of all the target's processes (server and companions) per delivered message,
+    /// in µs.
+    pub fn target_cpu_us_per_message(&self) -> Option<f64> {
+        let server = self.server.as_ref()?.cpu_percent;
+        let all = server + self.companions.iter().map(|c| c.cpu_percent).sum::<f64>();
+        (self.delivered_rate > 0.0).then(|| all / 100.0 * 1e6 / self.delivered_rate)
+    }
+}
+
 /// A Markdown table comparing runs.
 pub fn table(rows: &[(String, &LoadReport)]) -> String {
     let mut s = String::from(
-        "| run | target | mode | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | acked lost | undelivered | server CPU | loadgen CPU | other CPU | server RSS MiB |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| run | target | mode | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | acked lost | undelivered | server CPU | target CPU µs/msg | loadgen CPU | other CPU | server RSS MiB |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, r) in rows {
         let l = &r.latency_us;
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.target,
             if r.offered_rate.is_some() { "open" } else { "max" },
             r.offered_rate.map_or("-".to_owned(), |x| format!("{x:.0}")),
@@ -281,6 +316,8 @@ pub fn table(rows: &[(String, &LoadReport)]) -> String {
             r.server
                 .as_ref()
                 .map_or("-".to_owned(), |x| format!("{:.0}%", x.cpu_percent)),
+            r.target_cpu_us_per_message()
+                .map_or("-".to_owned(), |x| format!("{x:.1}")),
             r.loadgen_cpu_percent
                 .map_or("-".to_owned(), |x| format!("{x:.0}%")),
             r.other_cpu_percent.map_or("-".to_owned(), |x| format!("{x:.0}%")),

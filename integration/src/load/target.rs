@@ -332,11 +332,23 @@ impl Server {
                 .collect(),
             _ => Vec::new(),
         };
+        let mut companions: Vec<(String, u32)> = (self.others.iter().enumerate())
+            .map(|(i, r)| (format!("relay {}", i + 2), r.child.id()))
+            .collect();
+        if let Some(redis) = &self.store {
+            companions.extend(redis.pid().map(|pid| ("redis-server".to_owned(), pid)));
+        }
+        if let Some(cluster) = &self.store_cluster {
+            for (i, pid) in cluster.pids().into_iter().enumerate() {
+                companions.push((format!("redis node {}", i + 1), pid));
+            }
+        }
         super::run::Endpoint {
             kind: self.kind,
             addr: self.addr,
             label: self.label.clone(),
             pid: self.pid,
+            companions,
             relays,
         }
     }

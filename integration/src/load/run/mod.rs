@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use super::e2e::{ReceiverCrypto, SenderCrypto};
 use super::link::{Address, Event, Link};
 use super::probe::{self, Probe};
-use super::report::{Availability, LoadReport, ServerStats, TimelinePoint};
+use super::report::{Availability, CompanionStats, LoadReport, ServerStats, TimelinePoint};
 use super::stats::{Counters, Ledger, Percentiles, Recorder};
 use super::sysinfo::{MachineSample, ProcSample};
 use super::target::{source_ip, Kind};
@@ -95,6 +95,9 @@ pub struct Endpoint {
     pub label: String,
     /// Server process, for CPU and memory.
     pub pid: Option<u32>,
+    /// The target's other processes (further relays, the Redis servers under relays),
+    /// each with a label, for their CPU.
+    pub companions: Vec<(String, u32)>,
     /// Every relay of a cluster target, `addr` first (empty: `addr` only). Pair p's
     /// sender connects to relay p and its recipient to relay p + 1 (round robin), so
     /// that every message crosses from one relay to another; a client that reconnects
@@ -428,12 +431,20 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
     let pid = endpoint.pid;
     let warm = epoch + cfg.warmup.min(cfg.duration);
     tokio::time::sleep_until(warm.into()).await;
+    let companions_at = || -> Vec<Option<ProcSample>> {
+        endpoint
+            .companions
+            .iter()
+            .map(|(_, pid)| ProcSample::of(*pid))
+            .collect()
+    };
     let at_warm = (
         Counters::get(&shared.counters.sent),
         Counters::get(&shared.counters.delivered),
         pid.and_then(ProcSample::of),
         ProcSample::of_self(),
         MachineSample::read(),
+        companions_at(),
     );
     tokio::time::sleep_until(shared.send_end().into()).await;
     let at_end = (
@@ -442,6 +453,7 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
         pid.and_then(ProcSample::of),
         ProcSample::of_self(),
         MachineSample::read(),
+        companions_at(),
     );
     let window_secs = shared
         .send_end()
@@ -548,8 +560,21 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
         (Some(a), Some(b)) => Some(MachineSample::busy_percent(a, b, cores)),
         _ => None,
     };
+    let companions: Vec<CompanionStats> = (endpoint.companions.iter())
+        .zip(at_warm.5.iter().zip(&at_end.5))
+        .filter_map(|((label, pid), pair)| match pair {
+            (Some(a), Some(b)) => Some(CompanionStats {
+                label: label.clone(),
+                pid: *pid,
+                cpu_percent: ProcSample::cpu_percent(a, b),
+            }),
+            _ => None,
+        })
+        .collect();
     let other_cpu_percent = machine_busy_percent.map(|busy| {
-        let ours = loadgen_cpu_percent.unwrap_or(0.0) + server.as_ref().map_or(0.0, |s| s.cpu_percent);
+        let ours = loadgen_cpu_percent.unwrap_or(0.0)
+            + server.as_ref().map_or(0.0, |s| s.cpu_percent)
+            + companions.iter().map(|c| c.cpu_percent).sum::<f64>();
         (busy - ours).max(0.0)
     });
     let mut histogram = Vec::new();
@@ -602,6 +627,7 @@ pub async fn run(cfg: &LoadConfig, endpoint: &Endpoint) -> anyhow::Result<LoadRe
         loadgen_cpu_percent,
         machine_busy_percent,
         other_cpu_percent,
+        companions,
         timeline,
         histogram,
     })

@@ -106,6 +106,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Its process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server at once (`SIGKILL`): what it acknowledged is in its AOF.
     ///
     /// # Errors
@@ -180,6 +185,11 @@ impl RedisCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Every running node's process id.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(RedisServer::pid).collect()
     }
 
     /// Every node's `redis://` address.
