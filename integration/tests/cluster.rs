@@ -430,3 +430,45 @@ async fn nothing_acknowledged_is_lost_when_the_cluster_primary_is_killed_and_res
         "every acknowledged message, once"
     );
 }
+
+#[tokio::test]
+async fn a_message_stored_while_the_recipients_relay_looked_dead_reaches_it_without_a_reconnect() {
+    let cluster = cluster(2);
+    let (a, b) = (identity(), identity());
+    let mut bob = connect(cluster.addr(1), &b).await;
+    let mut alice = connect(cluster.addr(0), &a).await;
+    send(&mut alice, bob.me(), 1).await;
+    assert_eq!(bob.receive_messages(1, WAIT).await.expect("live").len(), 1);
+    // Relay 2's heartbeat runs out (as after a long Redis outage): relay 1 stops
+    // announcing messages to it, and stores this one only.
+    let mut conn = e2ee_relay::store::redis::connection_to(&cluster.redis.url(), WAIT).expect("redis");
+    let _: () = redis::cmd("DEL")
+        .arg("{e2ee}:alive:relay-2")
+        .query(&mut conn)
+        .expect("del");
+    send(&mut alice, bob.me(), 2).await;
+    // Relay 2's next heartbeat finds its key gone and has its connections read their
+    // queues: bob gets it on the same connection.
+    let got = bob
+        .receive_messages(1, Duration::from_secs(20))
+        .await
+        .expect("delivered on the open connection");
+    assert_eq!(got[0].1, msg_id(2));
+}
+
+#[tokio::test]
+async fn a_second_relay_under_a_node_name_in_use_does_not_start() {
+    let cluster = cluster(1);
+    let url = cluster.redis.url();
+    let err = spawn_relay(move |s| {
+        s.store.engine = StoreEngine::Redis;
+        s.store.redis_urls = vec![url];
+        s.store.node_name = "relay-1".into();
+    })
+    .err()
+    .expect("the name is taken");
+    assert!(
+        err.to_string().contains("another relay runs as node \"relay-1\""),
+        "{err}"
+    );
+}

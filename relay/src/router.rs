@@ -177,6 +177,9 @@ pub struct Router {
     replaced_elsewhere: HashMap<IdentityBytes, u64>,
 }
 
+/// In a cluster, how often every connection reads its queue whatever the notices said.
+const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Buckets held before the first sweep.
 const FIRST_SWEEP_AT: usize = 1024;
 
@@ -245,13 +248,21 @@ impl Actor for Router {
         if let Some((node, log)) = self.cluster.clone() {
             let router = ctx.address();
             let (presence_node, presence_log) = (node.clone(), log.clone());
+            let (beat_node, beat_router, beat_log) = (node.clone(), router.clone(), log.clone());
             let presence = SyncArbiter::start(1, move || {
                 Presence::new(presence_node.clone(), router.clone(), presence_log.clone())
             });
-            presence.do_send(Heartbeat);
-            ctx.run_interval(HEARTBEAT_EVERY, |act, _| {
-                if let Some(presence) = &act.presence {
-                    presence.do_send(Heartbeat);
+            // Heartbeats on a thread of their own: a burst of logins never delays them.
+            let heartbeat = SyncArbiter::start(1, move || {
+                Presence::new(beat_node.clone(), beat_router.clone(), beat_log.clone())
+            });
+            heartbeat.do_send(Heartbeat);
+            ctx.run_interval(HEARTBEAT_EVERY, move |_, _| heartbeat.do_send(Heartbeat));
+            // The last resort: a message whose every notice was lost reaches a connection
+            // that reads nothing else within this time.
+            ctx.run_interval(REREAD_EVERY, |act, _| {
+                for client in act.clients.values() {
+                    client.addr.do_send(ToConnection::Waiting);
                 }
             });
             self.presence = Some(presence);

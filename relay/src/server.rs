@@ -143,7 +143,21 @@ pub async fn serve(
         } else {
             settings.store.node_name.clone()
         },
+        instance: {
+            let mut token = [0u8; 8];
+            OsRng.fill_bytes(&mut token);
+            hex::encode(token)
+        },
     });
+    if let Some(node) = &node {
+        if !settings.store.node_name.is_empty() {
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || crate::cluster::presence::claim_node_name(&node))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+        }
+    }
     let node_name = node.as_ref().map_or("", |n| n.name.as_str());
     let shared = Arc::new(
         SharedStore::new(

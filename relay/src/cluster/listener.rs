@@ -60,12 +60,17 @@ fn parse(payload: &[u8]) -> Option<ClusterNotice> {
 /// Starts the listener thread of `node`, telling `router`.
 pub fn spawn(node: ClusterNode, router: Addr<Router>, log: Logger) -> std::io::Result<()> {
     let channel = node.channel_of(&node.name);
-    let url = node.endpoint.urls[0].clone();
+    // Classic pub/sub reaches every node of a cluster: any address will do, the next
+    // one after a failure.
+    let urls = node.endpoint.urls.clone();
+    let mut next = 0usize;
     thread::Builder::new()
         .name("cluster-listener".into())
         .spawn(move || {
             let mut first = true;
             while router.connected() {
+                let url = urls[next % urls.len()].clone();
+                next += 1;
                 let mut conn = match connection_to(&url, POLL) {
                     Ok(conn) => conn,
                     Err(err) => {

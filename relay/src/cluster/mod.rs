@@ -20,6 +20,8 @@ pub struct ClusterNode {
     pub key_prefix: String,
     /// This relay's node name (letters, digits, `.`, `_`, `-`).
     pub name: String,
+    /// A random token of this process (its heartbeat's value).
+    pub instance: String,
 }
 
 impl ClusterNode {

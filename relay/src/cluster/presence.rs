@@ -8,13 +8,18 @@ use redis::Script;
 use slog::{warn, Logger};
 
 use super::ClusterNode;
-use crate::router::{PresenceGranted, Router};
+use crate::router::{ClusterNotice, PresenceGranted, Router};
 use crate::store::redis::RedisLink;
 use crate::store::IdentityBytes;
 
-/// Records arrivals and departures of this node's identities.
+/// Records arrivals and departures of this node's identities, or (a second instance on a
+/// thread of its own, so that a burst of logins never delays it) the node's heartbeat.
 pub struct Presence {
     node: ClusterNode,
+    /// This process's token, the value of its heartbeat key.
+    instance: String,
+    /// A heartbeat was written before (the first one finds no key, as expected).
+    beating: bool,
     link: Option<RedisLink>,
     router: Addr<Router>,
     arrive: Script,
@@ -26,7 +31,9 @@ impl Presence {
     /// Presence of `node`'s identities; grants go to `router`.
     pub fn new(node: ClusterNode, router: Addr<Router>, log: Logger) -> Self {
         Self {
+            instance: node.instance.clone(),
             node,
+            beating: false,
             link: None,
             router,
             arrive: Script::new(include_str!("presence_arrive.lua")),
@@ -40,7 +47,7 @@ impl Presence {
     /// says).
     fn call<T>(
         &mut self,
-        op: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
+        op: impl FnMut(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Option<T> {
         if self.link.is_none() {
             match RedisLink::open(crate::store::redis::RedisEndpoint {
@@ -137,7 +144,11 @@ impl Handler<Leave> for Presence {
     }
 }
 
-/// This node is alive: `{prefix}alive:<node>` is set for [`ALIVE_FOR`].
+/// This node is alive: `{prefix}alive:<node>` is set to this process's token for
+/// [`ALIVE_FOR`]. If the key had run out meanwhile (Redis was away, or this thread was
+/// held up), other nodes sent this one no messages in that time: every connection here
+/// reads its queue again. If another token was there, another relay runs under this
+/// node's name, which is logged.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Heartbeat;
@@ -148,13 +159,63 @@ impl Handler<Heartbeat> for Presence {
     fn handle(&mut self, _: Heartbeat, _: &mut SyncContext<Self>) {
         let key = format!("{}alive:{}", self.node.key_prefix, self.node.name);
         let ms = u64::try_from(ALIVE_FOR.as_millis()).unwrap_or(u64::MAX);
-        self.call(|con| {
+        let instance = self.instance.clone();
+        let before = self.call(|con| {
             redis::cmd("SET")
                 .arg(&key)
-                .arg(1)
+                .arg(&instance)
                 .arg("PX")
                 .arg(ms)
-                .query::<()>(con)
+                .arg("GET")
+                .query::<Option<String>>(con)
         });
+        let Some(before) = before else { return };
+        match before {
+            None if self.beating => {
+                warn!(self.log, "heartbeat had run out: connections read their queues again";
+                      "node" => %self.node.name);
+                self.router.do_send(ClusterNotice::Resubscribed);
+            }
+            Some(other) if other != self.instance => {
+                slog::error!(self.log, "another relay runs under this node name";
+                             "node" => %self.node.name);
+            }
+            _ => {}
+        }
+        self.beating = true;
+    }
+}
+
+/// Waits until no other running relay uses `node`'s name: a heartbeat key of another
+/// process that is still refreshed after [`ALIVE_FOR`] means one does. A relay restarted
+/// right after it died waits for its old heartbeat to run out (at most [`ALIVE_FOR`]).
+///
+/// # Errors
+/// When another relay runs under the name, or Redis cannot be asked.
+pub fn claim_node_name(node: &ClusterNode) -> Result<(), String> {
+    let mut link = RedisLink::open(crate::store::redis::RedisEndpoint {
+        require_fsync: false,
+        ..node.endpoint.clone()
+    })
+    .map_err(|err| err.to_string())?;
+    let key = format!("{}alive:{}", node.key_prefix, node.name);
+    let deadline = std::time::Instant::now() + ALIVE_FOR + Duration::from_secs(1);
+    let mut last_ttl = i64::MAX;
+    loop {
+        let ttl: i64 = link
+            .with(|con| redis::cmd("PTTL").arg(&key).query(con))
+            .map_err(|err| err.to_string())?;
+        if ttl < 0 {
+            return Ok(());
+        }
+        if ttl > last_ttl || std::time::Instant::now() > deadline {
+            return Err(format!(
+                "another relay runs as node {:?} on this Redis (its heartbeat is being refreshed); \
+                 give this relay another store.node_name",
+                node.name
+            ));
+        }
+        last_ttl = ttl;
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -81,7 +81,23 @@ impl RedisLink {
     /// [`StoreError::Redis`] with Redis's or the client's message.
     pub fn with<T>(
         &mut self,
-        op: impl FnOnce(&mut dyn ConnectionLike) -> RedisResult<T>,
+        mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        // A connection that broke while idle (Redis restarted) is found broken by the
+        // first command: that one runs once more on a new connection. Every store
+        // operation may run twice (an append found stored already is a duplicate).
+        let had_connection = self.conn.is_some();
+        match self.try_once(&mut op) {
+            Err(_) if had_connection && self.conn.is_none() => self.try_once(&mut op),
+            result => result,
+        }
+    }
+
+    /// Runs `op` on the connection, opened first if needed; a failure that breaks the
+    /// connection closes it.
+    fn try_once<T>(
+        &mut self,
+        op: &mut impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
@@ -168,6 +184,15 @@ fn check_fsync(endpoint: &RedisEndpoint, url: &str) -> Result<(), StoreError> {
             "appendonly is {appendonly:?} and appendfsync {appendfsync:?}: an acknowledged message \
              could be lost if Redis is killed; set appendonly yes and appendfsync always, or \
              store.redis_require_fsync = false to accept that loss"
+        )));
+    }
+    // An evicting Redis drops stored messages when it is full.
+    let policy = get(&mut conn, "maxmemory-policy")?;
+    if policy != "noeviction" {
+        return Err(fail(format!(
+            "maxmemory-policy is {policy:?}: Redis may evict acknowledged messages when it is \
+             full; set maxmemory-policy noeviction (a full Redis then refuses writes, and the \
+             relay acknowledges nothing), or store.redis_require_fsync = false to accept that loss"
         )));
     }
     Ok(())

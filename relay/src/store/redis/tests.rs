@@ -215,3 +215,56 @@ fn with_wait_replicas_a_commit_waits_for_a_replica_and_fails_without_one() {
         .expect_err("no replica to acknowledge");
     assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
 }
+
+#[test]
+fn an_evicting_redis_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut conn = connection::connection_to(&server.url(), REDIS_TIMEOUT).expect("conn");
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .expect("config");
+    let err = RedisStore::open(endpoint(&server), "p", "n")
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("maxmemory-policy is \"allkeys-lru\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_whose_redis_restarted_while_idle_answers_the_first_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = RedisServer::start(dir.path()).expect("redis-server");
+    let port = server.port();
+    let mut store = store(&server);
+    assert_eq!(store.queue_len(&[1; 32]).expect("len"), 0);
+    server.kill9().expect("kill");
+    let _server = RedisServer::start_on(dir.path(), port).expect("restart");
+    // The old connection is dead: the first command finds out and runs again on a new one.
+    assert_eq!(store.queue_len(&[1; 32]).expect("answered"), 0);
+}
+
+#[test]
+fn a_release_compares_claim_times_exactly_above_2_pow_53() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut store = store(&server);
+    let big = (1u64 << 53) + 1;
+    let (alice, claim) = contract::claim(1, "alice", big);
+    store
+        .put_claim("alice", &alice, &claim, 1_000, Lease::from_secs(3600))
+        .expect("put");
+    assert_eq!(
+        store.release_claim("alice", &alice, big - 1).expect("release"),
+        ReleaseOutcome::OlderThanClaim { claim_issued_ms: big }
+    );
+    assert_eq!(
+        store.release_claim("alice", &alice, big).expect("release"),
+        ReleaseOutcome::Released
+    );
+}
