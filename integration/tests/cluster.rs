@@ -472,3 +472,32 @@ async fn a_second_relay_under_a_node_name_in_use_does_not_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn every_relay_answers_query_away_the_same_for_an_identity_connected_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(&dir.path().join("redis")).expect("redis-server");
+    let relays: Vec<_> = (1..=2)
+        .map(|i| {
+            let url = redis.url();
+            spawn_relay(move |s| {
+                s.store.engine = StoreEngine::Redis;
+                s.store.redis_urls = vec![url];
+                s.store.node_name = format!("relay-{i}");
+                s.names.away_notice_secs = 1;
+            })
+            .expect("relay starts")
+        })
+        .collect();
+    let (a, b) = (identity(), identity());
+    let _bob = connect(relays[1].0.addr, &b).await;
+    // Past the notice period since bob's login, while he stays connected to relay 2.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for (i, relay) in relays.iter().enumerate() {
+        let mut alice = connect(relay.0.addr, &a).await;
+        match alice.query_away(7, key_of(&b)).await.expect("answer") {
+            Frame::Away { away_days, .. } => assert_eq!(away_days, 0, "relay {}", i + 1),
+            other => panic!("expected Away, got {other:?}"),
+        }
+    }
+}

@@ -60,7 +60,12 @@ impl SharedStore {
 
     /// Applies writes atomically, in order.
     pub fn commit(&self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
-        let results = self.with(|store| store.commit(ops, &self.quotas))?;
+        let (results, held) =
+            self.with(|store| Ok((store.commit(ops, &self.quotas)?, store.stored_messages())))?;
+        if let Some(held) = held {
+            self.stored_messages.set(held);
+            return Ok(results);
+        }
         let (mut added, mut removed) = (0u64, 0u64);
         for result in &results {
             match result {

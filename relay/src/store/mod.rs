@@ -366,6 +366,12 @@ pub trait Store: Send {
     fn path(&self) -> Option<&std::path::Path> {
         None
     }
+    /// The unacknowledged messages the store held after the last commit, when it knows
+    /// better than counting this relay's own writes (a store shared by several relays);
+    /// `None`: count them.
+    fn stored_messages(&self) -> Option<u64> {
+        None
+    }
     /// Applies the writes atomically, in order; a message is stored only within `quotas`.
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError>;
     /// `sender`'s unacknowledged messages, across all recipients.

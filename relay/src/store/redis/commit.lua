@@ -9,7 +9,8 @@
 --   "E" before_ms acked_before_ms notices_before_ms    expire
 --   "N" sender through                                 read expiry notices
 -- Returns one string per operation: "A:<seq>", "D" (duplicate), "I" (id reused),
--- "Q:<quota>", "K:0"/"K:1", "S", "X:<expired>", "N:<removed>".
+-- "Q:<quota>", "K:0"/"K:1", "S", "X:<expired>", "N:<removed>"; then "T:<messages>",
+-- the unacknowledged messages held in all.
 local P, me = ARGV[1], ARGV[2]
 local q_queue, q_msgs, q_bytes, q_stored =
   tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -250,6 +251,8 @@ while i <= #ARGV do
 end
 
 write_counters()
+-- Last: how many messages the whole deployment holds (for every relay's gauge).
+out[#out + 1] = 'T:' .. int(total_usage().m)
 
 -- Each message stored for a recipient connected to another node, to that node, in
 -- store order.

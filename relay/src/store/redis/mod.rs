@@ -61,6 +61,7 @@ struct Scripts {
     put_claim: Script,
     release_claim: Script,
     record_auth: Script,
+    last_seen: Script,
 }
 
 impl Scripts {
@@ -73,6 +74,7 @@ impl Scripts {
             put_claim: Script::new(include_str!("put_claim.lua")),
             release_claim: Script::new(include_str!("release_claim.lua")),
             record_auth: Script::new(include_str!("record_auth.lua")),
+            last_seen: Script::new(include_str!("last_seen.lua")),
         }
     }
 }
@@ -85,6 +87,8 @@ pub struct RedisStore {
     /// This relay's node name, whose connections need no "message waiting" notice.
     node: String,
     scripts: Scripts,
+    /// The messages the deployment held after the last commit (all relays' writes).
+    stored_messages: Option<u64>,
 }
 
 /// A quota as the scripts take it: -1 for no bound.
@@ -153,6 +157,7 @@ impl RedisStore {
             prefix: format!("{{{prefix}}}:"),
             node: node.to_owned(),
             scripts: Scripts::new(),
+            stored_messages: None,
         })
     }
 
@@ -191,6 +196,10 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
+    fn stored_messages(&self) -> Option<u64> {
+        self.stored_messages
+    }
+
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
         if ops.is_empty() {
             return Ok(Vec::new());
@@ -247,11 +256,17 @@ impl Store for RedisStore {
         let Value::Array(answers) = self.run(|s| &s.commit, &args)? else {
             return Err(corrupt("commit script did not answer a list"));
         };
-        if answers.len() != ops.len() {
-            return Err(corrupt("commit script answered a result per write"));
+        let total = answers
+            .last()
+            .and_then(bytes_of)
+            .and_then(|t| t.strip_prefix(b"T:"))
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok());
+        if answers.len() != ops.len() + 1 || total.is_none() {
+            return Err(corrupt("commit script answered a result per write and the total"));
         }
         self.link.wait_replicas()?;
-        answers
+        self.stored_messages = total;
+        answers[..ops.len()]
             .iter()
             .map(|a| {
                 let text = bytes_of(a).and_then(|b| std::str::from_utf8(b).ok());
@@ -419,9 +434,16 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    /// As the trait says, and `now` while the identity is connected to any relay of the
+    /// cluster that is alive: every relay answers QueryAway the same way.
     fn last_seen(&mut self, identity: &IdentityBytes) -> Result<Option<u64>, StoreError> {
-        let key = self.key("seen");
-        self.command(::redis::cmd("HGET").arg(key).arg(identity).clone())
+        match self.run(|s| &s.last_seen, &[identity])? {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            value => match bytes_of(&value) {
+                Some(b"now") => Ok(Some(crate::now_ms())),
+                _ => u64_of(&value).map(Some).ok_or(corrupt("stored seen time")),
+            },
+        }
     }
 
     fn put_claim(
