@@ -42,7 +42,9 @@ start_redis_cluster() {
   local nodes=()
   for i in 0 1 2; do
     local port=$((REDIS_BASE_PORT + i)) dir="$CLUSTER_DIR/redis-$((REDIS_BASE_PORT + i))"
-    port_free "$port" || { echo "port $port is taken: set REDIS_BASE_PORT"; return 1; }
+    # (A cluster node also listens on its port + 10000, the cluster bus.)
+    port_free "$port" && port_free $((port + 10000)) \
+      || { echo "port $port or $((port + 10000)) is taken: set REDIS_BASE_PORT"; return 1; }
     mkdir -p "$dir"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --cluster-enabled yes \
       --cluster-config-file nodes.conf --appendonly yes --appendfsync always --save "" \
