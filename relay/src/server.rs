@@ -78,7 +78,11 @@ fn open_store(settings: &RelaySettings, data_dir: &DataDir, node: &str) -> io::R
         StoreEngine::Memory => Box::new(MemoryStore::new()),
         StoreEngine::Redis => Box::new(
             RedisStore::open(settings.redis_endpoint(), &settings.store.redis_prefix, node)
-                .map_err(io::Error::other)?,
+                .map_err(io::Error::other)?
+                .with_handout_limit(
+                    settings.limits.opk_handout_capacity,
+                    settings.limits.opk_handout_refill_per_hour,
+                ),
         ),
         // The error names the file: "cannot open the store /…/relay.db: …".
         StoreEngine::Sqlite => {

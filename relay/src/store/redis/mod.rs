@@ -30,6 +30,7 @@
 //! | `names:O`, `auth` | list, hash | O's names; holder → last authentication (ms) |
 //! | `presence`, `presence_gen` | hash, counter | identity → `node\0generation` |
 //! | `alive:<node>` | string with a TTL | a relay node's heartbeat (crate::cluster::presence) |
+//! | `oh:O` | hash with a TTL | O's one-time prekey handout bucket, shared by every relay |
 //!
 //! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: each message stored
 //! for an R present on that node (`D‖R‖S‖id‖seq:time:payload`), and `R‖R‖generation`
@@ -89,6 +90,9 @@ pub struct RedisStore {
     scripts: Scripts,
     /// The messages the deployment held after the last commit (all relays' writes).
     stored_messages: Option<u64>,
+    /// One-time prekey handouts per owner shared by every relay: (capacity, refill per
+    /// hour); `None`: no shared limit.
+    handouts: Option<(u32, u32)>,
 }
 
 /// A quota as the scripts take it: -1 for no bound.
@@ -158,7 +162,16 @@ impl RedisStore {
             node: node.to_owned(),
             scripts: Scripts::new(),
             stored_messages: None,
+            handouts: None,
         })
+    }
+
+    /// Limits the one-time prekeys fetches may take of one owner, across every relay on
+    /// this Redis, to a bucket of `capacity` refilled by `refill_per_hour` an hour (the
+    /// relay's `limits.opk_handout_*`, which each relay also applies on its own).
+    pub fn with_handout_limit(mut self, capacity: u32, refill_per_hour: u32) -> Self {
+        self.handouts = Some((capacity, refill_per_hour));
+        self
     }
 
     /// The key `name` of this deployment.
@@ -392,7 +405,20 @@ impl Store for RedisStore {
         take_one_time: bool,
     ) -> Result<Option<StoredBundle>, StoreError> {
         let take: &[u8] = if take_one_time { b"1" } else { b"0" };
-        match self.run(|s| &s.fetch_bundle, &[owner, take])? {
+        let (capacity, refill) = self.handouts.unwrap_or((0, 0));
+        let (capacity, refill, now) = (
+            capacity.to_string(),
+            refill.to_string(),
+            crate::now_ms().to_string(),
+        );
+        let args: [&[u8]; 5] = [
+            owner,
+            take,
+            capacity.as_bytes(),
+            refill.as_bytes(),
+            now.as_bytes(),
+        ];
+        match self.run(|s| &s.fetch_bundle, &args)? {
             Value::Nil | Value::Boolean(false) => Ok(None),
             Value::Array(parts) => {
                 let [spk, sig, opk, left] = &parts[..] else {

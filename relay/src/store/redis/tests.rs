@@ -268,3 +268,33 @@ fn a_release_compares_claim_times_exactly_above_2_pow_53() {
         ReleaseOutcome::Released
     );
 }
+
+#[test]
+fn one_time_prekey_handouts_share_one_bucket_across_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    // Two relays' stores on one Redis, each with a limit of 3 an hour.
+    let mut first = store(&server).with_handout_limit(3, 1);
+    let mut second = store(&server).with_handout_limit(3, 1);
+    let owner = [6; 32];
+    let opks: Vec<[u8; 32]> = (1..=10u8).map(|i| [i; 32]).collect();
+    first
+        .publish_prekeys(&owner, &[7; 32], &[8; 64], &opks, 100)
+        .expect("publish");
+    let mut handed = 0;
+    for i in 0..6 {
+        let store = if i % 2 == 0 { &mut first } else { &mut second };
+        let bundle = store.fetch_bundle(&owner, true).expect("fetch").expect("bundle");
+        handed += usize::from(bundle.one_time_prekey.is_some());
+    }
+    assert_eq!(handed, 3, "three handouts in all, not three per relay");
+    assert_eq!(first.prekey_count(&owner).expect("count"), Some(7));
+    // Without a limit (another deployment's setting) nothing is held back.
+    let mut free = store(&server);
+    assert!(free
+        .fetch_bundle(&owner, true)
+        .expect("fetch")
+        .expect("bundle")
+        .one_time_prekey
+        .is_some());
+}
