@@ -1,5 +1,7 @@
 //! Frame encoding and decoding: known bytes, round trips and malformed bodies.
 
+use bytes::BytesMut;
+
 use super::*;
 
 fn body(frame: &Frame) -> Vec<u8> {
