@@ -27,16 +27,31 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// A relay on the Redis at `urls` (a Redis Cluster with `cluster`) as node `node`, then
+/// `tune`.
+fn redis_relay(
+    urls: Vec<String>,
+    cluster: bool,
+    node: &str,
+    tune: impl FnOnce(&mut e2ee_relay::RelaySettings),
+) -> anyhow::Result<(RelayHandle, tempfile::TempDir)> {
+    let node = node.to_owned();
+    spawn_relay(move |s| {
+        s.store.engine = StoreEngine::Redis;
+        s.store.redis_urls = urls;
+        s.store.redis_cluster = cluster;
+        s.store.node_name = node;
+        tune(s);
+    })
+}
+
 fn cluster(n: usize) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start(&dir.path().join("redis")).expect("redis-server starts");
     let relays = (1..=n)
         .map(|i| {
             let url = redis.url();
-            spawn_relay(move |s| {
-                s.store.engine = StoreEngine::Redis;
-                s.store.redis_urls = vec![url];
-                s.store.node_name = format!("relay-{i}");
+            redis_relay(vec![url], false, &format!("relay-{i}"), |s| {
                 s.limits.opk_handout_capacity = 1000;
             })
             .expect("relay starts")
@@ -255,12 +270,9 @@ async fn a_relay_without_redis_does_not_start() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let err = spawn_relay(|s| {
-        s.store.engine = StoreEngine::Redis;
-        s.store.redis_urls = vec![format!("redis://127.0.0.1:{port}")];
-    })
-    .err()
-    .expect("no Redis, no relay");
+    let err = redis_relay(vec![format!("redis://127.0.0.1:{port}")], false, "", |_| {})
+        .err()
+        .expect("no Redis, no relay");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
@@ -375,13 +387,7 @@ async fn nothing_acknowledged_is_lost_when_the_cluster_primary_is_killed_and_res
     let relays: Vec<_> = (1..=2)
         .map(|i| {
             let urls = redis.urls();
-            spawn_relay(move |s| {
-                s.store.engine = StoreEngine::Redis;
-                s.store.redis_urls = urls;
-                s.store.redis_cluster = true;
-                s.store.node_name = format!("relay-{i}");
-            })
-            .expect("relay starts")
+            redis_relay(urls, true, &format!("relay-{i}"), |_| {}).expect("relay starts")
         })
         .collect();
     let (a, b) = (identity(), identity());
@@ -460,13 +466,9 @@ async fn a_message_stored_while_the_recipients_relay_looked_dead_reaches_it_with
 async fn a_second_relay_under_a_node_name_in_use_does_not_start() {
     let cluster = cluster(1);
     let url = cluster.redis.url();
-    let err = spawn_relay(move |s| {
-        s.store.engine = StoreEngine::Redis;
-        s.store.redis_urls = vec![url];
-        s.store.node_name = "relay-1".into();
-    })
-    .err()
-    .expect("the name is taken");
+    let err = redis_relay(vec![url], false, "relay-1", |_| {})
+        .err()
+        .expect("the name is taken");
     assert!(
         err.to_string().contains("another relay runs as node \"relay-1\""),
         "{err}"
@@ -480,10 +482,7 @@ async fn every_relay_answers_query_away_the_same_for_an_identity_connected_elsew
     let relays: Vec<_> = (1..=2)
         .map(|i| {
             let url = redis.url();
-            spawn_relay(move |s| {
-                s.store.engine = StoreEngine::Redis;
-                s.store.redis_urls = vec![url];
-                s.store.node_name = format!("relay-{i}");
+            redis_relay(vec![url], false, &format!("relay-{i}"), |s| {
                 s.names.away_notice_secs = 1;
             })
             .expect("relay starts")

@@ -8,22 +8,10 @@ impl Connection {
     pub(super) fn on_publish_prekeys(&mut self, me: IdentityBytes, bytes: &[u8], ctx: &mut Context<Self>) {
         let bundle = match PreKeyBundle::decode_verified(bytes) {
             Ok(bundle) => bundle,
-            Err(err) => {
-                return self.refuse(
-                    self.requests.current(),
-                    ErrorCode::InvalidBundle,
-                    &err.to_string(),
-                    ctx,
-                )
-            }
+            Err(err) => return self.refuse_current(ErrorCode::InvalidBundle, &err.to_string(), ctx),
         };
         if bundle.identity.as_bytes() != &me {
-            return self.refuse(
-                self.requests.current(),
-                ErrorCode::NotOwner,
-                "bundle of another identity",
-                ctx,
-            );
+            return self.refuse_current(ErrorCode::NotOwner, "bundle of another identity", ctx);
         }
         let publish = PublishPrekeys {
             owner: me,
@@ -98,22 +86,10 @@ impl Connection {
     pub(super) fn on_publish_name(&mut self, me: IdentityBytes, bytes: Vec<u8>, ctx: &mut Context<Self>) {
         let claim = match NameClaim::decode_verified(&bytes) {
             Ok(claim) => claim,
-            Err(err) => {
-                return self.refuse(
-                    self.requests.current(),
-                    ErrorCode::InvalidClaim,
-                    &err.to_string(),
-                    ctx,
-                )
-            }
+            Err(err) => return self.refuse_current(ErrorCode::InvalidClaim, &err.to_string(), ctx),
         };
         if claim.identity.as_bytes() != &me {
-            return self.refuse(
-                self.requests.current(),
-                ErrorCode::NotOwner,
-                "claim of another identity",
-                ctx,
-            );
+            return self.refuse_current(ErrorCode::NotOwner, "claim of another identity", ctx);
         }
         let put = PutClaim {
             name: claim.name,
@@ -211,22 +187,10 @@ impl Connection {
     ) {
         let release = match NameRelease::decode_verified(bytes) {
             Ok(release) => release,
-            Err(err) => {
-                return self.refuse(
-                    self.requests.current(),
-                    ErrorCode::InvalidClaim,
-                    &err.to_string(),
-                    ctx,
-                )
-            }
+            Err(err) => return self.refuse_current(ErrorCode::InvalidClaim, &err.to_string(), ctx),
         };
         if release.identity.as_bytes() != &me {
-            return self.refuse(
-                self.requests.current(),
-                ErrorCode::NotOwner,
-                "release of another identity",
-                ctx,
-            );
+            return self.refuse_current(ErrorCode::NotOwner, "release of another identity", ctx);
         }
         let release = ReleaseClaim {
             name: release.name,

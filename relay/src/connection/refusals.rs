@@ -61,6 +61,11 @@ impl RequestLog {
 }
 
 impl Connection {
+    /// Refuses the request being handled for good (see [`Connection::refuse`]).
+    pub(super) fn refuse_current(&mut self, code: ErrorCode, reason: &str, ctx: &mut Context<Self>) {
+        self.refuse(self.requests.current(), code, reason, ctx);
+    }
+
     /// Refuses `request` for good (a code that is not retryable) without closing the
     /// connection.
     pub(super) fn refuse(
