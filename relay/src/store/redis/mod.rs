@@ -217,55 +217,56 @@ impl Store for RedisStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args: Vec<Vec<u8>> = vec![
-            self.node.clone().into_bytes(),
-            quota_arg(quotas.queue).to_string().into_bytes(),
-            quota_arg(quotas.sender_messages).to_string().into_bytes(),
-            quota_arg(quotas.sender_bytes).to_string().into_bytes(),
-            quota_arg(quotas.stored_bytes).to_string().into_bytes(),
-        ];
-        let num = |n: u64| n.to_string().into_bytes();
+        // The numbers of the batch as text, in order; every other argument (payloads
+        // above all) is passed by reference, not copied.
+        let mut numbers: Vec<String> = [
+            quotas.queue,
+            quotas.sender_messages,
+            quotas.sender_bytes,
+            quotas.stored_bytes,
+        ]
+        .iter()
+        .map(|q| quota_arg(*q).to_string())
+        .collect();
+        for op in ops {
+            match op {
+                WriteOp::Append(m) => numbers.push(m.timestamp_ms.to_string()),
+                WriteOp::Ack { .. } => {}
+                WriteOp::Seen {
+                    at_ms, precision_ms, ..
+                } => numbers.extend([at_ms.to_string(), precision_ms.to_string()]),
+                WriteOp::Expire {
+                    before_ms,
+                    acked_before_ms,
+                    notices_before_ms,
+                } => numbers.extend([before_ms, acked_before_ms, notices_before_ms].map(u64::to_string)),
+                WriteOp::AckExpired { through, .. } => numbers.push(through.to_string()),
+            }
+        }
+        let mut number = numbers.iter().map(String::as_bytes);
+        let mut next = || number.next().unwrap_or_default();
+        let node = self.node.clone();
+        let mut args: Vec<&[u8]> = vec![node.as_bytes(), next(), next(), next(), next()];
         for op in ops {
             match op {
                 WriteOp::Append(m) => args.extend([
-                    b"A".to_vec(),
-                    m.recipient.to_vec(),
-                    m.sender.to_vec(),
-                    m.msg_id.to_vec(),
-                    num(m.timestamp_ms),
-                    m.payload.to_vec(),
+                    b"A".as_slice(),
+                    &m.recipient,
+                    &m.sender,
+                    &m.msg_id,
+                    next(),
+                    &m.payload,
                 ]),
                 WriteOp::Ack {
                     recipient,
                     sender,
                     msg_id,
-                } => args.extend([
-                    b"K".to_vec(),
-                    recipient.to_vec(),
-                    sender.to_vec(),
-                    msg_id.to_vec(),
-                ]),
-                WriteOp::Seen {
-                    identity,
-                    at_ms,
-                    precision_ms,
-                } => args.extend([b"S".to_vec(), identity.to_vec(), num(*at_ms), num(*precision_ms)]),
-                WriteOp::Expire {
-                    before_ms,
-                    acked_before_ms,
-                    notices_before_ms,
-                } => args.extend([
-                    b"E".to_vec(),
-                    num(*before_ms),
-                    num(*acked_before_ms),
-                    num(*notices_before_ms),
-                ]),
-                WriteOp::AckExpired { sender, through } => {
-                    args.extend([b"N".to_vec(), sender.to_vec(), num(*through)])
-                }
+                } => args.extend([b"K".as_slice(), recipient, sender, msg_id]),
+                WriteOp::Seen { identity, .. } => args.extend([b"S".as_slice(), identity, next(), next()]),
+                WriteOp::Expire { .. } => args.extend([b"E".as_slice(), next(), next(), next()]),
+                WriteOp::AckExpired { sender, .. } => args.extend([b"N".as_slice(), sender, next()]),
             }
         }
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let Value::Array(answers) = self.run(|s| &s.commit, &args)? else {
             return Err(corrupt("commit script did not answer a list"));
         };
