@@ -19,6 +19,7 @@ use tokio_util::codec::Framed;
 use super::jetstream::JetStreamLink;
 use super::nats::{self, NatsCodec, NatsIn, NatsOut};
 use super::probe;
+use super::redis_streams::StreamLink;
 use super::resp::{Command, Resp, RespCodec};
 use super::target::{self, Kind};
 use crate::client::{authenticate, LinkFramed};
@@ -76,52 +77,10 @@ pub enum Link {
         /// Outstanding publishes.
         published: VecDeque<u64>,
     },
-    /// To redis-server's streams: a sender `XADD`s to the recipient's stream (the reply,
-    /// after the AOF fsync, is the acknowledgement); a recipient reads its stream with a
-    /// consumer group and `XACK`s each read batch with its next read.
+    /// To redis-server's streams: see [`StreamLink`].
     RedisStreams(Box<StreamLink>),
     /// To nats-server's JetStream: see [`JetStreamLink`].
     JetStream(Box<JetStreamLink>),
-}
-
-/// The state of a [`Link::RedisStreams`].
-pub struct StreamLink {
-    framed: Framed<TcpStream, RespCodec>,
-    /// Sequence numbers of `XADD`s whose replies are outstanding.
-    added: VecDeque<u64>,
-    /// A recipient's stream.
-    stream: Option<String>,
-    /// Entries read and not yet handed out.
-    inbox: VecDeque<(Bytes, Bytes)>,
-    /// Ids handed out, acknowledged with the next read.
-    read: Vec<Bytes>,
-    /// An `XREADGROUP` is outstanding.
-    reading: bool,
-    /// `XACK` replies outstanding.
-    acks: usize,
-    /// Still reading what this consumer read on an earlier connection and did not
-    /// acknowledge (a recipient's first reads, until one comes back empty).
-    pending: bool,
-}
-
-impl StreamLink {
-    /// Acknowledges what was handed out and waits for more.
-    async fn read_more(&mut self) -> anyhow::Result<()> {
-        let Some(stream) = self.stream.clone() else {
-            return Ok(());
-        };
-        if !self.read.is_empty() {
-            self.framed
-                .feed(Command::xack(&stream, std::mem::take(&mut self.read)))
-                .await?;
-            self.acks += 1;
-        }
-        self.framed
-            .send(Command::xreadgroup(&stream, self.pending))
-            .await?;
-        self.reading = true;
-        Ok(())
-    }
 }
 
 impl Link {
@@ -188,29 +147,10 @@ impl Link {
                     0,
                 ))
             }
-            Kind::RedisStreams => {
-                let mut link = StreamLink {
-                    framed: Framed::new(stream, RespCodec),
-                    added: VecDeque::new(),
-                    stream: subscribe.map(str::to_owned),
-                    inbox: VecDeque::new(),
-                    read: Vec::new(),
-                    reading: false,
-                    acks: 0,
-                    pending: true,
-                };
-                if let Some(stream) = subscribe {
-                    link.framed.send(Command::xgroup_create(stream)).await?;
-                    match link.framed.next().await {
-                        Some(Ok(Resp::Simple(_))) => {}
-                        // A recipient that reconnects: its group is there.
-                        Some(Ok(Resp::Error(e))) if e.starts_with("BUSYGROUP") => {}
-                        other => bail!("redis XGROUP CREATE failed: {other:?}"),
-                    }
-                    link.read_more().await?;
-                }
-                Ok((Self::RedisStreams(Box::new(link)), 0))
-            }
+            Kind::RedisStreams => Ok((
+                Self::RedisStreams(Box::new(StreamLink::open(stream, subscribe).await?)),
+                0,
+            )),
         }
     }
 
@@ -249,8 +189,7 @@ impl Link {
                 link.feed_message(subject, seq, payload).await?
             }
             (Self::RedisStreams(link), Address::Channel(stream)) => {
-                link.framed.feed(Command::xadd(stream, payload)).await?;
-                link.added.push_back(seq);
+                link.feed_message(stream, seq, payload).await?
             }
             _ => bail!("address does not fit the target"),
         }
@@ -272,13 +211,7 @@ impl Link {
             Self::Nats(framed) => SinkExt::<NatsOut>::flush(framed).await?,
             Self::Redis { framed, .. } => SinkExt::<Command>::flush(framed).await?,
             Self::JetStream(link) => link.flush().await?,
-            Self::RedisStreams(link) => {
-                // A recipient that handed out all it read acknowledges it and reads on.
-                if link.stream.is_some() && !link.reading && link.inbox.is_empty() {
-                    link.read_more().await?;
-                }
-                SinkExt::<Command>::flush(&mut link.framed).await?
-            }
+            Self::RedisStreams(link) => link.flush().await?,
         }
         Ok(())
     }
@@ -375,46 +308,7 @@ impl Link {
                     None => return Event::Closed("closed_by_server"),
                 },
                 Self::JetStream(link) => return link.next_event().await,
-                Self::RedisStreams(link) => {
-                    if let Some((id, payload)) = link.inbox.pop_front() {
-                        link.read.push(id);
-                        return Event::Delivered { payload, ack: None };
-                    }
-                    match link.framed.next().await {
-                        // An XADD's reply: the entry's id, once it is in the AOF.
-                        Some(Ok(Resp::Bulk(Some(_)))) if link.stream.is_none() => {
-                            let Some(seq) = link.added.pop_front() else {
-                                return Event::Notice("unexpected_reply");
-                            };
-                            return Event::Acked(seq);
-                        }
-                        Some(Ok(Resp::Error(_))) if link.stream.is_none() => {
-                            return Event::Refused {
-                                seq: link.added.pop_front(),
-                                kind: "server_error",
-                            };
-                        }
-                        // An XACK's reply.
-                        Some(Ok(Resp::Integer(_))) if link.acks > 0 => link.acks -= 1,
-                        Some(Ok(reply)) => match reply.into_stream_entries() {
-                            Some(entries) => {
-                                link.reading = false;
-                                if entries.is_empty() && link.pending {
-                                    // Nothing left from before: new entries from now on
-                                    // (the one write here; a read must be outstanding).
-                                    link.pending = false;
-                                    if link.read_more().await.is_err() {
-                                        return Event::Closed("write_failed");
-                                    }
-                                }
-                                link.inbox.extend(entries);
-                            }
-                            None => return Event::Notice("unexpected_reply"),
-                        },
-                        Some(Err(_)) => return Event::Closed("read_failed"),
-                        None => return Event::Closed("closed_by_server"),
-                    }
-                }
+                Self::RedisStreams(link) => return link.next_event().await,
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod link;
 pub mod nats;
 pub mod plot;
 pub mod probe;
+pub mod redis_streams;
 pub mod report;
 pub mod resp;
 pub mod run;
