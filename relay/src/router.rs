@@ -444,8 +444,9 @@ pub enum ClusterNotice {
         /// The generation replaced.
         generation: u64,
     },
-    /// The subscription was lost and is back: notices may have been missed.
-    Resubscribed,
+    /// Other nodes' notices to this one may have been missed (its subscription was lost
+    /// and is back, or its heartbeat had run out): every connection reads its queue.
+    NoticesMissed,
 }
 
 impl Handler<ClusterNotice> for Router {
@@ -468,7 +469,7 @@ impl Handler<ClusterNotice> for Router {
                     }
                 }
             }
-            ClusterNotice::Resubscribed => {
+            ClusterNotice::NoticesMissed => {
                 for client in self.clients.values() {
                     client.addr.do_send(ToConnection::Waiting);
                 }

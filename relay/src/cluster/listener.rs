@@ -87,7 +87,7 @@ pub fn spawn(node: ClusterNode, router: Addr<Router>, log: Logger) -> std::io::R
                 }
                 if !first {
                     info!(log, "cluster notices resumed"; "channel" => %channel);
-                    router.do_send(ClusterNotice::Resubscribed);
+                    router.do_send(ClusterNotice::NoticesMissed);
                 }
                 first = false;
                 let _ = pubsub.set_read_timeout(Some(POLL));

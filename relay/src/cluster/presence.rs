@@ -1,6 +1,7 @@
 //! Presence: which relay node holds each identity's connection, in Redis. Served on a
 //! thread of its own (blocking Redis calls never run on the Router's event loop).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -22,8 +23,6 @@ pub struct Presence {
     beating: bool,
     link: Option<RedisLink>,
     router: Addr<Router>,
-    arrive: Script,
-    leave: Script,
     log: Logger,
 }
 
@@ -36,8 +35,6 @@ impl Presence {
             beating: false,
             link: None,
             router,
-            arrive: Script::new(include_str!("presence_arrive.lua")),
-            leave: Script::new(include_str!("presence_leave.lua")),
             log,
         }
     }
@@ -74,11 +71,7 @@ impl Presence {
     fn run(&mut self, arrive: bool, args: &[&[u8]]) -> Option<u64> {
         let anchor = format!("{}seq", self.node.key_prefix);
         let prefix = self.node.key_prefix.clone();
-        let script = if arrive {
-            self.arrive.clone()
-        } else {
-            self.leave.clone()
-        };
+        let script: &Script = if arrive { &ARRIVE } else { &LEAVE };
         self.call(|con| {
             let mut call = script.key(&anchor);
             call.arg(prefix.as_bytes());
@@ -89,6 +82,10 @@ impl Presence {
         })
     }
 }
+
+/// The presence scripts, loaded once per process (and per Redis server, by `EVALSHA`).
+static ARRIVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("presence_arrive.lua")));
+static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("presence_leave.lua")));
 
 /// How often a relay node says it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -174,7 +171,7 @@ impl Handler<Heartbeat> for Presence {
             None if self.beating => {
                 warn!(self.log, "heartbeat had run out: connections read their queues again";
                       "node" => %self.node.name);
-                self.router.do_send(ClusterNotice::Resubscribed);
+                self.router.do_send(ClusterNotice::NoticesMissed);
             }
             Some(other) if other != self.instance => {
                 slog::error!(self.log, "another relay runs under this node name";
