@@ -206,6 +206,13 @@ impl Router {
         self
     }
 
+    /// Has every connection read its queue (a notice may have been missed).
+    fn read_all_queues(&self) {
+        for client in self.clients.values() {
+            client.addr.do_send(ToConnection::Waiting);
+        }
+    }
+
     /// Closes `identity`'s connection here: a newer one is on another node.
     fn close_replaced(client: &Client) {
         client.addr.do_send(ToConnection::Close {
@@ -260,11 +267,7 @@ impl Actor for Router {
             ctx.run_interval(HEARTBEAT_EVERY, move |_, _| heartbeat.do_send(Heartbeat));
             // The last resort: a message whose every notice was lost reaches a connection
             // that reads nothing else within this time.
-            ctx.run_interval(REREAD_EVERY, |act, _| {
-                for client in act.clients.values() {
-                    client.addr.do_send(ToConnection::Waiting);
-                }
-            });
+            ctx.run_interval(REREAD_EVERY, |act, _| act.read_all_queues());
             self.presence = Some(presence);
             if let Err(err) = listener::spawn(node, ctx.address(), log.clone()) {
                 slog::error!(log, "cannot start the cluster listener"; "error" => %err);
@@ -469,11 +472,7 @@ impl Handler<ClusterNotice> for Router {
                     }
                 }
             }
-            ClusterNotice::NoticesMissed => {
-                for client in self.clients.values() {
-                    client.addr.do_send(ToConnection::Waiting);
-                }
-            }
+            ClusterNotice::NoticesMissed => self.read_all_queues(),
         }
     }
 }
