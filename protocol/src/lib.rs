@@ -19,6 +19,7 @@
 //! - [`frame`]: relay frames (auth, prekeys, send/deliver/acks, errors).
 //! - [`codec`]: the tokio-util `Decoder`/`Encoder` for frames.
 //! - [`payload`]: content framing and padding inside the encryption.
+//! - [`group`]: group chats over MLS (RFC 9420): the header the relay reads, fan-out ids.
 //!
 //! Plumbing: [`reader`] (checked decoding) and [`error`].
 
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod consts;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod header;
 pub mod identity;
 pub mod kdf;

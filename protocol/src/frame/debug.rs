@@ -182,6 +182,49 @@ impl fmt::Debug for Frame {
                 .field("request_seq", request_seq)
                 .finish(),
             Frame::Features { flags } => f.debug_struct("Features").field("flags", flags).finish(),
+            Frame::GroupSend { msg_id, message } => f
+                .debug_struct("GroupSend")
+                .field("msg_id", &Hex(msg_id))
+                .field("message", &Len(message.len()))
+                .finish(),
+            Frame::GroupCommit {
+                msg_id,
+                commit,
+                welcome,
+                members,
+                added,
+            } => f
+                .debug_struct("GroupCommit")
+                .field("msg_id", &Hex(msg_id))
+                .field("commit", &Len(commit.len()))
+                .field("welcome", &opt_len(welcome))
+                .field("members", &members.len())
+                .field("added", &added.len())
+                .finish(),
+            Frame::GroupEpoch { msg_id, epoch } => f
+                .debug_struct("GroupEpoch")
+                .field("msg_id", &Hex(msg_id))
+                .field("epoch", epoch)
+                .finish(),
+            Frame::PublishKeyPackages { packages, last_resort } => f
+                .debug_struct("PublishKeyPackages")
+                .field("packages", &packages.len())
+                .field("last_resort", &opt_len(last_resort))
+                .finish(),
+            Frame::KeyPackageCount { remaining } => f
+                .debug_struct("KeyPackageCount")
+                .field("remaining", remaining)
+                .finish(),
+            Frame::FetchKeyPackage { request_id, identity } => f
+                .debug_struct("FetchKeyPackage")
+                .field("request_id", request_id)
+                .field("identity", &Hex(identity))
+                .finish(),
+            Frame::KeyPackage { request_id, package } => f
+                .debug_struct("KeyPackage")
+                .field("request_id", request_id)
+                .field("package", &opt_len(package))
+                .finish(),
             Frame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
             Frame::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),
             Frame::Error { code, reason } => f

@@ -100,6 +100,49 @@ impl Frame {
                 Frame::Expired { through, notices }
             }
             ty::EXPIRED_ACK => Frame::ExpiredAck { through: r.u64()? },
+            ty::GROUP_SEND => Frame::GroupSend {
+                msg_id: r.array()?,
+                message: r.bytes_u32(MAX_MLS_MESSAGE_LEN, "message")?.to_vec(),
+            },
+            ty::GROUP_COMMIT => Frame::GroupCommit {
+                msg_id: r.array()?,
+                commit: r.bytes_u32(MAX_MLS_MESSAGE_LEN, "commit")?.to_vec(),
+                welcome: read_optional_bytes(&mut r, MAX_MLS_MESSAGE_LEN, "welcome")?,
+                members: read_keys(&mut r, "members")?,
+                added: read_keys(&mut r, "added")?,
+            },
+            ty::GROUP_EPOCH => Frame::GroupEpoch {
+                msg_id: r.array()?,
+                epoch: r.u64()?,
+            },
+            ty::PUBLISH_KEY_PACKAGES => {
+                let count = usize::from(r.u16()?);
+                max("packages", count, MAX_KEY_PACKAGES)?;
+                let mut packages = Vec::with_capacity(count);
+                for _ in 0..count {
+                    packages.push(r.bytes_u16(MAX_KEY_PACKAGE_LEN, "package")?.to_vec());
+                }
+                let last_resort = if read_presence(&mut r, "last_resort")? {
+                    Some(r.bytes_u16(MAX_KEY_PACKAGE_LEN, "package")?.to_vec())
+                } else {
+                    None
+                };
+                Frame::PublishKeyPackages { packages, last_resort }
+            }
+            ty::KEY_PACKAGE_COUNT => Frame::KeyPackageCount { remaining: r.u32()? },
+            ty::FETCH_KEY_PACKAGE => Frame::FetchKeyPackage {
+                request_id: r.u32()?,
+                identity: r.array()?,
+            },
+            ty::KEY_PACKAGE => {
+                let request_id = r.u32()?;
+                let package = if read_presence(&mut r, "package")? {
+                    Some(r.bytes_u16(MAX_KEY_PACKAGE_LEN, "package")?.to_vec())
+                } else {
+                    None
+                };
+                Frame::KeyPackage { request_id, package }
+            }
             ty::RATE_LIMITED => {
                 let msg_id = if read_presence(&mut r, "msg_id")? {
                     Some(r.array()?)
@@ -178,6 +221,17 @@ fn read_optional_bytes(
     } else {
         Ok(None)
     }
+}
+
+/// `count u16 || count × 32-byte key`, at most [`MAX_GROUP_MEMBERS`] keys.
+fn read_keys(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<[u8; 32]>, DecodeError> {
+    let count = usize::from(r.u16()?);
+    max(field, count, MAX_GROUP_MEMBERS)?;
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(r.array()?);
+    }
+    Ok(keys)
 }
 
 fn utf8(raw: &[u8], field: &'static str) -> Result<String, DecodeError> {

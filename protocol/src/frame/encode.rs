@@ -39,6 +39,31 @@ impl Frame {
             Frame::Quota { .. } => 3 * U32,
             Frame::Refused { reason, .. } => U32 + 1 + 2 + U32 + 2 + reason.len(),
             Frame::Accepted { .. } | Frame::Features { .. } => U32,
+            Frame::GroupSend { message, .. } => MSG_ID_LEN + U32 + message.len(),
+            Frame::GroupCommit {
+                commit,
+                welcome,
+                members,
+                added,
+                ..
+            } => {
+                MSG_ID_LEN
+                    + U32
+                    + commit.len()
+                    + 1
+                    + welcome.as_ref().map_or(0, |w| U32 + w.len())
+                    + 2 * 2
+                    + (members.len() + added.len()) * KEY_LEN
+            }
+            Frame::GroupEpoch { .. } => MSG_ID_LEN + U64,
+            Frame::PublishKeyPackages { packages, last_resort } => {
+                2 + packages.iter().map(|p| 2 + p.len()).sum::<usize>()
+                    + 1
+                    + last_resort.as_ref().map_or(0, |p| 2 + p.len())
+            }
+            Frame::KeyPackageCount { .. } => U32,
+            Frame::FetchKeyPackage { .. } => U32 + KEY_LEN,
+            Frame::KeyPackage { package, .. } => U32 + 1 + package.as_ref().map_or(0, |p| 2 + p.len()),
             Frame::Ping { .. } | Frame::Pong { .. } => U64,
             Frame::Error { reason, .. } => 2 + 2 + reason.len(),
         };
@@ -72,6 +97,31 @@ impl Frame {
                 max("notices", notices.len(), MAX_EXPIRED_NOTICES)?;
                 check_notices_not_empty(notices.len())
             }
+            Frame::GroupSend { message, .. } => max("message", message.len(), MAX_MLS_MESSAGE_LEN),
+            Frame::GroupCommit {
+                commit,
+                welcome,
+                members,
+                added,
+                ..
+            } => {
+                max("commit", commit.len(), MAX_MLS_MESSAGE_LEN)?;
+                if let Some(welcome) = welcome {
+                    max("welcome", welcome.len(), MAX_MLS_MESSAGE_LEN)?;
+                }
+                max("members", members.len(), MAX_GROUP_MEMBERS)?;
+                max("added", added.len(), MAX_GROUP_MEMBERS)
+            }
+            Frame::PublishKeyPackages { packages, last_resort } => {
+                max("packages", packages.len(), MAX_KEY_PACKAGES)?;
+                for package in packages.iter().chain(last_resort) {
+                    max("package", package.len(), MAX_KEY_PACKAGE_LEN)?;
+                }
+                Ok(())
+            }
+            Frame::KeyPackage {
+                package: Some(package), ..
+            } => max("package", package.len(), MAX_KEY_PACKAGE_LEN),
             _ => Ok(()),
         }
     }
@@ -215,6 +265,55 @@ impl Frame {
             }
             Frame::Accepted { request_seq } => dst.put_u32(*request_seq),
             Frame::Features { flags } => dst.put_u32(*flags),
+            Frame::GroupSend { msg_id, message } => {
+                dst.put_slice(msg_id);
+                put_bytes_u32(dst, message);
+            }
+            Frame::GroupCommit {
+                msg_id,
+                commit,
+                welcome,
+                members,
+                added,
+            } => {
+                dst.put_slice(msg_id);
+                put_bytes_u32(dst, commit);
+                put_optional_bytes(dst, welcome.as_deref());
+                put_keys(dst, members);
+                put_keys(dst, added);
+            }
+            Frame::GroupEpoch { msg_id, epoch } => {
+                dst.put_slice(msg_id);
+                dst.put_u64(*epoch);
+            }
+            Frame::PublishKeyPackages { packages, last_resort } => {
+                dst.put_u16(u16::try_from(packages.len()).unwrap_or(u16::MAX));
+                for package in packages {
+                    put_bytes_u16(dst, package);
+                }
+                match last_resort {
+                    Some(package) => {
+                        dst.put_u8(1);
+                        put_bytes_u16(dst, package);
+                    }
+                    None => dst.put_u8(0),
+                }
+            }
+            Frame::KeyPackageCount { remaining } => dst.put_u32(*remaining),
+            Frame::FetchKeyPackage { request_id, identity } => {
+                dst.put_u32(*request_id);
+                dst.put_slice(identity);
+            }
+            Frame::KeyPackage { request_id, package } => {
+                dst.put_u32(*request_id);
+                match package {
+                    Some(package) => {
+                        dst.put_u8(1);
+                        put_bytes_u16(dst, package);
+                    }
+                    None => dst.put_u8(0),
+                }
+            }
             Frame::Ping { nonce } | Frame::Pong { nonce } => dst.put_u64(*nonce),
             Frame::Error { code, reason } => {
                 dst.put_u16(code.to_u16());
@@ -233,6 +332,13 @@ pub(crate) fn put_bytes_u32(dst: &mut BytesMut, bytes: &[u8]) {
 fn put_bytes_u16(dst: &mut BytesMut, bytes: &[u8]) {
     dst.put_u16(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
     dst.put_slice(bytes);
+}
+
+fn put_keys(dst: &mut BytesMut, keys: &[[u8; 32]]) {
+    dst.put_u16(u16::try_from(keys.len()).unwrap_or(u16::MAX));
+    for key in keys {
+        dst.put_slice(key);
+    }
 }
 
 fn put_optional_bytes(dst: &mut BytesMut, bytes: Option<&[u8]>) {

@@ -10,6 +10,7 @@
 
 use crate::consts::{KEY_LEN, SIGNATURE_LEN};
 use crate::error::DecodeError;
+use crate::group::{MAX_GROUP_MEMBERS, MAX_KEY_PACKAGES, MAX_KEY_PACKAGE_LEN, MAX_MLS_MESSAGE_LEN};
 use crate::reader::Reader;
 
 mod debug;
@@ -91,6 +92,13 @@ mod ty {
     pub const QUOTA: u8 = 0x33;
     pub const REFUSED: u8 = 0x34;
     pub const ACCEPTED: u8 = 0x35;
+    pub const GROUP_SEND: u8 = 0x50;
+    pub const GROUP_COMMIT: u8 = 0x51;
+    pub const GROUP_EPOCH: u8 = 0x52;
+    pub const PUBLISH_KEY_PACKAGES: u8 = 0x53;
+    pub const KEY_PACKAGE_COUNT: u8 = 0x54;
+    pub const FETCH_KEY_PACKAGE: u8 = 0x55;
+    pub const KEY_PACKAGE: u8 = 0x56;
     pub const PING: u8 = 0x40;
     pub const PONG: u8 = 0x41;
     pub const ERROR: u8 = 0x7F;
@@ -354,6 +362,75 @@ pub enum Frame {
         /// [`FEATURE_NAMED_REFUSALS`], or 0.
         flags: u32,
     },
+    /// 0x50, client → relay: an MLS application message or proposal for every other
+    /// member of its group (docs/PROTOCOL.md 8.3). Answered `SentAck` once it is in every
+    /// member's queue, `GroupEpoch` if the group has moved past its epoch, or refused.
+    GroupSend {
+        /// Sender-chosen id, as in `Send`.
+        msg_id: [u8; 16],
+        /// An `MLSMessage` (`PublicMessage` or `PrivateMessage`), at most
+        /// [`MAX_MLS_MESSAGE_LEN`] bytes.
+        message: Vec<u8>,
+    },
+    /// 0x51, client → relay: an MLS commit for the group's current epoch, the member list
+    /// it leaves, and the Welcome for the members it adds (docs/PROTOCOL.md 8.3). Answered
+    /// `SentAck` once the group has moved to the next epoch and every member (old and
+    /// added) has it queued, `GroupEpoch` if another commit took the epoch first, or
+    /// refused.
+    GroupCommit {
+        /// Sender-chosen id, as in `Send`.
+        msg_id: [u8; 16],
+        /// An `MLSMessage` holding a commit, at most [`MAX_MLS_MESSAGE_LEN`] bytes.
+        commit: Vec<u8>,
+        /// The `MLSMessage` Welcome for `added` (present exactly when `added` is not
+        /// empty), at most [`MAX_MLS_MESSAGE_LEN`] bytes.
+        welcome: Option<Vec<u8>>,
+        /// Every member's identity key after the commit, the sender's included, at most
+        /// [`MAX_GROUP_MEMBERS`].
+        members: Vec<[u8; 32]>,
+        /// The members this commit adds (a subset of `members`), who get the Welcome.
+        added: Vec<[u8; 32]>,
+    },
+    /// 0x52, relay → client: the `GroupSend` or `GroupCommit` `msg_id` was not stored
+    /// because its group is at `epoch` now; the client processes what is queued for it
+    /// and sends again (docs/PROTOCOL.md 8.4).
+    GroupEpoch {
+        /// The refused request's id.
+        msg_id: [u8; 16],
+        /// The group's current epoch at the relay.
+        epoch: u64,
+    },
+    /// 0x53, client → relay: add one-time KeyPackages to the client's directory entry
+    /// and, if present, replace its last-resort KeyPackage (docs/PROTOCOL.md 8.2).
+    /// Answered by `KeyPackageCount`. With no packages and no last resort it only asks.
+    PublishKeyPackages {
+        /// Up to [`MAX_KEY_PACKAGES`] KeyPackages, each at most [`MAX_KEY_PACKAGE_LEN`].
+        packages: Vec<Vec<u8>>,
+        /// The KeyPackage handed out when no one-time one is left (never removed).
+        last_resort: Option<Vec<u8>>,
+    },
+    /// 0x54, relay → client: one-time KeyPackages the relay holds for the client, as the
+    /// answer to `PublishKeyPackages`, or unasked when a fetch left fewer than the
+    /// relay's low mark.
+    KeyPackageCount {
+        /// One-time KeyPackages left.
+        remaining: u32,
+    },
+    /// 0x55, client → relay: take one KeyPackage of `identity` (a one-time one while any
+    /// is left, which is then removed for good; else the last-resort one).
+    FetchKeyPackage {
+        /// Chosen by the client, echoed in the `KeyPackage` reply.
+        request_id: u32,
+        /// Whose KeyPackage.
+        identity: [u8; 32],
+    },
+    /// 0x56, relay → client: the reply to `FetchKeyPackage`.
+    KeyPackage {
+        /// The `request_id` of the `FetchKeyPackage`.
+        request_id: u32,
+        /// The KeyPackage, or `None` if the identity has published none.
+        package: Option<Vec<u8>>,
+    },
     /// 0x40, either direction: liveness check; answered by `Pong` with the same nonce.
     Ping {
         /// Echoed in the `Pong`.
@@ -419,6 +496,13 @@ impl Frame {
             Frame::Refused { .. } => ty::REFUSED,
             Frame::Accepted { .. } => ty::ACCEPTED,
             Frame::Features { .. } => ty::FEATURES,
+            Frame::GroupSend { .. } => ty::GROUP_SEND,
+            Frame::GroupCommit { .. } => ty::GROUP_COMMIT,
+            Frame::GroupEpoch { .. } => ty::GROUP_EPOCH,
+            Frame::PublishKeyPackages { .. } => ty::PUBLISH_KEY_PACKAGES,
+            Frame::KeyPackageCount { .. } => ty::KEY_PACKAGE_COUNT,
+            Frame::FetchKeyPackage { .. } => ty::FETCH_KEY_PACKAGE,
+            Frame::KeyPackage { .. } => ty::KEY_PACKAGE,
             Frame::Ping { .. } => ty::PING,
             Frame::Pong { .. } => ty::PONG,
             Frame::Error { .. } => ty::ERROR,
@@ -461,6 +545,10 @@ impl Frame {
                 | Frame::QueryAway { .. }
                 | Frame::Send { .. }
                 | Frame::QueryQuota
+                | Frame::GroupSend { .. }
+                | Frame::GroupCommit { .. }
+                | Frame::PublishKeyPackages { .. }
+                | Frame::FetchKeyPackage { .. }
         )
     }
 
@@ -495,6 +583,13 @@ impl Frame {
             Frame::Refused { .. } => "refused",
             Frame::Accepted { .. } => "accepted",
             Frame::Features { .. } => "features",
+            Frame::GroupSend { .. } => "group_send",
+            Frame::GroupCommit { .. } => "group_commit",
+            Frame::GroupEpoch { .. } => "group_epoch",
+            Frame::PublishKeyPackages { .. } => "publish_key_packages",
+            Frame::KeyPackageCount { .. } => "key_package_count",
+            Frame::FetchKeyPackage { .. } => "fetch_key_package",
+            Frame::KeyPackage { .. } => "key_package",
             Frame::Ping { .. } => "ping",
             Frame::Pong { .. } => "pong",
             Frame::Error { .. } => "error",

@@ -344,3 +344,114 @@ fn requests_are_the_frames_answered_exactly_once() {
     .is_request());
     assert!(!Frame::Features { flags: 1 }.is_request());
 }
+
+#[test]
+fn encodes_group_frames_byte_for_byte() {
+    let send = Frame::GroupSend {
+        msg_id: [1; 16],
+        message: vec![9, 8],
+    };
+    let mut expected = vec![1, 0x50];
+    expected.extend_from_slice(&[1; 16]);
+    expected.extend_from_slice(&[0, 0, 0, 2, 9, 8]);
+    assert_eq!(body(&send), expected);
+
+    let commit = Frame::GroupCommit {
+        msg_id: [2; 16],
+        commit: vec![7],
+        welcome: Some(vec![6, 6]),
+        members: vec![[3; 32], [4; 32]],
+        added: vec![[4; 32]],
+    };
+    let mut expected = vec![1, 0x51];
+    expected.extend_from_slice(&[2; 16]);
+    expected.extend_from_slice(&[0, 0, 0, 1, 7, 1, 0, 0, 0, 2, 6, 6, 0, 2]);
+    expected.extend_from_slice(&[3; 32]);
+    expected.extend_from_slice(&[4; 32]);
+    expected.extend_from_slice(&[0, 1]);
+    expected.extend_from_slice(&[4; 32]);
+    assert_eq!(body(&commit), expected);
+
+    let epoch = Frame::GroupEpoch {
+        msg_id: [5; 16],
+        epoch: 258,
+    };
+    let mut expected = vec![1, 0x52];
+    expected.extend_from_slice(&[5; 16]);
+    expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
+    assert_eq!(body(&epoch), expected);
+
+    let publish = Frame::PublishKeyPackages {
+        packages: vec![vec![1], vec![2, 3]],
+        last_resort: Some(vec![4]),
+    };
+    assert_eq!(body(&publish), vec![1, 0x53, 0, 2, 0, 1, 1, 0, 2, 2, 3, 1, 0, 1, 4]);
+    assert_eq!(body(&Frame::KeyPackageCount { remaining: 3 }), vec![1, 0x54, 0, 0, 0, 3]);
+    let mut expected = vec![1, 0x55, 0, 0, 0, 9];
+    expected.extend_from_slice(&[6; 32]);
+    assert_eq!(
+        body(&Frame::FetchKeyPackage {
+            request_id: 9,
+            identity: [6; 32]
+        }),
+        expected
+    );
+    let none = Frame::KeyPackage {
+        request_id: 9,
+        package: None,
+    };
+    assert_eq!(body(&none), vec![1, 0x56, 0, 0, 0, 9, 0]);
+
+    for frame in [send, commit, epoch, publish, none] {
+        let bytes = body(&frame);
+        assert_eq!(Frame::decode(&bytes).expect("decodes"), frame);
+        assert_eq!(bytes.len(), frame.encoded_len());
+        for cut in 0..bytes.len() {
+            assert!(Frame::decode(&bytes[..cut]).is_err(), "{frame:?} cut at {cut}");
+        }
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(Frame::decode(&padded).is_err(), "{frame:?} with a trailing byte");
+    }
+}
+
+#[test]
+fn group_frames_are_bounded_and_the_largest_fits() {
+    use crate::group::*;
+    let too_many = Frame::GroupCommit {
+        msg_id: [0; 16],
+        commit: vec![0; 1],
+        welcome: None,
+        members: vec![[0; 32]; MAX_GROUP_MEMBERS + 1],
+        added: vec![],
+    };
+    assert!(too_many.validate().is_err());
+    assert!(Frame::decode(&body(&too_many)).is_err());
+    let packages = Frame::PublishKeyPackages {
+        packages: vec![vec![0; MAX_KEY_PACKAGE_LEN + 1]],
+        last_resort: None,
+    };
+    assert!(packages.validate().is_err());
+    assert!(Frame::decode(&body(&packages)).is_err());
+    let largest_commit = Frame::GroupCommit {
+        msg_id: [0; 16],
+        commit: vec![0; MAX_MLS_MESSAGE_LEN],
+        welcome: Some(vec![0; MAX_MLS_MESSAGE_LEN]),
+        members: vec![[0; 32]; MAX_GROUP_MEMBERS],
+        added: vec![[0; 32]; MAX_GROUP_MEMBERS],
+    };
+    let largest_publish = Frame::PublishKeyPackages {
+        packages: vec![vec![0; MAX_KEY_PACKAGE_LEN]; MAX_KEY_PACKAGES],
+        last_resort: Some(vec![0; MAX_KEY_PACKAGE_LEN]),
+    };
+    for frame in [largest_commit, largest_publish] {
+        assert!(frame.validate().is_ok());
+        assert!(frame.encoded_len() <= MAX_FRAME_LEN);
+        assert_eq!(Frame::decode(&body(&frame)).expect("decodes"), frame);
+    }
+    assert!(Frame::GroupSend {
+        msg_id: [0; 16],
+        message: vec![]
+    }
+    .is_request());
+}
