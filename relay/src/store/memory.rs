@@ -7,9 +7,10 @@ use e2ee_protocol::frame::ExpiredNotice;
 
 use ahash::RandomState;
 
+use super::group::{apply_group_write, GroupRecord, GroupResult, GroupTables, GROUP_LOG_KEPT};
 use super::{
     release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, Quotas, ReleaseOutcome, Store, StoreError,
-    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult, NewMessage,
 };
 use crate::lease::Lease;
 
@@ -169,6 +170,11 @@ pub struct MemoryStore {
     /// Expiry notices per sender: sequence number → (notice, the message's time).
     notices: HashMap<IdentityBytes, BTreeMap<u64, (ExpiredNotice, u64)>>,
     next_notice: u64,
+    /// Groups (docs/PROTOCOL.md 8.4) and the (sender, id) of each epoch's commit.
+    groups: HashMap<Vec<u8>, GroupRecord>,
+    group_log: HashMap<Vec<u8>, BTreeMap<u64, (IdentityBytes, MsgId)>>,
+    /// One-time KeyPackages, oldest first, and the last-resort one, per owner.
+    key_packages: HashMap<IdentityBytes, (VecDeque<Vec<u8>>, Option<Vec<u8>>)>,
 }
 
 /// Counts a message removed (acknowledged or expired) from its sender's usage and the
@@ -246,6 +252,9 @@ impl MemoryStore {
             stored: Usage::default(),
             notices: HashMap::new(),
             next_notice: 0,
+            groups: HashMap::new(),
+            group_log: HashMap::new(),
+            key_packages: HashMap::new(),
         }
     }
 
@@ -382,11 +391,78 @@ impl MemoryStore {
                 }
                 WriteResult::Seen
             }
+            WriteOp::Group(write) => match apply_group_write(self, write) {
+                Ok(result) => WriteResult::Group(result),
+                Err(_) => WriteResult::Group(GroupResult::Invalid("the group write failed")),
+            },
         }
     }
 }
 
+impl GroupTables for MemoryStore {
+    fn group(&mut self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+        Ok(self.groups.get(group_id).cloned())
+    }
+
+    fn put_group(&mut self, group_id: &[u8], record: &GroupRecord) -> Result<(), StoreError> {
+        self.groups.insert(group_id.to_vec(), record.clone());
+        Ok(())
+    }
+
+    fn logged_commit(&mut self, group_id: &[u8], epoch: u64) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
+        Ok(self.group_log.get(group_id).and_then(|log| log.get(&epoch)).copied())
+    }
+
+    fn log_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+        sender: &IdentityBytes,
+        msg_id: &MsgId,
+        _commit: &[u8],
+    ) -> Result<(), StoreError> {
+        let log = self.group_log.entry(group_id.to_vec()).or_default();
+        log.insert(epoch, (*sender, *msg_id));
+        while log.len() as u64 > GROUP_LOG_KEPT {
+            log.pop_first();
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError> {
+        Ok(self.apply(&WriteOp::Append(message.clone()), &Quotas::UNLIMITED))
+    }
+}
+
 impl Store for MemoryStore {
+    fn publish_key_packages(
+        &mut self,
+        owner: &IdentityBytes,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_held: u32,
+    ) -> Result<u32, StoreError> {
+        let (held, kept_last_resort) = self.key_packages.entry(*owner).or_default();
+        for package in packages {
+            if held.len() as u64 >= u64::from(max_held) {
+                break;
+            }
+            held.push_back(package.clone());
+        }
+        if let Some(package) = last_resort {
+            *kept_last_resort = Some(package.to_vec());
+        }
+        Ok(u32::try_from(held.len()).unwrap_or(u32::MAX))
+    }
+
+    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        let Some((held, last_resort)) = self.key_packages.get_mut(owner) else {
+            return Ok(None);
+        };
+        let package = held.pop_front().or_else(|| last_resort.clone());
+        Ok(package.map(|p| (p, u32::try_from(held.len()).unwrap_or(u32::MAX))))
+    }
+
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
         Ok(ops.iter().map(|op| self.apply(op, quotas)).collect())
     }
@@ -626,6 +702,11 @@ mod tests {
     #[test]
     fn memory_store_meets_the_store_contract() {
         super::super::contract::check(&mut super::MemoryStore::new());
+    }
+
+    #[test]
+    fn memory_store_meets_the_group_contract() {
+        super::super::group_contract::check(&mut super::MemoryStore::new());
     }
 
     #[test]

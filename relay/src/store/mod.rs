@@ -4,6 +4,7 @@
 //!
 //! Writes come in batches, each committed atomically (one fsync for the whole batch).
 
+pub mod group;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -204,6 +205,9 @@ pub enum WriteOp {
         /// dropped unread (ms since the Unix epoch; a TTL after they expired).
         notices_before_ms: u64,
     },
+    /// An upload to a group: queued for every other member, in the group's one order
+    /// (a commit also moves the group to its next epoch), docs/PROTOCOL.md 8.4.
+    Group(group::GroupWrite),
     /// `sender` read its expiry notices up to sequence number `through`.
     AckExpired {
         /// Whose notices.
@@ -219,6 +223,13 @@ impl WriteOp {
     pub fn queued_bytes(&self) -> usize {
         match self {
             WriteOp::Append(m) => m.payload.len(),
+            WriteOp::Group(g) => {
+                g.message.len()
+                    + g.commit
+                        .as_ref()
+                        .and_then(|c| c.welcome.as_ref())
+                        .map_or(0, |w| w.len())
+            }
             _ => 0,
         }
     }
@@ -248,6 +259,8 @@ pub enum WriteResult {
     NoticesAcked(u64),
     /// A seen time was recorded (or the one recorded was recent enough).
     Seen,
+    /// What an upload to a group did.
+    Group(group::GroupResult),
 }
 
 /// A stored prekey bundle split into its parts.
@@ -372,6 +385,11 @@ pub trait Store: Send {
     fn stored_messages(&self) -> Option<u64> {
         None
     }
+    /// Whether the engine stores group writes and KeyPackages (docs/PROTOCOL.md 8); a
+    /// relay on one that does not refuses the group frames.
+    fn supports_groups(&self) -> bool {
+        true
+    }
     /// Applies the writes atomically, in order; a message is stored only within `quotas`.
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError>;
     /// `sender`'s unacknowledged messages, across all recipients.
@@ -416,6 +434,20 @@ pub trait Store: Send {
     ) -> Result<Option<StoredBundle>, StoreError>;
     /// One-time prekeys held for `owner` (None if it never published).
     fn prekey_count(&mut self, owner: &IdentityBytes) -> Result<Option<u32>, StoreError>;
+    /// Adds `owner`'s one-time KeyPackages (up to `max_held` held; the rest are dropped)
+    /// and, when given, replaces its last-resort KeyPackage. Returns the one-time
+    /// KeyPackages now held (docs/PROTOCOL.md 8.2).
+    fn publish_key_packages(
+        &mut self,
+        owner: &IdentityBytes,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_held: u32,
+    ) -> Result<u32, StoreError>;
+    /// Takes `owner`'s oldest one-time KeyPackage (removed for good) or, when none is
+    /// left, a copy of its last-resort one; with the one-time KeyPackages left. `None`
+    /// if it has published neither.
+    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
     /// Records that `identity` authenticated at `at_ms`, for the lease of the names it
     /// holds (an identity that holds none has nothing to record).
     fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError>;
@@ -467,3 +499,5 @@ pub(crate) fn release_of(claim: &[u8], release_issued_ms: u64) -> Result<Release
 /// Runs the same behavioural checks against any engine.
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod group_contract;

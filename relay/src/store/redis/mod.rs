@@ -230,6 +230,12 @@ impl Store for RedisStore {
         .collect();
         for op in ops {
             match op {
+                WriteOp::Group(_) => {
+                    return Err(StoreError::Redis {
+                        endpoint: self.node.clone(),
+                        reason: "group writes are not supported by this engine yet".into(),
+                    })
+                }
                 WriteOp::Append(m) => numbers.push(m.timestamp_ms.to_string()),
                 WriteOp::Ack { .. } => {}
                 WriteOp::Seen {
@@ -265,6 +271,7 @@ impl Store for RedisStore {
                 WriteOp::Seen { identity, .. } => args.extend([b"S".as_slice(), identity, next(), next()]),
                 WriteOp::Expire { .. } => args.extend([b"E".as_slice(), next(), next(), next()]),
                 WriteOp::AckExpired { sender, .. } => args.extend([b"N".as_slice(), sender, next()]),
+                WriteOp::Group(_) => {}
             }
         }
         let Value::Array(answers) = self.run(|s| &s.commit, &args)? else {
@@ -287,6 +294,30 @@ impl Store for RedisStore {
                 write_result(text.ok_or(corrupt("commit script answered a non-string"))?)
             })
             .collect()
+    }
+
+    fn supports_groups(&self) -> bool {
+        false
+    }
+
+    fn publish_key_packages(
+        &mut self,
+        _owner: &IdentityBytes,
+        _packages: &[Vec<u8>],
+        _last_resort: Option<&[u8]>,
+        _max_held: u32,
+    ) -> Result<u32, StoreError> {
+        Err(StoreError::Redis {
+            endpoint: self.node.clone(),
+            reason: "KeyPackages are not supported by this engine yet".into(),
+        })
+    }
+
+    fn take_key_package(&mut self, _owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        Err(StoreError::Redis {
+            endpoint: self.node.clone(),
+            reason: "KeyPackages are not supported by this engine yet".into(),
+        })
     }
 
     fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {

@@ -10,6 +10,34 @@ fn sqlite_store_meets_the_store_contract() {
 }
 
 #[test]
+fn sqlite_store_meets_the_group_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(dir.path(), false).expect("open");
+    super::super::group_contract::check(&mut store);
+    // Groups and KeyPackages are durable: reopened, the group is where it was.
+    drop(store);
+    let mut store = SqliteStore::open(dir.path(), false).expect("reopen");
+    let stale = store
+        .commit(
+            &[WriteOp::Group(crate::store::group::GroupWrite {
+                group_id: b"group-0123456789".to_vec(),
+                sender: [1; 32],
+                msg_id: [99; 16],
+                epoch: 0,
+                timestamp_ms: 1,
+                message: bytes::Bytes::from_static(&[0x10]),
+                commit: None,
+            })],
+            &Quotas::UNLIMITED,
+        )
+        .expect("commit");
+    assert_eq!(
+        stale,
+        vec![WriteResult::Group(crate::store::group::GroupResult::Stale { epoch: 3 })]
+    );
+}
+
+#[test]
 fn sqlite_store_meets_the_quota_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(dir.path(), false).expect("open");
