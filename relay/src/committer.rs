@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::router::{Delivery, RouteTable};
+use crate::store::group::GroupResult;
 use crate::store::{IdentityBytes, WriteOp, WriteResult};
 use crate::store_actor::{CommitBatch, SharedStore, StoreActor};
 use crate::store_backlog::StoreBacklog;
@@ -202,7 +203,7 @@ impl Committer {
         let take = self.pending.len().min(self.max_batch);
         let batch: Vec<_> = self.pending.drain(..take).collect();
         let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().unzip();
-        let pushes: Vec<Option<(IdentityBytes, Delivery)>> = match self.routes {
+        let pushes: Vec<Option<Push>> = match self.routes {
             Some(_) => ops.iter().map(push_of).collect(),
             None => Vec::new(),
         };
@@ -246,21 +247,38 @@ impl Committer {
 /// pushed (with its sequence number) to its recipient through `routes`.
 fn settle(
     routes: Option<&RouteTable>,
-    pushes: Vec<Option<(IdentityBytes, Delivery)>>,
+    pushes: Vec<Option<Push>>,
     committed: Result<Vec<WriteResult>, CommitError>,
     count: usize,
 ) -> Vec<WriteOutcome> {
     match committed {
         Ok(results) => {
             if let Some(routes) = routes {
-                routes.route_all(pushes.into_iter().zip(&results).filter_map(|(push, result)| {
+                routes.route_all(pushes.into_iter().zip(&results).flat_map(|(push, result)| {
+                    let mut out = Vec::new();
                     match (push, result) {
-                        (Some((recipient, mut delivery)), WriteResult::Appended { seq }) => {
+                        (Some(Push::One(recipient, mut delivery)), WriteResult::Appended { seq }) => {
                             delivery.seq = *seq;
-                            Some((recipient, delivery))
+                            out.push((recipient, delivery));
                         }
-                        _ => None,
+                        (
+                            Some(Push::Group { sender, timestamp_ms }),
+                            WriteResult::Group(GroupResult::Stored { queued, .. }),
+                        ) => out.extend(queued.iter().map(|q| {
+                            (
+                                q.recipient,
+                                Delivery {
+                                    seq: q.seq,
+                                    sender,
+                                    msg_id: q.msg_id,
+                                    timestamp_ms,
+                                    payload: q.payload.clone(),
+                                },
+                            )
+                        })),
+                        _ => {}
                     }
+                    out
                 }));
             }
             results.into_iter().map(Ok).collect()
@@ -289,10 +307,28 @@ pub fn commit_direct(
     settle(Some(routes), pushes, committed, ops.len())
 }
 
+/// What a committed write pushes to connected recipients.
+enum Push {
+    /// A stored message for its recipient (its sequence number is filled in after the
+    /// commit).
+    One(IdentityBytes, Delivery),
+    /// The copies of a group upload the commit queued, from `sender`.
+    Group {
+        /// The uploader.
+        sender: IdentityBytes,
+        /// When the relay received it.
+        timestamp_ms: u64,
+    },
+}
+
 /// The push for a stored message (its sequence number is filled in after the commit).
-fn push_of(op: &WriteOp) -> Option<(IdentityBytes, Delivery)> {
+fn push_of(op: &WriteOp) -> Option<Push> {
     match op {
-        WriteOp::Append(m) => Some((
+        WriteOp::Group(g) => Some(Push::Group {
+            sender: g.sender,
+            timestamp_ms: g.timestamp_ms,
+        }),
+        WriteOp::Append(m) => Some(Push::One(
             m.recipient,
             Delivery {
                 seq: 0,

@@ -84,6 +84,9 @@ pub struct RelayContext {
     /// The notice period of `QueryAway`.
     pub away_notice: away::AwayNotice,
     /// The misbehaviour switched on for the security evidence; `None` (honest) by default.
+    /// Whether the store keeps groups and KeyPackages (docs/PROTOCOL.md 8); if not, the
+    /// group frames are refused with `GroupsUnsupported`.
+    pub groups: bool,
     #[cfg(feature = "adversary")]
     pub adversary: Option<Arc<adversary::Adversary>>,
 }

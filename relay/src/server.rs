@@ -177,6 +177,7 @@ pub async fn serve(
     // The memory store has nothing to make durable, so group commit would only add
     // thread hand-offs: connections write to it directly.
     let direct = (settings.store.engine == StoreEngine::Memory).then(|| shared.clone());
+    let groups = shared.with(|s| Ok(s.supports_groups())).unwrap_or(false);
     let store = SyncArbiter::start(1, move || StoreActor::new(shared.clone()));
     let ttl = Duration::from_secs(settings.limits.message_ttl_secs.max(1));
     let dedup_window = Duration::from_secs(settings.limits.dedup_window_secs.max(1));
@@ -266,6 +267,7 @@ pub async fn serve(
         ),
         lease: settings.names.lease(),
         away_notice: settings.names.away_notice(),
+        groups,
         #[cfg(feature = "adversary")]
         adversary: crate::adversary::Adversary::from_settings(&misbehaviour.adversary, &log),
     });

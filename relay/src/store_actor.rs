@@ -70,6 +70,9 @@ impl SharedStore {
         for result in &results {
             match result {
                 WriteResult::Appended { .. } => added += 1,
+                WriteResult::Group(crate::store::group::GroupResult::Stored { queued, .. }) => {
+                    added += queued.len() as u64
+                }
                 WriteResult::Acked(true) => removed += 1,
                 WriteResult::Expired(n) => removed += n,
                 _ => {}
@@ -211,6 +214,42 @@ impl Handler<FetchBundle> for StoreActor {
     type Result = Result<Option<StoredBundle>, StoreError>;
     fn handle(&mut self, msg: FetchBundle, _: &mut SyncContext<Self>) -> Self::Result {
         self.with(|s| s.fetch_bundle(&msg.owner, msg.take_one_time))
+    }
+}
+
+/// Add an owner's KeyPackages (docs/PROTOCOL.md 8.2).
+#[derive(Message)]
+#[rtype(result = "Result<u32, StoreError>")]
+pub struct PublishKeyPackages {
+    /// The owner (the authenticated identity).
+    pub owner: IdentityBytes,
+    /// One-time KeyPackages to add.
+    pub packages: Vec<Vec<u8>>,
+    /// A new last-resort KeyPackage.
+    pub last_resort: Option<Vec<u8>>,
+    /// Cap on one-time KeyPackages held.
+    pub max_held: u32,
+}
+
+impl Handler<PublishKeyPackages> for StoreActor {
+    type Result = Result<u32, StoreError>;
+    fn handle(&mut self, m: PublishKeyPackages, _: &mut SyncContext<Self>) -> Self::Result {
+        self.with(|s| s.publish_key_packages(&m.owner, &m.packages, m.last_resort.as_deref(), m.max_held))
+    }
+}
+
+/// Take one KeyPackage of an owner: a one-time one while any is left.
+#[derive(Message)]
+#[rtype(result = "Result<Option<(Vec<u8>, u32)>, StoreError>")]
+pub struct TakeKeyPackage {
+    /// Whose KeyPackage.
+    pub owner: IdentityBytes,
+}
+
+impl Handler<TakeKeyPackage> for StoreActor {
+    type Result = Result<Option<(Vec<u8>, u32)>, StoreError>;
+    fn handle(&mut self, m: TakeKeyPackage, _: &mut SyncContext<Self>) -> Self::Result {
+        self.with(|s| s.take_key_package(&m.owner))
     }
 }
 

@@ -51,6 +51,17 @@ pub enum ErrorCode {
     /// recipient's queue, the sender's quota or the relay's budget); send it again after
     /// `retry_after_ms`.
     QuotaExceeded,
+    /// A group upload from an identity that is not a member of the group
+    /// (docs/PROTOCOL.md 8.4).
+    NotGroupMember,
+    /// A group upload for a group the relay does not know (only a commit made in epoch 0
+    /// creates one).
+    UnknownGroup,
+    /// A group upload whose MLS header, content type, Welcome or member lists are not
+    /// what its frame requires.
+    InvalidGroupMessage,
+    /// The relay's store engine does not keep groups or KeyPackages.
+    GroupsUnsupported,
     /// A code this version does not define, kept for forward compatibility.
     /// Never holds one of the defined codes when produced by [`ErrorCode::from_u16`].
     UnknownCode(u16),
@@ -79,6 +90,10 @@ impl ErrorCode {
             17 => Self::MsgIdReused,
             18 => Self::RateLimited,
             19 => Self::QuotaExceeded,
+            20 => Self::NotGroupMember,
+            21 => Self::UnknownGroup,
+            22 => Self::InvalidGroupMessage,
+            23 => Self::GroupsUnsupported,
             other => Self::UnknownCode(other),
         }
     }
@@ -105,6 +120,10 @@ impl ErrorCode {
             Self::MsgIdReused => 17,
             Self::RateLimited => 18,
             Self::QuotaExceeded => 19,
+            Self::NotGroupMember => 20,
+            Self::UnknownGroup => 21,
+            Self::InvalidGroupMessage => 22,
+            Self::GroupsUnsupported => 23,
             Self::UnknownCode(code) => code,
         }
     }
@@ -131,6 +150,10 @@ impl ErrorCode {
             Self::MsgIdReused => "msg_id_reused",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::NotGroupMember => "not_group_member",
+            Self::UnknownGroup => "unknown_group",
+            Self::InvalidGroupMessage => "invalid_group_message",
+            Self::GroupsUnsupported => "groups_unsupported",
             Self::UnknownCode(_) => "unknown",
         }
     }

@@ -49,6 +49,7 @@ use crate::RelayContext;
 mod delivery;
 mod directory;
 mod expiry_notices;
+mod groups;
 mod refusals;
 mod writes;
 
@@ -231,7 +232,10 @@ impl Connection {
         let Some(me) = self.identity() else {
             return self.authenticate(frame, ctx);
         };
-        let writes = matches!(frame, Frame::Send { .. } | Frame::DeliveryAck { .. });
+        let writes = matches!(
+            frame,
+            Frame::Send { .. } | Frame::DeliveryAck { .. } | Frame::GroupSend { .. } | Frame::GroupCommit { .. }
+        );
         if writes && self.relay.direct.is_none() && self.relay.backlog.is_full() {
             return self.wait_for_store(frame, ctx);
         }
@@ -244,6 +248,8 @@ impl Connection {
                 | Frame::PublishPreKeys { .. }
                 | Frame::PublishName { .. }
                 | Frame::ReleaseName { .. }
+                | Frame::PublishKeyPackages { .. }
+                | Frame::FetchKeyPackage { .. }
         );
         if request {
             if let Err(wait) = self.take_token(|r| &mut r.requests) {
@@ -258,6 +264,12 @@ impl Connection {
                 payload,
             } => self.on_send(me, recipient, msg_id, payload, ctx),
             Frame::DeliveryAck { sender, msg_id } => self.on_delivery_ack(me, sender, msg_id, ctx),
+            Frame::GroupSend { msg_id, message } => self.on_group_send(me, msg_id, message, ctx),
+            commit @ Frame::GroupCommit { .. } => self.on_group_commit(me, commit, ctx),
+            Frame::PublishKeyPackages { packages, last_resort } => {
+                self.on_publish_key_packages(me, packages, last_resort, ctx)
+            }
+            Frame::FetchKeyPackage { request_id, identity } => self.on_fetch_key_package(request_id, identity, ctx),
             Frame::ExpiredAck { through } => self.on_expired_ack(me, through, ctx),
             Frame::PublishPreKeys { bundle } => self.on_publish_prekeys(me, &bundle, ctx),
             Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),

@@ -11,6 +11,8 @@ pub(super) enum Written {
     Message(MessageWrite),
     /// The client's DeliveryAck for this (sender, id).
     Ack((IdentityBytes, MsgId)),
+    /// An upload to a group from this connection's client.
+    Group(super::groups::GroupUpload),
     /// The connection's identity seen now (for `QueryAway`).
     Seen,
     /// The client read its expiry notices up to a sequence number.
@@ -48,7 +50,9 @@ impl Writes {
     /// Whether a message from this connection is still being stored (the relay's
     /// shutdown waits for its answer).
     pub(super) fn storing(&self) -> bool {
-        self.awaiting.iter().any(|w| matches!(w, Written::Message(_)))
+        self.awaiting
+            .iter()
+            .any(|w| matches!(w, Written::Message(_) | Written::Group(_)))
     }
 }
 
@@ -107,6 +111,14 @@ impl Connection {
                 self.deliveries.acking.remove(&key);
                 if let Ok(WriteResult::Acked(true)) = outcome {
                     self.relay.metrics.messages_acked.inc();
+                }
+            }
+            Some(Written::Group(upload)) => {
+                self.on_group_stored(outcome, upload, ctx);
+                if self.shutdown.is_some() && !self.writes.storing() {
+                    if let Some((code, reason)) = self.shutdown.take() {
+                        self.close(code, &reason, ctx);
+                    }
                 }
             }
             Some(Written::NoticesRead) => self.on_notices_read(outcome, ctx),

@@ -262,5 +262,7 @@ fn check_change(record: &GroupRecord, sender: &IdentityBytes, change: &CommitCha
     Ok(())
 }
 
-/// One-time KeyPackages handed out before the relay tells their owner it runs low.
+/// The relay tells an owner whose one-time KeyPackages fall below this many.
 pub const KEY_PACKAGES_LOW: u32 = 10;
+/// Most one-time KeyPackages held per identity.
+pub const MAX_KEY_PACKAGES_HELD: u32 = 100;
