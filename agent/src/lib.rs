@@ -45,6 +45,7 @@ pub mod crash_point;
 pub mod event;
 pub mod expiry_notices;
 pub mod failure;
+pub mod group;
 pub mod held;
 mod hex_serde;
 pub mod incoming;
