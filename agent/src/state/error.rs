@@ -108,6 +108,9 @@ pub enum StateError {
     /// A cryptographic operation failed (a bad bundle, a counter overflow).
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
+    /// A group operation or a group delivery failed (docs/PROTOCOL.md 8).
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
     /// The payload cannot be encoded (too long, not UTF-8).
     #[error("cannot encode payload: {0}")]
     Payload(#[from] PayloadError),

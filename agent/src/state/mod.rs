@@ -16,6 +16,7 @@
 //! - `unshown`: [`Unshown`], received texts committed but not shown yet;
 //! - `trust`: pins, pending and rejected identities, held messages;
 //! - `prekeys`: signed and one-time prekeys and their publication;
+//! - `groups`: the MLS groups ([`crate::group::GroupBook`]) and the group outbox;
 //! - `import_v1`: the one-time import of a JSON state of the earlier release;
 //! - [`inspect`]: a read-only view of a state directory (tests, evidence);
 //! - `values` (protocol values as row bytes) and `files` (directory, lock).
@@ -46,6 +47,7 @@
 
 pub mod error;
 mod files;
+mod groups;
 mod import_v1;
 pub mod inspect;
 mod outbox;
@@ -70,6 +72,7 @@ use e2ee_protocol::name_release::NameRelease;
 use rand_core::CryptoRngCore;
 
 pub use self::error::{ReceiveError, StateError};
+pub use self::groups::{GroupEdit, GroupIntent, GroupOutboxEntry, IntentMember};
 pub use self::import_v1::STATE_VERSION;
 pub use self::outbox::OutboxEntry;
 pub use self::retention::{HistoryEntry, LoggedSend, Retention};
@@ -127,6 +130,10 @@ pub struct AgentState {
     retention: Retention,
     /// The peers we have written a text to (receipts go only to them).
     correspondents: HashSet<IdentityKey>,
+    /// Our MLS groups (`groups`).
+    groups: crate::group::GroupBook,
+    /// Group uploads the relay has not stored yet, oldest first.
+    group_outbox: std::collections::VecDeque<GroupOutboxEntry>,
     is_new: bool,
     imported: bool,
     passphrase: bool,
@@ -219,7 +226,7 @@ impl AgentState {
     }
 
     /// Reads the whole state from the database.
-    fn load(dir: &Path, name: &str, lock: File, db: StateDb) -> Result<Self, StateError> {
+    fn load(dir: &Path, name: &str, lock: File, mut db: StateDb) -> Result<Self, StateError> {
         let path = db.path().to_path_buf();
         let rows = db.rows();
         let stored = rows.identity()?.ok_or_else(|| StateError::Corrupt {
@@ -248,6 +255,7 @@ impl AgentState {
             confirmed: r.confirmed,
         });
         let shown_log = ShownLog::open(dir)?;
+        let (groups, group_outbox) = groups::open_book(&mut db, &identity)?;
         let mut state = Self {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -264,6 +272,8 @@ impl AgentState {
             shown_log,
             retention: Retention::default(),
             correspondents,
+            groups,
+            group_outbox,
             is_new: false,
             imported: false,
             passphrase: false,

@@ -30,6 +30,7 @@
 
 pub mod correspondents;
 pub mod error;
+pub mod groups;
 pub mod held;
 pub mod history;
 pub mod identity;

@@ -48,10 +48,15 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "correspondents: the peers written to (receipts go only to them)",
         sql: V3,
     },
+    Migration {
+        version: 4,
+        description: "groups: the MLS storage, our groups, the group outbox, group deliveries read",
+        sql: V4,
+    },
 ];
 
 /// The version a database has after all of [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Peers with a session when this step runs count as written to: the conversations
 /// of a state made before it go on with their receipts.
@@ -61,6 +66,32 @@ CREATE TABLE correspondents (
     since_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO correspondents (peer, since_ms) SELECT peer, 0 FROM sessions;
+";
+
+/// Group chats over MLS (docs/PROTOCOL.md 8).
+const V4: &str = "
+-- OpenMLS's key-value storage: group states, secrets, KeyPackage private keys.
+CREATE TABLE mls_storage (
+    key   BLOB PRIMARY KEY,
+    value BLOB NOT NULL -- sealed, row key: key
+) WITHOUT ROWID;
+CREATE TABLE groups (
+    group_id BLOB PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE
+) WITHOUT ROWID;
+CREATE TABLE group_outbox (
+    seq      INTEGER PRIMARY KEY,
+    msg_id   BLOB NOT NULL UNIQUE,
+    group_id BLOB NOT NULL,
+    intent   BLOB NOT NULL, -- sealed, row key: msg_id
+    frame    BLOB
+);
+CREATE TABLE group_received (
+    seq    INTEGER PRIMARY KEY,
+    sender BLOB NOT NULL,
+    msg_id BLOB NOT NULL,
+    UNIQUE (sender, msg_id)
+);
 ";
 
 const V1: &str = "
@@ -326,10 +357,14 @@ mod tests {
             "archived_sessions",
             "base_keys",
             "correspondents",
+            "group_outbox",
+            "group_received",
+            "groups",
             "held",
             "history",
             "identity",
             "meta",
+            "mls_storage",
             "one_time_prekeys",
             "outbox",
             "pending_pins",
