@@ -53,6 +53,17 @@ pub enum Command {
     ReleaseName,
     /// `/claim-name`: claim our name at the relay's registry again.
     ClaimName,
+    /// `/group create|add|remove|leave ...`: change a group (docs/AGENT.md 2.3).
+    Group(GroupCommand),
+    /// `/groups`: list our groups with their members and epochs.
+    Groups,
+    /// `/g <group> <text...>`: send a text to a group.
+    GroupMsg {
+        /// The group's local name.
+        group: String,
+        /// The text.
+        text: String,
+    },
     /// `/help`: show the commands.
     Help,
     /// `/quit`: stop the agent.
@@ -76,8 +87,53 @@ impl fmt::Display for Command {
             Self::Reject { peer } => write!(f, "/reject {peer}"),
             Self::ReleaseName => f.write_str("/release-name"),
             Self::ClaimName => f.write_str("/claim-name"),
+            Self::Group(group) => group.fmt(f),
+            Self::Groups => f.write_str("/groups"),
+            Self::GroupMsg { group, text } => write!(f, "/g {group} {text}"),
             Self::Help => f.write_str("/help"),
             Self::Quit => f.write_str("/quit"),
+        }
+    }
+}
+
+/// A `/group` subcommand. Group names are 1 to 64 letters, digits, `-`, `_`, `.`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// `/group create <group> <peer>...`: a new group with these members and us.
+    Create {
+        /// The group's name.
+        group: String,
+        /// The peers added.
+        peers: Vec<String>,
+    },
+    /// `/group add <group> <peer>...`.
+    Add {
+        /// The group.
+        group: String,
+        /// The peers added.
+        peers: Vec<String>,
+    },
+    /// `/group remove <group> <peer>...`.
+    Remove {
+        /// The group.
+        group: String,
+        /// The peers removed.
+        peers: Vec<String>,
+    },
+    /// `/group leave <group>`.
+    Leave {
+        /// The group.
+        group: String,
+    },
+}
+
+impl fmt::Display for GroupCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Create { group, peers } => write!(f, "/group create {group} {}", peers.join(" ")),
+            Self::Add { group, peers } => write!(f, "/group add {group} {}", peers.join(" ")),
+            Self::Remove { group, peers } => write!(f, "/group remove {group} {}", peers.join(" ")),
+            Self::Leave { group } => write!(f, "/group leave {group}"),
         }
     }
 }
@@ -111,6 +167,9 @@ pub enum CommandError {
     /// The digits after `/trust <peer>` are not a safety number.
     #[error("a safety number is 60 digits (spaces allowed): usage: {USAGE_TRUST}")]
     BadSafetyNumber,
+    /// The group name is not valid.
+    #[error("invalid group name {0:?}: 1 to 64 letters, digits, '-', '_' or '.'")]
+    InvalidGroup(String),
     /// The peer name is not a valid agent name.
     #[error("invalid peer name {name:?}: {source}")]
     InvalidPeer {
@@ -127,6 +186,8 @@ const USAGE_VERIFY: &str = "/verify <peer>";
 const USAGE_TRUST: &str = "/trust <peer> <digits>";
 const USAGE_REJECT: &str = "/reject <peer>";
 const USAGE_HISTORY: &str = "/history <peer> [n]";
+const USAGE_GROUP: &str = "/group create|add|remove <group> <peer>... | /group leave <group>";
+const USAGE_G: &str = "/g <group> <text>";
 
 /// Messages `/history <peer>` shows without a count.
 pub const HISTORY_DEFAULT: usize = 20;
@@ -194,6 +255,50 @@ fn no_args(rest: &str, command: Command, usage: &'static str) -> Result<Command,
     } else {
         Err(CommandError::TooManyArguments { usage })
     }
+}
+
+fn group_arg(word: &str, usage: &'static str) -> Result<String, CommandError> {
+    if word.is_empty() {
+        return Err(CommandError::MissingArgument {
+            what: "group name",
+            usage,
+        });
+    }
+    crate::group::validate_group_name(word).map_err(|_| CommandError::InvalidGroup(word.to_owned()))?;
+    Ok(word.to_owned())
+}
+
+fn group_command(rest: &str) -> Result<GroupCommand, CommandError> {
+    let (verb, rest) = split_word(rest);
+    let (group, rest) = split_word(rest);
+    if verb.is_empty() {
+        return Err(CommandError::MissingArgument {
+            what: "create, add, remove or leave",
+            usage: USAGE_GROUP,
+        });
+    }
+    let group = group_arg(group, USAGE_GROUP)?;
+    let peers = || -> Result<Vec<String>, CommandError> {
+        let peers: Vec<String> = rest
+            .split_whitespace()
+            .map(|p| peer_arg(p, USAGE_GROUP))
+            .collect::<Result<_, _>>()?;
+        if peers.is_empty() {
+            return Err(CommandError::MissingArgument {
+                what: "peer name",
+                usage: USAGE_GROUP,
+            });
+        }
+        Ok(peers)
+    };
+    Ok(match verb {
+        "create" => GroupCommand::Create { group, peers: peers()? },
+        "add" => GroupCommand::Add { group, peers: peers()? },
+        "remove" => GroupCommand::Remove { group, peers: peers()? },
+        "leave" if rest.is_empty() => GroupCommand::Leave { group },
+        "leave" => return Err(CommandError::TooManyArguments { usage: USAGE_GROUP }),
+        other => return Err(CommandError::Unknown(format!("group {other}"))),
+    })
 }
 
 /// Parses one input line. A blank line gives `Ok(None)`; trailing newline and
@@ -264,6 +369,22 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         "reject" => Command::Reject {
             peer: single_peer(rest, USAGE_REJECT)?,
         },
+        "group" => Command::Group(group_command(rest)?),
+        "groups" => no_args(rest, Command::Groups, "/groups")?,
+        "g" => {
+            let (group, text) = split_word(rest);
+            let group = group_arg(group, USAGE_G)?;
+            if text.is_empty() {
+                return Err(CommandError::MissingArgument {
+                    what: "message text",
+                    usage: USAGE_G,
+                });
+            }
+            Command::GroupMsg {
+                group,
+                text: text.to_owned(),
+            }
+        }
         "release-name" => no_args(rest, Command::ReleaseName, "/release-name")?,
         "claim-name" => no_args(rest, Command::ClaimName, "/claim-name")?,
         "help" => no_args(rest, Command::Help, "/help")?,
@@ -279,6 +400,53 @@ mod tests {
 
     fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         parse_command(line)
+    }
+
+    #[test]
+    fn parses_group_commands_and_refuses_bad_ones() {
+        assert_eq!(
+            parse("/group create team Bob carol"),
+            Ok(Some(Command::Group(GroupCommand::Create {
+                group: "team".into(),
+                peers: vec!["bob".into(), "carol".into()]
+            })))
+        );
+        assert_eq!(
+            parse("/group leave team"),
+            Ok(Some(Command::Group(GroupCommand::Leave { group: "team".into() })))
+        );
+        assert_eq!(
+            parse("/g team hello  all"),
+            Ok(Some(Command::GroupMsg {
+                group: "team".into(),
+                text: "hello  all".into()
+            }))
+        );
+        assert_eq!(parse("/groups"), Ok(Some(Command::Groups)));
+        for bad in [
+            "/group",
+            "/group create",
+            "/group create team",
+            "/group add t@am bob",
+            "/group remove team b#b",
+            "/group leave team bob",
+            "/group rename team x",
+            "/g team",
+            "/groups x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        for command in [
+            "/group create team bob carol",
+            "/group add team dave",
+            "/group remove team bob",
+            "/group leave team",
+            "/g team hi there",
+            "/groups",
+        ] {
+            let parsed = parse(command).expect("parses").expect("a command");
+            assert_eq!(parsed.to_string(), command);
+        }
     }
 
     #[test]

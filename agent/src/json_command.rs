@@ -44,6 +44,10 @@ struct Fields {
     count: Option<u64>,
     #[serde(default)]
     digits: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    peers: Option<Vec<String>>,
 }
 
 /// Parses one line of bot input.
@@ -108,6 +112,40 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
             }
         }
         "reject" => Command::Reject { peer: peer(&fields)? },
+        "group-create" | "group-add" | "group-remove" | "group-leave" | "gsend" => {
+            let group = (fields.group.clone())
+                .ok_or_else(|| fail(format!("`{}` needs `group`", fields.cmd)))?;
+            crate::group::validate_group_name(&group).map_err(|e| fail(e.to_string()))?;
+            let peers = || -> Result<Vec<String>, JsonCommandError> {
+                let peers: Vec<String> = (fields.peers.clone().unwrap_or_default().iter())
+                    .map(|p| {
+                        let p = p.to_lowercase();
+                        e2ee_protocol::name_claim::validate_name(&p)
+                            .map_err(|err| fail(format!("invalid peer name {p:?}: {err}")))?;
+                        Ok(p)
+                    })
+                    .collect::<Result<_, _>>()?;
+                if peers.is_empty() {
+                    return Err(fail(format!("`{}` needs a non-empty `peers` list", fields.cmd)));
+                }
+                Ok(peers)
+            };
+            use crate::command::GroupCommand;
+            match fields.cmd.as_str() {
+                "group-create" => Command::Group(GroupCommand::Create { group, peers: peers()? }),
+                "group-add" => Command::Group(GroupCommand::Add { group, peers: peers()? }),
+                "group-remove" => Command::Group(GroupCommand::Remove { group, peers: peers()? }),
+                "group-leave" => Command::Group(GroupCommand::Leave { group }),
+                _ => {
+                    let text = fields.text.clone().unwrap_or_default();
+                    if text.is_empty() {
+                        return Err(fail("`gsend` needs a non-empty `text`".into()));
+                    }
+                    Command::GroupMsg { group, text }
+                }
+            }
+        }
+        "groups" => Command::Groups,
         "claim-name" => Command::ClaimName,
         "release-name" => Command::ReleaseName,
         "help" => Command::Help,

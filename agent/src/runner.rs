@@ -10,7 +10,7 @@ use rand_core::OsRng;
 use slog::Logger;
 
 use crate::agent_actor::{
-    AgentActor, Attach, Emit, EmitTagged, Expect, ExpectFailure, Leave, ListPeers, Online, Reject,
+    AgentActor, Attach, GroupOp, ListGroups, SendGroupText, WaitGroup, Emit, EmitTagged, Expect, ExpectFailure, Leave, ListPeers, Online, Reject,
     RunCommand, SendText, SetOwnName, ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
@@ -301,6 +301,30 @@ async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -
             })
             .await
             .map_err(mailbox)?,
+        Step::Group(op) => agent.send(GroupOp(op.clone())).await.map_err(mailbox)?,
+        Step::GroupSend { group, text } => agent
+            .send(SendGroupText {
+                group: group.clone(),
+                text: text.clone(),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::GroupExpect { group, peer, text, .. } => agent
+            .send(Expect {
+                peer: format!("{group}/{peer}"),
+                text: text.clone(),
+                timeout_ms: step.timeout_or(default_timeout),
+            })
+            .await
+            .map_err(mailbox)?,
+        Step::WaitGroup { group, members, .. } => agent
+            .send(WaitGroup {
+                group: group.clone(),
+                members: *members,
+                timeout_ms: step.timeout_or(default_timeout),
+            })
+            .await
+            .map_err(mailbox)?,
         Step::Print { text } => agent.send(Emit(Event::info(text.clone()))).await.map_err(mailbox),
         Step::Quit => Ok(()),
     }
@@ -373,6 +397,23 @@ async fn run_commands(agent: &Addr<AgentActor>, input: &mut InputSource, bot: bo
                 Ok(())
             }
             Command::Peers => agent.send(ListPeers).await.map_err(|e| e.to_string()),
+            Command::Groups => agent.send(ListGroups).await.map_err(|e| e.to_string()),
+            Command::GroupMsg { group, text } => agent
+                .send(SendGroupText { group, text })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
+            Command::Group(op) => {
+                // Adding members waits for their KeyPackages: awaited in a task.
+                let done = agent.send(GroupOp(op));
+                let agent = agent.clone();
+                actix::spawn(async move {
+                    if let Ok(Err(reason)) = done.await {
+                        let _ = agent.send(Emit(Event::error(reason))).await;
+                    }
+                });
+                Ok(())
+            }
             Command::Status => agent.send(ShowStatus).await.map_err(|e| e.to_string()),
             Command::History { peer, count } => agent
                 .send(ShowHistory { peer, count })

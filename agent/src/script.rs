@@ -103,6 +103,38 @@ pub enum Step {
         /// The step's timeout; `None` uses the `expect_timeout_ms` setting.
         timeout_ms: Option<u64>,
     },
+    /// `group create|add|remove <group> <peer>...`, `group leave <group>`: change a group
+    /// (as `/group`); done once the upload is made and queued.
+    Group(crate::command::GroupCommand),
+    /// `gsend <group> <text...>`: send a text to a group (as `/g`).
+    GroupSend {
+        /// The group's local name.
+        group: String,
+        /// The text.
+        text: String,
+    },
+    /// `gexpect [timeout=<ms>] <group> <peer> <text...>`: wait for a text from `peer`
+    /// in `group` that contains `text`.
+    GroupExpect {
+        /// The group's local name.
+        group: String,
+        /// The sender's name.
+        peer: String,
+        /// The text the message must contain.
+        text: String,
+        /// The step's timeout; `None` uses the `expect_timeout_ms` setting.
+        timeout_ms: Option<u64>,
+    },
+    /// `wait-group <group> <members> [timeout=<ms>]`: wait until we are in `group` with
+    /// exactly `members` members, us included (0: until we are not in it).
+    WaitGroup {
+        /// The group's local name.
+        group: String,
+        /// The member count.
+        members: usize,
+        /// The step's timeout; `None` uses the `expect_timeout_ms` setting.
+        timeout_ms: Option<u64>,
+    },
     /// `print <text...>`: print a line (an `info` event).
     Print {
         /// The text.
@@ -118,7 +150,9 @@ impl Step {
         match self {
             Self::Expect { timeout_ms, .. }
             | Self::WaitPeer { timeout_ms, .. }
-            | Self::ExpectFailure { timeout_ms, .. } => timeout_ms.unwrap_or(default_ms),
+            | Self::ExpectFailure { timeout_ms, .. }
+            | Self::GroupExpect { timeout_ms, .. }
+            | Self::WaitGroup { timeout_ms, .. } => timeout_ms.unwrap_or(default_ms),
             _ => default_ms,
         }
     }
@@ -138,6 +172,10 @@ impl Step {
             Self::ReleaseName => "release-name",
             Self::ClaimName => "claim-name",
             Self::ExpectFailure { .. } => "expect-failure",
+            Self::Group(_) => "group",
+            Self::GroupSend { .. } => "gsend",
+            Self::GroupExpect { .. } => "gexpect",
+            Self::WaitGroup { .. } => "wait-group",
             Self::Print { .. } => "print",
             Self::Quit => "quit",
         }
@@ -176,6 +214,22 @@ impl fmt::Display for Step {
                 class,
                 timeout_ms,
             } => write!(f, "expect-failure {peer} {class}{}", timeout(timeout_ms)),
+            Self::Group(op) => write!(f, "{}", op.to_string().trim_start_matches('/')),
+            Self::GroupSend { group, text } => write!(f, "gsend {group} {text}"),
+            Self::GroupExpect {
+                group,
+                peer,
+                text,
+                timeout_ms,
+            } => match timeout_ms {
+                Some(ms) => write!(f, "gexpect timeout={ms} {group} {peer} {text}"),
+                None => write!(f, "gexpect {group} {peer} {text}"),
+            },
+            Self::WaitGroup {
+                group,
+                members,
+                timeout_ms,
+            } => write!(f, "wait-group {group} {members}{}", timeout(timeout_ms)),
             Self::Print { text } => write!(f, "print {text}"),
             Self::Quit => f.write_str("quit"),
         }
@@ -259,6 +313,55 @@ pub fn parse_step(line: &str) -> Result<Step, String> {
                 }),
                 [] => Err(format!("missing peer name: usage: {USAGE}")),
                 [_] => Err(format!("missing failure class: usage: {USAGE}")),
+                _ => Err(format!("too many arguments: usage: {USAGE}")),
+            }
+        }
+        "group" => match crate::command::parse_command(&format!("/group {rest}")) {
+            Ok(Some(crate::command::Command::Group(op))) => Ok(Step::Group(op)),
+            Ok(_) => Err("usage: group create|add|remove <group> <peer>... | group leave <group>".into()),
+            Err(err) => Err(err.to_string().replace("/group", "group")),
+        },
+        "gsend" => {
+            let (group, text) = split_word(rest);
+            let group = group_name(group, "gsend <group> <text...>")?;
+            if text.is_empty() {
+                return Err("missing message text: usage: gsend <group> <text...>".into());
+            }
+            Ok(Step::GroupSend {
+                group,
+                text: text.to_owned(),
+            })
+        }
+        "gexpect" => {
+            const USAGE: &str = "gexpect [timeout=<ms>] <group> <peer> <text...>";
+            let (timeout_ms, rest) = match split_word(rest) {
+                (word, after) if word.starts_with("timeout=") => (Some(parse_timeout(word)?), after),
+                _ => (None, rest),
+            };
+            let (group, rest) = split_word(rest);
+            let group = group_name(group, USAGE)?;
+            let (peer, text) = peer_and_text(rest, USAGE)?;
+            Ok(Step::GroupExpect {
+                group,
+                peer,
+                text,
+                timeout_ms,
+            })
+        }
+        "wait-group" => {
+            const USAGE: &str = "wait-group <group> <members> [timeout=<ms>]";
+            let (timeout_ms, words) = take_timeout(rest)?;
+            match words.as_slice() {
+                [group, members] => Ok(Step::WaitGroup {
+                    group: group_name(group, USAGE)?,
+                    members: members
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= e2ee_protocol::group::MAX_GROUP_MEMBERS)
+                        .ok_or_else(|| format!("{members:?} is not a member count: usage: {USAGE}"))?,
+                    timeout_ms,
+                }),
+                [] | [_] => Err(format!("missing arguments: usage: {USAGE}")),
                 _ => Err(format!("too many arguments: usage: {USAGE}")),
             }
         }
@@ -361,6 +464,15 @@ fn no_args(rest: &str, step: Step) -> Result<Step, String> {
 fn parse_ms(word: &str, what: &str) -> Result<u64, String> {
     word.parse::<u64>()
         .map_err(|_| format!("invalid {what} {word:?}: expected a whole number of milliseconds"))
+}
+
+/// A group name argument.
+fn group_name(word: &str, usage: &str) -> Result<String, String> {
+    if word.is_empty() {
+        return Err(format!("missing group name: usage: {usage}"));
+    }
+    crate::group::validate_group_name(word).map_err(|e| e.to_string())?;
+    Ok(word.to_owned())
 }
 
 /// Parses `timeout=<ms>` (1..=[`MAX_TIMEOUT_MS`]).

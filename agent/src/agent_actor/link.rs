@@ -53,6 +53,7 @@ impl AgentActor {
         self.pump();
         self.resolve_pending(ctx);
         self.refetch_pending_grants();
+        self.groups_on_connected();
     }
 
     /// Looks up every peer that messages or `wait-peer` steps are waiting for.
@@ -342,6 +343,10 @@ impl AgentActor {
                 payload,
                 ..
             } => self.on_deliver(sender, msg_id, &payload),
+            Frame::SentAck { msg_id } if self.on_group_stored(&msg_id) => {}
+            Frame::GroupEpoch { msg_id, epoch } => self.on_group_epoch(msg_id, epoch),
+            Frame::KeyPackageCount { remaining } => self.on_key_package_count(remaining),
+            Frame::KeyPackage { request_id, package } => self.on_key_package(request_id, package),
             Frame::SentAck { msg_id } => {
                 crash_point::reached("send.before_sent_ack");
                 self.window.answered(&msg_id);
@@ -445,6 +450,14 @@ impl AgentActor {
         reason: &str,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(SentRequest {
+            msg_id: Some(msg_id), ..
+        }) = request
+        {
+            if self.on_group_refused(msg_id, code, retry_after_ms, reason, ctx) {
+                return;
+            }
+        }
         match (request, code) {
             (
                 Some(SentRequest {

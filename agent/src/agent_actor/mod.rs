@@ -38,6 +38,7 @@ use crate::state::{AgentState, NameReleaseState, PinOutcome, ReceiveError, State
 use crate::write_retry::{Kept, KeptDelivery, WriteRetry};
 
 mod commands;
+mod groups;
 mod leaving;
 mod link;
 mod names;
@@ -49,6 +50,7 @@ mod run_command;
 mod sending;
 
 pub use commands::*;
+pub use groups::{GroupOp, ListGroups, SendGroupText, WaitGroup};
 pub use leaving::Leave;
 pub use outflow::{Flush, EXIT_SYNC_FAILED, MAX_BATCH};
 pub use overview::{ShowHistory, ShowStatus};
@@ -137,6 +139,8 @@ enum WaitFor {
     Failure { peer: String, class: FailureClass },
     Peer { peer: String },
     OwnName { bound: bool },
+    /// We are in the group with this many members (0: not in it).
+    GroupSize { group: String, members: usize },
 }
 
 struct Waiter {
@@ -210,6 +214,8 @@ pub struct AgentActor {
     overview: overview::Overview,
     /// Which bot command events answer.
     tags: CommandTags,
+    /// Group uploads and KeyPackage requests on this connection.
+    group: groups::GroupFlight,
 }
 
 impl AgentActor {
@@ -256,6 +262,7 @@ impl AgentActor {
             expiry: ExpiryNotices::default(),
             overview: overview::Overview::default(),
             tags: CommandTags::default(),
+            group: groups::GroupFlight::default(),
         }
     }
 

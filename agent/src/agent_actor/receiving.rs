@@ -5,6 +5,9 @@ use super::*;
 
 impl AgentActor {
     pub(super) fn on_deliver(&mut self, sender: [u8; 32], msg_id: [u8; 16], wire: &[u8]) {
+        if Self::is_group_payload(wire) {
+            return self.on_group_delivery(sender, msg_id, &wire[1..]);
+        }
         if self.write_retry.is_holding() {
             // Behind the messages that could not be saved: kept, in arrival order.
             let delivery = KeptDelivery {

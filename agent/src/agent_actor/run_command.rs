@@ -30,6 +30,25 @@ impl Handler<RunCommand> for AgentActor {
                 Handler::<ListPeers>::handle(self, ListPeers, ctx);
                 Ok(())
             }
+            Command::Groups => {
+                Handler::<ListGroups>::handle(self, ListGroups, ctx);
+                Ok(())
+            }
+            Command::GroupMsg { group, text } => {
+                Handler::<SendGroupText>::handle(self, SendGroupText { group, text }, ctx)
+            }
+            Command::Group(op) => {
+                let id = self.tags.current().cloned();
+                let done = Handler::<GroupOp>::handle(self, GroupOp(op), ctx);
+                self.tags.end();
+                // Its failure is this command's answer, tagged with its id.
+                ctx.spawn(done.map(move |result, act, _| {
+                    if let Err(reason) = result {
+                        act.emit_tagged(Event::error(reason), id);
+                    }
+                }));
+                return Box::pin(async { Ok(()) });
+            }
             Command::Status => {
                 Handler::<ShowStatus>::handle(self, ShowStatus, ctx);
                 Ok(())

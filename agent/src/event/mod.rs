@@ -95,6 +95,19 @@ pub struct PeerInfo {
     pub last_activity_ms: Option<u64>,
 }
 
+/// A group as `/groups` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLine {
+    /// The local name.
+    pub group: String,
+    /// The current epoch.
+    pub epoch: u64,
+    /// The members' names, us included.
+    pub members: Vec<String>,
+    /// Uploads not yet stored by the relay.
+    pub pending: usize,
+}
+
 /// One thing to report. Serialized with an `"event"` tag:
 /// `{"event":"message","from":"bob",...}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +413,67 @@ pub enum Event {
     },
     /// The answer to `/status`.
     Status(LinkStatus),
+    /// We are in a group now: we created it (its first commit is stored), or a member
+    /// added us (its Welcome).
+    GroupJoined {
+        /// The group's local name.
+        group: String,
+        /// Who added us (our own name when we created it).
+        by: String,
+        /// Every member's name, us included.
+        members: Vec<String>,
+    },
+    /// A text in a group.
+    GroupMessage {
+        /// The group's local name.
+        group: String,
+        /// The sender's name.
+        from: String,
+        /// The sender's identity, hex.
+        from_identity: String,
+        /// The text.
+        text: String,
+    },
+    /// A commit changed a group's members (another member's, or ours once stored).
+    GroupMembers {
+        /// The group's local name.
+        group: String,
+        /// Who committed.
+        by: String,
+        /// The group's epoch now.
+        epoch: u64,
+        /// Names added.
+        added: Vec<String>,
+        /// Names removed.
+        removed: Vec<String>,
+    },
+    /// We are no longer in a group (removed, or our leave was committed); its state is
+    /// deleted.
+    GroupRemoved {
+        /// The group's local name.
+        group: String,
+        /// Who removed us (our own name when we left).
+        by: String,
+    },
+    /// The relay stored our text to a group for every other member.
+    GroupSent {
+        /// The group's local name.
+        group: String,
+        /// The upload's message id, hex.
+        msg_id: String,
+    },
+    /// A group operation, upload or delivery failed.
+    GroupFailed {
+        /// The group's local name (or id, hex, for a group we do not know).
+        group: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The answer to `/groups`.
+    Groups {
+        /// One line per group, by name.
+        groups: Vec<GroupLine>,
+    },
     /// The agent is leaving (end of input, `/quit`, Ctrl-C): the last line it prints.
     Goodbye {
         /// Texts still in the outbox, sent at the next start.
@@ -456,7 +530,8 @@ impl Event {
             | Self::Delivered { msg_id, .. }
             | Self::Deferred { msg_id, .. }
             | Self::SendFailed { msg_id, .. }
-            | Self::Expired { msg_id, .. } => Some(msg_id).filter(|id| !id.is_empty()).map(String::as_str),
+            | Self::Expired { msg_id, .. }
+            | Self::GroupSent { msg_id, .. } => Some(msg_id).filter(|id| !id.is_empty()).map(String::as_str),
             _ => None,
         }
     }
@@ -777,6 +852,42 @@ impl Event {
             Self::Help { text } => text.clone(),
             Self::History { peer, messages } => views::history_human(peer, messages),
             Self::Status(status) => views::status_human(status),
+            Self::GroupJoined { group, by, members } => {
+                format!("* in group {group} (by {by}): {}", members.join(", "))
+            }
+            Self::GroupMessage { group, from, text, .. } => format!("[{group}/{from}] {}", sanitize(text)),
+            Self::GroupMembers {
+                group,
+                by,
+                epoch,
+                added,
+                removed,
+            } => {
+                let mut out = format!("* group {group}, epoch {epoch}, by {by}:");
+                if !added.is_empty() {
+                    let _ = write!(out, " added {}", added.join(", "));
+                }
+                if !removed.is_empty() {
+                    let _ = write!(out, " removed {}", removed.join(", "));
+                }
+                out
+            }
+            Self::GroupRemoved { group, by } => format!("* no longer in group {group} (by {by})"),
+            Self::GroupSent { group, msg_id } => format!("  -> sent to group {group} (msg {})", short(msg_id)),
+            Self::GroupFailed { group, reason } => format!("! group {group}: {}", sanitize(reason)),
+            Self::Groups { groups } => {
+                if groups.is_empty() {
+                    return "no groups yet".into();
+                }
+                let mut out = String::from("groups:");
+                for g in groups {
+                    let _ = write!(out, "\n  {:<16} epoch {}: {}", g.group, g.epoch, g.members.join(", "));
+                    if g.pending > 0 {
+                        let _ = write!(out, " ({} pending)", g.pending);
+                    }
+                }
+                out
+            }
             Self::Goodbye { unsent: 0 } => "* goodbye".into(),
             Self::Goodbye { unsent } => {
                 format!("* goodbye ({unsent} messages wait in the outbox for the next start)")
