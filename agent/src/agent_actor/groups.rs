@@ -3,7 +3,7 @@
 //! after `GroupEpoch`), deliveries of group messages, and the KeyPackages kept at the
 //! relay.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use e2ee_protocol::group::MSG_TYPE_MLS;
 
@@ -18,6 +18,8 @@ use crate::state::{GroupEdit, GroupIntent, GroupOutboxEntry, IntentMember};
 const KEY_PACKAGES_KEPT: u32 = 20;
 /// See [`KEY_PACKAGES_KEPT`].
 const KEY_PACKAGES_LOW: u32 = 10;
+/// Reverse lookups of unnamed members one group event asks for, at most.
+const MEMBER_LOOKUPS: usize = 32;
 /// How long a KeyPackage fetch may take.
 const KEY_PACKAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -33,7 +35,24 @@ pub(super) struct GroupFlight {
     waiting: HashMap<[u8; 16], u64>,
     /// A KeyPackage publication is unanswered.
     publishing: bool,
+    /// Members and senders whose names are being asked for: group deliveries wait
+    /// behind them, in arrival order (`held`), so that they are shown named and in the
+    /// group's order.
+    naming: HashSet<IdentityKey>,
+    /// Group deliveries waiting for `naming`, in arrival order (unacknowledged).
+    held: VecDeque<(KeptGroupDelivery, std::time::Instant)>,
 }
+
+/// A group delivery kept unread for a while.
+struct KeptGroupDelivery {
+    sender: [u8; 32],
+    msg_id: [u8; 16],
+    wire: Vec<u8>,
+}
+
+/// Group deliveries held while members are named, at most; past it they are read at
+/// once, shown by fingerprint.
+const GROUP_HELD_LIMIT: usize = 256;
 
 /// Run a `/group` command; answers once its upload is made and queued (or why not).
 #[derive(Message)]
@@ -596,6 +615,45 @@ impl AgentActor {
         true
     }
 
+    /// A delivery that carries a group message (`MSG_TYPE_MLS || MLSMessage`): read in
+    /// arrival order, after the names of its sender and of new members are known (the
+    /// registry's answers, or their timeout). Pins do not hold group messages: MLS
+    /// membership, not the pin, decides who is in a group.
+    pub(super) fn on_group_payload(&mut self, sender: [u8; 32], msg_id: [u8; 16], wire: &[u8]) {
+        if let Ok(identity) = IdentityKey::from_bytes(sender) {
+            self.name_members(&[identity]);
+        }
+        let kept = KeptGroupDelivery {
+            sender,
+            msg_id,
+            wire: wire.to_vec(),
+        };
+        if !self.group.naming.is_empty() && self.group.held.len() < GROUP_HELD_LIMIT {
+            self.group.held.push_back((kept, std::time::Instant::now()));
+            return;
+        }
+        self.group.held.push_back((kept, std::time::Instant::now()));
+        self.read_held_group_deliveries(true);
+    }
+
+    /// A name asked for a member or sender is answered (or timed out).
+    pub(super) fn group_member_named(&mut self, identity: &IdentityKey) {
+        if self.group.naming.remove(identity) && self.group.naming.is_empty() {
+            self.read_held_group_deliveries(false);
+        }
+    }
+
+    /// Reads held group deliveries in order, until one of them starts naming someone
+    /// (unless `all`).
+    fn read_held_group_deliveries(&mut self, all: bool) {
+        while let Some((kept, _)) = self.group.held.pop_front() {
+            self.on_group_delivery(kept.sender, kept.msg_id, &kept.wire[1..]);
+            if !all && !self.group.naming.is_empty() {
+                break;
+            }
+        }
+    }
+
     /// A delivery that carries an MLS message (`MSG_TYPE_MLS || MLSMessage`).
     pub(super) fn on_group_delivery(&mut self, sender: [u8; 32], msg_id: [u8; 16], message: &[u8]) {
         let ack = Frame::DeliveryAck { sender, msg_id };
@@ -665,8 +723,31 @@ impl AgentActor {
                 }
             }
         }
+        match &event {
+            GroupEvent::Joined { members, .. } => self.name_members(&members.clone()),
+            GroupEvent::Members { added, .. } => self.name_members(&added.clone()),
+            _ => {}
+        }
         let event = self.group_event(event);
         self.emit_group(event);
+    }
+
+    /// Asks the registry for the names of members we know by fingerprint only (at most
+    /// [`MEMBER_LOOKUPS`] per event), so that later events and `/groups` name them.
+    fn name_members(&mut self, members: &[IdentityKey]) {
+        let unnamed: Vec<IdentityKey> = (members.iter())
+            .filter(|m| *m != self.state.identity().public())
+            .filter(|m| self.state.name_of(m).is_none() && !self.anonymous.contains(*m))
+            .filter(|m| !self.group.naming.contains(*m))
+            .take(MEMBER_LOOKUPS)
+            .copied()
+            .collect();
+        if self.connected {
+            for member in unnamed {
+                self.group.naming.insert(member);
+                self.ask_name_of(member);
+            }
+        }
     }
 
     /// The event to report for what the book did.
@@ -739,6 +820,9 @@ impl AgentActor {
     /// outbox again (the relay answers a resent upload it stored as stored).
     pub(super) fn groups_on_connected(&mut self) {
         self.group.sent.clear();
+        // Held deliveries were not acknowledged: the relay delivers them again.
+        self.group.held.clear();
+        self.group.naming.clear();
         for (_, tx) in self.group.fetches.drain() {
             let _ = tx.send(None);
         }

@@ -6,7 +6,7 @@ use super::*;
 impl AgentActor {
     pub(super) fn on_deliver(&mut self, sender: [u8; 32], msg_id: [u8; 16], wire: &[u8]) {
         if Self::is_group_payload(wire) {
-            return self.on_group_delivery(sender, msg_id, &wire[1..]);
+            return self.on_group_payload(sender, msg_id, wire);
         }
         if self.write_retry.is_holding() {
             // Behind the messages that could not be saved: kept, in arrival order.
@@ -194,6 +194,11 @@ impl AgentActor {
     /// The registry's answer to a reverse lookup of `identity`: bind the name it gives
     /// (as for a lookup by name), then process the deliveries that waited for it.
     pub(super) fn on_reverse_lookup(&mut self, identity: IdentityKey, claim: Option<Vec<u8>>) {
+        self.on_reverse_lookup_of_sender(identity, claim);
+        self.group_member_named(&identity);
+    }
+
+    fn on_reverse_lookup_of_sender(&mut self, identity: IdentityKey, claim: Option<Vec<u8>>) {
         let claim = claim.and_then(|bytes| NameClaim::decode_verified(&bytes).ok());
         match claim {
             Some(claim) if claim.identity == identity && claim.name != self.state.name() => {

@@ -172,6 +172,7 @@ impl Connection {
                 return self.invalid_group_message("not an MLS KeyPackage", ctx);
             }
         }
+        let published = packages.len();
         let publish = PublishKeyPackages {
             owner: me,
             packages,
@@ -183,8 +184,11 @@ impl Connection {
                 .store
                 .send(publish)
                 .into_actor(self)
-                .map(|res, act, ctx| match res {
+                .map(move |res, act, ctx| match res {
                     Ok(Ok(remaining)) => {
+                        if published > 0 {
+                            info!(act.log, "key packages published"; "added" => published, "held" => remaining);
+                        }
                         act.send(Frame::KeyPackageCount { remaining }, ctx);
                     }
                     _ => act.close(ErrorCode::Internal, "store failure", ctx),
