@@ -2,15 +2,28 @@
 -- key layout is documented there). KEYS[1] is the sequence counter, whose hash tag puts
 -- the script on the deployment's slot.
 -- ARGV: prefix, this relay's node name, quotas (queue, sender_messages, sender_bytes,
--- stored_bytes; -1 = unlimited), then the operations:
+-- stored_bytes; -1 = unlimited), the groups the batch's group writes were worked out
+-- against (a count, then per group: group id, its record as read, "" if none), then
+-- the operations:
 --   "A" recipient sender msg_id timestamp_ms payload   store a message
 --   "K" recipient sender msg_id                        acknowledge it
 --   "S" identity at_ms precision_ms                    seen
 --   "E" before_ms acked_before_ms notices_before_ms    expire
 --   "N" sender through                                 read expiry notices
--- Returns one string per operation: "A:<seq>", "D" (duplicate), "I" (id reused),
--- "Q:<quota>", "K:0"/"K:1", "S", "X:<expired>", "N:<removed>"; then "T:<messages>",
--- the unacknowledged messages held in all.
+--   "G" group_id sender msg_id timestamp_ms message welcome copies record log_epoch
+--       log_dropped                                    a group write's effects
+-- A group write's outcome is decided by the relay (store::group::apply_group_write,
+-- over the records it read); this script applies its effects: the copies (each
+-- `kind recipient fan_out_id`, 49 bytes, kind "m" for the message, "w" for the
+-- welcome), stored as "A" stores a message but outside the quotas; the group's new
+-- record (none if ""), and the commit log entry for log_epoch (none if ""), dropping
+-- the one for log_dropped (none if "").
+-- Returns { "R" } and writes nothing when a group's record is no longer the one the
+-- relay read (another relay's commit came first: the relay works the batch out again).
+-- Else one string per operation: "A:<seq>", "D" (duplicate), "I" (id reused),
+-- "Q:<quota>", "K:0"/"K:1", "S", "X:<expired>", "N:<removed>", "G:<copies>" (per copy,
+-- comma-separated: its seq, "D" or "I"); then "T:<messages>", the unacknowledged
+-- messages held in all.
 local P, me = ARGV[1], ARGV[2]
 local q_queue, q_msgs, q_bytes, q_stored =
   tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -126,49 +139,83 @@ local function write_counters()
 end
 
 local notify = {}
+
+-- Stores a message for recipient r (within the quotas when `bounded`); returns its
+-- answer: "A:<seq>", "D", "I" or "Q:<quota>".
+local function append(r, s, id, ts, payload, bounded)
+  local key = s .. id
+  local state, earlier = record(key)
+  if state then
+    return (earlier == r) and 'D' or 'I'
+  end
+  local size = #payload + OVERHEAD
+  if bounded then
+    local qlen = queue_len(r)
+    local usage = usage_of(s)
+    local smsgs, sbytes = usage.m, usage.b
+    local stored = total_usage().b
+    if q_queue >= 0 and qlen >= q_queue then return 'Q:recipient_queue'
+    elseif q_msgs >= 0 and smsgs >= q_msgs then return 'Q:sender_messages'
+    elseif q_bytes >= 0 and sbytes + size > q_bytes then return 'Q:sender_bytes'
+    elseif q_stored >= 0 and stored + size > q_stored then return 'Q:storage_budget'
+    end
+  end
+  next_seq = (next_seq or num(redis.call('GET', P .. 'seq'))) + 1
+  local seq = next_seq
+  redis.call('ZADD', P .. 'q:' .. r, seq, key)
+  redis.call('HSET', P .. 'm:' .. r, key, payload)
+  redis.call('HSET', P .. 'k', key, 'u' .. r .. int(seq) .. ':' .. int(ts) .. ':' .. int(size))
+  redis.call('ZADD', P .. 'x', ts, key)
+  count(s, r, size, 1)
+  -- The message itself to the node that holds the recipient's connection, if
+  -- another and alive (presence: "<node>\0<generation>", see
+  -- presence_arrive.lua; a node is alive while its heartbeat key lives).
+  local node = remote_node(r)
+  if node then
+    notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
+  end
+  return 'A:' .. int(seq)
+end
+
+-- The groups the relay read: all as it read them, or nothing is written.
+local watched = tonumber(ARGV[7])
+for w = 0, watched - 1 do
+  local group, expected = ARGV[8 + 2 * w], ARGV[9 + 2 * w]
+  if (redis.call('GET', P .. 'g:' .. group) or '') ~= expected then
+    return { 'R' }
+  end
+end
+
 local out = {}
-local i = 7
+local i = 8 + 2 * watched
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
     local r, s, id, ts, payload = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
     i = i + 6
-    local key = s .. id
-    local state, earlier = record(key)
-    if state then
-      out[#out + 1] = (earlier == r) and 'D' or 'I'
-    else
-      local size = #payload + OVERHEAD
-      local qlen = queue_len(r)
-      local usage = usage_of(s)
-      local smsgs, sbytes = usage.m, usage.b
-      local stored = total_usage().b
-      local refused = nil
-      if q_queue >= 0 and qlen >= q_queue then refused = 'recipient_queue'
-      elseif q_msgs >= 0 and smsgs >= q_msgs then refused = 'sender_messages'
-      elseif q_bytes >= 0 and sbytes + size > q_bytes then refused = 'sender_bytes'
-      elseif q_stored >= 0 and stored + size > q_stored then refused = 'storage_budget'
-      end
-      if refused then
-        out[#out + 1] = 'Q:' .. refused
-      else
-        next_seq = (next_seq or num(redis.call('GET', P .. 'seq'))) + 1
-        local seq = next_seq
-        redis.call('ZADD', P .. 'q:' .. r, seq, key)
-        redis.call('HSET', P .. 'm:' .. r, key, payload)
-        redis.call('HSET', P .. 'k', key, 'u' .. r .. int(seq) .. ':' .. int(ts) .. ':' .. int(size))
-        redis.call('ZADD', P .. 'x', ts, key)
-        count(s, r, size, 1)
-        -- The message itself to the node that holds the recipient's connection, if
-        -- another and alive (presence: "<node>\0<generation>", see
-        -- presence_arrive.lua; a node is alive while its heartbeat key lives).
-        local node = remote_node(r)
-        if node then
-          notify[#notify + 1] = { node, 'D' .. r .. key .. int(seq) .. ':' .. int(ts) .. ':' .. payload }
-        end
-        out[#out + 1] = 'A:' .. int(seq)
-      end
+    out[#out + 1] = append(r, s, id, ts, payload, true)
+  elseif op == 'G' then
+    local group, s, id, ts, message, welcome, copies, rec, log_epoch, log_dropped =
+      ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6],
+      ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+    i = i + 11
+    local answers = {}
+    for c = 1, #copies, 49 do
+      local payload = (string.sub(copies, c, c) == 'w') and welcome or message
+      local r, copy_id = string.sub(copies, c + 1, c + 32), string.sub(copies, c + 33, c + 48)
+      local answer = append(r, s, copy_id, ts, payload, false)
+      answers[#answers + 1] = (string.sub(answer, 1, 2) == 'A:') and string.sub(answer, 3) or answer
     end
+    if rec ~= '' then
+      redis.call('SET', P .. 'g:' .. group, rec)
+    end
+    if log_epoch ~= '' then
+      redis.call('HSET', P .. 'gl:' .. group, log_epoch, s .. id .. message)
+    end
+    if log_dropped ~= '' then
+      redis.call('HDEL', P .. 'gl:' .. group, log_dropped)
+    end
+    out[#out + 1] = 'G:' .. table.concat(answers, ',')
   elseif op == 'K' then
     local r, s, id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     i = i + 4

@@ -31,6 +31,24 @@
 //! | `presence`, `presence_gen` | hash, counter | identity → `node\0generation` |
 //! | `alive:<node>` | string with a TTL | a relay node's heartbeat (crate::cluster::presence) |
 //! | `oh:O` | hash with a TTL | O's one-time prekey handout bucket, shared by every relay |
+//! | `g:G` | string | group G's record ([`GroupRecord::encode`]: epoch, members) |
+//! | `gl:G` | hash | G's commit log: epoch → `S‖id‖commit`, the last [`GROUP_LOG_KEPT`] epochs |
+//! | `kp:O`, `kpl:O` | list, string | O's one-time KeyPackages (oldest first), its last resort |
+//!
+//! `G` is a group id as the MLS header gives it (any bytes). A group member's copy of an
+//! upload is a message like any other (`q:R`, `m:R`, `k`, ...), stored under the upload's
+//! sender and the copy's fan-out id (`e2ee_protocol::group::fan_out_id`).
+//!
+//! ## Group writes
+//! [`apply_group_write`] decides a group write in Rust, over the group records and log
+//! entries read from Redis just before the batch (and the batch's earlier group writes):
+//! the fan-out ids are SHA-256, which Redis's Lua does not have. `commit.lua` then
+//! applies the decided effects (the copies, the new record, the log entry) in the
+//! batch's order, after checking first that every group record read is still the same
+//! (a group's log changes only with its record): if another relay's commit changed one
+//! in between, the script writes nothing and the relay reads and decides the whole batch
+//! again (`GROUP_ATTEMPTS` times at most). Two commits for one epoch are so ordered by
+//! Redis, whichever relay received them: the first is stored, the second is stale.
 //!
 //! Channel `{<prefix>}:relay:<node>` carries a relay node's notices: each message stored
 //! for an R present on that node (`D‖R‖S‖id‖seq:time:payload`), and `R‖R‖generation`
@@ -46,9 +64,12 @@ use e2ee_protocol::frame::ExpiredNotice;
 
 pub use self::connection::{connection_to, RedisEndpoint, RedisLink};
 pub use self::server::{RedisCluster, RedisServer};
+use super::group::{
+    apply_group_write, GroupRecord, GroupResult, GroupTables, GroupWrite, Queued, GROUP_LOG_KEPT,
+};
 use super::{
-    claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, Quota, Quotas, ReleaseOutcome, Store, StoreError,
-    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+    claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quota, Quotas, ReleaseOutcome, Store,
+    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -63,6 +84,8 @@ struct Scripts {
     release_claim: Script,
     record_auth: Script,
     last_seen: Script,
+    publish_key_packages: Script,
+    take_key_package: Script,
 }
 
 impl Scripts {
@@ -76,6 +99,8 @@ impl Scripts {
             release_claim: Script::new(include_str!("release_claim.lua")),
             record_auth: Script::new(include_str!("record_auth.lua")),
             last_seen: Script::new(include_str!("last_seen.lua")),
+            publish_key_packages: Script::new(include_str!("publish_key_packages.lua")),
+            take_key_package: Script::new(include_str!("take_key_package.lua")),
         }
     }
 }
@@ -148,6 +173,178 @@ fn write_result(answer: &str) -> Result<WriteResult, StoreError> {
     })
 }
 
+/// How many times a batch with group writes is decided and tried again while other
+/// relays' commits change its groups in between.
+const GROUP_ATTEMPTS: usize = 5;
+
+/// What `commit.lua` does for one group write, as [`apply_group_write`] decided it.
+#[derive(Default)]
+struct GroupEffects {
+    /// Per copy: `m` (the message) or `w` (the welcome), recipient, fan-out id.
+    copies: Vec<u8>,
+    /// The group's new record, encoded.
+    record: Option<Vec<u8>>,
+    /// The epoch whose commit is logged, and the one dropped from the log then.
+    logged: Option<(u64, Option<u64>)>,
+}
+
+/// A group write decided: its result (with the copies' sequence numbers still to come)
+/// and its effects.
+struct GroupPlan {
+    result: GroupResult,
+    effects: GroupEffects,
+}
+
+/// The group tables of a batch as read from Redis before it runs, with the batch's
+/// earlier group writes applied: [`apply_group_write`] decides each write over them.
+struct PlannedGroups<'a> {
+    store: &'a mut RedisStore,
+    /// Each group read, with its record as read (what `commit.lua` checks).
+    read: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Each group read, as the batch's earlier writes left it.
+    records: std::collections::HashMap<Vec<u8>, Option<GroupRecord>>,
+    /// Log entries the batch's earlier writes made.
+    logged: std::collections::HashMap<(Vec<u8>, u64), (IdentityBytes, MsgId)>,
+    /// The message of the write being decided (its copies' payload, unless a welcome).
+    message: bytes::Bytes,
+    /// The effects of the write being decided.
+    effects: GroupEffects,
+}
+
+impl<'a> PlannedGroups<'a> {
+    fn new(store: &'a mut RedisStore) -> Self {
+        Self {
+            store,
+            read: Vec::new(),
+            records: std::collections::HashMap::new(),
+            logged: std::collections::HashMap::new(),
+            message: bytes::Bytes::new(),
+            effects: GroupEffects::default(),
+        }
+    }
+
+    fn plan(&mut self, write: &GroupWrite) -> Result<GroupPlan, StoreError> {
+        self.message = write.message.clone();
+        self.effects = GroupEffects::default();
+        let result = apply_group_write(self, write)?;
+        Ok(GroupPlan {
+            result,
+            effects: std::mem::take(&mut self.effects),
+        })
+    }
+}
+
+impl GroupTables for PlannedGroups<'_> {
+    fn group(&mut self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+        if let Some(record) = self.records.get(group_id) {
+            return Ok(record.clone());
+        }
+        let key = self.store.key_of("g:", group_id);
+        let stored: Option<Vec<u8>> = self.store.command(::redis::cmd("GET").arg(key).clone())?;
+        let record = stored.as_deref().map(GroupRecord::decode).transpose()?;
+        self.read.push((group_id.to_vec(), stored));
+        self.records.insert(group_id.to_vec(), record.clone());
+        Ok(record)
+    }
+
+    fn put_group(&mut self, group_id: &[u8], record: &GroupRecord) -> Result<(), StoreError> {
+        self.records.insert(group_id.to_vec(), Some(record.clone()));
+        self.effects.record = Some(record.encode());
+        Ok(())
+    }
+
+    fn logged_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
+        if let Some(entry) = self.logged.get(&(group_id.to_vec(), epoch)) {
+            return Ok(Some(*entry));
+        }
+        let key = self.store.key_of("gl:", group_id);
+        let entry: Option<Vec<u8>> = self
+            .store
+            .command(::redis::cmd("HGET").arg(key).arg(epoch.to_string()).clone())?;
+        entry
+            .map(|e| {
+                let sender = e.get(..32).and_then(array).ok_or(corrupt("group log entry"))?;
+                let msg_id = e.get(32..48).and_then(array).ok_or(corrupt("group log entry"))?;
+                Ok((sender, msg_id))
+            })
+            .transpose()
+    }
+
+    fn log_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+        sender: &IdentityBytes,
+        msg_id: &MsgId,
+        _commit: &[u8],
+    ) -> Result<(), StoreError> {
+        self.logged.insert((group_id.to_vec(), epoch), (*sender, *msg_id));
+        self.effects.logged = Some((epoch, epoch.checked_sub(GROUP_LOG_KEPT)));
+        Ok(())
+    }
+
+    /// Noted for `commit.lua`, which stores it (or finds it stored before): the sequence
+    /// number is filled in from its answer.
+    fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError> {
+        let kind = if message.payload == self.message {
+            b'm'
+        } else {
+            b'w'
+        };
+        self.effects.copies.push(kind);
+        self.effects.copies.extend_from_slice(&message.recipient);
+        self.effects.copies.extend_from_slice(&message.msg_id);
+        Ok(WriteResult::Appended { seq: 0 })
+    }
+}
+
+/// A group write's result from its plan and `commit.lua`'s answer for it
+/// (`G:` and, per copy, its sequence number, `D` or `I`).
+fn group_result(plan: GroupPlan, answer: &str) -> Result<WriteResult, StoreError> {
+    let copies = answer.strip_prefix("G:").ok_or(corrupt(
+        "commit script answered no group result for a group write",
+    ))?;
+    let copies: Vec<&str> = if copies.is_empty() {
+        Vec::new()
+    } else {
+        copies.split(',').collect()
+    };
+    Ok(WriteResult::Group(match plan.result {
+        GroupResult::Stored { epoch, queued } => {
+            if copies.len() != queued.len() {
+                return Err(corrupt("commit script answered another number of group copies"));
+            }
+            let mut stored = Vec::with_capacity(queued.len());
+            for (copy, answer) in queued.into_iter().zip(copies) {
+                match answer {
+                    // Queued by an earlier upload of the same message.
+                    "D" => {}
+                    seq => stored.push(Queued {
+                        seq: seq
+                            .parse()
+                            .map_err(|_| corrupt("a group copy was neither stored nor a duplicate"))?,
+                        ..copy
+                    }),
+                }
+            }
+            GroupResult::Stored {
+                epoch,
+                queued: stored,
+            }
+        }
+        other if copies.is_empty() => other,
+        _ => {
+            return Err(corrupt(
+                "commit script stored copies of a group write it should not",
+            ))
+        }
+    }))
+}
+
 impl RedisStore {
     /// Connects to `endpoint` (checked for durability, see [`RedisLink::open`]) as relay
     /// node `node`, with keys under `{prefix}:`.
@@ -206,16 +403,28 @@ impl RedisStore {
     fn command<T: ::redis::FromRedisValue>(&mut self, cmd: ::redis::Cmd) -> Result<T, StoreError> {
         self.link.with(|con| cmd.query(con))
     }
-}
 
-impl Store for RedisStore {
-    fn stored_messages(&self) -> Option<u64> {
-        self.stored_messages
-    }
-
-    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
-        if ops.is_empty() {
-            return Ok(Vec::new());
+    /// One try at a batch: `None` when a group it read changed before it ran (nothing
+    /// was written; decide it again).
+    fn try_commit(
+        &mut self,
+        ops: &[WriteOp],
+        quotas: &Quotas,
+    ) -> Result<Option<Vec<WriteResult>>, StoreError> {
+        // Group writes first decided over their groups as Redis holds them now.
+        let mut plans: Vec<Option<GroupPlan>> = Vec::with_capacity(ops.len());
+        let mut read = Vec::new();
+        if ops.iter().any(|op| matches!(op, WriteOp::Group(_))) {
+            let mut groups = PlannedGroups::new(self);
+            for op in ops {
+                plans.push(match op {
+                    WriteOp::Group(write) => Some(groups.plan(write)?),
+                    _ => None,
+                });
+            }
+            read = groups.read;
+        } else {
+            plans.resize_with(ops.len(), || None);
         }
         // The numbers of the batch as text, in order; every other argument (payloads
         // above all) is passed by reference, not copied.
@@ -227,14 +436,20 @@ impl Store for RedisStore {
         ]
         .iter()
         .map(|q| quota_arg(*q).to_string())
+        .chain([read.len().to_string()])
         .collect();
-        for op in ops {
+        for (op, plan) in ops.iter().zip(&plans) {
             match op {
-                WriteOp::Group(_) => {
-                    return Err(StoreError::Redis {
-                        endpoint: self.node.clone(),
-                        reason: "group writes are not supported by this engine yet".into(),
-                    })
+                WriteOp::Group(write) => {
+                    let logged = plan.as_ref().and_then(|p| p.effects.logged);
+                    numbers.extend([
+                        write.timestamp_ms.to_string(),
+                        logged.map(|(epoch, _)| epoch.to_string()).unwrap_or_default(),
+                        logged
+                            .and_then(|(_, dropped)| dropped)
+                            .map(|epoch| epoch.to_string())
+                            .unwrap_or_default(),
+                    ]);
                 }
                 WriteOp::Append(m) => numbers.push(m.timestamp_ms.to_string()),
                 WriteOp::Ack { .. } => {}
@@ -252,8 +467,11 @@ impl Store for RedisStore {
         let mut number = numbers.iter().map(String::as_bytes);
         let mut next = || number.next().unwrap_or_default();
         let node = self.node.clone();
-        let mut args: Vec<&[u8]> = vec![node.as_bytes(), next(), next(), next(), next()];
-        for op in ops {
+        let mut args: Vec<&[u8]> = vec![node.as_bytes(), next(), next(), next(), next(), next()];
+        for (group_id, record) in &read {
+            args.extend([group_id.as_slice(), record.as_deref().unwrap_or_default()]);
+        }
+        for (op, plan) in ops.iter().zip(&plans) {
             match op {
                 WriteOp::Append(m) => args.extend([
                     b"A".as_slice(),
@@ -271,12 +489,40 @@ impl Store for RedisStore {
                 WriteOp::Seen { identity, .. } => args.extend([b"S".as_slice(), identity, next(), next()]),
                 WriteOp::Expire { .. } => args.extend([b"E".as_slice(), next(), next(), next()]),
                 WriteOp::AckExpired { sender, .. } => args.extend([b"N".as_slice(), sender, next()]),
-                WriteOp::Group(_) => {}
+                WriteOp::Group(write) => {
+                    let effects = &plan
+                        .as_ref()
+                        .ok_or(corrupt("a group write was not decided"))?
+                        .effects;
+                    let welcome = write
+                        .commit
+                        .as_ref()
+                        .and_then(|c| c.welcome.as_deref())
+                        .unwrap_or_default();
+                    args.extend([
+                        b"G".as_slice(),
+                        &write.group_id,
+                        &write.sender,
+                        &write.msg_id,
+                        next(),
+                        &write.message,
+                        welcome,
+                        &effects.copies,
+                        effects.record.as_deref().unwrap_or_default(),
+                        next(),
+                        next(),
+                    ]);
+                }
             }
         }
         let Value::Array(answers) = self.run(|s| &s.commit, &args)? else {
             return Err(corrupt("commit script did not answer a list"));
         };
+        if let [retry] = &answers[..] {
+            if bytes_of(retry) == Some(b"R") {
+                return Ok(None);
+            }
+        }
         let total = answers
             .last()
             .and_then(bytes_of)
@@ -289,35 +535,78 @@ impl Store for RedisStore {
         self.stored_messages = total;
         answers[..ops.len()]
             .iter()
-            .map(|a| {
-                let text = bytes_of(a).and_then(|b| std::str::from_utf8(b).ok());
-                write_result(text.ok_or(corrupt("commit script answered a non-string"))?)
+            .zip(plans)
+            .map(|(a, plan)| {
+                let text = bytes_of(a)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or(corrupt("commit script answered a non-string"))?;
+                match plan {
+                    Some(plan) => group_result(plan, text),
+                    None => write_result(text),
+                }
             })
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+}
+
+impl Store for RedisStore {
+    fn stored_messages(&self) -> Option<u64> {
+        self.stored_messages
     }
 
-    fn supports_groups(&self) -> bool {
-        false
+    fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        for _ in 0..GROUP_ATTEMPTS {
+            if let Some(results) = self.try_commit(ops, quotas)? {
+                return Ok(results);
+            }
+        }
+        Err(self.link.endpoint().error(format!(
+            "the batch's groups changed under it {GROUP_ATTEMPTS} times in a row (other relays' commits)"
+        )))
     }
 
     fn publish_key_packages(
         &mut self,
-        _owner: &IdentityBytes,
-        _packages: &[Vec<u8>],
-        _last_resort: Option<&[u8]>,
-        _max_held: u32,
+        owner: &IdentityBytes,
+        packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        max_held: u32,
     ) -> Result<u32, StoreError> {
-        Err(StoreError::Redis {
-            endpoint: self.node.clone(),
-            reason: "KeyPackages are not supported by this engine yet".into(),
-        })
+        let most = max_held.to_string();
+        let (replace, last_resort): (&[u8], &[u8]) = match last_resort {
+            Some(package) => (b"1", package),
+            None => (b"0", b""),
+        };
+        let mut args: Vec<&[u8]> = vec![owner, most.as_bytes(), replace, last_resort];
+        args.extend(packages.iter().map(Vec::as_slice));
+        let held = self.run(|s| &s.publish_key_packages, &args)?;
+        u64_of(&held)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(corrupt("KeyPackage script answered a bad count"))
     }
 
-    fn take_key_package(&mut self, _owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        Err(StoreError::Redis {
-            endpoint: self.node.clone(),
-            reason: "KeyPackages are not supported by this engine yet".into(),
-        })
+    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        match self.run(|s| &s.take_key_package, &[owner])? {
+            Value::Nil | Value::Boolean(false) => Ok(None),
+            Value::Array(parts) => {
+                let [package, left] = &parts[..] else {
+                    return Err(corrupt("KeyPackage script answered a short result"));
+                };
+                Ok(Some((
+                    bytes_of(package).ok_or(corrupt("stored KeyPackage"))?.to_vec(),
+                    u64_of(left)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or(corrupt("stored KeyPackage count"))?,
+                )))
+            }
+            _ => Err(corrupt(
+                "KeyPackage script answered neither a KeyPackage nor nothing",
+            )),
+        }
     }
 
     fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {

@@ -1,8 +1,9 @@
-//! The Redis engine against a `redis-server` of its own: the shared store contract, a
-//! restart of Redis, the durability check, and a Redis that goes away.
+//! The Redis engine against a `redis-server` of its own: the shared store and group
+//! contracts, a restart of Redis, the durability check, and a Redis that goes away.
 
 use super::*;
-use crate::store::contract;
+use crate::store::group::{CommitChange, GroupWrite};
+use crate::store::{contract, group_contract};
 
 fn endpoint(server: &RedisServer) -> RedisEndpoint {
     RedisEndpoint {
@@ -56,6 +57,196 @@ fn redis_store_meets_the_store_contract_on_a_redis_cluster() {
         )
         .expect("open"),
     );
+    group_contract::check(
+        &mut RedisStore::open(
+            RedisEndpoint {
+                urls: cluster.urls(),
+                cluster: true,
+                require_fsync: true,
+                wait_replicas: 0,
+            },
+            "e2ee-groups",
+            "node-a",
+        )
+        .expect("open"),
+    );
+}
+
+#[test]
+fn redis_store_meets_the_group_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut store = store(&server);
+    assert!(store.supports_groups());
+    group_contract::check(&mut store);
+}
+
+/// A commit by `sender` (1 or 2) in `epoch` of a group of 1 and 2 that keeps them both.
+fn keeping_commit(sender: u8, epoch: u64) -> WriteOp {
+    let mut msg_id = [sender; 16];
+    msg_id[8..].copy_from_slice(&epoch.to_be_bytes());
+    WriteOp::Group(GroupWrite {
+        group_id: b"raced".to_vec(),
+        sender: [sender; 32],
+        msg_id,
+        epoch,
+        timestamp_ms: 1_000,
+        message: vec![0x10, sender].into(),
+        commit: Some(CommitChange {
+            members: vec![[1; 32], [2; 32]],
+            added: vec![],
+            welcome: None,
+        }),
+    })
+}
+
+#[test]
+fn two_relays_racing_commits_for_one_epoch_get_one_stored_and_one_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut first = store(&server);
+    let second = RedisStore::open(endpoint(&server), "e2ee-test", "node-b").expect("open");
+    let create = WriteOp::Group(GroupWrite {
+        commit: Some(CommitChange {
+            members: vec![[1; 32], [2; 32]],
+            added: vec![[2; 32]],
+            welcome: Some(vec![0x10, 0xEE].into()),
+        }),
+        ..match keeping_commit(1, 0) {
+            WriteOp::Group(write) => write,
+            _ => unreachable!("a group write"),
+        }
+    });
+    let created = first.commit(&[create], &Quotas::UNLIMITED).expect("create");
+    assert!(matches!(
+        created[0],
+        WriteResult::Group(GroupResult::Stored { epoch: 1, .. })
+    ));
+    // Each round, the two relays commit for the same epoch at once (each reads the group
+    // before its script runs, so often both read the same epoch).
+    let rounds = 40u64;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let race = |mut store: RedisStore, sender: u8, barrier: std::sync::Arc<std::sync::Barrier>| {
+        std::thread::spawn(move || {
+            (1..=rounds)
+                .map(|epoch| {
+                    barrier.wait();
+                    let result = store
+                        .commit(&[keeping_commit(sender, epoch)], &Quotas::UNLIMITED)
+                        .expect("commit");
+                    barrier.wait();
+                    result.into_iter().next().expect("a result")
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let one = race(first, 1, barrier.clone());
+    let two = race(second, 2, barrier);
+    let (one, two) = (one.join().expect("relay one"), two.join().expect("relay two"));
+    for (epoch, (a, b)) in (1..=rounds).zip(one.iter().zip(&two)) {
+        let stale = WriteResult::Group(GroupResult::Stale { epoch: epoch + 1 });
+        let stored = |r: &WriteResult| matches!(r, WriteResult::Group(GroupResult::Stored { epoch: e, queued }) if *e == epoch + 1 && queued.len() == 1);
+        assert!(
+            (stored(a) && *b == stale) || (*a == stale && stored(b)),
+            "epoch {epoch}: {a:?} and {b:?}"
+        );
+    }
+    // Each member's queue holds exactly the other's winning commits, in epoch order.
+    let mut reader = store(&server);
+    let total: usize = [1u8, 2]
+        .iter()
+        .map(|m| reader.pending(&[*m; 32], 0, 1_000, 0).expect("pending").len())
+        .sum();
+    assert_eq!(total, 1 + rounds as usize, "the welcome and one copy per epoch");
+}
+
+#[test]
+fn a_group_log_keeps_the_last_commits_and_a_batch_of_commits_is_decided_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut store = store(&server);
+    let commit = |epoch: u64| {
+        let mut msg_id = [0; 16];
+        msg_id[8..].copy_from_slice(&epoch.to_be_bytes());
+        WriteOp::Group(GroupWrite {
+            group_id: b"alone".to_vec(),
+            sender: [1; 32],
+            msg_id,
+            epoch,
+            timestamp_ms: 1_000,
+            message: vec![0x10, 1].into(),
+            commit: Some(CommitChange {
+                members: vec![[1; 32]],
+                added: vec![],
+                welcome: None,
+            }),
+        })
+    };
+    // One batch: the group is made, then moved on epoch by epoch past the log's length.
+    let commits: Vec<WriteOp> = (0..=GROUP_LOG_KEPT).map(commit).collect();
+    let results = store.commit(&commits, &Quotas::UNLIMITED).expect("commit");
+    for (epoch, result) in (0..=GROUP_LOG_KEPT).zip(&results) {
+        assert_eq!(
+            *result,
+            WriteResult::Group(GroupResult::Stored {
+                epoch: epoch + 1,
+                queued: vec![]
+            })
+        );
+    }
+    let log = store.key_of("gl:", b"alone");
+    let kept: u64 = store
+        .command(::redis::cmd("HLEN").arg(log).clone())
+        .expect("hlen");
+    assert_eq!(kept, GROUP_LOG_KEPT);
+    // The first commit is no longer known; the second still is.
+    let now = WriteResult::Group(GroupResult::Stale {
+        epoch: GROUP_LOG_KEPT + 1,
+    });
+    assert_eq!(
+        store.commit(&[commit(0)], &Quotas::UNLIMITED).expect("resend"),
+        vec![now]
+    );
+    assert_eq!(
+        store.commit(&[commit(1)], &Quotas::UNLIMITED).expect("resend"),
+        vec![WriteResult::Group(GroupResult::Duplicate)]
+    );
+}
+
+#[test]
+fn a_batch_whose_group_changed_since_it_was_read_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let mut store = store(&server);
+    // The group "g" read as absent, but Redis holds a record for it now.
+    let record = GroupRecord {
+        epoch: 3,
+        members: vec![[1; 32]],
+    };
+    let key = store.key_of("g:", b"g");
+    let _: () = store
+        .command(::redis::cmd("SET").arg(key).arg(record.encode()).clone())
+        .expect("set");
+    let unlimited = quota_arg(u64::MAX).to_string();
+    let args: [&[u8]; 14] = [
+        b"node-a",
+        unlimited.as_bytes(),
+        unlimited.as_bytes(),
+        unlimited.as_bytes(),
+        unlimited.as_bytes(),
+        b"1",
+        b"g",
+        b"",
+        b"A",
+        &[1; 32],
+        &[2; 32],
+        &[3; 16],
+        b"1000",
+        b"payload",
+    ];
+    let answer = store.run(|s| &s.commit, &args).expect("run");
+    assert_eq!(answer, Value::Array(vec![Value::BulkString(b"R".to_vec())]));
+    assert_eq!(store.queue_len(&[1; 32]).expect("len"), 0, "nothing written");
 }
 
 #[test]
