@@ -292,9 +292,18 @@ fn group_command(rest: &str) -> Result<GroupCommand, CommandError> {
         Ok(peers)
     };
     Ok(match verb {
-        "create" => GroupCommand::Create { group, peers: peers()? },
-        "add" => GroupCommand::Add { group, peers: peers()? },
-        "remove" => GroupCommand::Remove { group, peers: peers()? },
+        "create" => GroupCommand::Create {
+            group,
+            peers: peers()?,
+        },
+        "add" => GroupCommand::Add {
+            group,
+            peers: peers()?,
+        },
+        "remove" => GroupCommand::Remove {
+            group,
+            peers: peers()?,
+        },
         "leave" if rest.is_empty() => GroupCommand::Leave { group },
         "leave" => return Err(CommandError::TooManyArguments { usage: USAGE_GROUP }),
         other => return Err(CommandError::Unknown(format!("group {other}"))),

@@ -113,8 +113,8 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
         }
         "reject" => Command::Reject { peer: peer(&fields)? },
         "group-create" | "group-add" | "group-remove" | "group-leave" | "gsend" => {
-            let group = (fields.group.clone())
-                .ok_or_else(|| fail(format!("`{}` needs `group`", fields.cmd)))?;
+            let group =
+                (fields.group.clone()).ok_or_else(|| fail(format!("`{}` needs `group`", fields.cmd)))?;
             crate::group::validate_group_name(&group).map_err(|e| fail(e.to_string()))?;
             let peers = || -> Result<Vec<String>, JsonCommandError> {
                 let peers: Vec<String> = (fields.peers.clone().unwrap_or_default().iter())
@@ -132,9 +132,18 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
             };
             use crate::command::GroupCommand;
             match fields.cmd.as_str() {
-                "group-create" => Command::Group(GroupCommand::Create { group, peers: peers()? }),
-                "group-add" => Command::Group(GroupCommand::Add { group, peers: peers()? }),
-                "group-remove" => Command::Group(GroupCommand::Remove { group, peers: peers()? }),
+                "group-create" => Command::Group(GroupCommand::Create {
+                    group,
+                    peers: peers()?,
+                }),
+                "group-add" => Command::Group(GroupCommand::Add {
+                    group,
+                    peers: peers()?,
+                }),
+                "group-remove" => Command::Group(GroupCommand::Remove {
+                    group,
+                    peers: peers()?,
+                }),
                 "group-leave" => Command::Group(GroupCommand::Leave { group }),
                 _ => {
                     let text = fields.text.clone().unwrap_or_default();

@@ -10,8 +10,9 @@ use rand_core::OsRng;
 use slog::Logger;
 
 use crate::agent_actor::{
-    AgentActor, Attach, GroupOp, ListGroups, SendGroupText, WaitGroup, Emit, EmitTagged, Expect, ExpectFailure, Leave, ListPeers, Online, Reject,
-    RunCommand, SendText, SetOwnName, ShowHistory, ShowStatus, Trust, Verify, WaitPeer,
+    AgentActor, Attach, Emit, EmitTagged, Expect, ExpectFailure, GroupOp, Leave, ListGroups, ListPeers,
+    Online, Reject, RunCommand, SendGroupText, SendText, SetOwnName, ShowHistory, ShowStatus, Trust, Verify,
+    WaitGroup, WaitPeer,
 };
 use crate::command::{help_text, parse_command, Command};
 use crate::event::Event;
@@ -309,7 +310,9 @@ async fn run_step(agent: &Addr<AgentActor>, step: &Step, default_timeout: u64) -
             })
             .await
             .map_err(mailbox)?,
-        Step::GroupExpect { group, peer, text, .. } => agent
+        Step::GroupExpect {
+            group, peer, text, ..
+        } => agent
             .send(Expect {
                 peer: format!("{group}/{peer}"),
                 text: text.clone(),

@@ -29,9 +29,9 @@ impl SentRequest {
             return None;
         }
         let (msg_id, request_id) = match frame {
-            Frame::Send { msg_id, .. } | Frame::GroupSend { msg_id, .. } | Frame::GroupCommit { msg_id, .. } => {
-                (Some(*msg_id), None)
-            }
+            Frame::Send { msg_id, .. }
+            | Frame::GroupSend { msg_id, .. }
+            | Frame::GroupCommit { msg_id, .. } => (Some(*msg_id), None),
             Frame::FetchBundle { request_id, .. }
             | Frame::FetchKeyPackage { request_id, .. }
             | Frame::LookupName { request_id, .. }

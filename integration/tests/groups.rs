@@ -34,8 +34,14 @@ fn wait_ready(relay: &RelayProcess, agents: &mut [&mut AgentProcess]) {
     let mut named: HashSet<String> = HashSet::new();
     let mut published: HashSet<String> = HashSet::new();
     let deadline = std::time::Instant::now() + WAIT;
-    while ids.iter().any(|id| !named.contains(id) || !published.contains(id)) {
-        assert!(std::time::Instant::now() < deadline, "not ready: {named:?} {published:?}");
+    while ids
+        .iter()
+        .any(|id| !named.contains(id) || !published.contains(id))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {named:?} {published:?}"
+        );
         for line in relay.drain_log() {
             let Ok(value) = serde_json::from_str::<Value>(&line) else {
                 continue;
@@ -96,7 +102,10 @@ fn wait_members(agent: &mut AgentProcess, group: &str, expected: &[&str]) -> u64
         }
         if std::time::Instant::now() >= deadline {
             let name = agent.name().to_owned();
-            panic!("{name} lists {names:?} in {group}, not {expected:?}: {}", agent.report());
+            panic!(
+                "{name} lists {names:?} in {group}, not {expected:?}: {}",
+                agent.report()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -137,8 +146,10 @@ fn a_three_member_group_talks_adds_a_fourth_and_removes_one() {
 
     // alice removes bob: bob learns it, the others go on without him.
     alice.send_line("/group remove team bob").expect("stdin");
-    bob.wait_for("removed", WAIT, |e| e["event"] == "group_removed" && e["group"] == "team")
-        .expect("bob is told");
+    bob.wait_for("removed", WAIT, |e| {
+        e["event"] == "group_removed" && e["group"] == "team"
+    })
+    .expect("bob is told");
     for a in [&mut alice, &mut carol, &mut dave] {
         wait_members(a, "team", &["alice", "carol", "dave"]);
     }
@@ -147,11 +158,13 @@ fn a_three_member_group_talks_adds_a_fourth_and_removes_one() {
     group_message(&mut carol, "team", "dave", "after bob left");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        no_event(&mut bob, |e| e["event"] == "group_message" && e["text"] == "after bob left"),
+        no_event(&mut bob, |e| e["event"] == "group_message"
+            && e["text"] == "after bob left"),
         "the removed member reads nothing after its removal"
     );
     assert!(
-        no_event(&mut dave, |e| e["event"] == "group_message" && e["text"] == "hello from bob"),
+        no_event(&mut dave, |e| e["event"] == "group_message"
+            && e["text"] == "hello from bob"),
         "the added member reads nothing from before it joined"
     );
     bob.send_line("/groups").expect("stdin");
@@ -187,7 +200,10 @@ fn two_members_committing_at_once_do_not_fork_the_group() {
         .into_iter()
         .map(|a| wait_members(a, "pair", &all))
         .collect();
-    assert!(epochs.iter().all(|e| *e == epochs[0]), "one epoch everywhere: {epochs:?}");
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0]),
+        "one epoch everywhere: {epochs:?}"
+    );
     carol.send_line("/g pair one group").expect("stdin");
     for a in [&mut alice, &mut bob, &mut dave] {
         group_message(a, "pair", "carol", "one group");
@@ -235,7 +251,12 @@ fn a_member_offline_across_epochs_and_a_relay_killed_9_catch_up_in_order() {
             _ => format!("epoch {}", e["epoch"]),
         })
         .collect();
-    assert_eq!(order, vec!["one", "epoch 2", "two", "epoch 3", "three"], "{}", carol.report());
+    assert_eq!(
+        order,
+        vec!["one", "epoch 2", "two", "epoch 3", "three"],
+        "{}",
+        carol.report()
+    );
     wait_members(&mut carol, "crew", &["alice", "carol", "dave"]);
     carol.send_line("/g crew back").expect("stdin");
     group_message(&mut alice, "crew", "carol", "back");

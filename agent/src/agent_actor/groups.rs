@@ -267,7 +267,11 @@ impl AgentActor {
                         .ok()
                         .and_then(Result::ok)
                         .flatten()
-                        .ok_or_else(|| format!("no KeyPackage of {name} at the relay (has it run a version with groups?)"))?;
+                        .ok_or_else(|| {
+                            format!(
+                                "no KeyPackage of {name} at the relay (has it run a version with groups?)"
+                            )
+                        })?;
                     packages.push(IntentMember {
                         name,
                         identity: identity_hex(&identity),
@@ -297,7 +301,10 @@ impl AgentActor {
                         "{peer} has an identity change pending: /verify {peer}, then /trust or /reject first"
                     ));
                 }
-                let pin = self.state.pin(peer).ok_or_else(|| format!("{peer} is not known"))?;
+                let pin = self
+                    .state
+                    .pin(peer)
+                    .ok_or_else(|| format!("{peer} is not known"))?;
                 Ok((peer.clone(), pin.identity))
             })
             .collect()
@@ -337,7 +344,10 @@ impl AgentActor {
     }
 
     /// The KeyPackages of `members`, checked against their identities.
-    fn read_packages(&self, members: &[IntentMember]) -> Result<Vec<(IdentityKey, openmls::prelude::KeyPackage)>, String> {
+    fn read_packages(
+        &self,
+        members: &[IntentMember],
+    ) -> Result<Vec<(IdentityKey, openmls::prelude::KeyPackage)>, String> {
         members
             .iter()
             .map(|m| {
@@ -495,7 +505,11 @@ impl AgentActor {
     }
 
     fn group_entry(&self, msg_id: &[u8; 16]) -> Option<GroupOutboxEntry> {
-        self.state.group_outbox().iter().find(|e| e.msg_id == *msg_id).cloned()
+        self.state
+            .group_outbox()
+            .iter()
+            .find(|e| e.msg_id == *msg_id)
+            .cloned()
     }
 
     /// `SentAck` of a group upload: a commit is merged, a leave forgets the group, a
@@ -542,7 +556,10 @@ impl AgentActor {
                 }),
             GroupIntent::Create { .. } | GroupIntent::Add { .. } | GroupIntent::Remove { .. } => self
                 .state
-                .with_groups(|book| book.commit_stored(&group_id), |_| vec![GroupEdit::Remove(*msg_id)])
+                .with_groups(
+                    |book| book.commit_stored(&group_id),
+                    |_| vec![GroupEdit::Remove(*msg_id)],
+                )
                 .map(|event| {
                     let created = matches!(entry.intent, GroupIntent::Create { .. });
                     event.map(|event| match event {
@@ -609,7 +626,10 @@ impl AgentActor {
                 act.pump_groups();
             });
         } else {
-            self.drop_group_upload(&entry, &format!("the relay refused it: {}: {reason}", code.name()));
+            self.drop_group_upload(
+                &entry,
+                &format!("the relay refused it: {}: {reason}", code.name()),
+            );
             self.pump_groups();
         }
         true
@@ -662,9 +682,10 @@ impl AgentActor {
             Ok(false) => {}
             Err(err) => return self.emit(Event::error(format!("cannot read group state: {err}"))),
         }
-        let read = self
-            .state
-            .with_groups(|book| book.receive(message), |_| vec![GroupEdit::Received(sender, msg_id)]);
+        let read = self.state.with_groups(
+            |book| book.receive(message),
+            |_| vec![GroupEdit::Received(sender, msg_id)],
+        );
         match read {
             Ok(events) => {
                 for event in events {
@@ -678,12 +699,16 @@ impl AgentActor {
                 self.emit(Event::error(format!("cannot save group state: {err}")));
             }
             Err(err) => {
-                let from = IdentityKey::from_bytes(sender).map_or_else(|_| hex::encode(sender), |id| self.display_name(&id));
+                let from = IdentityKey::from_bytes(sender)
+                    .map_or_else(|_| hex::encode(sender), |id| self.display_name(&id));
                 self.emit(Event::GroupFailed {
                     group: "?".into(),
                     reason: format!("a group message from {from} could not be read: {err}"),
                 });
-                if let Err(err) = self.state.with_groups(|_| Ok(()), |_| vec![GroupEdit::Received(sender, msg_id)]) {
+                if let Err(err) = self
+                    .state
+                    .with_groups(|_| Ok(()), |_| vec![GroupEdit::Received(sender, msg_id)])
+                {
                     return self.emit(Event::error(format!("cannot save group state: {err}")));
                 }
                 self.to_relay(ack);
@@ -692,7 +717,12 @@ impl AgentActor {
     }
 
     fn on_group_event(&mut self, event: GroupEvent) {
-        if let GroupEvent::LeaveAsked { group, who, commit_it } = &event {
+        if let GroupEvent::LeaveAsked {
+            group,
+            who,
+            commit_it,
+        } = &event
+        {
             let name = self.member_name(who);
             self.emit(Event::info(format!("{name} asks to leave group {group}")));
             if *commit_it {
@@ -702,7 +732,12 @@ impl AgentActor {
                         identity: identity_hex(who),
                         key_package: String::new(),
                     };
-                    if let Err(err) = self.queue_group(id, GroupIntent::Remove { members: vec![member] }) {
+                    if let Err(err) = self.queue_group(
+                        id,
+                        GroupIntent::Remove {
+                            members: vec![member],
+                        },
+                    ) {
                         self.emit(Event::error(format!("cannot remove a leaving member: {err}")));
                     }
                 }
@@ -791,7 +826,9 @@ impl AgentActor {
     /// Reports a group event and wakes the script steps waiting for it.
     fn emit_group(&mut self, event: Event) {
         match &event {
-            Event::GroupMessage { group, from, text, .. } => {
+            Event::GroupMessage {
+                group, from, text, ..
+            } => {
                 let from = format!("{group}/{from}");
                 let text = text.clone();
                 let matched = self.resolve_first(

@@ -135,12 +135,25 @@ struct Unacked {
 /// What a script step waits for; `OwnName`: the registry binds our name to us
 /// (`bound: true`) or no name to us (`false`).
 enum WaitFor {
-    Message { peer: String, text: String },
-    Failure { peer: String, class: FailureClass },
-    Peer { peer: String },
-    OwnName { bound: bool },
+    Message {
+        peer: String,
+        text: String,
+    },
+    Failure {
+        peer: String,
+        class: FailureClass,
+    },
+    Peer {
+        peer: String,
+    },
+    OwnName {
+        bound: bool,
+    },
     /// We are in the group with this many members (0: not in it).
-    GroupSize { group: String, members: usize },
+    GroupSize {
+        group: String,
+        members: usize,
+    },
 }
 
 struct Waiter {

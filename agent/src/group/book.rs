@@ -210,7 +210,13 @@ impl GroupBook {
             let group = MlsGroup::load(book.provider.storage(), &GroupId::from_slice(id))
                 .map_err(mls)?
                 .ok_or_else(|| GroupError::Mls(format!("group {name} is missing from the state")))?;
-            book.groups.insert(id.clone(), Joined { name: name.clone(), group });
+            book.groups.insert(
+                id.clone(),
+                Joined {
+                    name: name.clone(),
+                    group,
+                },
+            );
         }
         Ok(book)
     }
@@ -232,7 +238,10 @@ impl GroupBook {
 
     /// The groups: id → local name.
     pub fn names(&self) -> BTreeMap<Vec<u8>, String> {
-        self.groups.iter().map(|(id, j)| (id.clone(), j.name.clone())).collect()
+        self.groups
+            .iter()
+            .map(|(id, j)| (id.clone(), j.name.clone()))
+            .collect()
     }
 
     /// Every group, by name.
@@ -253,7 +262,10 @@ impl GroupBook {
 
     /// The id of the group named `name`.
     pub fn id_of(&self, name: &str) -> Option<Vec<u8>> {
-        self.groups.iter().find(|(_, j)| j.name == name).map(|(id, _)| id.clone())
+        self.groups
+            .iter()
+            .find(|(_, j)| j.name == name)
+            .map(|(id, _)| id.clone())
     }
 
     /// The local name of the group `group_id`.
@@ -305,7 +317,12 @@ impl GroupBook {
 
     /// Reads a fetched KeyPackage of `who`, checks it (signature, ciphersuite, that it is
     /// no one else's) and returns it with the identity its credential binds.
-    pub fn read_key_package(&self, who: &str, expected: &IdentityKey, bytes: &[u8]) -> Result<KeyPackage, GroupError> {
+    pub fn read_key_package(
+        &self,
+        who: &str,
+        expected: &IdentityKey,
+        bytes: &[u8],
+    ) -> Result<KeyPackage, GroupError> {
         let invalid = |reason: String| GroupError::InvalidKeyPackage {
             who: who.to_owned(),
             reason,
@@ -419,7 +436,12 @@ impl GroupBook {
     }
 
     /// The commit that removes `who` from the group `group_id`.
-    pub fn remove(&mut self, group_id: &[u8], msg_id: [u8; 16], who: &[IdentityKey]) -> Result<Frame, GroupError> {
+    pub fn remove(
+        &mut self,
+        group_id: &[u8],
+        msg_id: [u8; 16],
+        who: &[IdentityKey],
+    ) -> Result<Frame, GroupError> {
         let joined = self.joined(group_id)?;
         let mut leaves = Vec::with_capacity(who.len());
         for identity in who {
@@ -440,7 +462,10 @@ impl GroupBook {
             .collect();
         let (provider, signer) = (&self.provider, &self.signer);
         let joined = self.groups.get_mut(group_id).ok_or_else(|| unknown(group_id))?;
-        let (commit, _, _) = joined.group.remove_members(provider, signer, &leaves).map_err(mls)?;
+        let (commit, _, _) = joined
+            .group
+            .remove_members(provider, signer, &leaves)
+            .map_err(mls)?;
         Ok(Frame::GroupCommit {
             msg_id,
             commit: commit.tls_serialize_detached().map_err(mls)?,
@@ -502,7 +527,10 @@ impl GroupBook {
         let provider = &self.provider;
         if let Some(joined) = self.groups.get_mut(group_id) {
             if joined.group.pending_commit().is_some() {
-                joined.group.clear_pending_commit(provider.storage()).map_err(mls)?;
+                joined
+                    .group
+                    .clear_pending_commit(provider.storage())
+                    .map_err(mls)?;
             }
         }
         Ok(())
@@ -518,7 +546,8 @@ impl GroupBook {
 
     /// Reads a delivered MLS message (the payload after `MSG_TYPE_MLS`).
     pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<GroupEvent>, GroupError> {
-        let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| GroupError::Unreadable(e.to_string()))?;
+        let message =
+            MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| GroupError::Unreadable(e.to_string()))?;
         match message.extract() {
             MlsMessageBodyIn::Welcome(welcome) => self.join(welcome).map(|e| vec![e]),
             MlsMessageBodyIn::PrivateMessage(m) => self.process(m.into()),
@@ -595,7 +624,11 @@ impl GroupBook {
                 let from = from.ok_or_else(|| GroupError::Unreadable("sender credential".into()))?;
                 let text = String::from_utf8(message.into_bytes())
                     .map_err(|_| GroupError::Unreadable("the text is not UTF-8".into()))?;
-                Ok(vec![GroupEvent::Message { group: name, from, text }])
+                Ok(vec![GroupEvent::Message {
+                    group: name,
+                    from,
+                    text,
+                }])
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
                 // Only a member's proposal to remove itself (leaving) is acted on: the

@@ -49,7 +49,10 @@ pub fn bound_credential(identity: &IdentityKeyPair, mls_signature_key: &[u8]) ->
 }
 
 /// The identity `credential` binds to the leaf signature key `mls_signature_key`.
-pub fn verify_credential(credential: &Credential, mls_signature_key: &[u8]) -> Result<IdentityKey, CredentialError> {
+pub fn verify_credential(
+    credential: &Credential,
+    mls_signature_key: &[u8],
+) -> Result<IdentityKey, CredentialError> {
     let basic = BasicCredential::try_from(credential.clone()).map_err(|_| CredentialError::Malformed)?;
     let bytes = basic.identity();
     if bytes.len() != CREDENTIAL_IDENTITY_LEN {
@@ -87,8 +90,14 @@ mod tests {
         let mut forged = basic.identity().to_vec();
         forged[..32].copy_from_slice(bob.public().as_bytes());
         let forged: Credential = BasicCredential::new(forged).into();
-        assert_eq!(verify_credential(&forged, &[7; 32]), Err(CredentialError::BadSignature));
+        assert_eq!(
+            verify_credential(&forged, &[7; 32]),
+            Err(CredentialError::BadSignature)
+        );
         let short: Credential = BasicCredential::new(b"alice".to_vec()).into();
-        assert_eq!(verify_credential(&short, &[7; 32]), Err(CredentialError::Malformed));
+        assert_eq!(
+            verify_credential(&short, &[7; 32]),
+            Err(CredentialError::Malformed)
+        );
     }
 }

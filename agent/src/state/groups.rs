@@ -86,7 +86,8 @@ pub struct GroupOutboxEntry {
 
 impl GroupOutboxEntry {
     fn row(&self) -> Result<GroupOutboxRow, StateError> {
-        let intent = serde_json::to_vec(&self.intent).map_err(|e| StateError::Group(GroupError::Mls(e.to_string())))?;
+        let intent = serde_json::to_vec(&self.intent)
+            .map_err(|e| StateError::Group(GroupError::Mls(e.to_string())))?;
         Ok(GroupOutboxRow {
             msg_id: self.msg_id,
             group_id: self.group_id.clone(),
@@ -104,7 +105,8 @@ impl GroupOutboxEntry {
             path: path.to_path_buf(),
             detail,
         };
-        let intent = serde_json::from_slice(&row.intent).map_err(|e| corrupt(format!("group_outbox.intent: {e}")))?;
+        let intent =
+            serde_json::from_slice(&row.intent).map_err(|e| corrupt(format!("group_outbox.intent: {e}")))?;
         let frame = row
             .frame
             .map(|f| Frame::decode(&f).map_err(|e| corrupt(format!("group_outbox.frame: {e}"))))
@@ -152,7 +154,10 @@ pub(super) fn open_book(
     Ok((book, outbox))
 }
 
-fn load_group_outbox(rows: &Rows<'_>, path: &std::path::Path) -> Result<VecDeque<GroupOutboxEntry>, StateError> {
+fn load_group_outbox(
+    rows: &Rows<'_>,
+    path: &std::path::Path,
+) -> Result<VecDeque<GroupOutboxEntry>, StateError> {
     rows.group_outbox()?
         .into_iter()
         .map(|row| GroupOutboxEntry::from_row(row, path))
@@ -197,10 +202,12 @@ impl AgentState {
         }
         for edit in edits {
             match edit {
-                GroupEdit::Put(entry) => match self.group_outbox.iter_mut().find(|e| e.msg_id == entry.msg_id) {
-                    Some(existing) => *existing = entry,
-                    None => self.group_outbox.push_back(entry),
-                },
+                GroupEdit::Put(entry) => {
+                    match self.group_outbox.iter_mut().find(|e| e.msg_id == entry.msg_id) {
+                        Some(existing) => *existing = entry,
+                        None => self.group_outbox.push_back(entry),
+                    }
+                }
                 GroupEdit::Remove(msg_id) => self.group_outbox.retain(|e| e.msg_id != msg_id),
                 GroupEdit::Received(..) => {}
             }
@@ -239,7 +246,12 @@ impl AgentState {
     fn reload_groups(&mut self) -> Result<(), StateError> {
         let rows = self.db.rows();
         let public = rows.meta(SIGNATURE_KEY_META)?;
-        self.groups = GroupBook::open(&self.identity, rows.mls_storage()?, public.as_deref(), &rows.groups()?)?;
+        self.groups = GroupBook::open(
+            &self.identity,
+            rows.mls_storage()?,
+            public.as_deref(),
+            &rows.groups()?,
+        )?;
         Ok(())
     }
 }

@@ -47,7 +47,9 @@ impl Rows<'_> {
             .prepare_cached("SELECT key, value FROM mls_storage")
             .map_err(&fail)?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(&fail)?;
         let mut out = HashMap::new();
         for row in rows {
@@ -66,7 +68,9 @@ impl Rows<'_> {
             .prepare_cached("SELECT group_id, name FROM groups")
             .map_err(&fail)?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(&fail)?;
         rows.collect::<Result<_, _>>().map_err(&fail)
     }

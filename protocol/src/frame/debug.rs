@@ -206,7 +206,10 @@ impl fmt::Debug for Frame {
                 .field("msg_id", &Hex(msg_id))
                 .field("epoch", epoch)
                 .finish(),
-            Frame::PublishKeyPackages { packages, last_resort } => f
+            Frame::PublishKeyPackages {
+                packages,
+                last_resort,
+            } => f
                 .debug_struct("PublishKeyPackages")
                 .field("packages", &packages.len())
                 .field("last_resort", &opt_len(last_resort))

@@ -127,7 +127,10 @@ impl Frame {
                 } else {
                     None
                 };
-                Frame::PublishKeyPackages { packages, last_resort }
+                Frame::PublishKeyPackages {
+                    packages,
+                    last_resort,
+                }
             }
             ty::KEY_PACKAGE_COUNT => Frame::KeyPackageCount { remaining: r.u32()? },
             ty::FETCH_KEY_PACKAGE => Frame::FetchKeyPackage {

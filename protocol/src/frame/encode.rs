@@ -56,7 +56,10 @@ impl Frame {
                     + (members.len() + added.len()) * KEY_LEN
             }
             Frame::GroupEpoch { .. } => MSG_ID_LEN + U64,
-            Frame::PublishKeyPackages { packages, last_resort } => {
+            Frame::PublishKeyPackages {
+                packages,
+                last_resort,
+            } => {
                 2 + packages.iter().map(|p| 2 + p.len()).sum::<usize>()
                     + 1
                     + last_resort.as_ref().map_or(0, |p| 2 + p.len())
@@ -112,7 +115,10 @@ impl Frame {
                 max("members", members.len(), MAX_GROUP_MEMBERS)?;
                 max("added", added.len(), MAX_GROUP_MEMBERS)
             }
-            Frame::PublishKeyPackages { packages, last_resort } => {
+            Frame::PublishKeyPackages {
+                packages,
+                last_resort,
+            } => {
                 max("packages", packages.len(), MAX_KEY_PACKAGES)?;
                 for package in packages.iter().chain(last_resort) {
                     max("package", package.len(), MAX_KEY_PACKAGE_LEN)?;
@@ -120,7 +126,8 @@ impl Frame {
                 Ok(())
             }
             Frame::KeyPackage {
-                package: Some(package), ..
+                package: Some(package),
+                ..
             } => max("package", package.len(), MAX_KEY_PACKAGE_LEN),
             _ => Ok(()),
         }
@@ -286,7 +293,10 @@ impl Frame {
                 dst.put_slice(msg_id);
                 dst.put_u64(*epoch);
             }
-            Frame::PublishKeyPackages { packages, last_resort } => {
+            Frame::PublishKeyPackages {
+                packages,
+                last_resort,
+            } => {
                 dst.put_u16(u16::try_from(packages.len()).unwrap_or(u16::MAX));
                 for package in packages {
                     put_bytes_u16(dst, package);

@@ -385,8 +385,14 @@ fn encodes_group_frames_byte_for_byte() {
         packages: vec![vec![1], vec![2, 3]],
         last_resort: Some(vec![4]),
     };
-    assert_eq!(body(&publish), vec![1, 0x53, 0, 2, 0, 1, 1, 0, 2, 2, 3, 1, 0, 1, 4]);
-    assert_eq!(body(&Frame::KeyPackageCount { remaining: 3 }), vec![1, 0x54, 0, 0, 0, 3]);
+    assert_eq!(
+        body(&publish),
+        vec![1, 0x53, 0, 2, 0, 1, 1, 0, 2, 2, 3, 1, 0, 1, 4]
+    );
+    assert_eq!(
+        body(&Frame::KeyPackageCount { remaining: 3 }),
+        vec![1, 0x54, 0, 0, 0, 3]
+    );
     let mut expected = vec![1, 0x55, 0, 0, 0, 9];
     expected.extend_from_slice(&[6; 32]);
     assert_eq!(

@@ -31,7 +31,13 @@ impl Connection {
     }
 
     /// `GroupSend`: an application message or proposal for every other member.
-    pub(super) fn on_group_send(&mut self, me: IdentityBytes, msg_id: MsgId, message: Vec<u8>, ctx: &mut Context<Self>) {
+    pub(super) fn on_group_send(
+        &mut self,
+        me: IdentityBytes,
+        msg_id: MsgId,
+        message: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.groups_unsupported(ctx) {
             return;
         }
@@ -117,7 +123,12 @@ impl Connection {
     }
 
     /// The outcome of a group upload: `SentAck`, `GroupEpoch`, or a refusal.
-    pub(super) fn on_group_stored(&mut self, outcome: WriteOutcome, upload: GroupUpload, ctx: &mut Context<Self>) {
+    pub(super) fn on_group_stored(
+        &mut self,
+        outcome: WriteOutcome,
+        upload: GroupUpload,
+        ctx: &mut Context<Self>,
+    ) {
         let GroupUpload { msg_id, request } = upload;
         let result = match outcome {
             Ok(WriteResult::Group(result)) => result,
@@ -198,7 +209,12 @@ impl Connection {
 
     /// `FetchKeyPackage`: hands out one of `owner`'s KeyPackages, and tells the owner when
     /// its one-time ones run low.
-    pub(super) fn on_fetch_key_package(&mut self, request_id: u32, owner: IdentityBytes, ctx: &mut Context<Self>) {
+    pub(super) fn on_fetch_key_package(
+        &mut self,
+        request_id: u32,
+        owner: IdentityBytes,
+        ctx: &mut Context<Self>,
+    ) {
         if self.groups_unsupported(ctx) {
             return;
         }
@@ -216,7 +232,9 @@ impl Connection {
                         if *remaining < KEY_PACKAGES_LOW {
                             act.relay.router.do_send(Notify {
                                 identity: owner,
-                                frame: Frame::KeyPackageCount { remaining: *remaining },
+                                frame: Frame::KeyPackageCount {
+                                    remaining: *remaining,
+                                },
                             });
                         }
                     }

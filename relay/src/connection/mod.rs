@@ -234,7 +234,10 @@ impl Connection {
         };
         let writes = matches!(
             frame,
-            Frame::Send { .. } | Frame::DeliveryAck { .. } | Frame::GroupSend { .. } | Frame::GroupCommit { .. }
+            Frame::Send { .. }
+                | Frame::DeliveryAck { .. }
+                | Frame::GroupSend { .. }
+                | Frame::GroupCommit { .. }
         );
         if writes && self.relay.direct.is_none() && self.relay.backlog.is_full() {
             return self.wait_for_store(frame, ctx);
@@ -266,10 +269,13 @@ impl Connection {
             Frame::DeliveryAck { sender, msg_id } => self.on_delivery_ack(me, sender, msg_id, ctx),
             Frame::GroupSend { msg_id, message } => self.on_group_send(me, msg_id, message, ctx),
             commit @ Frame::GroupCommit { .. } => self.on_group_commit(me, commit, ctx),
-            Frame::PublishKeyPackages { packages, last_resort } => {
-                self.on_publish_key_packages(me, packages, last_resort, ctx)
+            Frame::PublishKeyPackages {
+                packages,
+                last_resort,
+            } => self.on_publish_key_packages(me, packages, last_resort, ctx),
+            Frame::FetchKeyPackage { request_id, identity } => {
+                self.on_fetch_key_package(request_id, identity, ctx)
             }
-            Frame::FetchKeyPackage { request_id, identity } => self.on_fetch_key_package(request_id, identity, ctx),
             Frame::ExpiredAck { through } => self.on_expired_ack(me, through, ctx),
             Frame::PublishPreKeys { bundle } => self.on_publish_prekeys(me, &bundle, ctx),
             Frame::FetchBundle { request_id, identity } => self.on_fetch_bundle(request_id, identity, ctx),

@@ -136,7 +136,11 @@ pub trait GroupTables {
     /// Replaces (or creates) the group's record.
     fn put_group(&mut self, group_id: &[u8], record: &GroupRecord) -> Result<(), StoreError>;
     /// The (sender, msg_id) of the commit made in `epoch`, if the log still has it.
-    fn logged_commit(&mut self, group_id: &[u8], epoch: u64) -> Result<Option<(IdentityBytes, MsgId)>, StoreError>;
+    fn logged_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<(IdentityBytes, MsgId)>, StoreError>;
     /// Logs the commit made in `epoch` (and drops entries older than
     /// [`GROUP_LOG_KEPT`] epochs).
     fn log_commit(
@@ -154,7 +158,10 @@ pub trait GroupTables {
 
 /// Applies one upload to a group: checks membership and epoch, queues the copies, and
 /// for a commit moves the group to the next epoch and logs it (docs/PROTOCOL.md 8.4).
-pub fn apply_group_write(tables: &mut impl GroupTables, write: &GroupWrite) -> Result<GroupResult, StoreError> {
+pub fn apply_group_write(
+    tables: &mut impl GroupTables,
+    write: &GroupWrite,
+) -> Result<GroupResult, StoreError> {
     let record = match tables.group(&write.group_id)? {
         Some(record) => record,
         // A group is made by its creator's first commit, in epoch 0.
@@ -213,7 +220,11 @@ pub fn apply_group_write(tables: &mut impl GroupTables, write: &GroupWrite) -> R
             }),
             // Queued by an earlier upload of the same message.
             WriteResult::Duplicate => {}
-            _ => return Err(StoreError::Corrupt("a group copy was neither stored nor a duplicate")),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "a group copy was neither stored nor a duplicate",
+                ))
+            }
         }
     }
     let epoch = match &write.commit {
@@ -226,7 +237,13 @@ pub fn apply_group_write(tables: &mut impl GroupTables, write: &GroupWrite) -> R
                     members: change.members.clone(),
                 },
             )?;
-            tables.log_commit(&write.group_id, record.epoch, &write.sender, &write.msg_id, &write.message)?;
+            tables.log_commit(
+                &write.group_id,
+                record.epoch,
+                &write.sender,
+                &write.msg_id,
+                &write.message,
+            )?;
             next
         }
         None => record.epoch,
@@ -236,7 +253,11 @@ pub fn apply_group_write(tables: &mut impl GroupTables, write: &GroupWrite) -> R
 
 /// Whether a commit's member lists fit the group: the committer stays, no one is listed
 /// twice, the added are exactly the new members, and a Welcome comes with them.
-fn check_change(record: &GroupRecord, sender: &IdentityBytes, change: &CommitChange) -> Result<(), &'static str> {
+fn check_change(
+    record: &GroupRecord,
+    sender: &IdentityBytes,
+    change: &CommitChange,
+) -> Result<(), &'static str> {
     if change.members.len() > MAX_GROUP_MEMBERS {
         return Err("more members than a group may have");
     }

@@ -39,7 +39,9 @@ fn one(store: &mut dyn Store, op: WriteOp) -> GroupResult {
 
 fn recipients(result: &GroupResult) -> Vec<(IdentityBytes, Vec<u8>)> {
     match result {
-        GroupResult::Stored { queued, .. } => queued.iter().map(|q| (q.recipient, q.payload.to_vec())).collect(),
+        GroupResult::Stored { queued, .. } => {
+            queued.iter().map(|q| (q.recipient, q.payload.to_vec())).collect()
+        }
         other => panic!("not stored: {other:?}"),
     }
 }
@@ -57,28 +59,44 @@ fn queue(store: &mut dyn Store, member: u8) -> Vec<Vec<u8>> {
 pub(crate) fn check(store: &mut dyn Store) {
     // Nothing reaches a group that does not exist, except its creator's first commit.
     assert_eq!(one(store, upload(1, 1, 0, None)), GroupResult::UnknownGroup);
-    assert_eq!(one(store, upload(1, 1, 3, change(&[1, 2], &[2]))), GroupResult::UnknownGroup);
+    assert_eq!(
+        one(store, upload(1, 1, 3, change(&[1, 2], &[2]))),
+        GroupResult::UnknownGroup
+    );
     // Lists that do not fit are refused and change nothing.
     for bad in [
-        change(&[2, 3], &[2, 3]),    // the committer leaves itself out
-        change(&[1, 2, 2], &[2]),    // a member twice
-        change(&[1, 2, 3], &[2]),    // 3 new but not added
-        change(&[1, 2], &[2, 3]),    // 3 added but not a member
+        change(&[2, 3], &[2, 3]), // the committer leaves itself out
+        change(&[1, 2, 2], &[2]), // a member twice
+        change(&[1, 2, 3], &[2]), // 3 new but not added
+        change(&[1, 2], &[2, 3]), // 3 added but not a member
         Some(CommitChange {
             welcome: None,
             ..change(&[1, 2], &[2]).expect("change")
         }), // added without a Welcome
     ] {
-        assert!(matches!(one(store, upload(1, 9, 0, bad)), GroupResult::Invalid(_)));
+        assert!(matches!(
+            one(store, upload(1, 9, 0, bad)),
+            GroupResult::Invalid(_)
+        ));
     }
-    assert_eq!(one(store, upload(1, 1, 0, None)), GroupResult::UnknownGroup, "still no group");
+    assert_eq!(
+        one(store, upload(1, 1, 0, None)),
+        GroupResult::UnknownGroup,
+        "still no group"
+    );
 
     // Creation: 1 adds 2 and 3; both get the Welcome, not the commit.
     let created = one(store, upload(1, 1, 0, change(&[1, 2, 3], &[2, 3])));
     assert!(matches!(created, GroupResult::Stored { epoch: 1, .. }));
-    assert_eq!(recipients(&created), vec![(key(2), vec![0x10, 0xEE]), (key(3), vec![0x10, 0xEE])]);
+    assert_eq!(
+        recipients(&created),
+        vec![(key(2), vec![0x10, 0xEE]), (key(3), vec![0x10, 0xEE])]
+    );
     // The same commit again is a duplicate; another commit for epoch 0 is stale.
-    assert_eq!(one(store, upload(1, 1, 0, change(&[1, 2, 3], &[2, 3]))), GroupResult::Duplicate);
+    assert_eq!(
+        one(store, upload(1, 1, 0, change(&[1, 2, 3], &[2, 3]))),
+        GroupResult::Duplicate
+    );
     assert_eq!(
         one(store, upload(2, 7, 0, change(&[1, 2, 3], &[]))),
         GroupResult::Stale { epoch: 1 }
@@ -86,10 +104,16 @@ pub(crate) fn check(store: &mut dyn Store) {
 
     // An application message reaches every other member once, in the group's order.
     let sent = one(store, upload(2, 2, 1, None));
-    assert_eq!(recipients(&sent), vec![(key(1), vec![0x10, 2]), (key(3), vec![0x10, 2])]);
+    assert_eq!(
+        recipients(&sent),
+        vec![(key(1), vec![0x10, 2]), (key(3), vec![0x10, 2])]
+    );
     assert_eq!(
         one(store, upload(2, 2, 1, None)),
-        GroupResult::Stored { epoch: 1, queued: vec![] },
+        GroupResult::Stored {
+            epoch: 1,
+            queued: vec![]
+        },
         "a resent upload queues nothing again"
     );
     // A non-member is refused; a message of an old or future epoch is stale.
@@ -107,7 +131,10 @@ pub(crate) fn check(store: &mut dyn Store) {
             &Quotas::UNLIMITED,
         )
         .expect("commit");
-    assert!(matches!(both[0], WriteResult::Group(GroupResult::Stored { epoch: 2, .. })));
+    assert!(matches!(
+        both[0],
+        WriteResult::Group(GroupResult::Stored { epoch: 2, .. })
+    ));
     assert_eq!(both[1], WriteResult::Group(GroupResult::Stale { epoch: 2 }));
 
     // 2 removes 3 (epoch 2 → 3): 3 still gets the commit that removes it, then nothing.
@@ -124,11 +151,11 @@ pub(crate) fn check(store: &mut dyn Store) {
     assert_eq!(one(store, upload(3, 9, 3, None)), GroupResult::NotMember);
 
     // Every member's queue holds the group's messages in the group's order.
+    assert_eq!(queue(store, 1), vec![vec![0x10, 2], vec![0x10, 4], vec![0x10, 6]]);
     assert_eq!(
-        queue(store, 1),
-        vec![vec![0x10, 2], vec![0x10, 4], vec![0x10, 6]]
+        queue(store, 4),
+        vec![vec![0x10, 0xEE], vec![0x10, 6], vec![0x10, 8]]
     );
-    assert_eq!(queue(store, 4), vec![vec![0x10, 0xEE], vec![0x10, 6], vec![0x10, 8]]);
     assert_eq!(
         queue(store, 3),
         vec![vec![0x10, 0xEE], vec![0x10, 2], vec![0x10, 6]],
@@ -154,7 +181,11 @@ pub(crate) fn check(store: &mut dyn Store) {
 
 fn check_key_packages(store: &mut dyn Store) {
     let owner = key(40);
-    assert_eq!(store.take_key_package(&owner).expect("take"), None, "never published");
+    assert_eq!(
+        store.take_key_package(&owner).expect("take"),
+        None,
+        "never published"
+    );
     assert_eq!(
         store
             .publish_key_packages(&owner, &[vec![1], vec![2], vec![3]], None, 2)
@@ -164,9 +195,15 @@ fn check_key_packages(store: &mut dyn Store) {
     );
     assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![1], 1)));
     assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![2], 0)));
-    assert_eq!(store.take_key_package(&owner).expect("take"), None, "no last resort yet");
     assert_eq!(
-        store.publish_key_packages(&owner, &[], Some(&[9]), 2).expect("publish"),
+        store.take_key_package(&owner).expect("take"),
+        None,
+        "no last resort yet"
+    );
+    assert_eq!(
+        store
+            .publish_key_packages(&owner, &[], Some(&[9]), 2)
+            .expect("publish"),
         0
     );
     for _ in 0..3 {
@@ -176,8 +213,21 @@ fn check_key_packages(store: &mut dyn Store) {
             "the last resort is never used up"
         );
     }
-    assert_eq!(store.publish_key_packages(&owner, &[vec![4]], Some(&[8]), 5).expect("publish"), 1);
-    assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![4], 0)), "one-time first");
-    assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![8], 0)), "replaced");
+    assert_eq!(
+        store
+            .publish_key_packages(&owner, &[vec![4]], Some(&[8]), 5)
+            .expect("publish"),
+        1
+    );
+    assert_eq!(
+        store.take_key_package(&owner).expect("take"),
+        Some((vec![4], 0)),
+        "one-time first"
+    );
+    assert_eq!(
+        store.take_key_package(&owner).expect("take"),
+        Some((vec![8], 0)),
+        "replaced"
+    );
     assert_eq!(store.take_key_package(&key(41)).expect("take"), None, "per owner");
 }

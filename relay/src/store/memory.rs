@@ -9,8 +9,8 @@ use ahash::RandomState;
 
 use super::group::{apply_group_write, GroupRecord, GroupResult, GroupTables, GROUP_LOG_KEPT};
 use super::{
-    release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, Quotas, ReleaseOutcome, Store, StoreError,
-    StoredBundle, StoredMessage, Usage, WriteOp, WriteResult, NewMessage,
+    release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quotas, ReleaseOutcome, Store,
+    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -147,6 +147,9 @@ struct Holder {
     last_auth_ms: Option<u64>,
 }
 
+/// One owner's KeyPackages: one-time ones, oldest first, and the last-resort one.
+type KeyPackages = (VecDeque<Vec<u8>>, Option<Vec<u8>>);
+
 /// Messages, acknowledged ids, prekeys and claims in memory.
 pub struct MemoryStore {
     next_seq: u64,
@@ -174,7 +177,7 @@ pub struct MemoryStore {
     groups: HashMap<Vec<u8>, GroupRecord>,
     group_log: HashMap<Vec<u8>, BTreeMap<u64, (IdentityBytes, MsgId)>>,
     /// One-time KeyPackages, oldest first, and the last-resort one, per owner.
-    key_packages: HashMap<IdentityBytes, (VecDeque<Vec<u8>>, Option<Vec<u8>>)>,
+    key_packages: HashMap<IdentityBytes, KeyPackages>,
 }
 
 /// Counts a message removed (acknowledged or expired) from its sender's usage and the
@@ -409,8 +412,16 @@ impl GroupTables for MemoryStore {
         Ok(())
     }
 
-    fn logged_commit(&mut self, group_id: &[u8], epoch: u64) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
-        Ok(self.group_log.get(group_id).and_then(|log| log.get(&epoch)).copied())
+    fn logged_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
+        Ok(self
+            .group_log
+            .get(group_id)
+            .and_then(|log| log.get(&epoch))
+            .copied())
     }
 
     fn log_commit(

@@ -26,7 +26,10 @@ impl Member {
 
 fn package_of(adder: &GroupBook, who: &mut Member) -> (IdentityKey, KeyPackage) {
     let bytes = who.package();
-    (who.id(), adder.read_key_package("who", &who.id(), &bytes).expect("valid"))
+    (
+        who.id(),
+        adder.read_key_package("who", &who.id(), &bytes).expect("valid"),
+    )
 }
 
 fn commit_parts(frame: &Frame) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -75,7 +78,10 @@ fn three_members_talk_add_a_fourth_and_remove_one() {
     assert_eq!(text_of(c.book.receive(&hello).expect("c reads")), "hello team");
 
     // C adds D; D cannot read what was said before it joined.
-    let frame = c.book.add(&id, [3; 16], vec![package_of(&c.book, &mut d)]).expect("add");
+    let frame = c
+        .book
+        .add(&id, [3; 16], vec![package_of(&c.book, &mut d)])
+        .expect("add");
     let (commit, welcome) = commit_parts(&frame);
     c.book.commit_stored(&id).expect("merge");
     for m in [&mut a, &mut b] {
@@ -85,7 +91,10 @@ fn three_members_talk_add_a_fourth_and_remove_one() {
         ));
     }
     assert!(matches!(
-        d.book.receive(&welcome.expect("welcome")).expect("join").as_slice(),
+        d.book
+            .receive(&welcome.expect("welcome"))
+            .expect("join")
+            .as_slice(),
         [GroupEvent::Joined { .. }]
     ));
     assert!(d.book.receive(&hello).is_err(), "a message from before D joined");
@@ -104,7 +113,10 @@ fn three_members_talk_add_a_fourth_and_remove_one() {
     let after = send_bytes(&d.book.send(&id, [5; 16], "without b").expect("send"));
     assert_eq!(text_of(a.book.receive(&after).expect("a")), "without b");
     assert_eq!(text_of(c.book.receive(&after).expect("c")), "without b");
-    assert!(b.book.receive(&after).is_err(), "the removed member reads nothing after");
+    assert!(
+        b.book.receive(&after).is_err(),
+        "the removed member reads nothing after"
+    );
     assert_eq!(b.book.summaries(), vec![]);
     assert_eq!(a.book.summaries()[0].members.len(), 3);
 }
@@ -115,22 +127,39 @@ fn concurrent_commits_one_wins_the_other_rebases_and_nobody_forks() {
     let packages = vec![package_of(&a.book, &mut b)];
     let (id, frame) = a.book.create("pair", [1; 16], packages).expect("create");
     a.book.commit_stored(&id).expect("merge");
-    b.book.receive(&commit_parts(&frame).1.expect("welcome")).expect("join");
+    b.book
+        .receive(&commit_parts(&frame).1.expect("welcome"))
+        .expect("join");
 
     // Both commit in epoch 1: A adds C, B adds D. The relay stores A's first.
-    let from_a = a.book.add(&id, [2; 16], vec![package_of(&a.book, &mut c)]).expect("a adds");
-    let from_b = b.book.add(&id, [3; 16], vec![package_of(&b.book, &mut d)]).expect("b adds");
+    let from_a = a
+        .book
+        .add(&id, [2; 16], vec![package_of(&a.book, &mut c)])
+        .expect("a adds");
+    let from_b = b
+        .book
+        .add(&id, [3; 16], vec![package_of(&b.book, &mut d)])
+        .expect("b adds");
     a.book.commit_stored(&id).expect("a merges");
     // B is refused (GroupEpoch): it drops its commit, reads A's, and commits again.
     b.book.discard_pending(&id).expect("discard");
-    b.book.receive(&commit_parts(&from_a).0).expect("b reads a's commit");
-    c.book.receive(&commit_parts(&from_a).1.expect("welcome")).expect("c joins");
+    b.book
+        .receive(&commit_parts(&from_a).0)
+        .expect("b reads a's commit");
+    c.book
+        .receive(&commit_parts(&from_a).1.expect("welcome"))
+        .expect("c joins");
     let _ = from_b;
-    let again = b.book.add(&id, [3; 16], vec![package_of(&b.book, &mut d)]).expect("b adds again");
+    let again = b
+        .book
+        .add(&id, [3; 16], vec![package_of(&b.book, &mut d)])
+        .expect("b adds again");
     b.book.commit_stored(&id).expect("b merges");
     a.book.receive(&commit_parts(&again).0).expect("a reads");
     c.book.receive(&commit_parts(&again).0).expect("c reads");
-    d.book.receive(&commit_parts(&again).1.expect("welcome")).expect("d joins");
+    d.book
+        .receive(&commit_parts(&again).1.expect("welcome"))
+        .expect("d joins");
 
     // One group: every member at epoch 3 with four members, and they all read each other.
     for m in [&a, &b, &c, &d] {
@@ -161,7 +190,11 @@ fn a_leave_is_committed_by_the_lowest_remaining_member() {
     let (c_commits, _) = asked(c.book.receive(&proposal).expect("c"));
     assert_eq!(who, a.id());
     assert!(b_commits ^ c_commits, "exactly one commits");
-    let (committer, other) = if b_commits { (&mut b, &mut c) } else { (&mut c, &mut b) };
+    let (committer, other) = if b_commits {
+        (&mut b, &mut c)
+    } else {
+        (&mut c, &mut b)
+    };
     let frame = committer.book.remove(&id, [3; 16], &[who]).expect("remove");
     committer.book.commit_stored(&id).expect("merge");
     other.book.receive(&commit_parts(&frame).0).expect("other");
@@ -176,12 +209,21 @@ fn a_leave_is_committed_by_the_lowest_remaining_member() {
 fn a_key_package_of_another_identity_or_a_forged_credential_is_refused() {
     let (a, mut b, c) = (member(), member(), member());
     let bytes = b.package();
-    assert!(a.book.read_key_package("b", &c.id(), &bytes).is_err(), "pinned as another key");
-    assert!(a.book.read_key_package("b", &b.id(), &bytes[..bytes.len() - 1]).is_err());
+    assert!(
+        a.book.read_key_package("b", &c.id(), &bytes).is_err(),
+        "pinned as another key"
+    );
+    assert!(a
+        .book
+        .read_key_package("b", &b.id(), &bytes[..bytes.len() - 1])
+        .is_err());
     let mut flipped = bytes.clone();
     let last = flipped.len() - 10;
     flipped[last] ^= 1;
-    assert!(a.book.read_key_package("b", &b.id(), &flipped).is_err(), "signature");
+    assert!(
+        a.book.read_key_package("b", &b.id(), &flipped).is_err(),
+        "signature"
+    );
     assert!(a.book.read_key_package("b", &b.id(), &bytes).is_ok());
 }
 
@@ -193,7 +235,9 @@ fn a_book_reopened_from_its_persisted_storage_goes_on() {
         .create("saved", [1; 16], vec![package_of(&a.book, &mut b)])
         .expect("create");
     a.book.commit_stored(&id).expect("merge");
-    b.book.receive(&commit_parts(&frame).1.expect("welcome")).expect("join");
+    b.book
+        .receive(&commit_parts(&frame).1.expect("welcome"))
+        .expect("join");
     // Persist A's storage, then reopen it from what was persisted only.
     let changes = a.book.changes();
     let values: HashMap<Vec<u8>, Vec<u8>> = changes.put.iter().cloned().collect();

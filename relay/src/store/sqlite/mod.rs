@@ -490,13 +490,20 @@ impl GroupTables for SqliteGroups<'_, '_> {
         Ok(())
     }
 
-    fn logged_commit(&mut self, group_id: &[u8], epoch: u64) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
+    fn logged_commit(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+    ) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .tx
             .prepare_cached("SELECT sender, msg_id FROM group_log WHERE group_id = ?1 AND epoch = ?2")?
-            .query_row(params![group_id, sql_ms(epoch)], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row(params![group_id, sql_ms(epoch)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()?;
-        row.map(|(sender, msg_id)| Ok((key32(sender)?, id16(msg_id)?))).transpose()
+        row.map(|(sender, msg_id)| Ok((key32(sender)?, id16(msg_id)?)))
+            .transpose()
     }
 
     fn log_commit(
@@ -514,7 +521,10 @@ impl GroupTables for SqliteGroups<'_, '_> {
             .execute(params![group_id, sql_ms(epoch), &sender[..], &msg_id[..], commit])?;
         self.tx
             .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND epoch < ?2")?
-            .execute(params![group_id, sql_ms(epoch.saturating_sub(GROUP_LOG_KEPT - 1))])?;
+            .execute(params![
+                group_id,
+                sql_ms(epoch.saturating_sub(GROUP_LOG_KEPT - 1))
+            ])?;
         Ok(())
     }
 
@@ -534,7 +544,8 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut held = key_packages_held(&tx, owner)?;
         {
-            let mut insert = tx.prepare_cached("INSERT INTO key_packages (identity, package) VALUES (?1, ?2)")?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO key_packages (identity, package) VALUES (?1, ?2)")?;
             for package in packages {
                 if held >= max_held {
                     break;

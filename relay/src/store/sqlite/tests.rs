@@ -33,7 +33,9 @@ fn sqlite_store_meets_the_group_contract() {
         .expect("commit");
     assert_eq!(
         stale,
-        vec![WriteResult::Group(crate::store::group::GroupResult::Stale { epoch: 3 })]
+        vec![WriteResult::Group(crate::store::group::GroupResult::Stale {
+            epoch: 3
+        })]
     );
 }
 
