@@ -58,6 +58,20 @@ agent bob "$DIR/bob-2.script" > "$DEMO/bob-2.out"
 wait $alice
 conversation "$DEMO/alice-2.out" "$DEMO/bob-2.out"
 
+say "a group chat (MLS): Alice creates trio with Bob and Carol, then removes Carol"
+agent carol "$DIR/carol-3.script" > "$DEMO/carol-3.out" &
+carol=$!
+agent bob "$DIR/bob-3.script" > "$DEMO/bob-3.out" &
+bob=$!
+agent alice "$DIR/alice-3.script" > "$DEMO/alice-3.out"
+wait $bob
+wait $carol
+conversation "$DEMO/alice-3.out" "$DEMO/bob-3.out" "$DEMO/carol-3.out"
+if grep -q 'Just the two of us' "$DEMO/carol-3.out"; then
+  echo "CAROL READ A GROUP MESSAGE SENT AFTER HER REMOVAL"
+  exit 1
+fi
+
 say "checks"
 # Every plaintext the scripts send, looked for in everything the relay wrote.
 n=0
@@ -68,7 +82,7 @@ while IFS= read -r text; do
     echo "PLAINTEXT FOUND AT THE RELAY: $text"
     leaks=$((leaks + 1))
   fi
-done < <(sed -n 's/^send [a-z]* //p' "$DIR"/*.script)
+done < <(sed -n 's/^g\{0,1\}send [a-z]* //p' "$DIR"/*.script)
 [ "$n" -gt 0 ] && [ "$leaks" = 0 ] || exit 1
 echo "none of the $n plaintexts occurs in the relay's database or log"
 # The first run shows the handshake; the restarted agents must not make another.
@@ -83,4 +97,4 @@ say "summary"
 echo "identities: alice $(grep -Eo 'identity [0-9a-f]+' "$DEMO/alice-1.out" | head -1), bob $(grep -Eo 'identity [0-9a-f]+' "$DEMO/bob-1.out" | head -1)"
 echo "safety number (both sides): $a"
 echo "relay: $(grep -c '"msg":"client authenticated"' "$DEMO/relay.log") authenticated logins; none of the $n plaintexts in its database or log"
-echo "demo finished: handshake over prekeys, messages both ways, offline delivery, restart without a new handshake"
+echo "demo finished: handshake over prekeys, messages both ways, offline delivery, restart without a new handshake, a group of three that removes a member"

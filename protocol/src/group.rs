@@ -300,5 +300,13 @@ mod tests {
         assert_eq!(a, fan_out_id(&[1; 16], &[2; 32]));
         assert_ne!(a, fan_out_id(&[1; 16], &[3; 32]));
         assert_ne!(a, fan_out_id(&[4; 16], &[2; 32]));
+        // The known answer of docs/PROTOCOL.md 8.3.
+        assert_eq!(
+            a,
+            [
+                0x6a, 0x0b, 0x40, 0xc2, 0x0e, 0x9a, 0x34, 0x0a, 0x83, 0xc8, 0x78, 0x5d, 0x43, 0x6b, 0x2c,
+                0x48
+            ]
+        );
     }
 }

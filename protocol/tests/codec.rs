@@ -291,8 +291,8 @@ fn rejects_trailing_bytes_through_codec() {
 #[test]
 fn rejects_unknown_type() {
     assert_eq!(
-        Frame::decode(&raw_body(0x55, &[])),
-        Err(DecodeError::UnknownType(0x55))
+        Frame::decode(&raw_body(0x5F, &[])),
+        Err(DecodeError::UnknownType(0x5F))
     );
 }
 

@@ -20,7 +20,9 @@ const KEY_PACKAGES_KEPT: u32 = 20;
 const KEY_PACKAGES_LOW: u32 = 10;
 /// Reverse lookups of unnamed members one group event asks for, at most.
 const MEMBER_LOOKUPS: usize = 32;
-/// How long a KeyPackage fetch may take.
+/// How long to wait before asking again for a KeyPackage the relay did not have.
+const KEY_PACKAGE_RETRY: Duration = Duration::from_millis(500);
+/// How long a KeyPackage fetch may take, retries included.
 const KEY_PACKAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The group uploads and requests on the current connection.
@@ -84,6 +86,49 @@ pub struct WaitGroup {
     pub members: usize,
     /// How long to wait.
     pub timeout_ms: u64,
+}
+
+/// Ask the relay for one KeyPackage of an identity; answers the receiver of the relay's
+/// `KeyPackage` (`None`: it has none, or the connection went).
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Option<Vec<u8>>>")]
+struct FetchKeyPackage(IdentityKey);
+
+impl Handler<FetchKeyPackage> for AgentActor {
+    type Result = actix::MessageResult<FetchKeyPackage>;
+
+    fn handle(&mut self, msg: FetchKeyPackage, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if self.connected {
+            let request_id = self.request_id();
+            self.group.fetches.insert(request_id, tx);
+            self.to_relay(Frame::FetchKeyPackage {
+                request_id,
+                identity: *msg.0.as_bytes(),
+            });
+        } else {
+            let _ = tx.send(None);
+        }
+        actix::MessageResult(rx)
+    }
+}
+
+/// A KeyPackage of `identity`, asked again every [`KEY_PACKAGE_RETRY`] while the relay
+/// has none (a peer that just came online publishes its first ones a moment after its
+/// name), for at most [`KEY_PACKAGE_TIMEOUT`].
+async fn fetch_key_package(agent: &Addr<AgentActor>, identity: IdentityKey) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + KEY_PACKAGE_TIMEOUT;
+    loop {
+        let answer = agent.send(FetchKeyPackage(identity)).await.ok()?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(Ok(Some(package))) = tokio::time::timeout(left, answer).await {
+            return Some(package);
+        }
+        if tokio::time::Instant::now() + KEY_PACKAGE_RETRY >= deadline {
+            return None;
+        }
+        tokio::time::sleep(KEY_PACKAGE_RETRY).await;
+    }
 }
 
 impl Handler<SendGroupText> for AgentActor {
@@ -246,32 +291,22 @@ impl AgentActor {
             })
             .collect();
         let fetch = async move { futures_util::future::join_all(waits).await };
+        let me = ctx.address();
         Box::pin(fetch.into_actor(self).then(move |waited, act, _| {
             let pinned = waited
                 .into_iter()
                 .collect::<Result<Vec<()>, String>>()
                 .and_then(|_| act.pinned_members(&unique));
-            let fetches = match pinned {
-                Ok(members) => {
-                    let rxs: Vec<_> = members.iter().map(|(_, id)| act.fetch_key_package(id)).collect();
-                    Ok((members, rxs))
-                }
-                Err(err) => Err(err),
-            };
             async move {
-                let (members, rxs) = fetches?;
-                let mut packages = Vec::with_capacity(rxs.len());
-                for ((name, identity), rx) in members.into_iter().zip(rxs) {
-                    let package = tokio::time::timeout(KEY_PACKAGE_TIMEOUT, rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .flatten()
-                        .ok_or_else(|| {
-                            format!(
-                                "no KeyPackage of {name} at the relay (has it run a version with groups?)"
-                            )
-                        })?;
+                let members = pinned?;
+                let mut packages = Vec::with_capacity(members.len());
+                for (name, identity) in members {
+                    let package = fetch_key_package(&me, identity).await.ok_or_else(|| {
+                        format!(
+                            "no KeyPackage of {name} at the relay after {} s (has it connected with a version that has groups?)",
+                            KEY_PACKAGE_TIMEOUT.as_secs()
+                        )
+                    })?;
                     packages.push(IntentMember {
                         name,
                         identity: identity_hex(&identity),
@@ -308,17 +343,6 @@ impl AgentActor {
                 Ok((peer.clone(), pin.identity))
             })
             .collect()
-    }
-
-    fn fetch_key_package(&mut self, identity: &IdentityKey) -> oneshot::Receiver<Option<Vec<u8>>> {
-        let (tx, rx) = oneshot::channel();
-        let request_id = self.request_id();
-        self.group.fetches.insert(request_id, tx);
-        self.to_relay(Frame::FetchKeyPackage {
-            request_id,
-            identity: *identity.as_bytes(),
-        });
-        rx
     }
 
     /// Creates the group (its state written with the outbox entry of its first commit).
