@@ -79,6 +79,8 @@ pub struct RelayContext {
     pub log: Logger,
     /// Per-target limit on one-time prekey handouts.
     pub opk_handouts: opk_handouts::OpkHandouts,
+    /// The same bound for one-time KeyPackages (docs/PROTOCOL.md 8.2), its own buckets.
+    pub kp_handouts: opk_handouts::OpkHandouts,
     /// The lease of a name whose holder stops authenticating.
     pub lease: lease::Lease,
     /// The notice period of `QueryAway`.

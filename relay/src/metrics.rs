@@ -138,6 +138,9 @@ pub struct Metrics {
     /// Bundle fetches answered without a one-time prekey because the target's handout
     /// bucket was empty.
     pub opk_handouts_limited: Counter,
+    /// KeyPackage fetches answered with the last-resort KeyPackage because the target's
+    /// handout bucket was empty.
+    pub kp_handouts_limited: Counter,
     /// Frame bytes received.
     pub bytes_in: Counter,
     /// Frame bytes sent.
@@ -176,6 +179,7 @@ impl Default for Metrics {
             ack_rate_waits: Counter::default(),
             store_queue_waits: Counter::default(),
             opk_handouts_limited: Counter::default(),
+            kp_handouts_limited: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             store_queue_depth: Gauge::default(),
@@ -233,7 +237,7 @@ impl Metrics {
             Unit::Bytes,
             self.database_bytes.0.clone(),
         );
-        let counters: [(&str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             ("connections", "Connections accepted.", &self.connections_total),
             (
                 "messages_stored",
@@ -306,6 +310,12 @@ impl Metrics {
                 "Bundle fetches answered without a one-time prekey by the per-target handout \
                  limit.",
                 &self.opk_handouts_limited,
+            ),
+            (
+                "kp_handouts_limited",
+                "KeyPackage fetches answered with the last-resort KeyPackage by the per-target \
+                 handout limit.",
+                &self.kp_handouts_limited,
             ),
             ("bytes_in", "Frame bytes received.", &self.bytes_in),
             ("bytes_out", "Frame bytes sent.", &self.bytes_out),
@@ -519,6 +529,7 @@ mod tests {
             "ack_rate_waits_total",
             "store_queue_waits_total",
             "opk_handouts_limited_total",
+            "kp_handouts_limited_total",
             "bytes_in_total",
             "bytes_out_total",
             "store_queue_depth",

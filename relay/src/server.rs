@@ -265,6 +265,10 @@ pub async fn serve(
             settings.limits.opk_handout_capacity,
             settings.limits.opk_handout_refill_per_hour,
         ),
+        kp_handouts: OpkHandouts::new(
+            settings.limits.opk_handout_capacity,
+            settings.limits.opk_handout_refill_per_hour,
+        ),
         lease: settings.names.lease(),
         away_notice: settings.names.away_notice(),
         groups,

@@ -11,7 +11,7 @@ use crate::lease::Lease;
 use crate::metrics::Gauge;
 use crate::store::{
     ClaimOutcome, IdentityBytes, Quotas, ReleaseOutcome, Store, StoreError, StoredBundle, StoredMessage,
-    WriteOp, WriteResult,
+    TakenKeyPackage, WriteOp, WriteResult,
 };
 
 /// The open store. Only the store thread uses it, except the memory store, which
@@ -238,18 +238,21 @@ impl Handler<PublishKeyPackages> for StoreActor {
     }
 }
 
-/// Take one KeyPackage of an owner: a one-time one while any is left.
+/// Take one KeyPackage of an owner: a one-time one while any is left and `one_time`,
+/// else its last-resort one.
 #[derive(Message)]
-#[rtype(result = "Result<Option<(Vec<u8>, u32)>, StoreError>")]
+#[rtype(result = "Result<Option<TakenKeyPackage>, StoreError>")]
 pub struct TakeKeyPackage {
     /// Whose KeyPackage.
     pub owner: IdentityBytes,
+    /// Whether a one-time KeyPackage may be used up.
+    pub one_time: bool,
 }
 
 impl Handler<TakeKeyPackage> for StoreActor {
-    type Result = Result<Option<(Vec<u8>, u32)>, StoreError>;
+    type Result = Result<Option<TakenKeyPackage>, StoreError>;
     fn handle(&mut self, m: TakeKeyPackage, _: &mut SyncContext<Self>) -> Self::Result {
-        self.with(|s| s.take_key_package(&m.owner))
+        self.with(|s| s.take_key_package(&m.owner, m.one_time))
     }
 }
 

@@ -218,27 +218,39 @@ impl Connection {
         if self.groups_unsupported(ctx) {
             return;
         }
+        // One-time KeyPackages are handed out within a bucket per owner, as one-time
+        // prekeys are: past it, fetches get the last-resort KeyPackage and the owner's
+        // one-time ones stay.
+        let read_at = self.last_seen;
+        let one_time = self.relay.kp_handouts.try_take(&owner, read_at);
+        if !one_time {
+            self.relay.metrics.kp_handouts_limited.inc();
+        }
         ctx.spawn(
             self.relay
                 .store
-                .send(TakeKeyPackage { owner })
+                .send(TakeKeyPackage { owner, one_time })
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let taken = match res {
                         Ok(Ok(taken)) => taken,
                         _ => return act.close(ErrorCode::Internal, "store failure", ctx),
                     };
-                    if let Some((_, remaining)) = &taken {
-                        if *remaining < KEY_PACKAGES_LOW {
+                    let handed_out = taken.as_ref().is_some_and(|t| t.one_time);
+                    if one_time && !handed_out {
+                        act.relay.kp_handouts.give_back(&owner, read_at);
+                    }
+                    if let Some(taken) = &taken {
+                        if taken.one_time && taken.remaining < KEY_PACKAGES_LOW {
                             act.relay.router.do_send(Notify {
                                 identity: owner,
                                 frame: Frame::KeyPackageCount {
-                                    remaining: *remaining,
+                                    remaining: taken.remaining,
                                 },
                             });
                         }
                     }
-                    let package = taken.map(|(package, _)| package);
+                    let package = taken.map(|t| t.package);
                     act.send(Frame::KeyPackage { request_id, package }, ctx);
                 }),
         );

@@ -179,10 +179,18 @@ pub(crate) fn check(store: &mut dyn Store) {
     check_key_packages(store);
 }
 
+/// What a take handed out: (package, remaining), the one-time flag checked against the
+/// package (`8`, `9` are the last-resort ones here).
+fn take(store: &mut dyn Store, owner: &IdentityBytes, one_time: bool) -> Option<(Vec<u8>, u32)> {
+    let taken = store.take_key_package(owner, one_time).expect("take")?;
+    assert_eq!(taken.one_time, !matches!(taken.package[..], [8] | [9]), "{taken:?}");
+    Some((taken.package, taken.remaining))
+}
+
 fn check_key_packages(store: &mut dyn Store) {
     let owner = key(40);
     assert_eq!(
-        store.take_key_package(&owner).expect("take"),
+        take(store, &owner, true),
         None,
         "never published"
     );
@@ -193,10 +201,10 @@ fn check_key_packages(store: &mut dyn Store) {
         2,
         "held up to the bound"
     );
-    assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![1], 1)));
-    assert_eq!(store.take_key_package(&owner).expect("take"), Some((vec![2], 0)));
+    assert_eq!(take(store, &owner, true), Some((vec![1], 1)));
+    assert_eq!(take(store, &owner, true), Some((vec![2], 0)));
     assert_eq!(
-        store.take_key_package(&owner).expect("take"),
+        take(store, &owner, true),
         None,
         "no last resort yet"
     );
@@ -208,7 +216,7 @@ fn check_key_packages(store: &mut dyn Store) {
     );
     for _ in 0..3 {
         assert_eq!(
-            store.take_key_package(&owner).expect("take"),
+            take(store, &owner, true),
             Some((vec![9], 0)),
             "the last resort is never used up"
         );
@@ -220,14 +228,22 @@ fn check_key_packages(store: &mut dyn Store) {
         1
     );
     assert_eq!(
-        store.take_key_package(&owner).expect("take"),
+        take(store, &owner, true),
         Some((vec![4], 0)),
         "one-time first"
     );
     assert_eq!(
-        store.take_key_package(&owner).expect("take"),
+        take(store, &owner, true),
         Some((vec![8], 0)),
         "replaced"
     );
-    assert_eq!(store.take_key_package(&key(41)).expect("take"), None, "per owner");
+    assert_eq!(take(store, &key(41), true), None, "per owner");
+    // Past the handout limit the last resort is handed out and one-time ones stay.
+    store.publish_key_packages(&owner, &[vec![5]], None, 5).expect("publish");
+    assert_eq!(take(store, &owner, false), Some((vec![8], 1)), "limited: the last resort");
+    assert_eq!(take(store, &owner, true), Some((vec![5], 0)), "the one-time one stayed");
+    let fresh = key(42);
+    store.publish_key_packages(&fresh, &[vec![6]], None, 5).expect("publish");
+    assert_eq!(take(store, &fresh, false), None, "limited and no last resort: none");
+    assert_eq!(take(store, &fresh, true), Some((vec![6], 0)));
 }

@@ -10,7 +10,7 @@ use ahash::RandomState;
 use super::group::{apply_group_write, GroupRecord, GroupResult, GroupTables, GROUP_LOG_KEPT};
 use super::{
     release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quotas, ReleaseOutcome, Store,
-    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+    StoreError, StoredBundle, StoredMessage, TakenKeyPackage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -466,12 +466,19 @@ impl Store for MemoryStore {
         Ok(u32::try_from(held.len()).unwrap_or(u32::MAX))
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
         let Some((held, last_resort)) = self.key_packages.get_mut(owner) else {
             return Ok(None);
         };
-        let package = held.pop_front().or_else(|| last_resort.clone());
-        Ok(package.map(|p| (p, u32::try_from(held.len()).unwrap_or(u32::MAX))))
+        let taken = match one_time.then(|| held.pop_front()).flatten() {
+            Some(package) => Some((package, true)),
+            None => last_resort.clone().map(|p| (p, false)),
+        };
+        Ok(taken.map(|(package, one_time)| TakenKeyPackage {
+            package,
+            one_time,
+            remaining: u32::try_from(held.len()).unwrap_or(u32::MAX),
+        }))
     }
 
     fn commit(&mut self, ops: &[WriteOp], quotas: &Quotas) -> Result<Vec<WriteResult>, StoreError> {

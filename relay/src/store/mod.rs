@@ -263,6 +263,17 @@ pub enum WriteResult {
     Group(group::GroupResult),
 }
 
+/// A KeyPackage handed out ([`Store::take_key_package`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenKeyPackage {
+    /// The KeyPackage.
+    pub package: Vec<u8>,
+    /// True for a one-time KeyPackage (now removed), false for the last-resort one.
+    pub one_time: bool,
+    /// One-time KeyPackages left.
+    pub remaining: u32,
+}
+
 /// A stored prekey bundle split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBundle {
@@ -444,10 +455,9 @@ pub trait Store: Send {
         last_resort: Option<&[u8]>,
         max_held: u32,
     ) -> Result<u32, StoreError>;
-    /// Takes `owner`'s oldest one-time KeyPackage (removed for good) or, when none is
-    /// left, a copy of its last-resort one; with the one-time KeyPackages left. `None`
-    /// if it has published neither.
-    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
+    /// Takes `owner`'s oldest one-time KeyPackage (removed for good) when `one_time`
+    /// and one is left, else a copy of its last-resort one. `None` if there is neither.
+    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError>;
     /// Records that `identity` authenticated at `at_ms`, for the lease of the names it
     /// holds (an identity that holds none has nothing to record).
     fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError>;

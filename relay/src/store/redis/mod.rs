@@ -69,7 +69,7 @@ use super::group::{
 };
 use super::{
     claim_issued_ms, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quota, Quotas, ReleaseOutcome, Store,
-    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+    StoreError, StoredBundle, StoredMessage, TakenKeyPackage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -589,23 +589,23 @@ impl Store for RedisStore {
             .ok_or(corrupt("KeyPackage script answered a bad count"))
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        match self.run(|s| &s.take_key_package, &[owner])? {
+    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
+        let flag: &[u8] = if one_time { b"1" } else { b"0" };
+        match self.run(|s| &s.take_key_package, &[owner, flag])? {
             Value::Nil | Value::Boolean(false) => Ok(None),
             Value::Array(parts) => {
-                let [package, left] = &parts[..] else {
+                let [package, left, kind] = &parts[..] else {
                     return Err(corrupt("KeyPackage script answered a short result"));
                 };
-                Ok(Some((
-                    bytes_of(package).ok_or(corrupt("stored KeyPackage"))?.to_vec(),
-                    u64_of(left)
+                Ok(Some(TakenKeyPackage {
+                    package: bytes_of(package).ok_or(corrupt("stored KeyPackage"))?.to_vec(),
+                    remaining: u64_of(left)
                         .and_then(|n| u32::try_from(n).ok())
                         .ok_or(corrupt("stored KeyPackage count"))?,
-                )))
+                    one_time: u64_of(kind) == Some(1),
+                }))
             }
-            _ => Err(corrupt(
-                "KeyPackage script answered neither a KeyPackage nor nothing",
-            )),
+            _ => Err(corrupt("KeyPackage script answered neither a KeyPackage nor nothing")),
         }
     }
 

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::group::{apply_group_write, GroupRecord, GroupTables, GROUP_LOG_KEPT};
 use super::{
     release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quotas, ReleaseOutcome, Store,
-    StoreError, StoredBundle, StoredMessage, Usage, WriteOp, WriteResult,
+    StoreError, StoredBundle, StoredMessage, TakenKeyPackage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
 
@@ -565,19 +565,22 @@ impl Store for SqliteStore {
         Ok(held)
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
         let tx = self.conn.transaction()?;
-        let one_time: Option<(i64, Vec<u8>)> = tx
-            .query_row(
+        let first: Option<(i64, Vec<u8>)> = if one_time {
+            tx.query_row(
                 "SELECT id, package FROM key_packages WHERE identity = ?1 ORDER BY id LIMIT 1",
                 params![&owner[..]],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()?;
-        let package = match one_time {
+            .optional()?
+        } else {
+            None
+        };
+        let taken = match first {
             Some((id, package)) => {
                 tx.execute("DELETE FROM key_packages WHERE id = ?1", params![id])?;
-                Some(package)
+                Some((package, true))
             }
             None => tx
                 .query_row(
@@ -585,11 +588,16 @@ impl Store for SqliteStore {
                     params![&owner[..]],
                     |row| row.get(0),
                 )
-                .optional()?,
+                .optional()?
+                .map(|package| (package, false)),
         };
         let remaining = key_packages_held(&tx, owner)?;
         tx.commit()?;
-        Ok(package.map(|p| (p, remaining)))
+        Ok(taken.map(|(package, one_time)| TakenKeyPackage {
+            package,
+            one_time,
+            remaining,
+        }))
     }
 
     fn path(&self) -> Option<&Path> {
