@@ -146,3 +146,49 @@ async fn durable_peers_and_a_two_relay_cluster_deliver_every_acknowledged_messag
             .expect("stopped");
     }
 }
+
+/// The group fan-out benchmark, both modes (MLS-shaped headers and real MLS), on a
+/// short run with 10 members: every copy of every acknowledged upload reaches each of
+/// the 9 other members exactly once and is acknowledged. The last run lowers the
+/// largest Welcome so that members are added in several commits.
+#[tokio::test]
+async fn group_fan_out_delivers_every_copy_exactly_once() {
+    use e2ee_integration::load::group::{group, GroupConfig};
+    let (handle, _dir) = relay(StoreEngine::Sqlite);
+    for (mls, max_welcome) in [(false, 65_535), (true, 65_535), (true, 4_000)] {
+        let cfg = GroupConfig {
+            members: 10,
+            rate: 50.0,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(200),
+            size: 64,
+            mls,
+            drain: Duration::from_secs(20),
+            max_welcome,
+        };
+        let report = group(&cfg, &endpoint(&handle)).await.expect("group run");
+        let summary = report.summary();
+        if max_welcome < 65_535 {
+            assert!(report.setup.commits > 1, "{summary}");
+            assert!(
+                report.setup.welcome_all_at_once_bytes > Some(max_welcome),
+                "{summary}"
+            );
+            assert!(report.setup.welcome_bytes <= max_welcome, "{summary}");
+        } else {
+            assert_eq!(report.setup.commits, 1, "{summary}");
+            assert_eq!(report.setup.setup_copies, 9, "{summary}");
+        }
+        assert!(report.uploads_sent >= 45, "{summary}");
+        assert_eq!(report.uploads_acked, report.uploads_sent, "{summary}");
+        assert_eq!(report.missing, 0, "{summary}");
+        assert_eq!(report.duplicates, 0, "{summary}");
+        assert_eq!(report.mismatched, 0, "{summary}");
+        assert_eq!(report.copies_expected, 9 * report.uploads_acked, "{summary}");
+        assert_eq!(report.copies_delivered, report.copies_expected, "{summary}");
+        assert_eq!(report.deliveries_acked, report.delivers_received, "{summary}");
+        assert!(report.errors.is_empty(), "{summary}");
+        assert!(report.all_delivered_once, "{summary}");
+        assert!(report.bytes_delivered > 8 * report.bytes_uploaded, "{summary}");
+    }
+}

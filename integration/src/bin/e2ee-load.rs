@@ -1,4 +1,5 @@
-//! `e2ee-load`: flags → a load run, an idle-connection run or a side-by-side bench
+//! `e2ee-load`: flags → a load run, an idle-connection run, a side-by-side bench or a
+//! group fan-out run
 //! (see [`e2ee_integration::load`]).
 
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use e2ee_integration::load::bench::{bench, relay_kept_its_promise, BenchConfig};
+use e2ee_integration::load::group::{group, GroupConfig};
 use e2ee_integration::load::idle::{idle, IdleConfig};
 use e2ee_integration::load::run::parse_duration;
 use e2ee_integration::load::target::{auto_spread, Server, TargetSpec};
@@ -36,6 +38,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// Relay (memory, sqlite), nats-server and redis-server, same workload, one table.
     Bench(BenchArgs),
+    /// One group of N members on a relay started here: fan-out rate, latency to every
+    /// member, and an audit of every copy (MLS-shaped headers, or real MLS with --mls).
+    Group(GroupArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -164,6 +169,40 @@ struct BenchArgs {
     workload: Workload,
 }
 
+#[derive(Args, Debug)]
+struct GroupArgs {
+    /// relay-memory or relay-sqlite (started here), or relay://HOST:PORT.
+    #[arg(long, default_value = "relay-sqlite")]
+    target: String,
+    /// Members of the group, each a client connection.
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Total uploads per second (open loop), senders taking turns over the members.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Application payload bytes per upload (the text under --mls).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// How long to upload, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Leading time excluded from rates and latency.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Longest wait for outstanding acks and copies after uploading stops.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Real MLS (OpenMLS through the agent's GroupBook) instead of MLS-shaped headers.
+    #[arg(long)]
+    mls: bool,
+    /// Pid of an external relay.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON result here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -185,6 +224,25 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 plot::run_plot(&report, path)?;
             }
             Ok(report.all_acked_delivered != Some(false))
+        }
+        Cmd::Group(args) => {
+            let server = Server::start(&TargetSpec::parse(&args.target)?, args.server_pid)?;
+            let cfg = GroupConfig {
+                members: args.members,
+                rate: args.rate,
+                duration: args.duration,
+                warmup: args.warmup,
+                size: args.size,
+                mls: args.mls,
+                drain: args.drain,
+                ..GroupConfig::default()
+            };
+            let report = group(&cfg, &server.endpoint()).await?;
+            print!("{}", report.summary());
+            if let Some(path) = &args.json {
+                write_json(path, &report)?;
+            }
+            Ok(report.all_delivered_once)
         }
         Cmd::Idle(args) => {
             let server = Server::start(&TargetSpec::parse(&args.target)?, args.server_pid)?;

@@ -3,6 +3,8 @@
 //! - [`run`]: one run: pairs, open-loop rate or closed-loop `--max`, churn, `--e2e`.
 //! - [`idle`]: many idle authenticated connections and the server memory they cost.
 //! - [`bench`]: the same workload against relay (memory, durable), NATS and Redis.
+//! - [`group`]: one group of N members, the relay fanning each upload out (MLS-shaped
+//!   headers, or real MLS with `--mls`).
 //! - [`link`]: one client connection, whatever the target speaks.
 //! - [`nats`], [`resp`]: the small protocol subsets used for NATS and Redis.
 //! - [`e2e`]: the real crypto (X3DH + Double Ratchet) for `--e2e`.
@@ -14,6 +16,7 @@
 pub mod bench;
 pub mod churn;
 pub mod e2e;
+pub mod group;
 pub mod idle;
 pub mod jetstream;
 pub mod link;
