@@ -125,6 +125,11 @@ pub enum GroupCommand {
         /// The group.
         group: String,
     },
+    /// `/group update <group>`: renew our keys in the group (post-compromise security).
+    Update {
+        /// The group.
+        group: String,
+    },
 }
 
 impl fmt::Display for GroupCommand {
@@ -134,6 +139,7 @@ impl fmt::Display for GroupCommand {
             Self::Add { group, peers } => write!(f, "/group add {group} {}", peers.join(" ")),
             Self::Remove { group, peers } => write!(f, "/group remove {group} {}", peers.join(" ")),
             Self::Leave { group } => write!(f, "/group leave {group}"),
+            Self::Update { group } => write!(f, "/group update {group}"),
         }
     }
 }
@@ -186,7 +192,7 @@ const USAGE_VERIFY: &str = "/verify <peer>";
 const USAGE_TRUST: &str = "/trust <peer> <digits>";
 const USAGE_REJECT: &str = "/reject <peer>";
 const USAGE_HISTORY: &str = "/history <peer> [n]";
-const USAGE_GROUP: &str = "/group create|add|remove <group> <peer>... | /group leave <group>";
+const USAGE_GROUP: &str = "/group create|add|remove <group> <peer>... | /group leave|update <group>";
 const USAGE_G: &str = "/g <group> <text>";
 
 /// Messages `/history <peer>` shows without a count.
@@ -209,6 +215,15 @@ pub fn help_text() -> &'static str {
      \x20                      identity change is pending this picks the pinned or new key\n\
      \x20 /reject <peer>       keep the pinned key of <peer>, reject its identity change\n\
      \x20                      and delete the messages held from the new key unread\n\
+     \x20 /group create <group> <peer>...\n\
+     \x20                      start a group chat (MLS) with these peers\n\
+     \x20 /group add|remove <group> <peer>...\n\
+     \x20                      add or remove members\n\
+     \x20 /group leave <group> leave a group\n\
+     \x20 /group update <group>\n\
+     \x20                      renew your keys in <group> (after a suspected compromise)\n\
+     \x20 /groups              list your groups, their members and epochs\n\
+     \x20 /g <group> <text>    send a message to every member of <group>\n\
      \x20 /help                show this help\n\
      \x20 /quit                stop the agent"
 }
@@ -305,7 +320,8 @@ fn group_command(rest: &str) -> Result<GroupCommand, CommandError> {
             peers: peers()?,
         },
         "leave" if rest.is_empty() => GroupCommand::Leave { group },
-        "leave" => return Err(CommandError::TooManyArguments { usage: USAGE_GROUP }),
+        "update" if rest.is_empty() => GroupCommand::Update { group },
+        "leave" | "update" => return Err(CommandError::TooManyArguments { usage: USAGE_GROUP }),
         other => return Err(CommandError::Unknown(format!("group {other}"))),
     })
 }
@@ -450,6 +466,7 @@ mod tests {
             "/group add team dave",
             "/group remove team bob",
             "/group leave team",
+            "/group update team",
             "/g team hi there",
             "/groups",
         ] {

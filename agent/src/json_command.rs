@@ -112,7 +112,7 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
             }
         }
         "reject" => Command::Reject { peer: peer(&fields)? },
-        "group-create" | "group-add" | "group-remove" | "group-leave" | "gsend" => {
+        "group-create" | "group-add" | "group-remove" | "group-leave" | "group-update" | "gsend" => {
             let group =
                 (fields.group.clone()).ok_or_else(|| fail(format!("`{}` needs `group`", fields.cmd)))?;
             crate::group::validate_group_name(&group).map_err(|e| fail(e.to_string()))?;
@@ -145,6 +145,7 @@ pub fn parse_json_command(line: &str) -> Result<JsonCommand, JsonCommandError> {
                     peers: peers()?,
                 }),
                 "group-leave" => Command::Group(GroupCommand::Leave { group }),
+                "group-update" => Command::Group(GroupCommand::Update { group }),
                 _ => {
                     let text = fields.text.clone().unwrap_or_default();
                     if text.is_empty() {

@@ -193,6 +193,10 @@ impl Handler<GroupOp> for AgentActor {
                 self.group_id(&group)
                     .and_then(|id| self.queue_group(id, GroupIntent::Leave)),
             ),
+            GroupCommand::Update { group } => ready(
+                self.group_id(&group)
+                    .and_then(|id| self.queue_group(id, GroupIntent::Update)),
+            ),
             GroupCommand::Remove { group, peers } => {
                 let id = match self.group_id(&group) {
                     Ok(id) => id,
@@ -466,6 +470,7 @@ impl AgentActor {
                 match &intent {
                     GroupIntent::Text { text } => book.send(&group_id, msg_id, text).map(Some),
                     GroupIntent::Leave => book.leave(&group_id, msg_id).map(Some),
+                    GroupIntent::Update => book.update(&group_id, msg_id).map(Some),
                     GroupIntent::Create { .. } | GroupIntent::Add { .. } if packages.is_empty() => Ok(None),
                     GroupIntent::Create { .. } | GroupIntent::Add { .. } => {
                         book.add(&group_id, msg_id, packages).map(Some)
@@ -578,7 +583,7 @@ impl AgentActor {
                         msg_id: msg_id_hex(msg_id),
                     })
                 }),
-            GroupIntent::Create { .. } | GroupIntent::Add { .. } | GroupIntent::Remove { .. } => self
+            GroupIntent::Create { .. } | GroupIntent::Add { .. } | GroupIntent::Remove { .. } | GroupIntent::Update => self
                 .state
                 .with_groups(
                     |book| book.commit_stored(&group_id),

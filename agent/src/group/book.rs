@@ -17,6 +17,7 @@ use e2ee_protocol::frame::Frame;
 use e2ee_protocol::identity::{IdentityKey, IdentityKeyPair};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
+use openmls::treesync::LeafNodeParameters;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::types::SignatureScheme;
 use openmls_traits::OpenMlsProvider;
@@ -469,6 +470,26 @@ impl GroupBook {
         Ok(Frame::GroupCommit {
             msg_id,
             commit: commit.tls_serialize_detached().map_err(mls)?,
+            welcome: None,
+            members: members.iter().map(|m| *m.as_bytes()).collect(),
+            added: Vec::new(),
+        })
+    }
+
+    /// A commit that renews our leaf and the secrets on our path (RFC 9420 §12.4, an
+    /// update by a commit with a path): whoever learnt our past group secrets learns
+    /// none of the next epoch's (post-compromise security).
+    pub fn update(&mut self, group_id: &[u8], msg_id: [u8; 16]) -> Result<Frame, GroupError> {
+        let (provider, signer) = (&self.provider, &self.signer);
+        let joined = self.groups.get_mut(group_id).ok_or_else(|| unknown(group_id))?;
+        let members = member_identities(&joined.group);
+        let bundle = joined
+            .group
+            .self_update(provider, signer, LeafNodeParameters::default())
+            .map_err(mls)?;
+        Ok(Frame::GroupCommit {
+            msg_id,
+            commit: bundle.commit().tls_serialize_detached().map_err(mls)?,
             welcome: None,
             members: members.iter().map(|m| *m.as_bytes()).collect(),
             added: Vec::new(),

@@ -54,6 +54,8 @@ pub enum GroupIntent {
         /// The members removed.
         members: Vec<IntentMember>,
     },
+    /// Renew our leaf and path secrets (a commit with a path, no member change).
+    Update,
     /// Ask the other members to remove us.
     Leave,
     /// A text for the group.
@@ -66,7 +68,10 @@ pub enum GroupIntent {
 impl GroupIntent {
     /// Whether the upload is a commit (it moves the group to the next epoch once stored).
     pub fn is_commit(&self) -> bool {
-        matches!(self, Self::Create { .. } | Self::Add { .. } | Self::Remove { .. })
+        matches!(
+            self,
+            Self::Create { .. } | Self::Add { .. } | Self::Remove { .. } | Self::Update
+        )
     }
 }
 
