@@ -91,7 +91,10 @@ fn group_ops(c: &mut Criterion) {
                 let commits = populate(&mut creator.book, &mut others, &id, &welcome);
                 println!("group {n}: populated by {commits} update commits");
             }
-            let add = creator.book.add(&id, [1; 16], vec![addition.clone()]).expect("add");
+            let add = creator
+                .book
+                .add(&id, [1; 16], vec![addition.clone()])
+                .expect("add");
             creator.book.discard_pending(&id).expect("discard");
             let remove = creator.book.remove(&id, [2; 16], &[removed]).expect("remove");
             creator.book.discard_pending(&id).expect("discard");
@@ -109,7 +112,10 @@ fn group_ops(c: &mut Criterion) {
             let name = |op: &str| BenchmarkId::new(format!("{op}_{tree}"), n);
             bench.bench_function(name("commit_add_one"), |b| {
                 b.iter(|| {
-                    let frame = creator.book.add(&id, [1; 16], vec![addition.clone()]).expect("add");
+                    let frame = creator
+                        .book
+                        .add(&id, [1; 16], vec![addition.clone()])
+                        .expect("add");
                     creator.book.discard_pending(&id).expect("discard");
                     frame
                 })

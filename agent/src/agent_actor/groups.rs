@@ -42,7 +42,7 @@ pub(super) struct GroupFlight {
     /// group's order.
     naming: HashSet<IdentityKey>,
     /// Group deliveries waiting for `naming`, in arrival order (unacknowledged).
-    held: VecDeque<(KeptGroupDelivery, std::time::Instant)>,
+    held: VecDeque<KeptGroupDelivery>,
 }
 
 /// A group delivery kept unread for a while.
@@ -583,7 +583,10 @@ impl AgentActor {
                         msg_id: msg_id_hex(msg_id),
                     })
                 }),
-            GroupIntent::Create { .. } | GroupIntent::Add { .. } | GroupIntent::Remove { .. } | GroupIntent::Update => self
+            GroupIntent::Create { .. }
+            | GroupIntent::Add { .. }
+            | GroupIntent::Remove { .. }
+            | GroupIntent::Update => self
                 .state
                 .with_groups(
                     |book| book.commit_stored(&group_id),
@@ -678,10 +681,10 @@ impl AgentActor {
             wire: wire.to_vec(),
         };
         if !self.group.naming.is_empty() && self.group.held.len() < GROUP_HELD_LIMIT {
-            self.group.held.push_back((kept, std::time::Instant::now()));
+            self.group.held.push_back(kept);
             return;
         }
-        self.group.held.push_back((kept, std::time::Instant::now()));
+        self.group.held.push_back(kept);
         self.read_held_group_deliveries(true);
     }
 
@@ -695,7 +698,7 @@ impl AgentActor {
     /// Reads held group deliveries in order, until one of them starts naming someone
     /// (unless `all`).
     fn read_held_group_deliveries(&mut self, all: bool) {
-        while let Some((kept, _)) = self.group.held.pop_front() {
+        while let Some(kept) = self.group.held.pop_front() {
             self.on_group_delivery(kept.sender, kept.msg_id, &kept.wire[1..]);
             if !all && !self.group.naming.is_empty() {
                 break;
@@ -773,9 +776,8 @@ impl AgentActor {
             }
             return;
         }
-        if let GroupEvent::Removed { group, .. } = &event {
+        if let GroupEvent::Removed { .. } = &event {
             // Uploads to a group we are no longer in cannot be stored.
-            let _ = group;
             let orphaned: Vec<[u8; 16]> = (self.state.group_outbox().iter())
                 .filter(|e| self.state.groups().name_of(&e.group_id).is_none())
                 .map(|e| e.msg_id)

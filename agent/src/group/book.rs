@@ -527,11 +527,10 @@ impl GroupBook {
         let Some(joined) = self.groups.get_mut(group_id) else {
             return Ok(None);
         };
-        let Some(pending) = joined.group.pending_commit() else {
+        if joined.group.pending_commit().is_none() {
             return Ok(None);
-        };
+        }
         let before = member_identities(&joined.group);
-        let _ = pending;
         joined.group.merge_pending_commit(provider).map_err(mls)?;
         let after = member_identities(&joined.group);
         Ok(Some(GroupEvent::Members {
@@ -627,7 +626,6 @@ impl GroupBook {
 
     fn process(&mut self, message: ProtocolMessage) -> Result<Vec<GroupEvent>, GroupError> {
         let id = message.group_id().as_slice().to_vec();
-        let own = self.identity;
         let provider = &self.provider;
         let joined = self
             .groups
@@ -685,7 +683,6 @@ impl GroupBook {
                     return Ok(vec![GroupEvent::Removed { group: name, by }]);
                 }
                 let after = member_identities(&joined.group);
-                let _ = own;
                 Ok(vec![GroupEvent::Members {
                     group: name,
                     by,

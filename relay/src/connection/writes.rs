@@ -101,11 +101,7 @@ impl Connection {
         match self.writes.awaiting.pop_front() {
             Some(Written::Message(message)) => {
                 self.on_stored(outcome, message, ctx);
-                if self.shutdown.is_some() && !self.writes.storing() {
-                    if let Some((code, reason)) = self.shutdown.take() {
-                        self.close(code, &reason, ctx);
-                    }
-                }
+                self.close_once_stored(ctx);
             }
             Some(Written::Ack(key)) => {
                 self.deliveries.acking.remove(&key);
@@ -115,11 +111,7 @@ impl Connection {
             }
             Some(Written::Group(upload)) => {
                 self.on_group_stored(outcome, upload, ctx);
-                if self.shutdown.is_some() && !self.writes.storing() {
-                    if let Some((code, reason)) = self.shutdown.take() {
-                        self.close(code, &reason, ctx);
-                    }
-                }
+                self.close_once_stored(ctx);
             }
             Some(Written::NoticesRead) => self.on_notices_read(outcome, ctx),
             Some(Written::Seen) => {
@@ -130,6 +122,15 @@ impl Connection {
             }
             None => {
                 warn!(self.log, "write outcome with no write in flight");
+            }
+        }
+    }
+
+    /// Closes a connection that is shutting down once nothing it sent is being stored.
+    fn close_once_stored(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.is_some() && !self.writes.storing() {
+            if let Some((code, reason)) = self.shutdown.take() {
+                self.close(code, &reason, ctx);
             }
         }
     }

@@ -183,17 +183,17 @@ pub(crate) fn check(store: &mut dyn Store) {
 /// package (`8`, `9` are the last-resort ones here).
 fn take(store: &mut dyn Store, owner: &IdentityBytes, one_time: bool) -> Option<(Vec<u8>, u32)> {
     let taken = store.take_key_package(owner, one_time).expect("take")?;
-    assert_eq!(taken.one_time, !matches!(taken.package[..], [8] | [9]), "{taken:?}");
+    assert_eq!(
+        taken.one_time,
+        !matches!(taken.package[..], [8] | [9]),
+        "{taken:?}"
+    );
     Some((taken.package, taken.remaining))
 }
 
 fn check_key_packages(store: &mut dyn Store) {
     let owner = key(40);
-    assert_eq!(
-        take(store, &owner, true),
-        None,
-        "never published"
-    );
+    assert_eq!(take(store, &owner, true), None, "never published");
     assert_eq!(
         store
             .publish_key_packages(&owner, &[vec![1], vec![2], vec![3]], None, 2)
@@ -203,11 +203,7 @@ fn check_key_packages(store: &mut dyn Store) {
     );
     assert_eq!(take(store, &owner, true), Some((vec![1], 1)));
     assert_eq!(take(store, &owner, true), Some((vec![2], 0)));
-    assert_eq!(
-        take(store, &owner, true),
-        None,
-        "no last resort yet"
-    );
+    assert_eq!(take(store, &owner, true), None, "no last resort yet");
     assert_eq!(
         store
             .publish_key_packages(&owner, &[], Some(&[9]), 2)
@@ -227,23 +223,31 @@ fn check_key_packages(store: &mut dyn Store) {
             .expect("publish"),
         1
     );
-    assert_eq!(
-        take(store, &owner, true),
-        Some((vec![4], 0)),
-        "one-time first"
-    );
-    assert_eq!(
-        take(store, &owner, true),
-        Some((vec![8], 0)),
-        "replaced"
-    );
+    assert_eq!(take(store, &owner, true), Some((vec![4], 0)), "one-time first");
+    assert_eq!(take(store, &owner, true), Some((vec![8], 0)), "replaced");
     assert_eq!(take(store, &key(41), true), None, "per owner");
     // Past the handout limit the last resort is handed out and one-time ones stay.
-    store.publish_key_packages(&owner, &[vec![5]], None, 5).expect("publish");
-    assert_eq!(take(store, &owner, false), Some((vec![8], 1)), "limited: the last resort");
-    assert_eq!(take(store, &owner, true), Some((vec![5], 0)), "the one-time one stayed");
+    store
+        .publish_key_packages(&owner, &[vec![5]], None, 5)
+        .expect("publish");
+    assert_eq!(
+        take(store, &owner, false),
+        Some((vec![8], 1)),
+        "limited: the last resort"
+    );
+    assert_eq!(
+        take(store, &owner, true),
+        Some((vec![5], 0)),
+        "the one-time one stayed"
+    );
     let fresh = key(42);
-    store.publish_key_packages(&fresh, &[vec![6]], None, 5).expect("publish");
-    assert_eq!(take(store, &fresh, false), None, "limited and no last resort: none");
+    store
+        .publish_key_packages(&fresh, &[vec![6]], None, 5)
+        .expect("publish");
+    assert_eq!(
+        take(store, &fresh, false),
+        None,
+        "limited and no last resort: none"
+    );
     assert_eq!(take(store, &fresh, true), Some((vec![6], 0)));
 }

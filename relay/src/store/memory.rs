@@ -466,7 +466,11 @@ impl Store for MemoryStore {
         Ok(u32::try_from(held.len()).unwrap_or(u32::MAX))
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
+    fn take_key_package(
+        &mut self,
+        owner: &IdentityBytes,
+        one_time: bool,
+    ) -> Result<Option<TakenKeyPackage>, StoreError> {
         let Some((held, last_resort)) = self.key_packages.get_mut(owner) else {
             return Ok(None);
         };

@@ -457,7 +457,11 @@ pub trait Store: Send {
     ) -> Result<u32, StoreError>;
     /// Takes `owner`'s oldest one-time KeyPackage (removed for good) when `one_time`
     /// and one is left, else a copy of its last-resort one. `None` if there is neither.
-    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError>;
+    fn take_key_package(
+        &mut self,
+        owner: &IdentityBytes,
+        one_time: bool,
+    ) -> Result<Option<TakenKeyPackage>, StoreError>;
     /// Records that `identity` authenticated at `at_ms`, for the lease of the names it
     /// holds (an identity that holds none has nothing to record).
     fn record_auth(&mut self, identity: &IdentityBytes, at_ms: u64) -> Result<(), StoreError>;

@@ -589,7 +589,11 @@ impl Store for RedisStore {
             .ok_or(corrupt("KeyPackage script answered a bad count"))
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
+    fn take_key_package(
+        &mut self,
+        owner: &IdentityBytes,
+        one_time: bool,
+    ) -> Result<Option<TakenKeyPackage>, StoreError> {
         let flag: &[u8] = if one_time { b"1" } else { b"0" };
         match self.run(|s| &s.take_key_package, &[owner, flag])? {
             Value::Nil | Value::Boolean(false) => Ok(None),
@@ -605,7 +609,9 @@ impl Store for RedisStore {
                     one_time: u64_of(kind) == Some(1),
                 }))
             }
-            _ => Err(corrupt("KeyPackage script answered neither a KeyPackage nor nothing")),
+            _ => Err(corrupt(
+                "KeyPackage script answered neither a KeyPackage nor nothing",
+            )),
         }
     }
 

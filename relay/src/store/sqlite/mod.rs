@@ -565,7 +565,11 @@ impl Store for SqliteStore {
         Ok(held)
     }
 
-    fn take_key_package(&mut self, owner: &IdentityBytes, one_time: bool) -> Result<Option<TakenKeyPackage>, StoreError> {
+    fn take_key_package(
+        &mut self,
+        owner: &IdentityBytes,
+        one_time: bool,
+    ) -> Result<Option<TakenKeyPackage>, StoreError> {
         let tx = self.conn.transaction()?;
         let first: Option<(i64, Vec<u8>)> = if one_time {
             tx.query_row(
