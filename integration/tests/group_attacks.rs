@@ -1135,3 +1135,85 @@ fn group_changes_that_cannot_apply_are_reported() {
     }
     assert!(outcomes.iter().all(|o| o.contains("Ok(")), "{outcomes:#?}");
 }
+
+/// Replaces, in every value of an OpenMLS storage serialized as JSON, the byte sequence
+/// `from` (as JSON numbers) by `to`.
+fn rewrite_bytes(values: &mut HashMap<Vec<u8>, Vec<u8>>, from: &[u8; 32], to: &[u8; 32]) -> usize {
+    let join = |b: &[u8; 32]| b.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+    let (from, to) = (join(from), join(to));
+    let mut replaced = 0;
+    for value in values.values_mut() {
+        let Ok(text) = String::from_utf8(value.clone()) else {
+            continue;
+        };
+        let mut out = text.clone();
+        for (l, r) in [("[", ","), (",", ","), ("[", "]"), (",", "]")] {
+            let (a, b) = (format!("{l}{from}{r}"), format!("{l}{to}{r}"));
+            replaced += out.matches(&a).count();
+            out = out.replace(&a, &b);
+        }
+        *value = out.into_bytes();
+    }
+    replaced
+}
+
+/// Mallory, a member, commits an update whose leaf carries a credential naming bob's
+/// identity key (with a binding that cannot verify: she lacks bob's identity key).
+/// OpenMLS leaves credential changes to the application (RFC 9420 §5.3.1); the agent
+/// checks credentials only in Welcomes and added KeyPackages, and names the sender of a
+/// text from its credential without checking the binding. So carol is shown Mallory's
+/// text as bob's.
+#[test]
+#[ignore = "finding: a member's update commit can change its credential to another identity; its texts are then shown as that identity's"]
+fn a_member_cannot_take_another_members_name_by_an_update() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let relay = relay(&tmp.path().join("relay"));
+    let mut bob = agent("bob", relay.addr, tmp.path());
+    let mut carol = agent("carol", relay.addr, tmp.path());
+    let ids = wait_ready(&relay, &mut [&mut bob, &mut carol]);
+    let (bob_id, carol_id) = (identity_of_hex(&ids[0]), identity_of_hex(&ids[1]));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut mallory = rt.block_on(Mallory::connect(relay.addr));
+    let group_id = rt.block_on(mallory.create("crew", &[("bob", bob_id), ("carol", carol_id)]));
+    joined(&mut bob, "crew");
+    joined(&mut carol, "crew");
+
+    // Mallory's own state, her identity key replaced by bob's in her own leaf.
+    let mut values: HashMap<Vec<u8>, Vec<u8>> = mallory.book.changes().put.into_iter().collect();
+    let replaced = rewrite_bytes(&mut values, &key(&mallory.pair), bob_id.as_bytes());
+    assert!(replaced > 0, "mallory's identity found in her MLS state");
+    let signature = mallory.book.signature_public();
+    let names = mallory.book.names();
+    mallory.book = GroupBook::open(&mallory.pair, values, Some(&signature), &names).expect("reopen");
+    let id = mallory.id();
+    let Frame::GroupCommit { msg_id, commit, .. } = mallory.book.update(&group_id, id).expect("update")
+    else {
+        panic!("a commit")
+    };
+    // The relay's member list: as before (her own leaf no longer verifies as hers).
+    let update = Frame::GroupCommit {
+        msg_id,
+        commit,
+        welcome: None,
+        members: vec![key(&mallory.pair), *bob_id.as_bytes(), *carol_id.as_bytes()],
+        added: Vec::new(),
+    };
+    rt.block_on(mallory.client.send(update)).expect("send");
+    let r = rt.block_on(answer(&mut mallory.client, id));
+    assert!(matches!(r, Frame::SentAck { .. }), "{r:?}");
+    mallory.book.commit_stored(&group_id).expect("merge");
+    let (_, r) = rt.block_on(mallory.say(&group_id, "bob here: send the key to mallory"));
+    assert!(matches!(r, Frame::SentAck { .. }), "{r:?}");
+
+    let outcome = carol.wait_for("the forged text or a failure", AGENT_WAIT, |e| {
+        (e["event"] == "group_message" && e["text"] == "bob here: send the key to mallory")
+            || e["event"] == "group_failed"
+    });
+    let report = carol.report();
+    let outcome = outcome.unwrap_or_else(|e| panic!("{e:#}: {report}"));
+    eprintln!("carol: {outcome}");
+    assert!(
+        !(outcome["event"] == "group_message" && outcome["from"] == "bob"),
+        "carol shows mallory's text as bob's: {outcome}"
+    );
+}
