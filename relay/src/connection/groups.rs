@@ -162,6 +162,11 @@ impl Connection {
                 "no such group (a commit made in epoch 0 creates one)".to_owned(),
             ),
             GroupResult::Invalid(reason) => (ErrorCode::InvalidGroupMessage, reason.to_owned()),
+            GroupResult::QuotaExceeded(quota) => {
+                self.relay.metrics.sender_quota_exceeded.inc();
+                let me = self.identity().unwrap_or_default();
+                return self.quota_exceeded(request, msg_id, me, quota, ctx);
+            }
         };
         self.relay.metrics.reject(code);
         self.refuse(request, code, &reason, ctx);

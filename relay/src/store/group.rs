@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use e2ee_protocol::group::{fan_out_id, MAX_GROUP_MEMBERS};
 
-use super::{IdentityBytes, MsgId, NewMessage, StoreError, WriteResult};
+use super::{stored_size, IdentityBytes, MsgId, NewMessage, Quota, Quotas, StoreError, Usage, WriteResult};
 
 /// How many commits a group's log keeps (older entries are dropped as new ones come):
 /// enough to recognise any commit a client could still be resending.
@@ -127,6 +127,9 @@ pub enum GroupResult {
     UnknownGroup,
     /// The commit's member lists do not fit the group.
     Invalid(&'static str),
+    /// Its copies together would break this bound; nothing was stored (the uploader
+    /// may send it again later).
+    QuotaExceeded(Quota),
 }
 
 /// The tables a [`GroupWrite`] reads and writes, inside the engine's transaction.
@@ -151,16 +154,59 @@ pub trait GroupTables {
         msg_id: &MsgId,
         commit: &[u8],
     ) -> Result<(), StoreError>;
-    /// Queues one member's copy, outside the per-queue quotas (a member that missed a
-    /// commit could never read the group again); the uploader's rate limit bounds them.
+    /// Queues one member's copy (its quotas were checked for all copies at once by
+    /// [`apply_group_write`]).
     fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError>;
+    /// Unacknowledged messages queued for `recipient`.
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError>;
+    /// `sender`'s unacknowledged messages.
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError>;
+    /// All unacknowledged messages.
+    fn stored_usage(&mut self) -> Result<Usage, StoreError>;
 }
 
-/// Applies one upload to a group: checks membership and epoch, queues the copies, and
-/// for a commit moves the group to the next epoch and logs it (docs/PROTOCOL.md 8.4).
+/// The first bound the copies of one upload would break together, if any. Every copy
+/// counts for its uploader and for the storage budget, so a member list of identities
+/// that never read cannot make one upload take more than the uploader's quota. A
+/// commit's copies (and its Welcome) are not held to the recipients' queue bound nor
+/// to the uploader's message count: a member that missed a commit could not read the
+/// group again; its bytes still count (docs/PROTOCOL.md 8.4).
+fn copies_exceed(
+    tables: &mut impl GroupTables,
+    sender: &IdentityBytes,
+    copies: &[(IdentityBytes, &Bytes)],
+    commit: bool,
+    quotas: &Quotas,
+) -> Result<Option<Quota>, StoreError> {
+    let count = copies.len() as u64;
+    let bytes: u64 = copies.iter().map(|(_, p)| stored_size(p.len())).sum();
+    if !commit {
+        for (recipient, _) in copies {
+            if tables.queue_len(recipient)? >= quotas.queue {
+                return Ok(Some(Quota::RecipientQueue));
+            }
+        }
+    }
+    let usage = tables.sender_usage(sender)?;
+    if !commit && usage.messages.saturating_add(count) > quotas.sender_messages {
+        return Ok(Some(Quota::SenderMessages));
+    }
+    if usage.bytes.saturating_add(bytes) > quotas.sender_bytes {
+        return Ok(Some(Quota::SenderBytes));
+    }
+    if tables.stored_usage()?.bytes.saturating_add(bytes) > quotas.stored_bytes {
+        return Ok(Some(Quota::StorageBudget));
+    }
+    Ok(None)
+}
+
+/// Applies one upload to a group: checks membership, epoch and the quotas of all its
+/// copies, queues the copies, and for a commit moves the group to the next epoch and
+/// logs it (docs/PROTOCOL.md 8.4). Nothing is written unless it is `Stored`.
 pub fn apply_group_write(
     tables: &mut impl GroupTables,
     write: &GroupWrite,
+    quotas: &Quotas,
 ) -> Result<GroupResult, StoreError> {
     let record = match tables.group(&write.group_id)? {
         Some(record) => record,
@@ -201,6 +247,9 @@ pub fn apply_group_write(
     }) = &write.commit
     {
         copies.extend(added.iter().map(|m| (*m, welcome)));
+    }
+    if let Some(quota) = copies_exceed(tables, &write.sender, &copies, write.commit.is_some(), quotas)? {
+        return Ok(GroupResult::QuotaExceeded(quota));
     }
     let mut queued = Vec::with_capacity(copies.len());
     for (recipient, payload) in copies {

@@ -177,6 +177,79 @@ pub(crate) fn check(store: &mut dyn Store) {
     assert_eq!(queue(store, 3).len(), 3, "another member's copy stays");
 
     check_key_packages(store);
+    check_group_quotas(store);
+}
+
+/// All copies of one upload are held to the quotas together: all or nothing.
+fn check_group_quotas(store: &mut dyn Store) {
+    let group = b"quota-group-0123".to_vec();
+    let write = |sender: u8, id: u8, epoch: u64, commit: Option<CommitChange>, len: usize| {
+        WriteOp::Group(GroupWrite {
+            group_id: group.clone(),
+            sender: key(sender),
+            msg_id: [id; 16],
+            epoch,
+            timestamp_ms: 2_000,
+            message: Bytes::from(vec![0x10; len]),
+            commit,
+        })
+    };
+    let result = |store: &mut dyn Store, op: WriteOp, quotas: &Quotas| match store.commit(&[op], quotas).expect("commit").pop() {
+        Some(WriteResult::Group(result)) => result,
+        other => panic!("{other:?}"),
+    };
+    // 60 fake members: a commit is held to the sender's byte quota, not to queue bounds.
+    let members: Vec<u8> = (60..120).collect();
+    let everyone: Vec<u8> = std::iter::once(50).chain(members.iter().copied()).collect();
+    let tight = Quotas {
+        queue: 0,
+        sender_messages: 0,
+        sender_bytes: 60 * stored_size(2) - 1,
+        stored_bytes: u64::MAX,
+    };
+    let create = || write(50, 1, 0, change(&everyone, &members), 10);
+    assert!(matches!(
+        result(store, create(), &tight),
+        GroupResult::QuotaExceeded(Quota::SenderBytes)
+    ));
+    assert_eq!(queue(store, 60), Vec::<Vec<u8>>::new(), "nothing queued");
+    let roomy = Quotas {
+        queue: 0,
+        sender_messages: 0,
+        ..Quotas::UNLIMITED
+    };
+    assert!(
+        matches!(result(store, create(), &roomy), GroupResult::Stored { epoch: 1, .. }),
+        "a commit ignores queue bounds and message counts"
+    );
+    // A text is held to every bound: queue, messages, bytes, the budget.
+    let text = || write(50, 2, 1, None, 100);
+    let cases = [
+        (Quotas { queue: 1, ..Quotas::UNLIMITED }, Quota::RecipientQueue),
+        (
+            Quotas {
+                sender_messages: 60 + 59,
+                ..Quotas::UNLIMITED
+            },
+            Quota::SenderMessages,
+        ),
+        (
+            Quotas {
+                stored_bytes: store.stored_usage().expect("usage").bytes + 100,
+                ..Quotas::UNLIMITED
+            },
+            Quota::StorageBudget,
+        ),
+    ];
+    for (quotas, expected) in cases {
+        assert_eq!(result(store, text(), &quotas), GroupResult::QuotaExceeded(expected));
+    }
+    assert_eq!(queue(store, 61).len(), 1, "only the Welcome: nothing of the refused text");
+    assert!(matches!(
+        result(store, text(), &Quotas::UNLIMITED),
+        GroupResult::Stored { epoch: 1, .. }
+    ));
+    assert_eq!(queue(store, 61).len(), 2);
 }
 
 /// What a take handed out: (package, remaining), the one-time flag checked against the

@@ -394,7 +394,7 @@ impl MemoryStore {
                 }
                 WriteResult::Seen
             }
-            WriteOp::Group(write) => match apply_group_write(self, write) {
+            WriteOp::Group(write) => match apply_group_write(self, write, quotas) {
                 Ok(result) => WriteResult::Group(result),
                 Err(_) => WriteResult::Group(GroupResult::Invalid("the group write failed")),
             },
@@ -442,6 +442,18 @@ impl GroupTables for MemoryStore {
 
     fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError> {
         Ok(self.apply(&WriteOp::Append(message.clone()), &Quotas::UNLIMITED))
+    }
+
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
+        Ok(self.queues.get(recipient).map_or(0, |q| q.len() as u64))
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        Ok(self.senders.get(sender).copied().unwrap_or_default())
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        Ok(self.stored)
     }
 }
 

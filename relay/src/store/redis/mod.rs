@@ -209,12 +209,17 @@ struct PlannedGroups<'a> {
     message: bytes::Bytes,
     /// The effects of the write being decided.
     effects: GroupEffects,
+    /// The quotas group copies are held to (checked against the counters as Redis holds
+    /// them before the batch: relays committing at the same moment may each pass a
+    /// bound the other's batch then fills).
+    quotas: Quotas,
 }
 
 impl<'a> PlannedGroups<'a> {
-    fn new(store: &'a mut RedisStore) -> Self {
+    fn new(store: &'a mut RedisStore, quotas: Quotas) -> Self {
         Self {
             store,
+            quotas,
             read: Vec::new(),
             records: std::collections::HashMap::new(),
             logged: std::collections::HashMap::new(),
@@ -226,7 +231,8 @@ impl<'a> PlannedGroups<'a> {
     fn plan(&mut self, write: &GroupWrite) -> Result<GroupPlan, StoreError> {
         self.message = write.message.clone();
         self.effects = GroupEffects::default();
-        let result = apply_group_write(self, write)?;
+        let quotas = self.quotas;
+        let result = apply_group_write(self, write, &quotas)?;
         Ok(GroupPlan {
             result,
             effects: std::mem::take(&mut self.effects),
@@ -299,6 +305,18 @@ impl GroupTables for PlannedGroups<'_> {
         self.effects.copies.extend_from_slice(&message.recipient);
         self.effects.copies.extend_from_slice(&message.msg_id);
         Ok(WriteResult::Appended { seq: 0 })
+    }
+
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
+        Store::queue_len(self.store, recipient)
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        Store::sender_usage(self.store, sender)
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        Store::stored_usage(self.store)
     }
 }
 
@@ -415,7 +433,7 @@ impl RedisStore {
         let mut plans: Vec<Option<GroupPlan>> = Vec::with_capacity(ops.len());
         let mut read = Vec::new();
         if ops.iter().any(|op| matches!(op, WriteOp::Group(_))) {
-            let mut groups = PlannedGroups::new(self);
+            let mut groups = PlannedGroups::new(self, *quotas);
             for op in ops {
                 plans.push(match op {
                     WriteOp::Group(write) => Some(groups.plan(write)?),

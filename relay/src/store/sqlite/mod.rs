@@ -447,6 +447,7 @@ impl SqliteStore {
             WriteOp::Group(write) => Ok(WriteResult::Group(apply_group_write(
                 &mut SqliteGroups { tx, counts },
                 write,
+                quotas,
             )?)),
             WriteOp::Seen {
                 identity,
@@ -530,6 +531,18 @@ impl GroupTables for SqliteGroups<'_, '_> {
 
     fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError> {
         SqliteStore::append(self.tx, self.counts, message, &Quotas::UNLIMITED)
+    }
+
+    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
+        self.counts.queue_len(self.tx, recipient)
+    }
+
+    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
+        self.counts.sender(self.tx, sender)
+    }
+
+    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
+        self.counts.stored(self.tx)
     }
 }
 
