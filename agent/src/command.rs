@@ -293,10 +293,22 @@ fn group_command(rest: &str) -> Result<GroupCommand, CommandError> {
         });
     }
     let group = group_arg(group, USAGE_GROUP)?;
+    let removing = verb == "remove";
     let peers = || -> Result<Vec<String>, CommandError> {
         let peers: Vec<String> = rest
             .split_whitespace()
-            .map(|p| peer_arg(p, USAGE_GROUP))
+            .map(|p| match p.strip_prefix('#') {
+                // A member without a name, by the label `/groups` shows: `#` and hex.
+                Some(hex)
+                    if removing
+                        && !hex.is_empty()
+                        && hex.len() <= 64
+                        && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    Ok(p.to_ascii_lowercase())
+                }
+                _ => peer_arg(p, USAGE_GROUP),
+            })
             .collect::<Result<_, _>>()?;
         if peers.is_empty() {
             return Err(CommandError::MissingArgument {
@@ -448,6 +460,17 @@ mod tests {
             }))
         );
         assert_eq!(parse("/groups"), Ok(Some(Command::Groups)));
+        assert_eq!(
+            parse("/group remove team #0C793fcdb37cd9c6"),
+            Ok(Some(Command::Group(GroupCommand::Remove {
+                group: "team".into(),
+                peers: vec!["#0c793fcdb37cd9c6".into()]
+            })))
+        );
+        assert!(
+            parse("/group add team #0c793fcdb37cd9c6").is_err(),
+            "added by name only"
+        );
         for bad in [
             "/group",
             "/group create",

@@ -20,6 +20,8 @@ const KEY_PACKAGES_KEPT: u32 = 20;
 const KEY_PACKAGES_LOW: u32 = 10;
 /// Reverse lookups of unnamed members one group event asks for, at most.
 const MEMBER_LOOKUPS: usize = 32;
+/// How long an upload refused for a later epoch waits for the commits up to it.
+const GROUP_CATCH_UP: Duration = Duration::from_secs(10);
 /// How long to wait before asking again for a KeyPackage the relay did not have.
 const KEY_PACKAGE_RETRY: Duration = Duration::from_millis(500);
 /// How long a KeyPackage fetch may take, retries included.
@@ -43,6 +45,9 @@ pub(super) struct GroupFlight {
     naming: HashSet<IdentityKey>,
     /// Group deliveries waiting for `naming`, in arrival order (unacknowledged).
     held: VecDeque<KeptGroupDelivery>,
+    /// Events of deliveries read (and acknowledged) whose members are being named:
+    /// reported once they are.
+    deferred: Vec<GroupEvent>,
 }
 
 /// A group delivery kept unread for a while.
@@ -204,9 +209,10 @@ impl Handler<GroupOp> for AgentActor {
                 };
                 let mut members = Vec::with_capacity(peers.len());
                 for peer in peers {
+                    // A member is named as `/groups` shows it: its name, or its `#` label.
                     let identity = (self.state.groups().members_of(&id).into_iter())
-                        .find(|m| self.member_name(m) == peer)
-                        .or_else(|| self.state.pin(&peer).map(|p| p.identity));
+                        .filter(|m| m != self.state.identity().public())
+                        .find(|m| self.member_name(m) == peer);
                     match identity {
                         Some(identity) => members.push(IntentMember {
                             name: peer,
@@ -228,7 +234,15 @@ impl Handler<GroupOp> for AgentActor {
                 self.add_members(None, group, peers, ctx)
             }
             GroupCommand::Add { group, peers } => match self.group_id(&group) {
-                Ok(id) => self.add_members(Some(id), group, peers, ctx),
+                Ok(id) => {
+                    let members: Vec<String> = (self.state.groups().members_of(&id).iter())
+                        .map(|m| self.member_name(m))
+                        .collect();
+                    if let Some(peer) = peers.iter().find(|p| members.contains(p)) {
+                        return ready(Err(format!("{peer} is in group {group} already")));
+                    }
+                    self.add_members(Some(id), group, peers, ctx)
+                }
                 Err(err) => ready(Err(err)),
             },
         }
@@ -617,7 +631,7 @@ impl AgentActor {
 
     /// `GroupEpoch`: another commit took the epoch of our upload. Our commit is dropped;
     /// the upload is made again once we have read the group's commits up to `epoch`.
-    pub(super) fn on_group_epoch(&mut self, msg_id: [u8; 16], epoch: u64) {
+    pub(super) fn on_group_epoch(&mut self, msg_id: [u8; 16], epoch: u64, ctx: &mut Context<Self>) {
         let Some(entry) = self.group_entry(&msg_id) else {
             return;
         };
@@ -635,6 +649,25 @@ impl AgentActor {
         debug!(self.log, "group upload refused for a later epoch; made again once there";
                "group" => self.group_label(&group_id), "epoch" => epoch);
         self.group.waiting.insert(msg_id, epoch);
+        // The commits that took the group to `epoch` are in our queue, normally: if
+        // they never come (a state restored from an older copy, a commit we refused),
+        // this state cannot follow the group any more; say so rather than wait.
+        ctx.run_later(GROUP_CATCH_UP, move |act, _| {
+            let behind = act.group.waiting.get(&msg_id) == Some(&epoch);
+            let ours = act.state.groups().epoch_of(&group_id);
+            if let (true, Some(ours), Some(entry)) = (behind, ours, act.group_entry(&msg_id)) {
+                if ours < epoch {
+                    act.group.waiting.remove(&msg_id);
+                    let reason = format!(
+                        "this state is behind the group (epoch {ours}, the group is at {epoch}) and \
+                         the commits between did not arrive: was it restored from an older copy? A \
+                         member must remove you and add you again; the message was not sent"
+                    );
+                    act.drop_group_upload(&entry, &reason);
+                    act.pump_groups();
+                }
+            }
+        });
         self.pump_groups();
     }
 
@@ -691,6 +724,10 @@ impl AgentActor {
     /// A name asked for a member or sender is answered (or timed out).
     pub(super) fn group_member_named(&mut self, identity: &IdentityKey) {
         if self.group.naming.remove(identity) && self.group.naming.is_empty() {
+            for event in std::mem::take(&mut self.group.deferred) {
+                let event = self.group_event(event);
+                self.emit_group(event);
+            }
             self.read_held_group_deliveries(false);
         }
     }
@@ -729,6 +766,18 @@ impl AgentActor {
             Err(err) if err.is_retryable() => {
                 // Not acknowledged: the relay delivers it again.
                 self.emit(Event::error(format!("cannot save group state: {err}")));
+            }
+            Err(StateError::Group(GroupError::NotInGroup)) => {
+                // A group we left or were removed from (its last messages), or copies a
+                // member list sends us by mistake or in spite: nothing to show.
+                debug!(self.log, "a group message of a group we are not in"; "sender" => hex::encode(&sender[..8]));
+                if let Err(err) = self
+                    .state
+                    .with_groups(|_| Ok(()), |_| vec![GroupEdit::Received(sender, msg_id)])
+                {
+                    return self.emit(Event::error(format!("cannot save group state: {err}")));
+                }
+                self.to_relay(ack);
             }
             Err(err) => {
                 let from = IdentityKey::from_bytes(sender)
@@ -793,6 +842,11 @@ impl AgentActor {
             GroupEvent::Joined { members, .. } => self.name_members(&members.clone()),
             GroupEvent::Members { added, .. } => self.name_members(&added.clone()),
             _ => {}
+        }
+        if !self.group.naming.is_empty() {
+            // Reported once its members are named; what follows waits behind it.
+            self.group.deferred.push(event);
+            return;
         }
         let event = self.group_event(event);
         self.emit_group(event);
@@ -891,6 +945,10 @@ impl AgentActor {
         // Held deliveries were not acknowledged: the relay delivers them again.
         self.group.held.clear();
         self.group.naming.clear();
+        for event in std::mem::take(&mut self.group.deferred) {
+            let event = self.group_event(event);
+            self.emit_group(event);
+        }
         for (_, tx) in self.group.fetches.drain() {
             let _ = tx.send(None);
         }

@@ -344,7 +344,7 @@ impl AgentActor {
                 ..
             } => self.on_deliver(sender, msg_id, &payload),
             Frame::SentAck { msg_id } if self.on_group_stored(&msg_id) => {}
-            Frame::GroupEpoch { msg_id, epoch } => self.on_group_epoch(msg_id, epoch),
+            Frame::GroupEpoch { msg_id, epoch } => self.on_group_epoch(msg_id, epoch, ctx),
             Frame::KeyPackageCount { remaining } => self.on_key_package_count(remaining),
             Frame::KeyPackage { request_id, package } => self.on_key_package(request_id, package),
             Frame::SentAck { msg_id } => {

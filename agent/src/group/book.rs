@@ -71,6 +71,9 @@ pub enum GroupError {
     /// A delivered MLS message that cannot be read.
     #[error("unreadable group message: {0}")]
     Unreadable(String),
+    /// A delivered message of a group we are not in (left, removed, or never added).
+    #[error("a message of a group we are not in")]
+    NotInGroup,
     /// OpenMLS refused the operation.
     #[error("MLS: {0}")]
     Mls(String),
@@ -627,16 +630,17 @@ impl GroupBook {
     fn process(&mut self, message: ProtocolMessage) -> Result<Vec<GroupEvent>, GroupError> {
         let id = message.group_id().as_slice().to_vec();
         let provider = &self.provider;
-        let joined = self
-            .groups
-            .get_mut(&id)
-            .ok_or_else(|| GroupError::Unreadable("a message of a group we are not in".into()))?;
+        let joined = self.groups.get_mut(&id).ok_or(GroupError::NotInGroup)?;
         let processed = joined.group.process_message(provider, message).map_err(mls)?;
         let sender_leaf = match processed.sender() {
             Sender::Member(index) => Some(*index),
             _ => None,
         };
-        let from = identity_of_credential(processed.credential());
+        // The sender is named by its leaf in our tree, whose binding we checked when it
+        // joined or last changed; never by what the message claims.
+        let from = sender_leaf
+            .and_then(|index| joined.group.member_at(index))
+            .and_then(|member| identity_of(&member));
         let name = joined.name.clone();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(message) => {
@@ -670,11 +674,25 @@ impl GroupBook {
                 }])
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let by = from.ok_or_else(|| GroupError::Unreadable("committer credential".into()))?;
+                // Every leaf the commit brings in must bind its MLS key to an identity
+                // (RFC 9420 leaves this to the application, §5.3.1), and a member that
+                // renews its leaf (its update path, an Update proposal) keeps its
+                // identity: otherwise the commit is refused, and we stay in this epoch.
                 for add in staged.add_proposals() {
                     let leaf = add.add_proposal().key_package().leaf_node();
                     verify_credential(leaf.credential(), leaf.signature_key().as_slice())?;
                 }
-                let by = from.ok_or_else(|| GroupError::Unreadable("committer credential".into()))?;
+                if let Some(leaf) = staged.update_path_leaf_node() {
+                    keeps_identity(leaf, Some(by))?;
+                }
+                for update in staged.update_proposals() {
+                    let was = match update.sender() {
+                        Sender::Member(index) => joined.group.member_at(*index).and_then(|m| identity_of(&m)),
+                        _ => None,
+                    };
+                    keeps_identity(update.update_proposal().leaf_node(), was)?;
+                }
                 let before = member_identities(&joined.group);
                 let removed_us = staged.self_removed();
                 joined.group.merge_staged_commit(provider, *staged).map_err(mls)?;
@@ -709,12 +727,13 @@ fn identity_of(member: &Member) -> Option<IdentityKey> {
     verify_credential(&member.credential, &member.signature_key).ok()
 }
 
-/// The identity key in a credential, without checking the binding (already checked
-/// when its member joined).
-fn identity_of_credential(credential: &Credential) -> Option<IdentityKey> {
-    let basic = BasicCredential::try_from(credential.clone()).ok()?;
-    let bytes: [u8; 32] = basic.identity().get(..32)?.try_into().ok()?;
-    IdentityKey::from_bytes(bytes).ok()
+/// Checks that a renewed leaf binds its key to the identity its member had (`was`).
+fn keeps_identity(leaf: &LeafNode, was: Option<IdentityKey>) -> Result<(), GroupError> {
+    let now = verify_credential(leaf.credential(), leaf.signature_key().as_slice())?;
+    if Some(now) != was {
+        return Err(GroupError::Credential(CredentialError::IdentityChanged));
+    }
+    Ok(())
 }
 
 fn member_identities(group: &MlsGroup) -> Vec<IdentityKey> {

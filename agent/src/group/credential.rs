@@ -32,6 +32,9 @@ pub enum CredentialError {
     /// The binding signature does not verify for the leaf's signature key.
     #[error("the MLS credential's binding signature does not verify")]
     BadSignature,
+    /// A member's renewed leaf names another identity than the member had.
+    #[error("a member's renewed MLS leaf names another identity: commit refused")]
+    IdentityChanged,
 }
 
 /// The bytes the identity key signs to bind `mls_signature_key`.

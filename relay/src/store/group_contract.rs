@@ -194,7 +194,11 @@ fn check_group_quotas(store: &mut dyn Store) {
             commit,
         })
     };
-    let result = |store: &mut dyn Store, op: WriteOp, quotas: &Quotas| match store.commit(&[op], quotas).expect("commit").pop() {
+    let result = |store: &mut dyn Store, op: WriteOp, quotas: &Quotas| match store
+        .commit(&[op], quotas)
+        .expect("commit")
+        .pop()
+    {
         Some(WriteResult::Group(result)) => result,
         other => panic!("{other:?}"),
     };
@@ -219,13 +223,22 @@ fn check_group_quotas(store: &mut dyn Store) {
         ..Quotas::UNLIMITED
     };
     assert!(
-        matches!(result(store, create(), &roomy), GroupResult::Stored { epoch: 1, .. }),
+        matches!(
+            result(store, create(), &roomy),
+            GroupResult::Stored { epoch: 1, .. }
+        ),
         "a commit ignores queue bounds and message counts"
     );
     // A text is held to every bound: queue, messages, bytes, the budget.
     let text = || write(50, 2, 1, None, 100);
     let cases = [
-        (Quotas { queue: 1, ..Quotas::UNLIMITED }, Quota::RecipientQueue),
+        (
+            Quotas {
+                queue: 1,
+                ..Quotas::UNLIMITED
+            },
+            Quota::RecipientQueue,
+        ),
         (
             Quotas {
                 sender_messages: 60 + 59,
@@ -242,9 +255,16 @@ fn check_group_quotas(store: &mut dyn Store) {
         ),
     ];
     for (quotas, expected) in cases {
-        assert_eq!(result(store, text(), &quotas), GroupResult::QuotaExceeded(expected));
+        assert_eq!(
+            result(store, text(), &quotas),
+            GroupResult::QuotaExceeded(expected)
+        );
     }
-    assert_eq!(queue(store, 61).len(), 1, "only the Welcome: nothing of the refused text");
+    assert_eq!(
+        queue(store, 61).len(),
+        1,
+        "only the Welcome: nothing of the refused text"
+    );
     assert!(matches!(
         result(store, text(), &Quotas::UNLIMITED),
         GroupResult::Stored { epoch: 1, .. }
