@@ -264,8 +264,9 @@ fn the_make_demo_script_runs_and_its_checks_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
-        "none of the 6 plaintexts occurs in the relay's database or log",
+        "none of the 11 plaintexts occurs in the relay's database or log",
         "the restarted agents continued their sessions: one handshake in all",
+        "* no longer in group trio (by alice)",
         "demo finished",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");

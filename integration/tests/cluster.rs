@@ -500,3 +500,140 @@ async fn every_relay_answers_query_away_the_same_for_an_identity_connected_elsew
         }
     }
 }
+
+/// A member of a group over MLS: its identity seed, its book, its connection.
+struct GroupMember {
+    seed: [u8; 32],
+    book: e2ee_agent::group::GroupBook,
+    link: RelayClient,
+}
+
+async fn group_member(addr: std::net::SocketAddr) -> GroupMember {
+    let seed = identity();
+    let pair = IdentityKeyPair::from_seed(&seed);
+    let book = e2ee_agent::group::GroupBook::open(&pair, Default::default(), None, &Default::default())
+        .expect("book");
+    GroupMember {
+        link: connect(addr, &seed).await,
+        seed,
+        book,
+    }
+}
+
+impl GroupMember {
+    fn identity(&self) -> e2ee_protocol::identity::IdentityKey {
+        *IdentityKeyPair::from_seed(&self.seed).public()
+    }
+
+    /// Sends an upload; its answer (`SentAck` or `GroupEpoch`).
+    async fn upload(&mut self, frame: Frame) -> Frame {
+        self.link.send(frame).await.expect("upload");
+        loop {
+            match self.link.recv(WAIT).await.expect("an answer") {
+                answer @ (Frame::SentAck { .. } | Frame::GroupEpoch { .. }) => return answer,
+                Frame::Deliver { .. } => panic!("a delivery before the answer in this test"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads the next group delivery with the book, and acknowledges it.
+    async fn read(&mut self) -> Vec<e2ee_agent::group::GroupEvent> {
+        loop {
+            if let Frame::Deliver {
+                sender,
+                msg_id,
+                payload,
+                ..
+            } = self.link.recv(WAIT).await.expect("a delivery")
+            {
+                self.link
+                    .send(Frame::DeliveryAck { sender, msg_id })
+                    .await
+                    .expect("ack");
+                assert_eq!(payload[0], e2ee_protocol::group::MSG_TYPE_MLS);
+                return self.book.receive(&payload[1..]).expect("readable");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_group_spans_three_relays_in_one_order() {
+    use e2ee_agent::group::GroupEvent;
+    let cluster = cluster(3);
+    let mut alice = group_member(cluster.addr(0)).await;
+    let mut bob = group_member(cluster.addr(1)).await;
+    let mut carol = group_member(cluster.addr(2)).await;
+    let mut dave = group_member(cluster.addr(0)).await;
+    let mut erin = group_member(cluster.addr(1)).await;
+    let package = |adder: &GroupMember, who: &mut GroupMember| {
+        let bytes = who.book.key_packages(1, false).expect("key package").remove(0);
+        let id = who.identity();
+        (id, adder.book.read_key_package("m", &id, &bytes).expect("valid"))
+    };
+    // alice, on relay 1, creates the group with bob (relay 2) and carol (relay 3).
+    let packages = vec![package(&alice, &mut bob), package(&alice, &mut carol)];
+    let (id, create) = alice.book.create("across", msg_id(1), packages).expect("create");
+    assert!(matches!(alice.upload(create).await, Frame::SentAck { .. }));
+    alice.book.commit_stored(&id).expect("merge");
+    for m in [&mut bob, &mut carol] {
+        assert!(matches!(m.read().await.as_slice(), [GroupEvent::Joined { .. }]));
+    }
+    // alice and bob commit for epoch 1 at the same moment, through two relays: one is
+    // stored, the other gets GroupEpoch.
+    let from_alice = alice
+        .book
+        .add(&id, msg_id(2), vec![package(&alice, &mut dave)])
+        .expect("alice adds");
+    let from_bob = bob
+        .book
+        .add(&id, msg_id(3), vec![package(&bob, &mut erin)])
+        .expect("bob adds");
+    alice.link.send(from_alice).await.expect("send");
+    bob.link.send(from_bob).await.expect("send");
+    let answer = |frame: Frame| match frame {
+        Frame::SentAck { .. } => None,
+        Frame::GroupEpoch { epoch, .. } => Some(epoch),
+        other => panic!("{other:?}"),
+    };
+    let mut answers = Vec::new();
+    for m in [&mut alice, &mut bob] {
+        loop {
+            let frame = m.link.recv(WAIT).await.expect("an answer");
+            if matches!(frame, Frame::SentAck { .. } | Frame::GroupEpoch { .. }) {
+                answers.push(answer(frame));
+                break;
+            }
+            // The winner's commit may reach the loser before its GroupEpoch: kept.
+            if let Frame::Deliver {
+                sender,
+                msg_id,
+                payload,
+                ..
+            } = frame
+            {
+                m.link
+                    .send(Frame::DeliveryAck { sender, msg_id })
+                    .await
+                    .expect("ack");
+                m.book.discard_pending(&id).expect("discard");
+                m.book.receive(&payload[1..]).expect("the winning commit");
+            }
+        }
+    }
+    assert_eq!(
+        answers.iter().filter(|a| a.is_none()).count(),
+        1,
+        "exactly one commit stored: {answers:?}"
+    );
+    assert!(
+        answers.contains(&Some(2)),
+        "the other told the epoch: {answers:?}"
+    );
+    // carol, on the third relay, gets the one commit that was stored: epoch 2, 4 members.
+    match carol.read().await.as_slice() {
+        [GroupEvent::Members { epoch: 2, added, .. }] => assert_eq!(added.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
