@@ -3,7 +3,8 @@
 //! secrecy, post-compromise healing, recovery after a restore from backup, MITM
 //! detection, impersonation (name takeover, a
 //! substituted verified contact, a name re-claimed after its lease, relabelled message
-//! ids) and relay availability. Every verdict must pass.
+//! ids), relay availability and group membership secrecy and identities. Every verdict
+//! must pass.
 
 use e2ee_integration::evidence::{self, Options};
 
@@ -18,7 +19,7 @@ fn every_security_property_holds() {
     assert!(failed.is_empty(), "failed: {failed:?}\n\n{}", report.markdown());
     assert_eq!(
         report.sections.len(),
-        17,
+        19,
         "one section per property and adversary mode"
     );
 }

@@ -1157,10 +1157,9 @@ fn rewrite_bytes(values: &mut HashMap<Vec<u8>, Vec<u8>>, from: &[u8; 32], to: &[
 
 /// Mallory, a member, commits an update whose leaf carries a credential naming bob's
 /// identity key (with a binding that cannot verify: she lacks bob's identity key).
-/// OpenMLS leaves credential changes to the application (RFC 9420 §5.3.1); the agent
-/// checks credentials only in Welcomes and added KeyPackages, and names the sender of a
-/// text from its credential without checking the binding. So carol is shown Mallory's
-/// text as bob's.
+/// OpenMLS leaves credential changes to the application (RFC 9420 §5.3.1): the agent
+/// refuses a renewed leaf that does not keep its identity, and names the sender of a
+/// text by its checked leaf, so carol never shows Mallory's text as bob's.
 #[test]
 fn a_member_cannot_take_another_members_name_by_an_update() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -8,3 +8,5 @@ pub mod credential;
 pub mod provider;
 
 pub use book::{validate_group_name, GroupBook, GroupError, GroupEvent, GroupSummary};
+/// A checked MLS KeyPackage ([`GroupBook::read_key_package`]).
+pub use openmls::prelude::KeyPackage;

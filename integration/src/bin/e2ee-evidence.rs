@@ -9,7 +9,7 @@ use e2ee_integration::evidence::{self, Options, SCENARIOS};
 
 /// Security evidence for e2ee-chat: confidentiality on the wire, an adversarial relay,
 /// forward secrecy, post-compromise healing, recovery after a restore from backup, MITM
-/// detection and relay availability.
+/// detection, relay availability and group membership secrecy.
 /// The relay and agent binaries are taken from this binary's directory.
 #[derive(Parser, Debug)]
 #[command(name = "e2ee-evidence", version)]
@@ -21,7 +21,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Only these scenario groups (comma-separated): confidentiality, adversary, secrecy, recovery,
-    /// mitm, impersonation, availability.
+    /// mitm, impersonation, availability, groups.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Keep agent states, relay data and the stolen copy in this directory.

@@ -17,6 +17,8 @@
 //!   substituting a verified contact, a name re-claimed after its lease, fresh messages
 //!   relabelled with an already-seen relay message id.
 //! - [`availability`]: the relay keeps serving through churn, crashes and garbage.
+//! - [`groups`]: group membership secrecy (removed and added members) and member
+//!   identities, with the agents' MLS group library and a stolen copy of its storage.
 //!
 //! Helpers: [`agents`] (agent and relay processes), [`state_files`] (reading a state
 //! directory from outside), [`search`] (windowed byte search), [`report`].
@@ -25,6 +27,7 @@ pub mod adversarial;
 pub mod agents;
 pub mod availability;
 pub mod confidentiality;
+pub mod groups;
 pub mod impersonation;
 pub mod mitm;
 pub mod recovery;
@@ -42,7 +45,7 @@ use anyhow::Context as _;
 pub use report::{Report, Section, Verdict};
 
 /// The scenario groups, in report order.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "confidentiality",
     "adversary",
     "secrecy",
@@ -50,6 +53,7 @@ pub const SCENARIOS: [&str; 7] = [
     "mitm",
     "impersonation",
     "availability",
+    "groups",
 ];
 
 /// How much to run.
@@ -167,6 +171,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             "mitm" => sections.push(mitm::run(scale, &dir)),
             "impersonation" => sections.extend(impersonation::run(scale, &dir)),
             "availability" => sections.push(availability::run(scale, &dir)),
+            "groups" => sections.extend(groups::run(scale)),
             _ => {}
         }
     }
