@@ -104,8 +104,14 @@ impl SendWindow {
 
     /// The next ids to send now and counts them as in flight: none while everything is
     /// paused, none to a paused recipient, at most what the window has room for; each
-    /// recipient's in order, recipients in turn.
+    /// recipient's in order, recipients in turn. Every pause ended by `now` is lifted,
+    /// even one whose entries find no room (an answer makes room and sends them).
     pub fn next_batch(&mut self, now: Instant) -> Vec<(MsgId, Recipient)> {
+        for queue in self.queues.values_mut() {
+            if queue.paused_until.is_some_and(|until| until <= now) {
+                queue.paused_until = None;
+            }
+        }
         if self.paused_until.is_some_and(|until| now < until) {
             return Vec::new();
         }
@@ -181,13 +187,13 @@ impl SendWindow {
         Some(until)
     }
 
-    /// The earliest end of a pause still ahead of `now` (when to call
-    /// [`SendWindow::next_batch`] again), if any.
-    pub fn next_resume(&self, now: Instant) -> Option<Instant> {
+    /// The earliest end of a pause that [`SendWindow::next_batch`] has not lifted yet
+    /// (when to call it again), if any. It may have passed since that call (then call it
+    /// at once): a pause that ends between the two calls still has entries waiting.
+    pub fn next_resume(&self) -> Option<Instant> {
         (self.queues.values())
             .filter_map(|q| q.paused_until)
             .chain(self.paused_until)
-            .filter(|until| *until > now)
             .min()
     }
 

@@ -148,17 +148,23 @@ impl AgentActor {
 
     /// Sets a timer for the end of the next pause of the send window: a new one when
     /// that end is earlier than the timer set (a short rate-limit pause during a long
-    /// quota pause); a timer that fires sends what it can and sets the next.
+    /// quota pause); a timer that fires sends what it can and sets the next. A pause that
+    /// ended since the last [`AgentActor::pump`] gets a timer too (at once): nothing else
+    /// would send what it holds back. None without a connection (the next one starts a
+    /// new window).
     pub(super) fn schedule_resume(&mut self, ctx: &mut Context<Self>) {
-        let now = std::time::Instant::now();
-        let Some(until) = self.window.next_resume(now) else {
+        if !self.connected {
+            return;
+        }
+        let Some(until) = self.window.next_resume() else {
             return;
         };
         if self.resume_at.is_some_and(|set| set <= until) {
             return;
         }
         self.resume_at = Some(until);
-        ctx.run_later(until - now, move |act, ctx| {
+        let now = std::time::Instant::now();
+        ctx.run_later(until.saturating_duration_since(now), move |act, ctx| {
             if act.resume_at == Some(until) {
                 act.resume_at = None;
             }

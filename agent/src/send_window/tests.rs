@@ -42,7 +42,7 @@ fn a_rate_limit_pauses_everything_then_opens_from_one_entry_refused_first() {
     for n in [0, 1, 2, 4, 6, 7, 8, 9] {
         assert!(w.answered(&id(n)));
     }
-    assert_eq!(w.next_resume(now), Some(until));
+    assert_eq!(w.next_resume(), Some(until));
     assert!(
         w.next_batch(now + Duration::from_millis(99)).is_empty(),
         "paused for the longest delay"
@@ -56,7 +56,7 @@ fn a_rate_limit_pauses_everything_then_opens_from_one_entry_refused_first() {
     let bob: Vec<MsgId> = batch.iter().filter(|(_, r)| *r == BOB).map(|(i, _)| *i).collect();
     assert_eq!(bob, vec![id(3), id(5), id(10)], "refused first, in outbox order");
     assert!(batch.contains(&(id(20), CAROL)));
-    assert_eq!(w.next_resume(until), None);
+    assert_eq!(w.next_resume(), None);
 }
 
 #[test]
@@ -101,8 +101,44 @@ fn a_full_queue_pauses_only_its_recipient() {
         vec![(id(11), CAROL)],
         "carol goes on, bob waits"
     );
-    assert_eq!(w.next_resume(now), Some(until));
+    assert_eq!(w.next_resume(), Some(until));
     assert_eq!(w.next_batch(until), vec![(id(1), BOB), (id(3), BOB)]);
+}
+
+#[test]
+fn a_pause_that_ends_after_the_last_batch_is_still_to_resume() {
+    // A timer fires, the batch finds bob paused a little longer (a later refusal moved
+    // the end), and the pause ends before the next timer is set: it must still be set,
+    // or the refused wait for good.
+    let now = Instant::now();
+    let mut w = SendWindow::default();
+    w.restart(to(BOB, 0..2));
+    assert_eq!(w.next_batch(now), to(BOB, 0..2));
+    let until = w
+        .quota_exceeded(id(0), now, Duration::from_millis(200))
+        .expect("in flight");
+    assert!(w.answered(&id(1)));
+    assert!(w.next_batch(until - Duration::from_millis(1)).is_empty());
+    assert_eq!(w.next_resume(), Some(until), "even once `until` has passed");
+    assert_eq!(w.next_batch(until), to(BOB, 0..1));
+    assert_eq!(w.next_resume(), None);
+}
+
+#[test]
+fn an_ended_pause_is_lifted_even_with_no_room() {
+    let now = Instant::now();
+    let mut w = SendWindow::default();
+    w.restart(to(BOB, 0..SEND_WINDOW as u16));
+    assert_eq!(w.next_batch(now).len(), SEND_WINDOW);
+    let until = w
+        .quota_exceeded(id(0), now, Duration::from_millis(200))
+        .expect("in flight");
+    w.push(id(1000), CAROL);
+    assert_eq!(w.next_batch(now), vec![(id(1000), CAROL)], "carol takes the slot");
+    assert!(w.next_batch(until).is_empty(), "the window is full");
+    assert_eq!(w.next_resume(), None, "no timer to spin on: an answer makes room");
+    assert!(w.answered(&id(1)));
+    assert_eq!(w.next_batch(until), to(BOB, 0..1), "then the refused go first");
 }
 
 #[test]
@@ -124,7 +160,7 @@ fn restart_forgets_what_was_in_flight_and_the_pauses() {
     w.quota_exceeded(id(1), now, Duration::from_secs(60));
     w.restart(to(BOB, 0..4));
     assert_eq!(w.in_flight(), 0);
-    assert_eq!(w.next_resume(now), None);
+    assert_eq!(w.next_resume(), None);
     assert_eq!(w.next_batch(now), to(BOB, 0..4));
 }
 
