@@ -4,6 +4,35 @@
 
 use super::*;
 
+impl Deliveries {
+    /// An acknowledgement is committed: the store no longer holds the message. A drain
+    /// step under way may have read it before that commit, and must still skip it.
+    pub(super) fn ack_committed(&mut self, key: (IdentityBytes, MsgId)) {
+        self.acking.remove(&key);
+        if self.draining {
+            self.acked_while_draining.insert(key);
+        }
+    }
+
+    /// A drain step's rows have arrived: the acknowledgements committed while it read,
+    /// whose messages its rows may still hold.
+    fn drain_read(&mut self) -> HashSet<(IdentityBytes, MsgId), ahash::RandomState> {
+        self.draining = false;
+        std::mem::take(&mut self.acked_while_draining)
+    }
+
+    /// Whether a stored message a drain step read was already delivered on this
+    /// connection: written and not acknowledged, or acknowledged (`acked_meanwhile`
+    /// from [`Deliveries::drain_read`]).
+    fn delivered(
+        &self,
+        key: &(IdentityBytes, MsgId),
+        acked_meanwhile: &HashSet<(IdentityBytes, MsgId), ahash::RandomState>,
+    ) -> bool {
+        self.in_flight.contains_key(key) || self.acking.contains(key) || acked_meanwhile.contains(key)
+    }
+}
+
 impl Connection {
     /// Offers a live push: written at once when possible, else left to the next drain.
     pub(super) fn offer(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
@@ -81,7 +110,7 @@ impl Connection {
             not_before_ms: crate::now_ms().saturating_sub(ttl_ms),
         };
         ctx.spawn(self.relay.store.send(load).into_actor(self).map(|res, act, ctx| {
-            act.deliveries.draining = false;
+            let acked_meanwhile = act.deliveries.drain_read();
             let Ok(Ok(rows)) = res else {
                 return act.close(ErrorCode::Internal, "store failure while loading the queue", ctx);
             };
@@ -103,7 +132,7 @@ impl Connection {
                 }
                 act.deliveries.drain_mark = row.seq;
                 let key = (row.sender, row.msg_id);
-                if act.deliveries.in_flight.contains_key(&key) || act.deliveries.acking.contains(&key) {
+                if act.deliveries.delivered(&key, &acked_meanwhile) {
                     continue;
                 }
                 act.write_delivery(
@@ -126,5 +155,35 @@ impl Connection {
                 act.deliveries.live = true;
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_acknowledged_while_the_queue_is_read_is_not_delivered_again() {
+        let key = ([1; 32], [2; 16]);
+        let mut d = Deliveries::default();
+        // Delivered live, then a drain step starts reading the queue from an older mark.
+        d.in_flight.insert(key, 7);
+        d.draining = true;
+        // The client acknowledges it and the commit is done before the step's rows,
+        // read before that commit and holding the message, are handled.
+        d.in_flight.remove(&key);
+        d.acking.insert(key);
+        d.ack_committed(key);
+        assert!(!d.acking.contains(&key));
+        let acked_meanwhile = d.drain_read();
+        assert!(!d.draining);
+        assert!(d.delivered(&key, &acked_meanwhile), "skipped, not written again");
+        // The next step reads after the commit: nothing is kept for it.
+        d.draining = true;
+        assert!(d.drain_read().is_empty());
+        // An acknowledgement committed with no step under way is not kept either.
+        d.acking.insert(key);
+        d.ack_committed(key);
+        assert!(d.acked_while_draining.is_empty());
     }
 }

@@ -93,6 +93,9 @@ struct Deliveries {
     in_flight: HashMap<(IdentityBytes, MsgId), u64, ahash::RandomState>,
     /// Acknowledged, acknowledgement not yet committed.
     acking: HashSet<(IdentityBytes, MsgId), ahash::RandomState>,
+    /// Acknowledgements committed while a drain step was reading the queue: that read
+    /// may come from before their commit, so its rows may still hold those messages.
+    acked_while_draining: HashSet<(IdentityBytes, MsgId), ahash::RandomState>,
 }
 
 /// One client connection.

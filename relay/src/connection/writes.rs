@@ -104,7 +104,7 @@ impl Connection {
                 self.close_once_stored(ctx);
             }
             Some(Written::Ack(key)) => {
-                self.deliveries.acking.remove(&key);
+                self.deliveries.ack_committed(key);
                 if let Ok(WriteResult::Acked(true)) = outcome {
                     self.relay.metrics.messages_acked.inc();
                 }
