@@ -141,6 +141,10 @@ pub struct Metrics {
     /// KeyPackage fetches answered with the last-resort KeyPackage because the target's
     /// handout bucket was empty.
     pub kp_handouts_limited: Counter,
+    /// Group uploads stored (each queued for every other member).
+    pub group_uploads: Counter,
+    /// Group uploads answered `GroupEpoch` (another commit took the epoch).
+    pub group_epoch_refusals: Counter,
     /// Frame bytes received.
     pub bytes_in: Counter,
     /// Frame bytes sent.
@@ -180,6 +184,8 @@ impl Default for Metrics {
             store_queue_waits: Counter::default(),
             opk_handouts_limited: Counter::default(),
             kp_handouts_limited: Counter::default(),
+            group_uploads: Counter::default(),
+            group_epoch_refusals: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             store_queue_depth: Gauge::default(),
@@ -237,7 +243,7 @@ impl Metrics {
             Unit::Bytes,
             self.database_bytes.0.clone(),
         );
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 22] = [
             ("connections", "Connections accepted.", &self.connections_total),
             (
                 "messages_stored",
@@ -316,6 +322,16 @@ impl Metrics {
                 "KeyPackage fetches answered with the last-resort KeyPackage by the per-target \
                  handout limit.",
                 &self.kp_handouts_limited,
+            ),
+            (
+                "group_uploads",
+                "Group uploads stored, each queued for every other member.",
+                &self.group_uploads,
+            ),
+            (
+                "group_epoch_refusals",
+                "Group uploads answered GroupEpoch: another commit took the epoch.",
+                &self.group_epoch_refusals,
             ),
             ("bytes_in", "Frame bytes received.", &self.bytes_in),
             ("bytes_out", "Frame bytes sent.", &self.bytes_out),
@@ -530,6 +546,8 @@ mod tests {
             "store_queue_waits_total",
             "opk_handouts_limited_total",
             "kp_handouts_limited_total",
+            "group_uploads_total",
+            "group_epoch_refusals_total",
             "bytes_in_total",
             "bytes_out_total",
             "store_queue_depth",

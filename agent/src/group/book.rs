@@ -36,8 +36,10 @@ pub const GROUP_NAME_EXTENSION: u16 = 0xF2EE;
 /// The longest group name, in UTF-8 bytes.
 pub const MAX_GROUP_NAME_LEN: usize = 64;
 /// Epochs whose secrets are kept after moving on, for messages made in them that arrive
-/// after our own commit was merged.
-const PAST_EPOCHS: usize = 5;
+/// after our own commit was merged (the relay's order makes one enough but for two own
+/// commits merged in a row before the backlog is read). Each kept epoch costs every
+/// message sent about 1.1 ms at 1 000 members (docs/PERFORMANCE.md 14.2).
+const PAST_EPOCHS: usize = 1;
 /// Application messages are padded to a multiple of this many bytes.
 const PADDING: usize = 64;
 

@@ -142,6 +142,7 @@ impl Connection {
         };
         let (code, reason) = match result {
             GroupResult::Stored { queued, epoch } => {
+                self.relay.metrics.group_uploads.inc();
                 self.relay.metrics.messages_stored.add(queued.len() as u64);
                 let id = slog::FnValue(move |_: &slog::Record| hex::encode(msg_id));
                 debug!(self.log, "group upload stored"; "msg_id" => id, "copies" => queued.len(), "epoch" => epoch);
@@ -153,6 +154,7 @@ impl Connection {
                 return;
             }
             GroupResult::Stale { epoch } => {
+                self.relay.metrics.group_epoch_refusals.inc();
                 self.send(Frame::GroupEpoch { msg_id, epoch }, ctx);
                 return;
             }
