@@ -25,8 +25,9 @@ pub const MAX_GROUP_ID_LEN: usize = 64;
 /// The most members a group may have at the relay.
 pub const MAX_GROUP_MEMBERS: usize = 1000;
 /// The largest MLS message in `GroupSend` and `GroupCommit` (commit and Welcome alike):
-/// one byte less than a `Deliver` payload, which adds [`MSG_TYPE_MLS`].
-pub const MAX_MLS_MESSAGE_LEN: usize = crate::frame::MAX_PAYLOAD_LEN - 1;
+/// one byte less than a `Deliver` payload (`frame::MAX_PAYLOAD_LEN`, 64 KiB), which adds
+/// [`MSG_TYPE_MLS`].
+pub const MAX_MLS_MESSAGE_LEN: usize = 64 * 1024 - 1;
 /// The largest KeyPackage (an `MLSMessage` of wire format `mls_key_package`) in
 /// `PublishKeyPackages` and `KeyPackage`.
 pub const MAX_KEY_PACKAGE_LEN: usize = 2048;

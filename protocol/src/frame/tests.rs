@@ -424,6 +424,11 @@ fn encodes_group_frames_byte_for_byte() {
 #[test]
 fn group_frames_are_bounded_and_the_largest_fits() {
     use crate::group::*;
+    assert_eq!(
+        MAX_MLS_MESSAGE_LEN + 1,
+        MAX_PAYLOAD_LEN,
+        "an MLS message and its tag fill a Deliver"
+    );
     let too_many = Frame::GroupCommit {
         msg_id: [0; 16],
         commit: vec![0; 1],
