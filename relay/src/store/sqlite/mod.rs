@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use e2ee_protocol::frame::ExpiredNotice;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::group::{apply_group_write, GroupRecord, GroupTables, GROUP_LOG_KEPT};
+mod groups;
+
+use self::groups::SqliteGroups;
+use super::group::apply_group_write;
 use super::{
-    release_of, stored_size, ClaimOutcome, IdentityBytes, MsgId, NewMessage, Quotas, ReleaseOutcome, Store,
+    release_of, stored_size, ClaimOutcome, IdentityBytes, NewMessage, Quotas, ReleaseOutcome, Store,
     StoreError, StoredBundle, StoredMessage, TakenKeyPackage, Usage, WriteOp, WriteResult,
 };
 use crate::lease::Lease;
@@ -253,14 +256,6 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-/// One-time KeyPackages held for `owner`.
-fn key_packages_held(tx: &Transaction<'_>, owner: &IdentityBytes) -> Result<u32, StoreError> {
-    let n: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM key_packages WHERE identity = ?1")?
-        .query_row(params![&owner[..]], |row| row.get(0))?;
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
-}
-
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
     bytes
         .try_into()
@@ -465,87 +460,6 @@ impl SqliteStore {
     }
 }
 
-/// The group tables inside a batch's transaction.
-struct SqliteGroups<'a, 'c> {
-    tx: &'a Transaction<'c>,
-    counts: &'a mut Counts,
-}
-
-impl GroupTables for SqliteGroups<'_, '_> {
-    fn group(&mut self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
-        let record: Option<Vec<u8>> = self
-            .tx
-            .prepare_cached("SELECT record FROM groups WHERE group_id = ?1")?
-            .query_row(params![group_id], |row| row.get(0))
-            .optional()?;
-        record.map(|r| GroupRecord::decode(&r)).transpose()
-    }
-
-    fn put_group(&mut self, group_id: &[u8], record: &GroupRecord) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO groups (group_id, record) VALUES (?1, ?2)
-                 ON CONFLICT (group_id) DO UPDATE SET record = excluded.record",
-            )?
-            .execute(params![group_id, record.encode()])?;
-        Ok(())
-    }
-
-    fn logged_commit(
-        &mut self,
-        group_id: &[u8],
-        epoch: u64,
-    ) -> Result<Option<(IdentityBytes, MsgId)>, StoreError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = self
-            .tx
-            .prepare_cached("SELECT sender, msg_id FROM group_log WHERE group_id = ?1 AND epoch = ?2")?
-            .query_row(params![group_id, sql_ms(epoch)], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
-        row.map(|(sender, msg_id)| Ok((key32(sender)?, id16(msg_id)?)))
-            .transpose()
-    }
-
-    fn log_commit(
-        &mut self,
-        group_id: &[u8],
-        epoch: u64,
-        sender: &IdentityBytes,
-        msg_id: &MsgId,
-        commit: &[u8],
-    ) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO group_log (group_id, epoch, sender, msg_id, commit_message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![group_id, sql_ms(epoch), &sender[..], &msg_id[..], commit])?;
-        self.tx
-            .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND epoch < ?2")?
-            .execute(params![
-                group_id,
-                sql_ms(epoch.saturating_sub(GROUP_LOG_KEPT - 1))
-            ])?;
-        Ok(())
-    }
-
-    fn append(&mut self, message: &NewMessage) -> Result<WriteResult, StoreError> {
-        SqliteStore::append(self.tx, self.counts, message, &Quotas::UNLIMITED)
-    }
-
-    fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
-        self.counts.queue_len(self.tx, recipient)
-    }
-
-    fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
-        self.counts.sender(self.tx, sender)
-    }
-
-    fn stored_usage(&mut self) -> Result<Usage, StoreError> {
-        self.counts.stored(self.tx)
-    }
-}
-
 impl Store for SqliteStore {
     fn publish_key_packages(
         &mut self,
@@ -555,25 +469,7 @@ impl Store for SqliteStore {
         max_held: u32,
     ) -> Result<u32, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut held = key_packages_held(&tx, owner)?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO key_packages (identity, package) VALUES (?1, ?2)")?;
-            for package in packages {
-                if held >= max_held {
-                    break;
-                }
-                insert.execute(params![&owner[..], package])?;
-                held += 1;
-            }
-        }
-        if let Some(package) = last_resort {
-            tx.execute(
-                "INSERT INTO last_resort_key_packages (identity, package) VALUES (?1, ?2)
-                 ON CONFLICT (identity) DO UPDATE SET package = excluded.package",
-                params![&owner[..], package],
-            )?;
-        }
+        let held = groups::publish_key_packages(&tx, owner, packages, last_resort, max_held)?;
         tx.commit()?;
         Ok(held)
     }
@@ -584,37 +480,9 @@ impl Store for SqliteStore {
         one_time: bool,
     ) -> Result<Option<TakenKeyPackage>, StoreError> {
         let tx = self.conn.transaction()?;
-        let first: Option<(i64, Vec<u8>)> = if one_time {
-            tx.query_row(
-                "SELECT id, package FROM key_packages WHERE identity = ?1 ORDER BY id LIMIT 1",
-                params![&owner[..]],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?
-        } else {
-            None
-        };
-        let taken = match first {
-            Some((id, package)) => {
-                tx.execute("DELETE FROM key_packages WHERE id = ?1", params![id])?;
-                Some((package, true))
-            }
-            None => tx
-                .query_row(
-                    "SELECT package FROM last_resort_key_packages WHERE identity = ?1",
-                    params![&owner[..]],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .map(|package| (package, false)),
-        };
-        let remaining = key_packages_held(&tx, owner)?;
+        let taken = groups::take_key_package(&tx, owner, one_time)?;
         tx.commit()?;
-        Ok(taken.map(|(package, one_time)| TakenKeyPackage {
-            package,
-            one_time,
-            remaining,
-        }))
+        Ok(taken)
     }
 
     fn path(&self) -> Option<&Path> {
