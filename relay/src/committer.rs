@@ -254,17 +254,18 @@ fn settle(
     match committed {
         Ok(results) => {
             if let Some(routes) = routes {
-                routes.route_all(pushes.into_iter().zip(&results).flat_map(|(push, result)| {
-                    let mut out = Vec::new();
+                // One list per batch (not one per write: this runs for every message).
+                let mut deliveries = Vec::with_capacity(results.len());
+                for (push, result) in pushes.into_iter().zip(&results) {
                     match (push, result) {
                         (Some(Push::One(recipient, mut delivery)), WriteResult::Appended { seq }) => {
                             delivery.seq = *seq;
-                            out.push((recipient, delivery));
+                            deliveries.push((recipient, delivery));
                         }
                         (
                             Some(Push::Group { sender, timestamp_ms }),
                             WriteResult::Group(GroupResult::Stored { queued, .. }),
-                        ) => out.extend(queued.iter().map(|q| {
+                        ) => deliveries.extend(queued.iter().map(|q| {
                             (
                                 q.recipient,
                                 Delivery {
@@ -278,8 +279,8 @@ fn settle(
                         })),
                         _ => {}
                     }
-                    out
-                }));
+                }
+                routes.route_all(deliveries);
             }
             results.into_iter().map(Ok).collect()
         }

@@ -445,15 +445,15 @@ impl GroupTables for MemoryStore {
     }
 
     fn queue_len(&mut self, recipient: &IdentityBytes) -> Result<u64, StoreError> {
-        Ok(self.queues.get(recipient).map_or(0, |q| q.len() as u64))
+        Store::queue_len(self, recipient)
     }
 
     fn sender_usage(&mut self, sender: &IdentityBytes) -> Result<Usage, StoreError> {
-        Ok(self.senders.get(sender).copied().unwrap_or_default())
+        Store::sender_usage(self, sender)
     }
 
     fn stored_usage(&mut self) -> Result<Usage, StoreError> {
-        Ok(self.stored)
+        Store::stored_usage(self)
     }
 }
 
