@@ -179,6 +179,9 @@ pub struct GroupBook {
     credential: CredentialWithKey,
     identity: IdentityKey,
     groups: HashMap<Vec<u8>, Joined>,
+    /// The groups' names as last persisted (they change only when a group is made,
+    /// joined or forgotten: not written again for every message).
+    persisted_names: BTreeMap<Vec<u8>, String>,
 }
 
 impl GroupBook {
@@ -211,6 +214,7 @@ impl GroupBook {
             credential,
             identity: *identity.public(),
             groups: HashMap::new(),
+            persisted_names: groups.clone(),
         };
         for (id, name) in groups {
             let group = MlsGroup::load(book.provider.storage(), &GroupId::from_slice(id))
@@ -248,6 +252,18 @@ impl GroupBook {
             .iter()
             .map(|(id, j)| (id.clone(), j.name.clone()))
             .collect()
+    }
+
+    /// The groups' names if they changed since [`GroupBook::names_persisted`] (or the
+    /// book was opened).
+    pub fn changed_names(&self) -> Option<BTreeMap<Vec<u8>, String>> {
+        let names = self.names();
+        (names != self.persisted_names).then_some(names)
+    }
+
+    /// Records `names` as persisted.
+    pub fn names_persisted(&mut self, names: BTreeMap<Vec<u8>, String>) {
+        self.persisted_names = names;
     }
 
     /// Every group, by name.

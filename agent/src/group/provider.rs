@@ -17,13 +17,6 @@ pub struct StorageChanges {
     pub deleted: Vec<Vec<u8>>,
 }
 
-impl StorageChanges {
-    /// True when nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.put.is_empty() && self.deleted.is_empty()
-    }
-}
-
 /// The OpenMLS provider: RustCrypto and a storage mirrored to the state database.
 #[derive(Default)]
 pub struct GroupProvider {
@@ -73,14 +66,6 @@ impl GroupProvider {
         }
         for key in changes.deleted {
             self.persisted.remove(&key);
-        }
-    }
-
-    /// Puts the storage back as last persisted (after an operation whose result could
-    /// not be saved).
-    pub fn roll_back(&mut self) {
-        if let Ok(mut map) = self.storage.values.write() {
-            *map = self.persisted.clone();
         }
     }
 }

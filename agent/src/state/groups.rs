@@ -222,7 +222,7 @@ impl AgentState {
 
     fn write_groups(&mut self, edits: &[GroupEdit]) -> Result<(), StateError> {
         let changes = self.groups.changes();
-        let names = self.groups.names();
+        let names = self.groups.changed_names();
         let rows = edits
             .iter()
             .map(|e| match e {
@@ -232,7 +232,9 @@ impl AgentState {
             .collect::<Result<Vec<_>, _>>()?;
         self.db.transaction_with(|tx| -> Result<(), StateError> {
             tx.put_mls_storage(&changes.put, &changes.deleted)?;
-            tx.put_groups(&names)?;
+            if let Some(names) = &names {
+                tx.put_groups(names)?;
+            }
             for (edit, row) in edits.iter().zip(&rows) {
                 match (edit, row) {
                     (_, Some(row)) => tx.put_group_outbox(row)?,
@@ -244,6 +246,9 @@ impl AgentState {
             Ok(())
         })?;
         self.groups.persisted(changes);
+        if let Some(names) = names {
+            self.groups.names_persisted(names);
+        }
         Ok(())
     }
 

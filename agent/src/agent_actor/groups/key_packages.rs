@@ -60,7 +60,6 @@ impl AgentActor {
         for (_, tx) in self.group.fetches.drain() {
             let _ = tx.send(None);
         }
-        self.group.publishing = true;
         self.to_relay(Frame::PublishKeyPackages {
             packages: Vec::new(),
             last_resort: None,
@@ -71,7 +70,6 @@ impl AgentActor {
     /// `KeyPackageCount`: publishes more one-time KeyPackages (and a new last-resort
     /// one) when the relay holds fewer than [`KEY_PACKAGES_LOW`].
     pub(in crate::agent_actor) fn on_key_package_count(&mut self, remaining: u32) {
-        self.group.publishing = false;
         if remaining >= KEY_PACKAGES_LOW {
             return;
         }
@@ -82,7 +80,6 @@ impl AgentActor {
         );
         match made {
             Ok((packages, mut last_resort)) => {
-                self.group.publishing = true;
                 self.to_relay(Frame::PublishKeyPackages {
                     packages,
                     last_resort: last_resort.pop(),

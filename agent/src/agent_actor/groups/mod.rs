@@ -47,8 +47,6 @@ pub(super) struct GroupFlight {
     /// Uploads refused for an epoch the group had moved past: made again once our
     /// group reaches it.
     waiting: HashMap<[u8; 16], u64>,
-    /// A KeyPackage publication is unanswered.
-    publishing: bool,
     /// Members and senders whose names are being asked for: group deliveries wait
     /// behind them, in arrival order (`held`), so that they are shown named and in the
     /// group's order.
